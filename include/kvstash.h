@@ -1,0 +1,565 @@
+/*
+ * kvstash.h - the one public header of libkvstash.
+ *
+ * kvstash stores the KV cache of LLM inference engines as immutable,
+ * content-addressed chunk files on a filesystem mount (WekaFS first, any
+ * POSIX filesystem works) and loads it back, so that a prompt prefix computed
+ * once by any instance sharing the mount is loaded instead of recomputed.
+ *
+ * The objects, in the order a program meets them:
+ *
+ *   kvs_config    the configuration: defaults, then the YAML file named by
+ *                 LMCACHE_CONFIG_FILE, then the environment (LMCACHE_*).
+ *   kvs_namespace what must never mix: model, KV dtype and geometry, layout,
+ *                 tensor-parallel rank, chunk size, format version and salt.
+ *   kvs_engine    one namespace on one store; lookup, store, retrieve, stats.
+ *   kvs_kv        a description of KV memory the engine reads or writes: one
+ *                 pointer per layer, a slot mapping, strides; host or CUDA.
+ *   kvs_op        an asynchronous store or retrieve to wait on.
+ *
+ * Conventions (every function follows them unless its comment says so):
+ *   - A function that can fail returns kvs_status; KVS_OK is 0.  On failure
+ *     kvs_last_error() gives a message naming what failed, where and why, and
+ *     out-parameters are left untouched.  Out-parameters come last and are
+ *     named *_out.
+ *   - Every *_free / *_close accepts NULL and does nothing.
+ *   - The library never aborts or exits the host process and never reports
+ *     KV as loaded unless every byte arrived and its checksum verified.  A
+ *     failure inside the cache (I/O error, corrupt or foreign file, timeout,
+ *     full disk) is a miss or a skipped store for that chunk, counted in the
+ *     stats; the caller recomputes.
+ *   - Strings returned as `const char *` belong to the library and live as
+ *     long as the object they came from.  Strings and buffers returned through
+ *     `char **` belong to the caller, who releases them with kvs_free().
+ *   - Engines and configurations may be used from any thread.  An engine's
+ *     calls are safe to make concurrently, except kvs_engine_close(), which
+ *     must not overlap any other call on that engine.
+ */
+#ifndef KVSTASH_H
+#define KVSTASH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KVS_BUILDING_LIBRARY) && defined(__GNUC__)
+#define KVS_API __attribute__((visibility("default")))
+#else
+#define KVS_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Versions                                                                  */
+/* ------------------------------------------------------------------------ */
+
+#define KVS_VERSION_MAJOR 0
+#define KVS_VERSION_MINOR 1
+#define KVS_VERSION_PATCH 0
+#define KVS_VERSION_NUMBER \
+    (KVS_VERSION_MAJOR * 10000 + KVS_VERSION_MINOR * 100 + KVS_VERSION_PATCH)
+
+/* Version of the chunk file format this library writes and reads.  It is part
+ * of every namespace, so files of another format version are never read. */
+#define KVS_FORMAT_VERSION 1
+
+/* KVS_VERSION_NUMBER of the library actually linked. */
+KVS_API unsigned kvs_version_number(void);
+/* "0.1.0"; static storage. */
+KVS_API const char *kvs_version_string(void);
+
+/* ------------------------------------------------------------------------ */
+/* Status and errors                                                         */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvs_status {
+    KVS_OK = 0,
+    KVS_ERR_INVALID,     /* an argument breaks this header's contract */
+    KVS_ERR_CONFIG,      /* a configuration value or file was rejected */
+    KVS_ERR_NOMEM,       /* an allocation failed */
+    KVS_ERR_IO,          /* the filesystem failed an operation */
+    KVS_ERR_NOT_FOUND,   /* a path, key or namespace does not exist */
+    KVS_ERR_CORRUPT,     /* stored data failed validation */
+    KVS_ERR_TIMEOUT,     /* a deadline passed */
+    KVS_ERR_BUSY,        /* a bounded queue is full; nothing was done */
+    KVS_ERR_NOSPACE,     /* the store or its filesystem is full */
+    KVS_ERR_UNSUPPORTED, /* not available in this build or environment */
+    KVS_ERR_CUDA,        /* the CUDA runtime failed */
+    KVS_ERR_CUFILE,      /* cuFile failed (its code is in the message) */
+    KVS_ERR_PERM,        /* permission denied */
+    KVS_ERR_INTERNAL,    /* a bug in kvstash; please report it */
+} kvs_status;
+
+/* A short fixed text for a status ("I/O error"); static storage. */
+KVS_API const char *kvs_strerror(kvs_status status);
+
+/* The message of the last failure of a kvstash call in this thread (""
+ * if none).  Valid until the next kvstash call in this thread. */
+KVS_API const char *kvs_last_error(void);
+
+/* Releases a string or buffer the library returned through a `char **`. */
+KVS_API void kvs_free(void *ptr);
+
+/* ------------------------------------------------------------------------ */
+/* Logging                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvs_log_level {
+    KVS_LOG_ERROR = 0,
+    KVS_LOG_WARN = 1,
+    KVS_LOG_INFO = 2,
+    KVS_LOG_DEBUG = 3,
+} kvs_log_level;
+
+/* Receives each log line (no trailing newline).  Called from any thread,
+ * possibly concurrently; it must not call back into kvstash. */
+typedef void (*kvs_log_fn)(void *ctx, kvs_log_level level, const char *msg);
+
+/* Process-wide: routes log lines to fn (NULL: standard error, the default)
+ * and drops lines above max_level (default KVS_LOG_INFO, or the level set by
+ * the log_level configuration key when an engine opens). */
+KVS_API void kvs_set_log_handler(kvs_log_fn fn, void *ctx);
+KVS_API void kvs_set_log_level(kvs_log_level max_level);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration                                                             */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every key, its environment variable, type, unit, default and bounds are in
+ * docs/config.md, generated from the same table the parser uses
+ * (`kvstash config --markdown`).  Precedence, lowest first:
+ *
+ *   1. defaults;
+ *   2. the YAML file named by LMCACHE_CONFIG_FILE;
+ *   3. the environment: LMCACHE_<KEY> for top-level keys,
+ *      LMCACHE_EXTRA_CONFIG (a JSON object) for extra_config entries, then
+ *      KVSTASH_<ENTRY> for single extra_config entries;
+ *   4. kvs_config_set() calls.
+ *
+ * Aliases from later LMCache releases are accepted (gds_path for weka_path,
+ * gds_buffer_size for cufile_buffer_size, disk_io_threads for
+ * gds_io_threads).  Unknown keys are warned about, naming the nearest known
+ * key.  A bad value is rejected with a message naming the key, its
+ * environment variable, its source, the value and what is accepted.
+ */
+typedef struct kvs_config kvs_config;
+
+typedef enum kvs_config_source {
+    KVS_SOURCE_DEFAULT = 0,
+    KVS_SOURCE_FILE = 1,
+    KVS_SOURCE_ENV = 2,
+    KVS_SOURCE_API = 3,
+} kvs_config_source;
+
+/* A configuration holding the defaults only. */
+KVS_API kvs_status kvs_config_new(kvs_config **cfg_out);
+
+/* Defaults, then LMCACHE_CONFIG_FILE if set, then the environment; checks
+ * LMCACHE_USE_EXPERIMENTAL.  This is what engines and the CLI use. */
+KVS_API kvs_status kvs_config_load(kvs_config **cfg_out);
+
+/* Applies one YAML file on top of cfg (as if named by LMCACHE_CONFIG_FILE). */
+KVS_API kvs_status kvs_config_apply_file(kvs_config *cfg, const char *path);
+
+/* Applies the process environment on top of cfg. */
+KVS_API kvs_status kvs_config_apply_env(kvs_config *cfg);
+
+/* Sets one key (or extra_config entry, by its own name) from its text form,
+ * as an environment variable would give it; the source becomes "api". */
+KVS_API kvs_status kvs_config_set(kvs_config *cfg, const char *key,
+                                  const char *value);
+
+/* The effective value of key as text, and where it came from.  *value_out
+ * is owned by the caller (kvs_free).  KVS_ERR_NOT_FOUND for unknown keys. */
+KVS_API kvs_status kvs_config_get(const kvs_config *cfg, const char *key,
+                                  char **value_out,
+                                  kvs_config_source *source_out);
+
+/* One JSON object with a member per key (extra_config entries under their
+ * own names), each {"value": ..., "source": "default"|"file"|"env"|"api"}. */
+KVS_API kvs_status kvs_config_to_json(const kvs_config *cfg, char **json_out);
+
+/* Human-readable forms: one line per key with value and source, or the
+ * Markdown reference page (docs/config.md). */
+KVS_API kvs_status kvs_config_to_text(const kvs_config *cfg, char **text_out);
+KVS_API kvs_status kvs_config_reference_markdown(char **markdown_out);
+
+KVS_API kvs_status kvs_config_copy(const kvs_config *cfg,
+                                   kvs_config **copy_out);
+KVS_API void kvs_config_free(kvs_config *cfg);
+
+/* ------------------------------------------------------------------------ */
+/* Namespaces and keys                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvs_dtype {
+    KVS_DTYPE_INVALID = 0,
+    KVS_DTYPE_FP8_E4M3 = 1, /* 1 byte */
+    KVS_DTYPE_FP8_E5M2 = 2, /* 1 byte */
+    KVS_DTYPE_FP16 = 3,     /* 2 bytes */
+    KVS_DTYPE_BF16 = 4,     /* 2 bytes */
+    KVS_DTYPE_FP32 = 5,     /* 4 bytes */
+} kvs_dtype;
+
+/* Bytes per element; 0 for an invalid dtype. */
+KVS_API size_t kvs_dtype_size(kvs_dtype dtype);
+/* "bf16", "fp16", "fp32", "fp8" (e4m3), "fp8_e5m2". */
+KVS_API const char *kvs_dtype_name(kvs_dtype dtype);
+/* Parses the names above and the torch spellings ("bfloat16", "float16",
+ * "half", "float32", "float", "float8_e4m3fn", "float8_e5m2"). */
+KVS_API kvs_status kvs_dtype_parse(const char *name, kvs_dtype *dtype_out);
+
+typedef enum kvs_attn_layout {
+    /* Separate K and V: two planes per layer, rows of kv_heads * head_dim. */
+    KVS_LAYOUT_MHA = 0,
+    /* Multi-head latent attention: one plane per layer, rows of head_dim;
+     * identical on every tensor-parallel rank, so world_size and rank are
+     * not part of an MLA namespace and any rank reads what one rank stored. */
+    KVS_LAYOUT_MLA = 1,
+} kvs_attn_layout;
+
+/* Everything that must match for stored KV to be reused.  Strings are
+ * copied by kvs_engine_open. */
+typedef struct kvs_namespace {
+    const char *model;      /* model id or path, 1..255 bytes, required */
+    kvs_dtype dtype;        /* KV cache element type */
+    uint32_t num_layers;    /* attention layers, 1..4096 */
+    uint32_t num_kv_heads;  /* KV heads per rank (1 for MLA) */
+    uint32_t head_dim;      /* elements per head row */
+    kvs_attn_layout layout; /* MHA or MLA */
+    uint32_t world_size;    /* tensor-parallel size, >= 1 */
+    uint32_t rank;          /* tensor-parallel rank, < world_size */
+    /* Free-form identity that also must match (LoRA adapter, weight
+     * revision, engine version); NULL or "" for none. */
+    const char *variant;
+    /* Tenancy salt; NULL: the configuration's namespace_salt.  Only its
+     * SHA-256 is stored, never the salt itself. */
+    const char *salt;
+} kvs_namespace;
+
+#define KVS_KEY_BYTES 32
+
+/*
+ * The chained chunk keys of a token sequence: for chunk i (chunk_size tokens
+ * each), key[i] = SHA-256(key[i-1] || tokens of chunk i as little-endian
+ * u32), with key[-1] = 32 zero bytes.  The same in every process, on every
+ * machine and from every language, with nothing to seed.  Writes
+ * min(num_tokens / chunk_size, max_keys) keys and their count.
+ */
+KVS_API kvs_status kvs_chunk_keys(const uint32_t *tokens, size_t num_tokens,
+                                  uint32_t chunk_size,
+                                  uint8_t (*keys_out)[KVS_KEY_BYTES],
+                                  size_t max_keys, size_t *num_keys_out);
+
+/* ------------------------------------------------------------------------ */
+/* KV memory descriptions                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef enum kvs_mem {
+    KVS_MEM_HOST = 0, /* ordinary or pinned host memory */
+    KVS_MEM_CUDA = 1, /* CUDA device memory of `device` */
+} kvs_mem;
+
+/* kvs_kv.flags */
+/* Host memory only: the engine may read files straight into (and write them
+ * straight out of) this memory instead of through its own buffers.  Faster,
+ * but a retrieve that misses its deadline keeps the memory borrowed until
+ * kvs_op_free() returns, which then waits for the I/O still in flight. */
+#define KVS_KV_DIRECT 0x1u
+
+/*
+ * Where the KV of a prompt's tokens lives.  The row of one token in one plane
+ * (K or V; MLA has one plane) of one layer is row_bytes = num_kv_heads *
+ * head_dim * dtype size contiguous bytes at
+ *
+ *   layers[l] + plane * plane_stride
+ *             + (slot / block_size) * block_stride
+ *             + (slot % block_size) * slot_stride
+ *
+ * where slot = slot_mapping[token index in the prompt].  This covers vLLM's
+ * paged caches: flash-attention per-layer tensors
+ * [2, num_blocks, block_size, num_kv_heads, head_dim] (the defaults below),
+ * MLA per-layer tensors [num_blocks, block_size, head_dim], FlashInfer's
+ * [num_blocks, 2, block_size, heads, dim] (block_stride = 2 * block_size *
+ * row_bytes, plane_stride = block_size * row_bytes), and a plain contiguous
+ * buffer [layer][plane][token][row] (slot_mapping NULL, num_slots = its token
+ * capacity).
+ *
+ * A negative slot means "this token has no place here": a store skips every
+ * chunk holding one, a retrieve neither reads nor writes such tokens, and a
+ * chunk whose tokens all have negative slots is taken as already in place.
+ */
+typedef struct kvs_kv {
+    kvs_mem mem;               /* HOST or CUDA */
+    int device;                /* CUDA device ordinal (KVS_MEM_CUDA) */
+    uint32_t flags;            /* KVS_KV_* */
+    uint32_t num_layers;       /* must equal the namespace's num_layers */
+    void *const *layers;       /* num_layers base pointers (host array) */
+    uint64_t num_slots;        /* slots per plane; every slot < num_slots */
+    uint64_t block_size;       /* slots per block; 0: one block of num_slots */
+    uint64_t slot_stride;      /* bytes; 0: row_bytes */
+    uint64_t block_stride;     /* bytes; 0: block_size * slot_stride */
+    uint64_t plane_stride;     /* bytes; 0: num_slots * slot_stride */
+    const int64_t *slot_mapping; /* one per prompt token, host memory; NULL:
+                                    token i -> slot i */
+    void *cuda_stream;         /* cudaStream_t the caller's work is ordered on
+                                  (NULL: the legacy default stream) */
+} kvs_kv;
+
+/* ------------------------------------------------------------------------ */
+/* Engines                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvs_engine kvs_engine;
+typedef struct kvs_op kvs_op;
+
+/*
+ * Opens an engine for one namespace on the store of cfg (weka_path, or the
+ * local default folder).  Validates everything, creates the namespace folder,
+ * probes the filesystem (O_DIRECT, cuFile) and logs the chosen data path once.
+ * cfg is copied; the caller may free it after this returns.
+ *   KVS_ERR_INVALID  ns is incomplete or inconsistent;
+ *   KVS_ERR_CONFIG   the configuration cannot serve (e.g. weka_path missing);
+ *   KVS_ERR_IO / KVS_ERR_PERM  the store cannot be used.
+ */
+KVS_API kvs_status kvs_engine_open(const kvs_config *cfg,
+                                   const kvs_namespace *ns,
+                                   kvs_engine **engine_out);
+
+/* Waits for stores in flight (up to the store timeout), then releases
+ * everything.  Ops not yet freed become invalid. */
+KVS_API void kvs_engine_close(kvs_engine *engine);
+
+/* The namespace folder's name ("<model>-<16 hex>") and the full path of the
+ * folder on the first store path. */
+KVS_API const char *kvs_engine_namespace_id(const kvs_engine *engine);
+KVS_API const char *kvs_engine_namespace_path(const kvs_engine *engine);
+
+/* Tokens per chunk, and payload bytes of one full chunk. */
+KVS_API uint32_t kvs_engine_chunk_size(const kvs_engine *engine);
+KVS_API uint64_t kvs_engine_chunk_bytes(const kvs_engine *engine);
+
+/*
+ * How many leading tokens of the prompt are available: whole chunks present
+ * in the CPU tier or on the store, in order, stopping at the first absent
+ * one.  Looks in memory first; on a miss, asks the store with one metadata
+ * call, so chunks written by other instances are found.
+ */
+KVS_API kvs_status kvs_lookup(kvs_engine *engine, const uint32_t *tokens,
+                              size_t num_tokens, size_t *hit_tokens_out);
+
+/*
+ * Stores the KV of every whole chunk of the prompt that the store does not
+ * hold yet.  Returns once the source has been captured: for CUDA memory the
+ * gather into the engine's staging buffer has run, so the caller may reuse
+ * its memory; host memory stays borrowed until the op completes or is freed.
+ * The writes go on in the background.  When the bounded store queue is full
+ * the chunks that do not fit are dropped and counted, never waited for.
+ * *op_out (optional; NULL to fire and forget) is freed with kvs_op_free().
+ */
+KVS_API kvs_status kvs_store(kvs_engine *engine, const uint32_t *tokens,
+                             size_t num_tokens, const kvs_kv *kv,
+                             kvs_op **op_out);
+
+/*
+ * Loads the longest available prefix of whole chunks into kv and returns the
+ * number of tokens loaded: exactly those whose every byte is in place and
+ * verified, never more.  Tokens past that were not loaded (some of their
+ * memory may have been written); the caller recomputes them.  Waits at most
+ * the configured io_timeout_ms.
+ */
+KVS_API kvs_status kvs_retrieve(kvs_engine *engine, const uint32_t *tokens,
+                                size_t num_tokens, const kvs_kv *kv,
+                                size_t *loaded_tokens_out);
+
+/* The same, asynchronous: layers can be waited for one at a time. */
+KVS_API kvs_status kvs_retrieve_start(kvs_engine *engine,
+                                      const uint32_t *tokens,
+                                      size_t num_tokens, const kvs_kv *kv,
+                                      kvs_op **op_out);
+
+/* Removes the stored chunks of a prompt's whole chunks (all instances will
+ * miss them from then on) and reports how many files were removed. */
+KVS_API kvs_status kvs_remove(kvs_engine *engine, const uint32_t *tokens,
+                              size_t num_tokens, size_t *removed_out);
+
+/* ------------------------------------------------------------------------ */
+/* Operations                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct kvs_op_result {
+    kvs_status status;       /* KVS_OK, or why the op ended early */
+    uint64_t tokens;         /* retrieve: tokens loaded (a prefix);
+                                store: tokens of chunks now on the store */
+    uint32_t chunks_done;    /* chunks read, or written by this op */
+    uint32_t chunks_present; /* store: chunks the store already had;
+                                retrieve: chunks already in place */
+    uint32_t chunks_failed;  /* missed, dropped or failed chunks */
+    uint64_t bytes;          /* payload bytes moved */
+} kvs_op_result;
+
+/*
+ * Waits until the op completes or timeout_ms passes (negative: the op's own
+ * deadline; 0: poll).  Returns KVS_OK with *result_out filled when the op is
+ * complete, KVS_ERR_TIMEOUT when it is not (the op stays valid; for a
+ * retrieve past its own deadline the op is then complete with what was
+ * loaded).
+ */
+KVS_API kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms,
+                               kvs_op_result *result_out);
+
+/* Retrieve only: waits until layer `layer` of every loaded chunk is in
+ * place (layers arrive in order).  *loaded_tokens_out is the prefix whose
+ * layers 0..layer are in place; it never grows between layers. */
+KVS_API kvs_status kvs_op_wait_layer(kvs_op *op, uint32_t layer,
+                                     size_t *loaded_tokens_out);
+
+/* Releases an op.  An incomplete store goes on in the background; an
+ * incomplete retrieve is cancelled first (see KVS_KV_DIRECT). */
+KVS_API void kvs_op_free(kvs_op *op);
+
+/* ------------------------------------------------------------------------ */
+/* Statistics                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The counters and gauges of an engine.  Each X(name, kind, metric, labels,
+ * help) names a field of kvs_stats, whether it is a "counter" or a "gauge",
+ * its Prometheus metric name and labels.  Fields are only ever added at the
+ * end.
+ */
+#define KVS_STATS_FIELDS(X)                                                          \
+    X(lookups, counter, "kvstash_lookups_total", "", "lookup calls")                 \
+    X(lookup_tokens, counter, "kvstash_lookup_tokens_total", "",                     \
+      "tokens asked about by lookups")                                               \
+    X(lookup_hit_tokens, counter, "kvstash_lookup_hit_tokens_total", "",             \
+      "tokens lookups found available")                                              \
+    X(store_probes, counter, "kvstash_store_probes_total", "",                       \
+      "metadata calls made on the store to discover chunks")                         \
+    X(negative_cache_hits, counter, "kvstash_negative_cache_hits_total", "",         \
+      "lookups answered by the short-lived miss cache")                              \
+    X(retrieves, counter, "kvstash_retrieves_total", "", "retrieve calls")           \
+    X(retrieve_tokens, counter, "kvstash_retrieve_tokens_total", "",                 \
+      "tokens asked for by retrieves")                                               \
+    X(retrieve_hit_tokens, counter, "kvstash_retrieve_hit_tokens_total", "",         \
+      "tokens retrieves loaded")                                                     \
+    X(hits_cpu, counter, "kvstash_chunk_hits_total", "tier=\"cpu\"",                 \
+      "chunks loaded from the CPU tier")                                             \
+    X(hits_store, counter, "kvstash_chunk_hits_total", "tier=\"store\"",             \
+      "chunks loaded from the shared store")                                         \
+    X(miss_absent, counter, "kvstash_chunk_misses_total", "reason=\"absent\"",       \
+      "chunks not on the store")                                                     \
+    X(miss_vanished, counter, "kvstash_chunk_misses_total", "reason=\"vanished\"",   \
+      "chunks gone between lookup and read (ENOENT, ESTALE)")                        \
+    X(miss_io, counter, "kvstash_chunk_misses_total", "reason=\"io\"",               \
+      "chunks whose read failed")                                                    \
+    X(miss_timeout, counter, "kvstash_chunk_misses_total", "reason=\"timeout\"",     \
+      "chunks not read before the deadline")                                         \
+    X(miss_truncated, counter, "kvstash_chunk_misses_total",                         \
+      "reason=\"truncated\"", "files shorter or longer than their header says")      \
+    X(miss_bad_header, counter, "kvstash_chunk_misses_total",                        \
+      "reason=\"bad_header\"", "files with a damaged or unreadable header")          \
+    X(miss_version, counter, "kvstash_chunk_misses_total", "reason=\"version\"",     \
+      "files of another format version")                                             \
+    X(miss_foreign, counter, "kvstash_chunk_misses_total", "reason=\"foreign\"",     \
+      "files of another namespace or key")                                           \
+    X(miss_checksum, counter, "kvstash_chunk_misses_total", "reason=\"checksum\"",   \
+      "files whose payload failed its checksum")                                     \
+    X(miss_not_regular, counter, "kvstash_chunk_misses_total",                       \
+      "reason=\"not_regular\"", "paths that are not regular files")                  \
+    X(miss_nomem, counter, "kvstash_chunk_misses_total", "reason=\"nomem\"",         \
+      "chunks skipped for lack of memory or staging space")                          \
+    X(miss_unhealthy, counter, "kvstash_chunk_misses_total",                         \
+      "reason=\"unhealthy\"", "chunks skipped while the store is unhealthy")         \
+    X(stores, counter, "kvstash_stores_total", "", "store calls")                    \
+    X(chunks_stored, counter, "kvstash_chunks_stored_total", "",                     \
+      "chunk files this engine published")                                           \
+    X(chunks_store_present, counter, "kvstash_chunks_store_skipped_total",           \
+      "reason=\"present\"", "chunks not written: already stored")                    \
+    X(chunks_store_lost_race, counter, "kvstash_chunks_store_skipped_total",         \
+      "reason=\"lost_race\"", "chunks another instance published first")            \
+    X(store_dropped, counter, "kvstash_store_failures_total", "reason=\"queue_full\"",\
+      "chunks dropped because the store queue was full")                             \
+    X(store_failed_io, counter, "kvstash_store_failures_total", "reason=\"io\"",     \
+      "chunk writes that failed")                                                    \
+    X(store_failed_nospace, counter, "kvstash_store_failures_total",                 \
+      "reason=\"nospace\"", "chunk writes refused for lack of space")                \
+    X(store_failed_timeout, counter, "kvstash_store_failures_total",                 \
+      "reason=\"timeout\"", "chunk writes past their deadline")                      \
+    X(bytes_read, counter, "kvstash_bytes_total", "op=\"read\"",                     \
+      "payload bytes read from the store")                                           \
+    X(bytes_written, counter, "kvstash_bytes_total", "op=\"write\"",                 \
+      "payload bytes written to the store")                                          \
+    X(bytes_cpu_hit, counter, "kvstash_bytes_total", "op=\"cpu_hit\"",               \
+      "payload bytes served from the CPU tier")                                      \
+    X(retrieve_ns, counter, "kvstash_retrieve_seconds_total", "",                    \
+      "nanoseconds spent in retrieves (exported in seconds)")                        \
+    X(store_ns, counter, "kvstash_store_write_seconds_total", "",                    \
+      "nanoseconds spent writing chunks (exported in seconds)")                      \
+    X(cpu_inserts, counter, "kvstash_cpu_tier_inserts_total", "",                    \
+      "chunks put in the CPU tier")                                                  \
+    X(cpu_evictions, counter, "kvstash_cpu_tier_evictions_total", "",                \
+      "chunks evicted from the CPU tier")                                            \
+    X(cpu_bytes, gauge, "kvstash_cpu_tier_bytes", "", "bytes held by the CPU tier")  \
+    X(cpu_chunks, gauge, "kvstash_cpu_tier_chunks", "", "chunks held by the CPU tier")\
+    X(index_entries, gauge, "kvstash_index_entries", "",                             \
+      "chunks this engine knows are on the store")                                   \
+    X(pending_stores, gauge, "kvstash_pending_store_chunks", "",                     \
+      "chunks queued or being written")                                              \
+    X(pending_store_bytes, gauge, "kvstash_pending_store_bytes", "",                 \
+      "bytes queued or being written")                                               \
+    X(direct_io, gauge, "kvstash_direct_io", "", "1 when O_DIRECT is in use")        \
+    X(cufile_active, gauge, "kvstash_cufile_active", "",                             \
+      "1 when the cuFile data path is in use")                                       \
+    X(cufile_fallbacks, counter, "kvstash_cufile_fallbacks_total", "",               \
+      "requests cuFile could not serve that went to the POSIX path")                 \
+    X(store_unhealthy, gauge, "kvstash_store_unhealthy", "",                         \
+      "1 while the store is marked unhealthy after repeated failures")               \
+    X(evictions, counter, "kvstash_evictions_total", "",                             \
+      "chunk files this engine's collector removed")                                 \
+    X(evicted_bytes, counter, "kvstash_evicted_bytes_total", "",                     \
+      "bytes this engine's collector removed")                                       \
+    X(orphans_removed, counter, "kvstash_orphan_temp_files_removed_total", "",       \
+      "temporary files of crashed writers removed")                                  \
+    X(collections, counter, "kvstash_collections_total", "",                         \
+      "collector runs this engine made")                                             \
+    X(store_used_bytes, gauge, "kvstash_store_used_bytes", "",                       \
+      "bytes of chunk files on the store, as last measured")
+
+typedef struct kvs_stats {
+#define KVS_STATS_FIELD_(name, kind, metric, labels, help) uint64_t name;
+    KVS_STATS_FIELDS(KVS_STATS_FIELD_)
+#undef KVS_STATS_FIELD_
+} kvs_stats;
+
+/* Copies min(size, sizeof(kvs_stats)) bytes of the current values (pass
+ * sizeof(kvs_stats)); reading them costs no I/O. */
+KVS_API kvs_status kvs_engine_stats(kvs_engine *engine, kvs_stats *stats_out,
+                                    size_t size);
+/* The same as one JSON object {"name": value, ...}. */
+KVS_API kvs_status kvs_engine_stats_json(kvs_engine *engine, char **json_out);
+/* The same in the Prometheus text exposition format (version 0.0.4), with
+ * labels namespace="<id>" added to every sample. */
+KVS_API kvs_status kvs_engine_metrics(kvs_engine *engine, char **text_out);
+
+/* ------------------------------------------------------------------------ */
+/* Diagnostics                                                               */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Examines the store of cfg without opening a namespace: each store path,
+ * its filesystem type, free space, O_DIRECT support, cuFile status, and the
+ * data path an engine would choose and why.  *report_out is text, one
+ * "name: value" line each; *healthy_out is 1 when an engine could open.
+ */
+KVS_API kvs_status kvs_doctor(const kvs_config *cfg, char **report_out,
+                              int *healthy_out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVSTASH_H */

@@ -1,0 +1,80 @@
+/*
+ * log.c - the library's log lines.
+ *
+ * Lines go to a process-wide handler (standard error by default, or the one
+ * set with kvs_set_log_handler) prefixed with "kvstash <level>: ".  The
+ * handler and level are read with relaxed atomics: setting them races with
+ * logging only in which of two valid handlers gets a line.  kvs__log_once()
+ * is for failures that can repeat per chunk: the first is logged with its
+ * cause, the rest are counted in the engine's stats.
+ */
+#include "internal.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+
+static _Atomic(kvs_log_fn) log_fn;
+static _Atomic(void *) log_ctx;
+static atomic_int log_level = KVS_LOG_INFO;
+
+void kvs_set_log_handler(kvs_log_fn fn, void *ctx)
+{
+    atomic_store(&log_ctx, ctx);
+    atomic_store(&log_fn, fn);
+}
+
+void kvs_set_log_level(kvs_log_level max_level)
+{
+    atomic_store(&log_level, (int)max_level);
+}
+
+bool kvs__log_enabled(kvs_log_level level)
+{
+    return (int)level <= atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+static const char *level_name(kvs_log_level level)
+{
+    switch (level) {
+    case KVS_LOG_ERROR: return "error";
+    case KVS_LOG_WARN: return "warning";
+    case KVS_LOG_INFO: return "info";
+    case KVS_LOG_DEBUG: return "debug";
+    }
+    return "?";
+}
+
+static void vlog(kvs_log_level level, const char *fmt, va_list ap) KVS_PRINTF(2, 0);
+static void vlog(kvs_log_level level, const char *fmt, va_list ap)
+{
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    kvs_log_fn fn = atomic_load(&log_fn);
+    if (fn) {
+        fn(atomic_load(&log_ctx), level, msg);
+        return;
+    }
+    fprintf(stderr, "kvstash %s: %s\n", level_name(level), msg);
+}
+
+void kvs__log(kvs_log_level level, const char *fmt, ...)
+{
+    if (!kvs__log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
+
+void kvs__log_once(int *once, kvs_log_level level, const char *fmt, ...)
+{
+    if (__atomic_exchange_n(once, 1, __ATOMIC_RELAXED))
+        return;
+    if (!kvs__log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, fmt, ap);
+    va_end(ap);
+}
