@@ -1,0 +1,105 @@
+/*
+ * config.h - the parsed configuration.  config.c owns the one table of keys
+ * (name, environment variable, aliases, type, unit, default, bounds, doc)
+ * from which the parser, `kvstash config` and docs/config.md are all made;
+ * the rest of the library reads only the typed fields of struct kvs_config,
+ * parsed once, never the environment.
+ */
+#ifndef KVS_CONFIG_H
+#define KVS_CONFIG_H
+
+#include "internal.h"
+
+#define KVS_MAX_STORE_PATHS 16
+
+typedef enum kvs_io_path_mode {
+    KVS_IO_PATH_AUTO = 0,   /* cuFile when its self-test passes, else POSIX */
+    KVS_IO_PATH_CUFILE = 1, /* cuFile required for CUDA memory */
+    KVS_IO_PATH_POSIX = 2,  /* never cuFile */
+} kvs_io_path_mode;
+
+typedef enum kvs_direct_io_mode {
+    KVS_DIRECT_IO_OFF = 0,  /* buffered I/O through the page cache */
+    KVS_DIRECT_IO_ON = 1,   /* O_DIRECT where the filesystem supports it */
+} kvs_direct_io_mode;
+
+/* Index of every key in the table, in table order. */
+typedef enum kvs_config_key {
+    KVS_CFG_CHUNK_SIZE,
+    KVS_CFG_LOCAL_CPU,
+    KVS_CFG_MAX_LOCAL_CPU_SIZE,
+    KVS_CFG_WEKA_PATH,
+    KVS_CFG_CUFILE_BUFFER_SIZE,
+    KVS_CFG_SAVE_UNFULL_CHUNK,
+    /* extra_config entries */
+    KVS_CFG_GDS_IO_THREADS,
+    KVS_CFG_USE_DIRECT_IO,
+    KVS_CFG_IO_PATH,
+    KVS_CFG_IO_TIMEOUT_MS,
+    KVS_CFG_STORE_TIMEOUT_MS,
+    KVS_CFG_NEGATIVE_CACHE_MS,
+    KVS_CFG_MAX_PENDING_STORE_SIZE,
+    KVS_CFG_MAX_STORE_SIZE,
+    KVS_CFG_STORE_HIGH_WATERMARK,
+    KVS_CFG_STORE_LOW_WATERMARK,
+    KVS_CFG_MIN_FREE_SPACE,
+    KVS_CFG_ACCESS_INTERVAL_S,
+    KVS_CFG_TMP_GRACE_S,
+    KVS_CFG_LEASE_TTL_S,
+    KVS_CFG_FAILURE_THRESHOLD,
+    KVS_CFG_FILE_MODE,
+    KVS_CFG_DURABLE_WRITES,
+    KVS_CFG_NAMESPACE_SALT,
+    KVS_CFG_LOG_LEVEL,
+    KVS_CFG_NKEYS
+} kvs_config_key;
+
+struct kvs_config {
+    /* top-level keys (LMCache names) */
+    uint32_t chunk_size;          /* tokens per chunk */
+    bool local_cpu;               /* CPU tier on */
+    double max_local_cpu_size;    /* GB (10^9 bytes) for the CPU tier */
+    char *weka_path;              /* raw text: one path or a comma list;
+                                     NULL: the local default folder */
+    uint64_t cufile_buffer_size;  /* MiB of VRAM registered with cuFile */
+    bool save_unfull_chunk;       /* store a partial last chunk too */
+
+    /* extra_config entries */
+    uint32_t gds_io_threads;      /* I/O worker threads */
+    kvs_direct_io_mode use_direct_io;
+    kvs_io_path_mode io_path;
+    uint32_t io_timeout_ms;       /* deadline of a lookup or retrieve */
+    uint32_t store_timeout_ms;    /* deadline of one chunk write */
+    uint32_t negative_cache_ms;   /* how long a miss is remembered */
+    double max_pending_store_size; /* GB of stores queued before dropping */
+    double max_store_size;        /* GB the shared store may hold; 0: no cap */
+    double store_high_watermark;  /* fraction of max_store_size: collect */
+    double store_low_watermark;   /* fraction of max_store_size: stop */
+    double min_free_space;        /* GB kept free on the filesystem */
+    uint32_t access_interval_s;   /* refresh a chunk's access time at most
+                                     once per interval */
+    uint32_t tmp_grace_s;         /* age before a temp file is an orphan */
+    uint32_t lease_ttl_s;         /* collector lease lifetime */
+    uint32_t failure_threshold;   /* consecutive I/O failures before the
+                                     store is marked unhealthy; 0: never */
+    uint32_t file_mode;           /* permission bits of chunk files */
+    bool durable_writes;          /* fsync a chunk before publishing it */
+    char *namespace_salt;         /* default tenancy salt; NULL: none */
+    kvs_log_level log_level;
+
+    /* derived at parse time */
+    uint32_t num_store_paths;                  /* >= 1 after resolution */
+    char *store_paths[KVS_MAX_STORE_PATHS];    /* absolute, no trailing '/' */
+
+    kvs_config_source source[KVS_CFG_NKEYS];   /* where each value came from */
+};
+
+/* Resolves weka_path (or the default folder: $XDG_CACHE_HOME/kvstash, else
+ * $HOME/.cache/kvstash, else ./kvstash-cache) into store_paths.  Called by
+ * every loader; exposed for tests. */
+kvs_status kvs__config_resolve_paths(kvs_config *cfg);
+
+/* The local default folder as described above; caller frees. */
+char *kvs__config_default_path(void);
+
+#endif /* KVS_CONFIG_H */

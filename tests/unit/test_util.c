@@ -1,0 +1,150 @@
+/* test_util.c - helpers shared by the unit tests. */
+#include "test_util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static const char *tmp_root(void)
+{
+    const char *t = getenv("TMPDIR");
+    return t && *t ? t : "/tmp";
+}
+
+char *tu_mkdtemp(const char *tag)
+{
+    char *p = malloc(4096);
+    snprintf(p, 4096, "%s/kvs-test-%s-XXXXXX", tmp_root(), tag);
+    if (!mkdtemp(p)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_DP)
+        chmod(path, 0700), rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+void tu_rmtree(const char *path)
+{
+    if (!path || strncmp(path, tmp_root(), strlen(tmp_root())) != 0 || !strstr(path, "kvs-test-"))
+        return;
+    /* make every directory writable so read-only test folders go too */
+    nftw(path, rm_one, 64, FTW_DEPTH | FTW_PHYS);
+}
+
+char *tu_read_file(const char *path, size_t *len_out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *p = n < 0 ? NULL : malloc((size_t)n + 1);
+    if (!p || fread(p, 1, (size_t)n, f) != (size_t)n) {
+        fclose(f);
+        free(p);
+        return NULL;
+    }
+    p[n] = '\0';
+    fclose(f);
+    if (len_out)
+        *len_out = (size_t)n;
+    return p;
+}
+
+int tu_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        return -1;
+    size_t w = fwrite(data, 1, len, f);
+    fclose(f);
+    return w == len ? 0 : -1;
+}
+
+int tu_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ., .. and the DIR's own descriptor */
+}
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *log_text;
+static size_t log_len;
+
+static void capture(void *ctx, kvs_log_level level, const char *msg)
+{
+    (void)ctx;
+    (void)level;
+    pthread_mutex_lock(&log_mu);
+    size_t n = strlen(msg);
+    log_text = realloc(log_text, log_len + n + 2);
+    memcpy(log_text + log_len, msg, n);
+    log_len += n;
+    log_text[log_len++] = '\n';
+    log_text[log_len] = '\0';
+    pthread_mutex_unlock(&log_mu);
+}
+
+void tu_capture_logs(int on)
+{
+    pthread_mutex_lock(&log_mu);
+    free(log_text);
+    log_text = NULL;
+    log_len = 0;
+    pthread_mutex_unlock(&log_mu);
+    kvs_set_log_handler(on ? capture : NULL, NULL);
+    kvs_set_log_level(on ? KVS_LOG_DEBUG : KVS_LOG_INFO);
+}
+
+const char *tu_logs(void)
+{
+    return log_text ? log_text : "";
+}
+
+void tu_clear_env(void)
+{
+    for (;;) {
+        char *victim = NULL;
+        for (char **e = environ; *e; e++) {
+            if (!strncmp(*e, "LMCACHE_", 8) || !strncmp(*e, "KVSTASH_", 8)) {
+                victim = *e;
+                break;
+            }
+        }
+        if (!victim)
+            return;
+        char name[256];
+        size_t n = strcspn(victim, "=");
+        if (n >= sizeof name)
+            n = sizeof name - 1;
+        memcpy(name, victim, n);
+        name[n] = '\0';
+        unsetenv(name);
+    }
+}
