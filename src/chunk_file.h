@@ -1,0 +1,97 @@
+/*
+ * chunk_file.h - the on-disk format of one chunk.
+ *
+ *   [0, 4096)            header (little-endian fields, see chunk_file.c)
+ *   [4096, 4096 + P)     payload, layer-major: [layer][plane][token][row]
+ *   up to 4096 + pad(P)  zeros, so the file length is a multiple of 4096
+ *
+ * The payload is checksummed in fixed-size segments of the padded payload
+ * (XXH3-64 each), so threads and GPU blocks can verify parts in parallel;
+ * the header carries those checksums and a checksum of itself.
+ */
+#ifndef KVS_CHUNK_FILE_H
+#define KVS_CHUNK_FILE_H
+
+#include "key.h"
+
+#define KVS_HEADER_BYTES 4096u
+#define KVS_PAYLOAD_OFFSET 4096u
+#define KVS_MAGIC "KVSTASH\0"
+#define KVS_SEGMENT_TABLE_OFFSET 512u
+#define KVS_MAX_SEGMENTS ((KVS_HEADER_BYTES - KVS_SEGMENT_TABLE_OFFSET) / 8u) /* 448 */
+#define KVS_MIN_SEGMENT_BYTES (64u * 1024u)
+#define KVS_FILE_ALIGN 4096u
+/* Largest payload of one chunk file (64 GiB): keeps every size in range. */
+#define KVS_MAX_PAYLOAD_BYTES (64ull << 30)
+
+/* The decoded header. */
+typedef struct kvs_chunk_header {
+    uint32_t format_version;
+    uint8_t namespace_id[32];
+    uint8_t key[KVS_KEY_BYTES];
+    uint32_t tokens;          /* tokens in this chunk (chunk_size when full) */
+    uint32_t chunk_size;
+    uint64_t payload_bytes;
+    uint32_t num_layers;
+    uint32_t num_planes;
+    uint32_t row_bytes;
+    uint32_t dtype;
+    uint32_t layout;
+    uint32_t num_kv_heads;
+    uint32_t head_dim;
+    uint32_t world_size;
+    uint32_t rank;
+    uint32_t segment_bytes;
+    uint32_t segment_count;
+    uint32_t checksum_algo;
+    uint64_t created_ns;      /* wall clock of the writer */
+    uint32_t writer_pid;
+    char writer_host[32];     /* NUL-padded, informative */
+    char model[128];          /* NUL-padded, informative (truncated) */
+    uint64_t segment_sums[KVS_MAX_SEGMENTS];
+} kvs_chunk_header;
+
+/* Why a file is not served (each maps to a miss counter). */
+typedef enum kvs_reject {
+    KVS_REJECT_NONE = 0,
+    KVS_REJECT_BAD_HEADER,   /* magic, size, checksum or a field is wrong */
+    KVS_REJECT_VERSION,      /* another format version */
+    KVS_REJECT_FOREIGN,      /* another namespace, key or geometry */
+    KVS_REJECT_TRUNCATED,    /* file length does not match the header */
+    KVS_REJECT_CHECKSUM,     /* a payload segment does not verify */
+} kvs_reject;
+
+const char *kvs__reject_name(kvs_reject r);
+
+/* Payload rounded up to the file alignment. */
+static inline uint64_t kvs__padded_payload(uint64_t payload)
+{
+    return KVS_ALIGN_UP(payload, (uint64_t)KVS_FILE_ALIGN);
+}
+
+static inline uint64_t kvs__file_bytes(uint64_t payload)
+{
+    return KVS_PAYLOAD_OFFSET + kvs__padded_payload(payload);
+}
+
+/* The segment size for a payload: 64 KiB doubled until at most
+ * KVS_MAX_SEGMENTS segments cover the padded payload. */
+uint32_t kvs__segment_bytes(uint64_t payload);
+uint32_t kvs__segment_count(uint64_t payload, uint32_t segment_bytes);
+
+/* Fills everything but the segment sums from the namespace and key. */
+void kvs__header_init(kvs_chunk_header *h, const kvs_ns *ns, const uint8_t key[KVS_KEY_BYTES],
+                      uint32_t tokens);
+
+/* Encodes h into out[KVS_HEADER_BYTES], checksum included. */
+void kvs__header_encode(const kvs_chunk_header *h, uint8_t *out);
+
+/* Decodes and checks a header's own consistency (magic, version, header
+ * checksum, field bounds) without knowing what was asked for. */
+kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h);
+
+/* Checks a decoded header against what a reader asked for. */
+kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
+                               const uint8_t key[KVS_KEY_BYTES], uint32_t tokens);
+
+#endif
