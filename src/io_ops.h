@@ -1,0 +1,60 @@
+/*
+ * io_ops.h - the table of filesystem calls the library makes.
+ *
+ * Every call that touches the store goes through kvs__io(), so a test can
+ * swap in a table that fails the Nth call with any errno, returns short
+ * counts or stalls (tests/fault).  The functions have the system calls'
+ * conventions: -1 with errno set on failure.
+ */
+#ifndef KVS_IO_OPS_H
+#define KVS_IO_OPS_H
+
+#include <dirent.h>
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+typedef struct kvs_io_ops {
+    int (*open)(const char *path, int flags, mode_t mode);
+    int (*close)(int fd);
+    ssize_t (*pread)(int fd, void *buf, size_t n, off_t off);
+    ssize_t (*pwrite)(int fd, const void *buf, size_t n, off_t off);
+    ssize_t (*preadv)(int fd, const struct iovec *iov, int iovcnt, off_t off);
+    ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off);
+    int (*fstat)(int fd, struct stat *st);
+    int (*stat)(const char *path, struct stat *st);   /* no symlink follow */
+    int (*fsync)(int fd);
+    int (*mkdir)(const char *path, mode_t mode);
+    int (*rename)(const char *from, const char *to);
+    /* rename that fails with EEXIST instead of replacing (renameat2
+     * RENAME_NOREPLACE); EINVAL or ENOSYS where the filesystem lacks it. */
+    int (*rename_noreplace)(const char *from, const char *to);
+    int (*link)(const char *from, const char *to);
+    int (*unlink)(const char *path);
+    int (*rmdir)(const char *path);
+    int (*statvfs)(const char *path, struct statvfs *st);
+    /* Sets atime and mtime of a path (no symlink follow); NULL: now. */
+    int (*utimens)(const char *path, const struct timespec times[2]);
+    DIR *(*opendir)(const char *path);
+    struct dirent *(*readdir)(DIR *dir);
+    int (*closedir)(DIR *dir);
+    /* Fills buf with n random bytes from the OS. */
+    int (*getrandom)(void *buf, size_t n);
+} kvs_io_ops;
+
+/* The table in use (the real one unless a test replaced it). */
+const kvs_io_ops *kvs__io(void);
+/* Replaces the table (NULL restores the real one); returns the old one.
+ * Only for tests: the caller makes sure no I/O is in flight. */
+const kvs_io_ops *kvs__io_set(const kvs_io_ops *ops);
+/* The real system calls, for wrappers that forward to them. */
+extern const kvs_io_ops kvs__io_posix;
+
+/* Helpers with the usual retry rules: EINTR is retried, short transfers are
+ * continued; a zero-length read before n bytes gives errno = ENODATA. */
+int kvs__pread_full(int fd, void *buf, size_t n, off_t off);
+int kvs__pwrite_full(int fd, const void *buf, size_t n, off_t off);
+
+#endif

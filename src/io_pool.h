@@ -1,0 +1,55 @@
+/*
+ * io_pool.h - the I/O worker threads (gds_io_threads of them).
+ */
+#ifndef KVS_IO_POOL_H
+#define KVS_IO_POOL_H
+
+#include "internal.h"
+
+#include <stdatomic.h>
+
+typedef struct kvs_pool kvs_pool;
+typedef struct kvs_worker kvs_worker;
+typedef struct kvs_task kvs_task;
+
+typedef void (*kvs_task_fn)(kvs_task *task, kvs_worker *worker);
+
+/* A unit of work, embedded in the structure it works on: submitting one
+ * allocates nothing. */
+struct kvs_task {
+    kvs_task *next;
+    kvs_task_fn fn;
+};
+
+struct kvs_worker {
+    kvs_pool *pool;
+    void *bounce;                 /* bounce_bytes, 4096-aligned, this worker's */
+    size_t bounce_bytes;
+    _Atomic uint64_t busy_since;  /* monotonic ns the current task began; 0 idle */
+};
+
+typedef enum kvs_prio {
+    KVS_PRIO_READ = 0,  /* retrieves: served first */
+    KVS_PRIO_WRITE = 1, /* stores */
+} kvs_prio;
+
+/* Starts `threads` workers, each with a bounce buffer.  When every worker
+ * has been busy on one task for longer than stall_ns and a read is waiting,
+ * up to `spare` more workers are started, so a hung filesystem call does not
+ * stop reads that could be served. */
+kvs_status kvs__pool_create(uint32_t threads, uint32_t spare, size_t bounce_bytes,
+                            uint64_t stall_ns, kvs_pool **pool_out);
+
+void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio);
+
+/* Lets the workers finish what is queued and stop, waiting at most
+ * timeout_ns; workers still stuck after that are left running detached and
+ * the pool's memory goes with the last of them.  Returns how many were
+ * left. */
+uint32_t kvs__pool_destroy(kvs_pool *pool, uint64_t timeout_ns);
+
+/* Tasks queued plus tasks running. */
+uint32_t kvs__pool_load(kvs_pool *pool);
+uint32_t kvs__pool_threads(kvs_pool *pool);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * store.c - chunk files on the shared mount.
+ *
+ * Layout: <root>/<namespace>/<xx>/<yy>/<key hex>, where xx and yy are the
+ * first two bytes of the key, so 65536 leaf folders share the files and no
+ * folder grows past tens of thousands of entries even at a billion chunks.
+ * With several roots (weka_path "a,b"), each key lives on one root chosen
+ * from its bytes, so every instance looks for it in the same place.
+ *
+ * Files are immutable.  A writer creates a unique temporary name in the
+ * chunk's folder (O_CREAT|O_EXCL, a random suffix from the OS), fills it,
+ * and publishes it with a rename that refuses to replace (renameat2
+ * RENAME_NOREPLACE; link+unlink where the filesystem lacks that; a plain
+ * rename as the last resort, harmless because same key means same bytes).
+ * So a reader sees either no file or a complete one, the first complete
+ * file wins, and no lock is taken on any path.
+ */
+#include "store.h"
+
+#include "chunk_file.h"
+#include "io_ops.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LEAF_DIRS 65536u
+
+/* Every path is built here.  store_open refuses roots long enough to make
+ * any of them overflow, so truncation cannot happen. */
+static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
+static void pathf(char *buf, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
+    va_end(ap);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+    const kvs_io_ops *io = kvs__io();
+    char buf[KVS_PATH_MAX];
+    size_t len = strlen(path);
+    if (len >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, len + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (io->mkdir(buf, mode) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    if (io->mkdir(buf, mode) != 0 && errno != EEXIST)
+        return -1;
+    struct stat st;
+    if (io->stat(buf, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+static mode_t dir_mode(uint32_t file_mode)
+{
+    /* A folder is searchable by whoever may read its files. */
+    mode_t m = (mode_t)file_mode | 0700;
+    if (file_mode & 0040)
+        m |= 0010;
+    if (file_mode & 0004)
+        m |= 0001;
+    return m;
+}
+
+static kvs_status write_namespace_file(kvs_fstore *s, uint32_t p, const kvs_ns *ns)
+{
+    const kvs_io_ops *io = kvs__io();
+    char path[KVS_PATH_MAX], tmp[KVS_PATH_MAX];
+    pathf(path, "%s/" KVS_NAMESPACE_FILE, s->ns_path[p]);
+    struct stat st;
+    if (io->stat(path, &st) == 0)
+        return KVS_OK;
+    uint64_t r = 0;
+    io->getrandom(&r, sizeof r);
+    pathf(tmp, "%s.%016llx" KVS_TMP_SUFFIX, path, (unsigned long long)r);
+    char *desc = kvs__ns_describe_json(ns);
+    if (!desc)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory describing the namespace");
+    kvs_status st_out = KVS_OK;
+    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
+    if (fd < 0) {
+        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", tmp, strerror(errno));
+        goto out;
+    }
+    size_t len = strlen(desc);
+    desc[len] = '\n';
+    int rc = kvs__pwrite_full(fd, desc, len + 1, 0);
+    int err = errno;
+    io->close(fd);
+    if (rc != 0) {
+        io->unlink(tmp);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s: %s", tmp, strerror(err));
+        goto out;
+    }
+    if (io->rename(tmp, path) != 0) {
+        err = errno;
+        io->unlink(tmp);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s: %s", path, strerror(err));
+    }
+out:
+    kvs__free(desc);
+    return st_out;
+}
+
+/* Writes and reads back one aligned block with O_DIRECT in the namespace
+ * folder: the only reliable answer to "does this filesystem take O_DIRECT". */
+static void probe_direct(kvs_fstore *s)
+{
+    const kvs_io_ops *io = kvs__io();
+    char tmp[KVS_PATH_MAX];
+    uint64_t r = 0;
+    io->getrandom(&r, sizeof r);
+    pathf(tmp, "%s/.direct-probe.%016llx" KVS_TMP_SUFFIX, s->ns_path[0],
+             (unsigned long long)r);
+    void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
+    if (!buf) {
+        s->direct = false;
+        snprintf(s->direct_reason, sizeof s->direct_reason, "off: out of memory for the probe");
+        return;
+    }
+    memset(buf, 0x5a, KVS_FILE_ALIGN);
+    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+    const char *step = "open";
+    int err = 0;
+    if (fd >= 0) {
+        step = "write";
+        if (kvs__pwrite_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
+            err = errno;
+        io->close(fd);
+        if (!err) {
+            step = "read";
+            fd = io->open(tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+            if (fd < 0 || kvs__pread_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
+                err = errno;
+            if (fd >= 0)
+                io->close(fd);
+        }
+        io->unlink(tmp);
+    } else {
+        err = errno;
+    }
+    s->direct = err == 0;
+    if (s->direct)
+        snprintf(s->direct_reason, sizeof s->direct_reason, "on: probe write and read passed");
+    else
+        snprintf(s->direct_reason, sizeof s->direct_reason,
+                 "off: the filesystem refused O_DIRECT (%s: %s)", step, strerror(err));
+    kvs__free(buf);
+}
+
+kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns)
+{
+    const kvs_io_ops *io = kvs__io();
+    memset(s, 0, sizeof *s);
+    s->file_mode = cfg->file_mode;
+    s->durable = cfg->durable_writes;
+    s->noatime = true;
+    s->npaths = cfg->num_store_paths;
+    bool configured = cfg->weka_path != NULL;
+    kvs_status st = KVS_OK;
+    for (uint32_t p = 0; p < s->npaths; p++) {
+        const char *root = cfg->store_paths[p];
+        struct stat sb;
+        if (!configured && mkdir_p(root, 0755) != 0) {
+            st = kvs__fail(kvs__errno_status(errno), "cannot create the default store folder %s: %s",
+                           root, strerror(errno));
+            goto fail;
+        }
+        if (io->stat(root, &sb) != 0) {
+            int err = errno;
+            if (err == ENOENT)
+                st = kvs__fail(KVS_ERR_CONFIG,
+                               "weka_path %s does not exist (set by %s); create it first, "
+                               "e.g. mkdir -p %s",
+                               root,
+                               cfg->source[KVS_CFG_WEKA_PATH] == KVS_SOURCE_ENV
+                                   ? "LMCACHE_WEKA_PATH or LMCACHE_GDS_PATH"
+                               : cfg->source[KVS_CFG_WEKA_PATH] == KVS_SOURCE_FILE
+                                   ? "the file named by LMCACHE_CONFIG_FILE"
+                                   : "kvs_config_set",
+                               root);
+            else
+                st = kvs__fail(kvs__errno_status(err), "cannot use store path %s: %s", root,
+                               strerror(err));
+            goto fail;
+        }
+        /* The root may itself be a symlink to the mount (a common setup):
+         * follow it here, once; nothing below it is followed. */
+        if (!S_ISDIR(sb.st_mode) && !(S_ISLNK(sb.st_mode) && stat(root, &sb) == 0 && S_ISDIR(sb.st_mode))) {
+            st = kvs__fail(KVS_ERR_CONFIG, "store path %s is not a directory", root);
+            goto fail;
+        }
+        if (strlen(root) + strlen(ns->dir) + 2 * KVS_KEY_BYTES + 64 >= KVS_PATH_MAX) {
+            st = kvs__fail(KVS_ERR_CONFIG, "store path %s is too long (limit %d bytes)", root,
+                           KVS_PATH_MAX - (int)strlen(ns->dir) - 2 * KVS_KEY_BYTES - 64);
+            goto fail;
+        }
+        s->root[p] = kvs__strdup(root);
+        s->ns_path[p] = kvs__asprintf("%s/%s", root, ns->dir);
+        if (!s->root[p] || !s->ns_path[p]) {
+            st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+            goto fail;
+        }
+        if (io->mkdir(s->ns_path[p], dir_mode(s->file_mode)) != 0 && errno != EEXIST) {
+            st = kvs__fail(kvs__errno_status(errno), "cannot create namespace folder %s: %s",
+                           s->ns_path[p], strerror(errno));
+            goto fail;
+        }
+        if (io->stat(s->ns_path[p], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+            st = kvs__fail(KVS_ERR_IO, "namespace folder %s is not a directory", s->ns_path[p]);
+            goto fail;
+        }
+        st = write_namespace_file(s, p, ns);
+        if (st)
+            goto fail;
+    }
+    s->made = kvs__calloc((size_t)s->npaths * LEAF_DIRS / 8, 1);
+    if (!s->made) {
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+        goto fail;
+    }
+    if (cfg->use_direct_io == KVS_DIRECT_IO_ON) {
+        probe_direct(s);
+    } else {
+        s->direct = false;
+        snprintf(s->direct_reason, sizeof s->direct_reason, "off: use_direct_io is false");
+    }
+    return KVS_OK;
+fail:
+    kvs__store_close(s);
+    return st;
+}
+
+void kvs__store_close(kvs_fstore *s)
+{
+    for (uint32_t p = 0; p < KVS_MAX_STORE_PATHS; p++) {
+        kvs__free(s->root[p]);
+        kvs__free(s->ns_path[p]);
+    }
+    kvs__free((void *)s->made);
+    memset(s, 0, sizeof *s);
+}
+
+uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key)
+{
+    if (s->npaths <= 1)
+        return 0;
+    uint32_t v;
+    memcpy(&v, key + 8, 4); /* not the bytes that pick the fan-out folders */
+    return v % s->npaths;
+}
+
+static void leaf_dir(const kvs_fstore *s, const uint8_t *key, char *buf)
+{
+    pathf(buf, "%s/%02x/%02x", s->ns_path[kvs__store_path_index(s, key)], key[0],
+             key[1]);
+}
+
+void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf)
+{
+    char hex[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, hex);
+    pathf(buf, "%s/%02x/%02x/%s", s->ns_path[kvs__store_path_index(s, key)],
+             key[0], key[1], hex);
+}
+
+void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suffix, char *buf)
+{
+    char hex[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, hex);
+    pathf(buf, "%s/%02x/%02x/.%s.%016llx" KVS_TMP_SUFFIX,
+             s->ns_path[kvs__store_path_index(s, key)], key[0], key[1], hex,
+             (unsigned long long)suffix);
+}
+
+kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out)
+{
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(s, key, path);
+    struct stat st;
+    if (kvs__io()->stat(path, &st) != 0) {
+        int err = errno;
+        if (err == ENOENT || err == ENOTDIR || err == ESTALE)
+            return KVS_PROBE_ABSENT;
+        *err_out = err;
+        return KVS_PROBE_ERROR;
+    }
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != file_bytes)
+        return KVS_PROBE_BAD;
+    return KVS_PROBE_PRESENT;
+}
+
+int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
+{
+    const kvs_io_ops *io = kvs__io();
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(s, key, path);
+    /* O_NONBLOCK: a FIFO planted under a chunk name must not block us. */
+    int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
+    int fd = -1;
+    if (__atomic_load_n(&s->noatime, __ATOMIC_RELAXED)) {
+        fd = io->open(path, flags | O_NOATIME, 0);
+        if (fd < 0 && errno == EPERM) /* O_NOATIME needs ownership */
+            __atomic_store_n(&s->noatime, false, __ATOMIC_RELAXED);
+    }
+    if (fd < 0 && !__atomic_load_n(&s->noatime, __ATOMIC_RELAXED))
+        fd = io->open(path, flags, 0);
+    if (fd < 0) {
+        int err = errno;
+        /* Some filesystems refuse O_DIRECT on what is not a regular file
+         * before they say what it is: ask. */
+        struct stat st;
+        if (err != ENOENT && err != ESTALE && io->stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+            return -EISDIR;
+        return -err;
+    }
+    if (io->fstat(fd, st_out) != 0) {
+        int err = errno;
+        io->close(fd);
+        return -err;
+    }
+    if (!S_ISREG(st_out->st_mode)) {
+        io->close(fd);
+        return -EISDIR;
+    }
+    return fd;
+}
+
+static int ensure_leaf(kvs_fstore *s, const uint8_t *key)
+{
+    uint32_t p = kvs__store_path_index(s, key);
+    uint32_t bit = (uint32_t)key[0] << 8 | key[1];
+    _Atomic uint8_t *byte = &s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8];
+    uint8_t mask = (uint8_t)(1u << (bit % 8));
+    if (atomic_load_explicit(byte, memory_order_relaxed) & mask)
+        return 0;
+    char dir[KVS_PATH_MAX];
+    leaf_dir(s, key, dir);
+    const kvs_io_ops *io = kvs__io();
+    mode_t mode = dir_mode(s->file_mode);
+    char *slash = strrchr(dir, '/');
+    *slash = '\0';
+    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
+        return -errno;
+    *slash = '/';
+    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
+        return -errno;
+    atomic_fetch_or_explicit(byte, mask, memory_order_relaxed);
+    return 0;
+}
+
+int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out)
+{
+    const kvs_io_ops *io = kvs__io();
+    int rc = ensure_leaf(s, key);
+    if (rc)
+        return rc;
+    char path[KVS_PATH_MAX];
+    for (int attempt = 0; attempt < 4; attempt++) {
+        uint64_t suffix = 0;
+        if (io->getrandom(&suffix, sizeof suffix) != 0)
+            return -errno;
+        kvs__store_temp_path(s, key, suffix, path);
+        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | (s->direct ? O_DIRECT : 0);
+        int fd = io->open(path, flags, (mode_t)s->file_mode);
+        if (fd >= 0) {
+            *suffix_out = suffix;
+            return fd;
+        }
+        if (errno == ENOENT) {
+            /* Someone (an operator's rm, a collector) removed our folder. */
+            uint32_t p = kvs__store_path_index(s, key);
+            uint32_t bit = (uint32_t)key[0] << 8 | key[1];
+            atomic_fetch_and(&s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8],
+                             (uint8_t) ~(1u << (bit % 8)));
+            if ((rc = ensure_leaf(s, key)) != 0)
+                return rc;
+            continue;
+        }
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+void kvs__store_discard(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
+{
+    char path[KVS_PATH_MAX];
+    kvs__store_temp_path(s, key, suffix, path);
+    kvs__io()->unlink(path);
+}
+
+int kvs__store_publish(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
+{
+    const kvs_io_ops *io = kvs__io();
+    char tmp[KVS_PATH_MAX], final[KVS_PATH_MAX];
+    kvs__store_temp_path(s, key, suffix, tmp);
+    kvs__store_chunk_path(s, key, final);
+    if (io->rename_noreplace(tmp, final) == 0)
+        return 0;
+    int err = errno;
+    if (err == EEXIST) {
+        io->unlink(tmp);
+        return 1;
+    }
+    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+        if (io->link(tmp, final) == 0) {
+            io->unlink(tmp);
+            return 0;
+        }
+        err = errno;
+        if (err == EEXIST) {
+            io->unlink(tmp);
+            return 1;
+        }
+        if (err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == EMLINK) {
+            if (io->rename(tmp, final) == 0)
+                return 0;
+            err = errno;
+        }
+    }
+    io->unlink(tmp);
+    return -err;
+}
+
+int kvs__store_remove(kvs_fstore *s, const uint8_t *key)
+{
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(s, key, path);
+    if (kvs__io()->unlink(path) == 0)
+        return 0;
+    if (errno == ENOENT || errno == ESTALE)
+        return 1;
+    return -errno;
+}
+
+void kvs__store_touch(kvs_fstore *s, const uint8_t *key)
+{
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(s, key, path);
+    struct timespec ts[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
+    kvs__io()->utimens(path, ts); /* best effort: the clock is advisory */
+}

@@ -1,0 +1,73 @@
+/*
+ * store.h - chunk files on the shared mount: paths, publishing, probing.
+ */
+#ifndef KVS_STORE_H
+#define KVS_STORE_H
+
+#include "config.h"
+#include "key.h"
+
+#include <limits.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
+
+#define KVS_PATH_MAX PATH_MAX
+#define KVS_TMP_SUFFIX ".tmp"
+#define KVS_NAMESPACE_FILE "NAMESPACE.json"
+
+typedef struct kvs_fstore {
+    uint32_t npaths;
+    char *root[KVS_MAX_STORE_PATHS];       /* store paths, absolute */
+    char *ns_path[KVS_MAX_STORE_PATHS];    /* <root>/<namespace dir> */
+    _Atomic uint8_t *made;                 /* npaths * 65536 bits: leaf dirs made */
+    bool direct;                           /* O_DIRECT in use */
+    char direct_reason[160];               /* why O_DIRECT is on or off */
+    uint32_t file_mode;
+    bool durable;
+    bool noatime;                          /* O_NOATIME accepted so far */
+} kvs_fstore;
+
+/* Checks the store paths (a configured weka_path must exist; the default
+ * folder is created), creates the namespace folders and their NAMESPACE.json
+ * and probes O_DIRECT when use_direct_io asks for it. */
+kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns);
+void kvs__store_close(kvs_fstore *s);
+
+/* Which store path holds key (spread by key across several mounts). */
+uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
+/* <ns_path>/<xx>/<yy>/<64 hex>; buf of KVS_PATH_MAX. */
+void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf);
+
+typedef enum kvs_probe {
+    KVS_PROBE_PRESENT = 0,
+    KVS_PROBE_ABSENT = 1,
+    KVS_PROBE_BAD = 2,     /* exists but is not a regular file of the right size */
+    KVS_PROBE_ERROR = 3,   /* the call failed; errno kept in *err_out */
+} kvs_probe;
+
+/* One metadata call: is a plausible chunk file there? */
+kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out);
+
+/* Opens a chunk for reading (no symlinks, FIFOs or directories: those give
+ * -ELOOP / -EFTYPE-like errors as -EINVAL).  Returns fd >= 0 or -errno. */
+int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out);
+
+/* Creates a unique temporary file next to the chunk's final name, making
+ * the fan-out folders as needed.  Returns fd >= 0 (and *suffix_out names
+ * it) or -errno. */
+int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out);
+void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suffix, char *buf);
+
+/* Publishes a complete temporary file under the final name.  0: published;
+ * 1: another writer published first (ours is removed); -errno: failed (ours
+ * is removed). */
+int kvs__store_publish(kvs_fstore *s, const uint8_t *key, uint64_t suffix);
+void kvs__store_discard(kvs_fstore *s, const uint8_t *key, uint64_t suffix);
+
+/* Removes a published chunk: 0 removed, 1 was not there, -errno. */
+int kvs__store_remove(kvs_fstore *s, const uint8_t *key);
+
+/* Sets the chunk's access time to now (its eviction clock). */
+void kvs__store_touch(kvs_fstore *s, const uint8_t *key);
+
+#endif
