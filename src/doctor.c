@@ -1,0 +1,191 @@
+/*
+ * doctor.c - `kvstash doctor`: what an engine would find on this machine.
+ *
+ * For each store path: whether it exists and is writable, the filesystem
+ * type (from /proc/self/mountinfo, longest matching mount point, the way
+ * LMCache detects wekafs), free space, and whether O_DIRECT works (by
+ * writing and reading one aligned block, since filesystems that refuse it
+ * do so only at I/O time).  Then the data path an engine would use and why.
+ * It touches nothing but one temporary file per path, which it removes.
+ */
+#include "config.h"
+#include "checksum.h"
+#include "io_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Unescapes the octal escapes (\040 for space) of mountinfo fields. */
+static void unescape(char *s)
+{
+    char *o = s;
+    for (char *p = s; *p; p++) {
+        if (p[0] == '\\' && p[1] >= '0' && p[1] <= '7' && p[2] && p[3]) {
+            *o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+            p += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = '\0';
+}
+
+static void fs_type(const char *path, char *type, size_t tlen, char *mnt, size_t mlen)
+{
+    snprintf(type, tlen, "unknown");
+    snprintf(mnt, mlen, "?");
+    char real[4096];
+    if (!realpath(path, real))
+        return;
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    if (!f)
+        return;
+    char line[8192];
+    size_t best = 0;
+    while (fgets(line, sizeof line, f)) {
+        /* id parent major:minor root mountpoint opts ... - fstype source super */
+        char *fields[6] = {0};
+        char *save = NULL, *tok = strtok_r(line, " ", &save);
+        for (int i = 0; tok && i < 6; i++, tok = strtok_r(NULL, " ", &save))
+            fields[i] = tok;
+        char *dash = NULL;
+        while (tok) {
+            if (strcmp(tok, "-") == 0) {
+                dash = strtok_r(NULL, " ", &save);
+                break;
+            }
+            tok = strtok_r(NULL, " ", &save);
+        }
+        if (!fields[4] || !dash)
+            continue;
+        unescape(fields[4]);
+        size_t n = strlen(fields[4]);
+        bool under = strncmp(real, fields[4], n) == 0 &&
+                     (real[n] == '/' || real[n] == '\0' || (n == 1 && fields[4][0] == '/'));
+        if (under && n >= best) {
+            best = n;
+            snprintf(type, tlen, "%s", dash);
+            snprintf(mnt, mlen, "%s", fields[4]);
+        }
+    }
+    fclose(f);
+}
+
+static const char *probe_direct(const char *dir, char *why, size_t wlen)
+{
+    const kvs_io_ops *io = kvs__io();
+    char tmp[4200];
+    uint64_t r = 0;
+    io->getrandom(&r, sizeof r);
+    snprintf(tmp, sizeof tmp, "%s/.kvstash-doctor.%016llx.tmp", dir, (unsigned long long)r);
+    void *buf = kvs__aligned_alloc(4096, 4096);
+    if (!buf) {
+        snprintf(why, wlen, "out of memory");
+        return "unknown";
+    }
+    memset(buf, 0xa5, 4096);
+    const char *verdict = "supported";
+    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(why, wlen, "cannot create a file here: %s", strerror(errno));
+        verdict = "unknown (not writable)";
+        goto out;
+    }
+    io->close(fd);
+    fd = io->open(tmp, O_WRONLY | O_CLOEXEC | O_DIRECT, 0);
+    if (fd < 0 || kvs__pwrite_full(fd, buf, 4096, 0) != 0) {
+        snprintf(why, wlen, "%s refused: %s", fd < 0 ? "open" : "write", strerror(errno));
+        verdict = "not supported";
+    } else {
+        io->close(fd);
+        fd = io->open(tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+        if (fd < 0 || kvs__pread_full(fd, buf, 4096, 0) != 0) {
+            snprintf(why, wlen, "read refused: %s", strerror(errno));
+            verdict = "not supported";
+        } else {
+            snprintf(why, wlen, "a 4096-byte write and read passed");
+        }
+    }
+    if (fd >= 0)
+        io->close(fd);
+    io->unlink(tmp);
+out:
+    kvs__free(buf);
+    return verdict;
+}
+
+kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out)
+{
+    if (!cfg || !report_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_doctor: NULL argument");
+    kvs_buf b = {0};
+    bool healthy = true;
+    bool direct_everywhere = true;
+    bool direct_unknown = false;  /* a folder an engine would create */
+    kvs_buf_printf(&b, "kvstash: %s\n", kvs_version_string());
+    kvs_buf_printf(&b, "store paths: %u%s\n", cfg->num_store_paths,
+                   cfg->weka_path ? "" : " (weka_path unset: the local default folder)");
+    for (uint32_t p = 0; p < cfg->num_store_paths; p++) {
+        const char *path = cfg->store_paths[p];
+        kvs_buf_printf(&b, "store path %u: %s\n", p + 1, path);
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            kvs_buf_printf(&b, "  exists: no (%s)%s\n", strerror(errno),
+                           cfg->weka_path ? "" : "; an engine creates it");
+            healthy &= !cfg->weka_path;
+            direct_unknown = !cfg->weka_path;
+            direct_everywhere &= !cfg->weka_path;
+            continue;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            kvs_buf_printf(&b, "  exists: yes, but not a directory\n");
+            healthy = false;
+            continue;
+        }
+        bool writable = access(path, W_OK | X_OK) == 0;
+        kvs_buf_printf(&b, "  exists: yes, %s\n", writable ? "writable" : "NOT writable");
+        healthy &= writable;
+        char type[64], mnt[1024];
+        fs_type(path, type, sizeof type, mnt, sizeof mnt);
+        kvs_buf_printf(&b, "  filesystem: %s (mounted at %s)%s\n", type, mnt,
+                       strcmp(type, "wekafs") == 0 ? " - WekaFS" : "");
+        struct statvfs vfs;
+        if (statvfs(path, &vfs) == 0) {
+            double freeb = (double)vfs.f_bavail * vfs.f_frsize, total = (double)vfs.f_blocks * vfs.f_frsize;
+            kvs_buf_printf(&b, "  free space: %.1f GB of %.1f GB; free inodes: %llu\n", freeb / 1e9,
+                           total / 1e9, (unsigned long long)vfs.f_favail);
+            if (cfg->min_free_space > 0 && freeb / 1e9 < cfg->min_free_space)
+                kvs_buf_printf(&b, "  warning: below min_free_space (%.1f GB): stores will be "
+                                   "refused\n",
+                               cfg->min_free_space);
+        }
+        char why[256] = "";
+        const char *verdict = writable ? probe_direct(path, why, sizeof why) : "unknown";
+        kvs_buf_printf(&b, "  O_DIRECT: %s%s%s%s\n", verdict, why[0] ? " (" : "", why,
+                       why[0] ? ")" : "");
+        direct_everywhere &= strcmp(verdict, "supported") == 0;
+    }
+#ifdef KVS_HAVE_CUDA
+    kvs_buf_printf(&b, "cuFile: built with CUDA; checked when an engine opens on a GPU\n");
+#else
+    kvs_buf_printf(&b, "cuFile: not available (this libkvstash was built without CUDA)\n");
+#endif
+    const char *direct = cfg->use_direct_io == KVS_DIRECT_IO_OFF
+                             ? "off (use_direct_io is false)"
+                         : !direct_everywhere ? "off (a store path is missing or refused it)"
+                         : direct_unknown     ? "probed when an engine creates the folder"
+                                              : "on (the filesystem supports it)";
+    kvs_buf_printf(&b, "data path: posix, O_DIRECT %s, %u I/O threads\n", direct,
+                   cfg->gds_io_threads);
+    kvs_buf_printf(&b, "checksums: xxh3-64 (%s)\n", kvs__checksum_impl());
+    kvs_buf_printf(&b, "cpu tier: %s\n",
+                   cfg->local_cpu && cfg->max_local_cpu_size > 0 ? "on" : "off");
+    kvs_buf_printf(&b, "healthy: %s\n", healthy ? "yes" : "no");
+    if (healthy_out)
+        *healthy_out = healthy;
+    return kvs_buf_finish(&b, report_out);
+}

@@ -1,0 +1,1514 @@
+/*
+ * engine.c - the public engine API and the host data path.
+ *
+ * An engine is one namespace on one store.  Its operations are built from
+ * chunks, and each chunk from pieces (tasks of piece_bytes) that the I/O
+ * pool runs in parallel, each moving block_bytes per system call through
+ * the worker's own bounce buffer:
+ *
+ *   retrieve: open + header check (one task per chunk), then pieces that
+ *             read, verify each segment's checksum, and only then copy the
+ *             bytes into the caller's KV memory;
+ *   store:    probe + create a temporary file (one task per chunk), then
+ *             pieces that copy from the caller's memory, checksum and write;
+ *             the last piece writes the header and publishes the file.
+ *
+ * Why the bounce buffer rather than reading straight into the caller's
+ * memory: a read that hangs on a sick filesystem can only ever write the
+ * worker's buffer, so a retrieve can give up at its deadline and return
+ * what it has, and nothing unverified ever lands in the caller's KV cache.
+ * Blocks are sized to stay in the core's cache between the read, the
+ * checksum and the copy.  Callers who accept the borrowing rules get the
+ * zero-copy path with KVS_KV_DIRECT.
+ *
+ * A retrieve reports the longest prefix of chunks that arrived whole and
+ * verified.  The first chunk that fails cuts the op: later chunks stop
+ * early, because tokens past a hole are useless to the caller.
+ *
+ * Lifetimes: an op holds a reference on its engine, and each unresolved
+ * chunk holds one on its op, so memory outlives every task that can touch
+ * it, including tasks stuck in a hung filesystem call after the caller has
+ * given up on them.
+ */
+#include "engine.h"
+
+#include "checksum.h"
+#include "io_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define KVS_CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define STAT_OFF(field) offsetof(kvs_stats, field)
+#define MAX_DIRECT_IOV 64
+
+/* How long the store stays marked unhealthy after failure_threshold
+ * consecutive I/O failures; then one request is let through to test it. */
+#define UNHEALTHY_COOLDOWN_NS (5ull * 1000000000ull)
+
+static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
+{
+    uint64_t *field = (uint64_t *)((char *)&e->stats + off);
+    __atomic_fetch_add(field, n, __ATOMIC_RELAXED);
+}
+
+/* ---- lifetimes ----------------------------------------------------------- */
+
+static void engine_free(kvs_engine *e)
+{
+    kvs__cpu_tier_destroy(e->cpu);
+    kvs__index_destroy(e->index);
+    kvs__store_close(&e->store);
+    kvs__ns_clear(&e->ns);
+    kvs_config_free(e->cfg);
+    pthread_cond_destroy(&e->idle_cv);
+    pthread_mutex_destroy(&e->mu);
+    kvs__free(e);
+}
+
+static void engine_ref(kvs_engine *e)
+{
+    atomic_fetch_add(&e->refs, 1);
+}
+
+static void engine_unref(kvs_engine *e)
+{
+    if (atomic_fetch_sub(&e->refs, 1) == 1)
+        engine_free(e);
+}
+
+static void op_destroy(kvs_op *op)
+{
+    kvs_engine *e = op->engine;
+    kvs__kvmap_clear(&op->map);
+    kvs__free(op->layer_left);
+    kvs__free(op->pieces);
+    kvs__free(op->chunks);
+    pthread_cond_destroy(&op->cv);
+    pthread_mutex_destroy(&op->mu);
+    kvs__free(op);
+    engine_unref(e);
+}
+
+static void op_unref(kvs_op *op)
+{
+    if (atomic_fetch_sub(&op->refs, 1) == 1)
+        op_destroy(op);
+}
+
+/* ---- health -------------------------------------------------------------- */
+
+static bool store_unhealthy(kvs_engine *e, uint64_t now)
+{
+    uint64_t until = atomic_load_explicit(&e->unhealthy_until, memory_order_relaxed);
+    return until != 0 && now < until;
+}
+
+static void note_io_success(kvs_engine *e)
+{
+    atomic_store_explicit(&e->failures, 0, memory_order_relaxed);
+    if (atomic_exchange(&e->unhealthy_until, 0) != 0)
+        kvs__log(KVS_LOG_INFO, "store %s answers again; marked healthy", e->store.root[0]);
+}
+
+static void note_io_failure(kvs_engine *e, const char *what, int err)
+{
+    uint32_t n = atomic_fetch_add(&e->failures, 1) + 1;
+    uint32_t threshold = e->cfg->failure_threshold;
+    if (threshold && n >= threshold) {
+        atomic_store(&e->unhealthy_until, kvs__now_ns() + UNHEALTHY_COOLDOWN_NS);
+        kvs__log_once(&e->unhealthy_logged, KVS_LOG_ERROR,
+                      "store %s: %u I/O failures in a row (last: %s: %s); serving misses for "
+                      "%llu s at a time until it answers again",
+                      e->store.root[0], n, what, strerror(err),
+                      (unsigned long long)(UNHEALTHY_COOLDOWN_NS / 1000000000ull));
+    }
+}
+
+/* ---- copies into and out of caller memory -------------------------------- */
+
+/* A copy to or from caller memory happens only between copy_begin and
+ * copy_end, and never once the op is cancelled; cancelling waits for the
+ * copies under way (each a memcpy of one block), so after kvs_op_wait gives
+ * up or kvs_op_free returns, the caller's memory is the caller's again. */
+static bool copy_begin(kvs_op *op)
+{
+    atomic_fetch_add(&op->copiers, 1);
+    if (atomic_load(&op->cancelled)) {
+        atomic_fetch_sub(&op->copiers, 1);
+        return false;
+    }
+    return true;
+}
+
+static void copy_end(kvs_op *op)
+{
+    atomic_fetch_sub(&op->copiers, 1);
+}
+
+static void cancel_copies(kvs_op *op)
+{
+    atomic_store(&op->cancelled, true);
+    while (atomic_load(&op->copiers) > 0)
+        sched_yield();
+}
+
+/* ---- results --------------------------------------------------------------- */
+
+static bool loaded_state(int s)
+{
+    return s == KVS_CH_OK || s == KVS_CH_CPU || s == KVS_CH_INPLACE;
+}
+
+/* Called with op->mu held. */
+static void compute_result(kvs_op *op)
+{
+    kvs_op_result r = {0};
+    r.status = KVS_OK;
+    if (op->kind == KVS_OP_RETRIEVE) {
+        bool prefix = true;
+        for (uint32_t i = 0; i < op->nchunks; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            int s = atomic_load(&c->state);
+            if (s == KVS_CH_FAILED)
+                r.chunks_failed++;
+            if (!prefix || !loaded_state(s)) {
+                prefix = false;
+                continue;
+            }
+            r.tokens += c->tokens;
+            if (s == KVS_CH_INPLACE) {
+                r.chunks_present++;
+            } else {
+                r.chunks_done++;
+                r.bytes += c->payload;
+            }
+        }
+    } else {
+        for (uint32_t i = 0; i < op->nchunks; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            int s = atomic_load(&c->state);
+            if (s == KVS_CH_OK) {
+                r.chunks_done++;
+                r.tokens += c->tokens;
+                r.bytes += c->payload;
+            } else if (s == KVS_CH_PRESENT) {
+                r.chunks_present++;
+                r.tokens += c->tokens;
+            } else if (s == KVS_CH_FAILED || s == KVS_CH_DROPPED || s == KVS_CH_CANCELLED) {
+                r.chunks_failed++;
+            }
+        }
+    }
+    op->result = r;
+}
+
+static void op_complete_locked(kvs_op *op)
+{
+    pthread_cond_broadcast(&op->cv);
+    if (op->complete)
+        return;
+    compute_result(op);
+    op->complete = true;
+    kvs_engine *e = op->engine;
+    if (op->kind == KVS_OP_RETRIEVE) {
+        KVS_STAT_ADD(e, retrieve_hit_tokens, op->result.tokens);
+        KVS_STAT_ADD(e, retrieve_ns, kvs__now_ns() - op->t_start);
+    }
+}
+
+static void chunk_resolve(kvs_xchunk *c)
+{
+    kvs_op *op = c->op;
+    if (atomic_fetch_sub(&op->chunks_left, 1) == 1) {
+        pthread_mutex_lock(&op->mu);
+        op_complete_locked(op);
+        pthread_mutex_unlock(&op->mu);
+    }
+    op_unref(op);
+}
+
+/* Moves a pending chunk to `state`; false if it was already resolved (by a
+ * failure elsewhere, or by the op's deadline). */
+static bool chunk_settle(kvs_xchunk *c, int state)
+{
+    int expect = KVS_CH_PENDING;
+    return atomic_compare_exchange_strong(&c->state, &expect, state);
+}
+
+static void cut_at(kvs_op *op, uint32_t idx)
+{
+    uint32_t cur = atomic_load(&op->cut);
+    while (idx < cur && !atomic_compare_exchange_weak(&op->cut, &cur, idx))
+        ;
+}
+
+/* A chunk failed for a reason counted at reason_off in the stats. */
+static void chunk_fail(kvs_xchunk *c, size_t reason_off)
+{
+    kvs_op *op = c->op;
+    if (!chunk_settle(c, KVS_CH_FAILED))
+        return;
+    c->reason = (int)reason_off;
+    if (op->kind == KVS_OP_RETRIEVE)
+        cut_at(op, c->idx);
+    stat_add_off(op->engine, reason_off, 1);
+}
+
+static bool chunk_stopped(const kvs_xchunk *c)
+{
+    const kvs_op *op = c->op;
+    return atomic_load(&c->state) != KVS_CH_PENDING || atomic_load(&op->cancelled) ||
+           (op->kind == KVS_OP_RETRIEVE && c->idx > atomic_load(&op->cut));
+}
+
+/* Releases the layer counts of a retrieve piece that finished or will never
+ * run. */
+static void piece_retire(kvs_op *op, const kvs_xpiece *p)
+{
+    if (!op->layer_left)
+        return;
+    bool wake = false;
+    pthread_mutex_lock(&op->mu);
+    for (uint32_t l = p->layer_lo; l <= p->layer_hi; l++)
+        wake |= --op->layer_left[l] == 0;
+    if (wake)
+        pthread_cond_broadcast(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+}
+
+static void retire_all_pieces(kvs_xchunk *c)
+{
+    for (uint32_t i = 0; i < c->npieces; i++)
+        piece_retire(c->op, &c->pieces[i]);
+}
+
+/* ---- verification ---------------------------------------------------------- */
+
+/* Verifies the segments of payload range [off, off+len) held at data. */
+static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
+        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
+        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[(off + o) / c->seg_bytes])
+            return false;
+    }
+    return true;
+}
+
+static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
+        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
+        c->hdr.segment_sums[(off + o) / c->seg_bytes] = kvs__checksum(data + o, n);
+    }
+}
+
+static bool verify_regions(const kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!verify_segments(c, off, iov[i].iov_base, iov[i].iov_len))
+            return false;
+        off += iov[i].iov_len;
+    }
+    return true;
+}
+
+static void fill_regions(kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fill_segments(c, off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+}
+
+/* preadv/pwritev of the whole range, continuing after short transfers. */
+static int rw_iov_full(int fd, struct iovec *iov, int n, off_t off, bool write)
+{
+    const kvs_io_ops *io = kvs__io();
+    int retries = 0;
+    while (n > 0) {
+        ssize_t r = write ? io->pwritev(fd, iov, n, off) : io->preadv(fd, iov, n, off);
+        if (r < 0) {
+            if ((errno == EINTR || errno == EAGAIN) && ++retries < 16)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = write ? EIO : ENODATA;
+            return -1;
+        }
+        off += r;
+        while (n > 0 && (size_t)r >= iov->iov_len) {
+            r -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + r;
+            iov->iov_len -= (size_t)r;
+        }
+    }
+    return 0;
+}
+
+/* ---- retrieve ---------------------------------------------------------------- */
+
+static size_t read_errno_reason(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case ESTALE: return STAT_OFF(miss_vanished);
+    case ENODATA: return STAT_OFF(miss_truncated);
+    case ENOMEM: return STAT_OFF(miss_nomem);
+    default: return STAT_OFF(miss_io);
+    }
+}
+
+static size_t reject_reason(kvs_reject r)
+{
+    switch (r) {
+    case KVS_REJECT_VERSION: return STAT_OFF(miss_version);
+    case KVS_REJECT_FOREIGN: return STAT_OFF(miss_foreign);
+    case KVS_REJECT_TRUNCATED: return STAT_OFF(miss_truncated);
+    case KVS_REJECT_CHECKSUM: return STAT_OFF(miss_checksum);
+    case KVS_REJECT_BAD_HEADER:
+    case KVS_REJECT_NONE: break;
+    }
+    return STAT_OFF(miss_bad_header);
+}
+
+/* A file that is provably wrong under its name is removed, so that the next
+ * store of that chunk replaces it instead of skipping it as present. */
+static void quarantine(kvs_xchunk *c, kvs_reject why)
+{
+    static int logged;
+    kvs_engine *e = c->op->engine;
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(&e->store, c->key, path);
+    kvs__log_once(&logged, KVS_LOG_WARN,
+                  "chunk file %s is not valid (%s); removed it, the chunk will be recomputed "
+                  "(further cases are counted in kvstash_chunk_misses_total)",
+                  path, kvs__reject_name(why));
+    kvs__store_remove(&e->store, c->key);
+    kvs__index_forget(e->index, c->key);
+}
+
+static void read_fail(kvs_xchunk *c, size_t reason, int err)
+{
+    kvs_engine *e = c->op->engine;
+    if (reason == STAT_OFF(miss_io)) {
+        static int logged;
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(&e->store, c->key, path);
+        kvs__log_once(&logged, KVS_LOG_WARN, "reading %s failed: %s (counted from now on)", path,
+                      strerror(err));
+        note_io_failure(e, "read", err);
+    } else if (reason == STAT_OFF(miss_vanished)) {
+        kvs__index_forget(e->index, c->key);
+    }
+    chunk_fail(c, reason);
+}
+
+static void finish_read_chunk(kvs_xchunk *c)
+{
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    kvs__io()->close(c->fd);
+    c->fd = -1;
+    if (chunk_settle(c, KVS_CH_OK)) {
+        uint64_t now = kvs__now_ns();
+        KVS_STAT_ADD(e, hits_store, 1);
+        note_io_success(e);
+        if (!c->index_said_present)
+            kvs__index_set_present(e->index, c->key, 0);
+        if (kvs__index_touch(e->index, c->key, now, e->access_interval_ns))
+            kvs__store_touch(&e->store, c->key);
+    }
+    chunk_resolve(c);
+}
+
+static void read_piece(kvs_xpiece *p, kvs_worker *w)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    const uint64_t end = p->off + p->len;
+    char *bounce = w->bounce;
+    uint64_t blk = p->off;
+    for (; blk < end; blk += e->block_bytes) {
+        if (chunk_stopped(c))
+            break;
+        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
+        uint64_t data_len = blk >= c->payload ? 0 : KVS_MIN(blen, c->payload - blk);
+        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
+        bool done = false;
+        if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen) {
+            struct iovec iov[MAX_DIRECT_IOV];
+            int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
+                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       MAX_DIRECT_IOV);
+            if (n > 0) {
+                struct iovec v[MAX_DIRECT_IOV];
+                memcpy(v, iov, (size_t)n * sizeof *iov);
+                if (rw_iov_full(c->fd, v, n, foff, false) != 0) {
+                    read_fail(c, read_errno_reason(errno), errno);
+                    break;
+                }
+                if (!verify_regions(c, blk, iov, n)) {
+                    chunk_fail(c, STAT_OFF(miss_checksum));
+                    quarantine(c, KVS_REJECT_CHECKSUM);
+                    break;
+                }
+                done = true;
+            }
+        }
+        if (!done) {
+            if (kvs__pread_full(c->fd, bounce, blen, foff) != 0) {
+                read_fail(c, read_errno_reason(errno), errno);
+                break;
+            }
+            if (!verify_segments(c, blk, bounce, blen)) {
+                chunk_fail(c, STAT_OFF(miss_checksum));
+                quarantine(c, KVS_REJECT_CHECKSUM);
+                break;
+            }
+            if (data_len) {
+                if (!copy_begin(op))
+                    break;
+                kvs__kvmap_scatter(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+                copy_end(op);
+            }
+        }
+        KVS_STAT_ADD(e, bytes_read, data_len);
+    }
+    /* A piece that stopped early leaves its chunk incomplete: whatever
+     * stopped it (a failure elsewhere, the cut, the deadline) has settled
+     * the chunk already, or this does. */
+    if (blk < end)
+        chunk_settle(c, KVS_CH_CANCELLED);
+    piece_retire(op, p);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
+        finish_read_chunk(c);
+}
+
+static void read_piece_task(kvs_task *t, kvs_worker *w)
+{
+    read_piece(KVS_CONTAINER(t, kvs_xpiece, task), w);
+}
+
+static void read_open_task(kvs_task *t, kvs_worker *w)
+{
+    kvs_xchunk *c = KVS_CONTAINER(t, kvs_xchunk, task);
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    if (chunk_stopped(c)) {
+        chunk_settle(c, KVS_CH_CANCELLED);
+        goto resolve;
+    }
+    struct stat st;
+    int fd = kvs__store_open_read(&e->store, c->key, &st);
+    if (fd < 0) {
+        int err = -fd;
+        if (err == ENOENT || err == ENOTDIR || err == ESTALE) {
+            if (c->index_said_present) {
+                kvs__index_forget(e->index, c->key);
+                chunk_fail(c, STAT_OFF(miss_vanished));
+            } else {
+                kvs__index_set_absent(e->index, c->key, kvs__now_ns() + e->negative_ns);
+                chunk_fail(c, STAT_OFF(miss_absent));
+            }
+        } else if (err == ELOOP || err == EISDIR || err == ENXIO || err == ENODEV) {
+            chunk_fail(c, STAT_OFF(miss_not_regular));
+        } else {
+            read_fail(c, read_errno_reason(err), err);
+        }
+        goto resolve;
+    }
+    c->fd = fd;
+    if ((uint64_t)st.st_size != kvs__file_bytes(c->payload)) {
+        chunk_fail(c, STAT_OFF(miss_truncated));
+        quarantine(c, KVS_REJECT_TRUNCATED);
+        goto close_resolve;
+    }
+    if (kvs__pread_full(fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {
+        read_fail(c, read_errno_reason(errno), errno);
+        goto close_resolve;
+    }
+    kvs_reject rej = kvs__header_decode(w->bounce, KVS_HEADER_BYTES, &c->hdr);
+    if (rej == KVS_REJECT_NONE)
+        rej = kvs__header_matches(&c->hdr, &e->ns, c->key, c->tokens);
+    if (rej != KVS_REJECT_NONE) {
+        chunk_fail(c, reject_reason(rej));
+        quarantine(c, rej);
+        goto close_resolve;
+    }
+    atomic_store(&c->pieces_left, c->npieces);
+    for (uint32_t i = 1; i < c->npieces; i++)
+        kvs__pool_submit(e->pool, &c->pieces[i].task, KVS_PRIO_READ);
+    read_piece(&c->pieces[0], w);
+    return;
+
+close_resolve:
+    kvs__io()->close(c->fd);
+    c->fd = -1;
+resolve:
+    retire_all_pieces(c);
+    chunk_resolve(c);
+}
+
+/* ---- store ------------------------------------------------------------------- */
+
+static size_t write_errno_reason(int err)
+{
+    return err == ENOSPC || err == EDQUOT ? STAT_OFF(store_failed_nospace)
+                                          : STAT_OFF(store_failed_io);
+}
+
+static void write_fail(kvs_xchunk *c, int err, const char *what)
+{
+    kvs_engine *e = c->op->engine;
+    static int logged_io, logged_space;
+    bool space = err == ENOSPC || err == EDQUOT;
+    char path[KVS_PATH_MAX];
+    kvs__store_chunk_path(&e->store, c->key, path);
+    kvs__log_once(space ? &logged_space : &logged_io, KVS_LOG_WARN,
+                  "storing %s failed at %s: %s; the chunk is not stored (counted from now on)",
+                  path, what, strerror(err));
+    if (!space)
+        note_io_failure(e, what, err);
+    chunk_fail(c, write_errno_reason(err));
+}
+
+static void end_store_chunk(kvs_xchunk *c)
+{
+    kvs_engine *e = c->op->engine;
+    int s = atomic_load(&c->state);
+    if (s != KVS_CH_OK && s != KVS_CH_PRESENT)
+        kvs__index_forget(e->index, c->key);
+    atomic_fetch_sub(&e->pending_bytes, c->payload);
+    KVS_STAT_ADD(e, store_ns, kvs__now_ns() - c->t_start);
+    if (atomic_fetch_sub(&e->pending_chunks, 1) == 1) {
+        pthread_mutex_lock(&e->mu);
+        pthread_cond_broadcast(&e->idle_cv);
+        pthread_mutex_unlock(&e->mu);
+    }
+    chunk_resolve(c);
+}
+
+static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
+{
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    const kvs_io_ops *io = kvs__io();
+    bool ok = atomic_load(&c->state) == KVS_CH_PENDING;
+    if (c->cpu) {
+        if (ok)
+            kvs__cpu_tier_commit(e->cpu, c->cpu);
+        else
+            kvs__cpu_tier_abort(e->cpu, c->cpu);
+        c->cpu = NULL;
+    }
+    if (ok) {
+        kvs__header_encode(&c->hdr, w->bounce);
+        if (kvs__pwrite_full(c->fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {
+            write_fail(c, errno, "header write");
+            ok = false;
+        } else if (e->store.durable && io->fsync(c->fd) != 0) {
+            write_fail(c, errno, "fsync");
+            ok = false;
+        }
+    }
+    if (io->close(c->fd) != 0 && ok) {
+        /* NFS-like filesystems report deferred write errors at close. */
+        write_fail(c, errno, "close");
+        ok = false;
+    }
+    c->fd = -1;
+    if (!ok) {
+        kvs__store_discard(&e->store, c->key, c->tmp_suffix);
+        if (atomic_load(&c->state) == KVS_CH_PENDING)
+            chunk_settle(c, KVS_CH_CANCELLED);
+        end_store_chunk(c);
+        return;
+    }
+    int rc = kvs__store_publish(&e->store, c->key, c->tmp_suffix);
+    if (rc == 0) {
+        chunk_settle(c, KVS_CH_OK);
+        kvs__index_set_present(e->index, c->key, kvs__now_ns());
+        KVS_STAT_ADD(e, chunks_stored, 1);
+        KVS_STAT_ADD(e, bytes_written, c->payload);
+        note_io_success(e);
+    } else if (rc == 1) {
+        chunk_settle(c, KVS_CH_PRESENT);
+        kvs__index_set_present(e->index, c->key, 0);
+        KVS_STAT_ADD(e, chunks_store_lost_race, 1);
+    } else {
+        write_fail(c, -rc, "publish (rename)");
+    }
+    end_store_chunk(c);
+}
+
+static void write_piece(kvs_xpiece *p, kvs_worker *w)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    const uint64_t end = p->off + p->len;
+    char *bounce = w->bounce;
+    uint64_t blk = p->off;
+    for (; blk < end; blk += e->block_bytes) {
+        if (chunk_stopped(c))
+            break;
+        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
+        uint64_t data_len = blk >= c->payload ? 0 : KVS_MIN(blen, c->payload - blk);
+        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
+        bool done = false;
+        if (op->direct && data_len == blen && !c->cpu) {
+            struct iovec iov[MAX_DIRECT_IOV];
+            int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
+                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       MAX_DIRECT_IOV);
+            if (n > 0) {
+                fill_regions(c, blk, iov, n);
+                if (rw_iov_full(c->fd, iov, n, foff, true) != 0) {
+                    write_fail(c, errno, "write");
+                    break;
+                }
+                done = true;
+            }
+        }
+        if (!done) {
+            if (!copy_begin(op))
+                break;
+            kvs__kvmap_gather(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+            copy_end(op);
+            memset(bounce + data_len, 0, blen - data_len);
+            fill_segments(c, blk, bounce, blen);
+            if (c->cpu && data_len)
+                memcpy((char *)kvs__cpu_entry_data(c->cpu) + blk, bounce, data_len);
+            if (kvs__pwrite_full(c->fd, bounce, blen, foff) != 0) {
+                write_fail(c, errno, "write");
+                break;
+            }
+        }
+    }
+    if (blk < end) /* never publish a chunk with a piece missing */
+        chunk_settle(c, KVS_CH_CANCELLED);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
+        finish_write_chunk(c, w);
+}
+
+static void write_piece_task(kvs_task *t, kvs_worker *w)
+{
+    write_piece(KVS_CONTAINER(t, kvs_xpiece, task), w);
+}
+
+static void write_create_task(kvs_task *t, kvs_worker *w)
+{
+    kvs_xchunk *c = KVS_CONTAINER(t, kvs_xchunk, task);
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    if (chunk_stopped(c)) {
+        chunk_settle(c, KVS_CH_CANCELLED);
+        end_store_chunk(c);
+        return;
+    }
+    /* Another instance may have stored it since: one metadata call saves a
+     * whole chunk of writing. */
+    int err = 0;
+    kvs_probe pr = kvs__store_probe(&e->store, c->key, kvs__file_bytes(c->payload), &err);
+    if (pr == KVS_PROBE_PRESENT) {
+        chunk_settle(c, KVS_CH_PRESENT);
+        kvs__index_set_present(e->index, c->key, 0);
+        KVS_STAT_ADD(e, chunks_store_present, 1);
+        end_store_chunk(c);
+        return;
+    }
+    if (pr == KVS_PROBE_BAD)
+        kvs__store_remove(&e->store, c->key);
+    int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix);
+    if (fd < 0) {
+        write_fail(c, -fd, "create");
+        end_store_chunk(c);
+        return;
+    }
+    c->fd = fd;
+    if (e->cpu)
+        c->cpu = kvs__cpu_tier_begin(e->cpu, c->key, c->payload);
+    kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
+    atomic_store(&c->pieces_left, c->npieces);
+    for (uint32_t i = 1; i < c->npieces; i++)
+        kvs__pool_submit(e->pool, &c->pieces[i].task, KVS_PRIO_WRITE);
+    write_piece(&c->pieces[0], w);
+}
+
+/* ---- operation setup ----------------------------------------------------------- */
+
+static kvs_status check_engine_call(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                                    const char *fn)
+{
+    if (!e)
+        return kvs__fail(KVS_ERR_INVALID, "%s: engine is NULL", fn);
+    if (!tokens && num_tokens)
+        return kvs__fail(KVS_ERR_INVALID, "%s: tokens is NULL", fn);
+    if (atomic_load(&e->closing))
+        return kvs__fail(KVS_ERR_INVALID, "%s: the engine is being closed", fn);
+    return KVS_OK;
+}
+
+/* Chunks an op covers: whole chunks, plus a partial last one when
+ * save_unfull_chunk is on. */
+static uint32_t op_chunk_count(const kvs_engine *e, size_t num_tokens)
+{
+    size_t T = e->ns.chunk_size;
+    size_t n = num_tokens / T;
+    if (e->cfg->save_unfull_chunk && num_tokens % T)
+        n++;
+    return (uint32_t)n;
+}
+
+static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens,
+                         size_t num_tokens, const kvs_kv *kv, kvs_op **out)
+{
+    uint32_t n = op_chunk_count(e, num_tokens);
+    kvs_op *op = kvs__calloc(1, sizeof *op);
+    if (!op)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory starting an operation");
+    kvs_status st = kvs__kvmap_init(&op->map, &e->ns, kv, num_tokens);
+    if (st) {
+        kvs__free(op);
+        return st;
+    }
+    op->kind = kind;
+    op->engine = e;
+    op->nchunks = n;
+    op->direct = kv->mem == KVS_MEM_HOST && (kv->flags & KVS_KV_DIRECT);
+    op->t_start = kvs__now_ns();
+    op->deadline_ns = op->t_start + e->io_timeout_ns;
+    atomic_init(&op->refs, 1);
+    atomic_init(&op->cut, n);
+    pthread_mutex_init(&op->mu, NULL);
+    pthread_cond_init(&op->cv, NULL);
+    engine_ref(e);
+
+    size_t T = e->ns.chunk_size;
+    uint64_t total_pieces = 0;
+    op->chunks = kvs__calloc(n ? n : 1, sizeof *op->chunks);
+    if (!op->chunks)
+        goto nomem;
+    for (uint32_t i = 0; i < n; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        c->op = op;
+        c->idx = i;
+        c->t0 = (size_t)i * T;
+        c->tokens = (uint32_t)KVS_MIN(T, num_tokens - c->t0);
+        c->payload = kvs__ns_payload_bytes(&e->ns, c->tokens);
+        c->padded = kvs__padded_payload(c->payload);
+        c->seg_bytes = kvs__segment_bytes(c->payload);
+        c->npieces = (uint32_t)((c->padded + e->piece_bytes - 1) / e->piece_bytes);
+        c->fd = -1;
+        atomic_init(&c->state, KVS_CH_PENDING);
+        st = kvs__chunk_key(i ? op->chunks[i - 1].key : NULL, tokens + c->t0, c->tokens, c->key);
+        if (st)
+            goto fail;
+        c->cover = kvs__kvmap_cover(&op->map, c->t0, c->tokens);
+        total_pieces += c->npieces;
+    }
+    op->pieces = kvs__calloc(total_pieces ? total_pieces : 1, sizeof *op->pieces);
+    if (!op->pieces)
+        goto nomem;
+    uint64_t layer_bytes = (uint64_t)e->ns.num_planes * e->ns.row_bytes;
+    kvs_xpiece *p = op->pieces;
+    for (uint32_t i = 0; i < n; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        c->pieces = p;
+        c->task.fn = kind == KVS_OP_RETRIEVE ? read_open_task : write_create_task;
+        for (uint32_t k = 0; k < c->npieces; k++, p++) {
+            p->chunk = c;
+            p->task.fn = kind == KVS_OP_RETRIEVE ? read_piece_task : write_piece_task;
+            p->off = (uint64_t)k * e->piece_bytes;
+            p->len = KVS_MIN(e->piece_bytes, c->padded - p->off);
+            uint64_t lb = layer_bytes * c->tokens;
+            uint64_t last = KVS_MIN(p->off + p->len, c->payload);
+            p->layer_lo = (uint32_t)KVS_MIN(p->off / lb, (uint64_t)e->ns.num_layers - 1);
+            p->layer_hi = last > p->off ? (uint32_t)((last - 1) / lb) : p->layer_lo;
+        }
+    }
+    if (kind == KVS_OP_RETRIEVE) {
+        op->layer_left = kvs__calloc(e->ns.num_layers, sizeof *op->layer_left);
+        if (!op->layer_left)
+            goto nomem;
+    }
+    *out = op;
+    return KVS_OK;
+nomem:
+    st = kvs__fail(KVS_ERR_NOMEM, "out of memory starting an operation on %zu tokens", num_tokens);
+fail:
+    op_destroy(op);
+    return st;
+}
+
+static kvs_status check_kv_mem(const kvs_kv *kv, const char *fn)
+{
+    if (!kv)
+        return kvs__fail(KVS_ERR_INVALID, "%s: kv is NULL", fn);
+    if (kv->mem == KVS_MEM_CUDA)
+        return kvs__fail(KVS_ERR_UNSUPPORTED,
+                         "%s: kv is CUDA memory, but this libkvstash was built without CUDA "
+                         "support",
+                         fn);
+    return KVS_OK;
+}
+
+kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                              const kvs_kv *kv, kvs_op **op_out)
+{
+    kvs_status st = check_engine_call(e, tokens, num_tokens, "kvs_retrieve_start");
+    if (!st && !op_out)
+        st = kvs__fail(KVS_ERR_INVALID, "kvs_retrieve_start: op_out is NULL");
+    if (!st)
+        st = check_kv_mem(kv, "kvs_retrieve_start");
+    if (st)
+        return st;
+    kvs_op *op;
+    st = op_new(e, KVS_OP_RETRIEVE, tokens, num_tokens, kv, &op);
+    if (st)
+        return st;
+    KVS_STAT_ADD(e, retrieves, 1);
+    KVS_STAT_ADD(e, retrieve_tokens, num_tokens);
+
+    /* Decide each chunk in order: in place, CPU tier, the store, or the end
+     * of the prefix.  CPU hits are copied after the reads are queued, so the
+     * copies overlap the I/O. */
+    uint64_t now = kvs__now_ns();
+    bool unhealthy = store_unhealthy(e, now);
+    uint32_t nread = 0;
+    kvs_cpu_entry **cpu_hits = kvs__calloc(op->nchunks ? op->nchunks : 1, sizeof *cpu_hits);
+    if (!cpu_hits) {
+        op_destroy(op);
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory starting a retrieve");
+    }
+    uint32_t i = 0;
+    for (; i < op->nchunks; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        if (c->cover == KVS_SLOTS_NONE) {
+            atomic_store(&c->state, KVS_CH_INPLACE);
+            continue;
+        }
+        if ((cpu_hits[i] = kvs__cpu_tier_get(e->cpu, c->key)) != NULL) {
+            atomic_store(&c->state, KVS_CH_CPU);
+            continue;
+        }
+        if (unhealthy) {
+            KVS_STAT_ADD(e, miss_unhealthy, 1);
+            break;
+        }
+        kvs_index_state is = kvs__index_get(e->index, c->key, now);
+        if (is == KVS_IDX_ABSENT || is == KVS_IDX_WRITING) {
+            KVS_STAT_ADD(e, negative_cache_hits, is == KVS_IDX_ABSENT);
+            KVS_STAT_ADD(e, miss_absent, 1);
+            break;
+        }
+        c->index_said_present = is == KVS_IDX_PRESENT;
+        nread++;
+    }
+    for (uint32_t k = i; k < op->nchunks; k++)
+        atomic_store(&op->chunks[k].state, KVS_CH_CANCELLED);
+    atomic_store(&op->cut, i);
+
+    /* Layer counts and references before any task can run. */
+    atomic_store(&op->chunks_left, nread);
+    atomic_fetch_add(&op->refs, (int)nread);
+    for (uint32_t k = 0; k < i; k++) {
+        kvs_xchunk *c = &op->chunks[k];
+        if (atomic_load(&c->state) != KVS_CH_PENDING)
+            continue;
+        for (uint32_t q = 0; q < c->npieces; q++)
+            for (uint32_t l = c->pieces[q].layer_lo; l <= c->pieces[q].layer_hi; l++)
+                op->layer_left[l]++;
+    }
+    for (uint32_t k = 0; k < i; k++)
+        if (atomic_load(&op->chunks[k].state) == KVS_CH_PENDING)
+            kvs__pool_submit(e->pool, &op->chunks[k].task, KVS_PRIO_READ);
+
+    for (uint32_t k = 0; k < i; k++) {
+        if (!cpu_hits[k])
+            continue;
+        kvs_xchunk *c = &op->chunks[k];
+        kvs__kvmap_scatter(&op->map, c->t0, c->tokens, 0, kvs__cpu_entry_data(cpu_hits[k]),
+                           c->payload);
+        kvs__cpu_tier_release(e->cpu, cpu_hits[k]);
+        KVS_STAT_ADD(e, hits_cpu, 1);
+        KVS_STAT_ADD(e, bytes_cpu_hit, c->payload);
+    }
+    kvs__free(cpu_hits);
+    if (nread == 0) {
+        pthread_mutex_lock(&op->mu);
+        op_complete_locked(op);
+        pthread_mutex_unlock(&op->mu);
+    }
+    *op_out = op;
+    return KVS_OK;
+}
+
+/* Gives up on a retrieve at its deadline (count_timeout) or because its
+ * handle is released: no more copies into caller memory, every unresolved
+ * chunk is a miss, and the op is complete with what arrived. */
+static void retrieve_abandon(kvs_op *op, bool count_timeout)
+{
+    cancel_copies(op);
+    pthread_mutex_lock(&op->mu);
+    if (!op->complete) {
+        for (uint32_t i = 0; i < op->nchunks; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            if (chunk_settle(c, count_timeout ? KVS_CH_FAILED : KVS_CH_CANCELLED) &&
+                count_timeout) {
+                c->reason = (int)STAT_OFF(miss_timeout);
+                KVS_STAT_ADD(op->engine, miss_timeout, 1);
+            }
+        }
+        op_complete_locked(op);
+        if (count_timeout)
+            op->result.status = KVS_ERR_TIMEOUT;
+    }
+    pthread_cond_broadcast(&op->cv);
+    pthread_mutex_unlock(&op->mu);
+}
+
+static void deadline_to_timespec(uint64_t deadline_ns, struct timespec *ts)
+{
+    uint64_t now = kvs__now_ns();
+    uint64_t left = deadline_ns > now ? deadline_ns - now : 0;
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += (time_t)(left / 1000000000u);
+    ts->tv_nsec += (long)(left % 1000000000u);
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out)
+{
+    if (!op)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_op_wait: op is NULL");
+    bool own_deadline = timeout_ms < 0;
+    uint64_t deadline = own_deadline ? (op->kind == KVS_OP_RETRIEVE ? op->deadline_ns : UINT64_MAX)
+                                     : kvs__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    if (op->kind == KVS_OP_RETRIEVE && deadline > op->deadline_ns)
+        deadline = op->deadline_ns;
+    pthread_mutex_lock(&op->mu);
+    while (!op->complete) {
+        if (deadline == UINT64_MAX) {
+            pthread_cond_wait(&op->cv, &op->mu);
+            continue;
+        }
+        if (kvs__now_ns() >= deadline)
+            break;
+        struct timespec ts;
+        deadline_to_timespec(deadline, &ts);
+        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+    }
+    if (!op->complete) {
+        pthread_mutex_unlock(&op->mu);
+        if (op->kind != KVS_OP_RETRIEVE || deadline < op->deadline_ns)
+            return kvs__fail(KVS_ERR_TIMEOUT, "kvs_op_wait: not complete after %lld ms",
+                             (long long)timeout_ms);
+        retrieve_abandon(op, true);
+        pthread_mutex_lock(&op->mu);
+    }
+    if (result_out)
+        *result_out = op->result;
+    pthread_mutex_unlock(&op->mu);
+    return KVS_OK;
+}
+
+/* Called with op->mu held. */
+static bool layers_ready(const kvs_op *op, uint32_t layer)
+{
+    for (uint32_t l = 0; l <= layer; l++)
+        if (op->layer_left[l] != 0)
+            return false;
+    return true;
+}
+
+kvs_status kvs_op_wait_layer(kvs_op *op, uint32_t layer, size_t *loaded_tokens_out)
+{
+    if (!op || op->kind != KVS_OP_RETRIEVE)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_op_wait_layer: not a retrieve op");
+    if (layer >= op->engine->ns.num_layers)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_op_wait_layer: layer %u >= num_layers %u", layer,
+                         op->engine->ns.num_layers);
+    pthread_mutex_lock(&op->mu);
+    while (!op->complete && !layers_ready(op, layer)) {
+        if (kvs__now_ns() >= op->deadline_ns) {
+            pthread_mutex_unlock(&op->mu);
+            retrieve_abandon(op, true);
+            pthread_mutex_lock(&op->mu);
+            continue;
+        }
+        struct timespec ts;
+        deadline_to_timespec(op->deadline_ns, &ts);
+        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+    }
+    size_t tokens = 0;
+    for (uint32_t i = 0; i < op->nchunks; i++) {
+        int s = atomic_load(&op->chunks[i].state);
+        if (!(loaded_state(s) || (s == KVS_CH_PENDING && !op->complete)))
+            break;
+        tokens += op->chunks[i].tokens;
+    }
+    pthread_mutex_unlock(&op->mu);
+    if (loaded_tokens_out)
+        *loaded_tokens_out = tokens;
+    return KVS_OK;
+}
+
+void kvs_op_free(kvs_op *op)
+{
+    if (!op)
+        return;
+    pthread_mutex_lock(&op->mu);
+    bool complete = op->complete;
+    pthread_mutex_unlock(&op->mu);
+    if (!complete) {
+        if (op->kind == KVS_OP_RETRIEVE)
+            retrieve_abandon(op, false);
+        else
+            cancel_copies(op); /* host memory is the caller's again */
+    }
+    if (op->direct) {
+        /* Zero-copy I/O may still be in flight on the caller's memory. */
+        pthread_mutex_lock(&op->mu);
+        while (atomic_load(&op->chunks_left) > 0) {
+            struct timespec ts;
+            deadline_to_timespec(kvs__now_ns() + 10000000u, &ts);
+            pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+        }
+        pthread_mutex_unlock(&op->mu);
+    }
+    op_unref(op);
+}
+
+kvs_status kvs_retrieve(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                        const kvs_kv *kv, size_t *loaded_tokens_out)
+{
+    if (!loaded_tokens_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_retrieve: loaded_tokens_out is NULL");
+    kvs_op *op;
+    kvs_status st = kvs_retrieve_start(e, tokens, num_tokens, kv, &op);
+    if (st)
+        return st;
+    kvs_op_result r;
+    st = kvs_op_wait(op, -1, &r);
+    kvs_op_free(op);
+    if (st)
+        return st;
+    *loaded_tokens_out = (size_t)r.tokens;
+    return KVS_OK;
+}
+
+kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, const kvs_kv *kv,
+                     kvs_op **op_out)
+{
+    kvs_status st = check_engine_call(e, tokens, num_tokens, "kvs_store");
+    if (!st)
+        st = check_kv_mem(kv, "kvs_store");
+    if (!st && !op_out && kv->mem == KVS_MEM_HOST)
+        st = kvs__fail(KVS_ERR_INVALID,
+                       "kvs_store: op_out is NULL, but host memory stays borrowed until the "
+                       "store completes, so it must be waited for");
+    if (st)
+        return st;
+    kvs_op *op;
+    st = op_new(e, KVS_OP_STORE, tokens, num_tokens, kv, &op);
+    if (st)
+        return st;
+    KVS_STAT_ADD(e, stores, 1);
+    uint64_t now = kvs__now_ns();
+    bool unhealthy = store_unhealthy(e, now);
+    uint32_t nwrite = 0;
+    for (uint32_t i = 0; i < op->nchunks; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        c->t_start = now;
+        if (c->cover != KVS_SLOTS_ALL) {
+            atomic_store(&c->state, KVS_CH_SKIPPED);
+            continue;
+        }
+        if (!kvs__index_begin_write(e->index, c->key, now)) {
+            atomic_store(&c->state, KVS_CH_PRESENT);
+            KVS_STAT_ADD(e, chunks_store_present, 1);
+            continue;
+        }
+        uint64_t pending = atomic_fetch_add(&e->pending_bytes, c->payload);
+        if (unhealthy || pending + c->payload > e->max_pending_bytes) {
+            atomic_fetch_sub(&e->pending_bytes, c->payload);
+            kvs__index_forget(e->index, c->key);
+            atomic_store(&c->state, KVS_CH_DROPPED);
+            KVS_STAT_ADD(e, store_dropped, 1);
+            continue;
+        }
+        atomic_fetch_add(&e->pending_chunks, 1);
+        nwrite++;
+    }
+    atomic_store(&op->chunks_left, nwrite);
+    atomic_fetch_add(&op->refs, (int)nwrite);
+    for (uint32_t i = 0; i < op->nchunks; i++)
+        if (atomic_load(&op->chunks[i].state) == KVS_CH_PENDING)
+            kvs__pool_submit(e->pool, &op->chunks[i].task, KVS_PRIO_WRITE);
+    if (nwrite == 0) {
+        pthread_mutex_lock(&op->mu);
+        op_complete_locked(op);
+        pthread_mutex_unlock(&op->mu);
+    }
+    if (op_out)
+        *op_out = op;
+    else
+        op_unref(op);
+    return KVS_OK;
+}
+
+/* ---- lookup -------------------------------------------------------------------- */
+
+/* Lookups ask the store about unknown chunks through the pool, so a hung
+ * mount costs a lookup its deadline, not the caller's thread. */
+typedef struct probe_item {
+    kvs_task task;
+    struct probe_batch *batch;
+    uint8_t key[KVS_KEY_BYTES];
+    uint64_t file_bytes;
+    int result;                /* kvs_probe; valid when done */
+    bool done;
+} probe_item;
+
+typedef struct probe_batch {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kvs_engine *engine;
+    int refs;                  /* caller + unfinished items */
+    uint32_t n;
+    uint32_t ndone;
+    probe_item items[];
+} probe_batch;
+
+static void probe_batch_unref(probe_batch *b)
+{
+    pthread_mutex_lock(&b->mu);
+    bool last = --b->refs == 0;
+    pthread_mutex_unlock(&b->mu);
+    if (last) {
+        kvs_engine *e = b->engine;
+        pthread_cond_destroy(&b->cv);
+        pthread_mutex_destroy(&b->mu);
+        kvs__free(b);
+        engine_unref(e);
+    }
+}
+
+static void probe_task(kvs_task *t, kvs_worker *w)
+{
+    (void)w;
+    probe_item *it = KVS_CONTAINER(t, probe_item, task);
+    probe_batch *b = it->batch;
+    kvs_engine *e = b->engine;
+    int err = 0;
+    kvs_probe r = kvs__store_probe(&e->store, it->key, it->file_bytes, &err);
+    KVS_STAT_ADD(e, store_probes, 1);
+    uint64_t now = kvs__now_ns();
+    if (r == KVS_PROBE_PRESENT) {
+        kvs__index_set_present(e->index, it->key, 0);
+        note_io_success(e);
+    } else if (r == KVS_PROBE_ABSENT) {
+        kvs__index_set_absent(e->index, it->key, now + e->negative_ns);
+        note_io_success(e);
+    } else if (r == KVS_PROBE_ERROR) {
+        note_io_failure(e, "stat", err);
+    }
+    pthread_mutex_lock(&b->mu);
+    it->result = (int)r;
+    it->done = true;
+    if (++b->ndone == b->n)
+        pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    probe_batch_unref(b);
+}
+
+/* Probes keys[0..n) in parallel; returns how many leading ones are present
+ * (stopping at the first that is not, or not answered by the deadline). */
+static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], const uint32_t *ntok,
+                               uint32_t n, uint64_t deadline, uint32_t *present_out)
+{
+    probe_batch *b = kvs__calloc(1, sizeof *b + n * sizeof(probe_item));
+    if (!b)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory probing the store");
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    b->engine = e;
+    b->n = n;
+    b->refs = 1 + (int)n;
+    engine_ref(e);
+    for (uint32_t i = 0; i < n; i++) {
+        probe_item *it = &b->items[i];
+        it->batch = b;
+        it->task.fn = probe_task;
+        memcpy(it->key, keys[i], KVS_KEY_BYTES);
+        it->file_bytes = kvs__file_bytes(kvs__ns_payload_bytes(&e->ns, ntok[i]));
+    }
+    for (uint32_t i = 0; i < n; i++)
+        kvs__pool_submit(e->pool, &b->items[i].task, KVS_PRIO_READ);
+    pthread_mutex_lock(&b->mu);
+    while (b->ndone < b->n && kvs__now_ns() < deadline) {
+        struct timespec ts;
+        deadline_to_timespec(deadline, &ts);
+        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+    }
+    uint32_t present = 0;
+    while (present < n && b->items[present].done && b->items[present].result == KVS_PROBE_PRESENT)
+        present++;
+    if (present < n && !b->items[present].done)
+        KVS_STAT_ADD(e, miss_timeout, 1);
+    pthread_mutex_unlock(&b->mu);
+    probe_batch_unref(b);
+    *present_out = present;
+    return KVS_OK;
+}
+
+#define PROBE_BATCH_MAX 64u
+
+kvs_status kvs_lookup(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                      size_t *hit_tokens_out)
+{
+    kvs_status st = check_engine_call(e, tokens, num_tokens, "kvs_lookup");
+    if (!st && !hit_tokens_out)
+        st = kvs__fail(KVS_ERR_INVALID, "kvs_lookup: hit_tokens_out is NULL");
+    if (st)
+        return st;
+    KVS_STAT_ADD(e, lookups, 1);
+    KVS_STAT_ADD(e, lookup_tokens, num_tokens);
+    uint32_t n = op_chunk_count(e, num_tokens);
+    size_t T = e->ns.chunk_size;
+    uint64_t now = kvs__now_ns();
+    uint64_t deadline = now + e->io_timeout_ns;
+    bool unhealthy = store_unhealthy(e, now);
+    uint8_t (*keys)[KVS_KEY_BYTES] = kvs__malloc((n ? n : 1) * sizeof *keys);
+    uint32_t *ntok = kvs__malloc((n ? n : 1) * sizeof *ntok);
+    if (!keys || !ntok) {
+        kvs__free(keys);
+        kvs__free(ntok);
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory in kvs_lookup");
+    }
+    uint32_t hashed = 0;  /* keys[0..hashed) are computed */
+    uint32_t hit = 0;     /* chunks[0..hit) are available */
+    uint32_t batch = 1;
+    while (hit < n) {
+        while (hashed <= hit) {
+            ntok[hashed] = (uint32_t)KVS_MIN(T, num_tokens - (size_t)hashed * T);
+            st = kvs__chunk_key(hashed ? keys[hashed - 1] : NULL, tokens + (size_t)hashed * T,
+                                ntok[hashed], keys[hashed]);
+            if (st)
+                goto out;
+            hashed++;
+        }
+        if (kvs__cpu_tier_contains(e->cpu, keys[hit])) {
+            hit++;
+            continue;
+        }
+        if (unhealthy)
+            break;
+        kvs_index_state is = kvs__index_get(e->index, keys[hit], now);
+        if (is == KVS_IDX_PRESENT) {
+            hit++;
+            continue;
+        }
+        if (is == KVS_IDX_ABSENT) {
+            KVS_STAT_ADD(e, negative_cache_hits, 1);
+            break;
+        }
+        if (is == KVS_IDX_WRITING)
+            break;
+        /* Unknown: ask the store about this chunk and, if the prefix keeps
+         * going, about twice as many next time. */
+        uint32_t m = KVS_MIN(batch, n - hit);
+        while (hashed < hit + m) {
+            ntok[hashed] = (uint32_t)KVS_MIN(T, num_tokens - (size_t)hashed * T);
+            st = kvs__chunk_key(keys[hashed - 1], tokens + (size_t)hashed * T, ntok[hashed],
+                                keys[hashed]);
+            if (st)
+                goto out;
+            hashed++;
+        }
+        uint32_t present = 0;
+        st = probe_prefix(e, keys + hit, ntok + hit, m, deadline, &present);
+        if (st)
+            goto out;
+        hit += present;
+        if (present < m)
+            break;
+        batch = KVS_MIN(batch * 2, PROBE_BATCH_MAX);
+    }
+    size_t hit_tokens = 0;
+    for (uint32_t i = 0; i < hit; i++)
+        hit_tokens += (size_t)KVS_MIN(T, num_tokens - (size_t)i * T);
+    KVS_STAT_ADD(e, lookup_hit_tokens, hit_tokens);
+    *hit_tokens_out = hit_tokens;
+out:
+    kvs__free(keys);
+    kvs__free(ntok);
+    return st;
+}
+
+kvs_status kvs_remove(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                      size_t *removed_out)
+{
+    kvs_status st = check_engine_call(e, tokens, num_tokens, "kvs_remove");
+    if (st)
+        return st;
+    uint32_t n = op_chunk_count(e, num_tokens);
+    size_t T = e->ns.chunk_size;
+    uint8_t key[KVS_KEY_BYTES], parent[KVS_KEY_BYTES];
+    size_t removed = 0;
+    int first_err = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t nt = (uint32_t)KVS_MIN(T, num_tokens - (size_t)i * T);
+        st = kvs__chunk_key(i ? parent : NULL, tokens + (size_t)i * T, nt, key);
+        if (st)
+            return st;
+        memcpy(parent, key, sizeof key);
+        kvs__cpu_tier_remove(e->cpu, key);
+        kvs__index_forget(e->index, key);
+        int rc = kvs__store_remove(&e->store, key);
+        if (rc == 0)
+            removed++;
+        else if (rc < 0 && !first_err)
+            first_err = -rc;
+    }
+    if (first_err)
+        return kvs__fail(kvs__errno_status(first_err), "kvs_remove: removing a chunk failed: %s",
+                         strerror(first_err));
+    if (removed_out)
+        *removed_out = removed;
+    return KVS_OK;
+}
+
+/* ---- open and close -------------------------------------------------------------- */
+
+kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_engine **engine_out)
+{
+    if (!cfg || !ns || !engine_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_engine_open: NULL argument");
+    kvs_engine *e = kvs__calloc(1, sizeof *e);
+    if (!e)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory opening an engine");
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->idle_cv, NULL);
+    atomic_init(&e->refs, 1);
+    kvs_status st = kvs_config_copy(cfg, &e->cfg);
+    if (st)
+        goto fail;
+    kvs_set_log_level(e->cfg->log_level);
+    st = kvs__ns_init(&e->ns, ns, e->cfg->chunk_size, e->cfg->namespace_salt);
+    if (st)
+        goto fail;
+    st = kvs__store_open(&e->store, e->cfg, &e->ns);
+    if (st)
+        goto fail;
+    st = kvs__index_create(&e->index);
+    if (st)
+        goto fail;
+    if (e->cfg->local_cpu && e->cfg->max_local_cpu_size > 0) {
+        st = kvs__cpu_tier_create((uint64_t)(e->cfg->max_local_cpu_size * 1e9), NULL, &e->cpu);
+        if (st)
+            goto fail;
+    }
+
+    e->chunk_payload = kvs__ns_payload_bytes(&e->ns, e->ns.chunk_size);
+    uint32_t seg = kvs__segment_bytes(e->chunk_payload);
+    uint32_t threads = e->cfg->gds_io_threads;
+    /* One system call moves a block: large enough to amortize the call,
+     * small enough to stay in cache between read, checksum and copy. */
+    e->block_bytes = KVS_MAX((uint64_t)256 * 1024, (uint64_t)seg);
+    uint64_t padded = kvs__padded_payload(e->chunk_payload);
+    uint64_t piece = KVS_ALIGN_UP((padded + threads - 1) / threads, e->block_bytes);
+    e->piece_bytes = KVS_MIN(KVS_MAX(piece, e->block_bytes),
+                             KVS_ALIGN_UP((uint64_t)16 << 20, e->block_bytes));
+    e->negative_ns = (uint64_t)e->cfg->negative_cache_ms * 1000000u;
+    e->io_timeout_ns = (uint64_t)e->cfg->io_timeout_ms * 1000000u;
+    e->store_timeout_ns = (uint64_t)e->cfg->store_timeout_ms * 1000000u;
+    e->access_interval_ns = (uint64_t)e->cfg->access_interval_s * 1000000000u;
+    e->max_pending_bytes = (uint64_t)(e->cfg->max_pending_store_size * 1e9);
+    if (e->max_pending_bytes < e->chunk_payload)
+        e->max_pending_bytes = e->chunk_payload;
+
+    st = kvs__pool_create(threads, threads, e->block_bytes, e->io_timeout_ns, &e->pool);
+    if (st)
+        goto fail;
+    e->stats.direct_io = e->store.direct;
+    kvs__log(KVS_LOG_INFO,
+             "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
+             "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s",
+             e->store.root[0], e->store.npaths > 1 ? " (+more)" : "", e->ns.dir,
+             e->store.direct_reason, threads, (unsigned long long)e->chunk_payload,
+             e->cpu ? "on" : "off", kvs__checksum_impl());
+    *engine_out = e;
+    return KVS_OK;
+fail:
+    kvs__cpu_tier_destroy(e->cpu);
+    kvs__index_destroy(e->index);
+    kvs__store_close(&e->store);
+    kvs__ns_clear(&e->ns);
+    kvs_config_free(e->cfg);
+    pthread_cond_destroy(&e->idle_cv);
+    pthread_mutex_destroy(&e->mu);
+    kvs__free(e);
+    return st;
+}
+
+void kvs_engine_close(kvs_engine *e)
+{
+    if (!e)
+        return;
+    atomic_store(&e->closing, true);
+    uint64_t deadline = kvs__now_ns() + e->store_timeout_ns;
+    pthread_mutex_lock(&e->mu);
+    while (atomic_load(&e->pending_chunks) > 0 && kvs__now_ns() < deadline) {
+        struct timespec ts;
+        deadline_to_timespec(deadline, &ts);
+        pthread_cond_timedwait(&e->idle_cv, &e->mu, &ts);
+    }
+    uint64_t left = atomic_load(&e->pending_chunks);
+    pthread_mutex_unlock(&e->mu);
+    if (left)
+        kvs__log(KVS_LOG_WARN, "closing with %llu chunk stores unfinished after %u ms; they are "
+                               "abandoned (their temporary files are collected later)",
+                 (unsigned long long)left, e->cfg->store_timeout_ms);
+    kvs__pool_destroy(e->pool, left ? 1000000000ull : e->store_timeout_ns);
+    e->pool = NULL;
+    engine_unref(e);
+}
+
+const char *kvs_engine_namespace_id(const kvs_engine *e)
+{
+    return e ? e->ns.dir : "";
+}
+
+const char *kvs_engine_namespace_path(const kvs_engine *e)
+{
+    return e ? e->store.ns_path[0] : "";
+}
+
+uint32_t kvs_engine_chunk_size(const kvs_engine *e)
+{
+    return e ? e->ns.chunk_size : 0;
+}
+
+uint64_t kvs_engine_chunk_bytes(const kvs_engine *e)
+{
+    return e ? e->chunk_payload : 0;
+}

@@ -1,0 +1,126 @@
+/*
+ * engine.h - the engine and its operations, shared by engine.c (the public
+ * entry points and the host data path), stats.c and the device data paths.
+ */
+#ifndef KVS_ENGINE_H
+#define KVS_ENGINE_H
+
+#include "chunk_file.h"
+#include "config.h"
+#include "cpu_tier.h"
+#include "index.h"
+#include "io_pool.h"
+#include "kvmap.h"
+#include "store.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+/* Adds to a kvs_stats counter of engine e (relaxed: counters, not locks). */
+#define KVS_STAT_ADD(e, field, n) \
+    __atomic_fetch_add(&(e)->stats.field, (uint64_t)(n), __ATOMIC_RELAXED)
+
+struct kvs_engine {
+    kvs_config *cfg;               /* owned copy */
+    kvs_ns ns;
+    kvs_fstore store;
+    kvs_pool *pool;
+    kvs_index *index;
+    kvs_cpu_tier *cpu;             /* NULL when local_cpu is off */
+    kvs_stats stats;               /* counters; gauges filled on read */
+
+    uint64_t chunk_payload;        /* bytes of a full chunk's payload */
+    uint64_t block_bytes;          /* one I/O call: the workers' bounce size */
+    uint64_t piece_bytes;          /* one task: a multiple of block_bytes */
+    uint64_t negative_ns;          /* negative cache lifetime */
+    uint64_t io_timeout_ns;
+    uint64_t store_timeout_ns;
+    uint64_t access_interval_ns;
+    uint64_t max_pending_bytes;
+
+    _Atomic uint64_t pending_bytes;    /* stores queued or being written */
+    _Atomic uint64_t pending_chunks;
+    _Atomic uint32_t failures;         /* consecutive I/O failures */
+    _Atomic uint64_t unhealthy_until;  /* monotonic ns; 0 when healthy */
+    int unhealthy_logged;
+
+    pthread_mutex_t mu;            /* guards the condition below */
+    pthread_cond_t idle_cv;        /* signalled when pending_chunks drops */
+    _Atomic int refs;              /* 1 for the handle + 1 per live op */
+    atomic_bool closing;
+};
+
+/* Chunk states within an operation. */
+typedef enum kvs_chunk_state {
+    KVS_CH_PENDING = 0,  /* scheduled, not resolved */
+    KVS_CH_OK,           /* read and verified, or written and published */
+    KVS_CH_FAILED,       /* a miss or a failed write (reason in .reason) */
+    KVS_CH_INPLACE,      /* retrieve: all slots negative, nothing to do */
+    KVS_CH_CPU,          /* retrieve: served by the CPU tier */
+    KVS_CH_PRESENT,      /* store: already on the store */
+    KVS_CH_SKIPPED,      /* store: some tokens have no slot; not stored */
+    KVS_CH_DROPPED,      /* store: queue full or store unhealthy */
+    KVS_CH_CANCELLED,    /* after the first missing chunk, or op freed */
+} kvs_chunk_state;
+
+typedef struct kvs_op kvs_op;
+typedef struct kvs_xchunk kvs_xchunk;
+
+typedef struct kvs_xpiece {
+    kvs_task task;
+    kvs_xchunk *chunk;
+    uint64_t off;                  /* payload offset (multiple of block_bytes) */
+    uint64_t len;                  /* bytes of padded payload */
+    uint32_t layer_lo, layer_hi;   /* layers this piece touches */
+} kvs_xpiece;
+
+struct kvs_xchunk {
+    kvs_task task;                 /* the open (retrieve) or create (store) step */
+    kvs_op *op;
+    uint32_t idx;                  /* chunk number in the prompt */
+    size_t t0;                     /* its first token */
+    uint32_t tokens;
+    uint8_t key[KVS_KEY_BYTES];
+    uint64_t payload;
+    uint64_t padded;
+    uint32_t seg_bytes;
+    uint32_t npieces;
+    kvs_xpiece *pieces;
+    kvs_slot_cover cover;
+    int fd;
+    uint64_t tmp_suffix;           /* store: temporary file name */
+    bool index_said_present;       /* retrieve: for "vanished" vs "absent" */
+    _Atomic uint32_t pieces_left;
+    _Atomic int state;             /* kvs_chunk_state */
+    int reason;                    /* offset of the miss/failure counter */
+    kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
+    kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
+    uint64_t t_start;
+};
+
+typedef enum kvs_op_kind { KVS_OP_STORE, KVS_OP_RETRIEVE } kvs_op_kind;
+
+struct kvs_op {
+    kvs_op_kind kind;
+    kvs_engine *engine;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;             /* completion and layer progress */
+    _Atomic int refs;              /* 1 for the handle + 1 per unresolved chunk */
+    kvs_kvmap map;
+    bool direct;                   /* KVS_KV_DIRECT on host memory */
+    uint32_t nchunks;
+    kvs_xchunk *chunks;
+    kvs_xpiece *pieces;
+    _Atomic uint32_t chunks_left;  /* scheduled chunks not yet resolved */
+    _Atomic uint32_t cut;          /* retrieve: first failed chunk; nchunks if none */
+    _Atomic bool cancelled;        /* no more copies to or from caller memory */
+    _Atomic int copiers;           /* copies to or from caller memory under way */
+    uint32_t *layer_left;          /* retrieve: unfinished pieces per layer (mu) */
+    uint64_t deadline_ns;          /* retrieve: io_timeout after start */
+    uint64_t t_start;
+    bool complete;                 /* under mu */
+    bool freed;                    /* the handle was released (mu) */
+    kvs_op_result result;          /* valid once complete */
+};
+
+#endif

@@ -1,0 +1,89 @@
+/*
+ * stats.c - an engine's counters as a struct, JSON and Prometheus text.
+ *
+ * Counters live in the engine and are bumped with relaxed atomics on the
+ * data path; gauges are computed when read.  All three forms are generated
+ * from KVS_STATS_FIELDS in kvstash.h, so they cannot disagree.  Reading
+ * costs no I/O (no directory scans: the store's size is whatever the
+ * collector last measured).
+ */
+#include "engine.h"
+
+#include <string.h>
+
+static void snapshot(kvs_engine *e, kvs_stats *s)
+{
+#define KVS_LOAD_(name, kind, metric, labels, help) \
+    s->name = __atomic_load_n(&e->stats.name, __ATOMIC_RELAXED);
+    KVS_STATS_FIELDS(KVS_LOAD_)
+#undef KVS_LOAD_
+    kvs_cpu_tier_stats cs;
+    kvs__cpu_tier_stats(e->cpu, &cs);
+    s->cpu_bytes = cs.bytes;
+    s->cpu_chunks = cs.chunks;
+    s->cpu_inserts = cs.inserts;
+    s->cpu_evictions = cs.evictions;
+    s->index_entries = kvs__index_present(e->index);
+    s->pending_stores = atomic_load(&e->pending_chunks);
+    s->pending_store_bytes = atomic_load(&e->pending_bytes);
+    s->direct_io = e->store.direct;
+    uint64_t until = atomic_load(&e->unhealthy_until);
+    s->store_unhealthy = until != 0 && kvs__now_ns() < until;
+}
+
+kvs_status kvs_engine_stats(kvs_engine *e, kvs_stats *stats_out, size_t size)
+{
+    if (!e || !stats_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_engine_stats: NULL argument");
+    kvs_stats s;
+    snapshot(e, &s);
+    memcpy(stats_out, &s, KVS_MIN(size, sizeof s));
+    return KVS_OK;
+}
+
+kvs_status kvs_engine_stats_json(kvs_engine *e, char **json_out)
+{
+    if (!e || !json_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_engine_stats_json: NULL argument");
+    kvs_stats s;
+    snapshot(e, &s);
+    kvs_buf b = {0};
+    const char *sep = "{";
+#define KVS_JSON_(name, kind, metric, labels, help)                             \
+    kvs_buf_printf(&b, "%s\"" #name "\": %llu", sep, (unsigned long long)s.name); \
+    sep = ", ";
+    KVS_STATS_FIELDS(KVS_JSON_)
+#undef KVS_JSON_
+    kvs_buf_printf(&b, "}");
+    return kvs_buf_finish(&b, json_out);
+}
+
+static bool is_ns_field(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 3 && strcmp(name + n - 3, "_ns") == 0;
+}
+
+kvs_status kvs_engine_metrics(kvs_engine *e, char **text_out)
+{
+    if (!e || !text_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_engine_metrics: NULL argument");
+    kvs_stats s;
+    snapshot(e, &s);
+    kvs_buf b = {0};
+    const char *last_metric = "";
+    const char *ns = e->ns.dir;
+#define KVS_PROM_(name, kind, metric, labels, help)                                        \
+    if (strcmp(last_metric, metric) != 0) {                                                \
+        kvs_buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, #kind);     \
+        last_metric = metric;                                                              \
+    }                                                                                      \
+    kvs_buf_printf(&b, "%s{namespace=\"%s\"%s%s} ", metric, ns, labels[0] ? "," : "", labels); \
+    if (is_ns_field(#name))                                                                \
+        kvs_buf_printf(&b, "%.9f\n", (double)s.name / 1e9);                                 \
+    else                                                                                   \
+        kvs_buf_printf(&b, "%llu\n", (unsigned long long)s.name);
+    KVS_STATS_FIELDS(KVS_PROM_)
+#undef KVS_PROM_
+    return kvs_buf_finish(&b, text_out);
+}

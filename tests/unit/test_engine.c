@@ -1,0 +1,745 @@
+/* test_engine.c - the engine on host memory, on real files in a temporary
+ * folder: round trips through contiguous and paged layouts, partial chunks,
+ * negative slots, every kind of bad file on the store, vanished files,
+ * layer-by-layer waiting, concurrency, API misuse, stats. */
+#include "test_util.h"
+
+#include "chunk_file.h"
+#include "config.h"
+#include "engine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char *dir;
+    kvs_config *cfg;
+    kvs_namespace ns;
+} fixture;
+
+#define LAYERS 3
+#define HEADS 2
+#define DIM 64
+#define CHUNK 16
+#define ROW (HEADS * DIM * 2)
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    tu_clear_env();
+    f->dir = tu_mkdtemp("engine");
+    assert_non_null(f->dir);
+    assert_int_equal(kvs_config_new(&f->cfg), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "weka_path", f->dir), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "chunk_size", "16"), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "false"), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "gds_io_threads", "3"), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "log_level", "error"), KVS_OK);
+    f->ns = (kvs_namespace){.model = "test/model", .dtype = KVS_DTYPE_BF16, .num_layers = LAYERS,
+                            .num_kv_heads = HEADS, .head_dim = DIM, .layout = KVS_LAYOUT_MHA,
+                            .world_size = 1, .rank = 0};
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    kvs_config_free(f->cfg);
+    tu_rmtree(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* A contiguous buffer [layer][plane][token][row] of n tokens. */
+typedef struct kvbuf {
+    uint8_t *mem;
+    size_t n;
+    uint32_t planes;
+    void *layers[LAYERS];
+    kvs_kv kv;
+} kvbuf;
+
+static void kvbuf_init(kvbuf *b, size_t n, uint32_t planes)
+{
+    b->n = n;
+    b->planes = planes;
+    b->mem = malloc((size_t)LAYERS * planes * n * ROW);
+    for (int l = 0; l < LAYERS; l++)
+        b->layers[l] = b->mem + (size_t)l * planes * n * ROW;
+    memset(&b->kv, 0, sizeof b->kv);
+    b->kv.mem = KVS_MEM_HOST;
+    b->kv.num_layers = LAYERS;
+    b->kv.layers = b->layers;
+    b->kv.num_slots = n;
+}
+
+static uint8_t *row_of(kvbuf *b, int l, int p, size_t t)
+{
+    return b->mem + (((size_t)l * b->planes + p) * b->n + t) * ROW;
+}
+
+/* Content: a function of (token id, position) so equal prompts give equal
+ * KV, like a real model. */
+static void fill_rows(kvbuf *b, const uint32_t *tokens)
+{
+    for (int l = 0; l < LAYERS; l++)
+        for (uint32_t p = 0; p < b->planes; p++)
+            for (size_t t = 0; t < b->n; t++) {
+                uint8_t *r = row_of(b, l, (int)p, t);
+                for (int i = 0; i < ROW; i++)
+                    r[i] = (uint8_t)(tokens[t] * 31 + t * 7 + l * 13 + p * 5 + i);
+            }
+}
+
+static size_t count_equal_rows(kvbuf *a, kvbuf *b, size_t tokens)
+{
+    size_t bad = 0;
+    for (int l = 0; l < LAYERS; l++)
+        for (uint32_t p = 0; p < a->planes; p++)
+            for (size_t t = 0; t < tokens; t++)
+                bad += memcmp(row_of(a, l, (int)p, t), row_of(b, l, (int)p, t), ROW) != 0;
+    return bad;
+}
+
+static void make_tokens(uint32_t *t, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        t[i] = (uint32_t)((i + 1) * 2654435761u ^ seed);
+}
+
+static void store_wait(kvs_engine *e, const uint32_t *t, size_t n, kvs_kv *kv, kvs_op_result *r)
+{
+    kvs_op *op = NULL;
+    assert_int_equal(kvs_store(e, t, n, kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, r), KVS_OK);
+    kvs_op_free(op);
+}
+
+static void test_roundtrip_contiguous(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 100; /* 6 whole chunks + 4 tokens */
+    uint32_t t[100];
+    make_tokens(t, n, 1);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+
+    size_t hit = 99;
+    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 0);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.status, KVS_OK);
+    assert_int_equal(r.chunks_done, 6);
+    assert_int_equal(r.tokens, 96);
+    assert_int_equal(r.bytes, 6ull * LAYERS * 2 * CHUNK * ROW);
+    /* Storing again writes nothing. */
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.chunks_done, 0);
+    assert_int_equal(r.chunks_present, 6);
+
+    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 96);
+    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+    size_t loaded = 0;
+    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 96);
+    assert_int_equal(count_equal_rows(&src, &dst, 96), 0);
+    /* Tokens past the loaded prefix were not touched. */
+    assert_int_equal(row_of(&dst, 0, 0, 97)[0], 0xee);
+
+    /* A second engine (another instance) finds the files through the store. */
+    kvs_engine *e2;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e2), KVS_OK);
+    assert_int_equal(kvs_lookup(e2, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 96);
+    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+    assert_int_equal(kvs_retrieve(e2, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 96);
+    assert_int_equal(count_equal_rows(&src, &dst, 96), 0);
+    kvs_stats s;
+    assert_int_equal(kvs_engine_stats(e2, &s, sizeof s), KVS_OK);
+    assert_int_equal(s.hits_store, 6);
+    assert_true(s.store_probes >= 1);
+    assert_int_equal(s.retrieve_hit_tokens, 96);
+
+    /* A prompt sharing only the first 40 tokens hits 2 chunks. */
+    uint32_t u[100];
+    memcpy(u, t, sizeof u);
+    u[40] ^= 0x55;
+    assert_int_equal(kvs_lookup(e2, u, n, &hit), KVS_OK);
+    assert_int_equal(hit, 32);
+    assert_int_equal(kvs_retrieve(e2, u, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 32);
+    kvs_engine_close(e2);
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+/* vLLM-style paged caches: [2][num_blocks][block_size][row] per layer, a
+ * random slot for each token; stored from one cache, loaded into another
+ * with different slots. */
+static void test_paged_layout(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 64, blocks = 32, bs = 4, slots = blocks * bs;
+    uint32_t t[64];
+    make_tokens(t, n, 2);
+    uint8_t *cache_a[LAYERS], *cache_b[LAYERS];
+    for (int l = 0; l < LAYERS; l++) {
+        cache_a[l] = malloc(2 * slots * ROW);
+        cache_b[l] = malloc(2 * slots * ROW);
+        for (size_t i = 0; i < 2 * slots * ROW; i++)
+            cache_a[l][i] = (uint8_t)(rand());
+        memset(cache_b[l], 0xee, 2 * slots * ROW);
+    }
+    /* Blocks assigned in a scrambled order, as a block manager would. */
+    int64_t map_a[64], map_b[64];
+    for (size_t i = 0; i < n; i++) {
+        map_a[i] = (int64_t)((((i / bs) * 7) % blocks) * bs + i % bs);
+        map_b[i] = (int64_t)((((i / bs) * 11 + 3) % blocks) * bs + i % bs);
+    }
+    kvs_kv a = {.mem = KVS_MEM_HOST, .num_layers = LAYERS, .layers = (void *const *)cache_a,
+                .num_slots = slots, .block_size = bs, .slot_mapping = map_a};
+    kvs_kv b = a;
+    b.layers = (void *const *)cache_b;
+    b.slot_mapping = map_b;
+    kvs_op_result r;
+    store_wait(e, t, n, &a, &r);
+    assert_int_equal(r.chunks_done, 4);
+    size_t loaded;
+    assert_int_equal(kvs_retrieve(e, t, n, &b, &loaded), KVS_OK);
+    assert_int_equal(loaded, 64);
+    for (int l = 0; l < LAYERS; l++)
+        for (int p = 0; p < 2; p++)
+            for (size_t i = 0; i < n; i++)
+                assert_memory_equal(cache_a[l] + ((size_t)p * slots + (size_t)map_a[i]) * ROW,
+                                    cache_b[l] + ((size_t)p * slots + (size_t)map_b[i]) * ROW, ROW);
+    /* Slots not in the mapping stay untouched. */
+    size_t untouched = 0;
+    for (size_t s = 0; s < slots; s++) {
+        bool used = false;
+        for (size_t i = 0; i < n; i++)
+            used |= (size_t)map_b[i] == s;
+        if (!used)
+            untouched += cache_b[0][s * ROW] == 0xee;
+        else
+            continue;
+    }
+    assert_int_equal(untouched, slots - n);
+
+    /* Negative slots: the first chunk "already computed" (all -1) is taken
+     * as in place; a chunk with some -1 is not stored. */
+    int64_t map_c[64];
+    memcpy(map_c, map_b, sizeof map_c);
+    for (int i = 0; i < 16; i++)
+        map_c[i] = -1;
+    b.slot_mapping = map_c;
+    memset(cache_b[0], 0xee, 2 * slots * ROW);
+    assert_int_equal(kvs_retrieve(e, t, n, &b, &loaded), KVS_OK);
+    assert_int_equal(loaded, 64);
+    kvs_stats s;
+    kvs_engine_stats(e, &s, sizeof s);
+    uint32_t u[64];
+    make_tokens(u, n, 3);
+    int64_t map_d[64];
+    memcpy(map_d, map_a, sizeof map_d);
+    map_d[20] = -1; /* chunk 1 has a hole */
+    a.slot_mapping = map_d;
+    store_wait(e, u, n, &a, &r);
+    assert_int_equal(r.chunks_done, 3);
+    size_t hit;
+    assert_int_equal(kvs_lookup(e, u, n, &hit), KVS_OK);
+    assert_int_equal(hit, 16); /* chunk 1 missing ends the prefix */
+    for (int l = 0; l < LAYERS; l++) {
+        free(cache_a[l]);
+        free(cache_b[l]);
+    }
+    kvs_engine_close(e);
+}
+
+static void test_partial_chunks_and_mla(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(kvs_config_set(f->cfg, "save_unfull_chunk", "true"), KVS_OK);
+    f->ns.layout = KVS_LAYOUT_MLA;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 40;
+    uint32_t t[40];
+    make_tokens(t, n, 4);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 1);
+    kvbuf_init(&dst, n, 1);
+    fill_rows(&src, t);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.chunks_done, 3);
+    assert_int_equal(r.tokens, 40);
+    size_t loaded, hit;
+    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 40);
+    memset(dst.mem, 0xee, LAYERS * n * ROW);
+    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 40);
+    assert_int_equal(count_equal_rows(&src, &dst, 40), 0);
+    /* A longer prompt does not match the partial chunk: its third chunk has
+     * other tokens. */
+    uint32_t longer[48];
+    memcpy(longer, t, sizeof t);
+    make_tokens(longer + 40, 8, 5);
+    assert_int_equal(kvs_lookup(e, longer, 48, &hit), KVS_OK);
+    assert_int_equal(hit, 32);
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+/* Every file of the test namespace under f->dir, in order of listing. */
+static int list_chunk_files(const char *dir, char paths[][4096], int max)
+{
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "find %s -type f -regextype posix-extended -regex '.*/[0-9a-f]{64}' | sort", dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    while (n < max && fgets(paths[n], 4096, p)) {
+        paths[n][strcspn(paths[n], "\n")] = '\0';
+        n++;
+    }
+    pclose(p);
+    return n;
+}
+
+static void flip_byte(const char *path, off_t off)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, off), 1);
+    b ^= 0x10;
+    assert_int_equal(pwrite(fd, &b, 1, off), 1);
+    close(fd);
+}
+
+/* Each corruption of the one stored chunk must be a miss with its reason
+ * counted, never a hit, and the bad file must go away. */
+static void test_bad_files_are_misses(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 16;
+    uint32_t t[16];
+    make_tokens(t, n, 6);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    const size_t payload = (size_t)LAYERS * 2 * CHUNK * ROW;
+    enum { TRUNCATE, EXTEND, FLIP_PAYLOAD, FLIP_HEADER, VERSION, SWAP, DIRECTORY, FIFO, SYMLINK,
+           EMPTY, NCASES };
+    size_t reasons[NCASES] = {
+        offsetof(kvs_stats, miss_truncated), offsetof(kvs_stats, miss_truncated),
+        offsetof(kvs_stats, miss_checksum), offsetof(kvs_stats, miss_bad_header),
+        offsetof(kvs_stats, miss_version), offsetof(kvs_stats, miss_foreign),
+        offsetof(kvs_stats, miss_not_regular), offsetof(kvs_stats, miss_not_regular),
+        offsetof(kvs_stats, miss_not_regular), offsetof(kvs_stats, miss_truncated),
+    };
+    uint32_t other[16];
+    make_tokens(other, n, 99);
+    for (int c = 0; c < NCASES; c++) {
+        kvs_engine *e;
+        assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+        kvs_op_result r;
+        size_t removed;
+        kvs_remove(e, t, n, &removed);
+        kvs_remove(e, other, n, &removed);
+        store_wait(e, t, n, &src.kv, &r);
+        assert_int_equal(r.chunks_done, 1);
+        char files[4][4096];
+        assert_int_equal(list_chunk_files(f->dir, files, 4), 1);
+        const char *path = files[0];
+        char tmp[4200];
+        switch (c) {
+        case TRUNCATE: assert_int_equal(truncate(path, 4096 + payload / 2), 0); break;
+        case EXTEND: assert_int_equal(truncate(path, 4096 + payload + 8192), 0); break;
+        case FLIP_PAYLOAD: flip_byte(path, 4096 + (off_t)payload - 3); break;
+        case FLIP_HEADER: flip_byte(path, 100); break;
+        case VERSION: {
+            /* A well-formed header of another format version. */
+            int fd = open(path, O_RDWR);
+            uint8_t h[KVS_HEADER_BYTES];
+            assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+            h[8] = KVS_FORMAT_VERSION + 1;
+            assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
+            close(fd);
+            break;
+        }
+        case SWAP: {
+            /* Another chunk's valid file moved under this chunk's name. */
+            store_wait(e, other, n, &src.kv, &r);
+            char all[4][4096];
+            assert_int_equal(list_chunk_files(f->dir, all, 4), 2);
+            const char *mine = strcmp(all[0], path) == 0 ? all[0] : all[1];
+            const char *theirs = strcmp(all[0], path) == 0 ? all[1] : all[0];
+            assert_int_equal(rename(theirs, mine), 0);
+            break;
+        }
+        case DIRECTORY:
+            assert_int_equal(unlink(path), 0);
+            assert_int_equal(mkdir(path, 0755), 0);
+            break;
+        case FIFO:
+            assert_int_equal(unlink(path), 0);
+            assert_int_equal(mkfifo(path, 0644), 0);
+            break;
+        case SYMLINK:
+            snprintf(tmp, sizeof tmp, "%s.target", path);
+            assert_int_equal(rename(path, tmp), 0);
+            assert_int_equal(symlink(tmp, path), 0);
+            break;
+        case EMPTY: assert_int_equal(truncate(path, 0), 0); break;
+        }
+        kvs_engine_close(e);
+        /* A fresh engine: no index, so only the file decides. */
+        assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        size_t loaded = 7;
+        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+        assert_int_equal(loaded, 0);
+        kvs_stats s;
+        kvs_engine_stats(e, &s, sizeof s);
+        uint64_t count = *(uint64_t *)((char *)&s + reasons[c]);
+        if (count != 1)
+            fail_msg("case %d: reason counter is %llu", c, (unsigned long long)count);
+        assert_int_equal(s.hits_store, 0);
+        /* Nothing unverified reached the caller's memory. */
+        for (size_t i = 0; i < (size_t)LAYERS * 2 * n * ROW; i++)
+            if (dst.mem[i] != 0xee)
+                fail_msg("case %d: byte %zu was written", c, i);
+        if (c <= VERSION || c == SWAP || c == EMPTY) {
+            /* Provably bad files are removed, so a store can replace them. */
+            struct stat st;
+            assert_int_not_equal(lstat(path, &st), 0);
+            store_wait(e, t, n, &src.kv, &r);
+            assert_int_equal(r.chunks_done, 1);
+            assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+            assert_int_equal(loaded, 16);
+        } else if (c == DIRECTORY) {
+            rmdir(path);
+        } else {
+            unlink(path);
+            if (c == SYMLINK)
+                unlink(tmp);
+        }
+        kvs_engine_close(e);
+    }
+    free(src.mem);
+    free(dst.mem);
+}
+
+static void test_vanished_file(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 48;
+    uint32_t t[48];
+    make_tokens(t, n, 7);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    size_t hit, loaded;
+    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 48);
+    /* Another instance evicts chunk 1 between lookup and retrieve. */
+    char files[4][4096];
+    assert_int_equal(list_chunk_files(f->dir, files, 4), 3);
+    uint8_t key[3][32];
+    size_t nk;
+    kvs_chunk_keys(t, n, CHUNK, key, 3, &nk);
+    char hex[65];
+    kvs__hex(key[1], 32, hex);
+    for (int i = 0; i < 3; i++)
+        if (strstr(files[i], hex))
+            assert_int_equal(unlink(files[i]), 0);
+    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 16);
+    assert_int_equal(count_equal_rows(&src, &dst, 16), 0);
+    kvs_stats s;
+    kvs_engine_stats(e, &s, sizeof s);
+    assert_int_equal(s.miss_vanished, 1);
+    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(hit, 16);
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+static void test_layers_and_direct(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 64;
+    uint32_t t[64];
+    make_tokens(t, n, 8);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    src.kv.flags = KVS_KV_DIRECT;
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.chunks_done, 4);
+    for (int direct = 0; direct < 2; direct++) {
+        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        dst.kv.flags = direct ? KVS_KV_DIRECT : 0;
+        kvs_op *op;
+        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+        size_t prev = n;
+        for (uint32_t l = 0; l < LAYERS; l++) {
+            size_t got;
+            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
+            assert_true(got <= prev);
+            prev = got;
+            /* Layer l of every loaded chunk is in place now. */
+            for (int p = 0; p < 2; p++)
+                for (size_t tk = 0; tk < got; tk++)
+                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk), ROW);
+        }
+        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+        assert_int_equal(r.tokens, 64);
+        kvs_op_free(op);
+        assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+    }
+    assert_int_equal(kvs_op_wait_layer(NULL, 0, NULL), KVS_ERR_INVALID);
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+typedef struct worker_arg {
+    fixture *f;
+    kvs_engine *e;
+    int id;
+    int errors;
+} worker_arg;
+
+static void *worker(void *p)
+{
+    worker_arg *a = p;
+    const size_t n = 80;
+    uint32_t t[80];
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    for (int round = 0; round < 20; round++) {
+        /* Prompts share prefixes across threads: seeds repeat. */
+        make_tokens(t, n, (uint32_t)((a->id + round) % 5));
+        fill_rows(&src, t);
+        kvs_op *op = NULL;
+        if (kvs_store(a->e, t, n, &src.kv, &op) != KVS_OK) {
+            a->errors++;
+            continue;
+        }
+        kvs_op_result r;
+        kvs_op_wait(op, -1, &r);
+        kvs_op_free(op);
+        size_t loaded = 0;
+        memset(dst.mem, 0, LAYERS * 2 * n * ROW);
+        if (kvs_retrieve(a->e, t, n, &dst.kv, &loaded) != KVS_OK)
+            a->errors++;
+        if (count_equal_rows(&src, &dst, loaded) != 0)
+            a->errors += 1000;
+    }
+    free(src.mem);
+    free(dst.mem);
+    return NULL;
+}
+
+static void test_concurrent_callers(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e[2];
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e[0]), KVS_OK);
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e[1]), KVS_OK);
+    pthread_t th[6];
+    worker_arg args[6];
+    for (int i = 0; i < 6; i++) {
+        args[i] = (worker_arg){f, e[i % 2], i, 0};
+        pthread_create(&th[i], NULL, worker, &args[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(args[i].errors, 0);
+    }
+    kvs_engine_close(e[0]);
+    kvs_engine_close(e[1]);
+    /* No temporary file is left behind. */
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "find %s -name '*.tmp' | wc -l", f->dir);
+    FILE *p = popen(cmd, "r");
+    int tmps = -1;
+    assert_int_equal(fscanf(p, "%d", &tmps), 1);
+    pclose(p);
+    assert_int_equal(tmps, 0);
+}
+
+static void test_cpu_tier_hits(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "true"), KVS_OK);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    const size_t n = 32;
+    uint32_t t[32];
+    make_tokens(t, n, 9);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    /* Remove the files: the CPU tier still serves this instance. */
+    char files[4][4096];
+    int nf = list_chunk_files(f->dir, files, 4);
+    for (int i = 0; i < nf; i++)
+        unlink(files[i]);
+    size_t loaded;
+    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, 32);
+    assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+    kvs_stats s;
+    kvs_engine_stats(e, &s, sizeof s);
+    assert_int_equal(s.hits_cpu, 2);
+    assert_int_equal(s.cpu_chunks, 2);
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+static void test_misuse(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(NULL, &f->ns, &e), KVS_ERR_INVALID);
+    assert_int_equal(kvs_engine_open(f->cfg, NULL, &e), KVS_ERR_INVALID);
+    kvs_namespace bad = f->ns;
+    bad.num_layers = 0;
+    assert_int_equal(kvs_engine_open(f->cfg, &bad, &e), KVS_ERR_INVALID);
+    /* A configured weka_path that does not exist is a configuration error
+     * that says what to do. */
+    kvs_config *c2;
+    kvs_config_copy(f->cfg, &c2);
+    char missing[4200];
+    snprintf(missing, sizeof missing, "%s/not-there", f->dir);
+    assert_int_equal(kvs_config_set(c2, "weka_path", missing), KVS_OK);
+    assert_int_equal(kvs_engine_open(c2, &f->ns, &e), KVS_ERR_CONFIG);
+    assert_non_null(strstr(kvs_last_error(), "mkdir"));
+    kvs_config_free(c2);
+
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    uint32_t t[32] = {0};
+    kvbuf b;
+    kvbuf_init(&b, 32, 2);
+    size_t out;
+    kvs_op *op;
+    assert_int_equal(kvs_lookup(NULL, t, 32, &out), KVS_ERR_INVALID);
+    assert_int_equal(kvs_lookup(e, NULL, 32, &out), KVS_ERR_INVALID);
+    assert_int_equal(kvs_lookup(e, t, 32, NULL), KVS_ERR_INVALID);
+    assert_int_equal(kvs_retrieve(e, t, 32, NULL, &out), KVS_ERR_INVALID);
+    assert_int_equal(kvs_store(e, t, 32, &b.kv, NULL), KVS_ERR_INVALID);
+    kvs_kv k = b.kv;
+    k.num_layers = LAYERS + 1;
+    assert_int_equal(kvs_store(e, t, 32, &k, &op), KVS_ERR_INVALID);
+    assert_non_null(strstr(kvs_last_error(), "num_layers"));
+    k = b.kv;
+    k.num_slots = 10; /* too small for 32 tokens */
+    assert_int_equal(kvs_retrieve(e, t, 32, &k, &out), KVS_ERR_INVALID);
+    int64_t slots[32];
+    for (int i = 0; i < 32; i++)
+        slots[i] = i;
+    slots[31] = 32; /* out of range */
+    k = b.kv;
+    k.slot_mapping = slots;
+    assert_int_equal(kvs_retrieve(e, t, 32, &k, &out), KVS_ERR_INVALID);
+    assert_non_null(strstr(kvs_last_error(), "slot_mapping[31]"));
+    k = b.kv;
+    k.mem = KVS_MEM_CUDA;
+#ifndef KVS_HAVE_CUDA
+    assert_int_equal(kvs_retrieve(e, t, 32, &k, &out), KVS_ERR_UNSUPPORTED);
+#endif
+    k = b.kv;
+    k.flags = 0x80;
+    assert_int_equal(kvs_retrieve(e, t, 32, &k, &out), KVS_ERR_INVALID);
+    assert_int_equal(kvs_op_wait(NULL, 0, NULL), KVS_ERR_INVALID);
+    kvs_op_free(NULL);
+    kvs_engine_close(NULL);
+    /* Zero tokens is fine and does nothing. */
+    assert_int_equal(kvs_lookup(e, t, 0, &out), KVS_OK);
+    assert_int_equal(out, 0);
+    assert_int_equal(kvs_retrieve(e, t, 0, &b.kv, &out), KVS_OK);
+    assert_int_equal(out, 0);
+    kvs_engine_close(e);
+    free(b.mem);
+}
+
+static void test_stats_forms(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    uint32_t t[16];
+    make_tokens(t, 16, 10);
+    size_t hit;
+    kvs_lookup(e, t, 16, &hit);
+    char *json = NULL, *prom = NULL;
+    assert_int_equal(kvs_engine_stats_json(e, &json), KVS_OK);
+    assert_non_null(strstr(json, "\"lookups\": 1"));
+    assert_non_null(strstr(json, "\"miss_checksum\": 0"));
+    assert_int_equal(kvs_engine_metrics(e, &prom), KVS_OK);
+    assert_non_null(strstr(prom, "# TYPE kvstash_chunk_misses_total counter"));
+    assert_non_null(strstr(prom, "reason=\"checksum\"} 0"));
+    assert_non_null(strstr(prom, "kvstash_lookups_total{namespace=\"test_model-"));
+    /* Each metric family is described once. */
+    char *first = strstr(prom, "# HELP kvstash_chunk_misses_total");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "# HELP kvstash_chunk_misses_total"));
+    kvs_free(json);
+    kvs_free(prom);
+    kvs_engine_close(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip_contiguous, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_paged_layout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_partial_chunks_and_mla, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files_are_misses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vanished_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_layers_and_direct, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
