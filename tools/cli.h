@@ -1,0 +1,86 @@
+/*
+ * cli.h - shared pieces of the kvstash command line tool.  The tool uses
+ * only the public API (include/kvstash.h).
+ */
+#ifndef KVS_CLI_H
+#define KVS_CLI_H
+
+#include "kvstash.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit statuses (the CLI's contract). */
+enum {
+    EXIT_OK = 0,
+    EXIT_VERIFY = 1,  /* verification failed */
+    EXIT_USAGE = 2,   /* usage or configuration error */
+    EXIT_IO = 3,      /* I/O or environment error */
+};
+
+/* Maps a library status to an exit status. */
+int cli_exit_for(kvs_status st);
+/* Prints "kvstash: <what>: <library message>" to stderr; returns the exit. */
+int cli_fail(kvs_status st, const char *what);
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Geometry options shared by store, retrieve and bench. */
+typedef struct cli_geometry {
+    char model[256];
+    kvs_namespace ns;
+    int device;           /* -1: host memory; else CUDA ordinal (--device cuda:N) */
+} cli_geometry;
+
+void cli_geometry_defaults(cli_geometry *g);
+/* Handles one geometry option (long name without dashes, its argument);
+ * returns 1 if it was one, 0 if not, -1 on a bad value (message printed). */
+int cli_geometry_option(cli_geometry *g, const char *name, const char *arg);
+extern const char cli_geometry_help[];
+
+/* Loads the configuration (LMCACHE_CONFIG_FILE and the environment). */
+int cli_load_config(kvs_config **cfg_out);
+
+/* Token ids of a prompt: n ids from seed, the first prefix_n from
+ * prefix_seed (the shared prefix). */
+void cli_make_tokens(uint32_t *tokens, size_t n, uint64_t seed, uint64_t prefix_seed,
+                     size_t prefix_n);
+
+/* The reference KV content: 8-byte words that are a function of the chunk's
+ * key and the byte position in the chunk's payload. */
+void cli_fill_payload(void *dst, uint64_t key64, uint64_t pos, uint64_t len);
+/* Returns the first position in [pos, pos+len) that differs, or UINT64_MAX. */
+uint64_t cli_check_payload(const void *src, uint64_t key64, uint64_t pos, uint64_t len);
+
+/* A contiguous host KV buffer [layer][plane][token][row] for n tokens. */
+typedef struct cli_kvbuf {
+    void *mem;
+    size_t bytes;
+    size_t tokens;
+    uint32_t layers, planes;
+    uint64_t row;
+    void **layer_ptrs;
+    kvs_kv kv;
+} cli_kvbuf;
+
+int cli_kvbuf_alloc(cli_kvbuf *b, const kvs_namespace *ns, size_t tokens);
+void cli_kvbuf_free(cli_kvbuf *b);
+/* Address of the row of (layer, plane, token). */
+static inline char *cli_kvbuf_row(const cli_kvbuf *b, uint32_t layer, uint32_t plane, size_t token)
+{
+    return (char *)b->mem + (((size_t)layer * b->planes + plane) * b->tokens + token) * b->row;
+}
+
+/* First 8 bytes of the chunk key of each chunk (full chunks by the chained
+ * keys; a partial tail by the key of its tokens alone, xor the last key). */
+int cli_chunk_seeds(const uint32_t *tokens, size_t n, uint32_t chunk_size, uint64_t **seeds_out,
+                    size_t *nchunks_out);
+
+double cli_now(void);
+int cli_parse_u64(const char *s, uint64_t *out);
+
+int cmd_store(int argc, char **argv);
+int cmd_retrieve(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

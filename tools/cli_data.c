@@ -1,0 +1,340 @@
+/*
+ * cli_data.c - `kvstash store` and `kvstash retrieve`: store a test prompt's
+ * KV and restore it, with content that is a known function of each chunk's
+ * key and position, so that every restored byte can be checked.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SEEDS 64
+
+typedef struct prompt_opts {
+    cli_geometry geo;
+    uint64_t seeds[MAX_SEEDS]; /* one prompt per seed, all in this process */
+    size_t nseeds;
+    uint64_t tokens;
+    uint64_t prefix_seed;
+    uint64_t prefix_tokens;
+    bool have_seed, have_tokens, verify, quiet;
+} prompt_opts;
+
+static const struct option prompt_options[] = {
+    {"seed", required_argument, 0, 's'},
+    {"tokens", required_argument, 0, 'n'},
+    {"shared-prefix", required_argument, 0, 'p'},
+    {"verify", no_argument, 0, 'v'},
+    {"quiet", no_argument, 0, 'q'},
+    {"help", no_argument, 0, 'h'},
+    {"model", required_argument, 0, 1},
+    {"layers", required_argument, 0, 1},
+    {"kv-heads", required_argument, 0, 1},
+    {"head-dim", required_argument, 0, 1},
+    {"dtype", required_argument, 0, 1},
+    {"mla", no_argument, 0, 1},
+    {"world-size", required_argument, 0, 1},
+    {"rank", required_argument, 0, 1},
+    {"salt", required_argument, 0, 1},
+    {"device", required_argument, 0, 1},
+    {0, 0, 0, 0},
+};
+
+static void prompt_help(const char *cmd)
+{
+    printf("usage: kvstash %s --seed S[,S...] --tokens N [--shared-prefix S2:N2] [geometry]%s\n\n"
+           "  --seed S            the prompt's token ids come from seed S; a list of seeds\n"
+           "                      handles one prompt per seed in this one process\n"
+           "  --tokens N          prompt length in tokens\n"
+           "  --shared-prefix S2:N2  the first N2 ids come from seed S2 instead\n"
+           "%s"
+           "  --quiet             print only the result line\n"
+           "%s",
+           cmd, strcmp(cmd, "retrieve") == 0 ? " [--verify]" : "",
+           strcmp(cmd, "retrieve") == 0 ? "  --verify            check every restored byte\n" : "",
+           cli_geometry_help);
+}
+
+static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    cli_geometry_defaults(&o->geo);
+    optind = 1;
+    int idx = 0, c;
+    while ((c = getopt_long(argc, argv, "", prompt_options, &idx)) != -1) {
+        switch (c) {
+        case 's': {
+            o->nseeds = 0;
+            char *save = NULL;
+            for (char *tok = strtok_r(optarg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+                if (o->nseeds == MAX_SEEDS || cli_parse_u64(tok, &o->seeds[o->nseeds]))
+                    return cli_usage_error("--seed \"%s\" is not a list of up to %d "
+                                           "non-negative integers",
+                                           tok, MAX_SEEDS);
+                o->nseeds++;
+            }
+            o->have_seed = o->nseeds > 0;
+            break;
+        }
+        case 'n':
+            if (cli_parse_u64(optarg, &o->tokens) || o->tokens == 0 || o->tokens > (1u << 26))
+                return cli_usage_error("--tokens \"%s\" is not an integer in 1..67108864", optarg);
+            o->have_tokens = true;
+            break;
+        case 'p': {
+            char *colon = strchr(optarg, ':');
+            if (!colon)
+                return cli_usage_error("--shared-prefix \"%s\" is not SEED:TOKENS", optarg);
+            *colon = '\0';
+            if (cli_parse_u64(optarg, &o->prefix_seed) || cli_parse_u64(colon + 1, &o->prefix_tokens))
+                return cli_usage_error("--shared-prefix needs SEED:TOKENS, two integers");
+            break;
+        }
+        case 'v':
+            if (strcmp(cmd, "retrieve"))
+                return cli_usage_error("--verify is an option of retrieve");
+            o->verify = true;
+            break;
+        case 'q':
+            o->quiet = true;
+            break;
+        case 'h':
+            prompt_help(cmd);
+            exit(EXIT_OK);
+        case 1: {
+            int r = cli_geometry_option(&o->geo, prompt_options[idx].name, optarg);
+            if (r < 0)
+                return EXIT_USAGE;
+            break;
+        }
+        default:
+            return cli_usage_error("%s: unknown option", cmd);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("%s: unexpected argument \"%s\"", cmd, argv[optind]);
+    if (!o->have_seed || !o->have_tokens)
+        return cli_usage_error("%s needs --seed and --tokens", cmd);
+    if (o->prefix_tokens > o->tokens)
+        return cli_usage_error("--shared-prefix: %" PRIu64 " prefix tokens exceed --tokens %" PRIu64,
+                               o->prefix_tokens, o->tokens);
+    if (o->geo.device >= 0)
+        return cli_usage_error("--device cuda:%d: this kvstash was built without CUDA support",
+                               o->geo.device);
+    return EXIT_OK;
+}
+
+typedef struct prompt {
+    kvs_config *cfg;
+    kvs_engine *engine;
+    uint32_t *tokens;
+    size_t n;
+    uint32_t chunk;
+    uint64_t *seeds;
+    size_t nchunks;
+    cli_kvbuf buf;
+} prompt;
+
+static void prompt_free(prompt *p)
+{
+    kvs_engine_close(p->engine);
+    kvs_config_free(p->cfg);
+    free(p->tokens);
+    free(p->seeds);
+    cli_kvbuf_free(&p->buf);
+}
+
+static int prompt_open(prompt *p, const prompt_opts *o)
+{
+    memset(p, 0, sizeof *p);
+    int rc = cli_load_config(&p->cfg);
+    if (rc)
+        return rc;
+    kvs_status st = kvs_engine_open(p->cfg, &o->geo.ns, &p->engine);
+    if (st)
+        return cli_fail(st, "cannot open the store");
+    p->n = (size_t)o->tokens;
+    p->chunk = kvs_engine_chunk_size(p->engine);
+    p->tokens = malloc(p->n * sizeof *p->tokens);
+    if (!p->tokens || cli_kvbuf_alloc(&p->buf, &o->geo.ns, p->n) != 0) {
+        fprintf(stderr, "kvstash: out of memory for a %zu-token prompt\n", p->n);
+        return EXIT_IO;
+    }
+    return EXIT_OK;
+}
+
+/* Makes the prompt of one seed: its tokens and its chunks' content seeds. */
+static int prompt_make(prompt *p, const prompt_opts *o, uint64_t seed)
+{
+    cli_make_tokens(p->tokens, p->n, seed, o->prefix_seed, (size_t)o->prefix_tokens);
+    free(p->seeds);
+    p->seeds = NULL;
+    if (cli_chunk_seeds(p->tokens, p->n, p->chunk, &p->seeds, &p->nchunks) != 0) {
+        fprintf(stderr, "kvstash: cannot compute chunk keys\n");
+        return EXIT_IO;
+    }
+    return EXIT_OK;
+}
+
+/* Calls fn on each (layer, plane) run of chunk c: its bytes in the buffer
+ * and their position in the chunk's payload. */
+static uint64_t for_chunk_rows(prompt *p, size_t c, uint64_t (*fn)(void *, uint64_t, uint64_t, uint64_t),
+                               uint64_t stop)
+{
+    size_t t0 = c * p->chunk;
+    size_t tc = p->n - t0 < p->chunk ? p->n - t0 : p->chunk;
+    uint64_t run = tc * p->buf.row;
+    for (uint32_t l = 0; l < p->buf.layers; l++) {
+        for (uint32_t pl = 0; pl < p->buf.planes; pl++) {
+            uint64_t pos = ((uint64_t)l * p->buf.planes + pl) * run;
+            uint64_t r = fn(cli_kvbuf_row(&p->buf, l, pl, t0), p->seeds[c], pos, run);
+            if (r != stop)
+                return r;
+        }
+    }
+    return stop;
+}
+
+static uint64_t fill_fn(void *mem, uint64_t seed, uint64_t pos, uint64_t len)
+{
+    cli_fill_payload(mem, seed, pos, len);
+    return 0;
+}
+
+static uint64_t check_fn(void *mem, uint64_t seed, uint64_t pos, uint64_t len)
+{
+    return cli_check_payload(mem, seed, pos, len);
+}
+
+static void print_stats(kvs_engine *e)
+{
+    char *json = NULL;
+    if (kvs_engine_stats_json(e, &json) == KVS_OK) {
+        fprintf(stderr, "stats: %s\n", json);
+        kvs_free(json);
+    }
+}
+
+int cmd_store(int argc, char **argv)
+{
+    prompt_opts o;
+    int rc = parse_prompt(argc, argv, "store", &o);
+    if (rc)
+        return rc;
+    prompt p;
+    rc = prompt_open(&p, &o);
+    uint64_t total_bytes = 0, total_tokens = 0;
+    double total_time = 0;
+    for (size_t i = 0; !rc && i < o.nseeds; i++) {
+        if ((rc = prompt_make(&p, &o, o.seeds[i])))
+            break;
+        for (size_t c = 0; c < p.nchunks; c++)
+            for_chunk_rows(&p, c, fill_fn, 0);
+        double t0 = cli_now();
+        kvs_op *op = NULL;
+        kvs_status st = kvs_store(p.engine, p.tokens, p.n, &p.buf.kv, &op);
+        kvs_op_result r = {0};
+        if (!st)
+            st = kvs_op_wait(op, -1, &r);
+        kvs_op_free(op);
+        if (st) {
+            rc = cli_fail(st, "store");
+            break;
+        }
+        double dt = cli_now() - t0;
+        total_bytes += r.bytes;
+        total_tokens += r.tokens;
+        total_time += dt;
+        printf("seed %" PRIu64 ": stored %" PRIu64 " tokens of %zu (%u chunks written, %u already "
+               "present, %u failed), %.1f MiB in %.3f s, %.2f GB/s\n",
+               o.seeds[i], r.tokens, p.n, r.chunks_done, r.chunks_present, r.chunks_failed,
+               (double)r.bytes / 1048576.0, dt, dt > 0 ? (double)r.bytes / dt / 1e9 : 0.0);
+        if (r.chunks_failed)
+            rc = EXIT_IO;
+    }
+    if (!rc && o.nseeds > 1)
+        printf("total: %zu prompts, %" PRIu64 " tokens on the store, %.1f MiB written in %.3f s, "
+               "%.2f GB/s\n",
+               o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
+               total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
+    if (p.engine && !o.quiet)
+        print_stats(p.engine);
+    prompt_free(&p);
+    return rc;
+}
+
+/* Checks every byte of the loaded chunks; returns how many chunks differ. */
+static size_t verify_loaded(prompt *p, size_t loaded)
+{
+    size_t bad = 0;
+    for (size_t c = 0; c * p->chunk < loaded; c++) {
+        uint64_t at = for_chunk_rows(p, c, check_fn, UINT64_MAX);
+        if (at != UINT64_MAX) {
+            fprintf(stderr, "kvstash: verify: chunk %zu differs at payload byte %" PRIu64 "\n", c,
+                    at);
+            bad++;
+        }
+    }
+    return bad;
+}
+
+int cmd_retrieve(int argc, char **argv)
+{
+    prompt_opts o;
+    int rc = parse_prompt(argc, argv, "retrieve", &o);
+    if (rc)
+        return rc;
+    prompt p;
+    rc = prompt_open(&p, &o);
+    uint64_t total_bytes = 0, total_tokens = 0;
+    double total_time = 0;
+    size_t bad = 0;
+    for (size_t i = 0; !rc && i < o.nseeds; i++) {
+        if ((rc = prompt_make(&p, &o, o.seeds[i])))
+            break;
+        memset(p.buf.mem, 0xee, p.buf.bytes); /* poison: nothing passes by accident */
+        size_t avail = 0, loaded = 0;
+        kvs_status st = kvs_lookup(p.engine, p.tokens, p.n, &avail);
+        double t0 = cli_now();
+        if (!st)
+            st = kvs_retrieve(p.engine, p.tokens, p.n, &p.buf.kv, &loaded);
+        double dt = cli_now() - t0;
+        if (st) {
+            rc = cli_fail(st, "retrieve");
+            break;
+        }
+        uint64_t bytes = (uint64_t)loaded * p.buf.layers * p.buf.planes * p.buf.row;
+        total_bytes += bytes;
+        total_tokens += loaded;
+        total_time += dt;
+        printf("seed %" PRIu64 ": hit %zu tokens of %zu (lookup said %zu), %.1f MiB in %.3f s, "
+               "%.2f GB/s\n",
+               o.seeds[i], loaded, p.n, avail, (double)bytes / 1048576.0, dt,
+               dt > 0 ? (double)bytes / dt / 1e9 : 0.0);
+        if (o.verify) {
+            size_t b = verify_loaded(&p, loaded);
+            bad += b;
+            if (b)
+                printf("seed %" PRIu64 ": verify: FAILED, %zu loaded chunks differ\n", o.seeds[i], b);
+        }
+    }
+    if (!rc && o.nseeds > 1)
+        printf("total: %zu prompts, hit %" PRIu64 " tokens, %.1f MiB in %.3f s, %.2f GB/s\n",
+               o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
+               total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
+    if (!rc && o.verify) {
+        if (bad) {
+            printf("verify: FAILED\n");
+            rc = EXIT_VERIFY;
+        } else {
+            printf("verify: ok, every byte of %" PRIu64 " loaded tokens checked\n", total_tokens);
+        }
+    }
+    if (p.engine && !o.quiet)
+        print_stats(p.engine);
+    prompt_free(&p);
+    return rc;
+}

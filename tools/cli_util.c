@@ -1,0 +1,265 @@
+/*
+ * cli_util.c - option parsing, test prompts and reference KV content for
+ * the kvstash command line tool.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int cli_exit_for(kvs_status st)
+{
+    switch (st) {
+    case KVS_OK: return EXIT_OK;
+    case KVS_ERR_INVALID:
+    case KVS_ERR_CONFIG: return EXIT_USAGE;
+    default: return EXIT_IO;
+    }
+}
+
+int cli_fail(kvs_status st, const char *what)
+{
+    fprintf(stderr, "kvstash: %s: %s\n", what,
+            kvs_last_error()[0] ? kvs_last_error() : kvs_strerror(st));
+    return cli_exit_for(st);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kvstash: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see kvstash --help)\n", stderr);
+    va_end(ap);
+    return EXIT_USAGE;
+}
+
+const char cli_geometry_help[] =
+    "  --model NAME        model id (default meta-llama/Llama-3.1-8B)\n"
+    "  --layers L          attention layers (default 32)\n"
+    "  --kv-heads H        KV heads per rank (default 8)\n"
+    "  --head-dim D        head dimension (default 128)\n"
+    "  --dtype T           bf16|fp16|fp32|fp8 (default bf16)\n"
+    "  --mla               multi-head latent attention layout (one plane)\n"
+    "  --world-size W      tensor-parallel size (default 1)\n"
+    "  --rank R            tensor-parallel rank (default 0)\n"
+    "  --salt S            tenancy salt (default: namespace_salt from the config)\n"
+    "  --device D          cpu (default) or cuda:N\n";
+
+void cli_geometry_defaults(cli_geometry *g)
+{
+    memset(g, 0, sizeof *g);
+    snprintf(g->model, sizeof g->model, "meta-llama/Llama-3.1-8B");
+    g->ns.model = g->model;
+    g->ns.dtype = KVS_DTYPE_BF16;
+    g->ns.num_layers = 32;
+    g->ns.num_kv_heads = 8;
+    g->ns.head_dim = 128;
+    g->ns.layout = KVS_LAYOUT_MHA;
+    g->ns.world_size = 1;
+    g->ns.rank = 0;
+    g->device = -1;
+}
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int u32_opt(const char *name, const char *arg, uint32_t *out, uint32_t min)
+{
+    uint64_t v;
+    if (cli_parse_u64(arg, &v) || v < min || v > UINT32_MAX) {
+        cli_usage_error("--%s \"%s\" is not an integer >= %u", name, arg ? arg : "", min);
+        return -1;
+    }
+    *out = (uint32_t)v;
+    return 1;
+}
+
+int cli_geometry_option(cli_geometry *g, const char *name, const char *arg)
+{
+    if (!strcmp(name, "model")) {
+        if (!arg || !*arg || strlen(arg) >= sizeof g->model) {
+            cli_usage_error("--model needs a name of 1..255 bytes");
+            return -1;
+        }
+        snprintf(g->model, sizeof g->model, "%s", arg);
+        return 1;
+    }
+    if (!strcmp(name, "layers"))
+        return u32_opt(name, arg, &g->ns.num_layers, 1);
+    if (!strcmp(name, "kv-heads"))
+        return u32_opt(name, arg, &g->ns.num_kv_heads, 1);
+    if (!strcmp(name, "head-dim"))
+        return u32_opt(name, arg, &g->ns.head_dim, 1);
+    if (!strcmp(name, "world-size"))
+        return u32_opt(name, arg, &g->ns.world_size, 1);
+    if (!strcmp(name, "rank"))
+        return u32_opt(name, arg, &g->ns.rank, 0);
+    if (!strcmp(name, "dtype")) {
+        if (kvs_dtype_parse(arg ? arg : "", &g->ns.dtype) != KVS_OK) {
+            cli_usage_error("--dtype: %s", kvs_last_error());
+            return -1;
+        }
+        return 1;
+    }
+    if (!strcmp(name, "mla")) {
+        g->ns.layout = KVS_LAYOUT_MLA;
+        return 1;
+    }
+    if (!strcmp(name, "salt")) {
+        g->ns.salt = arg;
+        return 1;
+    }
+    if (!strcmp(name, "device")) {
+        if (arg && !strcmp(arg, "cpu")) {
+            g->device = -1;
+            return 1;
+        }
+        uint64_t d;
+        if (!arg || strncmp(arg, "cuda:", 5) || cli_parse_u64(arg + 5, &d) || d > 1024) {
+            cli_usage_error("--device \"%s\" is not cpu or cuda:N", arg ? arg : "");
+            return -1;
+        }
+        g->device = (int)d;
+        return 1;
+    }
+    return 0;
+}
+
+int cli_load_config(kvs_config **cfg_out)
+{
+    kvs_status st = kvs_config_load(cfg_out);
+    if (st) {
+        fprintf(stderr, "kvstash: configuration error: %s\n", kvs_last_error());
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+void cli_make_tokens(uint32_t *tokens, size_t n, uint64_t seed, uint64_t prefix_seed,
+                     size_t prefix_n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t s = i < prefix_n ? prefix_seed : seed;
+        /* Vocabulary of Llama 3: 128256 ids. */
+        tokens[i] = (uint32_t)(splitmix64(s * 0x100000001b3ull + i) % 128256u);
+    }
+}
+
+static inline uint64_t content_word(uint64_t key64, uint64_t word)
+{
+    return splitmix64(key64 ^ (word * 0xd6e8feb86659fd93ull));
+}
+
+void cli_fill_payload(void *dst, uint64_t key64, uint64_t pos, uint64_t len)
+{
+    unsigned char *d = dst;
+    for (uint64_t i = 0; i < len;) {
+        uint64_t p = pos + i;
+        uint64_t w = content_word(key64, p / 8);
+        uint64_t in = p % 8, n = 8 - in < len - i ? 8 - in : len - i;
+        memcpy(d + i, (unsigned char *)&w + in, n);
+        i += n;
+    }
+}
+
+uint64_t cli_check_payload(const void *src, uint64_t key64, uint64_t pos, uint64_t len)
+{
+    const unsigned char *s = src;
+    for (uint64_t i = 0; i < len;) {
+        uint64_t p = pos + i;
+        uint64_t w = content_word(key64, p / 8);
+        uint64_t in = p % 8, n = 8 - in < len - i ? 8 - in : len - i;
+        if (memcmp(s + i, (unsigned char *)&w + in, n) != 0)
+            return p;
+        i += n;
+    }
+    return UINT64_MAX;
+}
+
+int cli_kvbuf_alloc(cli_kvbuf *b, const kvs_namespace *ns, size_t tokens)
+{
+    memset(b, 0, sizeof *b);
+    b->layers = ns->num_layers;
+    b->planes = ns->layout == KVS_LAYOUT_MLA ? 1 : 2;
+    b->row = (uint64_t)ns->num_kv_heads * ns->head_dim * kvs_dtype_size(ns->dtype);
+    b->tokens = tokens ? tokens : 1;
+    b->bytes = (size_t)b->layers * b->planes * b->tokens * b->row;
+    if (posix_memalign(&b->mem, 4096, (b->bytes + 4095) / 4096 * 4096))
+        return -1;
+    b->layer_ptrs = calloc(b->layers, sizeof(void *));
+    if (!b->layer_ptrs)
+        return -1;
+    for (uint32_t l = 0; l < b->layers; l++)
+        b->layer_ptrs[l] = cli_kvbuf_row(b, l, 0, 0);
+    b->kv.mem = KVS_MEM_HOST;
+    b->kv.num_layers = b->layers;
+    b->kv.layers = b->layer_ptrs;
+    b->kv.num_slots = b->tokens;
+    return 0;
+}
+
+void cli_kvbuf_free(cli_kvbuf *b)
+{
+    free(b->mem);
+    free(b->layer_ptrs);
+    memset(b, 0, sizeof *b);
+}
+
+int cli_chunk_seeds(const uint32_t *tokens, size_t n, uint32_t chunk_size, uint64_t **seeds_out,
+                    size_t *nchunks_out)
+{
+    size_t full = n / chunk_size, total = full + (n % chunk_size ? 1 : 0);
+    uint8_t (*keys)[KVS_KEY_BYTES] = malloc((full ? full : 1) * KVS_KEY_BYTES);
+    uint64_t *seeds = calloc(total ? total : 1, sizeof *seeds);
+    size_t got = 0;
+    if (!keys || !seeds || kvs_chunk_keys(tokens, n, chunk_size, keys, full, &got) != KVS_OK) {
+        free(keys);
+        free(seeds);
+        return -1;
+    }
+    for (size_t i = 0; i < full; i++)
+        memcpy(&seeds[i], keys[i], 8);
+    if (total > full) {
+        uint8_t tail[1][KVS_KEY_BYTES];
+        size_t rem = n % chunk_size, one = 0;
+        kvs_chunk_keys(tokens + full * chunk_size, rem, (uint32_t)rem, tail, 1, &one);
+        uint64_t t;
+        memcpy(&t, tail[0], 8);
+        seeds[full] = t ^ (full ? seeds[full - 1] : 0);
+    }
+    free(keys);
+    *seeds_out = seeds;
+    *nchunks_out = total;
+    return 0;
+}
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
