@@ -1,0 +1,54 @@
+# kvstash - the two entry points of a fresh Debian machine:
+#   make run    installs what is missing, builds, runs the demo
+#   make test   installs what is missing, builds, runs every test (also
+#               under AddressSanitizer + UBSan)
+# Everything else is CMake (build/, build-asan/).
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_ARGS ?=
+
+# Debian packages the build and the tests need (scripts/deps.sh installs
+# the missing ones with apt-get).
+DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
+               libxxhash-dev libcmocka-dev clang python3 python3-pytest \
+               python3-numpy
+
+.PHONY: all deps build build-asan run test test-fast bench clean install
+
+all: build
+
+deps:
+	@scripts/deps.sh $(DEB_PACKAGES)
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_ARGS)
+	cmake --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug \
+	      -DKVS_SANITIZE=address,undefined $(CMAKE_ARGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	scripts/demo.sh $(BUILD)/kvstash
+
+test: build build-asan
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j $(JOBS)
+
+# The tests of the optimized build only.
+test-fast: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	$(BUILD)/kvstash bench
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
