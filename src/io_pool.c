@@ -197,7 +197,8 @@ void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio)
         q->head = task;
     q->tail = task;
     p->queued++;
-    if (prio == KVS_PRIO_READ && p->nthreads < p->max_threads && all_stalled(p, kvs__now_ns())) {
+    if (prio == KVS_PRIO_READ && !p->stopping && p->nthreads < p->max_threads &&
+        all_stalled(p, kvs__now_ns())) {
         if (start_thread(p))
             kvs__log(KVS_LOG_WARN,
                      "all %u I/O threads have been busy for over %llu ms (a slow or hung "

@@ -40,6 +40,9 @@ typedef enum kvs_prio {
 kvs_status kvs__pool_create(uint32_t threads, uint32_t spare, size_t bounce_bytes,
                             uint64_t stall_ns, kvs_pool **pool_out);
 
+/* A task that submits follow-up tasks gives its own worker's pool
+ * (worker->pool): the owner's handle may be gone by then (a destroy that
+ * left the worker stuck in a filesystem call), the worker's pool is not. */
 void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio);
 
 /* Lets the workers finish what is queued and stop, waiting at most
