@@ -14,6 +14,15 @@
  * rename as the last resort, harmless because same key means same bytes).
  * So a reader sees either no file or a complete one, the first complete
  * file wins, and no lock is taken on any path.
+ *
+ * Nothing in the store is trusted to stay where it should: the store is
+ * shared, and anyone who can write it can plant a symlink.  The root may be
+ * a symlink (a common way to point at the mount), followed once at open;
+ * below it, each namespace folder is opened once (O_PATH, O_NOFOLLOW) and
+ * every chunk file, temporary file and fan-out folder is reached from that
+ * descriptor by calls that follow no symlink in any component (openat2
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or an O_NOFOLLOW walk), so no read,
+ * write, rename or removal ever lands outside the store.
  */
 #include "store.h"
 
@@ -27,8 +36,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define LEAF_DIRS 65536u
 
 /* Every path is built here.  store_open refuses roots long enough to make
  * any of them overflow, so truncation cannot happen. */
@@ -85,37 +92,46 @@ static mode_t dir_mode(uint32_t file_mode)
 static kvs_status write_namespace_file(kvs_fstore *s, uint32_t p, const kvs_ns *ns)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX], tmp[KVS_PATH_MAX];
-    pathf(path, "%s/" KVS_NAMESPACE_FILE, s->ns_path[p]);
-    struct stat st;
-    if (io->stat(path, &st) == 0)
+    int dfd = s->ns_fd[p];
+    int fd = io->open_beneath(dfd, KVS_NAMESPACE_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd >= 0) {
+        io->close(fd);
         return KVS_OK;
+    }
+    char tmp[64];
     uint64_t r = 0;
     io->getrandom(&r, sizeof r);
-    pathf(tmp, "%s.%016llx" KVS_TMP_SUFFIX, path, (unsigned long long)r);
+    snprintf(tmp, sizeof tmp, "." KVS_NAMESPACE_FILE ".%016llx" KVS_TMP_SUFFIX,
+             (unsigned long long)r);
     char *desc = kvs__ns_describe_json(ns);
     if (!desc)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory describing the namespace");
     kvs_status st_out = KVS_OK;
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
+    fd = io->open_beneath(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
     if (fd < 0) {
-        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", tmp, strerror(errno));
+        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s/%s: %s", s->ns_path[p],
+                           tmp, strerror(errno));
         goto out;
     }
     size_t len = strlen(desc);
     desc[len] = '\n';
     int rc = kvs__pwrite_full(fd, desc, len + 1, 0);
     int err = errno;
-    io->close(fd);
+    if (io->close(fd) != 0 && rc == 0) {
+        rc = -1;
+        err = errno;
+    }
     if (rc != 0) {
-        io->unlink(tmp);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s: %s", tmp, strerror(err));
+        io->unlinkat(dfd, tmp, 0);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s/%s: %s", s->ns_path[p], tmp,
+                           strerror(err));
         goto out;
     }
-    if (io->rename(tmp, path) != 0) {
+    if (io->renameat(dfd, tmp, KVS_NAMESPACE_FILE, 0) != 0) {
         err = errno;
-        io->unlink(tmp);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s: %s", path, strerror(err));
+        io->unlinkat(dfd, tmp, 0);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s/" KVS_NAMESPACE_FILE ": %s",
+                           s->ns_path[p], strerror(err));
     }
 out:
     kvs__free(desc);
@@ -127,11 +143,10 @@ out:
 static void probe_direct(kvs_fstore *s)
 {
     const kvs_io_ops *io = kvs__io();
-    char tmp[KVS_PATH_MAX];
+    char tmp[64];
     uint64_t r = 0;
     io->getrandom(&r, sizeof r);
-    pathf(tmp, "%s/.direct-probe.%016llx" KVS_TMP_SUFFIX, s->ns_path[0],
-             (unsigned long long)r);
+    snprintf(tmp, sizeof tmp, ".direct-probe.%016llx" KVS_TMP_SUFFIX, (unsigned long long)r);
     void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
     if (!buf) {
         s->direct = false;
@@ -139,7 +154,8 @@ static void probe_direct(kvs_fstore *s)
         return;
     }
     memset(buf, 0x5a, KVS_FILE_ALIGN);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+    int fd = io->open_beneath(s->ns_fd[0], tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT,
+                              0600);
     const char *step = "open";
     int err = 0;
     if (fd >= 0) {
@@ -149,13 +165,13 @@ static void probe_direct(kvs_fstore *s)
         io->close(fd);
         if (!err) {
             step = "read";
-            fd = io->open(tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+            fd = io->open_beneath(s->ns_fd[0], tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
             if (fd < 0 || kvs__pread_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
                 err = errno;
             if (fd >= 0)
                 io->close(fd);
         }
-        io->unlink(tmp);
+        io->unlinkat(s->ns_fd[0], tmp, 0);
     } else {
         err = errno;
     }
@@ -226,18 +242,22 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
                            s->ns_path[p], strerror(errno));
             goto fail;
         }
-        if (io->stat(s->ns_path[p], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            st = kvs__fail(KVS_ERR_IO, "namespace folder %s is not a directory", s->ns_path[p]);
+        /* O_NOFOLLOW | O_DIRECTORY: a symlink in its place is refused. */
+        int fd = io->open(s->ns_path[p], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd < 0) {
+            int err = errno;
+            st = kvs__fail(err == ENOTDIR || err == ELOOP ? KVS_ERR_IO : kvs__errno_status(err),
+                           "cannot open namespace folder %s: %s%s", s->ns_path[p], strerror(err),
+                           err == ENOTDIR || err == ELOOP
+                               ? " (it must be a folder, not a symlink or a file)"
+                               : "");
             goto fail;
         }
+        s->ns_fd[p] = fd;
+        s->nfds = p + 1;
         st = write_namespace_file(s, p, ns);
         if (st)
             goto fail;
-    }
-    s->made = kvs__calloc((size_t)s->npaths * LEAF_DIRS / 8, 1);
-    if (!s->made) {
-        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
-        goto fail;
     }
     if (cfg->use_direct_io == KVS_DIRECT_IO_ON) {
         probe_direct(s);
@@ -253,11 +273,12 @@ fail:
 
 void kvs__store_close(kvs_fstore *s)
 {
+    for (uint32_t p = 0; p < s->nfds; p++)
+        kvs__io()->close(s->ns_fd[p]);
     for (uint32_t p = 0; p < KVS_MAX_STORE_PATHS; p++) {
         kvs__free(s->root[p]);
         kvs__free(s->ns_path[p]);
     }
-    kvs__free((void *)s->made);
     memset(s, 0, sizeof *s);
 }
 
@@ -270,10 +291,32 @@ uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key)
     return v % s->npaths;
 }
 
-static void leaf_dir(const kvs_fstore *s, const uint8_t *key, char *buf)
+/* Names relative to the namespace folder: "xx/yy" and "xx/yy/<name>". */
+static void leaf_rel(const uint8_t *key, char *buf)
 {
-    pathf(buf, "%s/%02x/%02x", s->ns_path[kvs__store_path_index(s, key)], key[0],
-             key[1]);
+    snprintf(buf, 8, "%02x/%02x", key[0], key[1]);
+}
+
+static void temp_name(const uint8_t *key, uint64_t suffix, char *buf)
+{
+    char hex[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, hex);
+    snprintf(buf, 2 * KVS_KEY_BYTES + 24, ".%s.%016llx" KVS_TMP_SUFFIX, hex,
+             (unsigned long long)suffix);
+}
+
+static int ns_fd_of(const kvs_fstore *s, const uint8_t *key)
+{
+    return s->ns_fd[kvs__store_path_index(s, key)];
+}
+
+/* The chunk's fan-out folder, opened without following symlinks; -errno. */
+static int open_leaf(const kvs_fstore *s, const uint8_t *key)
+{
+    char rel[8];
+    leaf_rel(key, rel);
+    int fd = kvs__io()->open_beneath(ns_fd_of(s, key), rel, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    return fd >= 0 ? fd : -errno;
 }
 
 void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf)
@@ -313,24 +356,32 @@ kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_byte
 int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
+    char rel[8 + KVS_KEY_HEX];
+    leaf_rel(key, rel);
+    rel[5] = '/';
+    kvs__hex(key, KVS_KEY_BYTES, rel + 6);
+    int dfd = ns_fd_of(s, key);
     /* O_NONBLOCK: a FIFO planted under a chunk name must not block us. */
-    int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
+    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
     int fd = -1;
     if (__atomic_load_n(&s->noatime, __ATOMIC_RELAXED)) {
-        fd = io->open(path, flags | O_NOATIME, 0);
+        fd = io->open_beneath(dfd, rel, flags | O_NOATIME, 0);
         if (fd < 0 && errno == EPERM) /* O_NOATIME needs ownership */
             __atomic_store_n(&s->noatime, false, __ATOMIC_RELAXED);
     }
     if (fd < 0 && !__atomic_load_n(&s->noatime, __ATOMIC_RELAXED))
-        fd = io->open(path, flags, 0);
+        fd = io->open_beneath(dfd, rel, flags, 0);
     if (fd < 0) {
         int err = errno;
+        if (err == EXDEV) /* a path that would leave the store */
+            return -ELOOP;
         /* Some filesystems refuse O_DIRECT on what is not a regular file
-         * before they say what it is: ask. */
+         * before they say what it is: ask (metadata only). */
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(s, key, path);
         struct stat st;
-        if (err != ENOENT && err != ESTALE && io->stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        if (err != ENOENT && err != ESTALE && err != ELOOP && io->stat(path, &st) == 0 &&
+            !S_ISREG(st.st_mode))
             return -EISDIR;
         return -err;
     }
@@ -346,57 +397,58 @@ int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
     return fd;
 }
 
-static int ensure_leaf(kvs_fstore *s, const uint8_t *key)
+/* Makes <ns>/xx/yy, each level created below a descriptor of the one above
+ * opened without following symlinks. */
+static int make_leaf(kvs_fstore *s, const uint8_t *key)
 {
-    uint32_t p = kvs__store_path_index(s, key);
-    uint32_t bit = (uint32_t)key[0] << 8 | key[1];
-    _Atomic uint8_t *byte = &s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8];
-    uint8_t mask = (uint8_t)(1u << (bit % 8));
-    if (atomic_load_explicit(byte, memory_order_relaxed) & mask)
-        return 0;
-    char dir[KVS_PATH_MAX];
-    leaf_dir(s, key, dir);
     const kvs_io_ops *io = kvs__io();
     mode_t mode = dir_mode(s->file_mode);
-    char *slash = strrchr(dir, '/');
-    *slash = '\0';
-    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
+    char rel[8];
+    leaf_rel(key, rel);
+    int dfd = ns_fd_of(s, key);
+    rel[2] = '\0';
+    if (io->mkdirat(dfd, rel, mode) != 0 && errno != EEXIST)
         return -errno;
-    *slash = '/';
-    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
+    int xfd = io->open_beneath(dfd, rel, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (xfd < 0)
         return -errno;
-    atomic_fetch_or_explicit(byte, mask, memory_order_relaxed);
-    return 0;
+    int rc = 0;
+    if (io->mkdirat(xfd, rel + 3, mode) != 0 && errno != EEXIST)
+        rc = -errno;
+    io->close(xfd);
+    return rc;
 }
 
 int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out)
 {
     const kvs_io_ops *io = kvs__io();
-    int rc = ensure_leaf(s, key);
-    if (rc)
-        return rc;
-    char path[KVS_PATH_MAX];
+    char rel[8 + 2 * KVS_KEY_BYTES + 24];
+    int dfd = ns_fd_of(s, key);
+    bool made = false;
     for (int attempt = 0; attempt < 4; attempt++) {
         uint64_t suffix = 0;
         if (io->getrandom(&suffix, sizeof suffix) != 0)
             return -errno;
-        kvs__store_temp_path(s, key, suffix, path);
-        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | (s->direct ? O_DIRECT : 0);
-        int fd = io->open(path, flags, (mode_t)s->file_mode);
+        leaf_rel(key, rel);
+        rel[5] = '/';
+        temp_name(key, suffix, rel + 6);
+        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (s->direct ? O_DIRECT : 0);
+        int fd = io->open_beneath(dfd, rel, flags, (mode_t)s->file_mode);
         if (fd >= 0) {
             *suffix_out = suffix;
             return fd;
         }
-        if (errno == ENOENT) {
-            /* Someone (an operator's rm, a collector) removed our folder. */
-            uint32_t p = kvs__store_path_index(s, key);
-            uint32_t bit = (uint32_t)key[0] << 8 | key[1];
-            atomic_fetch_and(&s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8],
-                             (uint8_t) ~(1u << (bit % 8)));
-            if ((rc = ensure_leaf(s, key)) != 0)
+        if (errno == ENOENT && !made) {
+            /* The fan-out folders do not exist yet, or someone (an
+             * operator's rm, a collector) removed them: make them once. */
+            int rc = make_leaf(s, key);
+            if (rc)
                 return rc;
+            made = true;
             continue;
         }
+        if (errno == EXDEV)
+            return -ELOOP;
         if (errno != EEXIST)
             return -errno;
     }
@@ -405,59 +457,79 @@ int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_o
 
 void kvs__store_discard(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_temp_path(s, key, suffix, path);
-    kvs__io()->unlink(path);
+    char name[2 * KVS_KEY_BYTES + 24];
+    temp_name(key, suffix, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return; /* then the collector removes it after tmp_grace_s */
+    kvs__io()->unlinkat(leaf, name, 0);
+    kvs__io()->close(leaf);
 }
 
 int kvs__store_publish(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
 {
     const kvs_io_ops *io = kvs__io();
-    char tmp[KVS_PATH_MAX], final[KVS_PATH_MAX];
-    kvs__store_temp_path(s, key, suffix, tmp);
-    kvs__store_chunk_path(s, key, final);
-    if (io->rename_noreplace(tmp, final) == 0)
-        return 0;
+    char tmp[2 * KVS_KEY_BYTES + 24], final[KVS_KEY_HEX];
+    temp_name(key, suffix, tmp);
+    kvs__hex(key, KVS_KEY_BYTES, final);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return leaf;
+    int rc = 0;
+    if (io->renameat(leaf, tmp, final, 1) == 0)
+        goto out;
     int err = errno;
     if (err == EEXIST) {
-        io->unlink(tmp);
-        return 1;
+        io->unlinkat(leaf, tmp, 0);
+        rc = 1;
+        goto out;
     }
     if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        if (io->link(tmp, final) == 0) {
-            io->unlink(tmp);
-            return 0;
+        if (io->linkat(leaf, tmp, final) == 0) {
+            io->unlinkat(leaf, tmp, 0);
+            goto out;
         }
         err = errno;
         if (err == EEXIST) {
-            io->unlink(tmp);
-            return 1;
+            io->unlinkat(leaf, tmp, 0);
+            rc = 1;
+            goto out;
         }
         if (err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == EMLINK) {
-            if (io->rename(tmp, final) == 0)
-                return 0;
+            if (io->renameat(leaf, tmp, final, 0) == 0)
+                goto out;
             err = errno;
         }
     }
-    io->unlink(tmp);
-    return -err;
+    io->unlinkat(leaf, tmp, 0);
+    rc = -err;
+out:
+    io->close(leaf);
+    return rc;
 }
 
 int kvs__store_remove(kvs_fstore *s, const uint8_t *key)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
-    if (kvs__io()->unlink(path) == 0)
-        return 0;
-    if (errno == ENOENT || errno == ESTALE)
-        return 1;
-    return -errno;
+    char name[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return leaf == -ENOENT || leaf == -ESTALE || leaf == -ENOTDIR ? 1 : leaf;
+    int rc = 0;
+    if (kvs__io()->unlinkat(leaf, name, 0) != 0)
+        rc = errno == ENOENT || errno == ESTALE ? 1 : -errno;
+    kvs__io()->close(leaf);
+    return rc;
 }
 
 void kvs__store_touch(kvs_fstore *s, const uint8_t *key)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
+    char name[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return;
     struct timespec ts[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-    kvs__io()->utimens(path, ts); /* best effort: the clock is advisory */
+    kvs__io()->utimensat(leaf, name, ts); /* best effort: the clock is advisory */
+    kvs__io()->close(leaf);
 }
