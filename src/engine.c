@@ -1322,9 +1322,12 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
     uint32_t present = 0;
     while (present < n && b->items[present].done && b->items[present].result == KVS_PROBE_PRESENT)
         present++;
-    if (present < n && !b->items[present].done)
+    bool timed_out = present < n && !b->items[present].done;
+    if (timed_out)
         KVS_STAT_ADD(e, miss_timeout, 1);
     pthread_mutex_unlock(&b->mu);
+    if (timed_out) /* as for reads: a hung store gets marked unhealthy */
+        note_io_failure(e, "stat (deadline)", ETIMEDOUT);
     probe_batch_unref(b);
     *present_out = present;
     return KVS_OK;
@@ -1466,7 +1469,9 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__ns_init(&e->ns, ns, e->cfg->chunk_size, e->cfg->namespace_salt);
     if (st)
         goto fail;
-    st = kvs__store_open(&e->store, e->cfg, &e->ns);
+    /* Bounded: a hung mount fails the open instead of hanging the caller. */
+    st = kvs__store_open_bounded(&e->store, e->cfg, &e->ns,
+                                 (uint64_t)e->cfg->store_timeout_ms * 1000000u);
     if (st)
         goto fail;
     st = kvs__index_create(&e->index);

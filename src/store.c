@@ -32,6 +32,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -532,4 +534,112 @@ void kvs__store_touch(kvs_fstore *s, const uint8_t *key)
     struct timespec ts[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
     kvs__io()->utimensat(leaf, name, ts); /* best effort: the clock is advisory */
     kvs__io()->close(leaf);
+}
+
+/* ---- opening with a deadline ------------------------------------------------ */
+
+/* kvs__store_open runs on a helper thread with its own copies of the
+ * configuration and namespace, so that if the mount hangs the caller gets
+ * KVS_ERR_TIMEOUT and the thread, when the filesystem answers at last, closes
+ * what it opened and frees everything itself. */
+typedef struct open_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;                      /* the caller and the thread (mu) */
+    bool done;                     /* (mu) */
+    kvs_status st;
+    char err[512];                 /* the thread's kvs_last_error() */
+    kvs_config *cfg;
+    kvs_ns ns;
+    kvs_fstore store;              /* handed to the caller, or closed */
+} open_job;
+
+static void job_unref(open_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    kvs__store_close(&j->store);
+    kvs_config_free(j->cfg);
+    kvs__ns_clear(&j->ns);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    kvs__free(j);
+}
+
+static void *open_thread(void *arg)
+{
+    open_job *j = arg;
+    kvs_status st = kvs__store_open(&j->store, j->cfg, &j->ns);
+    if (st)
+        snprintf(j->err, sizeof j->err, "%s", kvs_last_error());
+    pthread_mutex_lock(&j->mu);
+    j->st = st;
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+    return NULL;
+}
+
+kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns,
+                                   uint64_t timeout_ns)
+{
+    open_job *j = kvs__calloc(1, sizeof *j);
+    if (!j)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 2;
+    kvs_status st = kvs_config_copy(cfg, &j->cfg);
+    j->ns = *ns;
+    j->ns.model = kvs__strdup(ns->model);
+    j->ns.variant = kvs__strdup(ns->variant ? ns->variant : "");
+    if (!st && (!j->ns.model || !j->ns.variant))
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+    pthread_attr_t attr;
+    pthread_t th;
+    if (!st) {
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, open_thread, j) != 0)
+            st = kvs__fail(KVS_ERR_NOMEM, "cannot start a thread to open the store");
+        pthread_attr_destroy(&attr);
+    }
+    if (st) {
+        j->refs = 1;
+        job_unref(j);
+        return st;
+    }
+    uint64_t deadline = kvs__now_ns() + timeout_ns;
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && kvs__now_ns() < deadline) {
+        uint64_t left = deadline - kvs__now_ns();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        left = KVS_MIN(left, (uint64_t)3600 * 1000000000u);
+        ts.tv_sec += (time_t)(left / 1000000000u);
+        ts.tv_nsec += (long)(left % 1000000000u);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+    }
+    if (!j->done) {
+        st = kvs__fail(KVS_ERR_TIMEOUT,
+                       "the store %s did not answer within %llu ms (a hung mount?); not "
+                       "opening an engine on it",
+                       cfg->store_paths[0], (unsigned long long)(timeout_ns / 1000000u));
+    } else if (j->st) {
+        st = kvs__fail(j->st, "%s", j->err);
+    } else {
+        *s = j->store; /* moved: the job's copy is closed as empty */
+        memset(&j->store, 0, sizeof j->store);
+    }
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+    return st;
 }

@@ -36,6 +36,11 @@ typedef struct kvs_fstore {
  * and probes O_DIRECT when use_direct_io asks for it. */
 kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns);
 void kvs__store_close(kvs_fstore *s);
+/* The same, but gives up with KVS_ERR_TIMEOUT after timeout_ns (a hung
+ * mount must not hang the caller); the work then finishes, and is undone,
+ * on a thread of its own. */
+kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns,
+                                   uint64_t timeout_ns);
 
 /* Which store path holds key (spread by key across several mounts). */
 uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
