@@ -581,7 +581,7 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     }
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
-        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ);
+        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
     read_piece(&c->pieces[0], w);
     return;
 

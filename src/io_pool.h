@@ -31,6 +31,10 @@ struct kvs_worker {
 typedef enum kvs_prio {
     KVS_PRIO_READ = 0,  /* retrieves: served first */
     KVS_PRIO_WRITE = 1, /* stores */
+    /* The rest of a chunk whose file is open: served before new reads, so
+     * a retrieve's chunks complete in order and a slow store yields the
+     * longest prefix by the deadline, not a little of every chunk. */
+    KVS_PRIO_READ_MORE = 2,
 } kvs_prio;
 
 /* Starts `threads` workers, each with a bounce buffer.  When every worker
