@@ -45,16 +45,22 @@ test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets (clang), instrumented library; FUZZ_SECONDS per target.
+# Each runs on a scratch copy of its corpus, and what it found that covers
+# something new is merged, minimized, back into tests/fuzz/corpus/<target>.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = header config_yaml extra_json env
 build-fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKVS_FUZZ=ON -DKVS_WITH_CUDA=OFF $(CMAKE_ARGS)
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_header
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 
 fuzz: build-fuzz
-	mkdir -p $(FUZZ_BUILD)/corpus/header
-	$(FUZZ_BUILD)/tests/fuzz_header -max_total_time=$(FUZZ_SECONDS) -max_len=4097 \
-	    $(FUZZ_BUILD)/corpus/header tests/fuzz/corpus/header
+	set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    $(FUZZ_BUILD)/tests/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; \
+	    $(FUZZ_BUILD)/tests/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t $(FUZZ_BUILD)/corpus/$$t; \
+	done
 
 bench: build
 	$(BUILD)/kvstash bench
