@@ -583,6 +583,8 @@ static void write_fail(kvs_xchunk *c, int err, const char *what)
                   path, what, strerror(err));
     if (!space)
         note_io_failure(e, what, err);
+    else /* the filesystem is full before the configured limit: collect now */
+        kvs__collector_kick(e->collector, kvs__store_path_index(&e->store, c->key));
     chunk_fail(c, write_errno_reason(err));
 }
 
@@ -1134,6 +1136,15 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
     KVS_STAT_ADD(e, stores, 1);
     uint64_t now = kvs__now_ns();
     bool unhealthy = store_unhealthy(e, now);
+    bool below_floor = kvs__collector_refuse_stores(e->collector);
+    if (below_floor) {
+        static int logged;
+        kvs__log_once(&logged, KVS_LOG_WARN,
+                      "free space on the store is below min_free_space (%.3f GB): new chunks "
+                      "are not stored until the collector makes room (counted in "
+                      "kvstash_store_failures_total{reason=\"nospace\"})",
+                      e->cfg->min_free_space);
+    }
     uint32_t nwrite = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
         kvs_xchunk *c = &op->chunks[i];
@@ -1148,11 +1159,14 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
             continue;
         }
         uint64_t pending = atomic_fetch_add(&e->pending_bytes, c->payload);
-        if (unhealthy || pending + c->payload > e->max_pending_bytes) {
+        if (unhealthy || pending + c->payload > e->max_pending_bytes || below_floor) {
             atomic_fetch_sub(&e->pending_bytes, c->payload);
             kvs__index_forget(e->index, c->key);
             atomic_store(&c->state, KVS_CH_DROPPED);
-            KVS_STAT_ADD(e, store_dropped, 1);
+            if (below_floor && !unhealthy)
+                KVS_STAT_ADD(e, store_failed_nospace, 1);
+            else
+                KVS_STAT_ADD(e, store_dropped, 1);
             continue;
         }
         atomic_fetch_add(&e->pending_chunks, 1);
@@ -1449,6 +1463,11 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__pool_create(threads, threads, e->block_bytes, e->io_timeout_ns, &e->pool);
     if (st)
         goto fail;
+    st = kvs__collector_start(e->cfg, &e->collector);
+    if (st) {
+        kvs__pool_destroy(e->pool, 0);
+        goto fail;
+    }
     e->stats.direct_io = e->store.direct;
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
@@ -1475,6 +1494,8 @@ void kvs_engine_close(kvs_engine *e)
     if (!e)
         return;
     atomic_store(&e->closing, true);
+    kvs__collector_stop(e->collector);
+    e->collector = NULL;
     uint64_t deadline = kvs__now_ns() + e->store_timeout_ns;
     pthread_mutex_lock(&e->mu);
     while (atomic_load(&e->pending_chunks) > 0 && kvs__now_ns() < deadline) {
