@@ -815,6 +815,10 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             }
         }
         r->evict_ns += kvs__now_ns() - ts;
+        if (p->dry_run && again) {
+            again = false; /* nothing was removed: another pass finds the same */
+            missed = true;
+        }
         r->starved = missed && !again;
         r->used_after = 0;
         r->chunks_after = 0;
@@ -862,6 +866,22 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
 }
 
 /* ---- leases of several paths ------------------------------------------------- */
+
+void kvs__roots_order(char *const *paths, uint32_t n, uint32_t *order)
+{
+    uint64_t ids[KVS_MAX_STORE_PATHS] = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        order[i] = i;
+        if (n > 1 && kvs__store_root_id(paths[i], false, &ids[i]) != KVS_OK)
+            ids[i] = 0;
+    }
+    for (uint32_t i = 1; i < n; i++)
+        for (uint32_t j = i; j > 0 && ids[order[j]] < ids[order[j - 1]]; j--) {
+            uint32_t t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+}
 
 kvs_status kvs__leases_try(kvs_lease *leases, uint32_t n)
 {
@@ -1112,21 +1132,8 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
     c->nroots = c->cfg->num_store_paths;
     c->cap = (uint64_t)(c->cfg->max_store_size * 1e9);
     c->floor = (uint64_t)(c->cfg->min_free_space * 1e9);
-    /* Leases are taken in the order of the paths' store ids, the same in
-     * every instance whatever order its list has. */
-    uint64_t ids[KVS_MAX_STORE_PATHS] = {0};
     uint32_t order[KVS_MAX_STORE_PATHS];
-    for (uint32_t i = 0; i < c->nroots; i++) {
-        order[i] = i;
-        if (c->nroots > 1)
-            kvs__store_root_id(c->cfg->store_paths[i], false, &ids[i]);
-    }
-    for (uint32_t i = 1; i < c->nroots; i++)
-        for (uint32_t j = i; j > 0 && ids[order[j]] < ids[order[j - 1]]; j--) {
-            uint32_t t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
+    kvs__roots_order(c->cfg->store_paths, c->nroots, order);
     for (uint32_t i = 0; i < c->nroots; i++) {
         c->roots[i] = c->cfg->store_paths[order[i]];
         c->map[order[i]] = i;

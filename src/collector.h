@@ -147,6 +147,10 @@ typedef struct kvs_collect_result {
 /* Runs one collection (one or more passes).  The caller holds the leases. */
 kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r);
 
+/* The order in which every instance takes the leases of these paths: by
+ * store id, so two collectors never hold one path each. */
+void kvs__roots_order(char *const *paths, uint32_t n, uint32_t *order);
+
 /* Takes the leases of every root, in order, or none: KVS_OK or BUSY. */
 kvs_status kvs__leases_try(kvs_lease *leases, uint32_t n);
 void kvs__leases_release(kvs_lease *leases, uint32_t n);
