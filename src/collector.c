@@ -50,6 +50,10 @@
 #define PACE_SLICE_NS 10000000ull     /* work 10 ms, then rest 30 ms */
 #define PACE_REST_FACTOR 3
 #define LOG_ROTATE_BYTES (1u << 20)
+#define MIN_GAP_NS 250000000ull       /* between passes started by growth */
+/* How long a filesystem may take to show the space of removed files as free
+ * (ext4 and XFS release it at the journal commit, every 5 s by default). */
+#define FREE_LAG_NS 5000000000ull
 #define USAGE_FILE "usage.json"
 #define LOG_FILE "collector.log"
 
@@ -536,6 +540,14 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
     const kvs_collect_params *p = x->p;
     if (x->stop || !leases_ok(x))
         return false;
+    if (p->tick && kvs__now_ns() - x->slice_start >= PACE_SLICE_NS) {
+        bool urgent = true; /* evicting is never paced */
+        if (p->tick(p->tick_ctx, &urgent)) {
+            x->stop = true;
+            return false;
+        }
+        x->slice_start = kvs__now_ns();
+    }
     char path[KVS_PATH_MAX], hex[KVS_KEY_HEX];
     kvs__hex(key, KVS_KEY_BYTES, hex);
     pathf(path, "%s/%s/%02x/%02x/%s", p->roots[root], ns, key[0], key[1], hex);
@@ -777,16 +789,23 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             if (group[g] != g || !fs0[g].size)
                 continue;
             uint64_t floor = KVS_MIN(p->floor_bytes, fs0[g].size / 2);
+            uint32_t mask = 0;
+            uint64_t freed_here = 0;
+            for (uint32_t i = 0; i < p->nroots; i++) {
+                if (group[i] == g) {
+                    mask |= 1u << i;
+                    freed_here += total_freed[i] + x->freed[i];
+                }
+            }
+            /* What this collection removed counts as free even before the
+             * filesystem shows it (see FREE_LAG_NS). */
             fs_info now;
             fs_query(p->roots[g], &now);
-            if (now.free >= floor)
+            uint64_t free_now = KVS_MAX(now.free, fs0[g].free + freed_here);
+            if (free_now >= floor)
                 continue;
             uint64_t want = (uint64_t)((double)floor * (1.0 + KVS_MAX(p->high - p->low, 0.05)));
-            uint32_t mask = 0;
-            for (uint32_t i = 0; i < p->nroots; i++)
-                if (group[i] == g)
-                    mask |= 1u << i;
-            uint64_t need = want - now.free;
+            uint64_t need = want - free_now;
             if (evict_from(x, mask, need) < need) {
                 if (more_candidates(x, mask))
                     again = true;
@@ -843,14 +862,12 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
         gethostname(u.host, sizeof u.host - 1);
         u.starved = r->starved;
         for (uint32_t i = 0; i < p->nroots; i++) {
-            uint64_t group_freed = 0;
-            for (uint32_t j = 0; j < p->nroots; j++)
-                if (group[j] == group[i])
-                    group_freed += total_freed[j];
+            fs_info end;
+            fs_query(p->roots[i], &end);
             u.used_bytes = r->used_path[i];
             u.chunks = x->chunks[i] - x->freed_files[i];
             u.temp_files = x->temps[i];
-            u.fs_used_baseline = fs0[i].used > group_freed ? fs0[i].used - group_freed : 0;
+            u.fs_used_baseline = end.used;
             u.evicted_files = total_freed_files[i];
             u.evicted_bytes = total_freed[i];
             u.orphans_removed = r->orphans_removed;
@@ -917,6 +934,7 @@ struct kvs_collector {
     pthread_cond_t cv;
     bool stop;                               /* under mu */
     uint32_t kicks;                          /* under mu: roots with ENOSPC */
+    uint64_t kick_quiet_until[KVS_MAX_STORE_PATHS]; /* under mu: monotonic ns */
     _Atomic int refs;                        /* the engine + the thread */
 
     /* what the last look found (thread only) */
@@ -924,6 +942,7 @@ struct kvs_collector {
     bool have_rec[KVS_MAX_STORE_PATHS];
     struct timespec rec_mtime[KVS_MAX_STORE_PATHS];
     ino_t rec_ino[KVS_MAX_STORE_PATHS];
+    uint64_t fs_low[KVS_MAX_STORE_PATHS];    /* least fs usage seen since rec */
     int floor_logged;
     int fail_logged;
 
@@ -1003,6 +1022,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
                 c->have_rec[i] = kvs__usage_read(c->roots[i], &c->rec[i]) == 0;
                 c->rec_ino[i] = st.st_ino;
                 c->rec_mtime[i] = st.st_mtim;
+                c->fs_low[i] = c->rec[i].fs_used_baseline;
             }
         } else {
             c->have_rec[i] = false;
@@ -1023,8 +1043,11 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         for (uint32_t j = 0; j < i; j++)
             if (fs[j].size && fs[j].id == fs[i].id && fs[j].size == fs[i].size)
                 first = false;
-        if (first && c->have_rec[i] && fs[i].used > c->rec[i].fs_used_baseline)
-            est += fs[i].used - c->rec[i].fs_used_baseline;
+        if (c->have_rec[i] && fs[i].size) {
+            c->fs_low[i] = KVS_MIN(c->fs_low[i], fs[i].used);
+            if (first && fs[i].used > c->fs_low[i])
+                est += fs[i].used - c->fs_low[i];
+        }
         if (c->floor && fs[i].size) {
             uint64_t floor = KVS_MIN(c->floor, fs[i].size / 2);
             if (floor < c->floor)
@@ -1035,11 +1058,22 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
             refuse |= fs[i].free < floor;
         }
     }
+    /* At the cap itself the collector is not keeping up: stop adding until
+     * it makes room, so the store overshoots by what is in flight only. */
+    if (c->cap && est > c->cap) {
+        if (!atomic_load(&c->refuse))
+            kvs__log(KVS_LOG_DEBUG, "collector: the store (about %.3f GB) is at max_store_size; "
+                                    "refusing new chunks until it is collected",
+                     (double)est / 1e9);
+        refuse = true;
+    }
     atomic_store(&c->refuse, refuse);
     if (have_all)
         atomic_store(&c->used_bytes, used);
     uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
-    bool recent = have_all && now_wall < last_end + KVS_MAX(1000000000ull, 2 * last_dur);
+    /* Collect at most a third of the time, even when something (another
+     * tenant of the filesystem) keeps the estimate above the watermark. */
+    bool recent = have_all && now_wall < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
     if (kicks) {
         *why = "a write failed for lack of space";
         return DUE_URGENT;
@@ -1048,7 +1082,8 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         *why = "the store grew past the high watermark";
         return DUE_URGENT;
     }
-    if (refuse && !recent && !(starved && now_wall < last_end + interval)) {
+    bool settling = have_all && now_wall < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
+    if (refuse && !settling && !(starved && now_wall < last_end + interval)) {
         *why = "free space is below min_free_space";
         return DUE_URGENT;
     }
@@ -1091,6 +1126,11 @@ static void *collector_main(void *arg)
             kvs_collect_result r;
             kvs_status st = kvs__collect(&p, &r);
             kvs__leases_release(c->leases, c->nroots);
+            pthread_mutex_lock(&c->mu);
+            for (uint32_t i = 0; i < c->nroots; i++)
+                if (kicks & (1u << i))
+                    c->kick_quiet_until[i] = kvs__now_ns() + FREE_LAG_NS;
+            pthread_mutex_unlock(&c->mu);
             if (st) {
                 kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", kvs_last_error());
             } else if (!r.lease_lost && r.passes) {
@@ -1174,8 +1214,14 @@ void kvs__collector_kick(kvs_collector *c, uint32_t root)
     if (!c || root >= c->nroots)
         return;
     pthread_mutex_lock(&c->mu);
-    c->kicks |= 1u << c->map[root];
-    pthread_cond_broadcast(&c->cv);
+    /* Right after a collection made room on this path, writes can still
+     * fail for a few seconds: filesystems like ext4 release the blocks of
+     * removed files at their next journal commit.  Those failures must not
+     * evict again. */
+    if (kvs__now_ns() >= c->kick_quiet_until[c->map[root]]) {
+        c->kicks |= 1u << c->map[root];
+        pthread_cond_broadcast(&c->cv);
+    }
     pthread_mutex_unlock(&c->mu);
 }
 

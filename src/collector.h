@@ -77,9 +77,11 @@ typedef struct kvs_usage_record {
     uint64_t chunks;
     uint64_t temp_files;
     uint64_t namespaces;
-    uint64_t fs_used_baseline;  /* filesystem bytes in use at the pass's start
-                                   minus what it evicted: growth past this is
-                                   growth of the store (or of other tenants) */
+    uint64_t fs_used_baseline;  /* filesystem bytes in use when the pass ended:
+                                   growth past this (or past the lowest value
+                                   seen since, as filesystems free blocks of
+                                   removed files late) is growth of the store
+                                   or of other tenants */
     uint64_t pass_end_wall_ns;
     uint64_t pass_ns;           /* how long the pass took */
     uint64_t evicted_files;

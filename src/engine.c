@@ -1140,10 +1140,9 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
     if (below_floor) {
         static int logged;
         kvs__log_once(&logged, KVS_LOG_WARN,
-                      "free space on the store is below min_free_space (%.3f GB): new chunks "
-                      "are not stored until the collector makes room (counted in "
-                      "kvstash_store_failures_total{reason=\"nospace\"})",
-                      e->cfg->min_free_space);
+                      "the store is full (at max_store_size, or free space below "
+                      "min_free_space): new chunks are not stored until the collector makes "
+                      "room (counted in kvstash_store_failures_total{reason=\"nospace\"})");
     }
     uint32_t nwrite = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
