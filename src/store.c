@@ -185,7 +185,10 @@ static int read_store_id(const char *path, uint64_t *id_out)
     if (n < 0)
         return -err;
     uint8_t raw[8];
-    if (n < 16 || kvs__unhex(text, raw, sizeof raw) != 0)
+    if (n < 16 || (n > 16 && text[16] != '\n'))
+        return -EBADMSG;
+    text[16] = '\0';
+    if (kvs__unhex(text, raw, sizeof raw) != 0)
         return -EBADMSG;
     uint64_t id = 0;
     for (int i = 0; i < 8; i++)
