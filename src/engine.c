@@ -518,7 +518,11 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         int err = -fd;
         if (err == ENOENT || err == ENOTDIR || err == ESTALE) {
             if (c->index_said_present) {
-                kvs__index_forget(e->index, c->key);
+                /* Evicted by a collector (or removed by an operator): the
+                 * chunks after it most likely went with it; ask the store
+                 * about them again rather than trust the index. */
+                for (uint32_t k = c->idx; k < op->nchunks; k++)
+                    kvs__index_forget(e->index, op->chunks[k].key);
                 chunk_fail(c, STAT_OFF(miss_vanished));
             } else {
                 kvs__index_set_absent(e->index, c->key, kvs__now_ns() + e->negative_ns);
