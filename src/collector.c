@@ -849,6 +849,8 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             r->temp_files += x->temps[i];
             total_freed[i] += x->freed[i];
             total_freed_files[i] += x->freed_files[i];
+            r->freed_path[i] = total_freed[i];
+            r->fs_used_start[i] = fs0[i].used;
         }
     }
     uint64_t t1 = kvs__now_ns();
@@ -934,7 +936,13 @@ struct kvs_collector {
     pthread_cond_t cv;
     bool stop;                               /* under mu */
     uint32_t kicks;                          /* under mu: roots with ENOSPC */
-    uint64_t kick_quiet_until[KVS_MAX_STORE_PATHS]; /* under mu: monotonic ns */
+    /* After a collection for ENOSPC on a path (thread only): until the
+     * filesystem shows the space it freed, or FREE_LAG_NS passed, further
+     * ENOSPC there is the same shortage, not a new one. */
+    uint64_t quiet_until[KVS_MAX_STORE_PATHS];      /* monotonic ns */
+    uint64_t quiet_used_start[KVS_MAX_STORE_PATHS]; /* fs usage when it began */
+    uint64_t quiet_freed[KVS_MAX_STORE_PATHS];      /* what it removed */
+    uint64_t quiet_low[KVS_MAX_STORE_PATHS];        /* least fs usage seen since */
     _Atomic int refs;                        /* the engine + the thread */
 
     /* what the last look found (thread only) */
@@ -1008,10 +1016,11 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
     const kvs_config *cfg = c->cfg;
     fs_info fs[KVS_MAX_STORE_PATHS];
     uint64_t now_wall = kvs__wall_ns();
-    bool have_all = true, starved = false, refuse = false;
+    bool have_all = true, starved = false, refuse = false, evicted_last = false;
     uint64_t last_end = UINT64_MAX, last_dur = 0, used = 0;
     for (uint32_t i = 0; i < c->nroots; i++) {
         fs_query(c->roots[i], &fs[i]);
+        c->quiet_low[i] = KVS_MIN(c->quiet_low[i], fs[i].used);
         char path[KVS_PATH_MAX];
         struct stat st;
         pathf(path, "%s/" KVS_META_DIR "/" USAGE_FILE, c->roots[i]);
@@ -1035,6 +1044,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         last_end = KVS_MIN(last_end, c->rec[i].pass_end_wall_ns);
         last_dur = KVS_MAX(last_dur, c->rec[i].pass_ns);
         starved |= c->rec[i].starved != 0;
+        evicted_last |= c->rec[i].evicted_files != 0;
     }
     /* Growth since the last pass, once per filesystem. */
     uint64_t est = used;
@@ -1082,7 +1092,8 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         *why = "the store grew past the high watermark";
         return DUE_URGENT;
     }
-    bool settling = have_all && now_wall < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
+    bool settling = have_all && evicted_last &&
+                    now_wall < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
     if (refuse && !settling && !(starved && now_wall < last_end + interval)) {
         *why = "free space is below min_free_space";
         return DUE_URGENT;
@@ -1107,6 +1118,25 @@ static void *collector_main(void *arg)
         pthread_mutex_lock(&c->mu);
         uint32_t kicks = c->kicks;
         pthread_mutex_unlock(&c->mu);
+        /* Right after a collection made room on a path, writes can still
+         * fail for a few seconds: ext4 and XFS release the blocks of removed
+         * files at their next journal commit.  Those failures are not a new
+         * shortage and must not evict again. */
+        for (uint32_t i = 0; i < c->nroots; i++) {
+            if (!(kicks & (1u << i)) || kvs__now_ns() >= c->quiet_until[i])
+                continue;
+            fs_info now;
+            fs_query(c->roots[i], &now);
+            c->quiet_low[i] = KVS_MIN(c->quiet_low[i], now.used);
+            if (c->quiet_low[i] + c->quiet_freed[i] / 2 > c->quiet_used_start[i]) {
+                kicks &= ~(1u << i);
+                pthread_mutex_lock(&c->mu);
+                c->kicks &= ~(1u << i);
+                pthread_mutex_unlock(&c->mu);
+            } else {
+                c->quiet_until[i] = 0; /* the space showed up and was used */
+            }
+        }
         const char *why = NULL;
         due d = look(c, kicks, &why);
         if (d != DUE_NO && kvs__leases_try(c->leases, c->nroots) == KVS_OK) {
@@ -1126,11 +1156,16 @@ static void *collector_main(void *arg)
             kvs_collect_result r;
             kvs_status st = kvs__collect(&p, &r);
             kvs__leases_release(c->leases, c->nroots);
-            pthread_mutex_lock(&c->mu);
-            for (uint32_t i = 0; i < c->nroots; i++)
-                if (kicks & (1u << i))
-                    c->kick_quiet_until[i] = kvs__now_ns() + FREE_LAG_NS;
-            pthread_mutex_unlock(&c->mu);
+            for (uint32_t i = 0; i < c->nroots; i++) {
+                if (kicks & (1u << i)) {
+                    fs_info end;
+                    fs_query(c->roots[i], &end);
+                    c->quiet_until[i] = kvs__now_ns() + FREE_LAG_NS;
+                    c->quiet_used_start[i] = r.fs_used_start[i];
+                    c->quiet_freed[i] = r.freed_path[i];
+                    c->quiet_low[i] = end.used;
+                }
+            }
             if (st) {
                 kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", kvs_last_error());
             } else if (!r.lease_lost && r.passes) {
@@ -1214,14 +1249,8 @@ void kvs__collector_kick(kvs_collector *c, uint32_t root)
     if (!c || root >= c->nroots)
         return;
     pthread_mutex_lock(&c->mu);
-    /* Right after a collection made room on this path, writes can still
-     * fail for a few seconds: filesystems like ext4 release the blocks of
-     * removed files at their next journal commit.  Those failures must not
-     * evict again. */
-    if (kvs__now_ns() >= c->kick_quiet_until[c->map[root]]) {
-        c->kicks |= 1u << c->map[root];
-        pthread_cond_broadcast(&c->cv);
-    }
+    c->kicks |= 1u << c->map[root];
+    pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
 

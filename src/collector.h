@@ -144,6 +144,8 @@ typedef struct kvs_collect_result {
     bool lease_lost;            /* stopped because the lease ran out */
     uint64_t scan_ns, evict_ns;
     uint64_t used_path[KVS_MAX_STORE_PATHS];
+    uint64_t freed_path[KVS_MAX_STORE_PATHS];    /* bytes evicted per path */
+    uint64_t fs_used_start[KVS_MAX_STORE_PATHS]; /* filesystem usage at the start */
 } kvs_collect_result;
 
 /* Runs one collection (one or more passes).  The caller holds the leases. */
