@@ -585,10 +585,11 @@ static void write_fail(kvs_xchunk *c, int err, const char *what)
     kvs__log_once(space ? &logged_space : &logged_io, KVS_LOG_WARN,
                   "storing %s failed at %s: %s; the chunk is not stored (counted from now on)",
                   path, what, strerror(err));
-    if (!space)
-        note_io_failure(e, what, err);
-    else /* the filesystem is full before the configured limit: collect now */
+    if (space) /* the filesystem is full before the configured limit: collect now */
         kvs__collector_kick(e->collector, kvs__store_path_index(&e->store, c->key));
+    else if (err != ENOENT && err != ESTALE) /* ENOENT: an operator removed the
+                                                namespace under the write */
+        note_io_failure(e, what, err);
     chunk_fail(c, write_errno_reason(err));
 }
 
