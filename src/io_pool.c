@@ -91,6 +91,7 @@ static void *worker_main(void *arg)
     kvs_pool_thread *self = arg;
     kvs_worker *w = &self->worker;
     kvs_pool *p = w->pool;
+    pthread_setname_np(pthread_self(), "kvs-io");
     pthread_mutex_lock(&p->mu);
     for (;;) {
         kvs_task *t = pop(p);

@@ -27,6 +27,7 @@ static void snapshot(kvs_engine *e, kvs_stats *s)
     s->pending_stores = atomic_load(&e->pending_chunks);
     s->pending_store_bytes = atomic_load(&e->pending_bytes);
     s->direct_io = e->store.direct;
+    kvs__collector_stats(e->collector, s);
     uint64_t until = atomic_load(&e->unhealthy_until);
     s->store_unhealthy = until != 0 && kvs__now_ns() < until;
 }

@@ -14,6 +14,10 @@
 #define KVS_PATH_MAX PATH_MAX
 #define KVS_TMP_SUFFIX ".tmp"
 #define KVS_NAMESPACE_FILE "NAMESPACE.json"
+/* Per store path: <root>/.kvstash holds the store id, the collector lease,
+ * the last usage measurement and the collector's log. */
+#define KVS_META_DIR ".kvstash"
+#define KVS_STORE_ID_FILE "store-id"
 
 typedef struct kvs_fstore {
     uint32_t npaths;
@@ -24,6 +28,8 @@ typedef struct kvs_fstore {
      * so nothing planted in the store leads outside it. */
     int ns_fd[KVS_MAX_STORE_PATHS];
     uint32_t nfds;                         /* ns_fd[0..nfds) are open */
+    uint64_t root_id[KVS_MAX_STORE_PATHS]; /* store ids: which root holds a key */
+    const kvs_ns *ns;                      /* the engine's, to remake its folder */
     bool direct;                           /* O_DIRECT in use */
     char direct_reason[160];               /* why O_DIRECT is on or off */
     uint32_t file_mode;
@@ -44,6 +50,18 @@ kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const k
 
 /* Which store path holds key (spread by key across several mounts). */
 uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
+
+/* The id of a store path: 64 random bits kept in <root>/.kvstash/store-id,
+ * made by the first engine that opens the path (create) and the same for
+ * every host that mounts it, whatever path it mounts it at. */
+kvs_status kvs__store_root_id(const char *root, bool create, uint64_t *id_out);
+
+/* Which of n store paths with these ids holds key: rendezvous (highest
+ * random weight) hashing of the key's bytes 8..15 with each id.  It depends
+ * on the set of ids only, not on the order or the names of the paths, and
+ * adding or removing one path moves only the keys that path gains or
+ * loses. */
+uint32_t kvs__store_pick(const uint64_t *ids, uint32_t n, const uint8_t *key);
 /* <ns_path>/<xx>/<yy>/<64 hex>; buf of KVS_PATH_MAX. */
 void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf);
 

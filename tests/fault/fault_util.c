@@ -3,6 +3,7 @@
 
 #include "checksum.h"
 #include "chunk_file.h"
+#include "collector.h"
 
 #include <fcntl.h>
 #include <ftw.h>
@@ -99,8 +100,7 @@ void fu_tokens(uint32_t *t, size_t n, uint32_t seed, uint32_t shared_seed, size_
 
 bool fu_is_temp_name(const char *name)
 {
-    size_t n = strlen(name);
-    return name[0] == '.' && n > 5 && !strcmp(name + n - 4, ".tmp");
+    return kvs__is_temp_name(name); /* the collector's own test */
 }
 
 static bool is_final_name(const char *name)
@@ -158,6 +158,8 @@ static int walk_one(const char *path, const struct stat *st, int flag, struct FT
     if (flag == FTW_D || flag == FTW_DP)
         return 0;
     const char *name = path + ftw->base;
+    if (strstr(path, "/.kvstash/")) /* the collector's lease, log, usage, store id */
+        return 0;
     if (flag == FTW_F && is_final_name(name)) {
         r->finals++;
         r->final_bytes += (uint64_t)st->st_size;
@@ -176,6 +178,29 @@ static int walk_one(const char *path, const struct stat *st, int flag, struct FT
     if (!r->others++ && !r->bad_finals)
         snprintf(r->first_bad, sizeof r->first_bad, "unexpected %s", path);
     return 0;
+}
+
+int fu_collect_temps(const char *root, uint64_t *removed_out)
+{
+    kvs_config *cfg = NULL;
+    kvs_admin *a = NULL;
+    int rc = -1;
+    if (kvs_config_new(&cfg) || kvs_config_set(cfg, "weka_path", root) ||
+        kvs_admin_open(cfg, &a))
+        goto out;
+    /* No chunk goes: only the temporary files, older than 1 ms. */
+    kvs_gc_options o = {.flags = KVS_GC_OLDER_THAN, .older_than_s = 1u << 30,
+                        .tmp_grace_ms = 1, .lease_wait_ms = 10000};
+    kvs_gc_report r;
+    usleep(2000);
+    if (kvs_admin_gc(a, &o, &r) == KVS_OK) {
+        *removed_out = r.orphans_removed;
+        rc = 0;
+    }
+out:
+    kvs_admin_close(a);
+    kvs_config_free(cfg);
+    return rc;
 }
 
 int fu_check_store(const char *root, fu_store_report *r)

@@ -50,6 +50,10 @@ typedef struct fu_store_report {
  * full: header, key equal to the name, size, every segment checksum. */
 int fu_check_store(const char *root, fu_store_report *r);
 
+/* Runs the collector (kvs_admin_gc) on root with a 1 ms grace for
+ * temporary files and no chunk eviction; 0 on success. */
+int fu_collect_temps(const char *root, uint64_t *removed_out);
+
 /* Verifies one chunk file fully; 0 when it is valid. */
 int fu_verify_chunk_file(const char *path);
 

@@ -110,6 +110,8 @@ static void wipe(const char *dir)
 
 /* The store after a run: every final file verifies, nothing but reclaimable
  * temporary files besides; returns the number of final files. */
+static uint64_t temps_collected;
+
 static size_t check_store(const char *dir, const char *what)
 {
     fu_store_report r;
@@ -118,6 +120,20 @@ static size_t check_store(const char *dir, const char *what)
         print_error("%s: %zu bad final files, %zu unexpected files: %s\n", what, r.bad_finals,
                     r.others, r.first_bad);
         fail();
+    }
+    if (r.temps) {
+        /* Left by a failed write whose clean-up failed too: the collector
+         * must take every one of them once past the grace period. */
+        uint64_t removed = 0;
+        assert_int_equal(fu_collect_temps(dir, &removed), 0);
+        fu_store_report r2;
+        assert_int_equal(fu_check_store(dir, &r2), 0);
+        if (r2.temps || removed != r.temps) {
+            print_error("%s: the collector removed %llu of %zu temporary files\n", what,
+                        (unsigned long long)removed, r.temps);
+            fail();
+        }
+        temps_collected += removed;
     }
     return r.finals;
 }

@@ -411,6 +411,73 @@ static void test_planted_symlinks(void **state)
     kvs_config_free(cfg);
 }
 
+/* The collector and the admin calls walk the whole store: a namespace
+ * folder or a fan-out folder that is a symlink to a folder of chunk files
+ * and stale temporary files must not be walked, so nothing there is
+ * evicted, removed as an orphan, or verified-and-removed. */
+static void test_collector_ignores_symlinks(void **state)
+{
+    fx *f = *state;
+    kvs_config *cfg = config(f->root, NULL);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
+    char nsdir[4096];
+    snprintf(nsdir, sizeof nsdir, "%s", kvs_engine_namespace_path(e));
+    char id[256];
+    snprintf(id, sizeof id, "%s", kvs_engine_namespace_id(e));
+    uint32_t t[NTOK];
+    fu_tokens(t, NTOK, 21, 0, 0);
+    assert_int_equal(store(e, f, t).chunks_done, NCH);
+    kvs_engine_close(e);
+    /* The bait: a copy of the namespace outside, with an old temp file in
+     * a leaf; then a second namespace name and a fan-out folder of the real
+     * namespace pointing at it. */
+    run("cp -a '%s' '%s/ns' && for d in '%s'/ns/[0-9a-f][0-9a-f]/[0-9a-f][0-9a-f]; do touch -d '2001-01-01' "
+        "\"$d/.%064d.0123456789abcdef.tmp\"; done",
+        nsdir, f->outside, f->outside, 0);
+    run("ln -s '%s/ns' '%s/%.*s-0123456789abcdef'", f->outside, f->root,
+        (int)(strlen(id) - 17), id);
+    run("cd '%s' && x=$(ls -d [0-9a-f][0-9a-f] | head -1) && mv $x ../x-real && ln -s '%s/ns/'$x $x", nsdir,
+        f->outside);
+    run("find '%s' -exec touch -h -d '2001-01-01 00:00:00' {} +", f->outside);
+    free(snapshot(f->outside));
+    char *before = snapshot(f->outside);
+
+    kvs_admin *a;
+    assert_int_equal(kvs_admin_open(cfg, &a), KVS_OK);
+    kvs_verify_options vo = {.remove_bad = 1};
+    kvs_verify_report vr;
+    assert_int_equal(kvs_admin_verify(a, &vo, &vr), KVS_OK);
+    kvs_gc_options go = {.flags = KVS_GC_TO_SIZE, .to_bytes = 0, .tmp_grace_ms = 1,
+                         .lease_wait_ms = 5000};
+    kvs_gc_report gr;
+    assert_int_equal(kvs_admin_gc(a, &go, &gr), KVS_OK);
+    /* Removing the planted namespace removes the symlink, not its target. */
+    char planted[300];
+    snprintf(planted, sizeof planted, "%.*s-0123456789abcdef", (int)(strlen(id) - 17), id);
+    uint64_t files = 0;
+    assert_int_equal(kvs_admin_remove_namespace(a, planted, &files), KVS_OK);
+    kvs_admin_close(a);
+    char *after = snapshot(f->outside);
+    printf("collector: verify saw %llu files, gc removed %llu chunks and %llu orphans, rm of "
+           "the planted namespace removed %llu file; outside %s\n",
+           (unsigned long long)vr.files, (unsigned long long)gr.files_removed,
+           (unsigned long long)gr.orphans_removed, (unsigned long long)files,
+           strcmp(before, after) ? "CHANGED" : "unchanged");
+    if (strcmp(before, after) != 0) {
+        char b[4300], c[4300];
+        snprintf(b, sizeof b, "%s/../before.txt", f->root);
+        snprintf(c, sizeof c, "%s/../after.txt", f->root);
+        tu_write_file(b, before, strlen(before));
+        tu_write_file(c, after, strlen(after));
+        run("diff '%s' '%s' >&2 || true", b, c);
+        fail();
+    }
+    free(before);
+    free(after);
+    kvs_config_free(cfg);
+}
+
 /* ---- file modes ------------------------------------------------------------------ */
 
 static void check_modes(const char *root, mode_t fmode, mode_t dmode, const char *what)
@@ -474,6 +541,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_salt_separates_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_traversal_in_config_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted_symlinks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_collector_ignores_symlinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
