@@ -814,7 +814,8 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
         uint64_t total = 0;
         for (uint32_t i = 0; i < p->nroots; i++) {
             total += x->used[i];
-            qsort(x->heap[i].v, x->heap[i].n, sizeof(cand), cand_cmp);
+            if (x->heap[i].n) /* v is NULL when nothing was kept: qsort(NULL) is UB */
+                qsort(x->heap[i].v, x->heap[i].n, sizeof(cand), cand_cmp);
         }
         if (r->passes == 1) {
             r->used_before = total;
