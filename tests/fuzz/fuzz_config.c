@@ -10,7 +10,7 @@ const char *const fz_keys[] = {
     "save_unfull_chunk", "gds_io_threads", "use_direct_io", "io_path", "io_timeout_ms",
     "store_timeout_ms", "negative_cache_ms", "max_pending_store_size", "max_store_size",
     "store_high_watermark", "store_low_watermark", "min_free_space", "access_interval_s",
-    "tmp_grace_s", "lease_ttl_s", "failure_threshold", "file_mode", "durable_writes",
+    "tmp_grace_s", "lease_ttl_s", "collect_interval_s", "failure_threshold", "file_mode", "durable_writes",
     "namespace_salt", "log_level",
     /* aliases */
     "gds_path", "gds_buffer_size", "disk_io_threads",
