@@ -15,7 +15,7 @@ DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
                python3-numpy libfuse3-dev fuse3
 
-.PHONY: all deps build build-asan build-fuzz run test test-fast bench bench-scale fuzz clean install
+.PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install
 
 all: build
 
@@ -39,6 +39,17 @@ test: build build-asan
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j $(JOBS)
+
+# The multi-threaded tests under ThreadSanitizer (build-tsan/).
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS  = test_engine|test_fault_io|test_security|test_crash|test_soak|test_fuse_hang|test_lease
+build-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKVS_SANITIZE=thread $(CMAKE_ARGS)
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+
+test-tsan: build-tsan
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    KVS_CRASH_ROUNDS=50 ctest --output-on-failure -j $(JOBS) -R '^($(TSAN_TESTS))$$'
 
 # The tests of the optimized build only.
 test-fast: build
@@ -74,4 +85,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
