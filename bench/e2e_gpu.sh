@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# e2e_gpu.sh [quick|full] - on a GPU machine: build libkvstash, run the
+# Python tests with torch (CUDA included), then the end-to-end test with a
+# transformers model in two processes (bench/e2e_transformers.py).
+#
+#   quick   the small model, 2048-token prefix
+#   full    quick, then the Llama-3.1-8B-shaped model at 8192 and 32768
+#           prefix tokens (about 16 GB of weights, random, on the GPU)
+#
+# Writes logs and JSON under $OUT (default ./e2e-out).  Debian -dev packages
+# the machine lacks (libyaml, OpenSSL headers, xxhash) are taken from
+# .deps/*.deb when present (apt-get download them on a machine with apt).
+# Environment: E2E_STORE (store folder, default /root/kvs-e2e-store, on the
+# machine's disk), E2E_EXTRA (LMCACHE_EXTRA_CONFIG JSON).
+set -uo pipefail
+MODE=${1:-quick}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$REPO/e2e-out}
+mkdir -p "$OUT"
+cd "$REPO"
+log() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+: >"$OUT/summary.txt"
+
+# ---- build ---------------------------------------------------------------------
+CMAKE_EXTRA=()
+if ! { [ -e /usr/include/yaml.h ] && [ -e /usr/include/xxhash.h ] &&
+       [ -e /usr/include/openssl/sha.h ]; } && ls .deps/*.deb >/dev/null 2>&1; then
+    D=/tmp/kvs-deps
+    mkdir -p $D
+    for f in .deps/*.deb; do dpkg -x "$f" $D; done
+    ML=$D/usr/lib/x86_64-linux-gnu
+    export PKG_CONFIG_PATH=$ML/pkgconfig:$D/usr/share/pkgconfig
+    export CPATH=$D/usr/include:$D/usr/include/x86_64-linux-gnu
+    export LIBRARY_PATH=$ML
+    export LD_LIBRARY_PATH=$ML${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    # The .pc files name /usr: point them at the unpacked tree.
+    sed -i "s#^prefix=/usr#prefix=$D/usr#" $ML/pkgconfig/*.pc 2>/dev/null
+    CMAKE_EXTRA=(-DCMAKE_PREFIX_PATH=$D/usr -DOPENSSL_ROOT_DIR=$D/usr
+                 -DXXHASH_INCLUDE_DIR=$D/usr/include)
+    log "deps unpacked from .deps into $D"
+fi
+log "build"
+if ! { cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKVS_BUILD_TESTS=OFF \
+         "${CMAKE_EXTRA[@]}" && cmake --build build-gpu -j 16 --target kvstash kvstash_cli; } \
+        >"$OUT/build.log" 2>&1; then
+    tail -30 "$OUT/build.log"
+    log "BUILD FAILED"
+    exit 1
+fi
+grep -E "CUDA kernels|cuFile" "$OUT/build.log" | tee -a "$OUT/summary.txt"
+export KVSTASH_LIBRARY=$REPO/build-gpu/libkvstash.so
+export PYTHONPATH=$REPO/python
+export PYTHONUNBUFFERED=1
+
+# cuFile asks udev about the file's block device; this VM has no udev
+# (docs/DESIGN section 7): say what udev would for the root device.
+if [ -d /sys/dev/block ] && [ ! -e /run/udev/data ]; then
+    devno=$(mountpoint -d / 2>/dev/null || true)
+    if [ -n "$devno" ]; then
+        mkdir -p /run/udev/data
+        printf 'E:ID_FS_TYPE=ext4\nE:ID_FS_USAGE=filesystem\n' >"/run/udev/data/b$devno"
+    fi
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
+    | tee -a "$OUT/summary.txt"
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' \
+    | tee -a "$OUT/summary.txt"
+
+# ---- Python tests, torch and CUDA ---------------------------------------------
+log "pytest"
+python3 -m pytest -q -p no:cacheprovider python/tests >"$OUT/pytest.log" 2>&1
+echo "pytest exit $?" | tee -a "$OUT/summary.txt"
+tail -5 "$OUT/pytest.log" | tee -a "$OUT/summary.txt"
+
+# ---- end to end ------------------------------------------------------------------
+export LMCACHE_USE_EXPERIMENTAL=True
+export LMCACHE_CHUNK_SIZE=256
+export LMCACHE_LOCAL_CPU=False
+export LMCACHE_CUFILE_BUFFER_SIZE=${E2E_CUFILE_MIB:-2048}
+export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io": false}'}
+STORE=${E2E_STORE:-/root/kvs-e2e-store}
+STATUS=0
+
+e2e() {  # e2e NAME MODEL PREFIXES
+    local name=$1 model=$2 prefixes=$3
+    rm -rf "$STORE"
+    mkdir -p "$STORE"
+    export LMCACHE_WEKA_PATH=$STORE
+    log "e2e $name: process A stores ($model, prefixes $prefixes)"
+    python3 bench/e2e_transformers.py store --model "$model" --prefix "$prefixes" \
+        --out "$OUT/$name-a.json" 2>&1 | tee "$OUT/$name-a.log" | grep -v "^kvstash info" \
+        | tee -a "$OUT/summary.txt"
+    local variant
+    variant=$(python3 -c "import json; print(json.load(open('$OUT/$name-a.json'))['variant'])")
+    log "e2e $name: process B restores"
+    python3 bench/e2e_transformers.py restore --model "$model" --prefix "$prefixes" \
+        --expect-variant "$variant" --out "$OUT/$name-b.json" 2>&1 | tee "$OUT/$name-b.log" \
+        | grep -v "^kvstash info" | tee -a "$OUT/summary.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || STATUS=1
+}
+
+e2e small small 2048
+if [ "$MODE" = full ]; then
+    e2e llama8b 8b 8192,32768
+fi
+du -sh "$STORE" 2>/dev/null | tee -a "$OUT/summary.txt"
+log "done (status $STATUS)"
+exit $STATUS
