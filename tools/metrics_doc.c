@@ -132,43 +132,52 @@ static void page(text *t)
            "  `kvstash_store_unhealthy` is 1 while repeated I/O failures keep the store off.\n");
 }
 
-int main(int argc, char **argv)
+static int check(const char *path, const text *t, const char *argv0)
 {
-    text t = {0};
-    page(&t);
-    if (argc < 2) {
-        fwrite(t.s, 1, t.len, stdout);
-        return 0;
-    }
-    const char *path = argv[1];
-    const char *w = getenv("KVS_WRITE_DOCS");
-    if (w && !strcmp(w, "1")) {
-        FILE *f = fopen(path, "w");
-        if (!f || fwrite(t.s, 1, t.len, f) != t.len || fclose(f) != 0) {
-            perror(path);
-            return 2;
-        }
-        printf("wrote %s\n", path);
-        return 0;
-    }
     FILE *f = fopen(path, "r");
     if (!f) {
         perror(path);
         return 1;
     }
-    char *have = malloc(t.len + 2);
-    size_t n = have ? fread(have, 1, t.len + 1, f) : 0;
+    char *have = malloc(t->len + 2);
+    size_t n = have ? fread(have, 1, t->len + 1, f) : 0;
     fclose(f);
-    if (have && n == t.len && !memcmp(have, t.s, t.len)) {
+    int rc = 0;
+    if (have && n == t->len && !memcmp(have, t->s, t->len)) {
         printf("%s is current (%zu fields)\n", path, NFIELDS);
-        return 0;
+    } else {
+        size_t line = 1;
+        for (size_t i = 0; have && i < n && i < t->len && have[i] == t->s[i]; i++)
+            line += t->s[i] == '\n';
+        fprintf(stderr,
+                "%s differs from what KVS_STATS_FIELDS generates (first at line %zu); "
+                "regenerate it: KVS_WRITE_DOCS=1 %s %s\n",
+                path, line, argv0, path);
+        rc = 1;
     }
-    size_t line = 1;
-    for (size_t i = 0; have && i < n && i < t.len && have[i] == t.s[i]; i++)
-        line += t.s[i] == '\n';
-    fprintf(stderr,
-            "%s differs from what KVS_STATS_FIELDS generates (first at line %zu); "
-            "regenerate it: KVS_WRITE_DOCS=1 %s %s\n",
-            path, line, argv[0], path);
-    return 1;
+    free(have);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    text t = {0};
+    page(&t);
+    int rc = 0;
+    const char *w = getenv("KVS_WRITE_DOCS");
+    if (argc < 2) {
+        fwrite(t.s, 1, t.len, stdout);
+    } else if (w && !strcmp(w, "1")) {
+        FILE *f = fopen(argv[1], "w");
+        if (!f || fwrite(t.s, 1, t.len, f) != t.len || fclose(f) != 0) {
+            perror(argv[1]);
+            rc = 2;
+        } else {
+            printf("wrote %s\n", argv[1]);
+        }
+    } else {
+        rc = check(argv[1], &t, argv[0]);
+    }
+    free(t.s);
+    return rc;
 }
