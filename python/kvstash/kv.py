@@ -44,6 +44,9 @@ class _Array:
     def __init__(self, obj):
         self.obj = obj
         if _is_torch(obj):
+            if obj.device.type not in ("cpu", "cuda"):
+                raise TypeError("kvstash: KV memory must be on the CPU or a CUDA device, "
+                                "not %s" % obj.device)
             self.ptr = int(obj.data_ptr())
             self.shape = tuple(int(s) for s in obj.shape)
             self.strides = tuple(int(s) for s in obj.stride())
