@@ -58,7 +58,10 @@ def build_model(kind):
                           num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
                           head_dim=64, max_position_embeddings=131072,
                           tie_word_embeddings=False)
-    cfg._attn_implementation = "sdpa"
+    try:
+        cfg._attn_implementation = "sdpa"
+    except Exception:  # older or newer transformers: its default (sdpa) stays
+        pass
     torch.manual_seed(1234)
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)
@@ -67,7 +70,7 @@ def build_model(kind):
             model = LlamaForCausalLM(cfg)
     finally:
         torch.set_default_dtype(old)
-    model = model.to(device="cuda", dtype=torch.bfloat16).eval()
+    model.eval()
     # Same seed, same device, same init order: the same weights in both
     # processes.  The fingerprint proves it and names the namespace variant.
     fp = 0.0
