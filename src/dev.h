@@ -59,6 +59,10 @@ typedef struct kvs_dev_params {
 /* True when this build has the CUDA data path. */
 bool kvs__dev_built(void);
 
+/* Piece size of CUDA ops (a multiple of block_bytes): stores write a chunk
+ * per piece, retrieves read about 8 MiB per piece. */
+uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store);
+
 /* Binds to CUDA device `device`: staging, streams, and the data path choice
  * (io_path: auto runs the cuFile self-test, logged with its reason). */
 kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out);

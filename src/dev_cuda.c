@@ -47,7 +47,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define UNIT_BYTES (1ull << 20)  /* one system call and one copy */
@@ -109,6 +111,7 @@ struct kvs_dev {
     cudaStream_t ctl;            /* op tables */
 
     bool cufile;                 /* the cuFile path is in use */
+    bool host_registered;        /* slot_host is registered, not HostAlloc'd */
     char reason[320];            /* why this data path */
     _Atomic uint64_t fallbacks;
     int logged_cuda, logged_fallback;
@@ -130,11 +133,59 @@ struct kvs_dev_stage {
 
 struct kvs_dev_file {
     void *handle;
+    int fd;                      /* a second descriptor cuFile accepts, or -1 */
 };
 
 bool kvs__dev_built(void)
 {
     return true;
+}
+
+/* Tuning knobs for benchmarks (not configuration: the defaults are the
+ * measured best, bench/RESULTS.md): KVSTASH_DEV_PIECE_MB, the retrieve piece,
+ * and KVSTASH_DEV_UNIT_KB, the bytes per system call and copy.  Read once. */
+static uint64_t knob(const char *name, uint64_t def, uint64_t scale)
+{
+    const char *v = getenv(name);
+    char *end = NULL;
+    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
+    return n && end && !*end && n <= 4096 ? n * scale : def;
+}
+
+static uint64_t piece_knob(void)
+{
+    static _Atomic uint64_t v;
+    uint64_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = knob("KVSTASH_DEV_PIECE_MB", 8ull << 20, 1ull << 20));
+    return x;
+}
+
+static uint64_t unit_knob(void)
+{
+    static _Atomic uint64_t v;
+    uint64_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = knob("KVSTASH_DEV_UNIT_KB", UNIT_BYTES, 1024));
+    return x;
+}
+
+/* KVSTASH_DEV_PINNED: "alloc" takes the pinned slices from cudaHostAlloc,
+ * "register" allocates ordinary (huge-page) memory and pins it with
+ * cudaHostRegister.  See bench/RESULTS.md for which is the default and why. */
+static bool register_knob(void)
+{
+    const char *v = getenv("KVSTASH_DEV_PINNED");
+    return !(v && strcmp(v, "alloc") == 0);
+}
+
+uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store)
+{
+    /* Stores: one piece per chunk (pieces of one file would contend for its
+     * inode lock, and the write ring makes any length fit a slot).
+     * Retrieves: pieces of about 8 MiB, so several workers read a chunk. */
+    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20) : KVS_MIN(padded, piece_knob());
+    return KVS_ALIGN_UP(KVS_MAX(want, block_bytes), block_bytes);
 }
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -353,6 +404,46 @@ out:
 
 /* ---- open and close ------------------------------------------------------- */
 
+/* The pinned host slices.  Ordinary memory pinned with cudaHostRegister
+ * measured faster on the GPU test machine than cudaHostAlloc's for the
+ * CPU's side of the copies (pread into it, pwrite out of it), at the same
+ * DMA speed (bench/RESULTS.md). */
+static cudaError_t pinned_alloc(kvs_dev *d, void **p, size_t bytes)
+{
+    if (!d->host_registered)
+        return cudaHostAlloc(p, bytes, cudaHostAllocPortable);
+    const size_t huge = (size_t)2 << 20;
+    size_t n = KVS_ALIGN_UP(bytes, huge);
+    void *m = kvs__aligned_alloc(huge, n);
+    if (!m)
+        return cudaErrorMemoryAllocation;
+    madvise(m, n, MADV_HUGEPAGE);
+    memset(m, 0, n); /* fault the pages in before pinning them */
+    cudaError_t e = cudaHostRegister(m, n, cudaHostRegisterPortable);
+    if (e != cudaSuccess) {
+        kvs__free(m);
+        cudaGetLastError();
+        kvs__log(KVS_LOG_INFO, "cudaHostRegister of the staging failed (%s); using cudaHostAlloc",
+                 cudaGetErrorString(e));
+        d->host_registered = false;
+        return cudaHostAlloc(p, bytes, cudaHostAllocPortable);
+    }
+    *p = m;
+    return cudaSuccess;
+}
+
+static void pinned_free(kvs_dev *d, void *p)
+{
+    if (!p)
+        return;
+    if (!d->host_registered) {
+        cudaFreeHost(p);
+        return;
+    }
+    cudaHostUnregister(p);
+    kvs__free(p);
+}
+
 static void dev_destroy(kvs_dev *d)
 {
     if (!d)
@@ -377,7 +468,7 @@ static void dev_destroy(kvs_dev *d)
         cudaStreamDestroy(d->ctl);
     cudaFree(d->arena);
     cudaFree(d->small_dev);
-    cudaFreeHost(d->slot_host);
+    pinned_free(d, d->slot_host);
     cudaFreeHost(d->small_host);
     cudaFreeHost(d->cap_sums);
     dev_leave(d, prev);
@@ -456,8 +547,10 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
         goto cuda;
 
     uint64_t blk = p->block_bytes;
-    d->unit = KVS_ALIGN_UP(KVS_MAX(UNIT_BYTES, blk), blk);
+    d->unit = KVS_ALIGN_UP(KVS_MAX(unit_knob(), blk), blk);
     d->unit = KVS_MAX(d->unit, KVS_ALIGN_UP((p->slot_bytes + MAX_UNITS - 1) / MAX_UNITS, blk));
+    d->unit = KVS_MIN(d->unit, p->slot_bytes); /* both multiples of blk */
+    d->host_registered = register_knob();
     d->nslots = p->slots;
     uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
     uint64_t want = (uint64_t)p->cfg->cufile_buffer_size << 20;
@@ -477,9 +570,8 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     what = "cudaMalloc";
     if ((e = cudaMalloc((void **)&d->small_dev, (size_t)d->nslots * SMALL_BYTES)) != cudaSuccess)
         goto cuda;
-    what = "cudaHostAlloc of the pinned staging";
-    if ((e = cudaHostAlloc((void **)&d->slot_host, slots_bytes, cudaHostAllocPortable)) !=
-            cudaSuccess ||
+    what = "pinning the host staging";
+    if ((e = pinned_alloc(d, (void **)&d->slot_host, slots_bytes)) != cudaSuccess ||
         (e = cudaHostAlloc((void **)&d->small_host, (size_t)d->nslots * SMALL_BYTES,
                            cudaHostAllocPortable)) != cudaSuccess)
         goto cuda;
@@ -579,6 +671,23 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
     addr[m->num_layers + 2] = kv->block_stride;
     addr[m->num_layers + 3] = kv->plane_stride;
     uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + 4);
+    /* Host memory flagged as CUDA would make the kernels fault and poison the
+     * caller's CUDA context: check every layer pointer first. */
+    int prev0 = dev_enter(d);
+    for (uint32_t l = 0; l < m->num_layers; l++) {
+        struct cudaPointerAttributes a;
+        cudaError_t pe = cudaPointerGetAttributes(&a, m->layers[l]);
+        if (pe != cudaSuccess || (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged) ||
+            a.device != d->device) {
+            cudaGetLastError();
+            dev_leave(d, prev0);
+            kvs__free(o);
+            kvs__free(addr);
+            return kvs__fail(KVS_ERR_INVALID, "kv.layers[%u] (%p) is not CUDA memory of cuda:%d",
+                             l, m->layers[l], d->device);
+        }
+    }
+    dev_leave(d, prev0);
     size_t layer_bytes = KVS_ALIGN_UP(m->num_layers * sizeof(uint64_t), 256);
     size_t slot_bytes = m->slots ? m->num_tokens * sizeof(int64_t) : 0;
     int prev = dev_enter(d);
@@ -657,22 +766,44 @@ static kvs_cuda_chunk chunk_of(const kvs_dev_op *o, const kvs_dev_chunk *c)
 
 /* ---- files ---------------------------------------------------------------- */
 
+/* cuFile refuses descriptors opened write-only or non-blocking (5019,
+ * CU_FILE_INVALID_FILE_OPEN_FLAG), which is how the store opens chunk files
+ * (O_NONBLOCK so a planted FIFO cannot hang a read).  The same file is then
+ * opened again through /proc/self/fd with flags cuFile takes. */
+static int reopen_for_cufile(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -1;
+    int acc = fl & O_ACCMODE;
+    int flags = (acc == O_RDONLY ? O_RDONLY : O_RDWR) | (fl & O_DIRECT) | O_CLOEXEC;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return kvs__io()->open(path, flags, 0);
+}
+
 kvs_dev_file *kvs__dev_file_open(kvs_dev *d, int fd)
 {
     if (!d->cufile)
         return NULL;
     void *h = NULL;
+    int fd2 = -1;
     int st = kvs__cufile_handle_register(fd, &h);
-    if (st) {
-        note_fallback(d, st, "cuFileHandleRegister");
-        return NULL;
+    if (st == 5019) {
+        fd2 = reopen_for_cufile(fd);
+        st = fd2 < 0 ? errno : kvs__cufile_handle_register(fd2, &h);
     }
-    kvs_dev_file *f = kvs__malloc(sizeof *f);
+    kvs_dev_file *f = st ? NULL : kvs__malloc(sizeof *f);
     if (!f) {
-        kvs__cufile_handle_deregister(h);
+        if (st)
+            note_fallback(d, st, "cuFileHandleRegister");
+        kvs__cufile_handle_deregister(st ? NULL : h);
+        if (fd2 >= 0)
+            kvs__io()->close(fd2);
         return NULL;
     }
     f->handle = h;
+    f->fd = fd2;
     return f;
 }
 
@@ -682,6 +813,8 @@ void kvs__dev_file_close(kvs_dev *d, kvs_dev_file *f)
     if (!f)
         return;
     kvs__cufile_handle_deregister(f->handle);
+    if (f->fd >= 0)
+        kvs__io()->close(f->fd);
     kvs__free(f);
 }
 
@@ -930,36 +1063,42 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
         if (u0 >= len)
             return KVS_DEV_OK;
     }
-    if (len > d->p.slot_bytes)
-        return KVS_DEV_NOMEM;
     dev_slot *s = slot_get(d);
     if (!s)
         return KVS_DEV_NOMEM;
+    /* The slot's pinned slice is a ring of units: copies run ahead of the
+     * writes by up to a ring's worth, so a piece may be longer than a slot. */
+    const uint64_t unit = d->unit;
+    const uint32_t ring = (uint32_t)KVS_MIN((uint64_t)MAX_UNITS, d->p.slot_bytes / unit);
+    const uint64_t nunits = (len - u0 + unit - 1) / unit;
     kvs_dev_rc rc = KVS_DEV_OK;
-    uint32_t k = 0;
-    for (uint64_t u = u0; u < len; u += d->unit, k++) {
-        uint64_t n = KVS_MIN(d->unit, len - u);
-        cudaError_t e = cudaMemcpyAsync(s->host + u, st->dev + off + u, n, cudaMemcpyDeviceToHost,
-                                        s->stream);
-        if (e == cudaSuccess)
-            e = cudaEventRecord(s->ev[k], s->stream);
-        if (e != cudaSuccess) {
-            rc = cuda_rc(d, e, "copying a captured chunk to pinned memory");
-            break;
+    uint64_t queued = 0;
+    for (uint64_t k = 0; k < nunits && rc == KVS_DEV_OK; k++) {
+        while (queued < nunits && queued < k + ring) {
+            uint64_t u = u0 + queued * unit, n = KVS_MIN(unit, len - u);
+            char *h = s->host + (queued % ring) * unit;
+            cudaError_t e = cudaMemcpyAsync(h, st->dev + off + u, n, cudaMemcpyDeviceToHost,
+                                            s->stream);
+            if (e == cudaSuccess)
+                e = cudaEventRecord(s->ev[queued % ring], s->stream);
+            if (e != cudaSuccess) {
+                rc = cuda_rc(d, e, "copying a captured chunk to pinned memory");
+                break;
+            }
+            queued++;
         }
-    }
-    uint32_t queued = k;
-    k = 0;
-    for (uint64_t u = u0; rc == KVS_DEV_OK && k < queued; u += d->unit, k++) {
-        uint64_t n = KVS_MIN(d->unit, len - u);
-        cudaError_t e = cudaEventSynchronize(s->ev[k]);
+        if (rc != KVS_DEV_OK)
+            break;
+        uint64_t u = u0 + k * unit, n = KVS_MIN(unit, len - u);
+        char *h = s->host + (k % ring) * unit;
+        cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
         if (e != cudaSuccess) {
-            rc = cuda_rc(d, e, "cudaEventSynchronize");
+            rc = cuda_rc(d, e, "waiting for a copy to pinned memory");
             break;
         }
         if (cpu_copy && u < data_len)
-            memcpy((char *)cpu_copy + u, s->host + u, KVS_MIN(n, data_len - u));
-        if (kvs__pwrite_full(fd, s->host + u, n, (off_t)(KVS_PAYLOAD_OFFSET + off + u)) != 0) {
+            memcpy((char *)cpu_copy + u, h, KVS_MIN(n, data_len - u));
+        if (kvs__pwrite_full(fd, h, n, (off_t)(KVS_PAYLOAD_OFFSET + off + u)) != 0) {
             *err_out = errno;
             rc = KVS_DEV_IO;
         }

@@ -9,6 +9,12 @@ bool kvs__dev_built(void)
     return false;
 }
 
+uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store)
+{
+    (void)padded, (void)store;
+    return block_bytes;
+}
+
 kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
 {
     (void)p;

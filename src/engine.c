@@ -875,15 +875,6 @@ static uint32_t op_chunk_count(const kvs_engine *e, size_t num_tokens)
     return (uint32_t)n;
 }
 
-/* Pieces of CUDA ops are larger than the host path's (about 8 MiB): each one
- * ends with a wait for its last copy and kernels, and the larger the piece,
- * the more of its copies overlap its reads (dev_cuda.c). */
-static uint64_t dev_piece_bytes(const kvs_engine *e)
-{
-    uint64_t padded = kvs__padded_payload(e->chunk_payload);
-    return KVS_ALIGN_UP(KVS_MIN((uint64_t)8 << 20, padded), e->block_bytes);
-}
-
 /* Binds the engine to the CUDA device of its first CUDA operation: staging,
  * streams and the data path choice (dev.h). */
 static kvs_status engine_dev(kvs_engine *e, int device)
@@ -895,7 +886,10 @@ static kvs_status engine_dev(kvs_engine *e, int device)
             .cfg = e->cfg,
             .store = &e->store,
             .slots = e->cfg->gds_io_threads + 2,
-            .slot_bytes = KVS_MAX(e->piece_bytes, dev_piece_bytes(e)),
+            .slot_bytes = KVS_MAX(e->piece_bytes,
+                                  kvs__dev_piece_bytes(e->block_bytes,
+                                                       kvs__padded_payload(e->chunk_payload),
+                                                       false)),
             .block_bytes = e->block_bytes,
             .chunk_padded = kvs__padded_payload(e->chunk_payload),
         };
@@ -939,8 +933,13 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
 
     size_t T = e->ns.chunk_size;
     uint64_t total_pieces = 0;
+    /* CUDA ops size their pieces for the device path (dev.h) */
     const uint64_t piece_bytes =
-        kv->mem == KVS_MEM_CUDA ? KVS_MAX(e->piece_bytes, dev_piece_bytes(e)) : e->piece_bytes;
+        kv->mem != KVS_MEM_CUDA
+            ? e->piece_bytes
+            : KVS_MAX(e->piece_bytes, kvs__dev_piece_bytes(e->block_bytes,
+                                                           kvs__padded_payload(e->chunk_payload),
+                                                           kind == KVS_OP_STORE));
     op->chunks = kvs__calloc(n ? n : 1, sizeof *op->chunks);
     if (!op->chunks)
         goto nomem;

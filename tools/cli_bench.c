@@ -291,6 +291,21 @@ static int size_staging(kvs_config *cfg, uint64_t chunk_bytes, size_t nchunks)
     return set_cfg(cfg, "cufile_buffer_size", text);
 }
 
+/* max_pending_store_size large enough for a round of stores too. */
+static int size_pending(kvs_config *cfg, uint64_t chunk_bytes, size_t nchunks)
+{
+    char *v = NULL;
+    kvs_config_get(cfg, "max_pending_store_size", &v, NULL);
+    double have = strtod(v ? v : "0", NULL);
+    kvs_free(v);
+    double need = (double)chunk_bytes * (double)nchunks / 1e9 * 1.05;
+    if (have >= need)
+        return EXIT_OK;
+    char text[32];
+    snprintf(text, sizeof text, "%.3f", need);
+    return set_cfg(cfg, "max_pending_store_size", text);
+}
+
 /* The GPU part of cmd_bench: rows for one configuration. */
 static int bench_gpu(kvs_config *cfg, const bench_opts *o, const char *label, row *rows,
                      size_t *nrows, double *h2d_out)
@@ -480,6 +495,8 @@ static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
     printf("store: %s\n", kvs_engine_namespace_path(e));
     kvs_engine_close(e);
     int rc = size_staging(cfg, chunk_bytes, (size_t)o->chunks);
+    if (!rc)
+        rc = size_pending(cfg, chunk_bytes, (size_t)o->chunks);
     if (rc)
         return rc;
     row rows[32];

@@ -12,6 +12,7 @@ int gt_failures;
 
 void gt_require_gpu(void)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a crash */
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!h) {
         printf("SKIP: no CUDA driver on this machine\n");
