@@ -103,11 +103,11 @@ tests() {
 }
 
 bench() {
-    log "kvstash bench, files in /dev/shm (io_path posix)"
+    log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
     rm -rf "$SHM"; mkdir -p "$SHM"
-    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=warning \
+    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
         timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
-        --rounds 3 2>&1 | tee "$OUT/bench_shm.log" | tail -16
+        --rounds 3 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -17
     rm -rf "$SHM"
     log "kvstash bench, files on the disk ($DISK), O_DIRECT"
     rm -rf "$DISK/kvs"; mkdir -p "$DISK/kvs"
@@ -159,26 +159,30 @@ paths() {
     done 2>&1 | tee "$OUT/paths.log"
 }
 
-# Engine with each kind of pinned staging (KVSTASH_DEV_PINNED); exports the
-# faster for the benchmark that follows.
-pinned_choice() {
-    log "engine: pinned staging from cudaHostAlloc vs registered memory, 64 chunks in /dev/shm"
+# The engine with several transfer units and ring depths (and pinned staging
+# kinds), 64 chunks in /dev/shm; exports the fastest (retrieve + store) for
+# the benchmark that follows, and prints where the worker time went.
+tune() {
+    log "tune: transfer unit x ring depth x pinned staging, 64 chunks in /dev/shm"
     rm -rf "$SHM"; mkdir -p "$SHM"
-    local best=0 bestk=register
-    for k in alloc register alloc register; do
-        local line
-        line=$(KVSTASH_DEV_PINNED=$k LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix \
-            KVSTASH_LOG_LEVEL=warning timeout 60 "$BUILD/kvstash" bench --device cuda:0 \
-            --chunks 64 --threads "$THREADS" --rounds 2 2>&1 |
-            awk '/^retrieve files -> GPU /{r=$5} /^store GPU -> files, until/{s=$7}
-                 END{print r+0, s+0}')
-        echo "$k: retrieve/store GB/s: $line"
+    local best=0 bu=1024 br=4 bp=register
+    for c in 256:4:register 512:4:register 1024:4:register 1024:8:register 2048:2:register \
+             512:4:alloc; do
+        local u=${c%%:*} rest=${c#*:}; local r=${rest%%:*} pk=${rest#*:}
+        local out line
+        out=$(KVSTASH_DEV_UNIT_KB=$u KVSTASH_DEV_RING=$r KVSTASH_DEV_PINNED=$pk \
+            LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info timeout 60 \
+            "$BUILD/kvstash" bench --device cuda:0 --chunks 64 --threads "$THREADS" --rounds 2 2>&1)
+        line=$(echo "$out" | awk '/^retrieve files -> GPU /{r=$5} /^store GPU -> files, until/{s=$7}
+                                  END{print r+0, s+0}')
+        printf 'unit %4s KiB ring %s %-8s retrieve/store GB/s: %s\n' "$u" "$r" "$pk" "$line"
+        echo "$out" | grep -o "pieces read:.*" | tail -1 | sed 's/^/    /'
         local sum; sum=$(echo "$line" | awk '{print int(($1+$2)*100)}')
-        if [ "$sum" -gt "$best" ]; then best=$sum; bestk=$k; fi
+        if [ "$sum" -gt "$best" ]; then best=$sum; bu=$u; br=$r; bp=$pk; fi
     done
     rm -rf "$SHM"
-    export KVSTASH_DEV_PINNED=$bestk
-    echo "pinned staging for the benchmark: $bestk"
+    export KVSTASH_DEV_UNIT_KB=$bu KVSTASH_DEV_RING=$br KVSTASH_DEV_PINNED=$bp
+    echo "for the benchmark: KVSTASH_DEV_UNIT_KB=$bu KVSTASH_DEV_RING=$br KVSTASH_DEV_PINNED=$bp"
 }
 
 setup_deps
@@ -189,5 +193,5 @@ bench) bench ;;
 sweep) sweep ;;
 test+sweep) tests; sweep ;;
 test+paths) tests; paths ;;
-*) tests; paths; pinned_choice; bench ;;
+*) tests; paths; tune; bench ;;
 esac

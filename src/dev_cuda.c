@@ -112,6 +112,10 @@ struct kvs_dev {
 
     bool cufile;                 /* the cuFile path is in use */
     bool host_registered;        /* slot_host is registered, not HostAlloc'd */
+    uint32_t ring;               /* units of a slot's pinned slice in flight */
+    /* where the time of the pieces went (logged at close) */
+    _Atomic uint64_t n_read, ns_pread, ns_ring, ns_tail;
+    _Atomic uint64_t n_write, ns_d2h, ns_pwrite;
     char reason[320];            /* why this data path */
     _Atomic uint64_t fallbacks;
     int logged_cuda, logged_fallback;
@@ -158,6 +162,15 @@ static uint64_t piece_knob(void)
     uint64_t x = atomic_load(&v);
     if (!x)
         atomic_store(&v, x = knob("KVSTASH_DEV_PIECE_MB", 8ull << 20, 1ull << 20));
+    return x;
+}
+
+static uint32_t ring_knob(void)
+{
+    static _Atomic uint32_t v;
+    uint32_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = (uint32_t)knob("KVSTASH_DEV_RING", 4, 1));
     return x;
 }
 
@@ -448,6 +461,14 @@ static void dev_destroy(kvs_dev *d)
 {
     if (!d)
         return;
+    if (atomic_load(&d->n_read) || atomic_load(&d->n_write))
+        kvs__log(KVS_LOG_INFO,
+                 "GPU data path on cuda:%d: %llu pieces read: %.0f ms in pread, %.0f ms waiting "
+                 "for copies, %.0f ms verify+scatter; %llu pieces written: %.0f ms waiting for "
+                 "copies, %.0f ms in pwrite (thread time; unit %llu KiB, ring %u)",
+                 d->device, (unsigned long long)d->n_read, d->ns_pread / 1e6, d->ns_ring / 1e6,
+                 d->ns_tail / 1e6, (unsigned long long)d->n_write, d->ns_d2h / 1e6,
+                 d->ns_pwrite / 1e6, (unsigned long long)(d->unit >> 10), d->ring);
     int prev = dev_enter(d);
     cudaDeviceSynchronize();
     if (d->registered)
@@ -550,6 +571,8 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     d->unit = KVS_ALIGN_UP(KVS_MAX(unit_knob(), blk), blk);
     d->unit = KVS_MAX(d->unit, KVS_ALIGN_UP((p->slot_bytes + MAX_UNITS - 1) / MAX_UNITS, blk));
     d->unit = KVS_MIN(d->unit, p->slot_bytes); /* both multiples of blk */
+    d->ring = (uint32_t)KVS_MIN(KVS_MIN((uint64_t)ring_knob(), (uint64_t)MAX_UNITS),
+                                p->slot_bytes / d->unit);
     d->host_registered = register_knob();
     d->nslots = p->slots;
     uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
@@ -872,6 +895,11 @@ kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kv
     cudaSetDevice(d->device);
     kvs_dev_rc rc = KVS_DEV_OK;
     bool use_cufile = f != NULL;
+    /* Host side: a ring of `ring` units, reused as soon as its copy to VRAM
+     * is done, so what the CPU writes is still in cache when the copy engine
+     * reads it; VRAM side: the whole piece, verified then scattered. */
+    const uint32_t ring = d->ring;
+    uint64_t k = 0, t_pread = 0, t_ring = 0, t0;
     for (uint64_t u = 0; u < len; u += d->unit) {
         if (h->stopped(h->ctx)) {
             rc = KVS_DEV_STOPPED;
@@ -886,20 +914,39 @@ kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kv
             note_fallback(d, r < 0 ? (int)-r : ENODATA, "cuFileRead");
             use_cufile = false;
         }
-        if (kvs__pread_full(fd, s->host + u, n, foff) != 0) {
+        char *hbuf = s->host + (k % ring) * d->unit;
+        t0 = kvs__now_ns();
+        if (k >= ring) {
+            cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
+            if (e != cudaSuccess) {
+                rc = cuda_rc(d, e, "waiting for a copy to the staging buffer");
+                break;
+            }
+        }
+        uint64_t t1 = kvs__now_ns();
+        t_ring += t1 - t0;
+        if (kvs__pread_full(fd, hbuf, n, foff) != 0) {
             *err_out = errno;
             rc = KVS_DEV_IO;
             break;
         }
-        cudaError_t e = cudaMemcpyAsync(s->dev + u, s->host + u, n, cudaMemcpyHostToDevice,
-                                        s->stream);
+        t_pread += kvs__now_ns() - t1;
+        cudaError_t e = cudaMemcpyAsync(s->dev + u, hbuf, n, cudaMemcpyHostToDevice, s->stream);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(s->ev[k % ring], s->stream);
         if (e != cudaSuccess) {
             rc = cuda_rc(d, e, "cudaMemcpyAsync to the staging buffer");
             break;
         }
+        k++;
     }
+    t0 = kvs__now_ns();
     if (rc == KVS_DEV_OK)
         rc = verify_scatter(o, s, c, sums, off, len, h);
+    atomic_fetch_add(&d->n_read, 1);
+    atomic_fetch_add(&d->ns_pread, t_pread);
+    atomic_fetch_add(&d->ns_ring, t_ring);
+    atomic_fetch_add(&d->ns_tail, kvs__now_ns() - t0);
     /* the slot's copies must be over before another piece reuses it */
     cudaError_t e = slot_wait(s);
     if (e != cudaSuccess && rc == KVS_DEV_OK)
@@ -1069,7 +1116,8 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     /* The slot's pinned slice is a ring of units: copies run ahead of the
      * writes by up to a ring's worth, so a piece may be longer than a slot. */
     const uint64_t unit = d->unit;
-    const uint32_t ring = (uint32_t)KVS_MIN((uint64_t)MAX_UNITS, d->p.slot_bytes / unit);
+    const uint32_t ring = d->ring;
+    uint64_t t_d2h = 0, t_pwrite = 0;
     const uint64_t nunits = (len - u0 + unit - 1) / unit;
     kvs_dev_rc rc = KVS_DEV_OK;
     uint64_t queued = 0;
@@ -1091,18 +1139,25 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
             break;
         uint64_t u = u0 + k * unit, n = KVS_MIN(unit, len - u);
         char *h = s->host + (k % ring) * unit;
+        uint64_t t0 = kvs__now_ns();
         cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
         if (e != cudaSuccess) {
             rc = cuda_rc(d, e, "waiting for a copy to pinned memory");
             break;
         }
+        uint64_t t1 = kvs__now_ns();
+        t_d2h += t1 - t0;
         if (cpu_copy && u < data_len)
             memcpy((char *)cpu_copy + u, h, KVS_MIN(n, data_len - u));
         if (kvs__pwrite_full(fd, h, n, (off_t)(KVS_PAYLOAD_OFFSET + off + u)) != 0) {
             *err_out = errno;
             rc = KVS_DEV_IO;
         }
+        t_pwrite += kvs__now_ns() - t1;
     }
+    atomic_fetch_add(&d->n_write, 1);
+    atomic_fetch_add(&d->ns_d2h, t_d2h);
+    atomic_fetch_add(&d->ns_pwrite, t_pwrite);
     slot_wait(s);
     slot_put(d, s);
     return rc;
