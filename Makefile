@@ -15,7 +15,7 @@ DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
                python3-numpy
 
-.PHONY: all deps build build-asan run test test-fast bench clean install
+.PHONY: all deps build build-asan build-fuzz run test test-fast bench fuzz clean install
 
 all: build
 
@@ -43,6 +43,18 @@ test: build build-asan
 # The tests of the optimized build only.
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# libFuzzer targets (clang), instrumented library; FUZZ_SECONDS per target.
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+build-fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKVS_FUZZ=ON -DKVS_WITH_CUDA=OFF $(CMAKE_ARGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_header
+
+fuzz: build-fuzz
+	mkdir -p $(FUZZ_BUILD)/corpus/header
+	$(FUZZ_BUILD)/tests/fuzz_header -max_total_time=$(FUZZ_SECONDS) -max_len=4097 \
+	    $(FUZZ_BUILD)/corpus/header tests/fuzz/corpus/header
 
 bench: build
 	$(BUILD)/kvstash bench

@@ -44,7 +44,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KVS_CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define KVS_CONTAINER(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 #define STAT_OFF(field) offsetof(kvs_stats, field)
 #define MAX_DIRECT_IOV 64
 
@@ -54,7 +55,7 @@
 
 static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 {
-    uint64_t *field = (uint64_t *)((char *)&e->stats + off);
+    uint64_t *field = (uint64_t *)(void *)((char *)&e->stats + off);
     __atomic_fetch_add(field, n, __ATOMIC_RELAXED);
 }
 
