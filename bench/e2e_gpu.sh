@@ -88,7 +88,10 @@ tail -5 "$OUT/pytest.log" | tee -a "$OUT/summary.txt"
 export LMCACHE_USE_EXPERIMENTAL=True
 export LMCACHE_CHUNK_SIZE=256
 export LMCACHE_LOCAL_CPU=False
-export LMCACHE_CUFILE_BUFFER_SIZE=${E2E_CUFILE_MIB:-2048}
+# The seed's 8192 MiB: a 32k-token store of this model is 4 GiB of KV, all
+# captured into staging before kvs_store returns.
+export LMCACHE_CUFILE_BUFFER_SIZE=${E2E_CUFILE_MIB:-8192}
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
 export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io": false}'}
 export KVSTASH_IO_PATH=${E2E_IO_PATH:-posix}
 STORE=${E2E_STORE:-/root/kvs-e2e-store}

@@ -131,12 +131,30 @@ def forward(model, ids, cache=None):
 
 @torch.no_grad()
 def greedy(model, logits, cache, n=GREEDY):
-    toks = []
+    """n greedy tokens and the logits each was chosen from."""
+    toks, seen = [], []
     for _ in range(n):
+        seen.append(logits)
         t = int(torch.argmax(logits))
         toks.append(t)
         logits, cache = forward(model, torch.tensor([t], device="cuda"), cache)
-    return toks
+    return toks, seen
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None
+
+
+def caches_equal(c1, c2, layers):
+    for l in range(layers):
+        k1, v1 = layer_kv(c1, l)
+        k2, v2 = layer_kv(c2, l)
+        if not (torch.equal(k1, k2) and torch.equal(v1, v2)):
+            return False
+    return True
 
 
 def sync_time():
@@ -233,17 +251,19 @@ def do_restore(args):
                 tok = int(torch.argmax(logits))
                 full_t.append(sync_time() - t0)
                 full_logits.append(logits)
-            full_greedy = greedy(model, full_logits[-1], cache)
+            full_greedy, _ = greedy(model, full_logits[-1], cache)
             del cache
 
-            # 2. cache hit: lookup + retrieve + suffix (timed three times)
+            # 2. cache hit: lookup + retrieve + suffix; one warm-up, 4 timed
             buf = kv_buffer(cfg, hit_max)
             host = kv_buffer(cfg, hit_max, "cpu", pinned=True) if args.host_staging else None
-            hit_t, retr_t = [], []
-            for i in range(3):
+            hit_t, parts = [], []
+            for i in range(5):
+                hcache = None
                 torch.cuda.synchronize()
                 t0 = time.perf_counter()
                 hit = eng.lookup(ids[:hit_max])
+                t_l = time.perf_counter()
                 if host is not None:
                     loaded = eng.retrieve(ids[:hit], host)
                     buf[:, :, :loaded].copy_(host[:, :, :loaded], non_blocking=True)
@@ -251,15 +271,13 @@ def do_restore(args):
                     loaded = eng.retrieve(ids[:hit], buf)
                 t_r = sync_time()
                 hcache = cache_from(buf, loaded)
+                t_c = sync_time()
                 hit_logits, hcache = forward(model, ids_gpu[loaded:], hcache)
                 tok_hit = int(torch.argmax(hit_logits))
                 t1 = sync_time()
-                hit_t.append(t1 - t0)
-                retr_t.append(t_r - t0)
-                if i < 2:
-                    del hcache
-            hit_greedy = greedy(model, hit_logits, hcache)
-            del hcache
+                if i > 0:
+                    hit_t.append(t1 - t0)
+                    parts.append((t_l - t0, t_r - t_l, t_c - t_r, t1 - t_c))
 
             # 3. computed prefix, then the suffix: the hit path's computation
             plog, pcache = forward(model, ids_gpu[:loaded])
@@ -269,9 +287,25 @@ def do_restore(args):
                 same_kv &= bool(torch.equal(buf[l, 0, :loaded], k[0].transpose(0, 1)))
                 same_kv &= bool(torch.equal(buf[l, 1, :loaded], v[0].transpose(0, 1)))
             chunked_logits, pcache = forward(model, ids_gpu[loaded:], pcache)
-            chunked_greedy = greedy(model, chunked_logits, pcache)
-            del pcache, buf, host
+            same_cache = caches_equal(hcache, pcache, cfg.num_hidden_layers)
+            del buf, host
+            hit_greedy, hit_seen = greedy(model, hit_logits, hcache)
+            del hcache
+            comp_greedy, comp_seen = greedy(model, chunked_logits, pcache)
+            del pcache
+            # The computed path once more: is greedy decoding itself repeatable?
+            _, pcache2 = forward(model, ids_gpu[:loaded])
+            l2, pcache2 = forward(model, ids_gpu[loaded:], pcache2)
+            comp2_greedy, comp2_seen = greedy(model, l2, pcache2)
+            del pcache2
             torch.cuda.empty_cache()
+            div = first_difference(hit_greedy, comp_greedy)
+            div2 = first_difference(comp_greedy, comp2_greedy)
+            upto = GREEDY if div is None else div + 1
+            step_diff = [float((x - y).abs().max()) for x, y in
+                         zip(hit_seen[:upto], comp_seen[:upto])]
+            step_diff2 = [float((x - y).abs().max()) for x, y in
+                          zip(comp_seen[:upto], comp2_seen[:upto])]
 
             kv_bytes = loaded * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * \
                 cfg.head_dim * 2
@@ -285,10 +319,12 @@ def do_restore(args):
             ttft_hit = float(np.median(hit_t))
             run.update(
                 loaded_tokens=int(loaded), hit_tokens=int(hit), kv_bytes=kv_bytes,
-                ttft_full_s=full_t, ttft_hit_s=hit_t, retrieve_s=retr_t,
+                ttft_full_s=full_t, ttft_hit_s=hit_t,
+                hit_parts_s={"lookup": [p[0] for p in parts], "retrieve": [p[1] for p in parts],
+                             "cache": [p[2] for p in parts], "suffix": [p[3] for p in parts]},
                 ttft_full_median_s=ttft_full, ttft_hit_median_s=ttft_hit,
                 speedup=ttft_full / ttft_hit,
-                restore_gbs=kv_bytes / float(np.median(retr_t)) / 1e9,
+                restore_gbs=kv_bytes / float(np.median([p[1] for p in parts])) / 1e9,
                 h2d_ceiling_gbs=ceiling,
                 ceiling_speedup=ttft_full / (kv_bytes / (ceiling * 1e9)),
                 restored_kv_bit_identical=same_kv,
@@ -299,9 +335,16 @@ def do_restore(args):
                 tolerance=max(tol_same, tol_sched),
                 logits_within_tolerance=diff_hit <= max(tol_same, tol_sched),
                 next_token_full=tok, next_token_hit=tok_hit,
-                greedy_hit_equals_computed=hit_greedy == chunked_greedy,
+                caches_bit_identical_after_suffix=same_cache,
+                greedy_hit_equals_computed=hit_greedy == comp_greedy,
+                greedy_computed_repeatable=comp_greedy == comp2_greedy,
                 greedy_hit_equals_full=hit_greedy == full_greedy,
-                greedy_hit=hit_greedy)
+                greedy_first_difference_hit_vs_computed=div,
+                greedy_first_difference_computed_vs_computed=div2,
+                decode_logits_maxdiff_hit_vs_computed=step_diff,
+                decode_logits_maxdiff_computed_vs_computed=step_diff2,
+                greedy_hit=hit_greedy, greedy_computed=comp_greedy,
+                greedy_computed_again=comp2_greedy, greedy_full=full_greedy)
             good = (loaded == hit_max and same_kv and diff_hit_chunked == 0.0 and
                     run["logits_within_tolerance"] and run["greedy_hit_equals_computed"])
             run["pass"] = bool(good)
@@ -311,11 +354,17 @@ def do_restore(args):
                   "%.4f s, %.1f GB/s), speedup %.1fx; ceiling %.1f GB/s -> %.1fx; KV "
                   "bit-identical %s; logits |hit-full| %.3g (tolerance %.3g, |chunked-hit| "
                   "%.3g); greedy %d == computed %s, == one-shot %s; %s"
-                  % (ids.size, loaded, ttft_full, ttft_hit, np.median(retr_t),
+                  % (ids.size, loaded, ttft_full, ttft_hit, np.median([p[1] for p in parts]),
                      run["restore_gbs"], run["speedup"], ceiling, run["ceiling_speedup"],
                      same_kv, diff_hit, run["tolerance"], diff_hit_chunked, GREEDY,
                      run["greedy_hit_equals_computed"], run["greedy_hit_equals_full"],
                      "PASS" if good else "FAIL"), flush=True)
+            print("   hit parts (median s): lookup %.4f retrieve %.4f cache %.4f suffix %.4f; "
+                  "caches equal after the suffix %s; greedy computed twice equal %s (first "
+                  "difference %s; hit vs computed %s); decode logits |hit-computed| %s"
+                  % tuple([float(np.median([p[k] for p in parts])) for k in range(4)] +
+                          [same_cache, comp_greedy == comp2_greedy, div2, div,
+                           ["%.3g" % x for x in step_diff[:8]]]), flush=True)
         res["stats"] = eng.stats()
     res["pass"] = bool(ok)
     with open(args.out, "w") as f:
@@ -334,6 +383,10 @@ def main():
                     help="store and retrieve through pinned host memory (no CUDA data path)")
     ap.add_argument("--expect-variant", default=None)
     args = ap.parse_args()
+    if os.environ.get("E2E_DETERMINISTIC", "1") == "1":
+        # Repeatable kernels, so that equal inputs give equal outputs
+        # (CUBLAS_WORKSPACE_CONFIG is set by e2e_gpu.sh before CUDA starts).
+        torch.use_deterministic_algorithms(True, warn_only=True)
     if args.mode == "store":
         do_store(args)
         return 0
