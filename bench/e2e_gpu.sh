@@ -92,7 +92,8 @@ export LMCACHE_LOCAL_CPU=False
 # captured into staging before kvs_store returns.
 export LMCACHE_CUFILE_BUFFER_SIZE=${E2E_CUFILE_MIB:-8192}
 export CUBLAS_WORKSPACE_CONFIG=:4096:8
-export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io": false}'}
+# max_pending_store_size: a 32k-token store is 4.3 GB of KV in flight at once.
+export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io": false, "max_pending_store_size": 8}'}
 export KVSTASH_IO_PATH=${E2E_IO_PATH:-posix}
 STORE=${E2E_STORE:-/root/kvs-e2e-store}
 STATUS=0
