@@ -218,21 +218,40 @@ static kvs_status cuda_fail(cudaError_t e, const char *what, int device)
                      cudaGetErrorString(e), (int)e);
 }
 
-/* The caller's current device is put back after calls made in its thread. */
-static int dev_enter(const kvs_dev *d)
+/* Calls made in the caller's thread leave its CUDA context as they found it.
+ * The caller (PyTorch, with a CUDA runtime of its own) may work on another
+ * device than this engine, and both runtimes follow the driver's current
+ * context, so that is what is saved and restored, through the driver's own
+ * entry points (libcuda is loaded by then; the runtime opened it). */
+typedef int (*ctx_get_fn)(void **ctx);
+typedef int (*ctx_set_fn)(void *ctx);
+static _Atomic(ctx_get_fn) ctx_get;
+static _Atomic(ctx_set_fn) ctx_set;
+
+static void *dev_enter(const kvs_dev *d)
 {
-    int prev = -1;
-    if (cudaGetDevice(&prev) != cudaSuccess)
-        prev = -1;
-    if (prev != d->device)
-        cudaSetDevice(d->device);
-    return prev;
+    ctx_get_fn get = atomic_load(&ctx_get);
+    if (!get) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (lib) {
+            atomic_store(&ctx_set, (ctx_set_fn)dlsym(lib, "cuCtxSetCurrent"));
+            atomic_store(&ctx_get, get = (ctx_get_fn)dlsym(lib, "cuCtxGetCurrent"));
+            dlclose(lib); /* RTLD_NOLOAD: only a reference was taken */
+        }
+    }
+    void *saved = NULL;
+    if (!get || get(&saved) != 0)
+        saved = NULL;
+    cudaSetDevice(d->device);
+    return saved;
 }
 
-static void dev_leave(const kvs_dev *d, int prev)
+static void dev_leave(const kvs_dev *d, void *saved)
 {
-    if (prev >= 0 && prev != d->device)
-        cudaSetDevice(prev);
+    (void)d;
+    ctx_set_fn set = atomic_load(&ctx_set);
+    if (saved && set)
+        set(saved);
 }
 
 /* Whether a CUDA driver is installed at all, asked before the runtime is
@@ -469,7 +488,7 @@ static void dev_destroy(kvs_dev *d)
                  d->device, (unsigned long long)d->n_read, d->ns_pread / 1e6, d->ns_ring / 1e6,
                  d->ns_tail / 1e6, (unsigned long long)d->n_write, d->ns_d2h / 1e6,
                  d->ns_pwrite / 1e6, (unsigned long long)(d->unit >> 10), d->ring);
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     cudaDeviceSynchronize();
     if (d->registered)
         kvs__cufile_buf_deregister(d->arena);
@@ -561,7 +580,7 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     pthread_mutex_init(&d->arena_mu, NULL);
     pthread_mutex_init(&d->slot_mu, NULL);
     pthread_mutex_init(&d->cap_mu, NULL);
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     kvs_status st = KVS_OK;
     const char *what = "cudaFree(0) (context)";
     if ((e = cudaFree(NULL)) != cudaSuccess)
@@ -696,7 +715,7 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
     uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + 4);
     /* Host memory flagged as CUDA would make the kernels fault and poison the
      * caller's CUDA context: check every layer pointer first. */
-    int prev0 = dev_enter(d);
+    void *prev0 = dev_enter(d);
     for (uint32_t l = 0; l < m->num_layers; l++) {
         struct cudaPointerAttributes a;
         cudaError_t pe = cudaPointerGetAttributes(&a, m->layers[l]);
@@ -713,7 +732,7 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
     dev_leave(d, prev0);
     size_t layer_bytes = KVS_ALIGN_UP(m->num_layers * sizeof(uint64_t), 256);
     size_t slot_bytes = m->slots ? m->num_tokens * sizeof(int64_t) : 0;
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     kvs_status st = KVS_OK;
     const char *what = "cudaMallocAsync of the op's tables";
     cudaError_t e = cudaMallocAsync(&o->tables, layer_bytes + slot_bytes, d->ctl);
@@ -769,7 +788,7 @@ void kvs__dev_op_end(kvs_dev_op *o)
     if (!o)
         return;
     kvs_dev *d = o->d;
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     if (o->tables_async)
         cudaFreeAsync(o->tables, d->ctl);
     else
@@ -962,7 +981,7 @@ kvs_dev_rc kvs__dev_put_host(kvs_dev_op *o, const kvs_dev_chunk *c, const void *
     dev_slot *s = slot_get(d);
     if (!s)
         return KVS_DEV_NOMEM;
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     kvs_dev_rc rc = KVS_DEV_OK;
     kvs_cuda_chunk ch = chunk_of(o, c);
     for (uint64_t u = 0; u < c->payload && rc == KVS_DEV_OK; u += d->p.slot_bytes) {
@@ -998,7 +1017,7 @@ kvs_dev_rc kvs__dev_capture_begin(kvs_dev_op *o, uint32_t max_chunks)
 {
     kvs_dev *d = o->d;
     pthread_mutex_lock(&d->cap_mu);
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     kvs_dev_rc rc = KVS_DEV_OK;
     if (max_chunks > d->cap_max) {
         cudaFreeHost(d->cap_sums);
@@ -1049,7 +1068,7 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     s->bytes = bytes;
     s->dev = d->arena + off;
     s->dev_sums = (uint64_t *)(s->dev + c->padded);
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     kvs_cuda_chunk ch = chunk_of(o, c);
     cudaError_t e = (cudaError_t)kvs_cuda_gather(&ch, 0, c->payload, s->dev, d->cap_stream);
     if (e == cudaSuccess && c->padded > c->payload)
@@ -1075,7 +1094,7 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
 kvs_dev_rc kvs__dev_capture_end(kvs_dev_op *o)
 {
     kvs_dev *d = o->d;
-    int prev = dev_enter(d);
+    void *prev = dev_enter(d);
     cudaError_t e = cudaStreamSynchronize(d->cap_stream);
     dev_leave(d, prev);
     kvs_dev_rc rc = KVS_DEV_OK;
