@@ -15,7 +15,7 @@ DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
                python3-numpy
 
-.PHONY: all deps build build-asan build-fuzz run test test-fast bench fuzz clean install
+.PHONY: all deps build build-asan build-fuzz run test test-fast bench bench-scale fuzz clean install
 
 all: build
 
@@ -58,6 +58,11 @@ fuzz: build-fuzz
 
 bench: build
 	$(BUILD)/kvstash bench
+
+# kvstash at fleet scale: 10k, 100k and 1M chunk files (~9 GB on SCALE_DIR).
+SCALE_DIR ?= /var/tmp/kvstash-scale-bench
+bench-scale: build
+	$(BUILD)/kvstash_scale_bench --dir $(SCALE_DIR) --steps 10000,100000,1000000
 
 install: build
 	cmake --install $(BUILD)

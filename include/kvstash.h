@@ -568,6 +568,199 @@ KVS_API kvs_status kvs_engine_metrics(kvs_engine *engine, char **text_out);
 KVS_API kvs_status kvs_doctor(const kvs_config *cfg, char **report_out,
                               int *healthy_out);
 
+/* ------------------------------------------------------------------------ */
+/* Administration of the whole store                                        */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A kvs_admin examines and manages everything on the store paths of a
+ * configuration (its weka_path list): every namespace, whoever wrote it.  The
+ * kvstash CLI's ls, du, verify, gc and rm are made of these calls.
+ *
+ * Every call is safe while engines run on the store.  Nothing on the data
+ * path takes a lock: a file removed under a running engine is a miss there
+ * (an engine that already opened it reads it to the end), never an error or
+ * wrong data.  Calls that evict (kvs_admin_gc) hold the collector lease, so
+ * they never run at the same time as an engine's collector or another gc.
+ * Calls that walk the store cost one metadata operation per file; engines
+ * never make them.
+ *
+ * Capacity: max_store_size and its watermarks count every namespace on every
+ * path of weka_path and are enforced by all instances configured with those
+ * paths together, one collector at a time: the limit is per store, not per
+ * instance, rank or namespace.  min_free_space is kept on each filesystem.
+ * A chunk's last access is the later of its atime (readers refresh it at
+ * most once per access_interval_s) and its mtime.  docs/capacity.md tells
+ * the whole design.
+ *
+ * A kvs_admin may be used by one thread at a time.
+ */
+typedef struct kvs_admin kvs_admin;
+
+/* Opens the store of cfg without creating anything.  KVS_ERR_NOT_FOUND when
+ * a store path does not exist. */
+KVS_API kvs_status kvs_admin_open(const kvs_config *cfg, kvs_admin **admin_out);
+KVS_API void kvs_admin_close(kvs_admin *admin);
+
+/* The store paths in weka_path order; the strings live as long as admin. */
+KVS_API uint32_t kvs_admin_path_count(const kvs_admin *admin);
+KVS_API const char *kvs_admin_path(const kvs_admin *admin, uint32_t index);
+
+typedef struct kvs_ns_usage {
+    const char *id;             /* namespace folder name, "<model>-<16 hex>" */
+    const char *identity;       /* its NAMESPACE.json: a JSON object with the
+                                   model, dtype, layout, geometry, rank, chunk
+                                   size; "" when the file is missing */
+    uint64_t chunks;            /* chunk files, on every store path */
+    uint64_t bytes;             /* their bytes */
+    uint64_t temp_files;        /* temporary files: writes under way, orphans */
+    uint64_t temp_bytes;
+    int64_t oldest_access_ns;   /* last access of the least recently used
+                                   chunk, wall clock ns; 0 without chunks */
+    int64_t newest_access_ns;   /* ... of the most recently used chunk */
+} kvs_ns_usage;
+
+/* Walks the store and describes each namespace, sorted by id.  *list_out is
+ * one allocation, strings included, released with kvs_free(). */
+KVS_API kvs_status kvs_admin_list(kvs_admin *admin, kvs_ns_usage **list_out,
+                                  size_t *count_out);
+
+#define KVS_ADMIN_MAX_PATHS 16
+
+typedef struct kvs_path_usage {
+    const char *path;           /* lives as long as the kvs_admin */
+    uint64_t store_id;          /* picks which keys live here; 0: none yet (a
+                                   single path needs none) */
+    uint64_t used_bytes;        /* chunk and temporary files on this path */
+    uint64_t chunks;
+    uint64_t fs_size_bytes;     /* its filesystem (statvfs) */
+    uint64_t fs_free_bytes;     /* free for unprivileged writers */
+} kvs_path_usage;
+
+typedef struct kvs_usage {
+    uint64_t used_bytes;        /* all paths */
+    uint64_t chunks;
+    uint64_t temp_files;
+    uint64_t namespaces;        /* namespace folders (the most on one path) */
+    uint64_t max_bytes;         /* max_store_size; 0: no cap */
+    uint64_t high_bytes;        /* eviction starts above this ... */
+    uint64_t low_bytes;         /* ... and goes down to this */
+    uint64_t min_free_bytes;    /* min_free_space, per filesystem */
+    int measured;               /* 1: walked now; 0: the collector's record */
+    int64_t last_pass_wall_ns;  /* when a collector last measured every path
+                                   (the oldest path's time); 0: never */
+    double last_pass_seconds;   /* how long that pass took */
+    uint32_t path_count;
+    kvs_path_usage paths[KVS_ADMIN_MAX_PATHS];
+} kvs_usage;
+
+/* How full the store is.  measure = 0: what the collector last recorded
+ * (.kvstash/usage.json on each path; no walk, fast at any size; zeros for a
+ * path never measured); measure = 1: walks the store now. */
+KVS_API kvs_status kvs_admin_usage(kvs_admin *admin, int measure, kvs_usage *usage_out);
+
+/* Who holds the collector lease of store path `index`, one line: "free" or
+ * "held by HOST pid N (PURPOSE), renewed S s ago, ...".  Caller frees. */
+KVS_API kvs_status kvs_admin_lease(kvs_admin *admin, uint32_t index, char **text_out);
+
+typedef struct kvs_verify_options {
+    const char *namespace_id;   /* NULL: every namespace */
+    uint32_t threads;           /* reader threads; 0: gds_io_threads */
+    int remove_bad;             /* remove files that failed a check or can
+                                   never be read (misplaced); never a file
+                                   that merely could not be read (EIO) */
+    /* About ten times a second, from the calling thread.  files_total is 0
+     * until the files are counted.  NULL: no progress. */
+    void (*progress)(void *ctx, uint64_t files_done, uint64_t files_total,
+                     uint64_t bytes_done);
+    /* Each bad, unreadable or misplaced file and why; from any thread, one
+     * call at a time.  NULL: not reported. */
+    void (*bad_file)(void *ctx, const char *path, const char *reason);
+    void *ctx;
+} kvs_verify_options;
+
+typedef struct kvs_verify_report {
+    uint64_t files;             /* chunk files examined */
+    uint64_t bytes;             /* bytes read */
+    uint64_t ok;                /* every check passed */
+    uint64_t bad;               /* failed a check: bad header, other format
+                                   version, foreign namespace or key,
+                                   truncated, checksum mismatch, not a
+                                   regular file */
+    uint64_t unreadable;        /* an I/O error kept it from being checked */
+    uint64_t misplaced;         /* valid, but not where its key maps (another
+                                   store path or folder): never read */
+    uint64_t vanished;          /* removed while verify ran (evicted): fine */
+    uint64_t removed;           /* with remove_bad */
+    double seconds;
+} kvs_verify_report;
+
+/*
+ * Reads every chunk file (of one namespace or all) in parallel and checks
+ * it as a reader would: header, namespace identity, key, length and every
+ * segment checksum.  KVS_OK whatever it finds: the report counts it.
+ */
+KVS_API kvs_status kvs_admin_verify(kvs_admin *admin, const kvs_verify_options *opts,
+                                    kvs_verify_report *report_out);
+
+/* kvs_gc_options.flags */
+#define KVS_GC_TO_SIZE 0x1u    /* evict least recently accessed chunks until
+                                  at most to_bytes remain */
+#define KVS_GC_OLDER_THAN 0x2u /* evict chunks not accessed for older_than_s */
+#define KVS_GC_DRY_RUN 0x4u    /* remove nothing; report what would go */
+
+typedef struct kvs_gc_options {
+    uint32_t flags;             /* KVS_GC_*; without TO_SIZE or OLDER_THAN:
+                                   one collection as the engines run it (the
+                                   configured limits) */
+    uint64_t to_bytes;          /* with KVS_GC_TO_SIZE */
+    uint64_t older_than_s;      /* with KVS_GC_OLDER_THAN */
+    const char *namespace_id;   /* NULL: the whole store; else only this
+                                   namespace's chunks go, and to_bytes is its
+                                   size */
+    uint64_t tmp_grace_ms;      /* temporary files older than this are
+                                   removed; 0: tmp_grace_s */
+    uint32_t lease_wait_ms;     /* how long to wait for the collector lease */
+    /* Each chunk evicted (or, dry run, that would be), from the calling
+     * thread.  access_ns: its last access, wall clock ns. */
+    void (*on_file)(void *ctx, const char *path, uint64_t bytes, int64_t access_ns);
+    void *ctx;
+} kvs_gc_options;
+
+typedef struct kvs_gc_report {
+    uint64_t used_before;       /* bytes when the walk began */
+    uint64_t used_after;
+    uint64_t chunks_before;
+    uint64_t chunks_after;
+    uint64_t files_removed;     /* chunks evicted (dry run: would be) */
+    uint64_t bytes_removed;
+    uint64_t orphans_removed;   /* temporary files older than the grace */
+    uint64_t kept_touched;      /* candidates read since the walk: kept */
+    uint32_t passes;            /* walks made */
+    int target_missed;          /* nothing was left to evict before the
+                                   target was reached */
+    double scan_seconds;
+    double evict_seconds;
+} kvs_gc_report;
+
+/*
+ * Evicts chunks by size, by age, or as the configured limits say, oldest
+ * last access first, and removes orphaned temporary files, holding the
+ * collector lease of every store path.  KVS_ERR_BUSY when a live collector
+ * held the lease for all of lease_wait_ms (kvs_last_error() names it).
+ */
+KVS_API kvs_status kvs_admin_gc(kvs_admin *admin, const kvs_gc_options *opts,
+                                kvs_gc_report *report_out);
+
+/*
+ * Removes a namespace from every store path.  Its folder is first renamed
+ * out of sight (engines of that namespace miss from then on, and recreate it
+ * when they store again), then deleted.  KVS_ERR_NOT_FOUND when no path has
+ * it.  *files_removed_out (optional): files deleted.
+ */
+KVS_API kvs_status kvs_admin_remove_namespace(kvs_admin *admin, const char *namespace_id,
+                                              uint64_t *files_removed_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,7 +211,10 @@ static const cfg_field fields[] = {
         .min = 0, .max = 1e9,
         FIELD(max_store_size),
         .doc = "What the shared store may hold before the least recently used "
-               "chunks are evicted; 0: no cap.",
+               "chunks are evicted; 0: no cap. It counts every namespace on every "
+               "path of weka_path, and all instances configured with those paths "
+               "enforce it together (one collector at a time): it is per store, not "
+               "per instance or rank.",
     },
     [KVS_CFG_STORE_HIGH_WATERMARK] = {
         .name = "store_high_watermark", .env = "KVSTASH_STORE_HIGH_WATERMARK",
@@ -233,7 +236,9 @@ static const cfg_field fields[] = {
         .type = T_GB, .flags = F_EXTRA, .unit = "GB", .def = "1",
         .min = 0, .max = 1e9,
         FIELD(min_free_space),
-        .doc = "Free space kept on the store's filesystem.",
+        .doc = "Free space kept on each filesystem of the store: below it new stores "
+               "are refused and the least recently used chunks are evicted (at most "
+               "half of a filesystem is kept free).",
     },
     [KVS_CFG_ACCESS_INTERVAL_S] = {
         .name = "access_interval_s", .env = "KVSTASH_ACCESS_INTERVAL_S",
@@ -257,6 +262,16 @@ static const cfg_field fields[] = {
         FIELD(lease_ttl_s),
         .doc = "Lifetime of the lease that lets one instance at a time evict from "
                "the shared store; a dead holder's lease expires after it.",
+    },
+    [KVS_CFG_COLLECT_INTERVAL_S] = {
+        .name = "collect_interval_s", .env = "KVSTASH_COLLECT_INTERVAL_S",
+        .type = T_UINT, .flags = F_EXTRA, .unit = "seconds", .def = "300",
+        .min = 1, .max = 86400,
+        FIELD(collect_interval_s),
+        .doc = "How often one instance re-measures the whole store (in the background, "
+               "at a quarter of a core at most) and removes orphaned temporary files. "
+               "A write failing for lack of space, the filesystem growing past the high "
+               "watermark or free space below min_free_space start a collection at once.",
     },
     [KVS_CFG_FAILURE_THRESHOLD] = {
         .name = "failure_threshold", .env = "KVSTASH_FAILURE_THRESHOLD",

@@ -46,6 +46,7 @@ typedef enum kvs_config_key {
     KVS_CFG_ACCESS_INTERVAL_S,
     KVS_CFG_TMP_GRACE_S,
     KVS_CFG_LEASE_TTL_S,
+    KVS_CFG_COLLECT_INTERVAL_S,
     KVS_CFG_FAILURE_THRESHOLD,
     KVS_CFG_FILE_MODE,
     KVS_CFG_DURABLE_WRITES,
@@ -80,6 +81,7 @@ struct kvs_config {
                                      once per interval */
     uint32_t tmp_grace_s;         /* age before a temp file is an orphan */
     uint32_t lease_ttl_s;         /* collector lease lifetime */
+    uint32_t collect_interval_s;  /* re-measure the store at least this often */
     uint32_t failure_threshold;   /* consecutive I/O failures before the
                                      store is marked unhealthy; 0: never */
     uint32_t file_mode;           /* permission bits of chunk files */

@@ -12,6 +12,7 @@
  */
 #include "config.h"
 #include "checksum.h"
+#include "collector.h"
 #include "dev.h"
 #include "io_ops.h"
 
@@ -166,6 +167,38 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
                                    "refused\n",
                                cfg->min_free_space);
         }
+        uint64_t id = 0;
+        if (kvs__store_root_id(path, false, &id) == KVS_OK) {
+            kvs_buf_printf(&b, "  store id: %016llx%s\n", (unsigned long long)id,
+                           cfg->num_store_paths > 1 ? " (picks which keys live here)" : "");
+            for (uint32_t q = 0; q < p; q++) {
+                uint64_t other = 0;
+                if (kvs__store_root_id(cfg->store_paths[q], false, &other) == KVS_OK &&
+                    other == id) {
+                    kvs_buf_printf(&b, "  problem: store path %u has the same store id: one "
+                                       "folder listed twice, or a copy; engines refuse this\n",
+                                   q + 1);
+                    healthy = false;
+                }
+            }
+        } else {
+            kvs_buf_printf(&b, "  store id: none yet%s\n",
+                           cfg->num_store_paths > 1 ? " (the first engine makes it)" : "");
+        }
+        kvs_usage_record rec;
+        if (kvs__usage_read(path, &rec) == 0) {
+            uint64_t now = kvs__wall_ns();
+            kvs_buf_printf(&b, "  store usage: %.3f GB in %llu chunks, measured %.0f s ago by %s\n",
+                           (double)rec.used_bytes / 1e9, (unsigned long long)rec.chunks,
+                           now > rec.pass_end_wall_ns ? (double)(now - rec.pass_end_wall_ns) / 1e9
+                                                      : 0.0,
+                           rec.host[0] ? rec.host : "?");
+        } else {
+            kvs_buf_printf(&b, "  store usage: not measured yet (an engine's collector does)\n");
+        }
+        char *lease = kvs__lease_describe(path);
+        kvs_buf_printf(&b, "  collector lease: %s\n", lease ? lease : "unknown");
+        kvs__free(lease);
         char why[256] = "";
         const char *verdict = writable ? probe_direct(path, why, sizeof why) : "unknown";
         kvs_buf_printf(&b, "  O_DIRECT: %s%s%s%s\n", verdict, why[0] ? " (" : "", why,
@@ -184,6 +217,16 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
     kvs_buf_printf(&b, "checksums: xxh3-64 (%s)\n", kvs__checksum_impl());
     kvs_buf_printf(&b, "cpu tier: %s\n",
                    cfg->local_cpu && cfg->max_local_cpu_size > 0 ? "on" : "off");
+    if (cfg->max_store_size > 0)
+        kvs_buf_printf(&b, "capacity: max_store_size %.3f GB for all %u store path%s together, "
+                           "evicting above %.0f%% down to %.0f%%; min_free_space %.3f GB per "
+                           "filesystem\n",
+                       cfg->max_store_size, cfg->num_store_paths,
+                       cfg->num_store_paths == 1 ? "" : "s", 100 * cfg->store_high_watermark,
+                       100 * cfg->store_low_watermark, cfg->min_free_space);
+    else
+        kvs_buf_printf(&b, "capacity: no max_store_size; min_free_space %.3f GB per filesystem\n",
+                       cfg->min_free_space);
     kvs_buf_printf(&b, "healthy: %s\n", healthy ? "yes" : "no");
     if (healthy_out)
         *healthy_out = healthy;

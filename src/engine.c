@@ -582,7 +582,11 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         int err = -fd;
         if (err == ENOENT || err == ENOTDIR || err == ESTALE) {
             if (c->index_said_present) {
-                kvs__index_forget(e->index, c->key);
+                /* Evicted by a collector (or removed by an operator): the
+                 * chunks after it most likely went with it; ask the store
+                 * about them again rather than trust the index. */
+                for (uint32_t k = c->idx; k < op->nchunks; k++)
+                    kvs__index_forget(e->index, op->chunks[k].key);
                 chunk_fail(c, STAT_OFF(miss_vanished));
             } else {
                 kvs__index_set_absent(e->index, c->key, kvs__now_ns() + e->negative_ns);
@@ -647,7 +651,10 @@ static void write_fail(kvs_xchunk *c, int err, const char *what)
     kvs__log_once(space ? &logged_space : &logged_io, KVS_LOG_WARN,
                   "storing %s failed at %s: %s; the chunk is not stored (counted from now on)",
                   path, what, strerror(err));
-    if (!space)
+    if (space) /* the filesystem is full before the configured limit: collect now */
+        kvs__collector_kick(e->collector, kvs__store_path_index(&e->store, c->key));
+    else if (err != ENOENT && err != ESTALE) /* ENOENT: an operator removed the
+                                                namespace under the write */
         note_io_failure(e, what, err);
     chunk_fail(c, write_errno_reason(err));
 }
@@ -1366,6 +1373,14 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
     KVS_STAT_ADD(e, stores, 1);
     uint64_t now = kvs__now_ns();
     bool unhealthy = store_unhealthy(e, now);
+    bool below_floor = kvs__collector_refuse_stores(e->collector);
+    if (below_floor) {
+        static int logged;
+        kvs__log_once(&logged, KVS_LOG_WARN,
+                      "the store is full (at max_store_size, or free space below "
+                      "min_free_space): new chunks are not stored until the collector makes "
+                      "room (counted in kvstash_store_failures_total{reason=\"nospace\"})");
+    }
     uint32_t nwrite = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
         kvs_xchunk *c = &op->chunks[i];
@@ -1380,11 +1395,14 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
             continue;
         }
         uint64_t pending = atomic_fetch_add(&e->pending_bytes, c->payload);
-        if (unhealthy || pending + c->payload > e->max_pending_bytes) {
+        if (unhealthy || pending + c->payload > e->max_pending_bytes || below_floor) {
             atomic_fetch_sub(&e->pending_bytes, c->payload);
             kvs__index_forget(e->index, c->key);
             atomic_store(&c->state, KVS_CH_DROPPED);
-            KVS_STAT_ADD(e, store_dropped, 1);
+            if (below_floor && !unhealthy)
+                KVS_STAT_ADD(e, store_failed_nospace, 1);
+            else
+                KVS_STAT_ADD(e, store_dropped, 1);
             continue;
         }
         atomic_fetch_add(&e->pending_chunks, 1);
@@ -1683,6 +1701,11 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__pool_create(threads, threads, e->block_bytes, e->io_timeout_ns, &e->pool);
     if (st)
         goto fail;
+    st = kvs__collector_start(e->cfg, &e->collector);
+    if (st) {
+        kvs__pool_destroy(e->pool, 0);
+        goto fail;
+    }
     e->stats.direct_io = e->store.direct;
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
@@ -1709,6 +1732,8 @@ void kvs_engine_close(kvs_engine *e)
     if (!e)
         return;
     atomic_store(&e->closing, true);
+    kvs__collector_stop(e->collector);
+    e->collector = NULL;
     uint64_t deadline = kvs__now_ns() + e->store_timeout_ns;
     pthread_mutex_lock(&e->mu);
     while (atomic_load(&e->pending_chunks) > 0 && kvs__now_ns() < deadline) {

@@ -6,6 +6,7 @@
 #define KVS_ENGINE_H
 
 #include "chunk_file.h"
+#include "collector.h"
 #include "config.h"
 #include "cpu_tier.h"
 #include "dev.h"
@@ -28,6 +29,7 @@ struct kvs_engine {
     kvs_pool *pool;
     kvs_index *index;
     kvs_cpu_tier *cpu;             /* NULL when local_cpu is off */
+    kvs_collector *collector;      /* capacity of the shared store */
     kvs_dev *dev;                  /* GPU data path, opened by the first CUDA
                                       op (under mu); NULL until then */
     kvs_stats stats;               /* counters; gauges filled on read */

@@ -27,6 +27,7 @@ static void snapshot(kvs_engine *e, kvs_stats *s)
     s->pending_stores = atomic_load(&e->pending_chunks);
     s->pending_store_bytes = atomic_load(&e->pending_bytes);
     s->direct_io = e->store.direct;
+    kvs__collector_stats(e->collector, s);
     kvs_dev *dev = __atomic_load_n(&e->dev, __ATOMIC_ACQUIRE);
     s->cufile_active = kvs__dev_cufile_active(dev);
     s->cufile_fallbacks += kvs__dev_cufile_fallbacks(dev);

@@ -5,7 +5,9 @@
  * first two bytes of the key, so 65536 leaf folders share the files and no
  * folder grows past tens of thousands of entries even at a billion chunks.
  * With several roots (weka_path "a,b"), each key lives on one root chosen
- * from its bytes, so every instance looks for it in the same place.
+ * from its bytes and the roots' store ids (rendezvous hashing, see
+ * kvs__store_pick), so every instance looks for it in the same place
+ * whatever the order or the names under which it mounts the roots.
  *
  * Files are immutable.  A writer creates a unique temporary name in the
  * chunk's folder (O_CREAT|O_EXCL, a random suffix from the OS), fills it,
@@ -168,6 +170,104 @@ static void probe_direct(kvs_fstore *s)
     kvs__free(buf);
 }
 
+/* ---- store ids ------------------------------------------------------------ */
+
+static int read_store_id(const char *path, uint64_t *id_out)
+{
+    const kvs_io_ops *io = kvs__io();
+    char text[64] = "";
+    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = io->pread(fd, text, sizeof text - 1, 0);
+    int err = errno;
+    io->close(fd);
+    if (n < 0)
+        return -err;
+    uint8_t raw[8];
+    if (n < 16 || (n > 16 && text[16] != '\n'))
+        return -EBADMSG;
+    text[16] = '\0';
+    if (kvs__unhex(text, raw, sizeof raw) != 0)
+        return -EBADMSG;
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++)
+        id = id << 8 | raw[i];
+    *id_out = id;
+    return 0;
+}
+
+kvs_status kvs__store_root_id(const char *root, bool create, uint64_t *id_out)
+{
+    const kvs_io_ops *io = kvs__io();
+    char dir[KVS_PATH_MAX], path[KVS_PATH_MAX], tmp[KVS_PATH_MAX];
+    pathf(dir, "%s/" KVS_META_DIR, root);
+    pathf(path, "%s/" KVS_STORE_ID_FILE, dir);
+    int rc = read_store_id(path, id_out);
+    if (rc == 0)
+        return KVS_OK;
+    if (rc != -ENOENT || !create)
+        return kvs__fail(rc == -ENOENT ? KVS_ERR_NOT_FOUND : rc == -EBADMSG ? KVS_ERR_CORRUPT
+                                                                            : kvs__errno_status(-rc),
+                         "store id %s: %s", path,
+                         rc == -EBADMSG ? "not 16 hex digits" : strerror(-rc));
+    if (io->mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", dir, strerror(errno));
+    uint8_t raw[8];
+    if (io->getrandom(raw, sizeof raw) != 0)
+        return kvs__fail(KVS_ERR_IO, "getrandom failed making a store id: %s", strerror(errno));
+    char hex[17];
+    kvs__hex(raw, sizeof raw, hex);
+    pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, path, hex);
+    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+        return kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", tmp, strerror(errno));
+    hex[16] = '\n';
+    rc = kvs__pwrite_full(fd, hex, 17, 0);
+    int err = errno;
+    io->close(fd);
+    /* First writer wins; everyone then reads what won. */
+    if (rc == 0 && io->rename_noreplace(tmp, path) != 0 &&
+        (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP))
+        io->link(tmp, path);
+    io->unlink(tmp);
+    if (rc != 0)
+        return kvs__fail(kvs__errno_status(err), "cannot write %s: %s", tmp, strerror(err));
+    rc = read_store_id(path, id_out);
+    if (rc != 0)
+        return kvs__fail(kvs__errno_status(-rc), "store id %s: %s", path, strerror(-rc));
+    return KVS_OK;
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 31;
+    return x;
+}
+
+uint32_t kvs__store_pick(const uint64_t *ids, uint32_t n, const uint8_t *key)
+{
+    if (n <= 1)
+        return 0;
+    uint64_t k = 0;
+    for (int i = 0; i < 8; i++) /* not the bytes that pick the fan-out folders */
+        k |= (uint64_t)key[8 + i] << (8 * i);
+    uint32_t best = 0;
+    uint64_t best_score = 0;
+    for (uint32_t p = 0; p < n; p++) {
+        uint64_t score = mix64(ids[p] ^ k);
+        if (p == 0 || score > best_score) {
+            best = p;
+            best_score = score;
+        }
+    }
+    return best;
+}
+
 kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns)
 {
     const kvs_io_ops *io = kvs__io();
@@ -176,6 +276,7 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
     s->durable = cfg->durable_writes;
     s->noatime = true;
     s->npaths = cfg->num_store_paths;
+    s->ns = ns;
     bool configured = cfg->weka_path != NULL;
     kvs_status st = KVS_OK;
     for (uint32_t p = 0; p < s->npaths; p++) {
@@ -233,6 +334,22 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
         st = write_namespace_file(s, p, ns);
         if (st)
             goto fail;
+        if (s->npaths > 1) {
+            st = kvs__store_root_id(root, true, &s->root_id[p]);
+            if (st)
+                goto fail;
+            for (uint32_t q = 0; q < p; q++) {
+                if (s->root_id[q] == s->root_id[p]) {
+                    st = kvs__fail(KVS_ERR_CONFIG,
+                                   "store paths %s and %s carry the same store id (in "
+                                   KVS_META_DIR "/" KVS_STORE_ID_FILE "): they are one folder "
+                                   "or one is a copy of the other; list each folder once, or "
+                                   "remove the copy's " KVS_META_DIR "/" KVS_STORE_ID_FILE,
+                                   s->root[q], root);
+                    goto fail;
+                }
+            }
+        }
     }
     s->made = kvs__calloc((size_t)s->npaths * LEAF_DIRS / 8, 1);
     if (!s->made) {
@@ -263,11 +380,7 @@ void kvs__store_close(kvs_fstore *s)
 
 uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key)
 {
-    if (s->npaths <= 1)
-        return 0;
-    uint32_t v;
-    memcpy(&v, key + 8, 4); /* not the bytes that pick the fan-out folders */
-    return v % s->npaths;
+    return kvs__store_pick(s->root_id, s->npaths, key);
 }
 
 static void leaf_dir(const kvs_fstore *s, const uint8_t *key, char *buf)
@@ -360,8 +473,16 @@ static int ensure_leaf(kvs_fstore *s, const uint8_t *key)
     mode_t mode = dir_mode(s->file_mode);
     char *slash = strrchr(dir, '/');
     *slash = '\0';
-    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
-        return -errno;
+    int err = io->mkdir(dir, mode) == 0 ? 0 : errno;
+    if (err == ENOENT && s->ns) {
+        /* An operator removed the namespace (kvstash rm) under us. */
+        if (io->mkdir(s->ns_path[p], mode) != 0 && errno != EEXIST)
+            return -errno;
+        write_namespace_file(s, p, s->ns);
+        err = io->mkdir(dir, mode) == 0 ? 0 : errno;
+    }
+    if (err && err != EEXIST)
+        return -err;
     *slash = '/';
     if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
         return -errno;

@@ -14,11 +14,17 @@
 #define KVS_PATH_MAX PATH_MAX
 #define KVS_TMP_SUFFIX ".tmp"
 #define KVS_NAMESPACE_FILE "NAMESPACE.json"
+/* Per store path: <root>/.kvstash holds the store id, the collector lease,
+ * the last usage measurement and the collector's log. */
+#define KVS_META_DIR ".kvstash"
+#define KVS_STORE_ID_FILE "store-id"
 
 typedef struct kvs_fstore {
     uint32_t npaths;
     char *root[KVS_MAX_STORE_PATHS];       /* store paths, absolute */
     char *ns_path[KVS_MAX_STORE_PATHS];    /* <root>/<namespace dir> */
+    uint64_t root_id[KVS_MAX_STORE_PATHS]; /* store ids: which root holds a key */
+    const kvs_ns *ns;                      /* the engine's, to remake its folder */
     _Atomic uint8_t *made;                 /* npaths * 65536 bits: leaf dirs made */
     bool direct;                           /* O_DIRECT in use */
     char direct_reason[160];               /* why O_DIRECT is on or off */
@@ -35,6 +41,18 @@ void kvs__store_close(kvs_fstore *s);
 
 /* Which store path holds key (spread by key across several mounts). */
 uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
+
+/* The id of a store path: 64 random bits kept in <root>/.kvstash/store-id,
+ * made by the first engine that opens the path (create) and the same for
+ * every host that mounts it, whatever path it mounts it at. */
+kvs_status kvs__store_root_id(const char *root, bool create, uint64_t *id_out);
+
+/* Which of n store paths with these ids holds key: rendezvous (highest
+ * random weight) hashing of the key's bytes 8..15 with each id.  It depends
+ * on the set of ids only, not on the order or the names of the paths, and
+ * adding or removing one path moves only the keys that path gains or
+ * loses. */
+uint32_t kvs__store_pick(const uint64_t *ids, uint32_t n, const uint8_t *key);
 /* <ns_path>/<xx>/<yy>/<64 hex>; buf of KVS_PATH_MAX. */
 void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf);
 

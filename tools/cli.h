@@ -82,5 +82,11 @@ int cli_parse_u64(const char *s, uint64_t *out);
 int cmd_store(int argc, char **argv);
 int cmd_retrieve(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* cli_admin.c: the whole store */
+int cmd_ls(int argc, char **argv);
+int cmd_du(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
 
 #endif

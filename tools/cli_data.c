@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_SEEDS 64
 
@@ -22,6 +23,9 @@ typedef struct prompt_opts {
     uint64_t prefix_seed;
     uint64_t prefix_tokens;
     bool have_seed, have_tokens, verify, quiet;
+    bool keep_going;           /* store: go on after a prompt with failed chunks */
+    double linger_s;           /* store: keep the engine open this long after */
+    double interval_s;         /* store: pause between prompts */
 } prompt_opts;
 
 static const struct option prompt_options[] = {
@@ -30,6 +34,9 @@ static const struct option prompt_options[] = {
     {"shared-prefix", required_argument, 0, 'p'},
     {"verify", no_argument, 0, 'v'},
     {"quiet", no_argument, 0, 'q'},
+    {"keep-going", no_argument, 0, 'k'},
+    {"linger", required_argument, 0, 'l'},
+    {"interval", required_argument, 0, 'i'},
     {"help", no_argument, 0, 'h'},
     {"model", required_argument, 0, 1},
     {"layers", required_argument, 0, 1},
@@ -53,9 +60,18 @@ static void prompt_help(const char *cmd)
            "  --shared-prefix S2:N2  the first N2 ids come from seed S2 instead\n"
            "%s"
            "  --quiet             print only the result line\n"
-           "%s",
-           cmd, strcmp(cmd, "retrieve") == 0 ? " [--verify]" : "",
+           "%s%s",
+           cmd,
+           strcmp(cmd, "retrieve") == 0 ? " [--verify]"
+                                        : " [--keep-going] [--interval S] [--linger S]",
            strcmp(cmd, "retrieve") == 0 ? "  --verify            check every restored byte\n" : "",
+           strcmp(cmd, "store") == 0
+               ? "  --keep-going        go on with the next seed when chunks failed (exit 3 at "
+                 "the end)\n"
+                 "  --interval S        pause S seconds between prompts (a steady writer)\n"
+                 "  --linger S          keep the engine open S seconds after the last store, so\n"
+                 "                      its background collector can work (capacity tests)\n"
+               : "",
            cli_geometry_help);
 }
 
@@ -101,6 +117,22 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
             break;
         case 'q':
             o->quiet = true;
+            break;
+        case 'k':
+        case 'l':
+        case 'i':
+            if (strcmp(cmd, "store"))
+                return cli_usage_error("--%s is an option of store", prompt_options[idx].name);
+            if (c == 'k') {
+                o->keep_going = true;
+            } else {
+                char *end;
+                double v = strtod(optarg, &end);
+                if (end == optarg || *end || v < 0 || v > 3600)
+                    return cli_usage_error("--%s \"%s\" is not a number of seconds in 0..3600",
+                                           prompt_options[idx].name, optarg);
+                *(c == 'l' ? &o->linger_s : &o->interval_s) = v;
+            }
             break;
         case 'h':
             prompt_help(cmd);
@@ -233,6 +265,15 @@ static void print_stats(kvs_engine *e)
     }
 }
 
+static void sleep_s(double s)
+{
+    if (s <= 0)
+        return;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
 int cmd_store(int argc, char **argv)
 {
     prompt_opts o;
@@ -243,6 +284,7 @@ int cmd_store(int argc, char **argv)
     rc = prompt_open(&p, &o);
     uint64_t total_bytes = 0, total_tokens = 0;
     double total_time = 0;
+    bool failed = false;
     for (size_t i = 0; !rc && i < o.nseeds; i++) {
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
@@ -269,9 +311,18 @@ int cmd_store(int argc, char **argv)
                "present, %u failed), %.1f MiB in %.3f s, %.2f GB/s\n",
                o.seeds[i], r.tokens, p.n, r.chunks_done, r.chunks_present, r.chunks_failed,
                (double)r.bytes / 1048576.0, dt, dt > 0 ? (double)r.bytes / dt / 1e9 : 0.0);
-        if (r.chunks_failed)
-            rc = EXIT_IO;
+        if (i + 1 < o.nseeds)
+            sleep_s(o.interval_s);
+        if (r.chunks_failed) {
+            failed = true;
+            if (!o.keep_going)
+                rc = EXIT_IO;
+        }
     }
+    if (!rc && failed)
+        rc = EXIT_IO;
+    if (p.engine)
+        sleep_s(o.linger_s);
     if (!rc && o.nseeds > 1)
         printf("total: %zu prompts, %" PRIu64 " tokens on the store, %.1f MiB written in %.3f s, "
                "%.2f GB/s\n",

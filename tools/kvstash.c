@@ -23,6 +23,11 @@ static void usage(FILE *f)
             "  store    --seed S --tokens N [--shared-prefix S2:N2] [geometry]\n"
             "  retrieve --seed S --tokens N [--shared-prefix S2:N2] [geometry] [--verify]\n"
             "  bench    [geometry] [--chunks N] [--threads T]\n"
+            "  ls [--json]                  namespaces on the store: chunks, size, last access\n"
+            "  du [--measure] [--json]      how full the store is, per path, against the limits\n"
+            "  verify [--namespace ID|--all] [--remove-bad]  check every chunk file's checksums\n"
+            "  gc [--to-size SIZE] [--older-than AGE] [--dry-run]  evict least recently used\n"
+            "  rm --namespace ID            remove a namespace from every store path\n"
             "  version\n\n"
             "Configuration comes from LMCACHE_CONFIG_FILE (YAML) and LMCACHE_* variables;\n"
             "see docs/config.md or `kvstash config --markdown`.\n"
@@ -104,6 +109,16 @@ int main(int argc, char **argv)
         return cmd_retrieve(argc, argv);
     if (!strcmp(cmd, "bench"))
         return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "ls"))
+        return cmd_ls(argc, argv);
+    if (!strcmp(cmd, "du"))
+        return cmd_du(argc, argv);
+    if (!strcmp(cmd, "verify"))
+        return cmd_verify(argc, argv);
+    if (!strcmp(cmd, "gc"))
+        return cmd_gc(argc, argv);
+    if (!strcmp(cmd, "rm"))
+        return cmd_rm(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("kvstash %s\n", kvs_version_string());
         return EXIT_OK;

@@ -4,7 +4,7 @@
 set -u
 KVSTASH=${1:?usage: $0 path/to/kvstash}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvs-it-XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 unset $(env | grep -oE '^(LMCACHE|KVSTASH)_[A-Z_]+' ) 2>/dev/null || true
 export LMCACHE_WEKA_PATH="$WORK/store"
 mkdir -p "$LMCACHE_WEKA_PATH"

@@ -447,6 +447,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->access_interval_s, 60);
     assert_int_equal(cfg->tmp_grace_s, 600);
     assert_int_equal(cfg->lease_ttl_s, 30);
+    assert_int_equal(cfg->collect_interval_s, 300);
     assert_int_equal(cfg->failure_threshold, 8);
     assert_int_equal(cfg->file_mode, 0644);
     assert_false(cfg->durable_writes);
@@ -495,6 +496,7 @@ static const struct every {
     {"access_interval_s", "KVSTASH_ACCESS_INTERVAL_S", "0", "0"},
     {"tmp_grace_s", "KVSTASH_TMP_GRACE_S", "3600", "3600"},
     {"lease_ttl_s", "KVSTASH_LEASE_TTL_S", "10", "10"},
+    {"collect_interval_s", "KVSTASH_COLLECT_INTERVAL_S", "5", "5"},
     {"failure_threshold", "KVSTASH_FAILURE_THRESHOLD", "0", "0"},
     {"file_mode", "KVSTASH_FILE_MODE", "600", "0600"},
     {"durable_writes", "KVSTASH_DURABLE_WRITES", "TRUE", "true"},
@@ -779,6 +781,7 @@ static const struct reject {
     {"KVSTASH_ACCESS_INTERVAL_S", "86401", {"0..86400 seconds"}},
     {"KVSTASH_TMP_GRACE_S", "0", {"1..2592000 seconds"}},
     {"KVSTASH_LEASE_TTL_S", "0", {"lease_ttl_s", "out of range"}},
+    {"KVSTASH_COLLECT_INTERVAL_S", "0", {"collect_interval_s", "out of range"}},
     {"KVSTASH_FAILURE_THRESHOLD", "x", {"failure_threshold", "not a non-negative integer"}},
     {"KVSTASH_FILE_MODE", "0400", {"extra_config.file_mode: \"0400\"",
                                    "lacks owner read and write (0600)"}},

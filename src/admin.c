@@ -1,0 +1,953 @@
+/*
+ * admin.c - the public administration API: namespaces and usage of the
+ * whole store, verification, garbage collection, removal of a namespace.
+ *
+ * It is built from the collector's pieces (collector.c): the walk over
+ * every file, the usage records, one collection under the lease.  Nothing
+ * here locks anything engines use: removing files under them is a miss for
+ * them.  Verification reads files in parallel on its own threads, fed by a
+ * producer thread that walks the store, while the calling thread reports
+ * progress; it checks a file exactly as a reader does (header, namespace
+ * identity, key, length, every segment checksum) and also whether the file
+ * is where its key maps, since a misplaced file is never read.
+ */
+#include "collector.h"
+
+#include "checksum.h"
+#include "chunk_file.h"
+#include "io_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct kvs_admin {
+    kvs_config *cfg;                         /* own copy */
+    uint32_t n;
+    const char *paths[KVS_MAX_STORE_PATHS];  /* weka_path order */
+    uint64_t ids[KVS_MAX_STORE_PATHS];       /* 0: none */
+    bool all_ids;                            /* every path has an id (n > 1) */
+};
+
+static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
+static void pathf(char *buf, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
+    va_end(ap);
+}
+
+kvs_status kvs_admin_open(const kvs_config *cfg, kvs_admin **admin_out)
+{
+    if (!cfg || !admin_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_open: NULL argument");
+    kvs_admin *a = kvs__calloc(1, sizeof *a);
+    if (!a)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+    kvs_status st = kvs_config_copy(cfg, &a->cfg);
+    if (st) {
+        kvs__free(a);
+        return st;
+    }
+    a->n = a->cfg->num_store_paths;
+    a->all_ids = a->n > 1;
+    for (uint32_t i = 0; i < a->n; i++) {
+        a->paths[i] = a->cfg->store_paths[i];
+        struct stat sb;
+        int err = stat(a->paths[i], &sb) != 0 ? errno : S_ISDIR(sb.st_mode) ? 0 : ENOTDIR;
+        if (err) {
+            st = kvs__fail(err == ENOENT ? KVS_ERR_NOT_FOUND : kvs__errno_status(err),
+                           "store path %s: %s", a->paths[i], strerror(err));
+            kvs_admin_close(a);
+            return st;
+        }
+        if (a->n > 1 && kvs__store_root_id(a->paths[i], false, &a->ids[i]) != KVS_OK) {
+            a->ids[i] = 0;
+            a->all_ids = false;
+        }
+    }
+    kvs__clear_error();
+    *admin_out = a;
+    return KVS_OK;
+}
+
+void kvs_admin_close(kvs_admin *a)
+{
+    if (!a)
+        return;
+    kvs_config_free(a->cfg);
+    kvs__free(a);
+}
+
+uint32_t kvs_admin_path_count(const kvs_admin *a)
+{
+    return a ? a->n : 0;
+}
+
+const char *kvs_admin_path(const kvs_admin *a, uint32_t index)
+{
+    return a && index < a->n ? a->paths[index] : NULL;
+}
+
+/* ---- listing ------------------------------------------------------------------ */
+
+typedef struct ns_acc {
+    uint64_t chunks, bytes, temp_files, temp_bytes;
+    int64_t oldest, newest;
+} ns_acc;
+
+typedef struct list_ctx {
+    kvs_walk w;
+    ns_acc *acc;               /* by walk namespace index */
+    uint32_t acc_cap;
+    uint64_t used[KVS_MAX_STORE_PATHS], chunks[KVS_MAX_STORE_PATHS];
+    uint64_t temp_files;
+    uint32_t ns_per_path[KVS_MAX_STORE_PATHS];
+    bool nomem;
+} list_ctx;
+
+static ns_acc *acc_for(list_ctx *l, uint32_t ns)
+{
+    if (ns >= l->acc_cap) {
+        uint32_t cap = KVS_MAX(ns + 1, l->acc_cap * 2);
+        ns_acc *v = kvs__realloc(l->acc, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        memset(v + l->acc_cap, 0, (cap - l->acc_cap) * sizeof *v);
+        l->acc = v;
+        l->acc_cap = cap;
+    }
+    return &l->acc[ns];
+}
+
+static int list_entry(void *ctx, const kvs_walk_entry *e)
+{
+    list_ctx *l = ctx;
+    if (!S_ISREG(e->st.st_mode))
+        return 0;
+    uint64_t size = (uint64_t)e->st.st_size;
+    l->used[e->root] += size;
+    if (e->kind == KVS_ENTRY_TEMP)
+        l->temp_files++;
+    else
+        l->chunks[e->root]++;
+    if (e->ns == UINT32_MAX)
+        return 0;
+    ns_acc *a = acc_for(l, e->ns);
+    if (!a) {
+        l->nomem = true;
+        return 1;
+    }
+    if (e->kind == KVS_ENTRY_TEMP) {
+        a->temp_files++;
+        a->temp_bytes += size;
+        return 0;
+    }
+    int64_t t = kvs__access_ns(&e->st);
+    if (!a->chunks || t < a->oldest)
+        a->oldest = t;
+    if (!a->chunks || t > a->newest)
+        a->newest = t;
+    a->chunks++;
+    a->bytes += size;
+    return 0;
+}
+
+static kvs_status list_walk(kvs_admin *a, const char *only_ns, list_ctx *l)
+{
+    memset(l, 0, sizeof *l);
+    l->w = (kvs_walk){.roots = a->paths, .nroots = a->n, .only_ns = only_ns, .stat_files = true,
+                      .on_entry = list_entry, .ctx = l};
+    kvs_status st = kvs__walk(&l->w);
+    if (!st && l->nomem)
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory listing the store");
+    /* namespaces per path: folders that exist there */
+    for (uint32_t r = 0; r < a->n && !st; r++) {
+        for (uint32_t i = 0; i < l->w.nns; i++) {
+            char p[KVS_PATH_MAX];
+            struct stat sb;
+            pathf(p, "%s/%s", a->paths[r], l->w.ns_names[i]);
+            if (kvs__io()->stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+                l->ns_per_path[r]++;
+        }
+    }
+    return st;
+}
+
+static void list_clear(list_ctx *l)
+{
+    kvs__walk_clear(&l->w);
+    kvs__free(l->acc);
+}
+
+/* NAMESPACE.json of a namespace, from the first path that has it. */
+static char *read_identity(kvs_admin *a, const char *ns)
+{
+    const kvs_io_ops *io = kvs__io();
+    for (uint32_t r = 0; r < a->n; r++) {
+        char p[KVS_PATH_MAX];
+        pathf(p, "%s/%s/" KVS_NAMESPACE_FILE, a->paths[r], ns);
+        int fd = io->open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+        if (fd < 0)
+            continue;
+        char buf[4096];
+        ssize_t n = io->pread(fd, buf, sizeof buf - 1, 0);
+        io->close(fd);
+        if (n <= 0)
+            continue;
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+            n--;
+        return kvs__strndup(buf, (size_t)n);
+    }
+    return kvs__strdup("");
+}
+
+static int ns_usage_cmp(const void *x, const void *y)
+{
+    return strcmp(((const kvs_ns_usage *)x)->id, ((const kvs_ns_usage *)y)->id);
+}
+
+kvs_status kvs_admin_list(kvs_admin *a, kvs_ns_usage **list_out, size_t *count_out)
+{
+    if (!a || !list_out || !count_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_list: NULL argument");
+    list_ctx l;
+    kvs_status st = list_walk(a, NULL, &l);
+    if (st) {
+        list_clear(&l);
+        return st;
+    }
+    uint32_t n = l.w.nns;
+    char **ident = kvs__calloc(n ? n : 1, sizeof *ident);
+    size_t strings = 0;
+    for (uint32_t i = 0; ident && i < n; i++) {
+        ident[i] = read_identity(a, l.w.ns_names[i]);
+        if (!ident[i]) {
+            st = kvs__fail(KVS_ERR_NOMEM, "out of memory listing the store");
+            break;
+        }
+        strings += strlen(l.w.ns_names[i]) + 1 + strlen(ident[i]) + 1;
+    }
+    if (!ident)
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory listing the store");
+    kvs_ns_usage *out = NULL;
+    if (!st) {
+        out = kvs__malloc((n ? n : 1) * sizeof *out + strings);
+        if (!out)
+            st = kvs__fail(KVS_ERR_NOMEM, "out of memory listing the store");
+    }
+    if (!st) {
+        char *pool = (char *)(out + (n ? n : 1));
+        for (uint32_t i = 0; i < n; i++) {
+            ns_acc zero = {0};
+            const ns_acc *acc = i < l.acc_cap ? &l.acc[i] : &zero;
+            kvs_ns_usage *u = &out[i];
+            size_t k = strlen(l.w.ns_names[i]) + 1;
+            memcpy(pool, l.w.ns_names[i], k);
+            u->id = pool;
+            pool += k;
+            k = strlen(ident[i]) + 1;
+            memcpy(pool, ident[i], k);
+            u->identity = pool;
+            pool += k;
+            u->chunks = acc->chunks;
+            u->bytes = acc->bytes;
+            u->temp_files = acc->temp_files;
+            u->temp_bytes = acc->temp_bytes;
+            u->oldest_access_ns = acc->chunks ? acc->oldest : 0;
+            u->newest_access_ns = acc->chunks ? acc->newest : 0;
+        }
+        qsort(out, n, sizeof *out, ns_usage_cmp);
+        *list_out = out;
+        *count_out = n;
+    }
+    for (uint32_t i = 0; ident && i < n; i++)
+        kvs__free(ident[i]);
+    kvs__free(ident);
+    list_clear(&l);
+    return st;
+}
+
+/* ---- usage ------------------------------------------------------------------------ */
+
+kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
+{
+    if (!a || !usage_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_usage: NULL argument");
+    kvs_usage u;
+    memset(&u, 0, sizeof u);
+    const kvs_config *cfg = a->cfg;
+    u.max_bytes = (uint64_t)(cfg->max_store_size * 1e9);
+    u.high_bytes = (uint64_t)(cfg->store_high_watermark * (double)u.max_bytes);
+    u.low_bytes = (uint64_t)(cfg->store_low_watermark * (double)u.max_bytes);
+    u.min_free_bytes = (uint64_t)(cfg->min_free_space * 1e9);
+    u.path_count = a->n;
+    u.measured = measure != 0;
+    bool all_recorded = true;
+    for (uint32_t r = 0; r < a->n; r++) {
+        kvs_path_usage *p = &u.paths[r];
+        p->path = a->paths[r];
+        p->store_id = a->ids[r];
+        struct statvfs v;
+        if (kvs__io()->statvfs(a->paths[r], &v) == 0) {
+            p->fs_size_bytes = (uint64_t)v.f_blocks * v.f_frsize;
+            p->fs_free_bytes = (uint64_t)v.f_bavail * v.f_frsize;
+        }
+        kvs_usage_record rec;
+        if (kvs__usage_read(a->paths[r], &rec) == 0) {
+            if (!u.last_pass_wall_ns || (int64_t)rec.pass_end_wall_ns < u.last_pass_wall_ns)
+                u.last_pass_wall_ns = (int64_t)rec.pass_end_wall_ns;
+            u.last_pass_seconds = KVS_MAX(u.last_pass_seconds, (double)rec.pass_ns / 1e9);
+            if (!measure) {
+                p->used_bytes = rec.used_bytes;
+                p->chunks = rec.chunks;
+                u.temp_files += rec.temp_files;
+                u.namespaces = KVS_MAX(u.namespaces, rec.namespaces);
+            }
+        } else {
+            all_recorded = false;
+        }
+    }
+    if (!all_recorded)
+        u.last_pass_wall_ns = 0;
+    if (measure) {
+        list_ctx l;
+        kvs_status st = list_walk(a, NULL, &l);
+        if (st) {
+            list_clear(&l);
+            return st;
+        }
+        for (uint32_t r = 0; r < a->n; r++) {
+            u.paths[r].used_bytes = l.used[r];
+            u.paths[r].chunks = l.chunks[r];
+            u.namespaces = KVS_MAX(u.namespaces, l.ns_per_path[r]);
+        }
+        u.temp_files = l.temp_files;
+        list_clear(&l);
+    }
+    for (uint32_t r = 0; r < a->n; r++) {
+        u.used_bytes += u.paths[r].used_bytes;
+        u.chunks += u.paths[r].chunks;
+    }
+    *usage_out = u;
+    return KVS_OK;
+}
+
+kvs_status kvs_admin_lease(kvs_admin *a, uint32_t index, char **text_out)
+{
+    if (!a || !text_out || index >= a->n)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_lease: bad argument");
+    char *t = kvs__lease_describe(a->paths[index]);
+    if (!t)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory");
+    *text_out = t;
+    return KVS_OK;
+}
+
+/* ---- verification ------------------------------------------------------------------ */
+
+#define VQ_CAP 256
+
+typedef struct vitem {
+    char *path;
+    uint32_t root;
+    char ns[KVS_NS_DIR_MAX];
+    uint8_t key[KVS_KEY_BYTES];
+} vitem;
+
+typedef struct ns_ident {
+    char name[KVS_NS_DIR_MAX];
+    bool have;                 /* NAMESPACE.json read: full id known */
+    uint8_t id[32];
+} ns_ident;
+
+typedef struct verify_ctx {
+    kvs_admin *a;
+    const kvs_verify_options *o;
+    pthread_mutex_t mu;
+    pthread_cond_t cv_items;   /* items queued, or the producer finished */
+    pthread_cond_t cv_space;   /* room in the queue */
+    pthread_cond_t cv_done;    /* progress for the caller */
+    vitem q[VQ_CAP];
+    uint32_t head, count;
+    bool produced;             /* the walk ended */
+    uint32_t workers_left;
+    uint64_t total;            /* files found by the walk */
+    bool counted;
+    ns_ident *idents;          /* under mu */
+    uint32_t nidents, idents_cap;
+    pthread_mutex_t report_mu; /* one bad_file call at a time */
+    kvs_verify_report rep;     /* under mu */
+    kvs_status walk_status;
+} verify_ctx;
+
+static int verify_enqueue(void *ctx, const kvs_walk_entry *e)
+{
+    verify_ctx *v = ctx;
+    if (e->kind != KVS_ENTRY_CHUNK)
+        return 0;
+    vitem it;
+    memset(&it, 0, sizeof it);
+    it.path = kvs__strdup(e->path);
+    if (!it.path)
+        return 1;
+    it.root = e->root;
+    memcpy(it.key, e->key, sizeof it.key);
+    /* the namespace is the path component after the root */
+    const char *root = v->a->paths[e->root];
+    const char *rest = e->path + strlen(root) + 1;
+    size_t k = strcspn(rest, "/");
+    snprintf(it.ns, sizeof it.ns, "%.*s", (int)KVS_MIN(k, sizeof it.ns - 1), rest);
+    pthread_mutex_lock(&v->mu);
+    while (v->count == VQ_CAP)
+        pthread_cond_wait(&v->cv_space, &v->mu);
+    v->q[(v->head + v->count) % VQ_CAP] = it;
+    v->count++;
+    v->total++;
+    pthread_cond_signal(&v->cv_items);
+    pthread_mutex_unlock(&v->mu);
+    return 0;
+}
+
+static void *verify_producer(void *arg)
+{
+    verify_ctx *v = arg;
+    kvs_walk w = {.roots = v->a->paths, .nroots = v->a->n, .only_ns = v->o->namespace_id,
+                  .stat_files = false, .on_entry = verify_enqueue, .ctx = v};
+    kvs_status st = kvs__walk(&w);
+    kvs__walk_clear(&w);
+    pthread_mutex_lock(&v->mu);
+    v->walk_status = st;
+    v->produced = true;
+    v->counted = true;
+    pthread_cond_broadcast(&v->cv_items);
+    pthread_cond_broadcast(&v->cv_done);
+    pthread_mutex_unlock(&v->mu);
+    return NULL;
+}
+
+/* The full namespace id from NAMESPACE.json (SHA-256 of its canonical
+ * text, without the newline), looked up once per namespace. */
+static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
+{
+    pthread_mutex_lock(&v->mu);
+    for (uint32_t i = 0; i < v->nidents; i++) {
+        if (!strcmp(v->idents[i].name, ns)) {
+            *out = v->idents[i];
+            pthread_mutex_unlock(&v->mu);
+            return;
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", ns);
+    char *text = read_identity(v->a, ns);
+    if (text && text[0]) {
+        SHA256((const unsigned char *)text, strlen(text), out->id);
+        out->have = true;
+    }
+    kvs__free(text);
+    pthread_mutex_lock(&v->mu);
+    if (v->nidents == v->idents_cap) {
+        uint32_t cap = v->idents_cap ? v->idents_cap * 2 : 16;
+        ns_ident *nv = kvs__realloc(v->idents, cap * sizeof *nv);
+        if (nv) {
+            v->idents = nv;
+            v->idents_cap = cap;
+        }
+    }
+    if (v->nidents < v->idents_cap)
+        v->idents[v->nidents++] = *out;
+    pthread_mutex_unlock(&v->mu);
+}
+
+typedef enum vverdict { V_OK, V_BAD, V_UNREADABLE, V_MISPLACED, V_VANISHED } vverdict;
+
+static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t *cap,
+                           uint64_t *bytes, char *why, size_t wlen)
+{
+    const kvs_io_ops *io = kvs__io();
+    /* O_NOATIME: reading every file must not make it look recently used
+     * (it needs ownership; without it the kernel may refresh atime). */
+    int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+    int fd = io->open(it->path, flags | O_NOATIME, 0);
+    if (fd < 0 && errno == EPERM)
+        fd = io->open(it->path, flags, 0);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ENOENT || err == ESTALE)
+            return V_VANISHED;
+        if (err == ELOOP) {
+            snprintf(why, wlen, "not a regular file (a symlink)");
+            return V_BAD;
+        }
+        snprintf(why, wlen, "unreadable: open: %s", strerror(err));
+        return V_UNREADABLE;
+    }
+    vverdict verdict = V_OK;
+    struct stat st;
+    if (io->fstat(fd, &st) != 0) {
+        snprintf(why, wlen, "unreadable: fstat: %s", strerror(errno));
+        verdict = V_UNREADABLE;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(why, wlen, "not a regular file");
+        verdict = V_BAD;
+        goto out;
+    }
+    if (*cap < KVS_HEADER_BYTES) {
+        uint8_t *nb = kvs__realloc(*buf, KVS_HEADER_BYTES);
+        if (!nb) {
+            snprintf(why, wlen, "unreadable: out of memory");
+            verdict = V_UNREADABLE;
+            goto out;
+        }
+        *buf = nb;
+        *cap = KVS_HEADER_BYTES;
+    }
+    if ((uint64_t)st.st_size < KVS_HEADER_BYTES) {
+        snprintf(why, wlen, "truncated (%lld bytes, shorter than a header)",
+                 (long long)st.st_size);
+        verdict = V_BAD;
+        goto out;
+    }
+    if (kvs__pread_full(fd, *buf, KVS_HEADER_BYTES, 0) != 0) {
+        snprintf(why, wlen, "unreadable: header read: %s", strerror(errno));
+        verdict = errno == ENODATA ? V_BAD : V_UNREADABLE;
+        goto out;
+    }
+    *bytes += KVS_HEADER_BYTES;
+    kvs_chunk_header h;
+    kvs_reject rej = kvs__header_decode(*buf, KVS_HEADER_BYTES, &h);
+    if (rej != KVS_REJECT_NONE) {
+        snprintf(why, wlen, "%s", kvs__reject_name(rej));
+        verdict = V_BAD;
+        goto out;
+    }
+    char nshex[17];
+    kvs__hex(h.namespace_id, 8, nshex);
+    size_t nl = strlen(it->ns);
+    ns_ident ni;
+    ident_of(v, it->ns, &ni);
+    if (memcmp(h.key, it->key, KVS_KEY_BYTES) != 0 || nl < 16 ||
+        strcmp(it->ns + nl - 16, nshex) != 0 || (ni.have && memcmp(ni.id, h.namespace_id, 32))) {
+        snprintf(why, wlen, "%s (the header names another key or namespace)",
+                 kvs__reject_name(KVS_REJECT_FOREIGN));
+        verdict = V_BAD;
+        goto out;
+    }
+    uint64_t file_bytes = kvs__file_bytes(h.payload_bytes);
+    if ((uint64_t)st.st_size != file_bytes) {
+        snprintf(why, wlen, "%s (%lld bytes, the header says %" PRIu64 ")",
+                 kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size, file_bytes);
+        verdict = V_BAD;
+        goto out;
+    }
+    uint64_t padded = kvs__padded_payload(h.payload_bytes);
+    if (*cap < h.segment_bytes) {
+        uint8_t *nb = kvs__realloc(*buf, h.segment_bytes);
+        if (!nb) {
+            snprintf(why, wlen, "unreadable: out of memory for a %u-byte segment",
+                     h.segment_bytes);
+            verdict = V_UNREADABLE;
+            goto out;
+        }
+        *buf = nb;
+        *cap = h.segment_bytes;
+    }
+    for (uint64_t off = 0, i = 0; off < padded; off += h.segment_bytes, i++) {
+        uint64_t n = KVS_MIN((uint64_t)h.segment_bytes, padded - off);
+        if (kvs__pread_full(fd, *buf, n, (off_t)(KVS_PAYLOAD_OFFSET + off)) != 0) {
+            int err = errno;
+            snprintf(why, wlen, "unreadable: payload read at %" PRIu64 ": %s", off,
+                     strerror(err));
+            verdict = err == ENODATA ? V_BAD : V_UNREADABLE;
+            goto out;
+        }
+        *bytes += n;
+        if (kvs__checksum(*buf, n) != h.segment_sums[i]) {
+            snprintf(why, wlen, "%s (segment %" PRIu64 " at payload byte %" PRIu64 ")",
+                     kvs__reject_name(KVS_REJECT_CHECKSUM), i, off);
+            verdict = V_BAD;
+            goto out;
+        }
+    }
+    /* Valid: but is it where readers look? */
+    char leaf[8];
+    snprintf(leaf, sizeof leaf, "/%02x/%02x/", it->key[0], it->key[1]);
+    if (!strstr(it->path, leaf)) {
+        snprintf(why, wlen, "misplaced (not in the folder its key maps to)");
+        verdict = V_MISPLACED;
+    } else if (v->a->all_ids) {
+        uint32_t want = kvs__store_pick(v->a->ids, v->a->n, it->key);
+        if (want != it->root) {
+            snprintf(why, wlen, "misplaced (its key maps to store path %s)", v->a->paths[want]);
+            verdict = V_MISPLACED;
+        }
+    }
+out:
+    io->close(fd);
+    return verdict;
+}
+
+static void *verify_worker(void *arg)
+{
+    verify_ctx *v = arg;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    for (;;) {
+        pthread_mutex_lock(&v->mu);
+        while (v->count == 0 && !v->produced)
+            pthread_cond_wait(&v->cv_items, &v->mu);
+        if (v->count == 0) {
+            pthread_mutex_unlock(&v->mu);
+            break;
+        }
+        vitem it = v->q[v->head];
+        v->head = (v->head + 1) % VQ_CAP;
+        v->count--;
+        pthread_cond_signal(&v->cv_space);
+        pthread_mutex_unlock(&v->mu);
+
+        char why[512] = "";
+        uint64_t bytes = 0;
+        vverdict vd = check_file(v, &it, &buf, &cap, &bytes, why, sizeof why);
+        bool removed = false;
+        if ((vd == V_BAD || vd == V_MISPLACED) && v->o->remove_bad)
+            removed = kvs__io()->unlink(it.path) == 0;
+        if (vd != V_OK && vd != V_VANISHED && v->o->bad_file) {
+            if (removed)
+                strncat(why, "; removed", sizeof why - strlen(why) - 1);
+            pthread_mutex_lock(&v->report_mu);
+            v->o->bad_file(v->o->ctx, it.path, why);
+            pthread_mutex_unlock(&v->report_mu);
+        }
+        pthread_mutex_lock(&v->mu);
+        kvs_verify_report *r = &v->rep;
+        r->files++;
+        r->bytes += bytes;
+        r->removed += removed;
+        switch (vd) {
+        case V_OK: r->ok++; break;
+        case V_BAD: r->bad++; break;
+        case V_UNREADABLE: r->unreadable++; break;
+        case V_MISPLACED: r->misplaced++; break;
+        case V_VANISHED: r->vanished++; break;
+        }
+        pthread_mutex_unlock(&v->mu);
+        kvs__free(it.path);
+    }
+    kvs__free(buf);
+    pthread_mutex_lock(&v->mu);
+    v->workers_left--;
+    pthread_cond_broadcast(&v->cv_done);
+    pthread_mutex_unlock(&v->mu);
+    return NULL;
+}
+
+kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
+                            kvs_verify_report *report_out)
+{
+    if (!a || !report_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_verify: NULL argument");
+    kvs_verify_options none = {0};
+    const kvs_verify_options *o = opts ? opts : &none;
+    if (o->namespace_id && !kvs__is_ns_dir_name(o->namespace_id))
+        return kvs__fail(KVS_ERR_INVALID,
+                         "kvs_admin_verify: \"%s\" is not a namespace id (\"<model>-<16 hex>\", "
+                         "as kvstash ls shows)",
+                         o->namespace_id);
+    uint32_t threads = o->threads ? o->threads : a->cfg->gds_io_threads;
+    threads = KVS_MAX(1u, KVS_MIN(threads, 256u));
+    verify_ctx *v = kvs__calloc(1, sizeof *v);
+    pthread_t *tid = kvs__calloc(threads, sizeof *tid);
+    if (!v || !tid) {
+        kvs__free(v);
+        kvs__free(tid);
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory starting a verification");
+    }
+    v->a = a;
+    v->o = o;
+    pthread_mutex_init(&v->mu, NULL);
+    pthread_mutex_init(&v->report_mu, NULL);
+    pthread_cond_init(&v->cv_items, NULL);
+    pthread_cond_init(&v->cv_space, NULL);
+    pthread_cond_init(&v->cv_done, NULL);
+    uint64_t t0 = kvs__now_ns();
+    kvs_status st = KVS_OK;
+    pthread_t producer;
+    uint32_t started = 0;
+    v->workers_left = threads;
+    for (; started < threads; started++)
+        if (pthread_create(&tid[started], NULL, verify_worker, v) != 0)
+            break;
+    bool have_producer = started == threads &&
+                         pthread_create(&producer, NULL, verify_producer, v) == 0;
+    if (!have_producer) {
+        st = kvs__fail(KVS_ERR_NOMEM, "cannot start verification threads");
+        pthread_mutex_lock(&v->mu);
+        v->produced = true;
+        v->workers_left = started;
+        pthread_cond_broadcast(&v->cv_items);
+        pthread_mutex_unlock(&v->mu);
+    }
+    /* Report progress from this thread until every worker is done. */
+    pthread_mutex_lock(&v->mu);
+    while (v->workers_left > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&v->cv_done, &v->mu, &ts);
+        if (o->progress) {
+            uint64_t done = v->rep.files, total = v->counted ? v->total : 0, b = v->rep.bytes;
+            pthread_mutex_unlock(&v->mu);
+            o->progress(o->ctx, done, total, b);
+            pthread_mutex_lock(&v->mu);
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+    if (have_producer)
+        pthread_join(producer, NULL);
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    if (o->progress)
+        o->progress(o->ctx, v->rep.files, v->total, v->rep.bytes);
+    if (!st)
+        st = v->walk_status;
+    v->rep.seconds = (double)(kvs__now_ns() - t0) / 1e9;
+    if (!st)
+        *report_out = v->rep;
+    pthread_cond_destroy(&v->cv_items);
+    pthread_cond_destroy(&v->cv_space);
+    pthread_cond_destroy(&v->cv_done);
+    pthread_mutex_destroy(&v->report_mu);
+    pthread_mutex_destroy(&v->mu);
+    kvs__free(v->idents);
+    kvs__free(v);
+    kvs__free(tid);
+    return st;
+}
+
+/* ---- garbage collection ------------------------------------------------------------- */
+
+typedef struct gc_cb {
+    const kvs_gc_options *o;
+} gc_cb;
+
+static void gc_on_evict(void *ctx, const char *path, uint64_t bytes, int64_t access)
+{
+    gc_cb *g = ctx;
+    g->o->on_file(g->o->ctx, path, bytes, access);
+}
+
+kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report *report_out)
+{
+    if (!a || !opts || !report_out)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_gc: NULL argument");
+    if (opts->namespace_id && !kvs__is_ns_dir_name(opts->namespace_id))
+        return kvs__fail(KVS_ERR_INVALID,
+                         "kvs_admin_gc: \"%s\" is not a namespace id (\"<model>-<16 hex>\")",
+                         opts->namespace_id);
+    if (opts->flags & ~(KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN | KVS_GC_DRY_RUN))
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_gc: unknown flags 0x%x", opts->flags);
+    const kvs_config *cfg = a->cfg;
+    bool explicit_ = opts->flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN);
+    if (!explicit_ && opts->namespace_id)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_gc: a namespace needs a size or an age");
+    uint32_t order[KVS_MAX_STORE_PATHS];
+    kvs__roots_order((char *const *)a->paths, a->n, order);
+    const char *roots[KVS_MAX_STORE_PATHS];
+    kvs_lease *leases = kvs__calloc(a->n, sizeof *leases);
+    if (!leases)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < a->n; i++) {
+        roots[i] = a->paths[order[i]];
+        kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, "kvstash gc");
+    }
+    /* Wait for the lease: a dead holder's expires after lease_ttl_s. */
+    uint64_t deadline = kvs__now_ns() + (uint64_t)opts->lease_wait_ms * 1000000u;
+    kvs_status st;
+    for (;;) {
+        st = kvs__leases_try(leases, a->n);
+        if (st != KVS_ERR_BUSY || kvs__now_ns() >= deadline)
+            break;
+        struct timespec ts = {0, 100000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (st == KVS_ERR_BUSY) {
+        const char *who = "another collector";
+        for (uint32_t i = 0; i < a->n; i++)
+            if (leases[i].holder[0])
+                who = leases[i].holder;
+        st = kvs__fail(KVS_ERR_BUSY,
+                       "the collector lease of the store is %s; waited %u ms (a dead holder's "
+                       "lease is taken over after lease_ttl_s = %u s)",
+                       who, opts->lease_wait_ms, cfg->lease_ttl_s);
+    }
+    if (st) {
+        kvs__free(leases);
+        return st;
+    }
+    gc_cb cb = {.o = opts};
+    kvs_collect_params p = {
+        .roots = roots, .nroots = a->n, .leases = leases, .only_ns = opts->namespace_id,
+        .high = cfg->store_high_watermark, .low = cfg->store_low_watermark,
+        .target_bytes = KVS_NO_TARGET,
+        .tmp_grace_ns = opts->tmp_grace_ms ? opts->tmp_grace_ms * 1000000u
+                                           : (uint64_t)cfg->tmp_grace_s * 1000000000u,
+        .dry_run = opts->flags & KVS_GC_DRY_RUN, .purpose = "kvstash gc", .urgent = true,
+        .on_evict = opts->on_file ? gc_on_evict : NULL, .on_evict_ctx = &cb,
+    };
+    if (opts->flags & KVS_GC_DRY_RUN)
+        p.max_candidates = 1u << 22;
+    if (explicit_) {
+        if (opts->flags & KVS_GC_TO_SIZE)
+            p.target_bytes = opts->to_bytes;
+        if (opts->flags & KVS_GC_OLDER_THAN)
+            p.older_than_ns = opts->older_than_s ? opts->older_than_s * 1000000000u : 1;
+    } else {
+        p.cap_bytes = (uint64_t)(cfg->max_store_size * 1e9);
+        p.floor_bytes = (uint64_t)(cfg->min_free_space * 1e9);
+    }
+    p.record = !p.only_ns;
+    kvs_collect_result r;
+    st = kvs__collect(&p, &r);
+    kvs__leases_release(leases, a->n);
+    kvs__free(leases);
+    if (st)
+        return st;
+    if (r.lease_lost)
+        return kvs__fail(KVS_ERR_BUSY, "kvs_admin_gc: lost the collector lease (a renewal "
+                                       "failed or took too long); stopped early");
+    kvs_gc_report g = {
+        .used_before = r.used_before, .used_after = r.used_after,
+        .chunks_before = r.chunks_before, .chunks_after = r.chunks_after,
+        .files_removed = r.evicted_files, .bytes_removed = r.evicted_bytes,
+        .orphans_removed = r.orphans_removed, .kept_touched = r.skipped_touched,
+        .passes = r.passes, .target_missed = r.starved,
+        .scan_seconds = (double)r.scan_ns / 1e9, .evict_seconds = (double)r.evict_ns / 1e9,
+    };
+    *report_out = g;
+    return KVS_OK;
+}
+
+/* ---- removing a namespace ----------------------------------------------------------- */
+
+static int remove_tree(const char *path, uint64_t *files)
+{
+    const kvs_io_ops *io = kvs__io();
+    DIR *d = io->opendir(path);
+    if (!d)
+        return errno == ENOENT ? 0 : -errno;
+    int rc = 0;
+    struct dirent *de;
+    while ((de = io->readdir(d)) != NULL) {
+        const char *name = de->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, ".."))
+            continue;
+        char child[KVS_PATH_MAX];
+        pathf(child, "%s/%s", path, name);
+        struct stat st;
+        if (io->stat(child, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            int r = remove_tree(child, files);
+            if (r && !rc)
+                rc = r;
+        } else if (io->unlink(child) == 0) {
+            (*files)++;
+        } else if (errno != ENOENT && !rc) {
+            rc = -errno;
+        }
+    }
+    io->closedir(d);
+    if (io->rmdir(path) != 0 && errno != ENOENT && !rc)
+        rc = -errno;
+    return rc;
+}
+
+/* Deletes what an earlier removal left in .kvstash (it was interrupted). */
+static void remove_trash(const char *root, uint64_t *files)
+{
+    const kvs_io_ops *io = kvs__io();
+    char meta[KVS_PATH_MAX];
+    pathf(meta, "%s/" KVS_META_DIR, root);
+    DIR *d = io->opendir(meta);
+    if (!d)
+        return;
+    char names[16][256];
+    int n = 0;
+    struct dirent *de;
+    while ((de = io->readdir(d)) != NULL && n < 16)
+        if (!strncmp(de->d_name, "trash-", 6))
+            snprintf(names[n++], sizeof names[0], "%s", de->d_name);
+    io->closedir(d);
+    for (int i = 0; i < n; i++) {
+        char p[KVS_PATH_MAX];
+        pathf(p, "%s/%s", meta, names[i]);
+        remove_tree(p, files);
+    }
+}
+
+kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *files_removed_out)
+{
+    if (!a || !ns)
+        return kvs__fail(KVS_ERR_INVALID, "kvs_admin_remove_namespace: NULL argument");
+    if (!kvs__is_ns_dir_name(ns) || strchr(ns, '/'))
+        return kvs__fail(KVS_ERR_INVALID,
+                         "\"%s\" is not a namespace id (\"<model>-<16 hex>\", as kvstash ls "
+                         "shows)",
+                         ns);
+    const kvs_io_ops *io = kvs__io();
+    uint64_t files = 0;
+    uint32_t found = 0;
+    kvs_status st = KVS_OK;
+    for (uint32_t r = 0; r < a->n; r++) {
+        char from[KVS_PATH_MAX], meta[KVS_PATH_MAX], to[KVS_PATH_MAX];
+        pathf(from, "%s/%s", a->paths[r], ns);
+        pathf(meta, "%s/" KVS_META_DIR, a->paths[r]);
+        uint64_t rnd = 0;
+        io->getrandom(&rnd, sizeof rnd);
+        pathf(to, "%s/trash-%s.%016" PRIx64, meta, ns, rnd);
+        if (io->mkdir(meta, 0755) != 0 && errno != EEXIST) {
+            st = kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", meta,
+                           strerror(errno));
+            break;
+        }
+        /* One rename makes the whole namespace vanish at once. */
+        if (io->rename(from, to) != 0) {
+            if (errno == ENOENT)
+                continue;
+            st = kvs__fail(kvs__errno_status(errno), "cannot move %s out of the way: %s", from,
+                           strerror(errno));
+            break;
+        }
+        found++;
+        int rc = remove_tree(to, &files);
+        if (rc) {
+            st = kvs__fail(kvs__errno_status(-rc), "removing %s (was %s): %s", to, from,
+                           strerror(-rc));
+            break;
+        }
+        remove_trash(a->paths[r], &files);
+    }
+    if (!st && !found)
+        st = kvs__fail(KVS_ERR_NOT_FOUND, "namespace %s is on none of the store paths", ns);
+    if (files_removed_out)
+        *files_removed_out = files;
+    return st;
+}

@@ -1,0 +1,520 @@
+/*
+ * lease.c - the collector lease (see lease.h and docs/capacity.md).
+ *
+ * The file holds text lines: a nonce naming this holding, a generation that
+ * every renewal bumps, and who holds it (host, boot id, pid namespace, pid,
+ * process start time, purpose).  The protocol:
+ *
+ *   create   write a temporary file, rename it to the lease name with
+ *            RENAME_NOREPLACE (link() where the filesystem lacks it): of
+ *            several creators exactly one succeeds.
+ *   renew    every ttl/3: check the file still carries our nonce, write the
+ *            next generation to a temporary file and rename it over the
+ *            lease.  The holder acts only until (start of its last renewal)
+ *            + ttl - grace by its monotonic clock, and drops the lease if a
+ *            renewal took longer than 2 * grace.
+ *   observe  a contender hashes the content it reads; when the same content
+ *            has been there for ttl + 2 * grace by the contender's own
+ *            monotonic clock, the holder stopped renewing before its
+ *            holding ran out (a renewal is due every ttl/3).
+ *   take     rename the lease to a private name (one contender wins), check
+ *            that it is the content observed (a late renewal would differ:
+ *            then it is put back), remove it, create our own.
+ *
+ * No step compares wall clocks of two hosts, so clock skew cannot make two
+ * holders; only the rates of the clocks matter.  Wall times in the file are
+ * for people, with one exception: a lease file whose mtime is older than
+ * ttl + 5 minutes (a skew no fleet should have) is taken at once, so a
+ * short-lived `kvstash gc` need not wait out a lease abandoned long ago.
+ * A holder that is a process of this machine and pid namespace is checked
+ * directly: if its pid is gone (or now names a process started at another
+ * time) the lease is taken at once.
+ */
+#include "lease.h"
+
+#include "checksum.h"
+#include "io_ops.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define LEASE_MAX_BYTES 2048
+#define ABANDONED_SKEW_NS (300ull * 1000000000ull)
+
+static int64_t wall_offset;
+
+void kvs__lease_test_wall_offset(int64_t offset_ns)
+{
+    __atomic_store_n(&wall_offset, offset_ns, __ATOMIC_RELAXED);
+}
+
+static uint64_t lease_wall_ns(void)
+{
+    return kvs__wall_ns() + (uint64_t)__atomic_load_n(&wall_offset, __ATOMIC_RELAXED);
+}
+
+/* Paths: kvs__lease_init refuses nothing, but roots were checked for length
+ * by the store, so these never truncate. */
+static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
+static void pathf(char *buf, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- who we are ----------------------------------------------------------- */
+
+typedef struct identity {
+    char host[64];
+    char boot_id[40];
+    uint64_t pidns;       /* inode of the pid namespace; 0 if unknown */
+    uint32_t pid;
+    uint64_t start_ticks; /* field 22 of /proc/PID/stat */
+} identity;
+
+static int read_small(const char *path, char *buf, size_t cap)
+{
+    const kvs_io_ops *io = kvs__io();
+    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+    if (fd < 0)
+        return -errno;
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = errno;
+            io->close(fd);
+            return -err;
+        }
+        if (n == 0 || len + (size_t)n >= cap - 1) {
+            len += (size_t)n;
+            break;
+        }
+        len += (size_t)n;
+    }
+    io->close(fd);
+    buf[len] = '\0';
+    return (int)len;
+}
+
+/* Process start time of pid in clock ticks since boot; 0 when unknown. */
+static uint64_t proc_start_ticks(uint32_t pid, bool *gone)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%u/stat", pid);
+    FILE *f = fopen(path, "re"); /* /proc, not the store: no io table */
+    *gone = false;
+    if (!f) {
+        *gone = errno == ENOENT;
+        return 0;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    /* after ')' come fields 3, 4, ...; starttime is field 22 */
+    p++;
+    for (int field = 3; field < 22 && p; field++) {
+        p = strchr(p + 1, ' ');
+    }
+    return p ? strtoull(p + 1, NULL, 10) : 0;
+}
+
+static void self_identity(identity *id)
+{
+    memset(id, 0, sizeof *id);
+    gethostname(id->host, sizeof id->host - 1);
+    for (char *p = id->host; *p; p++)
+        if (*p == ' ' || *p == '\n')
+            *p = '_';
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+    if (f) {
+        if (fgets(id->boot_id, sizeof id->boot_id, f))
+            id->boot_id[strcspn(id->boot_id, "\n")] = '\0';
+        fclose(f);
+    }
+    struct stat st;
+    if (stat("/proc/self/ns/pid", &st) == 0)
+        id->pidns = (uint64_t)st.st_ino;
+    id->pid = (uint32_t)getpid();
+    bool gone;
+    id->start_ticks = proc_start_ticks(id->pid, &gone);
+}
+
+/* ---- the file ------------------------------------------------------------- */
+
+typedef struct lease_text {
+    char nonce[33];
+    uint64_t generation;
+    identity owner;
+    char purpose[48];
+    uint64_t ttl_ms;
+    uint64_t acquired_wall_ns;
+    uint64_t renewed_wall_ns;
+    bool parsed;
+} lease_text;
+
+static void word(const char *line, const char *key, char *out, size_t cap)
+{
+    size_t k = strlen(key);
+    if (strncmp(line, key, k) != 0 || line[k] != ' ')
+        return;
+    const char *v = line + k + 1;
+    size_t n = strcspn(v, "\n");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+}
+
+static void number(const char *line, const char *key, uint64_t *out)
+{
+    size_t k = strlen(key);
+    if (strncmp(line, key, k) == 0 && line[k] == ' ')
+        *out = strtoull(line + k + 1, NULL, 10);
+}
+
+static void parse(const char *text, lease_text *t)
+{
+    memset(t, 0, sizeof *t);
+    if (strncmp(text, "kvstash-lease 1\n", 16) != 0)
+        return;
+    for (const char *line = text; line && *line; line = strchr(line, '\n')) {
+        if (*line == '\n')
+            line++;
+        word(line, "nonce", t->nonce, sizeof t->nonce);
+        word(line, "host", t->owner.host, sizeof t->owner.host);
+        word(line, "boot_id", t->owner.boot_id, sizeof t->owner.boot_id);
+        word(line, "purpose", t->purpose, sizeof t->purpose);
+        number(line, "generation", &t->generation);
+        number(line, "pidns", &t->owner.pidns);
+        uint64_t pid = 0;
+        number(line, "pid", &pid);
+        if (pid)
+            t->owner.pid = (uint32_t)pid;
+        number(line, "start_ticks", &t->owner.start_ticks);
+        number(line, "ttl_ms", &t->ttl_ms);
+        number(line, "acquired_wall_ns", &t->acquired_wall_ns);
+        number(line, "renewed_wall_ns", &t->renewed_wall_ns);
+    }
+    t->parsed = strlen(t->nonce) == 32;
+}
+
+static int format(const kvs_lease *l, char *buf, size_t cap)
+{
+    identity me;
+    self_identity(&me);
+    return snprintf(buf, cap,
+                    "kvstash-lease 1\nnonce %s\ngeneration %" PRIu64 "\nhost %s\nboot_id %s\n"
+                    "pidns %" PRIu64 "\npid %u\nstart_ticks %" PRIu64 "\npurpose %s\n"
+                    "ttl_ms %" PRIu64 "\nacquired_wall_ns %" PRIu64 "\nrenewed_wall_ns %" PRIu64
+                    "\n",
+                    l->nonce, l->generation, me.host, me.boot_id[0] ? me.boot_id : "-", me.pidns,
+                    me.pid, me.start_ticks, l->purpose, l->ttl_ns / 1000000u, l->acquired_wall_ns,
+                    lease_wall_ns());
+}
+
+static void random_hex(char *out, size_t bytes)
+{
+    uint8_t r[32] = {0};
+    if (kvs__io()->getrandom(r, bytes) != 0) {
+        uint64_t x = kvs__now_ns() ^ ((uint64_t)getpid() << 32);
+        memcpy(r, &x, KVS_MIN(bytes, sizeof x));
+    }
+    kvs__hex(r, bytes, out);
+}
+
+/* Writes the next content to a fresh temporary file; 0 or -errno. */
+static int write_temp(const kvs_lease *l, char *tmp)
+{
+    const kvs_io_ops *io = kvs__io();
+    char hex[17], text[LEASE_MAX_BYTES];
+    random_hex(hex, 8);
+    pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
+    int len = format(l, text, sizeof text);
+    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0 && errno == ENOENT) {
+        if (io->mkdir(l->dir, 0755) != 0 && errno != EEXIST)
+            return -errno;
+        fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+    }
+    if (fd < 0)
+        return -errno;
+    int rc = kvs__pwrite_full(fd, text, (size_t)len, 0);
+    int err = errno;
+    if (io->close(fd) != 0 && rc == 0) {
+        rc = -1;
+        err = errno;
+    }
+    if (rc != 0) {
+        io->unlink(tmp);
+        return -err;
+    }
+    return 0;
+}
+
+/* ---- the protocol --------------------------------------------------------- */
+
+void kvs__lease_init(kvs_lease *l, const char *root, uint32_t ttl_s, const char *purpose)
+{
+    memset(l, 0, sizeof *l);
+    pathf(l->dir, "%s/" KVS_META_DIR, root);
+    pathf(l->path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
+    l->ttl_ns = (uint64_t)(ttl_s ? ttl_s : 1) * 1000000000u;
+    l->grace_ns = KVS_MAX(l->ttl_ns / 10, (uint64_t)100000000u);
+    snprintf(l->purpose, sizeof l->purpose, "%s", purpose ? purpose : "collector");
+    for (char *p = l->purpose; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+}
+
+static void start_holding(kvs_lease *l, uint64_t t_start)
+{
+    l->held = true;
+    l->seen = false;
+    l->valid_until = t_start + l->ttl_ns - l->grace_ns;
+    l->renew_after = t_start + l->ttl_ns / 3;
+}
+
+/* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
+static kvs_status create(kvs_lease *l)
+{
+    const kvs_io_ops *io = kvs__io();
+    uint64_t t_start = kvs__now_ns();
+    random_hex(l->nonce, 16);
+    l->generation = 1;
+    l->acquired_wall_ns = lease_wall_ns();
+    char tmp[KVS_PATH_MAX];
+    int rc = write_temp(l, tmp);
+    if (rc)
+        return kvs__fail(kvs__errno_status(-rc), "cannot write a lease file in %s: %s", l->dir,
+                         strerror(-rc));
+    if (io->rename_noreplace(tmp, l->path) == 0) {
+        start_holding(l, t_start);
+        return KVS_OK;
+    }
+    int err = errno;
+    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+        err = io->link(tmp, l->path) == 0 ? 0 : errno;
+        io->unlink(tmp);
+        if (err == 0) {
+            start_holding(l, t_start);
+            return KVS_OK;
+        }
+    } else {
+        io->unlink(tmp);
+    }
+    if (err == EEXIST) {
+        snprintf(l->holder, sizeof l->holder, "another process created it first");
+        return KVS_ERR_BUSY;
+    }
+    return kvs__fail(kvs__errno_status(err), "cannot create the lease %s: %s", l->path,
+                     strerror(err));
+}
+
+static void describe(const lease_text *t, uint64_t mtime_wall, char *out, size_t cap)
+{
+    if (!t->parsed) {
+        snprintf(out, cap, "held (unreadable lease file)");
+        return;
+    }
+    uint64_t now = lease_wall_ns();
+    double ago = mtime_wall && now > mtime_wall ? (double)(now - mtime_wall) / 1e9 : 0.0;
+    snprintf(out, cap, "held by %s pid %u (%s), renewed %.1f s ago, generation %" PRIu64,
+             t->owner.host, t->owner.pid, t->purpose[0] ? t->purpose : "?", ago, t->generation);
+}
+
+/* A holder of this machine and pid namespace whose process is gone. */
+static bool holder_gone(const lease_text *t)
+{
+    if (!t->parsed)
+        return false;
+    identity me;
+    self_identity(&me);
+    if (!me.pidns || !me.boot_id[0] || t->owner.pidns != me.pidns ||
+        strcmp(t->owner.boot_id, me.boot_id) != 0 || t->owner.pid == 0)
+        return false;
+    if (t->owner.pid == me.pid && t->owner.start_ticks == me.start_ticks)
+        return false; /* ours: another lease object of this process */
+    bool gone = false;
+    uint64_t start = proc_start_ticks(t->owner.pid, &gone);
+    if (gone)
+        return true;
+    return start && t->owner.start_ticks && start != t->owner.start_ticks;
+}
+
+static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
+{
+    const kvs_io_ops *io = kvs__io();
+    char priv[KVS_PATH_MAX], hex[17], text[LEASE_MAX_BYTES];
+    random_hex(hex, 8);
+    pathf(priv, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
+    if (io->rename(l->path, priv) != 0) {
+        if (errno == ENOENT)
+            return KVS_ERR_BUSY; /* another contender moved first */
+        return kvs__fail(kvs__errno_status(errno), "cannot take over the lease %s: %s", l->path,
+                         strerror(errno));
+    }
+    int n = read_small(priv, text, sizeof text);
+    if (n < 0 || kvs__checksum(text, (size_t)n) != observed) {
+        /* It changed after we looked: the holder renewed late, it is alive. */
+        if (io->rename_noreplace(priv, l->path) != 0)
+            io->unlink(priv);
+        l->seen = false;
+        return KVS_ERR_BUSY;
+    }
+    io->unlink(priv);
+    kvs_status st = create(l);
+    if (st == KVS_OK)
+        kvs__log(KVS_LOG_INFO, "took over the collector lease %s (%s)", l->path, why);
+    return st;
+}
+
+kvs_status kvs__lease_try(kvs_lease *l)
+{
+    if (l->held) {
+        if (kvs__lease_keep(l) == KVS_OK)
+            return KVS_OK;
+    }
+    char text[LEASE_MAX_BYTES];
+    int n = read_small(l->path, text, sizeof text);
+    if (n == -ENOENT)
+        return create(l);
+    if (n < 0)
+        return kvs__fail(kvs__errno_status(-n), "cannot read the lease %s: %s", l->path,
+                         strerror(-n));
+    uint64_t now = kvs__now_ns();
+    uint64_t h = kvs__checksum(text, (size_t)n);
+    if (!l->seen || h != l->seen_hash) {
+        l->seen = true;
+        l->seen_hash = h;
+        l->seen_since = now;
+    }
+    lease_text t;
+    parse(text, &t);
+    struct stat st;
+    uint64_t mtime = 0;
+    if (kvs__io()->stat(l->path, &st) == 0)
+        mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    describe(&t, mtime, l->holder, sizeof l->holder);
+    /* The longer of our ttl and the holder's decides. */
+    uint64_t ttl = KVS_MAX(l->ttl_ns, t.ttl_ms * 1000000u);
+    uint64_t grace = KVS_MAX(ttl / 10, (uint64_t)100000000u);
+    char why[384];
+    if (holder_gone(&t)) {
+        snprintf(why, sizeof why, "its holder, pid %u of this machine, is gone", t.owner.pid);
+        return take_over(l, h, why);
+    }
+    if (now - l->seen_since >= ttl + 2 * grace) {
+        snprintf(why, sizeof why, "%s; not renewed for %.1f s", l->holder,
+                 (double)(now - l->seen_since) / 1e9);
+        return take_over(l, h, why);
+    }
+    uint64_t wall = kvs__wall_ns();
+    if (mtime && wall > mtime && wall - mtime > ttl + ABANDONED_SKEW_NS) {
+        snprintf(why, sizeof why, "abandoned %.0f s ago", (double)(wall - mtime) / 1e9);
+        return take_over(l, h, why);
+    }
+    return KVS_ERR_BUSY;
+}
+
+bool kvs__lease_valid(const kvs_lease *l)
+{
+    return l->held && kvs__now_ns() < l->valid_until;
+}
+
+static kvs_status lose(kvs_lease *l, const char *why)
+{
+    l->held = false;
+    l->seen = false;
+    kvs__log(KVS_LOG_WARN, "gave up the collector lease %s: %s", l->path, why);
+    return KVS_ERR_BUSY;
+}
+
+kvs_status kvs__lease_keep(kvs_lease *l)
+{
+    if (!l->held)
+        return KVS_ERR_BUSY;
+    uint64_t t_start = kvs__now_ns();
+    if (t_start >= l->valid_until)
+        return lose(l, "it ran out before it could be renewed");
+    if (t_start < l->renew_after)
+        return KVS_OK;
+    const kvs_io_ops *io = kvs__io();
+    char text[LEASE_MAX_BYTES];
+    int n = read_small(l->path, text, sizeof text);
+    lease_text t;
+    if (n >= 0)
+        parse(text, &t);
+    if (n == -ENOENT || (n >= 0 && strcmp(t.nonce, l->nonce) != 0))
+        return lose(l, "another process holds it now");
+    if (n < 0) {
+        /* Try again soon; the holding stays good until valid_until. */
+        l->renew_after = t_start + l->grace_ns / 4;
+        return KVS_OK;
+    }
+    l->generation++;
+    char tmp[KVS_PATH_MAX];
+    int rc = write_temp(l, tmp);
+    if (rc == 0 && io->rename(tmp, l->path) != 0) {
+        rc = -errno;
+        io->unlink(tmp);
+    }
+    if (rc) {
+        l->renew_after = t_start + l->grace_ns / 4;
+        return KVS_OK;
+    }
+    if (kvs__now_ns() - t_start > 2 * l->grace_ns)
+        return lose(l, "a renewal took longer than the safety margin");
+    l->valid_until = t_start + l->ttl_ns - l->grace_ns;
+    l->renew_after = t_start + l->ttl_ns / 3;
+    return KVS_OK;
+}
+
+void kvs__lease_release(kvs_lease *l)
+{
+    if (!l->held)
+        return;
+    l->held = false;
+    if (kvs__now_ns() >= l->valid_until)
+        return; /* it may be someone else's now */
+    char text[LEASE_MAX_BYTES];
+    int n = read_small(l->path, text, sizeof text);
+    if (n < 0)
+        return;
+    lease_text t;
+    parse(text, &t);
+    if (strcmp(t.nonce, l->nonce) == 0)
+        kvs__io()->unlink(l->path);
+}
+
+char *kvs__lease_describe(const char *root)
+{
+    char path[KVS_PATH_MAX], text[LEASE_MAX_BYTES], desc[256];
+    pathf(path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
+    int n = read_small(path, text, sizeof text);
+    if (n == -ENOENT)
+        return kvs__strdup("free");
+    if (n < 0)
+        return kvs__asprintf("unknown (%s)", strerror(-n));
+    lease_text t;
+    parse(text, &t);
+    struct stat st;
+    uint64_t mtime = 0;
+    if (kvs__io()->stat(path, &st) == 0)
+        mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    describe(&t, mtime, desc, sizeof desc);
+    return kvs__strdup(desc);
+}

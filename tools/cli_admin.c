@@ -1,0 +1,613 @@
+/*
+ * cli_admin.c - the operator's commands: `kvstash ls`, `du`, `verify`, `gc`
+ * and `rm`, on the whole store (every namespace, every store path), all
+ * through the public kvs_admin_* API.  Each is safe while instances run:
+ * removing files under them makes misses, and gc holds the collector lease
+ * like the instances' own collectors.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- formatting ---------------------------------------------------------- */
+
+static const char *fmt_bytes(uint64_t b, char *buf, size_t len)
+{
+    const char *unit[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1000.0 && u < 5) {
+        v /= 1000.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%" PRIu64 " B", b);
+    else
+        snprintf(buf, len, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v, unit[u]);
+    return buf;
+}
+
+static const char *fmt_age(double s, char *buf, size_t len)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 120)
+        snprintf(buf, len, "%.0fs", s);
+    else if (s < 7200)
+        snprintf(buf, len, "%.0fm", s / 60);
+    else if (s < 172800)
+        snprintf(buf, len, "%.0fh", s / 3600);
+    else
+        snprintf(buf, len, "%.0fd", s / 86400);
+    return buf;
+}
+
+/* "2026-11-24 08:14:03Z (5m ago)"; "-" for 0. */
+static const char *fmt_when(int64_t wall_ns, char *buf, size_t len)
+{
+    if (wall_ns <= 0) {
+        snprintf(buf, len, "-");
+        return buf;
+    }
+    time_t t = (time_t)(wall_ns / 1000000000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char day[32], age[16];
+    strftime(day, sizeof day, "%Y-%m-%d %H:%M:%SZ", &tm);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double ago = (double)now.tv_sec + now.tv_nsec / 1e9 - (double)wall_ns / 1e9;
+    snprintf(buf, len, "%s (%s ago)", day, fmt_age(ago, age, sizeof age));
+    return buf;
+}
+
+/* A JSON member of the flat NAMESPACE.json object, as text ("" if absent). */
+static void json_member(const char *json, const char *key, char *out, size_t len)
+{
+    out[0] = '\0';
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    if (!p)
+        return;
+    p += strlen(pat);
+    while (*p == ' ')
+        p++;
+    size_t n;
+    if (*p == '"') {
+        p++;
+        n = 0;
+        while (p[n] && p[n] != '"')
+            n += p[n] == '\\' && p[n + 1] ? 2 : 1;
+    } else {
+        n = strcspn(p, ",}");
+    }
+    snprintf(out, len, "%.*s", (int)n, p);
+}
+
+static void describe_identity(const char *json, char *out, size_t len)
+{
+    if (!json || !json[0]) {
+        snprintf(out, len, "(no NAMESPACE.json)");
+        return;
+    }
+    char model[256], dtype[16], layout[8], L[16], H[16], D[16], W[16], R[16], C[16], variant[128],
+        salt[80];
+    json_member(json, "model", model, sizeof model);
+    json_member(json, "dtype", dtype, sizeof dtype);
+    json_member(json, "layout", layout, sizeof layout);
+    json_member(json, "num_layers", L, sizeof L);
+    json_member(json, "num_kv_heads", H, sizeof H);
+    json_member(json, "head_dim", D, sizeof D);
+    json_member(json, "world_size", W, sizeof W);
+    json_member(json, "rank", R, sizeof R);
+    json_member(json, "chunk_size", C, sizeof C);
+    json_member(json, "variant", variant, sizeof variant);
+    json_member(json, "salt_sha256", salt, sizeof salt);
+    if (snprintf(out, len, "%s %s %s %sx%sx%s tp%s/%s chunk %s%s%s%s", model, dtype, layout, L, H,
+                 D, W, R, C, variant[0] ? " variant " : "", variant,
+                 salt[0] ? " salted" : "") >= (int)len)
+        out[len - 2] = '~'; /* truncated: say so */
+}
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+static int open_admin(kvs_admin **a)
+{
+    kvs_config *cfg = NULL;
+    int rc = cli_load_config(&cfg);
+    if (rc)
+        return rc;
+    kvs_status st = kvs_admin_open(cfg, a);
+    kvs_config_free(cfg);
+    if (st)
+        return cli_fail(st, "cannot open the store");
+    return EXIT_OK;
+}
+
+/* "10GB", "500MB", "1.5G", "2TiB"; a bare number is GB like max_store_size. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0 || !isfinite(v))
+        return -1;
+    while (*end == ' ')
+        end++;
+    double mult = 1e9;
+    struct {
+        const char *suffix;
+        double mult;
+    } units[] = {{"", 1e9},      {"B", 1},     {"K", 1e3},   {"KB", 1e3},  {"KiB", 1024.0},
+                 {"M", 1e6},     {"MB", 1e6},  {"MiB", 1048576.0},         {"G", 1e9},
+                 {"GB", 1e9},    {"GiB", 1073741824.0},      {"T", 1e12},  {"TB", 1e12},
+                 {"TiB", 1099511627776.0}};
+    size_t i = 0;
+    for (; i < sizeof units / sizeof units[0]; i++)
+        if (strcasecmp(end, units[i].suffix) == 0) {
+            mult = units[i].mult;
+            break;
+        }
+    if (i == sizeof units / sizeof units[0])
+        return -1;
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
+
+/* "7d", "12h", "30m", "90s"; a bare number is seconds. */
+static int parse_duration(const char *s, uint64_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0 || !isfinite(v))
+        return -1;
+    double mult = 1;
+    if (!strcmp(end, "") || !strcmp(end, "s"))
+        mult = 1;
+    else if (!strcmp(end, "m") || !strcmp(end, "min"))
+        mult = 60;
+    else if (!strcmp(end, "h"))
+        mult = 3600;
+    else if (!strcmp(end, "d"))
+        mult = 86400;
+    else if (!strcmp(end, "w"))
+        mult = 604800;
+    else
+        return -1;
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
+
+/* ---- ls -------------------------------------------------------------------- */
+
+int cmd_ls(int argc, char **argv)
+{
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kvstash ls [--json]\n\n"
+                   "Lists the namespaces on the store (every store path): chunk files, their\n"
+                   "size, the oldest and newest last access, and the model and geometry from\n"
+                   "each namespace's NAMESPACE.json.  Walks the store: one metadata call per "
+                   "file.\n");
+            return EXIT_OK;
+        } else {
+            return cli_usage_error("ls: unknown option \"%s\"", argv[i]);
+        }
+    }
+    kvs_admin *a = NULL;
+    int rc = open_admin(&a);
+    if (rc)
+        return rc;
+    kvs_ns_usage *list = NULL;
+    size_t n = 0;
+    kvs_status st = kvs_admin_list(a, &list, &n);
+    kvs_admin_close(a);
+    if (st)
+        return cli_fail(st, "ls");
+    uint64_t chunks = 0, bytes = 0;
+    if (json) {
+        printf("[");
+        for (size_t i = 0; i < n; i++) {
+            const kvs_ns_usage *u = &list[i];
+            printf("%s\n  {\"id\": ", i ? "," : "");
+            json_str(stdout, u->id);
+            printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
+                   ", \"temp_bytes\": %" PRIu64 ", \"oldest_access_ns\": %" PRId64
+                   ", \"newest_access_ns\": %" PRId64 ", \"identity\": %s}",
+                   u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->oldest_access_ns,
+                   u->newest_access_ns, u->identity[0] ? u->identity : "null");
+        }
+        printf("%s]\n", n ? "\n" : "");
+    } else {
+        printf("%-48s %10s %10s  %-31s  %-31s  %s\n", "NAMESPACE", "CHUNKS", "SIZE",
+               "OLDEST ACCESS", "NEWEST ACCESS", "MODEL AND GEOMETRY");
+        for (size_t i = 0; i < n; i++) {
+            const kvs_ns_usage *u = &list[i];
+            char b[32], o[64], w[64], d[512];
+            describe_identity(u->identity, d, sizeof d);
+            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", u->id, u->chunks,
+                   fmt_bytes(u->bytes, b, sizeof b), fmt_when(u->oldest_access_ns, o, sizeof o),
+                   fmt_when(u->newest_access_ns, w, sizeof w), d,
+                   u->temp_files ? " (+temporary files)" : "");
+            chunks += u->chunks;
+            bytes += u->bytes;
+        }
+        char b[32];
+        printf("%zu namespace%s, %" PRIu64 " chunks, %s\n", n, n == 1 ? "" : "s", chunks,
+               fmt_bytes(bytes, b, sizeof b));
+    }
+    kvs_free(list);
+    return EXIT_OK;
+}
+
+/* ---- du -------------------------------------------------------------------- */
+
+int cmd_du(int argc, char **argv)
+{
+    bool json = false, measure = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+        } else if (!strcmp(argv[i], "--measure")) {
+            measure = true;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kvstash du [--measure] [--json]\n\n"
+                   "How full the store is, against max_store_size, its watermarks and\n"
+                   "min_free_space, per store path.  By default the figures are the\n"
+                   "collector's last measurement (no walk, fast at any size); --measure\n"
+                   "walks the store now.  A store never measured is walked.\n");
+            return EXIT_OK;
+        } else {
+            return cli_usage_error("du: unknown option \"%s\"", argv[i]);
+        }
+    }
+    kvs_admin *a = NULL;
+    int rc = open_admin(&a);
+    if (rc)
+        return rc;
+    kvs_usage u;
+    kvs_status st = kvs_admin_usage(a, measure, &u);
+    if (!st && !measure && !u.last_pass_wall_ns)
+        st = kvs_admin_usage(a, 1, &u); /* never measured: measure now */
+    if (st) {
+        kvs_admin_close(a);
+        return cli_fail(st, "du");
+    }
+    char *lease[KVS_ADMIN_MAX_PATHS] = {0};
+    for (uint32_t p = 0; p < u.path_count; p++)
+        if (kvs_admin_lease(a, p, &lease[p]) != KVS_OK)
+            lease[p] = NULL;
+    char b1[32], b2[32], b3[32], w[64];
+    if (json) {
+        printf("{\"used_bytes\": %" PRIu64 ", \"chunks\": %" PRIu64 ", \"temp_files\": %" PRIu64
+               ", \"namespaces\": %" PRIu64 ", \"max_bytes\": %" PRIu64 ", \"high_bytes\": %" PRIu64
+               ", \"low_bytes\": %" PRIu64 ", \"min_free_bytes\": %" PRIu64 ", \"measured\": %s"
+               ", \"last_pass_wall_ns\": %" PRId64 ", \"last_pass_seconds\": %.3f, \"paths\": [",
+               u.used_bytes, u.chunks, u.temp_files, u.namespaces, u.max_bytes, u.high_bytes,
+               u.low_bytes, u.min_free_bytes, u.measured ? "true" : "false", u.last_pass_wall_ns,
+               u.last_pass_seconds);
+        for (uint32_t p = 0; p < u.path_count; p++) {
+            const kvs_path_usage *q = &u.paths[p];
+            printf("%s{\"path\": ", p ? ", " : "");
+            json_str(stdout, q->path);
+            printf(", \"store_id\": \"%016" PRIx64 "\", \"used_bytes\": %" PRIu64
+                   ", \"chunks\": %" PRIu64 ", \"fs_size_bytes\": %" PRIu64
+                   ", \"fs_free_bytes\": %" PRIu64 ", \"lease\": ",
+                   q->store_id, q->used_bytes, q->chunks, q->fs_size_bytes, q->fs_free_bytes);
+            json_str(stdout, lease[p] ? lease[p] : "unknown");
+            printf("}");
+        }
+        printf("]}\n");
+    } else {
+        printf("store: %u path%s, %s in %" PRIu64 " chunks (%" PRIu64 " namespaces, %" PRIu64
+               " temporary files)%s\n",
+               u.path_count, u.path_count == 1 ? "" : "s", fmt_bytes(u.used_bytes, b1, sizeof b1),
+               u.chunks, u.namespaces, u.temp_files,
+               u.measured ? ", measured now" : ", as the collector last measured");
+        if (u.max_bytes)
+            printf("limit: max_store_size %s for the whole store: eviction above %s down to %s; "
+                   "%.0f%% used\n",
+                   fmt_bytes(u.max_bytes, b1, sizeof b1), fmt_bytes(u.high_bytes, b2, sizeof b2),
+                   fmt_bytes(u.low_bytes, b3, sizeof b3),
+                   100.0 * (double)u.used_bytes / (double)u.max_bytes);
+        else
+            printf("limit: none (max_store_size 0)\n");
+        printf("floor: min_free_space %s on each filesystem\n",
+               fmt_bytes(u.min_free_bytes, b1, sizeof b1));
+        for (uint32_t p = 0; p < u.path_count; p++) {
+            const kvs_path_usage *q = &u.paths[p];
+            printf("path %s: %s in %" PRIu64 " chunks; filesystem %s, %s free", q->path,
+                   fmt_bytes(q->used_bytes, b1, sizeof b1), q->chunks,
+                   fmt_bytes(q->fs_size_bytes, b2, sizeof b2),
+                   fmt_bytes(q->fs_free_bytes, b3, sizeof b3));
+            if (q->store_id)
+                printf("; store id %016" PRIx64, q->store_id);
+            printf("; collector lease: %s\n", lease[p] ? lease[p] : "unknown");
+        }
+        if (u.last_pass_wall_ns)
+            printf("last collector pass: %s, took %.3f s\n",
+                   fmt_when(u.last_pass_wall_ns, w, sizeof w), u.last_pass_seconds);
+        else
+            printf("last collector pass: none recorded on every path\n");
+    }
+    for (uint32_t p = 0; p < u.path_count; p++)
+        kvs_free(lease[p]);
+    kvs_admin_close(a); /* the path strings were its */
+    return EXIT_OK;
+}
+
+/* ---- verify ------------------------------------------------------------------ */
+
+typedef struct verify_ui {
+    bool tty;
+    bool quiet;
+    double t0;
+    uint64_t bad_seen;
+} verify_ui;
+
+static void verify_progress(void *ctx, uint64_t done, uint64_t total, uint64_t bytes)
+{
+    verify_ui *ui = ctx;
+    if (!ui->tty)
+        return;
+    double dt = cli_now() - ui->t0;
+    char b[32];
+    int width = 30, fill = total ? (int)((double)done / (double)total * width) : 0;
+    char bar[64];
+    for (int i = 0; i < width; i++)
+        bar[i] = i < fill ? '=' : i == fill ? '>' : ' ';
+    bar[width] = '\0';
+    if (total)
+        fprintf(stderr, "\rverify [%s] %3.0f%% %" PRIu64 "/%" PRIu64 " files, %s/s, %" PRIu64
+                        " bad  ",
+                bar, 100.0 * (double)done / (double)total, done, total,
+                fmt_bytes(dt > 0 ? (uint64_t)((double)bytes / dt) : 0, b, sizeof b),
+                ui->bad_seen);
+    else
+        fprintf(stderr, "\rverify [counting files] %" PRIu64 " files checked  ", done);
+    fflush(stderr);
+}
+
+static void verify_bad(void *ctx, const char *path, const char *reason)
+{
+    verify_ui *ui = ctx;
+    ui->bad_seen++;
+    if (ui->tty)
+        fprintf(stderr, "\r\033[K");
+    printf("BAD %s: %s\n", path, reason);
+    fflush(stdout);
+}
+
+int cmd_verify(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"namespace", required_argument, 0, 'n'}, {"all", no_argument, 0, 'a'},
+        {"threads", required_argument, 0, 't'},   {"remove-bad", no_argument, 0, 'r'},
+        {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    kvs_verify_options o = {0};
+    verify_ui ui = {.tty = isatty(STDERR_FILENO) != 0};
+    optind = 1;
+    int c;
+    uint64_t threads = 0;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'n': o.namespace_id = optarg; break;
+        case 'a': o.namespace_id = NULL; break;
+        case 't':
+            if (cli_parse_u64(optarg, &threads) || threads < 1 || threads > 256)
+                return cli_usage_error("--threads \"%s\" is not in 1..256", optarg);
+            o.threads = (uint32_t)threads;
+            break;
+        case 'r': o.remove_bad = 1; break;
+        case 'q': ui.quiet = true; ui.tty = false; break;
+        case 'h':
+            printf("usage: kvstash verify [--namespace ID | --all] [--threads N] "
+                   "[--remove-bad] [--quiet]\n\n"
+                   "Reads every chunk file (all namespaces by default) in parallel and checks\n"
+                   "it as a reader would: header, namespace, key, length, every checksum.\n"
+                   "Bad files are printed with the reason; --remove-bad removes them (never a\n"
+                   "file that merely could not be read).  A progress bar shows on a terminal.\n"
+                   "Exit status 1 when a file is bad or unreadable.\n");
+            return EXIT_OK;
+        default: return cli_usage_error("verify: unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("verify: unexpected argument \"%s\"", argv[optind]);
+    kvs_admin *a = NULL;
+    int rc = open_admin(&a);
+    if (rc)
+        return rc;
+    o.progress = verify_progress;
+    o.bad_file = verify_bad;
+    o.ctx = &ui;
+    ui.t0 = cli_now();
+    kvs_verify_report r;
+    kvs_status st = kvs_admin_verify(a, &o, &r);
+    kvs_admin_close(a);
+    if (ui.tty)
+        fprintf(stderr, "\r\033[K");
+    if (st)
+        return cli_fail(st, "verify");
+    char b[32], s[32];
+    printf("verify: %" PRIu64 " files, %s in %.2f s (%s/s): %" PRIu64 " ok, %" PRIu64
+           " bad, %" PRIu64 " unreadable, %" PRIu64 " misplaced, %" PRIu64
+           " vanished while checking%s",
+           r.files, fmt_bytes(r.bytes, b, sizeof b), r.seconds,
+           fmt_bytes(r.seconds > 0 ? (uint64_t)((double)r.bytes / r.seconds) : 0, s, sizeof s),
+           r.ok, r.bad, r.unreadable, r.misplaced, r.vanished, o.remove_bad ? "" : "\n");
+    if (o.remove_bad)
+        printf(", %" PRIu64 " removed\n", r.removed);
+    return r.bad || r.unreadable ? EXIT_VERIFY : EXIT_OK;
+}
+
+/* ---- gc ------------------------------------------------------------------------ */
+
+typedef struct gc_ui {
+    bool list;
+} gc_ui;
+
+static void gc_file(void *ctx, const char *path, uint64_t bytes, int64_t access)
+{
+    gc_ui *ui = ctx;
+    if (!ui->list)
+        return;
+    char b[32], w[64];
+    printf("%s %s, last access %s\n", path, fmt_bytes(bytes, b, sizeof b),
+           fmt_when(access, w, sizeof w));
+}
+
+int cmd_gc(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"to-size", required_argument, 0, 's'}, {"older-than", required_argument, 0, 'o'},
+        {"namespace", required_argument, 0, 'n'}, {"dry-run", no_argument, 0, 'd'},
+        {"wait", required_argument, 0, 'w'},    {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+    };
+    kvs_gc_options o = {0};
+    gc_ui ui = {0};
+    uint64_t wait_s = UINT64_MAX;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            if (parse_size(optarg, &o.to_bytes))
+                return cli_usage_error("--to-size \"%s\" is not a size (10GB, 500MB, 1.5TiB; a "
+                                       "bare number is GB)",
+                                       optarg);
+            o.flags |= KVS_GC_TO_SIZE;
+            break;
+        case 'o':
+            if (parse_duration(optarg, &o.older_than_s))
+                return cli_usage_error("--older-than \"%s\" is not a duration (90s, 30m, 12h, "
+                                       "7d; a bare number is seconds)",
+                                       optarg);
+            o.flags |= KVS_GC_OLDER_THAN;
+            break;
+        case 'n': o.namespace_id = optarg; break;
+        case 'd': o.flags |= KVS_GC_DRY_RUN; break;
+        case 'w':
+            if (parse_duration(optarg, &wait_s))
+                return cli_usage_error("--wait \"%s\" is not a duration", optarg);
+            break;
+        case 'v': ui.list = true; break;
+        case 'h':
+            printf("usage: kvstash gc [--to-size SIZE] [--older-than AGE] [--namespace ID] "
+                   "[--dry-run] [--wait AGE] [--verbose]\n\n"
+                   "Evicts the least recently accessed chunks until the store (or the\n"
+                   "namespace) holds at most SIZE, and/or every chunk not accessed for AGE;\n"
+                   "without either, runs one collection as the instances do (max_store_size,\n"
+                   "watermarks, min_free_space).  Orphaned temporary files older than\n"
+                   "tmp_grace_s go too.  It holds the collector lease, waiting up to --wait\n"
+                   "(default twice lease_ttl_s) for it.  --dry-run removes nothing and lists\n"
+                   "what would go; --verbose lists what goes.\n");
+            return EXIT_OK;
+        default: return cli_usage_error("gc: unknown option");
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("gc: unexpected argument \"%s\"", argv[optind]);
+    if (o.namespace_id && !(o.flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN)))
+        return cli_usage_error("gc --namespace needs --to-size or --older-than");
+    if (o.flags & KVS_GC_DRY_RUN)
+        ui.list = true;
+    kvs_config *cfg = NULL;
+    int rc = cli_load_config(&cfg);
+    if (rc)
+        return rc;
+    char *ttl = NULL;
+    uint64_t ttl_s = 30;
+    if (kvs_config_get(cfg, "lease_ttl_s", &ttl, NULL) == KVS_OK) {
+        cli_parse_u64(ttl, &ttl_s);
+        kvs_free(ttl);
+    }
+    if (wait_s == UINT64_MAX)
+        wait_s = 2 * ttl_s;
+    o.lease_wait_ms = (uint32_t)(wait_s < 3600 ? wait_s * 1000 : 3600000u);
+    kvs_admin *a = NULL;
+    kvs_status st = kvs_admin_open(cfg, &a);
+    kvs_config_free(cfg);
+    if (st)
+        return cli_fail(st, "cannot open the store");
+    o.on_file = gc_file;
+    o.ctx = &ui;
+    kvs_gc_report r;
+    st = kvs_admin_gc(a, &o, &r);
+    kvs_admin_close(a);
+    if (st)
+        return cli_fail(st, "gc");
+    char b1[32], b2[32], b3[32];
+    bool dry = o.flags & KVS_GC_DRY_RUN;
+    printf("gc%s: %s in %" PRIu64 " chunks before; %s %" PRIu64 " chunks (%s) and %" PRIu64
+           " orphaned temporary files; %s in %" PRIu64 " chunks after; %u pass%s, walk %.2f s, "
+           "eviction %.2f s%s%s\n",
+           dry ? " (dry run)" : "", fmt_bytes(r.used_before, b1, sizeof b1), r.chunks_before,
+           dry ? "would remove" : "removed", r.files_removed,
+           fmt_bytes(r.bytes_removed, b2, sizeof b2), r.orphans_removed,
+           fmt_bytes(r.used_after, b3, sizeof b3), r.chunks_after, r.passes,
+           r.passes == 1 ? "" : "es", r.scan_seconds, r.evict_seconds,
+           r.kept_touched ? "; kept candidates read meanwhile" : "",
+           r.target_missed ? "; the target was not reached: nothing more to evict" : "");
+    return EXIT_OK;
+}
+
+/* ---- rm ------------------------------------------------------------------------- */
+
+int cmd_rm(int argc, char **argv)
+{
+    const char *ns = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--namespace") && i + 1 < argc) {
+            ns = argv[++i];
+        } else if (!strncmp(argv[i], "--namespace=", 12)) {
+            ns = argv[i] + 12;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: kvstash rm --namespace ID\n\n"
+                   "Removes a namespace (its id as kvstash ls shows it) from every store path.\n"
+                   "Instances using it miss from then on and start storing it again.\n");
+            return EXIT_OK;
+        } else {
+            return cli_usage_error("rm: unknown option \"%s\"", argv[i]);
+        }
+    }
+    if (!ns)
+        return cli_usage_error("rm needs --namespace ID (see kvstash ls)");
+    kvs_admin *a = NULL;
+    int rc = open_admin(&a);
+    if (rc)
+        return rc;
+    uint64_t files = 0;
+    kvs_status st = kvs_admin_remove_namespace(a, ns, &files);
+    kvs_admin_close(a);
+    if (st)
+        return cli_fail(st, "rm");
+    printf("removed namespace %s: %" PRIu64 " files\n", ns, files);
+    return EXIT_OK;
+}
