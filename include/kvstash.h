@@ -291,6 +291,16 @@ typedef enum kvs_mem {
  * A negative slot means "this token has no place here": a store skips every
  * chunk holding one, a retrieve neither reads nor writes such tokens, and a
  * chunk whose tokens all have negative slots is taken as already in place.
+ *
+ * CUDA memory (KVS_MEM_CUDA): layers are device pointers of `device` (host
+ * memory here is KVS_ERR_INVALID); slot_mapping stays in host memory.  The
+ * first CUDA operation binds the engine to `device` and allocates its GPU
+ * staging (cufile_buffer_size MiB); operations on another device are
+ * KVS_ERR_INVALID.  kvstash's kernels that read or write this memory run
+ * after the work queued on cuda_stream when the call was made.  A store has
+ * read the memory when kvs_store returns; the tokens a retrieve reports
+ * loaded are in GPU memory when it reports them (not merely queued).  The
+ * caller's current CUDA device and context are left as they were.
  */
 typedef struct kvs_kv {
     kvs_mem mem;               /* HOST or CUDA */

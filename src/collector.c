@@ -890,6 +890,13 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             }
         }
         r->evict_ns += kvs__now_ns() - ts;
+        for (uint32_t i = 0; i < p->nroots; i++) {
+            /* right after the removals, before writers fill the room */
+            fs_info low;
+            fs_query(p->roots[i], &low);
+            if (r->passes == 1 || low.used < r->fs_used_low[i])
+                r->fs_used_low[i] = low.used;
+        }
         if (p->dry_run && again) {
             again = false; /* nothing was removed: another pass finds the same */
             missed = true;
@@ -1217,12 +1224,10 @@ static void *collector_main(void *arg)
             kvs__leases_release(c->leases, c->nroots);
             for (uint32_t i = 0; i < c->nroots; i++) {
                 if (kicks & (1u << i)) {
-                    fs_info end;
-                    fs_query(c->roots[i], &end);
                     c->quiet_until[i] = kvs__now_ns() + FREE_LAG_NS;
                     c->quiet_used_start[i] = r.fs_used_start[i];
                     c->quiet_freed[i] = r.freed_path[i];
-                    c->quiet_low[i] = end.used;
+                    c->quiet_low[i] = r.fs_used_low[i];
                 }
             }
             if (st) {

@@ -146,6 +146,7 @@ typedef struct kvs_collect_result {
     uint64_t used_path[KVS_MAX_STORE_PATHS];
     uint64_t freed_path[KVS_MAX_STORE_PATHS];    /* bytes evicted per path */
     uint64_t fs_used_start[KVS_MAX_STORE_PATHS]; /* filesystem usage at the start */
+    uint64_t fs_used_low[KVS_MAX_STORE_PATHS];   /* ... right after the removals */
 } kvs_collect_result;
 
 /* Runs one collection (one or more passes).  The caller holds the leases. */

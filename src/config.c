@@ -338,6 +338,14 @@ static const char *const lmcache_unused_extra[] = {
 #define ENV_CONFIG_FILE "LMCACHE_CONFIG_FILE"
 #define ENV_EXTRA_CONFIG "LMCACHE_EXTRA_CONFIG"
 #define ENV_EXPERIMENTAL "LMCACHE_USE_EXPERIMENTAL"
+
+/* KVSTASH_* variables read by other parts of kvstash, not configuration
+ * keys: known, so not warned about (python/kvstash: where the library is,
+ * the connector's metrics port). */
+static const char *const kvstash_other_vars[] = {
+    "KVSTASH_LIBRARY",
+    "KVSTASH_METRICS_PORT",
+};
 #define API_SOURCE "kvs_config_set()"
 #define CONFIG_FILE_MAX (1u << 20)
 #define JSON_EXAMPLE "{\"gds_io_threads\": 32}"
@@ -1578,6 +1586,9 @@ static bool known_var(const char *name, size_t n)
     if (name_is(ENV_CONFIG_FILE, name, n) || name_is(ENV_EXTRA_CONFIG, name, n) ||
         name_is(ENV_EXPERIMENTAL, name, n))
         return true;
+    for (size_t i = 0; i < sizeof kvstash_other_vars / sizeof *kvstash_other_vars; i++)
+        if (name_is(kvstash_other_vars[i], name, n))
+            return true;
     for (size_t i = 0; i < KVS_CFG_NKEYS; i++)
         if (name_is(fields[i].env, name, n) ||
             (fields[i].alias_env && name_is(fields[i].alias_env, name, n)))

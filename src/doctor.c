@@ -5,12 +5,15 @@
  * type (from /proc/self/mountinfo, longest matching mount point, the way
  * LMCache detects wekafs), free space, and whether O_DIRECT works (by
  * writing and reading one aligned block, since filesystems that refuse it
- * do so only at I/O time).  Then the data path an engine would use and why.
+ * do so only at I/O time).  Then the GPUs, cuFile (with a write and read
+ * through it when it loads) and the data path an engine would use for GPU
+ * and host memory, and why.
  * It touches nothing but one temporary file per path, which it removes.
  */
 #include "config.h"
 #include "checksum.h"
 #include "collector.h"
+#include "dev.h"
 #include "io_ops.h"
 
 #include <errno.h>
@@ -202,11 +205,8 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
                        why[0] ? ")" : "");
         direct_everywhere &= strcmp(verdict, "supported") == 0;
     }
-#ifdef KVS_HAVE_CUDA
-    kvs_buf_printf(&b, "cuFile: built with CUDA; checked when an engine opens on a GPU\n");
-#else
-    kvs_buf_printf(&b, "cuFile: not available (this libkvstash was built without CUDA)\n");
-#endif
+    /* GPU, cuFile and its self-test on the first store path (dev_cuda.c) */
+    kvs__dev_doctor(cfg, &b);
     const char *direct = cfg->use_direct_io == KVS_DIRECT_IO_OFF
                              ? "off (use_direct_io is false)"
                          : !direct_everywhere ? "off (a store path is missing or refused it)"

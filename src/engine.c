@@ -63,6 +63,7 @@ static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 
 static void engine_free(kvs_engine *e)
 {
+    kvs__dev_close(e->dev);
     kvs__cpu_tier_destroy(e->cpu);
     kvs__index_destroy(e->index);
     kvs__store_close(&e->store);
@@ -87,6 +88,7 @@ static void engine_unref(kvs_engine *e)
 static void op_destroy(kvs_op *op)
 {
     kvs_engine *e = op->engine;
+    kvs__dev_op_end(op->dev);
     kvs__kvmap_clear(&op->map);
     kvs__free(op->layer_left);
     kvs__free(op->pieces);
@@ -445,6 +447,8 @@ static void finish_read_chunk(kvs_xchunk *c)
 {
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
+    kvs__dev_file_close(e->dev, c->dfile);
+    c->dfile = NULL;
     kvs__io()->close(c->fd);
     c->fd = -1;
     if (chunk_settle(c, KVS_CH_OK)) {
@@ -459,11 +463,70 @@ static void finish_read_chunk(kvs_xchunk *c)
     chunk_resolve(c);
 }
 
+/* ---- the device data path (CUDA memory: dev.h moves the bytes) ---------------- */
+
+static bool dev_hook_stopped(void *ctx)
+{
+    return chunk_stopped(ctx);
+}
+
+static bool dev_hook_begin(void *ctx)
+{
+    return copy_begin(((kvs_xchunk *)ctx)->op);
+}
+
+static void dev_hook_end(void *ctx)
+{
+    copy_end(((kvs_xchunk *)ctx)->op);
+}
+
+static kvs_dev_chunk dev_chunk(const kvs_xchunk *c)
+{
+    return (kvs_dev_chunk){c->t0, c->tokens, c->payload, c->padded, c->seg_bytes};
+}
+
+static void read_piece_dev(kvs_xpiece *p)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    kvs_engine *e = op->engine;
+    bool done = false;
+    if (!chunk_stopped(c)) {
+        kvs_dev_hooks h = {dev_hook_stopped, dev_hook_begin, dev_hook_end, c};
+        kvs_dev_chunk dc = dev_chunk(c);
+        int err = 0;
+        switch (kvs__dev_read_piece(op->dev, &dc, c->fd, c->dfile, c->hdr.segment_sums, p->off,
+                                    p->len, &h, &err)) {
+        case KVS_DEV_OK:
+            done = true;
+            KVS_STAT_ADD(e, bytes_read, p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off));
+            break;
+        case KVS_DEV_IO: read_fail(c, read_errno_reason(err), err); break;
+        case KVS_DEV_CHECKSUM:
+            chunk_fail(c, STAT_OFF(miss_checksum));
+            quarantine(c, KVS_REJECT_CHECKSUM);
+            break;
+        case KVS_DEV_NOMEM: chunk_fail(c, STAT_OFF(miss_nomem)); break;
+        case KVS_DEV_CUDA: chunk_fail(c, STAT_OFF(miss_io)); break;
+        case KVS_DEV_STOPPED: break;
+        }
+    }
+    if (!done)
+        chunk_settle(c, KVS_CH_CANCELLED);
+    piece_retire(op, p);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
+        finish_read_chunk(c);
+}
+
 static void read_piece(kvs_xpiece *p, kvs_worker *w)
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
+    if (op->dev) {
+        read_piece_dev(p);
+        return;
+    }
     const uint64_t end = p->off + p->len;
     char *bounce = w->bounce;
     uint64_t blk = p->off;
@@ -584,6 +647,8 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         quarantine(c, rej);
         goto close_resolve;
     }
+    if (op->dev)
+        c->dfile = kvs__dev_file_open(e->dev, fd);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
         kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
@@ -630,6 +695,8 @@ static void end_store_chunk(kvs_xchunk *c)
     int s = atomic_load(&c->state);
     if (s != KVS_CH_OK && s != KVS_CH_PRESENT)
         kvs__index_forget(e->index, c->key);
+    kvs__dev_stage_free(e->dev, c->stage);
+    c->stage = NULL;
     atomic_fetch_sub(&e->pending_bytes, c->payload);
     KVS_STAT_ADD(e, store_ns, kvs__now_ns() - c->t_start);
     if (atomic_fetch_sub(&e->pending_chunks, 1) == 1) {
@@ -663,6 +730,8 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
             ok = false;
         }
     }
+    kvs__dev_file_close(e->dev, c->dfile);
+    c->dfile = NULL;
     if (io->close(c->fd) != 0 && ok) {
         /* NFS-like filesystems report deferred write errors at close. */
         write_fail(c, errno, "close");
@@ -693,11 +762,39 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
     end_store_chunk(c);
 }
 
+static void write_piece_dev(kvs_xpiece *p, kvs_worker *w)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_engine *e = c->op->engine;
+    bool done = false;
+    if (!chunk_stopped(c)) {
+        uint64_t data_len = p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off);
+        void *cpu = c->cpu ? (char *)kvs__cpu_entry_data(c->cpu) + p->off : NULL;
+        int err = 0;
+        kvs_dev_rc rc = kvs__dev_write_piece(e->dev, c->stage, c->fd, c->dfile, p->off, p->len,
+                                             data_len, cpu, &err);
+        if (rc == KVS_DEV_OK)
+            done = true;
+        else if (rc == KVS_DEV_IO)
+            write_fail(c, err, "write");
+        else if (rc != KVS_DEV_STOPPED)
+            chunk_fail(c, STAT_OFF(store_failed_io));
+    }
+    if (!done) /* never publish a chunk with a piece missing */
+        chunk_settle(c, KVS_CH_CANCELLED);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
+        finish_write_chunk(c, w);
+}
+
 static void write_piece(kvs_xpiece *p, kvs_worker *w)
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
+    if (op->dev) {
+        write_piece_dev(p, w);
+        return;
+    }
     const uint64_t end = p->off + p->len;
     char *bounce = w->bounce;
     uint64_t blk = p->off;
@@ -785,7 +882,10 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     c->fd = fd;
     if (e->cpu)
         c->cpu = kvs__cpu_tier_begin(e->cpu, c->key, c->payload);
-    kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
+    if (op->dev) /* captured: the header holds the sums computed on the GPU */
+        c->dfile = kvs__dev_file_open(e->dev, fd);
+    else
+        kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
         kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_WRITE);
@@ -817,6 +917,38 @@ static uint32_t op_chunk_count(const kvs_engine *e, size_t num_tokens)
     return (uint32_t)n;
 }
 
+/* Binds the engine to the CUDA device of its first CUDA operation: staging,
+ * streams and the data path choice (dev.h). */
+static kvs_status engine_dev(kvs_engine *e, int device)
+{
+    kvs_status st = KVS_OK;
+    pthread_mutex_lock(&e->mu);
+    if (!e->dev) {
+        kvs_dev_params p = {
+            .cfg = e->cfg,
+            .store = &e->store,
+            .slots = e->cfg->gds_io_threads + 2,
+            .slot_bytes = KVS_MAX(e->piece_bytes,
+                                  kvs__dev_piece_bytes(e->block_bytes,
+                                                       kvs__padded_payload(e->chunk_payload),
+                                                       false)),
+            .block_bytes = e->block_bytes,
+            .chunk_padded = kvs__padded_payload(e->chunk_payload),
+        };
+        kvs_dev *d = NULL;
+        st = kvs__dev_open(&p, device, &d);
+        if (!st)
+            __atomic_store_n(&e->dev, d, __ATOMIC_RELEASE);
+    } else if (kvs__dev_device(e->dev) != device) {
+        st = kvs__fail(KVS_ERR_INVALID,
+                       "kv.device %d: this engine works on cuda:%d, the device of its first GPU "
+                       "operation",
+                       device, kvs__dev_device(e->dev));
+    }
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
 static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens,
                          size_t num_tokens, const kvs_kv *kv, kvs_op **out)
 {
@@ -844,6 +976,13 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
 
     size_t T = e->ns.chunk_size;
     uint64_t total_pieces = 0;
+    /* CUDA ops size their pieces for the device path (dev.h) */
+    const uint64_t piece_bytes =
+        kv->mem != KVS_MEM_CUDA
+            ? e->piece_bytes
+            : KVS_MAX(e->piece_bytes, kvs__dev_piece_bytes(e->block_bytes,
+                                                           kvs__padded_payload(e->chunk_payload),
+                                                           kind == KVS_OP_STORE));
     op->chunks = kvs__calloc(n ? n : 1, sizeof *op->chunks);
     if (!op->chunks)
         goto nomem;
@@ -856,7 +995,7 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         c->payload = kvs__ns_payload_bytes(&e->ns, c->tokens);
         c->padded = kvs__padded_payload(c->payload);
         c->seg_bytes = kvs__segment_bytes(c->payload);
-        c->npieces = (uint32_t)((c->padded + e->piece_bytes - 1) / e->piece_bytes);
+        c->npieces = (uint32_t)((c->padded + piece_bytes - 1) / piece_bytes);
         c->fd = -1;
         atomic_init(&c->state, KVS_CH_PENDING);
         st = kvs__chunk_key(i ? op->chunks[i - 1].key : NULL, tokens + c->t0, c->tokens, c->key);
@@ -877,8 +1016,8 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         for (uint32_t k = 0; k < c->npieces; k++, p++) {
             p->chunk = c;
             p->task.fn = kind == KVS_OP_RETRIEVE ? read_piece_task : write_piece_task;
-            p->off = (uint64_t)k * e->piece_bytes;
-            p->len = KVS_MIN(e->piece_bytes, c->padded - p->off);
+            p->off = (uint64_t)k * piece_bytes;
+            p->len = KVS_MIN(piece_bytes, c->padded - p->off);
             uint64_t lb = layer_bytes * c->tokens;
             uint64_t last = KVS_MIN(p->off + p->len, c->payload);
             p->layer_lo = (uint32_t)KVS_MIN(p->off / lb, (uint64_t)e->ns.num_layers - 1);
@@ -889,6 +1028,13 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         op->layer_left = kvs__calloc(e->ns.num_layers, sizeof *op->layer_left);
         if (!op->layer_left)
             goto nomem;
+    }
+    if (kv->mem == KVS_MEM_CUDA) {
+        st = engine_dev(e, kv->device);
+        if (!st)
+            st = kvs__dev_op_begin(e->dev, &op->map, &op->dev);
+        if (st)
+            goto fail;
     }
     *out = op;
     return KVS_OK;
@@ -903,12 +1049,41 @@ static kvs_status check_kv_mem(const kvs_kv *kv, const char *fn)
 {
     if (!kv)
         return kvs__fail(KVS_ERR_INVALID, "%s: kv is NULL", fn);
-    if (kv->mem == KVS_MEM_CUDA)
+    if (kv->mem == KVS_MEM_CUDA && !kvs__dev_built())
         return kvs__fail(KVS_ERR_UNSUPPORTED,
                          "%s: kv is CUDA memory, but this libkvstash was built without CUDA "
                          "support",
                          fn);
     return KVS_OK;
+}
+
+/* CPU tier hits into GPU memory, before any read is queued, so that a hit
+ * that cannot be placed (no staging) cuts the prefix before any task can
+ * complete the op. */
+static void put_cpu_hits_dev(kvs_op *op, kvs_cpu_entry **hits, uint32_t n)
+{
+    kvs_engine *e = op->engine;
+    for (uint32_t k = 0; k < n; k++) {
+        if (!hits[k])
+            continue;
+        kvs_xchunk *c = &op->chunks[k];
+        kvs_dev_chunk dc = dev_chunk(c);
+        kvs_dev_hooks h = {dev_hook_stopped, dev_hook_begin, dev_hook_end, c};
+        kvs_dev_rc rc = k < atomic_load(&op->cut)
+                            ? kvs__dev_put_host(op->dev, &dc, kvs__cpu_entry_data(hits[k]), &h)
+                            : KVS_DEV_STOPPED;
+        kvs__cpu_tier_release(e->cpu, hits[k]);
+        hits[k] = NULL;
+        if (rc == KVS_DEV_OK) {
+            KVS_STAT_ADD(e, hits_cpu, 1);
+            KVS_STAT_ADD(e, bytes_cpu_hit, c->payload);
+            continue;
+        }
+        atomic_store(&c->state, KVS_CH_FAILED);
+        c->reason = (int)STAT_OFF(miss_nomem);
+        KVS_STAT_ADD(e, miss_nomem, 1);
+        cut_at(op, k);
+    }
 }
 
 kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
@@ -966,6 +1141,9 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
     for (uint32_t k = i; k < op->nchunks; k++)
         atomic_store(&op->chunks[k].state, KVS_CH_CANCELLED);
     atomic_store(&op->cut, i);
+
+    if (op->dev)
+        put_cpu_hits_dev(op, cpu_hits, i);
 
     /* Layer counts and references before any task can run. */
     atomic_store(&op->chunks_left, nread);
@@ -1139,7 +1317,7 @@ void kvs_op_free(kvs_op *op)
     if (!complete) {
         if (op->kind == KVS_OP_RETRIEVE)
             op_abandon(op, false);
-        else
+        else if (!op->dev) /* GPU stores were captured: they go on */
             cancel_copies(op); /* host memory is the caller's again */
     }
     if (op->direct) {
@@ -1171,6 +1349,59 @@ kvs_status kvs_retrieve(kvs_engine *e, const uint32_t *tokens, size_t num_tokens
         return st;
     *loaded_tokens_out = (size_t)r.tokens;
     return KVS_OK;
+}
+
+/* Gathers each chunk to be written from GPU memory into its own staging
+ * area and computes its checksums there, so kvs_store returns with the
+ * caller's memory free.  A chunk without staging is dropped and counted like
+ * one the store queue has no room for.  Returns how many were dropped. */
+static uint32_t capture_dev(kvs_op *op, uint32_t nwrite)
+{
+    static int logged;
+    kvs_engine *e = op->engine;
+    uint32_t dropped = 0;
+    kvs_dev_rc rc = kvs__dev_capture_begin(op->dev, nwrite);
+    bool begun = rc == KVS_DEV_OK;
+    for (uint32_t i = 0; i < op->nchunks; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        if (atomic_load(&c->state) != KVS_CH_PENDING)
+            continue;
+        kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
+        if (rc == KVS_DEV_OK) {
+            kvs_dev_chunk dc = dev_chunk(c);
+            kvs_dev_rc r = kvs__dev_capture(op->dev, &dc, c->hdr.segment_sums, &c->stage);
+            if (r == KVS_DEV_OK)
+                continue;
+            if (r != KVS_DEV_NOMEM)
+                rc = r;
+            kvs__log_once(&logged, KVS_LOG_WARN,
+                          "GPU staging is full (cufile_buffer_size %llu MiB); chunks that do not "
+                          "fit are not stored (counted in kvstash_store_failures_total)",
+                          (unsigned long long)e->cfg->cufile_buffer_size);
+        }
+        atomic_store(&c->state, KVS_CH_DROPPED);
+        atomic_fetch_sub(&e->pending_bytes, c->payload);
+        atomic_fetch_sub(&e->pending_chunks, 1);
+        kvs__index_forget(e->index, c->key);
+        KVS_STAT_ADD(e, store_dropped, 1);
+        dropped++;
+    }
+    if (begun && kvs__dev_capture_end(op->dev) != KVS_DEV_OK) {
+        for (uint32_t i = 0; i < op->nchunks; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            if (atomic_load(&c->state) != KVS_CH_PENDING)
+                continue;
+            kvs__dev_stage_free(e->dev, c->stage);
+            c->stage = NULL;
+            atomic_store(&c->state, KVS_CH_FAILED);
+            atomic_fetch_sub(&e->pending_bytes, c->payload);
+            atomic_fetch_sub(&e->pending_chunks, 1);
+            kvs__index_forget(e->index, c->key);
+            KVS_STAT_ADD(e, store_failed_io, 1);
+            dropped++;
+        }
+    }
+    return dropped;
 }
 
 kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, const kvs_kv *kv,
@@ -1227,6 +1458,8 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
         atomic_fetch_add(&e->pending_chunks, 1);
         nwrite++;
     }
+    if (op->dev && nwrite)
+        nwrite -= capture_dev(op, nwrite);
     atomic_store(&op->chunks_left, nwrite);
     atomic_fetch_add(&op->refs, (int)nwrite);
     for (uint32_t i = 0; i < op->nchunks; i++)

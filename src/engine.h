@@ -9,6 +9,7 @@
 #include "collector.h"
 #include "config.h"
 #include "cpu_tier.h"
+#include "dev.h"
 #include "index.h"
 #include "io_pool.h"
 #include "kvmap.h"
@@ -29,6 +30,8 @@ struct kvs_engine {
     kvs_index *index;
     kvs_cpu_tier *cpu;             /* NULL when local_cpu is off */
     kvs_collector *collector;      /* capacity of the shared store */
+    kvs_dev *dev;                  /* GPU data path, opened by the first CUDA
+                                      op (under mu); NULL until then */
     kvs_stats stats;               /* counters; gauges filled on read */
 
     uint64_t chunk_payload;        /* bytes of a full chunk's payload */
@@ -98,6 +101,8 @@ struct kvs_xchunk {
     kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
     kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
     uint64_t t_start;
+    kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */
+    kvs_dev_file *dfile;           /* CUDA: cuFile registration of fd */
 };
 
 typedef enum kvs_op_kind { KVS_OP_STORE, KVS_OP_RETRIEVE } kvs_op_kind;
@@ -109,6 +114,7 @@ struct kvs_op {
     pthread_cond_t cv;             /* completion and layer progress */
     _Atomic int refs;              /* 1 for the handle + 1 per unresolved chunk */
     kvs_kvmap map;
+    kvs_dev_op *dev;               /* CUDA memory: the op's device tables */
     bool direct;                   /* KVS_KV_DIRECT on host memory */
     uint32_t nchunks;
     kvs_xchunk *chunks;

@@ -28,6 +28,9 @@ static void snapshot(kvs_engine *e, kvs_stats *s)
     s->pending_store_bytes = atomic_load(&e->pending_bytes);
     s->direct_io = e->store.direct;
     kvs__collector_stats(e->collector, s);
+    kvs_dev *dev = __atomic_load_n(&e->dev, __ATOMIC_ACQUIRE);
+    s->cufile_active = kvs__dev_cufile_active(dev);
+    s->cufile_fallbacks += kvs__dev_cufile_fallbacks(dev);
     uint64_t until = atomic_load(&e->unhealthy_until);
     s->store_unhealthy = until != 0 && kvs__now_ns() < until;
 }

@@ -3,6 +3,10 @@
  * memory beside the memcpy ceiling measured in the same run with the same
  * thread count, lookup latency for a long prompt, and key hashing speed.
  *
+ * With --device cuda:N the KV lives in a paged GPU cache (vLLM's layout,
+ * shuffled blocks) and the ceilings are pinned host-to-device and
+ * device-to-host copies measured in the same rounds.
+ *
  * Each figure is the median of several rounds, rounds of different kinds
  * interleaved, because a shared machine's memory bandwidth drifts.  The
  * chunk files are written to the configured store (a namespace of its own)
@@ -10,6 +14,7 @@
  * with use_direct_io off they come from the page cache.
  */
 #include "cli.h"
+#include "cli_gpu.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -136,7 +141,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     }
     if (optind < argc)
         return cli_usage_error("bench: unexpected argument \"%s\"", argv[optind]);
-    if (o->geo.device >= 0)
+    if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);
     return EXIT_OK;
@@ -210,6 +215,164 @@ static int run_throughput(kvs_engine *e, cli_kvbuf *src, cli_kvbuf *dst, const u
         dst->kv.flags = 0;
     }
     return EXIT_OK;
+}
+
+/* The same on GPU memory: per round the pinned copy ceilings, then a store
+ * (until every file is published) and a retrieve into a poisoned cache.
+ * The first round checks every byte that landed. */
+static int run_gpu_throughput(kvs_engine *e, cli_gpu *gsrc, cli_gpu *gdst, cli_kvbuf *src,
+                              cli_kvbuf *dst, const uint32_t *tokens, size_t n,
+                              uint64_t rounds, uint64_t chunk_bytes, size_t nchunks, double *h2d,
+                              double *d2h, double *st, double *st_call, double *rt)
+{
+    const double total = (double)chunk_bytes * (double)nchunks;
+    for (uint64_t r = 0; r < rounds; r++) {
+        int rc = cli_gpu_ceilings(gsrc->device, (size_t)1 << 30, 3, &h2d[r], &d2h[r]);
+        if (rc)
+            return rc;
+        size_t removed;
+        kvs_remove(e, tokens, n, &removed);
+        double t0 = cli_now();
+        kvs_op *op;
+        kvs_status s = kvs_store(e, tokens, n, &gsrc->kv, &op);
+        double t_call = cli_now();
+        kvs_op_result res = {0};
+        if (!s)
+            s = kvs_op_wait(op, -1, &res);
+        kvs_op_free(op);
+        if (s || res.tokens != n) {
+            fprintf(stderr, "kvstash: bench: store stored %" PRIu64 " of %zu tokens: %s\n",
+                    res.tokens, n, kvs_last_error());
+            return EXIT_IO;
+        }
+        double t1 = cli_now();
+        st[r] = (double)res.bytes / (t1 - t0) / 1e9;
+        st_call[r] = (double)res.bytes / (t_call - t0) / 1e9;
+        if ((rc = cli_gpu_poison(gdst, 0xee)))
+            return rc;
+        size_t loaded = 0;
+        t0 = cli_now();
+        s = kvs_retrieve(e, tokens, n, &gdst->kv, &loaded);
+        double dt = cli_now() - t0;
+        if (s || loaded != n) {
+            fprintf(stderr, "kvstash: bench: retrieve loaded %zu of %zu tokens: %s\n", loaded, n,
+                    kvs_last_error());
+            return EXIT_IO;
+        }
+        rt[r] = total / dt / 1e9;
+        if (r == 0) {
+            memset(dst->mem, 0, dst->bytes);
+            if ((rc = cli_gpu_download(gdst, dst)))
+                return rc;
+            if (memcmp(dst->mem, src->mem, src->bytes) != 0) {
+                fprintf(stderr, "kvstash: bench: bytes retrieved into GPU memory differ from the "
+                                "stored ones\n");
+                return EXIT_VERIFY;
+            }
+        }
+    }
+    return EXIT_OK;
+}
+
+/* cufile_buffer_size large enough to capture a whole round of stores. */
+static int size_staging(kvs_config *cfg, uint64_t chunk_bytes, size_t nchunks)
+{
+    char *v = NULL;
+    kvs_config_get(cfg, "cufile_buffer_size", &v, NULL);
+    uint64_t have = strtoull(v ? v : "0", NULL, 10);
+    kvs_free(v);
+    uint64_t need = ((chunk_bytes + 8192) * nchunks >> 20) + 512;
+    if (have >= need)
+        return EXIT_OK;
+    char text[32];
+    snprintf(text, sizeof text, "%" PRIu64, need);
+    printf("(cufile_buffer_size raised from %" PRIu64 " to %" PRIu64 " MiB so that a round of "
+           "stores fits the GPU staging)\n", have, need);
+    return set_cfg(cfg, "cufile_buffer_size", text);
+}
+
+/* max_pending_store_size large enough for a round of stores too. */
+static int size_pending(kvs_config *cfg, uint64_t chunk_bytes, size_t nchunks)
+{
+    char *v = NULL;
+    kvs_config_get(cfg, "max_pending_store_size", &v, NULL);
+    double have = strtod(v ? v : "0", NULL);
+    kvs_free(v);
+    double need = (double)chunk_bytes * (double)nchunks / 1e9 * 1.05;
+    if (have >= need)
+        return EXIT_OK;
+    char text[32];
+    snprintf(text, sizeof text, "%.3f", need);
+    return set_cfg(cfg, "max_pending_store_size", text);
+}
+
+/* The GPU part of cmd_bench: rows for one configuration. */
+static int bench_gpu(kvs_config *cfg, const bench_opts *o, const char *label, row *rows,
+                     size_t *nrows, double *h2d_out)
+{
+    kvs_engine *e = NULL;
+    kvs_status s = kvs_engine_open(cfg, &o->geo.ns, &e);
+    if (s)
+        return cli_fail(s, "bench: cannot open the store");
+    int rc = EXIT_OK;
+    uint32_t T = kvs_engine_chunk_size(e);
+    uint64_t chunk_bytes = kvs_engine_chunk_bytes(e);
+    size_t nchunks = (size_t)o->chunks, n = nchunks * T;
+    uint32_t *tokens = malloc(n * sizeof *tokens);
+    cli_kvbuf src = {0}, dst = {0};
+    cli_gpu gsrc = {0}, gdst = {0};
+    bool have_gpu = false;
+    if (!tokens || cli_kvbuf_alloc(&src, &o->geo.ns, n) || cli_kvbuf_alloc(&dst, &o->geo.ns, n)) {
+        fprintf(stderr, "kvstash: bench: out of memory for %zu chunks\n", nchunks);
+        rc = EXIT_IO;
+        goto out;
+    }
+    cli_make_tokens(tokens, n, (uint64_t)cli_now(), 0, 0);
+    cli_fill_payload(src.mem, 42, 0, src.bytes);
+    if ((rc = cli_gpu_alloc(&gsrc, &src, o->geo.device, 7)) ||
+        (rc = cli_gpu_alloc(&gdst, &dst, o->geo.device, 7)))
+        goto out;
+    have_gpu = true;
+    if ((rc = cli_gpu_upload(&gsrc, &src)))
+        goto out;
+    double h2d[MAX_ROUNDS], d2h[MAX_ROUNDS], st[MAX_ROUNDS], stc[MAX_ROUNDS], rt[MAX_ROUNDS];
+    rc = run_gpu_throughput(e, &gsrc, &gdst, &src, &dst, tokens, n, o->rounds, chunk_bytes,
+                            nchunks, h2d, d2h, st, stc, rt);
+    if (rc)
+        goto out;
+    double up = median(h2d, o->rounds), down = median(d2h, o->rounds);
+    if (!*h2d_out) {
+        rows[(*nrows)++] = (row){"pinned host-to-device copy ceiling", up, 0, "GB/s"};
+        rows[(*nrows)++] = (row){"pinned device-to-host copy ceiling", down, 0, "GB/s"};
+        *h2d_out = up;
+    }
+    static char keep[2][3][80]; /* row names outlive this call */
+    static int used;
+    int k = used++ % 2;
+    snprintf(keep[k][0], sizeof keep[k][0], "retrieve files -> GPU%.30s", label);
+    snprintf(keep[k][1], sizeof keep[k][1], "store GPU -> files, until published%.30s", label);
+    snprintf(keep[k][2], sizeof keep[k][2], "store call returns (gather done)%.30s", label);
+    rows[(*nrows)++] = (row){keep[k][0], median(rt, o->rounds), up, "GB/s"};
+    rows[(*nrows)++] = (row){keep[k][1], median(st, o->rounds), down, "GB/s"};
+    rows[(*nrows)++] = (row){keep[k][2], median(stc, o->rounds), down, "GB/s"};
+    size_t removed;
+    kvs_remove(e, tokens, n, &removed);
+    kvs_stats stats;
+    if (kvs_engine_stats(e, &stats, sizeof stats) == KVS_OK)
+        printf("%s: cufile_active %" PRIu64 ", cufile_fallbacks %" PRIu64 ", checksum misses %" PRIu64
+               "\n",
+               label[0] ? label + 1 : "gpu", stats.cufile_active, stats.cufile_fallbacks,
+               stats.miss_checksum);
+out:
+    kvs_engine_close(e);
+    if (have_gpu) {
+        cli_gpu_free(&gsrc);
+        cli_gpu_free(&gdst);
+    }
+    free(tokens);
+    cli_kvbuf_free(&src);
+    cli_kvbuf_free(&dst);
+    return rc;
 }
 
 /* Microseconds per lookup of a 131072-token prompt. */
@@ -312,6 +475,52 @@ static void hash_speed(row *rows, size_t *nrows, uint64_t rounds)
     free(keys);
 }
 
+/* `kvstash bench --device cuda:N`: the GPU figures beside the pinned copy
+ * ceilings, page cache first, then O_DIRECT from the disk (--direct-io). */
+static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
+{
+    kvs_engine *e = NULL;
+    kvs_status s = kvs_engine_open(cfg, &o->geo.ns, &e);
+    if (s)
+        return cli_fail(s, "bench: cannot open the store");
+    uint64_t chunk_bytes = kvs_engine_chunk_bytes(e);
+    uint32_t T = kvs_engine_chunk_size(e);
+    printf("kvstash bench on cuda:%d (%s): %u layers x %u planes x %u tokens = %.1f MiB chunks, "
+           "%" PRIu64 " chunks (%.2f GiB, %" PRIu64 " tokens), paged cache (blocks of 16, shuffled), "
+           "%u threads, %" PRIu64 " rounds (medians)\n",
+           o->geo.device, cli_gpu_name(o->geo.device), o->geo.ns.num_layers,
+           o->geo.ns.layout == KVS_LAYOUT_MLA ? 1 : 2, T, (double)chunk_bytes / 1048576.0,
+           o->chunks, (double)chunk_bytes * (double)o->chunks / 1073741824.0, o->chunks * T,
+           threads, o->rounds);
+    printf("store: %s\n", kvs_engine_namespace_path(e));
+    kvs_engine_close(e);
+    int rc = size_staging(cfg, chunk_bytes, (size_t)o->chunks);
+    if (!rc)
+        rc = size_pending(cfg, chunk_bytes, (size_t)o->chunks);
+    if (rc)
+        return rc;
+    row rows[32];
+    size_t nrows = 0;
+    double h2d = 0;
+    if ((rc = bench_gpu(cfg, o, "", rows, &nrows, &h2d)))
+        return rc;
+    double rt = rows[2].value, st = rows[3].value, d2h = rows[1].value;
+    if (o->direct_io) {
+        if ((rc = set_cfg(cfg, "use_direct_io", "true")) ||
+            (rc = bench_gpu(cfg, o, ", O_DIRECT", rows, &nrows, &h2d)))
+            return rc;
+    }
+    hash_speed(rows, &nrows, o->rounds);
+    printf("\n%-44s %17s %17s %6s\n", "figure", "value", "ceiling", "ratio");
+    for (size_t i = 0; i < nrows; i++)
+        print_row(&rows[i]);
+    printf("\ngoal: retrieve >= 0.90 of host-to-device: %.2f, %s\n", rt / h2d,
+           rt / h2d >= 0.90 ? "met" : "NOT met");
+    printf("goal: store >= 0.80 of device-to-host: %.2f, %s\n", st / d2h,
+           st / d2h >= 0.80 ? "met" : "NOT met");
+    return EXIT_OK;
+}
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o;
@@ -337,6 +546,10 @@ int cmd_bench(int argc, char **argv)
         (rc = set_cfg(cfg, "log_level", "warning")))
         goto out_cfg;
 
+    if (o.geo.device >= 0) {
+        rc = cmd_bench_gpu(cfg, &o, threads);
+        goto out_cfg;
+    }
     kvs_engine *e = NULL;
     kvs_status s = kvs_engine_open(cfg, &o.geo.ns, &e);
     if (s) {

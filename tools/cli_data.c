@@ -4,6 +4,7 @@
  * key and position, so that every restored byte can be checked.
  */
 #include "cli.h"
+#include "cli_gpu.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -153,7 +154,7 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
     if (o->prefix_tokens > o->tokens)
         return cli_usage_error("--shared-prefix: %" PRIu64 " prefix tokens exceed --tokens %" PRIu64,
                                o->prefix_tokens, o->tokens);
-    if (o->geo.device >= 0)
+    if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("--device cuda:%d: this kvstash was built without CUDA support",
                                o->geo.device);
     return EXIT_OK;
@@ -168,7 +169,15 @@ typedef struct prompt {
     uint64_t *seeds;
     size_t nchunks;
     cli_kvbuf buf;
+    bool on_gpu;        /* --device cuda:N: the KV lives in gpu, buf checks it */
+    cli_gpu gpu;
 } prompt;
+
+/* The KV description store and retrieve use. */
+static const kvs_kv *prompt_kv(const prompt *p)
+{
+    return p->on_gpu ? &p->gpu.kv : &p->buf.kv;
+}
 
 static void prompt_free(prompt *p)
 {
@@ -177,6 +186,8 @@ static void prompt_free(prompt *p)
     free(p->tokens);
     free(p->seeds);
     cli_kvbuf_free(&p->buf);
+    if (p->on_gpu)
+        cli_gpu_free(&p->gpu);
 }
 
 static int prompt_open(prompt *p, const prompt_opts *o)
@@ -194,6 +205,10 @@ static int prompt_open(prompt *p, const prompt_opts *o)
     if (!p->tokens || cli_kvbuf_alloc(&p->buf, &o->geo.ns, p->n) != 0) {
         fprintf(stderr, "kvstash: out of memory for a %zu-token prompt\n", p->n);
         return EXIT_IO;
+    }
+    if (o->geo.device >= 0) {
+        p->on_gpu = true;
+        return cli_gpu_alloc(&p->gpu, &p->buf, o->geo.device, o->seeds[0]);
     }
     return EXIT_OK;
 }
@@ -275,9 +290,11 @@ int cmd_store(int argc, char **argv)
             break;
         for (size_t c = 0; c < p.nchunks; c++)
             for_chunk_rows(&p, c, fill_fn, 0);
+        if (p.on_gpu && (rc = cli_gpu_upload(&p.gpu, &p.buf)))
+            break;
         double t0 = cli_now();
         kvs_op *op = NULL;
-        kvs_status st = kvs_store(p.engine, p.tokens, p.n, &p.buf.kv, &op);
+        kvs_status st = kvs_store(p.engine, p.tokens, p.n, prompt_kv(&p), &op);
         kvs_op_result r = {0};
         if (!st)
             st = kvs_op_wait(op, -1, &r);
@@ -347,11 +364,13 @@ int cmd_retrieve(int argc, char **argv)
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
         memset(p.buf.mem, 0xee, p.buf.bytes); /* poison: nothing passes by accident */
+        if (p.on_gpu && (rc = cli_gpu_poison(&p.gpu, 0xee)))
+            break;
         size_t avail = 0, loaded = 0;
         kvs_status st = kvs_lookup(p.engine, p.tokens, p.n, &avail);
         double t0 = cli_now();
         if (!st)
-            st = kvs_retrieve(p.engine, p.tokens, p.n, &p.buf.kv, &loaded);
+            st = kvs_retrieve(p.engine, p.tokens, p.n, prompt_kv(&p), &loaded);
         double dt = cli_now() - t0;
         if (st) {
             rc = cli_fail(st, "retrieve");
@@ -366,6 +385,9 @@ int cmd_retrieve(int argc, char **argv)
                o.seeds[i], loaded, p.n, avail, (double)bytes / 1048576.0, dt,
                dt > 0 ? (double)bytes / dt / 1e9 : 0.0);
         if (o.verify) {
+            /* GPU: the bytes that landed in device memory, copied back */
+            if (p.on_gpu && (rc = cli_gpu_download(&p.gpu, &p.buf)))
+                break;
             size_t b = verify_loaded(&p, loaded);
             bad += b;
             if (b)

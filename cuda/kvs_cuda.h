@@ -1,0 +1,96 @@
+/*
+ * kvs_cuda.h - kvstash's CUDA kernels behind a plain-C interface.
+ *
+ * Three jobs, each a launcher that takes a stream, queues its kernel and
+ * returns at once:
+ *
+ *   gather   rows of a chunk from the caller's (paged) KV memory into a
+ *            contiguous, layer-major payload range in a staging buffer;
+ *   scatter  the reverse: a verified payload range into the KV memory;
+ *   sums     XXH3-64 (seed 0) of each segment of a staging range, the same
+ *            function as the CPU's kvs__checksum, optionally compared with
+ *            expected sums so that a later scatter can be gated on the result
+ *            without a round trip to the host.
+ *
+ * The addressing is exactly that of src/kvmap.c: payload row r of a chunk of
+ * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T) and lives at
+ *
+ *   layers[layer] + plane * plane_stride + (slot / block_size) * block_stride
+ *                 + (slot % block_size) * slot_stride
+ *
+ * with slot = slots[t0 + token] (or t0 + token when slots is NULL); rows of
+ * negative slots are skipped by scatter and zero-filled by gather.
+ *
+ * Every launcher returns a kvs_cuda_status: the cudaError_t of the launch
+ * (0 on success), or cudaErrorInvalidValue (1) for arguments it rejects.
+ * Errors of the kernel itself surface at the stream's next synchronization.
+ */
+#ifndef KVS_CUDA_H
+#define KVS_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef int kvs_cuda_status; /* a cudaError_t; 0: success */
+
+/* One chunk's place in the caller's KV memory.  Pointers are device
+ * pointers except where noted. */
+typedef struct kvs_cuda_chunk {
+    const uint64_t *layers;  /* num_layers base addresses (device array) */
+    const int64_t *slots;    /* slot of each prompt token (device array), or
+                                NULL: token i has slot i */
+    uint64_t t0;             /* the chunk's first prompt token */
+    uint64_t block_size;     /* slots per block, >= 1 */
+    uint64_t slot_stride;    /* bytes */
+    uint64_t block_stride;   /* bytes */
+    uint64_t plane_stride;   /* bytes */
+    uint32_t num_layers;
+    uint32_t num_planes;     /* 2 (K and V) or 1 (MLA) */
+    uint32_t tokens;         /* tokens in the chunk */
+    uint32_t row_bytes;      /* bytes of one token's row in one plane */
+    uint32_t vec_bytes;      /* access width: 16, 8, 4, 2 or 1; must divide
+                                row_bytes, the strides, every layer address,
+                                the staging address and the range (see
+                                kvs_cuda_vec_bytes) */
+} kvs_cuda_chunk;
+
+/* The widest access (16, 8, 4, 2 or 1 bytes) that every one of the n values
+ * (addresses, strides, sizes, offsets) is a multiple of. */
+uint32_t kvs_cuda_vec_bytes(const uint64_t *values, size_t n);
+
+/* Copies payload bytes [off, off + len) of the chunk from the KV memory into
+ * staging (staging holds payload byte off at its first byte).  off and len
+ * are multiples of vec_bytes; off + len <= the chunk's payload. */
+kvs_cuda_status kvs_cuda_gather(const kvs_cuda_chunk *c, uint64_t off, uint64_t len, void *staging,
+                                void *stream);
+
+/* Copies staging (payload bytes [off, off + len)) into the KV memory.  When
+ * gate is not NULL (a device word), nothing is written unless *gate == 0 at
+ * the time the kernel runs. */
+kvs_cuda_status kvs_cuda_scatter(const kvs_cuda_chunk *c, uint64_t off, uint64_t len,
+                                 const void *staging, const uint32_t *gate, void *stream);
+
+/*
+ * XXH3-64 (seed 0) of each segment of data[0, len): segment i is bytes
+ * [i * seg_bytes, min((i + 1) * seg_bytes, len)).  Every segment must be
+ * longer than 240 bytes (XXH3's long-input path; kvstash's segments are at
+ * least 4096), data 16-byte aligned.  sums (device, may be NULL) receives
+ * the sums; when expected (device, may be NULL) is given, each segment whose
+ * sum differs adds 1 to *mismatches (device word, not cleared here).
+ */
+kvs_cuda_status kvs_cuda_segment_sums(const void *data, uint64_t len, uint32_t seg_bytes,
+                                      uint64_t *sums, const uint64_t *expected,
+                                      uint32_t *mismatches, void *stream);
+
+/* The text of a kvs_cuda_status (cudaGetErrorString). */
+const char *kvs_cuda_strerror(kvs_cuda_status st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVS_CUDA_H */

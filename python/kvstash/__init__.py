@@ -1,0 +1,66 @@
+"""kvstash: KV cache of LLM inference engines on a shared filesystem.
+
+A Python layer over libkvstash (ctypes; see kvstash/_lib.py for where the
+library is found: KVSTASH_LIBRARY, next to this package, then the system
+loader).
+
+    import kvstash
+    cfg = kvstash.Config.load()                 # LMCACHE_CONFIG_FILE + LMCACHE_*
+    with kvstash.Engine(cfg, model="m", num_layers=32, num_kv_heads=8,
+                        head_dim=128, dtype="bf16") as eng:
+        eng.store(tokens, kv_buffer, wait=True)
+        loaded = eng.retrieve(tokens, kv_buffer)
+
+The vLLM connector is kvstash.vllm.KvstashConnector.
+"""
+
+import logging as _logging
+
+from . import _lib
+from ._lib import (ConfigError, InvalidArgumentError, KvstashError, KvstashTimeoutError,
+                   NotFoundError, UnsupportedError)
+from .config import Config, doctor, reference_markdown
+from .engine import Engine, Op, OpResult, chunk_keys, parse_dtype
+from .kv import KV, slot_mapping_from_blocks
+from . import metrics
+
+__all__ = [
+    "Config", "Engine", "Op", "OpResult", "KV", "KvstashError", "ConfigError",
+    "InvalidArgumentError", "NotFoundError", "UnsupportedError", "KvstashTimeoutError",
+    "chunk_keys", "doctor", "reference_markdown", "slot_mapping_from_blocks", "metrics",
+    "version", "library_path", "log_to_python", "parse_dtype",
+]
+
+__version__ = "0.1.0"
+
+
+def version():
+    """The version of the loaded libkvstash ("0.1.0")."""
+    return _lib.load().kvs_version_string().decode()
+
+
+def library_path():
+    """The path of the loaded libkvstash."""
+    return _lib.library_path()
+
+
+_LEVELS = {0: _logging.ERROR, 1: _logging.WARNING, 2: _logging.INFO, 3: _logging.DEBUG}
+_log_cb = None
+
+
+def log_to_python(logger="kvstash"):
+    """Routes the library's log lines to a Python logger (default
+    logging.getLogger("kvstash")) instead of standard error."""
+    global _log_cb
+    log = _logging.getLogger(logger) if isinstance(logger, str) else logger
+
+    def emit(_ctx, level, msg):
+        try:
+            log.log(_LEVELS.get(level, _logging.INFO), "%s", msg.decode("utf-8", "replace"))
+        except Exception:
+            pass
+
+    cb = _lib.LOG_FN(emit)
+    _lib.load().kvs_set_log_handler(cb, None)
+    _log_cb = cb  # the library holds the pointer: keep the callback alive
+    return log

@@ -1,0 +1,1262 @@
+/*
+ * dev_cuda.c - the device data path (see dev.h for the flow).
+ *
+ * Staging: one VRAM buffer (the arena) of cufile_buffer_size MiB, allocated
+ * and, when cuFile is in use, registered with cuFile once.  Its first part
+ * is cut into slots, one per I/O worker, each a piece long and paired with
+ * a pinned host slice, a stream, events and a few words for checksums; the
+ * rest is handed out in 4 KiB-aligned extents to captured store chunks.
+ * Slots and extents come from free lists under a mutex: a worker takes a
+ * slot for one piece and gives it back, so nothing is allocated per I/O.
+ *
+ * Retrieve of a piece: the worker reads 1 MiB units into its pinned slice
+ * and queues each unit's copy to VRAM on its own stream as soon as it is
+ * read, so the copy of one unit overlaps the read of the next and the
+ * workers' copies overlap each other on separate streams.  (Through cuFile
+ * the units land in VRAM directly.)  Then, on the same stream: the expected
+ * sums go up, a kernel hashes every segment and counts mismatches, and the
+ * scatter kernel - ordered after the event recorded on the caller's stream
+ * when the op began, and gated on the mismatch count on the device - writes
+ * the caller's cache.  One synchronization per piece reads the verdict back.
+ * Verifying on the GPU keeps the CPUs, the scarce resource of this path, for
+ * system calls; bench/RESULTS.md has the figures behind that choice.
+ *
+ * Store: kvs__dev_capture queues, per chunk, the gather into its extent, the
+ * zeroing of the padding and the segment sums, all on one stream ordered
+ * after the caller's stream; capture_end synchronizes once.  Pieces then
+ * copy units back to the slot's pinned slice and write each as soon as its
+ * copy completes (an event per unit), or hand the extent to cuFileWrite.
+ *
+ * cuFile: io_path=auto writes and reads a probe file on the store through
+ * cuFile at open, and uses cuFile only if that works; io_path=cufile uses it
+ * without the probe.  Either way a file cuFile cannot register, or a
+ * transfer it fails, is served by the POSIX path, counted and logged once.
+ */
+#include "dev.h"
+
+#include "chunk_file.h"
+#include "io_cufile.h"
+#include "io_ops.h"
+#include "kvs_cuda.h"
+
+#include <cuda_runtime_api.h>
+#include <assert.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define UNIT_BYTES (1ull << 20)  /* one system call and one copy */
+#define MAX_UNITS 64             /* per piece */
+#define SMALL_BYTES 4096u        /* per slot: expected sums and the verdict */
+#define SUMS_MAX (KVS_MAX_SEGMENTS)
+#define PROBE_BYTES (64u * 1024u)
+
+typedef struct dev_slot {
+    struct dev_slot *next;      /* free list */
+    char *host;                 /* pinned, slot_bytes */
+    char *dev;                  /* arena + dev_off */
+    uint64_t dev_off;
+    cudaStream_t stream;
+    cudaEvent_t ev[MAX_UNITS];  /* blocking-sync: a waiting worker sleeps */
+    cudaEvent_t done;
+    uint64_t *host_sums;        /* pinned */
+    uint32_t *host_flag;        /* pinned */
+    uint64_t *dev_sums;
+    uint32_t *dev_flag;
+} dev_slot;
+
+typedef struct extent {
+    uint64_t off, len;
+} extent;
+
+typedef struct cap_item {
+    uint64_t *dst;
+    uint32_t nseg;
+} cap_item;
+
+struct kvs_dev {
+    int device;
+    kvs_dev_params p;
+    uint64_t unit;               /* bytes per read/write call and per copy */
+
+    char *arena;                 /* VRAM staging */
+    uint64_t arena_bytes;
+    bool registered;             /* with cuFile */
+    pthread_mutex_t arena_mu;
+    extent *free_ext;            /* sorted by offset, coalesced */
+    uint32_t nfree, capfree;
+
+    pthread_mutex_t slot_mu;
+    dev_slot *slots;
+    dev_slot *free_slots;
+    uint32_t nslots;
+    char *slot_host;             /* pinned, nslots * slot_bytes */
+    char *small_host;            /* pinned, nslots * SMALL_BYTES */
+    char *small_dev;             /* nslots * SMALL_BYTES */
+
+    pthread_mutex_t cap_mu;      /* one capture at a time */
+    cudaStream_t cap_stream;
+    uint64_t *cap_sums;          /* pinned, cap_max * SUMS_MAX */
+    cap_item *cap_items;
+    uint32_t cap_max, cap_n;
+    bool cap_failed;
+
+    cudaStream_t ctl;            /* op tables */
+
+    bool cufile;                 /* the cuFile path is in use */
+    bool host_registered;        /* slot_host is registered, not HostAlloc'd */
+    uint32_t ring;               /* units of a slot's pinned slice in flight */
+    /* where the time of the pieces went (logged at close) */
+    _Atomic uint64_t n_read, ns_pread, ns_ring, ns_tail;
+    _Atomic uint64_t n_write, ns_d2h, ns_pwrite;
+    char reason[320];            /* why this data path */
+    _Atomic uint64_t fallbacks;
+    int logged_cuda, logged_fallback;
+};
+
+struct kvs_dev_op {
+    kvs_dev *d;
+    kvs_cuda_chunk proto;        /* everything but t0 and tokens */
+    void *tables;                /* device: layer addresses, then slots */
+    bool tables_async;
+    cudaEvent_t start;           /* on the caller's stream at op start */
+};
+
+struct kvs_dev_stage {
+    uint64_t off, bytes;         /* the extent in the arena */
+    char *dev;                   /* arena + off: the padded payload */
+    uint64_t *dev_sums;          /* after the payload */
+};
+
+struct kvs_dev_file {
+    void *handle;
+    int fd;                      /* a second descriptor cuFile accepts, or -1 */
+};
+
+bool kvs__dev_built(void)
+{
+    return true;
+}
+
+/* Tuning knobs for benchmarks (not configuration: the defaults are the
+ * measured best, bench/RESULTS.md): KVSTASH_DEV_PIECE_MB, the retrieve piece,
+ * and KVSTASH_DEV_UNIT_KB, the bytes per system call and copy.  Read once. */
+static uint64_t knob(const char *name, uint64_t def, uint64_t scale)
+{
+    const char *v = getenv(name);
+    char *end = NULL;
+    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
+    return n && end && !*end && n <= 4096 ? n * scale : def;
+}
+
+static uint64_t piece_knob(void)
+{
+    static _Atomic uint64_t v;
+    uint64_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = knob("KVSTASH_DEV_PIECE_MB", 8ull << 20, 1ull << 20));
+    return x;
+}
+
+static uint32_t ring_knob(void)
+{
+    static _Atomic uint32_t v;
+    uint32_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = (uint32_t)knob("KVSTASH_DEV_RING", 4, 1));
+    return x;
+}
+
+static uint64_t unit_knob(void)
+{
+    static _Atomic uint64_t v;
+    uint64_t x = atomic_load(&v);
+    if (!x)
+        atomic_store(&v, x = knob("KVSTASH_DEV_UNIT_KB", UNIT_BYTES, 1024));
+    return x;
+}
+
+/* KVSTASH_DEV_PINNED: "alloc" takes the pinned slices from cudaHostAlloc,
+ * "register" allocates ordinary (huge-page) memory and pins it with
+ * cudaHostRegister.  See bench/RESULTS.md for which is the default and why. */
+static bool register_knob(void)
+{
+    const char *v = getenv("KVSTASH_DEV_PINNED");
+    return !(v && strcmp(v, "alloc") == 0);
+}
+
+uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store)
+{
+    /* Stores: one piece per chunk (pieces of one file would contend for its
+     * inode lock, and the write ring makes any length fit a slot).
+     * Retrieves: pieces of about 8 MiB, so several workers read a chunk. */
+    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20) : KVS_MIN(padded, piece_knob());
+    return KVS_ALIGN_UP(KVS_MAX(want, block_bytes), block_bytes);
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static kvs_dev_rc cuda_rc(kvs_dev *d, cudaError_t e, const char *what)
+{
+    kvs__log_once(&d->logged_cuda, KVS_LOG_ERROR,
+                  "CUDA %s failed on cuda:%d: %s (error %d); the chunk is a miss or an unstored "
+                  "chunk (further CUDA failures are counted, not logged)",
+                  what, d->device, cudaGetErrorString(e), (int)e);
+    return KVS_DEV_CUDA;
+}
+
+static kvs_status cuda_fail(cudaError_t e, const char *what, int device)
+{
+    return kvs__fail(KVS_ERR_CUDA, "CUDA %s on cuda:%d: %s (error %d)", what, device,
+                     cudaGetErrorString(e), (int)e);
+}
+
+/* Calls made in the caller's thread leave its CUDA context as they found it.
+ * The caller (PyTorch, with a CUDA runtime of its own) may work on another
+ * device than this engine, and both runtimes follow the driver's current
+ * context, so that is what is saved and restored, through the driver's own
+ * entry points (libcuda is loaded by then; the runtime opened it). */
+typedef int (*ctx_get_fn)(void **ctx);
+typedef int (*ctx_set_fn)(void *ctx);
+static _Atomic(ctx_get_fn) ctx_get;
+static _Atomic(ctx_set_fn) ctx_set;
+
+static void *dev_enter(const kvs_dev *d)
+{
+    ctx_get_fn get = atomic_load(&ctx_get);
+    if (!get) {
+        void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+        if (lib) {
+            atomic_store(&ctx_set, (ctx_set_fn)dlsym(lib, "cuCtxSetCurrent"));
+            atomic_store(&ctx_get, get = (ctx_get_fn)dlsym(lib, "cuCtxGetCurrent"));
+            dlclose(lib); /* RTLD_NOLOAD: only a reference was taken */
+        }
+    }
+    void *saved = NULL;
+    if (!get || get(&saved) != 0)
+        saved = NULL;
+    cudaSetDevice(d->device);
+    return saved;
+}
+
+static void dev_leave(const kvs_dev *d, void *saved)
+{
+    (void)d;
+    ctx_set_fn set = atomic_load(&ctx_set);
+    if (saved && set)
+        set(saved);
+}
+
+/* Whether a CUDA driver is installed at all, asked before the runtime is
+ * touched (so machines without one never initialize it). */
+static bool driver_present(char *why, size_t wlen)
+{
+    void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *e = dlerror();
+        snprintf(why, wlen, "no CUDA driver (libcuda.so.1: %s)", e ? e : "not found");
+        return false;
+    }
+    dlclose(h);
+    return true;
+}
+
+static void note_fallback(kvs_dev *d, int status, const char *what)
+{
+    atomic_fetch_add(&d->fallbacks, 1);
+    kvs__log_once(&d->logged_fallback, KVS_LOG_WARN,
+                  "cuFile could not serve a chunk file (%s: %s); the POSIX path serves it "
+                  "(further cases are counted in kvstash_cufile_fallbacks_total)",
+                  what, kvs__cufile_strerror(status));
+}
+
+/* Waits for everything queued on the slot's stream.  Through a
+ * blocking-sync event rather than cudaStreamSynchronize, which may spin: the
+ * waiting worker's core is better spent on another worker's read. */
+static cudaError_t slot_wait(dev_slot *s)
+{
+    cudaError_t e = cudaEventRecord(s->done, s->stream);
+    return e != cudaSuccess ? e : cudaEventSynchronize(s->done);
+}
+
+/* ---- the arena ---------------------------------------------------------- */
+
+static bool arena_alloc(kvs_dev *d, uint64_t bytes, uint64_t *off_out)
+{
+    bytes = KVS_ALIGN_UP(bytes, (uint64_t)KVS_FILE_ALIGN);
+    bool ok = false;
+    pthread_mutex_lock(&d->arena_mu);
+    if (d->nfree + 2 > d->capfree) {  /* room for the split a later free may need */
+        uint32_t cap = d->capfree ? d->capfree * 2 : 16;
+        extent *n = kvs__realloc(d->free_ext, cap * sizeof *n);
+        if (!n)
+            goto out;
+        d->free_ext = n;
+        d->capfree = cap;
+    }
+    for (uint32_t i = 0; i < d->nfree; i++) {
+        extent *x = &d->free_ext[i];
+        if (x->len < bytes)
+            continue;
+        *off_out = x->off;
+        x->off += bytes;
+        x->len -= bytes;
+        if (x->len == 0) {
+            memmove(x, x + 1, (d->nfree - i - 1) * sizeof *x);
+            d->nfree--;
+        }
+        ok = true;
+        break;
+    }
+out:
+    pthread_mutex_unlock(&d->arena_mu);
+    return ok;
+}
+
+static void arena_free(kvs_dev *d, uint64_t off, uint64_t bytes)
+{
+    bytes = KVS_ALIGN_UP(bytes, (uint64_t)KVS_FILE_ALIGN);
+    pthread_mutex_lock(&d->arena_mu);
+    uint32_t i = 0;
+    while (i < d->nfree && d->free_ext[i].off < off)
+        i++;
+    bool merge_prev = i > 0 && d->free_ext[i - 1].off + d->free_ext[i - 1].len == off;
+    bool merge_next = i < d->nfree && off + bytes == d->free_ext[i].off;
+    if (merge_prev && merge_next) {
+        d->free_ext[i - 1].len += bytes + d->free_ext[i].len;
+        memmove(&d->free_ext[i], &d->free_ext[i + 1], (d->nfree - i - 1) * sizeof(extent));
+        d->nfree--;
+    } else if (merge_prev) {
+        d->free_ext[i - 1].len += bytes;
+    } else if (merge_next) {
+        d->free_ext[i].off = off;
+        d->free_ext[i].len += bytes;
+    } else {
+        /* capacity was reserved by the allocation that this frees */
+        assert(d->nfree < d->capfree);
+        memmove(&d->free_ext[i + 1], &d->free_ext[i], (d->nfree - i) * sizeof(extent));
+        d->free_ext[i] = (extent){off, bytes};
+        d->nfree++;
+    }
+    pthread_mutex_unlock(&d->arena_mu);
+}
+
+/* ---- slots -------------------------------------------------------------- */
+
+static dev_slot *slot_get(kvs_dev *d)
+{
+    pthread_mutex_lock(&d->slot_mu);
+    dev_slot *s = d->free_slots;
+    if (s)
+        d->free_slots = s->next;
+    pthread_mutex_unlock(&d->slot_mu);
+    return s;
+}
+
+static void slot_put(kvs_dev *d, dev_slot *s)
+{
+    pthread_mutex_lock(&d->slot_mu);
+    s->next = d->free_slots;
+    d->free_slots = s;
+    pthread_mutex_unlock(&d->slot_mu);
+}
+
+/* ---- cuFile self-test --------------------------------------------------- */
+
+/* Writes PROBE_BYTES from registered memory base+a to a new file in dir and
+ * reads them back to base+b through cuFile, then compares on the host.
+ * 0 on success, else why[] says which step failed and with what. */
+static int cufile_probe(const char *dir, bool direct, char *base, uint64_t a, uint64_t b,
+                        char *why, size_t wlen)
+{
+    const kvs_io_ops *io = kvs__io();
+    char path[KVS_PATH_MAX];
+    uint64_t r = 0;
+    io->getrandom(&r, sizeof r);
+    snprintf(path, sizeof path, "%s/.kvstash-cufile-probe.%016llx.tmp", dir, (unsigned long long)r);
+    int rc = -1;
+    void *fh = NULL;
+    char *host = NULL;
+    int fd = io->open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0), 0600);
+    if (fd < 0) {
+        snprintf(why, wlen, "cannot create a probe file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    int st = kvs__cufile_handle_register(fd, &fh);
+    if (st) {
+        snprintf(why, wlen, "cuFileHandleRegister on %s: %s", dir, kvs__cufile_strerror(st));
+        goto out;
+    }
+    if (cudaMemset(base + a, 0xa5, PROBE_BYTES) != cudaSuccess ||
+        cudaMemset(base + b, 0x00, PROBE_BYTES) != cudaSuccess ||
+        cudaDeviceSynchronize() != cudaSuccess) {
+        snprintf(why, wlen, "cudaMemset of the probe buffer failed");
+        goto out;
+    }
+    ssize_t n = kvs__cufile_write(fh, base, PROBE_BYTES, 0, (off_t)a);
+    if (n != PROBE_BYTES) {
+        snprintf(why, wlen, "cuFileWrite on %s: %s", dir,
+                 n < 0 ? kvs__cufile_strerror((int)-n) : "short write");
+        goto out;
+    }
+    n = kvs__cufile_read(fh, base, PROBE_BYTES, 0, (off_t)b);
+    if (n != PROBE_BYTES) {
+        snprintf(why, wlen, "cuFileRead on %s: %s", dir,
+                 n < 0 ? kvs__cufile_strerror((int)-n) : "short read");
+        goto out;
+    }
+    host = kvs__malloc(PROBE_BYTES);
+    if (!host || cudaMemcpy(host, base + b, PROBE_BYTES, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        snprintf(why, wlen, "copying the probe back failed");
+        goto out;
+    }
+    for (uint32_t i = 0; i < PROBE_BYTES; i++) {
+        if ((unsigned char)host[i] != 0xa5) {
+            snprintf(why, wlen, "cuFile read back different bytes than it wrote (at %u)", i);
+            goto out;
+        }
+    }
+    snprintf(why, wlen, "self-test passed: %u KiB written and read back through cuFile in %s",
+             PROBE_BYTES / 1024, dir);
+    rc = 0;
+out:
+    kvs__free(host);
+    kvs__cufile_handle_deregister(fh);
+    io->close(fd);
+    io->unlink(path);
+    return rc;
+}
+
+/* ---- open and close ------------------------------------------------------- */
+
+/* The pinned host slices.  Ordinary memory pinned with cudaHostRegister
+ * measured faster on the GPU test machine than cudaHostAlloc's for the
+ * CPU's side of the copies (pread into it, pwrite out of it), at the same
+ * DMA speed (bench/RESULTS.md). */
+static cudaError_t pinned_alloc(kvs_dev *d, void **p, size_t bytes)
+{
+    if (!d->host_registered)
+        return cudaHostAlloc(p, bytes, cudaHostAllocPortable);
+    const size_t huge = (size_t)2 << 20;
+    size_t n = KVS_ALIGN_UP(bytes, huge);
+    void *m = kvs__aligned_alloc(huge, n);
+    if (!m)
+        return cudaErrorMemoryAllocation;
+    madvise(m, n, MADV_HUGEPAGE);
+    memset(m, 0, n); /* fault the pages in before pinning them */
+    cudaError_t e = cudaHostRegister(m, n, cudaHostRegisterPortable);
+    if (e != cudaSuccess) {
+        kvs__free(m);
+        cudaGetLastError();
+        kvs__log(KVS_LOG_INFO, "cudaHostRegister of the staging failed (%s); using cudaHostAlloc",
+                 cudaGetErrorString(e));
+        d->host_registered = false;
+        return cudaHostAlloc(p, bytes, cudaHostAllocPortable);
+    }
+    *p = m;
+    return cudaSuccess;
+}
+
+static void pinned_free(kvs_dev *d, void *p)
+{
+    if (!p)
+        return;
+    if (!d->host_registered) {
+        cudaFreeHost(p);
+        return;
+    }
+    cudaHostUnregister(p);
+    kvs__free(p);
+}
+
+static void dev_destroy(kvs_dev *d)
+{
+    if (!d)
+        return;
+    if (atomic_load(&d->n_read) || atomic_load(&d->n_write))
+        kvs__log(KVS_LOG_INFO,
+                 "GPU data path on cuda:%d: %llu pieces read: %.0f ms in pread, %.0f ms waiting "
+                 "for copies, %.0f ms verify+scatter; %llu pieces written: %.0f ms waiting for "
+                 "copies, %.0f ms in pwrite (thread time; unit %llu KiB, ring %u)",
+                 d->device, (unsigned long long)d->n_read, d->ns_pread / 1e6, d->ns_ring / 1e6,
+                 d->ns_tail / 1e6, (unsigned long long)d->n_write, d->ns_d2h / 1e6,
+                 d->ns_pwrite / 1e6, (unsigned long long)(d->unit >> 10), d->ring);
+    void *prev = dev_enter(d);
+    cudaDeviceSynchronize();
+    if (d->registered)
+        kvs__cufile_buf_deregister(d->arena);
+    for (uint32_t i = 0; d->slots && i < d->nslots; i++) {
+        dev_slot *s = &d->slots[i];
+        for (int k = 0; k < MAX_UNITS; k++)
+            if (s->ev[k])
+                cudaEventDestroy(s->ev[k]);
+        if (s->done)
+            cudaEventDestroy(s->done);
+        if (s->stream)
+            cudaStreamDestroy(s->stream);
+    }
+    if (d->cap_stream)
+        cudaStreamDestroy(d->cap_stream);
+    if (d->ctl)
+        cudaStreamDestroy(d->ctl);
+    cudaFree(d->arena);
+    cudaFree(d->small_dev);
+    pinned_free(d, d->slot_host);
+    cudaFreeHost(d->small_host);
+    cudaFreeHost(d->cap_sums);
+    dev_leave(d, prev);
+    kvs__free(d->cap_items);
+    kvs__free(d->slots);
+    kvs__free(d->free_ext);
+    pthread_mutex_destroy(&d->arena_mu);
+    pthread_mutex_destroy(&d->slot_mu);
+    pthread_mutex_destroy(&d->cap_mu);
+    kvs__free(d);
+}
+
+/* Chooses cuFile or POSIX; fails only when io_path=cufile cannot have it. */
+static kvs_status choose_path(kvs_dev *d)
+{
+    const kvs_config *cfg = d->p.cfg;
+    if (cfg->io_path == KVS_IO_PATH_POSIX) {
+        snprintf(d->reason, sizeof d->reason, "posix (io_path is posix)");
+        return KVS_OK;
+    }
+    char why[256] = "";
+    int st = kvs__cufile_init(why, sizeof why);
+    if (st == 0) {
+        st = kvs__cufile_buf_register(d->arena, d->arena_bytes);
+        if (st)
+            snprintf(why, sizeof why, "cuFileBufRegister of %llu MiB: %s",
+                     (unsigned long long)(d->arena_bytes >> 20), kvs__cufile_strerror(st));
+        else
+            d->registered = true;
+    }
+    if (st == 0 && cfg->io_path == KVS_IO_PATH_AUTO) {
+        dev_slot *s0 = &d->slots[0];
+        st = cufile_probe(d->p.store->ns_path[0], d->p.store->direct, d->arena, s0->dev_off,
+                          s0->dev_off + PROBE_BYTES, why, sizeof why);
+        if (st) {
+            kvs__cufile_buf_deregister(d->arena);
+            d->registered = false;
+        }
+    }
+    if (st == 0) {
+        d->cufile = true;
+        snprintf(d->reason, sizeof d->reason, "cufile (%s; %s)", kvs__cufile_library(),
+                 cfg->io_path == KVS_IO_PATH_CUFILE ? "io_path is cufile" : why);
+        return KVS_OK;
+    }
+    if (cfg->io_path == KVS_IO_PATH_CUFILE)
+        return kvs__fail(KVS_ERR_CUFILE, "io_path is cufile, but cuFile cannot be used: %s", why);
+    snprintf(d->reason, sizeof d->reason, "posix (cuFile not usable: %s)", why);
+    return KVS_OK;
+}
+
+kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
+{
+    char why[256];
+    if (!driver_present(why, sizeof why))
+        return kvs__fail(KVS_ERR_UNSUPPORTED, "kv is CUDA memory, but %s", why);
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess)
+        return cuda_fail(e, "cudaGetDeviceCount", device);
+    if (device < 0 || device >= count)
+        return kvs__fail(KVS_ERR_INVALID, "kv.device %d: this machine has %d CUDA device(s)", device,
+                         count);
+    kvs_dev *d = kvs__calloc(1, sizeof *d);
+    if (!d)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the GPU data path");
+    d->device = device;
+    d->p = *p;
+    pthread_mutex_init(&d->arena_mu, NULL);
+    pthread_mutex_init(&d->slot_mu, NULL);
+    pthread_mutex_init(&d->cap_mu, NULL);
+    void *prev = dev_enter(d);
+    kvs_status st = KVS_OK;
+    const char *what = "cudaFree(0) (context)";
+    if ((e = cudaFree(NULL)) != cudaSuccess)
+        goto cuda;
+
+    uint64_t blk = p->block_bytes;
+    d->unit = KVS_ALIGN_UP(KVS_MAX(unit_knob(), blk), blk);
+    d->unit = KVS_MAX(d->unit, KVS_ALIGN_UP((p->slot_bytes + MAX_UNITS - 1) / MAX_UNITS, blk));
+    d->unit = KVS_MIN(d->unit, p->slot_bytes); /* both multiples of blk */
+    d->ring = (uint32_t)KVS_MIN(KVS_MIN((uint64_t)ring_knob(), (uint64_t)MAX_UNITS),
+                                p->slot_bytes / d->unit);
+    d->host_registered = register_knob();
+    d->nslots = p->slots;
+    uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
+    uint64_t want = (uint64_t)p->cfg->cufile_buffer_size << 20;
+    /* Room for the slots and at least two captured chunks whatever the
+     * configured size; say so when that makes the buffer larger. */
+    uint64_t need = slots_bytes + 2 * (p->chunk_padded + KVS_FILE_ALIGN);
+    d->arena_bytes = KVS_ALIGN_UP(KVS_MAX(want, need), (uint64_t)2 << 20);
+    if (d->arena_bytes > want)
+        kvs__log(KVS_LOG_INFO,
+                 "GPU staging: cufile_buffer_size %llu MiB is less than %u I/O slots and two "
+                 "chunks need; using %llu MiB",
+                 (unsigned long long)p->cfg->cufile_buffer_size, d->nslots,
+                 (unsigned long long)(d->arena_bytes >> 20));
+    what = "cudaMalloc of the staging buffer";
+    if ((e = cudaMalloc((void **)&d->arena, d->arena_bytes)) != cudaSuccess)
+        goto cuda;
+    what = "cudaMalloc";
+    if ((e = cudaMalloc((void **)&d->small_dev, (size_t)d->nslots * SMALL_BYTES)) != cudaSuccess)
+        goto cuda;
+    what = "pinning the host staging";
+    if ((e = pinned_alloc(d, (void **)&d->slot_host, slots_bytes)) != cudaSuccess ||
+        (e = cudaHostAlloc((void **)&d->small_host, (size_t)d->nslots * SMALL_BYTES,
+                           cudaHostAllocPortable)) != cudaSuccess)
+        goto cuda;
+    d->slots = kvs__calloc(d->nslots, sizeof *d->slots);
+    d->free_ext = kvs__calloc(16, sizeof *d->free_ext);
+    if (!d->slots || !d->free_ext) {
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the GPU data path");
+        goto fail;
+    }
+    d->capfree = 16;
+    d->nfree = 1;
+    d->free_ext[0] = (extent){slots_bytes, d->arena_bytes - slots_bytes};
+    what = "creating streams and events";
+    for (uint32_t i = 0; i < d->nslots; i++) {
+        dev_slot *s = &d->slots[i];
+        s->dev_off = (uint64_t)i * p->slot_bytes;
+        s->dev = d->arena + s->dev_off;
+        s->host = d->slot_host + (uint64_t)i * p->slot_bytes;
+        s->host_sums = (uint64_t *)(d->small_host + (size_t)i * SMALL_BYTES);
+        s->host_flag = (uint32_t *)(s->host_sums + SUMS_MAX);
+        s->dev_sums = (uint64_t *)(d->small_dev + (size_t)i * SMALL_BYTES);
+        s->dev_flag = (uint32_t *)(s->dev_sums + SUMS_MAX);
+        if ((e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) != cudaSuccess)
+            goto cuda;
+        const unsigned evf = cudaEventDisableTiming | cudaEventBlockingSync;
+        for (int k = 0; k < MAX_UNITS; k++)
+            if ((e = cudaEventCreateWithFlags(&s->ev[k], evf)) != cudaSuccess)
+                goto cuda;
+        if ((e = cudaEventCreateWithFlags(&s->done, evf)) != cudaSuccess)
+            goto cuda;
+        s->next = d->free_slots;
+        d->free_slots = s;
+    }
+    if ((e = cudaStreamCreateWithFlags(&d->cap_stream, cudaStreamNonBlocking)) != cudaSuccess ||
+        (e = cudaStreamCreateWithFlags(&d->ctl, cudaStreamNonBlocking)) != cudaSuccess)
+        goto cuda;
+
+    st = choose_path(d);
+    if (st)
+        goto fail;
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess)
+        snprintf(prop.name, sizeof prop.name, "?");
+    kvs__log(KVS_LOG_INFO,
+             "GPU data path on cuda:%d (%s): %s; %llu MiB VRAM staging, %u slots of %llu KiB, "
+             "%llu KiB per transfer, checksums verified on the GPU",
+             device, prop.name, d->reason, (unsigned long long)(d->arena_bytes >> 20), d->nslots,
+             (unsigned long long)(p->slot_bytes >> 10), (unsigned long long)(d->unit >> 10));
+    dev_leave(d, prev);
+    *out = d;
+    return KVS_OK;
+cuda:
+    st = cuda_fail(e, what, device);
+fail:
+    dev_leave(d, prev);
+    dev_destroy(d);
+    return st;
+}
+
+void kvs__dev_close(kvs_dev *d)
+{
+    dev_destroy(d);
+}
+
+int kvs__dev_device(const kvs_dev *d)
+{
+    return d->device;
+}
+
+bool kvs__dev_cufile_active(const kvs_dev *d)
+{
+    return d && d->cufile;
+}
+
+uint64_t kvs__dev_cufile_fallbacks(const kvs_dev *d)
+{
+    return d ? atomic_load(&((kvs_dev *)d)->fallbacks) : 0;
+}
+
+/* ---- ops -------------------------------------------------------------------- */
+
+kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
+{
+    kvs_dev_op *o = kvs__calloc(1, sizeof *o);
+    uint64_t *addr = kvs__malloc((m->num_layers + 4) * sizeof *addr);
+    if (!o || !addr) {
+        kvs__free(o);
+        kvs__free(addr);
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory starting a GPU operation");
+    }
+    o->d = d;
+    const kvs_kv *kv = &m->kv;
+    for (uint32_t l = 0; l < m->num_layers; l++)
+        addr[l] = (uint64_t)(uintptr_t)m->layers[l];
+    addr[m->num_layers] = m->row_bytes;
+    addr[m->num_layers + 1] = kv->slot_stride;
+    addr[m->num_layers + 2] = kv->block_stride;
+    addr[m->num_layers + 3] = kv->plane_stride;
+    uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + 4);
+    /* Host memory flagged as CUDA would make the kernels fault and poison the
+     * caller's CUDA context: check every layer pointer first. */
+    void *prev0 = dev_enter(d);
+    for (uint32_t l = 0; l < m->num_layers; l++) {
+        struct cudaPointerAttributes a;
+        cudaError_t pe = cudaPointerGetAttributes(&a, m->layers[l]);
+        if (pe != cudaSuccess || (a.type != cudaMemoryTypeDevice && a.type != cudaMemoryTypeManaged) ||
+            a.device != d->device) {
+            cudaGetLastError();
+            dev_leave(d, prev0);
+            kvs__free(o);
+            kvs__free(addr);
+            return kvs__fail(KVS_ERR_INVALID, "kv.layers[%u] (%p) is not CUDA memory of cuda:%d",
+                             l, m->layers[l], d->device);
+        }
+    }
+    dev_leave(d, prev0);
+    size_t layer_bytes = KVS_ALIGN_UP(m->num_layers * sizeof(uint64_t), 256);
+    size_t slot_bytes = m->slots ? m->num_tokens * sizeof(int64_t) : 0;
+    void *prev = dev_enter(d);
+    kvs_status st = KVS_OK;
+    const char *what = "cudaMallocAsync of the op's tables";
+    cudaError_t e = cudaMallocAsync(&o->tables, layer_bytes + slot_bytes, d->ctl);
+    o->tables_async = e == cudaSuccess;
+    if (e == cudaErrorNotSupported)
+        e = cudaMalloc(&o->tables, layer_bytes + slot_bytes);
+    if (e != cudaSuccess)
+        goto cuda;
+    what = "copying the op's tables";
+    if ((e = cudaMemcpyAsync(o->tables, addr, m->num_layers * sizeof(uint64_t),
+                             cudaMemcpyHostToDevice, d->ctl)) != cudaSuccess)
+        goto cuda;
+    if (slot_bytes && (e = cudaMemcpyAsync((char *)o->tables + layer_bytes, m->slots, slot_bytes,
+                                           cudaMemcpyHostToDevice, d->ctl)) != cudaSuccess)
+        goto cuda;
+    what = "recording an event on kv.cuda_stream";
+    if ((e = cudaEventCreateWithFlags(&o->start, cudaEventDisableTiming)) != cudaSuccess ||
+        (e = cudaEventRecord(o->start, (cudaStream_t)kv->cuda_stream)) != cudaSuccess)
+        goto cuda;
+    what = "cudaStreamSynchronize";
+    if ((e = cudaStreamSynchronize(d->ctl)) != cudaSuccess)
+        goto cuda;
+    o->proto = (kvs_cuda_chunk){
+        .layers = o->tables,
+        .slots = slot_bytes ? (const int64_t *)((char *)o->tables + layer_bytes) : NULL,
+        .block_size = kv->block_size,
+        .slot_stride = kv->slot_stride,
+        .block_stride = kv->block_stride,
+        .plane_stride = kv->plane_stride,
+        .num_layers = m->num_layers,
+        .num_planes = m->num_planes,
+        .row_bytes = (uint32_t)m->row_bytes,
+        .vec_bytes = vec,
+    };
+    dev_leave(d, prev);
+    kvs__free(addr);
+    *out = o;
+    return KVS_OK;
+cuda:
+    st = cuda_fail(e, what, d->device);
+    if (o->tables)
+        o->tables_async ? cudaFreeAsync(o->tables, d->ctl) : cudaFree(o->tables);
+    if (o->start)
+        cudaEventDestroy(o->start);
+    dev_leave(d, prev);
+    kvs__free(addr);
+    kvs__free(o);
+    return st;
+}
+
+void kvs__dev_op_end(kvs_dev_op *o)
+{
+    if (!o)
+        return;
+    kvs_dev *d = o->d;
+    void *prev = dev_enter(d);
+    if (o->tables_async)
+        cudaFreeAsync(o->tables, d->ctl);
+    else
+        cudaFree(o->tables);
+    cudaEventDestroy(o->start);
+    dev_leave(d, prev);
+    kvs__free(o);
+}
+
+static kvs_cuda_chunk chunk_of(const kvs_dev_op *o, const kvs_dev_chunk *c)
+{
+    kvs_cuda_chunk ch = o->proto;
+    ch.t0 = c->t0;
+    ch.tokens = c->tokens;
+    return ch;
+}
+
+/* ---- files ---------------------------------------------------------------- */
+
+/* cuFile refuses descriptors opened write-only or non-blocking (5019,
+ * CU_FILE_INVALID_FILE_OPEN_FLAG), which is how the store opens chunk files
+ * (O_NONBLOCK so a planted FIFO cannot hang a read).  The same file is then
+ * opened again through /proc/self/fd with flags cuFile takes. */
+static int reopen_for_cufile(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0)
+        return -1;
+    int acc = fl & O_ACCMODE;
+    int flags = (acc == O_RDONLY ? O_RDONLY : O_RDWR) | (fl & O_DIRECT) | O_CLOEXEC;
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return kvs__io()->open(path, flags, 0);
+}
+
+kvs_dev_file *kvs__dev_file_open(kvs_dev *d, int fd)
+{
+    if (!d->cufile)
+        return NULL;
+    void *h = NULL;
+    int fd2 = -1;
+    int st = kvs__cufile_handle_register(fd, &h);
+    if (st == 5019) {
+        fd2 = reopen_for_cufile(fd);
+        st = fd2 < 0 ? errno : kvs__cufile_handle_register(fd2, &h);
+    }
+    kvs_dev_file *f = st ? NULL : kvs__malloc(sizeof *f);
+    if (!f) {
+        if (st)
+            note_fallback(d, st, "cuFileHandleRegister");
+        kvs__cufile_handle_deregister(st ? NULL : h);
+        if (fd2 >= 0)
+            kvs__io()->close(fd2);
+        return NULL;
+    }
+    f->handle = h;
+    f->fd = fd2;
+    return f;
+}
+
+void kvs__dev_file_close(kvs_dev *d, kvs_dev_file *f)
+{
+    (void)d;
+    if (!f)
+        return;
+    kvs__cufile_handle_deregister(f->handle);
+    if (f->fd >= 0)
+        kvs__io()->close(f->fd);
+    kvs__free(f);
+}
+
+/* ---- retrieve --------------------------------------------------------------- */
+
+/* Verifies the slot's [0, len) against the expected sums and, on the
+ * device, only if they all match, scatters its payload part; waits. */
+static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk *c,
+                                 const uint64_t *sums, uint64_t off, uint64_t len,
+                                 const kvs_dev_hooks *h)
+{
+    kvs_dev *d = o->d;
+    const uint32_t seg = c->seg_bytes;
+    const uint32_t nseg = (uint32_t)((len + seg - 1) / seg);
+    memcpy(s->host_sums, sums + off / seg, nseg * sizeof(uint64_t));
+    cudaError_t e;
+    const char *what = "queuing the verification";
+    if ((e = cudaMemcpyAsync(s->dev_sums, s->host_sums, nseg * sizeof(uint64_t),
+                             cudaMemcpyHostToDevice, s->stream)) != cudaSuccess ||
+        (e = cudaMemsetAsync(s->dev_flag, 0, sizeof(uint32_t), s->stream)) != cudaSuccess ||
+        (e = (cudaError_t)kvs_cuda_segment_sums(s->dev, len, seg, NULL, s->dev_sums, s->dev_flag,
+                                                s->stream)) != cudaSuccess ||
+        (e = cudaStreamWaitEvent(s->stream, o->start, 0)) != cudaSuccess)
+        return cuda_rc(d, e, what);
+    uint64_t data_len = off < c->payload ? KVS_MIN(len, c->payload - off) : 0;
+    if (!h->copy_begin(h->ctx))
+        return KVS_DEV_STOPPED;
+    kvs_cuda_chunk ch = chunk_of(o, c);
+    what = "the scatter kernel";
+    e = data_len ? (cudaError_t)kvs_cuda_scatter(&ch, off, data_len, s->dev, s->dev_flag, s->stream)
+                 : cudaSuccess;
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(s->host_flag, s->dev_flag, sizeof(uint32_t), cudaMemcpyDeviceToHost,
+                            s->stream);
+    if (e == cudaSuccess) {
+        what = "waiting for the scatter";
+        e = slot_wait(s);
+    }
+    h->copy_end(h->ctx);
+    if (e != cudaSuccess)
+        return cuda_rc(d, e, what);
+    return *s->host_flag ? KVS_DEV_CHECKSUM : KVS_DEV_OK;
+}
+
+kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
+                               const uint64_t *sums, uint64_t off, uint64_t len,
+                               const kvs_dev_hooks *h, int *err_out)
+{
+    kvs_dev *d = o->d;
+    if (len > d->p.slot_bytes || off % c->seg_bytes)
+        return KVS_DEV_NOMEM; /* a piece the slots were not sized for */
+    dev_slot *s = slot_get(d);
+    if (!s)
+        return KVS_DEV_NOMEM;
+    cudaSetDevice(d->device);
+    kvs_dev_rc rc = KVS_DEV_OK;
+    bool use_cufile = f != NULL;
+    /* Host side: a ring of `ring` units, reused as soon as its copy to VRAM
+     * is done, so what the CPU writes is still in cache when the copy engine
+     * reads it; VRAM side: the whole piece, verified then scattered. */
+    const uint32_t ring = d->ring;
+    uint64_t k = 0, t_pread = 0, t_ring = 0, t0;
+    for (uint64_t u = 0; u < len; u += d->unit) {
+        if (h->stopped(h->ctx)) {
+            rc = KVS_DEV_STOPPED;
+            break;
+        }
+        uint64_t n = KVS_MIN(d->unit, len - u);
+        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + off + u);
+        if (use_cufile) {
+            ssize_t r = kvs__cufile_read(f->handle, d->arena, n, foff, (off_t)(s->dev_off + u));
+            if (r == (ssize_t)n)
+                continue;
+            note_fallback(d, r < 0 ? (int)-r : ENODATA, "cuFileRead");
+            use_cufile = false;
+        }
+        char *hbuf = s->host + (k % ring) * d->unit;
+        t0 = kvs__now_ns();
+        if (k >= ring) {
+            cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
+            if (e != cudaSuccess) {
+                rc = cuda_rc(d, e, "waiting for a copy to the staging buffer");
+                break;
+            }
+        }
+        uint64_t t1 = kvs__now_ns();
+        t_ring += t1 - t0;
+        if (kvs__pread_full(fd, hbuf, n, foff) != 0) {
+            *err_out = errno;
+            rc = KVS_DEV_IO;
+            break;
+        }
+        t_pread += kvs__now_ns() - t1;
+        cudaError_t e = cudaMemcpyAsync(s->dev + u, hbuf, n, cudaMemcpyHostToDevice, s->stream);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(s->ev[k % ring], s->stream);
+        if (e != cudaSuccess) {
+            rc = cuda_rc(d, e, "cudaMemcpyAsync to the staging buffer");
+            break;
+        }
+        k++;
+    }
+    t0 = kvs__now_ns();
+    if (rc == KVS_DEV_OK)
+        rc = verify_scatter(o, s, c, sums, off, len, h);
+    atomic_fetch_add(&d->n_read, 1);
+    atomic_fetch_add(&d->ns_pread, t_pread);
+    atomic_fetch_add(&d->ns_ring, t_ring);
+    atomic_fetch_add(&d->ns_tail, kvs__now_ns() - t0);
+    /* the slot's copies must be over before another piece reuses it */
+    cudaError_t e = slot_wait(s);
+    if (e != cudaSuccess && rc == KVS_DEV_OK)
+        rc = cuda_rc(d, e, "waiting for the staging copies");
+    slot_put(d, s);
+    return rc;
+}
+
+kvs_dev_rc kvs__dev_put_host(kvs_dev_op *o, const kvs_dev_chunk *c, const void *payload,
+                             const kvs_dev_hooks *h)
+{
+    kvs_dev *d = o->d;
+    dev_slot *s = slot_get(d);
+    if (!s)
+        return KVS_DEV_NOMEM;
+    void *prev = dev_enter(d);
+    kvs_dev_rc rc = KVS_DEV_OK;
+    kvs_cuda_chunk ch = chunk_of(o, c);
+    for (uint64_t u = 0; u < c->payload && rc == KVS_DEV_OK; u += d->p.slot_bytes) {
+        uint64_t n = KVS_MIN(d->p.slot_bytes, c->payload - u);
+        memcpy(s->host, (const char *)payload + u, n);
+        cudaError_t e = cudaMemcpyAsync(s->dev, s->host, n, cudaMemcpyHostToDevice, s->stream);
+        if (e == cudaSuccess)
+            e = cudaStreamWaitEvent(s->stream, o->start, 0);
+        if (e != cudaSuccess) {
+            rc = cuda_rc(d, e, "copying a CPU tier hit");
+            break;
+        }
+        if (!h->copy_begin(h->ctx)) {
+            rc = KVS_DEV_STOPPED;
+            break;
+        }
+        e = (cudaError_t)kvs_cuda_scatter(&ch, u, n, s->dev, NULL, s->stream);
+        if (e == cudaSuccess)
+            e = slot_wait(s);
+        h->copy_end(h->ctx);
+        if (e != cudaSuccess)
+            rc = cuda_rc(d, e, "scattering a CPU tier hit");
+    }
+    slot_wait(s);
+    slot_put(d, s);
+    dev_leave(d, prev);
+    return rc;
+}
+
+/* ---- store ------------------------------------------------------------------- */
+
+kvs_dev_rc kvs__dev_capture_begin(kvs_dev_op *o, uint32_t max_chunks)
+{
+    kvs_dev *d = o->d;
+    pthread_mutex_lock(&d->cap_mu);
+    void *prev = dev_enter(d);
+    kvs_dev_rc rc = KVS_DEV_OK;
+    if (max_chunks > d->cap_max) {
+        cudaFreeHost(d->cap_sums);
+        d->cap_sums = NULL;
+        kvs__free(d->cap_items);
+        d->cap_items = kvs__malloc(max_chunks * sizeof *d->cap_items);
+        cudaError_t e = cudaHostAlloc((void **)&d->cap_sums,
+                                      (size_t)max_chunks * SUMS_MAX * sizeof(uint64_t),
+                                      cudaHostAllocPortable);
+        if (e != cudaSuccess || !d->cap_items) {
+            d->cap_sums = NULL;
+            d->cap_max = 0;
+            rc = KVS_DEV_NOMEM;
+        } else {
+            d->cap_max = max_chunks;
+        }
+    }
+    d->cap_n = 0;
+    d->cap_failed = false;
+    if (rc == KVS_DEV_OK) {
+        cudaError_t e = cudaStreamWaitEvent(d->cap_stream, o->start, 0);
+        if (e != cudaSuccess)
+            rc = cuda_rc(d, e, "cudaStreamWaitEvent");
+    }
+    dev_leave(d, prev);
+    if (rc != KVS_DEV_OK)
+        pthread_mutex_unlock(&d->cap_mu);
+    return rc;
+}
+
+kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sums_out,
+                            kvs_dev_stage **stage_out)
+{
+    kvs_dev *d = o->d;
+    if (d->cap_n >= d->cap_max)
+        return KVS_DEV_NOMEM;
+    uint32_t nseg = kvs__segment_count(c->payload, c->seg_bytes);
+    uint64_t bytes = c->padded + KVS_FILE_ALIGN;
+    uint64_t off;
+    if (!arena_alloc(d, bytes, &off))
+        return KVS_DEV_NOMEM;
+    kvs_dev_stage *s = kvs__malloc(sizeof *s);
+    if (!s) {
+        arena_free(d, off, bytes);
+        return KVS_DEV_NOMEM;
+    }
+    s->off = off;
+    s->bytes = bytes;
+    s->dev = d->arena + off;
+    s->dev_sums = (uint64_t *)(s->dev + c->padded);
+    void *prev = dev_enter(d);
+    kvs_cuda_chunk ch = chunk_of(o, c);
+    cudaError_t e = (cudaError_t)kvs_cuda_gather(&ch, 0, c->payload, s->dev, d->cap_stream);
+    if (e == cudaSuccess && c->padded > c->payload)
+        e = cudaMemsetAsync(s->dev + c->payload, 0, c->padded - c->payload, d->cap_stream);
+    if (e == cudaSuccess)
+        e = (cudaError_t)kvs_cuda_segment_sums(s->dev, c->padded, c->seg_bytes, s->dev_sums, NULL,
+                                               NULL, d->cap_stream);
+    uint64_t *host = d->cap_sums + (size_t)d->cap_n * SUMS_MAX;
+    if (e == cudaSuccess)
+        e = cudaMemcpyAsync(host, s->dev_sums, nseg * sizeof(uint64_t), cudaMemcpyDeviceToHost,
+                            d->cap_stream);
+    dev_leave(d, prev);
+    if (e != cudaSuccess) {
+        d->cap_failed = true;
+        kvs__dev_stage_free(d, s);
+        return cuda_rc(d, e, "the gather kernel");
+    }
+    d->cap_items[d->cap_n++] = (cap_item){sums_out, nseg};
+    *stage_out = s;
+    return KVS_DEV_OK;
+}
+
+kvs_dev_rc kvs__dev_capture_end(kvs_dev_op *o)
+{
+    kvs_dev *d = o->d;
+    void *prev = dev_enter(d);
+    cudaError_t e = cudaStreamSynchronize(d->cap_stream);
+    dev_leave(d, prev);
+    kvs_dev_rc rc = KVS_DEV_OK;
+    if (e != cudaSuccess)
+        rc = cuda_rc(d, e, "cudaStreamSynchronize after the gathers");
+    else if (d->cap_failed)
+        rc = KVS_DEV_CUDA;
+    for (uint32_t i = 0; rc == KVS_DEV_OK && i < d->cap_n; i++)
+        memcpy(d->cap_items[i].dst, d->cap_sums + (size_t)i * SUMS_MAX,
+               d->cap_items[i].nseg * sizeof(uint64_t));
+    pthread_mutex_unlock(&d->cap_mu);
+    return rc;
+}
+
+kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_file *f,
+                                uint64_t off, uint64_t len, uint64_t data_len, void *cpu_copy,
+                                int *err_out)
+{
+    cudaSetDevice(d->device);
+    uint64_t u0 = 0;
+    if (f && !cpu_copy) {
+        for (; u0 < len; u0 += d->unit) {
+            uint64_t n = KVS_MIN(d->unit, len - u0);
+            ssize_t r = kvs__cufile_write(f->handle, d->arena, n,
+                                          (off_t)(KVS_PAYLOAD_OFFSET + off + u0),
+                                          (off_t)(st->off + off + u0));
+            if (r != (ssize_t)n) {
+                note_fallback(d, r < 0 ? (int)-r : EIO, "cuFileWrite");
+                break;
+            }
+        }
+        if (u0 >= len)
+            return KVS_DEV_OK;
+    }
+    dev_slot *s = slot_get(d);
+    if (!s)
+        return KVS_DEV_NOMEM;
+    /* The slot's pinned slice is a ring of units: copies run ahead of the
+     * writes by up to a ring's worth, so a piece may be longer than a slot. */
+    const uint64_t unit = d->unit;
+    const uint32_t ring = d->ring;
+    uint64_t t_d2h = 0, t_pwrite = 0;
+    const uint64_t nunits = (len - u0 + unit - 1) / unit;
+    kvs_dev_rc rc = KVS_DEV_OK;
+    uint64_t queued = 0;
+    for (uint64_t k = 0; k < nunits && rc == KVS_DEV_OK; k++) {
+        while (queued < nunits && queued < k + ring) {
+            uint64_t u = u0 + queued * unit, n = KVS_MIN(unit, len - u);
+            char *h = s->host + (queued % ring) * unit;
+            cudaError_t e = cudaMemcpyAsync(h, st->dev + off + u, n, cudaMemcpyDeviceToHost,
+                                            s->stream);
+            if (e == cudaSuccess)
+                e = cudaEventRecord(s->ev[queued % ring], s->stream);
+            if (e != cudaSuccess) {
+                rc = cuda_rc(d, e, "copying a captured chunk to pinned memory");
+                break;
+            }
+            queued++;
+        }
+        if (rc != KVS_DEV_OK)
+            break;
+        uint64_t u = u0 + k * unit, n = KVS_MIN(unit, len - u);
+        char *h = s->host + (k % ring) * unit;
+        uint64_t t0 = kvs__now_ns();
+        cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
+        if (e != cudaSuccess) {
+            rc = cuda_rc(d, e, "waiting for a copy to pinned memory");
+            break;
+        }
+        uint64_t t1 = kvs__now_ns();
+        t_d2h += t1 - t0;
+        if (cpu_copy && u < data_len)
+            memcpy((char *)cpu_copy + u, h, KVS_MIN(n, data_len - u));
+        if (kvs__pwrite_full(fd, h, n, (off_t)(KVS_PAYLOAD_OFFSET + off + u)) != 0) {
+            *err_out = errno;
+            rc = KVS_DEV_IO;
+        }
+        t_pwrite += kvs__now_ns() - t1;
+    }
+    atomic_fetch_add(&d->n_write, 1);
+    atomic_fetch_add(&d->ns_d2h, t_d2h);
+    atomic_fetch_add(&d->ns_pwrite, t_pwrite);
+    slot_wait(s);
+    slot_put(d, s);
+    return rc;
+}
+
+void kvs__dev_stage_free(kvs_dev *d, kvs_dev_stage *s)
+{
+    if (!s)
+        return;
+    arena_free(d, s->off, s->bytes);
+    kvs__free(s);
+}
+
+/* ---- doctor ----------------------------------------------------------------------- */
+
+void kvs__dev_doctor(const kvs_config *cfg, kvs_buf *b)
+{
+    char why[320];
+    if (!driver_present(why, sizeof why)) {
+        kvs_buf_printf(b, "gpu: none (%s)\n", why);
+        kvs_buf_printf(b, "cuFile: not checked (no GPU)\n");
+        kvs_buf_printf(b, "data path for GPU memory: none on this machine (no GPU)\n");
+        return;
+    }
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        kvs_buf_printf(b, "gpu: none (cudaGetDeviceCount: %s)\n",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        kvs_buf_printf(b, "data path for GPU memory: none on this machine (no GPU)\n");
+        return;
+    }
+    for (int i = 0; i < count; i++) {
+        struct cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, i) == cudaSuccess)
+            kvs_buf_printf(b, "gpu %d: %s, %.1f GiB, compute capability %d.%d\n", i, prop.name,
+                           (double)prop.totalGlobalMem / 1073741824.0, prop.major, prop.minor);
+    }
+    if (cfg->io_path == KVS_IO_PATH_POSIX) {
+        kvs_buf_printf(b, "cuFile: not used (io_path is posix)\n");
+        kvs_buf_printf(b, "data path for GPU memory: posix (io_path is posix): pinned staging, "
+                          "copies overlapped with I/O\n");
+        return;
+    }
+    if (kvs__cufile_init(why, sizeof why) != 0) {
+        kvs_buf_printf(b, "cuFile: not usable (%s)\n", why);
+        kvs_buf_printf(b, "data path for GPU memory: %s\n",
+                       cfg->io_path == KVS_IO_PATH_CUFILE
+                           ? "none: io_path is cufile but cuFile is not usable (an engine fails "
+                             "its first GPU operation)"
+                           : "posix (cuFile not usable)");
+        return;
+    }
+    kvs_buf_printf(b, "cuFile: %s loaded, driver open\n", kvs__cufile_library());
+    const char *dir = cfg->store_paths[0];
+    char *buf = NULL;
+    int rc = -1;
+    cudaSetDevice(0);
+    if (cudaMalloc((void **)&buf, 2 * PROBE_BYTES) != cudaSuccess) {
+        snprintf(why, sizeof why, "cudaMalloc of a probe buffer failed");
+    } else {
+        int st = kvs__cufile_buf_register(buf, 2 * PROBE_BYTES);
+        if (st) {
+            snprintf(why, sizeof why, "cuFileBufRegister: %s", kvs__cufile_strerror(st));
+        } else {
+            struct stat sb;
+            if (stat(dir, &sb) != 0)
+                snprintf(why, sizeof why, "store path %s does not exist yet", dir);
+            else
+                rc = cufile_probe(dir, false, buf, 0, PROBE_BYTES, why, sizeof why);
+            kvs__cufile_buf_deregister(buf);
+        }
+        cudaFree(buf);
+    }
+    kvs_buf_printf(b, "cuFile self-test on %s: %s\n", dir, rc == 0 ? "passed" : "failed");
+    if (cfg->io_path == KVS_IO_PATH_CUFILE)
+        kvs_buf_printf(b, "data path for GPU memory: cufile (io_path is cufile; files cuFile "
+                          "cannot serve go to posix: %s)\n",
+                       why);
+    else
+        kvs_buf_printf(b, "data path for GPU memory: %s (%s)\n", rc == 0 ? "cufile" : "posix",
+                       why);
+}

@@ -1,0 +1,606 @@
+/* test_gpu_engine.c - the engine on GPU memory, on real files: round trips
+ * through paged flash-attention and MLA caches (bf16, fp8, fp32, odd row
+ * sizes, partial chunks, negative slots, fresh random data and block tables
+ * every run), files written from host memory read into GPU memory and the
+ * reverse (the GPU's checksums are the CPU's), a corrupted file that must
+ * leave the caller's memory untouched, staging exhaustion, ordering after
+ * the caller's stream, layer-by-layer waiting, CPU tier hits, and the
+ * cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
+ * machine should show; unset: either, reported).  Exits 77 only where there
+ * is no GPU. */
+#include "gpu_util.h"
+
+#include "chunk_file.h"
+
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fix {
+    char *dir;
+    kvs_config *cfg;
+} fix;
+
+static void fix_open(fix *f, const char *tag, const char *dir)
+{
+    f->dir = dir ? strdup(dir) : gt_mkdtemp(tag);
+    CHECK(kvs_config_new(&f->cfg) == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "weka_path", f->dir) == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "chunk_size", "64") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "local_cpu", "false") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "gds_io_threads", "4") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "io_path", "posix") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "cufile_buffer_size", "64") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "use_direct_io", "false") == KVS_OK);
+    CHECK(kvs_config_set(f->cfg, "log_level", "info") == KVS_OK);
+}
+
+static void fix_close(fix *f, bool keep_dir)
+{
+    kvs_config_free(f->cfg);
+    if (!keep_dir)
+        gt_rmtree(f->dir);
+    free(f->dir);
+}
+
+/* A paged cache: per layer [planes][blocks][block][row], a random block
+ * table, its host mirror. */
+typedef struct pcache {
+    gt_cache c;
+    uint32_t planes;
+    uint64_t row, block, nblocks;
+    int64_t *slots;
+    size_t ntok;
+    kvs_kv kv;
+} pcache;
+
+static uint64_t row_bytes(const kvs_namespace *ns)
+{
+    return (uint64_t)(ns->layout == KVS_LAYOUT_MLA ? 1 : ns->num_kv_heads) * ns->head_dim *
+           kvs_dtype_size(ns->dtype);
+}
+
+static void pcache_make(pcache *p, const kvs_namespace *ns, size_t ntok, uint64_t block,
+                        cudaStream_t stream)
+{
+    memset(p, 0, sizeof *p);
+    p->planes = ns->layout == KVS_LAYOUT_MLA ? 1 : 2;
+    p->row = row_bytes(ns);
+    p->block = block;
+    p->nblocks = ntok / block + 8;
+    p->ntok = ntok;
+    uint64_t *table = malloc(p->nblocks * sizeof *table);
+    for (uint64_t i = 0; i < p->nblocks; i++)
+        table[i] = i;
+    for (uint64_t i = p->nblocks - 1; i > 0; i--) {
+        uint64_t j = gt_rand() % (i + 1), t = table[i];
+        table[i] = table[j];
+        table[j] = t;
+    }
+    p->slots = malloc((ntok ? ntok : 1) * sizeof *p->slots);
+    for (size_t i = 0; i < ntok; i++)
+        p->slots[i] = (int64_t)(table[i / block] * block + i % block);
+    free(table);
+    gt_cache_alloc(&p->c, ns->num_layers, p->planes * p->nblocks * block * p->row);
+    for (uint32_t l = 0; l < ns->num_layers; l++)
+        gt_fill(p->c.host[l], p->c.bytes);
+    gt_cache_upload(&p->c);
+    p->kv = (kvs_kv){.mem = KVS_MEM_CUDA, .device = 0, .num_layers = ns->num_layers,
+                     .layers = p->c.dev, .num_slots = p->nblocks * block, .block_size = block,
+                     .slot_mapping = p->slots, .cuda_stream = stream};
+}
+
+static void pcache_free(pcache *p)
+{
+    gt_cache_free(&p->c);
+    free(p->slots);
+}
+
+static char *row_at(const pcache *p, void *const *mem, uint32_t l, uint32_t plane, int64_t slot)
+{
+    return (char *)mem[l] + ((uint64_t)plane * p->nblocks * p->block + (uint64_t)slot) * p->row;
+}
+
+/* Downloads b and checks: tokens [0, loaded) equal a's rows, every other row
+ * of b (tokens past loaded, negative slots, unused slots) unchanged, except
+ * tokens in [either_lo, either_hi), which may also hold a's rows (verified
+ * chunks past a failed one may land: the API allows it). */
+static void check_loaded_either(const char *what, const pcache *a, const pcache *b, size_t loaded,
+                                size_t either_lo, size_t either_hi)
+{
+    void **after = malloc(b->c.layers * sizeof *after);
+    for (uint32_t l = 0; l < b->c.layers; l++)
+        after[l] = malloc(b->c.bytes);
+    gt_cache_download(&b->c, after);
+    size_t wrong = 0, touched = 0;
+    for (uint32_t l = 0; l < b->c.layers; l++) {
+        for (uint32_t pl = 0; pl < b->planes; pl++) {
+            for (size_t t = 0; t < b->ntok; t++) {
+                int64_t sb = b->slots[t];
+                if (sb < 0)
+                    continue;
+                const char *got = row_at(b, after, l, pl, sb);
+                const char *src = row_at(a, a->c.host, l, pl, a->slots[t]);
+                if (t < loaded) {
+                    if (memcmp(got, src, b->row) != 0)
+                        wrong++;
+                    memcpy(row_at(b, b->c.host, l, pl, sb), got, b->row); /* expected now */
+                } else if (t >= either_lo && t < either_hi && memcmp(got, src, b->row) == 0) {
+                    memcpy(row_at(b, b->c.host, l, pl, sb), got, b->row);
+                }
+            }
+        }
+        /* everything else must be as it was */
+        if (memcmp(after[l], b->c.host[l], b->c.bytes) != 0)
+            touched++;
+    }
+    CHECK_MSG(wrong == 0, "%s: %zu loaded rows differ", what, wrong);
+    CHECK_MSG(touched == 0, "%s: bytes outside the loaded rows changed in %zu layers", what,
+              touched);
+    for (uint32_t l = 0; l < b->c.layers; l++)
+        free(after[l]);
+    free(after);
+}
+
+static void check_loaded(const char *what, const pcache *a, const pcache *b, size_t loaded)
+{
+    check_loaded_either(what, a, b, loaded, 0, 0);
+}
+
+static void tokens_of(uint32_t *t, size_t n, uint64_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        t[i] = (uint32_t)(seed >> 33);
+    }
+}
+
+static kvs_stats stats_of(kvs_engine *e)
+{
+    kvs_stats s;
+    memset(&s, 0, sizeof s);
+    CHECK(kvs_engine_stats(e, &s, sizeof s) == KVS_OK);
+    return s;
+}
+
+static size_t store_wait(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv,
+                         kvs_op_result *r_out)
+{
+    kvs_op *op = NULL;
+    kvs_op_result r = {0};
+    kvs_status st = kvs_store(e, t, n, kv, &op);
+    CHECK_MSG(st == KVS_OK, "kvs_store: %s", kvs_last_error());
+    if (st == KVS_OK)
+        CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
+    kvs_op_free(op);
+    if (r_out)
+        *r_out = r;
+    return (size_t)r.tokens;
+}
+
+static size_t retrieve(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv)
+{
+    size_t loaded = 0;
+    kvs_status st = kvs_retrieve(e, t, n, kv, &loaded);
+    CHECK_MSG(st == KVS_OK, "kvs_retrieve: %s", kvs_last_error());
+    return loaded;
+}
+
+/* ---- round trips ----------------------------------------------------------- */
+
+static void roundtrip(const char *name, kvs_namespace ns, size_t ntok, bool unfull, uint64_t block,
+                      bool neg)
+{
+    fix f;
+    fix_open(&f, "rt", NULL);
+    if (unfull)
+        CHECK(kvs_config_set(f.cfg, "save_unfull_chunk", "true") == KVS_OK);
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    uint32_t *t = malloc(ntok * sizeof *t);
+    tokens_of(t, ntok, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, ntok, block, NULL);
+    pcache_make(&b, &ns, ntok, block, NULL);
+    size_t expect = unfull ? ntok : ntok / 64 * 64;
+    kvs_op_result r;
+    size_t stored = store_wait(e, t, ntok, &a.kv, &r);
+    CHECK_MSG(stored == expect, "%s: stored %zu of %zu tokens", name, stored, expect);
+    if (neg) /* some tokens have no place in b: never written */
+        for (size_t i = 0; i < ntok; i += 1 + gt_rand() % 9)
+            b.slots[i] = -1;
+    size_t loaded = retrieve(e, t, ntok, &b.kv);
+    CHECK_MSG(loaded == expect, "%s: loaded %zu of %zu tokens", name, loaded, expect);
+    check_loaded(name, &a, &b, loaded);
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 0 && s.miss_io == 0);
+    printf("roundtrip %-36s %6zu tokens, %.1f MiB: ok\n", name, ntok,
+           (double)r.bytes / 1048576.0);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+static void test_roundtrips(void)
+{
+    kvs_namespace mha = {.model = "gpu/mha", .dtype = KVS_DTYPE_BF16, .num_layers = 4,
+                         .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                         .world_size = 1, .rank = 0};
+    roundtrip("flash-attn bf16 8x128", mha, 64 * 5 + 10, false, 16, false);
+    roundtrip("flash-attn bf16, negative slots", mha, 64 * 3, false, 16, true);
+    kvs_namespace mla = {.model = "gpu/mla", .dtype = KVS_DTYPE_FP8_E4M3, .num_layers = 3,
+                         .num_kv_heads = 1, .head_dim = 576, .layout = KVS_LAYOUT_MLA,
+                         .world_size = 1, .rank = 0};
+    roundtrip("mla fp8 576, partial chunk", mla, 64 * 3 + 37, true, 64, true);
+    kvs_namespace odd = {.model = "gpu/odd", .dtype = KVS_DTYPE_FP32, .num_layers = 2,
+                         .num_kv_heads = 3, .head_dim = 5, .layout = KVS_LAYOUT_MHA,
+                         .world_size = 1, .rank = 0};
+    roundtrip("fp32 3x5 (60-byte rows), block 7", odd, 64 * 4 + 5, true, 7, false);
+    kvs_namespace fp16 = {.model = "gpu/fp16", .dtype = KVS_DTYPE_FP16, .num_layers = 2,
+                          .num_kv_heads = 1, .head_dim = 3, .layout = KVS_LAYOUT_MHA,
+                          .world_size = 1, .rank = 0};
+    roundtrip("fp16 1x3 (6-byte rows), block 1", fp16, 64 * 2, false, 1, false);
+}
+
+/* Files written from host memory load into GPU memory and the reverse: the
+ * GPU's checksums and layout are the CPU's. */
+static void test_host_interop(void)
+{
+    fix f;
+    fix_open(&f, "interop", NULL);
+    kvs_namespace ns = {.model = "gpu/interop", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                        .num_kv_heads = 2, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 4;
+    uint32_t *t1 = malloc(n * 4), *t2 = malloc(n * 4);
+    tokens_of(t1, n, gt_rand());
+    tokens_of(t2, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    /* host -> file -> GPU: a's host mirror as a host paged cache */
+    kvs_kv hkv = a.kv;
+    hkv.mem = KVS_MEM_HOST;
+    hkv.layers = a.c.host;
+    CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
+    CHECK(retrieve(e, t1, n, &b.kv) == n);
+    check_loaded("host store, GPU retrieve", &a, &b, n);
+    /* GPU -> file -> host */
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
+    void **hb = malloc(ns.num_layers * sizeof *hb);
+    for (uint32_t l = 0; l < ns.num_layers; l++) {
+        hb[l] = malloc(b.c.bytes);
+        memset(hb[l], 0xee, b.c.bytes);
+    }
+    kvs_kv hkv2 = b.kv;
+    hkv2.mem = KVS_MEM_HOST;
+    hkv2.layers = hb;
+    CHECK(retrieve(e, t2, n, &hkv2) == n);
+    size_t wrong = 0;
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        for (uint32_t pl = 0; pl < 2; pl++)
+            for (size_t i = 0; i < n; i++)
+                wrong += memcmp(row_at(&b, hb, l, pl, b.slots[i]),
+                                row_at(&a, a.c.host, l, pl, a.slots[i]), b.row) != 0;
+    CHECK_MSG(wrong == 0, "GPU store, host retrieve: %zu rows differ", wrong);
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 0);
+    printf("interop: host store -> GPU retrieve and GPU store -> host retrieve: ok\n");
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        free(hb[l]);
+    free(hb);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t1);
+    free(t2);
+    fix_close(&f, false);
+}
+
+/* A damaged payload: the prefix before it loads, and not one byte of the
+ * damaged chunk (verified on the GPU before the scatter) reaches memory. */
+static void test_corrupt(void)
+{
+    fix f;
+    fix_open(&f, "corrupt", NULL);
+    kvs_namespace ns = {.model = "gpu/corrupt", .dtype = KVS_DTYPE_BF16, .num_layers = 2,
+                        .num_kv_heads = 4, .head_dim = 64, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 3;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
+    uint8_t keys[3][KVS_KEY_BYTES];
+    size_t nk = 0;
+    CHECK(kvs_chunk_keys(t, n, 64, keys, 3, &nk) == KVS_OK && nk == 3);
+    char hex[65], path[8192];
+    for (int i = 0; i < 32; i++)
+        sprintf(hex + 2 * i, "%02x", keys[1][i]);
+    snprintf(path, sizeof path, "%s/%s/%.2s/%.2s/%s", f.dir, kvs_engine_namespace_id(e), hex,
+             hex + 2, hex);
+    int fd = open(path, O_RDWR);
+    CHECK_MSG(fd >= 0, "open %s", path);
+    uint64_t payload = kvs_engine_chunk_bytes(e);
+    off_t at = (off_t)(KVS_PAYLOAD_OFFSET + gt_rand() % payload);
+    uint8_t byte = 0;
+    CHECK(pread(fd, &byte, 1, at) == 1);
+    byte ^= 0x01;
+    CHECK(pwrite(fd, &byte, 1, at) == 1);
+    close(fd);
+    size_t loaded = retrieve(e, t, n, &b.kv);
+    CHECK_MSG(loaded == 64, "loaded %zu tokens past a corrupt chunk", loaded);
+    /* the corrupt chunk's rows untouched; the third chunk may have landed */
+    check_loaded_either("corrupt second chunk", &a, &b, loaded, 128, n);
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 1);
+    printf("corrupt: one flipped byte: prefix of 64 tokens loaded, nothing else written: ok\n");
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+/* Staging full: chunks that do not fit are dropped and counted; the call
+ * succeeds and what was stored loads. */
+static void test_staging_exhaustion(void)
+{
+    fix f;
+    fix_open(&f, "exhaust", NULL);
+    CHECK(kvs_config_set(f.cfg, "cufile_buffer_size", "1") == KVS_OK);
+    CHECK(kvs_config_set(f.cfg, "gds_io_threads", "2") == KVS_OK);
+    kvs_namespace ns = {.model = "gpu/exhaust", .dtype = KVS_DTYPE_BF16, .num_layers = 8,
+                        .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 24; /* 24 chunks of 2 MiB; staging holds about 2 */
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    kvs_op_result r;
+    size_t stored = store_wait(e, t, n, &a.kv, &r);
+    kvs_stats s = stats_of(e);
+    CHECK_MSG(stored > 0 && stored < n, "stored %zu of %zu with tiny staging", stored, n);
+    CHECK(s.store_dropped == (n - stored) / 64);
+    size_t loaded = retrieve(e, t, n, &b.kv);
+    CHECK_MSG(loaded == stored, "loaded %zu, stored %zu", loaded, stored);
+    check_loaded("after staging exhaustion", &a, &b, loaded);
+    /* and the next store of the rest works once staging is free again */
+    size_t more = store_wait(e, t, n, &a.kv, NULL);
+    CHECK(more > stored);
+    printf("exhaustion: %zu of %zu tokens stored, %llu chunks dropped and counted, prefix loads: "
+           "ok\n",
+           stored, n, (unsigned long long)s.store_dropped);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+/* ---- ordering after the caller's stream ------------------------------------- */
+
+static void CUDART_CB sleep_fn(void *arg)
+{
+    usleep((useconds_t)(uintptr_t)arg);
+}
+
+static void test_stream_order(void)
+{
+    fix f;
+    fix_open(&f, "stream", NULL);
+    kvs_namespace ns = {.model = "gpu/stream", .dtype = KVS_DTYPE_BF16, .num_layers = 2,
+                        .num_kv_heads = 4, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    cudaStream_t st;
+    CU(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const size_t n = 64 * 2;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, st);
+    pcache_make(&b, &ns, n, 16, st);
+    /* the caller's stream: sleep, then write new content into a; kvs_store
+     * is called at once and must capture the new content */
+    char *pinned; /* pinned: a pageable copy would wait for the stream */
+    CU(cudaMallocHost((void **)&pinned, a.c.layers * a.c.bytes));
+    for (uint32_t l = 0; l < a.c.layers; l++) {
+        gt_fill(a.c.host[l], a.c.bytes);
+        memcpy(pinned + l * a.c.bytes, a.c.host[l], a.c.bytes);
+    }
+    CU(cudaLaunchHostFunc(st, sleep_fn, (void *)(uintptr_t)100000));
+    for (uint32_t l = 0; l < a.c.layers; l++)
+        CU(cudaMemcpyAsync(a.c.dev[l], pinned + l * a.c.bytes, a.c.bytes, cudaMemcpyHostToDevice,
+                           st));
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
+    /* the caller's stream: sleep, then clear b; the retrieve must land after */
+    CU(cudaLaunchHostFunc(st, sleep_fn, (void *)(uintptr_t)100000));
+    for (uint32_t l = 0; l < b.c.layers; l++)
+        CU(cudaMemsetAsync(b.c.dev[l], 0, b.c.bytes, st));
+    for (uint32_t l = 0; l < b.c.layers; l++)
+        memset(b.c.host[l], 0, b.c.bytes);
+    CHECK(retrieve(e, t, n, &b.kv) == n);
+    CU(cudaStreamSynchronize(st));
+    check_loaded("ordered after the caller's stream", &a, &b, n);
+    printf("stream order: store captures and retrieve lands after the caller's queued work: ok\n");
+    cudaFreeHost(pinned);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    cudaStreamDestroy(st);
+    free(t);
+    fix_close(&f, false);
+}
+
+/* Layers are in place in order; the CPU tier serves GPU retrieves too. */
+static void test_layers_and_cpu_tier(void)
+{
+    fix f;
+    fix_open(&f, "layers", NULL);
+    kvs_namespace ns = {.model = "gpu/layers", .dtype = KVS_DTYPE_BF16, .num_layers = 6,
+                        .num_kv_heads = 4, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 6;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
+    kvs_op *op = NULL;
+    CHECK(kvs_retrieve_start(e, t, n, &b.kv, &op) == KVS_OK);
+    size_t prev = n;
+    for (uint32_t l = 0; l < ns.num_layers; l++) {
+        size_t got = 0;
+        CHECK(kvs_op_wait_layer(op, l, &got) == KVS_OK);
+        CHECK(got <= prev);
+        prev = got;
+    }
+    kvs_op_result r;
+    CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
+    CHECK(r.tokens == n);
+    kvs_op_free(op);
+    check_loaded("layer by layer", &a, &b, n);
+    kvs_engine_close(e);
+
+    /* CPU tier on: a GPU store fills it, a GPU retrieve is served from it */
+    CHECK(kvs_config_set(f.cfg, "local_cpu", "true") == KVS_OK);
+    CHECK(kvs_config_set(f.cfg, "max_local_cpu_size", "1") == KVS_OK);
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    uint32_t *t2 = malloc(n * 4);
+    tokens_of(t2, n, gt_rand());
+    for (uint32_t l = 0; l < b.c.layers; l++)
+        gt_fill(b.c.host[l], b.c.bytes);
+    gt_cache_upload(&b.c);
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
+    CHECK(retrieve(e, t2, n, &b.kv) == n);
+    check_loaded("from the CPU tier", &a, &b, n);
+    kvs_stats s = stats_of(e);
+    CHECK_MSG(s.hits_cpu == n / 64, "hits_cpu %llu", (unsigned long long)s.hits_cpu);
+    printf("layers and CPU tier: ok\n");
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    free(t2);
+    fix_close(&f, false);
+}
+
+/* ---- cuFile ----------------------------------------------------------------------- */
+
+static void cufile_case(const char *io_path)
+{
+    const char *dir = getenv("GT_CUFILE_DIR");
+    const char *expect = getenv("GT_EXPECT_CUFILE");
+    fix f;
+    char *d = NULL;
+    if (dir && *dir) {
+        char tmpl[4096];
+        snprintf(tmpl, sizeof tmpl, "%s/kvs-gpu-cufile-XXXXXX", dir);
+        d = mkdtemp(tmpl) ? strdup(tmpl) : NULL;
+    }
+    fix_open(&f, "cufile", d);
+    free(d);
+    CHECK(kvs_config_set(f.cfg, "io_path", io_path) == KVS_OK);
+    kvs_namespace ns = {.model = "gpu/cufile", .dtype = KVS_DTYPE_BF16, .num_layers = 4,
+                        .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    char *report = NULL;
+    int healthy = 0;
+    CHECK(kvs_doctor(f.cfg, &report, &healthy) == KVS_OK);
+    const char *line = report ? strstr(report, "data path for GPU memory") : NULL;
+    printf("cufile (io_path %s) doctor: %.*s\n", io_path,
+           line ? (int)strcspn(line, "\n") : 4, line ? line : "none");
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 6;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    kvs_op *op = NULL;
+    kvs_status st = kvs_store(e, t, n, &a.kv, &op);
+    if (st == KVS_ERR_CUFILE) {
+        printf("cufile (io_path %s): cuFile not usable here: %s\n", io_path, kvs_last_error());
+        CHECK_MSG(!expect || strcmp(expect, "1") != 0, "cuFile expected to work");
+        goto out;
+    }
+    CHECK_MSG(st == KVS_OK, "kvs_store: %s", kvs_last_error());
+    kvs_op_result r = {0};
+    CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
+    kvs_op_free(op);
+    CHECK(r.tokens == n);
+    size_t loaded = retrieve(e, t, n, &b.kv);
+    CHECK(loaded == n);
+    check_loaded(io_path, &a, &b, loaded);
+    kvs_stats s = stats_of(e);
+    printf("cufile (io_path %s): round trip ok; cufile_active %llu, cufile_fallbacks %llu\n",
+           io_path, (unsigned long long)s.cufile_active, (unsigned long long)s.cufile_fallbacks);
+    if (expect && strcmp(expect, "1") == 0) {
+        CHECK(s.cufile_active == 1);
+        CHECK(s.cufile_fallbacks == 0);
+        CHECK(line && strstr(line, "cufile"));
+    } else if (expect && strcmp(expect, "0") == 0) {
+        if (strcmp(io_path, "auto") == 0) {
+            CHECK(s.cufile_active == 0);
+            CHECK(line && strstr(line, "posix"));
+        } else {
+            /* every file: 6 stored + 6 read, each registration refused */
+            CHECK_MSG(s.cufile_fallbacks >= 12, "fallbacks %llu",
+                      (unsigned long long)s.cufile_fallbacks);
+        }
+    }
+out:
+    kvs_free(report);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+int main(int argc, char **argv)
+{
+    gt_require_gpu();
+    gt_seed();
+    const char *only = argc > 1 ? argv[1] : "";
+    if (!*only || strstr(only, "roundtrip"))
+        test_roundtrips();
+    if (!*only || strstr(only, "interop"))
+        test_host_interop();
+    if (!*only || strstr(only, "corrupt"))
+        test_corrupt();
+    if (!*only || strstr(only, "exhaust"))
+        test_staging_exhaustion();
+    if (!*only || strstr(only, "stream"))
+        test_stream_order();
+    if (!*only || strstr(only, "layers"))
+        test_layers_and_cpu_tier();
+    if (!*only || strstr(only, "cufile")) {
+        cufile_case("cufile");
+        cufile_case("auto");
+    }
+    if (gt_failures) {
+        printf("FAILED: %d checks\n", gt_failures);
+        return 1;
+    }
+    printf("PASS\n");
+    return 0;
+}
