@@ -13,7 +13,7 @@ CMAKE_ARGS ?=
 # the missing ones with apt-get).
 DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
-               python3-numpy libfuse3-dev fuse3
+               python3-numpy libfuse3-dev fuse3 glusterfs-server glusterfs-client
 
 .PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install
 

@@ -7,8 +7,9 @@
 # through A, retrieves with --verify through B.  Then it kills the first
 # brick's process with SIGKILL while writers and readers keep running:
 # nothing read may be wrong, reads must go on (the other replica serves
-# them), and what fails (stores refused without the first brick's quorum)
-# is counted, never an error of the instance.  Tears everything down again,
+# them).  Then it kills the second brick as well: reads come back as
+# counted misses, never wrong bytes or a hang.  With the bricks restarted,
+# every chunk file verifies.  Tears everything down again,
 # also on failure.  Exit 0 pass, 1 fail, 77 skip (with the reason).
 #
 # Needs root, /dev/fuse and the Debian packages glusterfs-server and
@@ -116,6 +117,14 @@ pid=$(g volume status $VOL "$HOST:$WORK/brick1" --xml 2>/dev/null | sed -n 's:.*
 [ -n "$pid" ] && kill -9 "$pid" && echo after >"$WORK/phase" &&
     echo "killed the first brick (glusterfsd pid $pid) with SIGKILL" || fail "no brick pid to kill"
 sleep 15
+# Then the second brick too: nothing can serve; reads must come back as
+# counted misses (or an instance that cannot open says so), never as wrong
+# bytes or a hang.
+pid2=$(g volume status $VOL "$HOST:$WORK/brick2" --xml 2>/dev/null | sed -n 's:.*<pid>\([0-9]*\)</pid>.*:\1:p' | head -1)
+[ -n "$pid2" ] && kill -9 "$pid2" && echo down >"$WORK/phase" &&
+    echo "killed the second brick (glusterfsd pid $pid2) with SIGKILL: no replica left" ||
+    fail "no second brick pid to kill"
+sleep 8
 kill $LOOPS 2>/dev/null; wait $LOOPS 2>/dev/null; LOOPS=
 
 # 3. What happened.  Each CLI run prints its exit status; retrieves print a
@@ -123,8 +132,8 @@ kill $LOOPS 2>/dev/null; wait $LOOPS 2>/dev/null; LOOPS=
 summary=$(/usr/bin/python3 - "$WORK" <<'PY'
 import glob, json, re, sys
 w = sys.argv[1]
-runs = {"before": [0, 0, 0], "after": [0, 0, 0]}    # runs, hit tokens, verify failures
-bad_exit = 0
+runs = {"before": [0, 0, 0], "after": [0, 0, 0], "down": [0, 0, 0]}  # runs, hit tokens, verify failures
+bad_exit = {"before": 0, "after": 0, "down": 0}   # exits other than 0 (ok) and 1 (verify failed)
 for f in glob.glob(w + "/r*.out"):
     phase_hits = 0
     for line in open(f, errors="replace"):
@@ -136,7 +145,7 @@ for f in glob.glob(w + "/r*.out"):
             code, ph = int(m.group(1)), m.group(2)
             runs[ph][0] += 1; runs[ph][1] += phase_hits; phase_hits = 0
             if code == 1: runs[ph][2] += 1
-            elif code != 0: bad_exit += 1
+            elif code != 0: bad_exit[ph] += 1
 misses = {}
 for f in glob.glob(w + "/r*.err") + glob.glob(w + "/w.err"):
     for line in open(f, errors="replace"):
@@ -144,29 +153,37 @@ for f in glob.glob(w + "/r*.err") + glob.glob(w + "/w.err"):
             try: s = json.loads(line[7:])
             except ValueError: continue
             for k, v in s.items():
-                if (k.startswith("miss_") or k.startswith("store_failed") or k == "store_dropped") and v:
+                if (k.startswith("miss_") or k.startswith("store_failed") or k == "store_dropped"
+                        or k == "store_unhealthy") and v:
                     misses[k] = misses.get(k, 0) + v
 stores = open(w + "/w.out", errors="replace").read()
 st_ok = len(re.findall(r"exit 0", stores)); st_fail = len(re.findall(r"exit [1-9]", stores))
-print(json.dumps({"reads_before": runs["before"], "reads_after": runs["after"], "bad_exit": bad_exit,
+print(json.dumps({"reads_before": runs["before"], "reads_after": runs["after"],
+                  "reads_down": runs["down"], "bad_exit": bad_exit,
                   "wrong": runs.get("x", 0), "stores_ok": st_ok, "stores_failed": st_fail,
                   "counted": misses}))
 PY
 )
 echo "results: $summary"
 val() { echo "$summary" | /usr/bin/python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-[ "$(val 'd["wrong"] + d["reads_before"][2] + d["reads_after"][2]')" = 0 ] &&
-    ok "no retrieve through B served a wrong byte, before or after the kill" ||
+[ "$(val 'd["wrong"] + d["reads_before"][2] + d["reads_after"][2] + d["reads_down"][2]')" = 0 ] &&
+    ok "no retrieve through B served a wrong byte: before, after one brick died, with none left" ||
     fail "a retrieve served wrong bytes"
-[ "$(val 'd["bad_exit"]')" = 0 ] && ok "no retrieve ended in an error" ||
+[ "$(val 'd["bad_exit"]["before"] + d["bad_exit"]["after"]')" = 0 ] &&
+    ok "no retrieve ended in an error while a replica was up" ||
     fail "retrieves ended in errors: $(tail -3 "$WORK"/r*.err)"
+echo "with no replica left: of $(val 'd["reads_down"][0]') retrieves," \
+     "$(val 'd["reads_down"][0] - d["bad_exit"]["down"]') ran to the end with misses and" \
+     "$(val 'd["bad_exit"]["down"]') could not open the store (exit 3, an I/O error, named)"
 [ "$(val 'd["reads_after"][0] > 5 and d["reads_after"][1] > 0')" = True ] &&
     ok "service went on after the kill: $(val 'd["reads_after"][0]') retrieves, $(val 'd["reads_after"][1]') tokens hit" ||
     fail "no hits after the brick was killed"
-[ "$(val 'sum(d["counted"].values()) > 0 or d["stores_failed"] == 0')" = True ] &&
-    ok "failures counted by reason: $(val 'd["counted"]')" ||
-    fail "stores failed without being counted"
-# Every chunk file, read through B (the surviving brick), verifies.
+[ "$(val 'sum(v for k, v in d["counted"].items() if k != "miss_absent") > 0')" = True ] &&
+    ok "misses and failed stores counted by reason: $(val 'd["counted"]')" ||
+    fail "nothing counted although the volume lost its bricks: $(val 'd["counted"]')"
+# Bring the bricks back; every chunk file, read through B, verifies.
+g volume start $VOL force >/dev/null
+for i in $(seq 50); do B ls >/dev/null 2>&1 && break; sleep 0.2; done
 if B verify >"$WORK/verify.out" 2>&1; then ok "$(grep '^verify:' "$WORK/verify.out")"
 else fail "kvstash verify through B: $(cat "$WORK/verify.out")"; fi
 echo "total time $(( ($(ms) - t0) / 1000 )) s"
