@@ -285,7 +285,10 @@ static const cfg_field fields[] = {
         .name = "file_mode", .env = "KVSTASH_FILE_MODE",
         .type = T_MODE, .flags = F_EXTRA, .def = "0644",
         FIELD(file_mode),
-        .doc = "Permission bits of chunk files (octal).",
+        .doc = "Permission bits of chunk files (octal); their folders get the same plus "
+               "search (x) wherever read is allowed.  The process umask applies, as to any "
+               "file created: with umask 022, 0664 gives 0644, so set umask 002 (or 0) for "
+               "a store shared by a group.",
     },
     [KVS_CFG_DURABLE_WRITES] = {
         .name = "durable_writes", .env = "KVSTASH_DURABLE_WRITES",
