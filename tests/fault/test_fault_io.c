@@ -425,7 +425,8 @@ static void test_close_while_stuck(void **state)
         double t2 = fu_now_ms();
         kvs_config_free(cfg);
         assert_true(fault_fired(NULL));
-        assert_int_equal(got, 0);
+        /* (With two threads, the stuck call may be a later chunk's.) */
+        assert_true(got < NCHUNKS * CHUNK);
         printf("stuck %s: retrieve returned in %.0f ms, close in %.0f ms\n",
                round ? "header read" : "open", t1 - t0, t2 - t1);
         assert_true(t1 - t0 < IO_TIMEOUT_MS + SLACK_MS);
