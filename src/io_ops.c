@@ -99,6 +99,10 @@ static int open_walk(int dirfd, const char *path, int flags, mode_t mode)
         int next = slash ? openat(cur, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                          : openat(cur, comp, flags | O_NOFOLLOW, mode);
         int err = errno;
+        struct stat st;
+        if (next < 0 && err == ENOTDIR && fstatat(cur, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISLNK(st.st_mode))
+            err = ELOOP; /* a symlink in the way, as openat2 says it */
         if (cur != dirfd)
             close(cur);
         if (next < 0 || !slash) {
@@ -124,6 +128,11 @@ static int posix_open_beneath(int dirfd, const char *path, int flags, mode_t mod
         atomic_store_explicit(&no_openat2, true, memory_order_relaxed);
     }
     return open_walk(dirfd, path, flags, mode);
+}
+
+void kvs__io_test_no_openat2(bool on)
+{
+    atomic_store(&no_openat2, on);
 }
 
 static int posix_mkdirat(int dirfd, const char *name, mode_t mode)

@@ -18,6 +18,7 @@
 #define KVS_IO_OPS_H
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -76,6 +77,9 @@ const kvs_io_ops *kvs__io(void);
 const kvs_io_ops *kvs__io_set(const kvs_io_ops *ops);
 /* The real system calls, for wrappers that forward to them. */
 extern const kvs_io_ops kvs__io_posix;
+/* Test hook: open_beneath takes the O_NOFOLLOW walk, as on a kernel
+ * without openat2 (on = true), or openat2 again. */
+void kvs__io_test_no_openat2(bool on);
 
 /* Helpers with the usual retry rules: EINTR is retried, short transfers are
  * continued; a zero-length read before n bytes gives errno = ENODATA. */

@@ -16,6 +16,7 @@
 #include "test_util.h"
 
 #include "fault_util.h"
+#include "io_ops.h"
 #include "key.h"
 
 #include <errno.h>
@@ -297,9 +298,23 @@ static void run(const char *fmt, ...)
     }
 }
 
+static void planted_symlinks(fx *f);
+
 static void test_planted_symlinks(void **state)
 {
-    fx *f = *state;
+    planted_symlinks(*state);
+}
+
+/* The same where the kernel has no openat2: the O_NOFOLLOW walk. */
+static void test_planted_symlinks_walk(void **state)
+{
+    kvs__io_test_no_openat2(true);
+    planted_symlinks(*state);
+    kvs__io_test_no_openat2(false);
+}
+
+static void planted_symlinks(fx *f)
+{
     kvs_config *cfg = config(f->root, NULL);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
@@ -541,6 +556,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_salt_separates_tenants, setup, teardown),
         cmocka_unit_test_setup_teardown(test_traversal_in_config_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_planted_symlinks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_planted_symlinks_walk, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collector_ignores_symlinks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
     };
