@@ -13,9 +13,9 @@ CMAKE_ARGS ?=
 # the missing ones with apt-get).
 DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
-               python3-numpy
+               python3-numpy libfuse3-dev fuse3 glusterfs-server glusterfs-client
 
-.PHONY: all deps build build-asan build-fuzz run test test-fast bench bench-scale fuzz clean install
+.PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install
 
 all: build
 
@@ -40,21 +40,38 @@ test: build build-asan
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    ctest --output-on-failure -j $(JOBS)
 
+# The multi-threaded tests under ThreadSanitizer (build-tsan/).
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS  = test_engine|test_fault_io|test_security|test_crash|test_soak|test_fuse_hang|test_lease
+build-tsan: deps
+	cmake -S . -B $(TSAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DKVS_SANITIZE=thread $(CMAKE_ARGS)
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+
+test-tsan: build-tsan
+	cd $(TSAN_BUILD) && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+	    KVS_CRASH_ROUNDS=50 ctest --output-on-failure -j $(JOBS) -R '^($(TSAN_TESTS))$$'
+
 # The tests of the optimized build only.
 test-fast: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer targets (clang), instrumented library; FUZZ_SECONDS per target.
+# Each runs on a scratch copy of its corpus, and what it found that covers
+# something new is merged, minimized, back into tests/fuzz/corpus/<target>.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS  = header config_yaml extra_json env
 build-fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKVS_FUZZ=ON -DKVS_WITH_CUDA=OFF $(CMAKE_ARGS)
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_header
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 
 fuzz: build-fuzz
-	mkdir -p $(FUZZ_BUILD)/corpus/header
-	$(FUZZ_BUILD)/tests/fuzz_header -max_total_time=$(FUZZ_SECONDS) -max_len=4097 \
-	    $(FUZZ_BUILD)/corpus/header tests/fuzz/corpus/header
+	set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	    $(FUZZ_BUILD)/tests/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	        -print_final_stats=1 $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; \
+	    $(FUZZ_BUILD)/tests/fuzz_$$t -merge=1 tests/fuzz/corpus/$$t $(FUZZ_BUILD)/corpus/$$t; \
+	done
 
 bench: build
 	$(BUILD)/kvstash bench
@@ -68,4 +85,4 @@ install: build
 	cmake --install $(BUILD)
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

@@ -266,8 +266,10 @@ typedef enum kvs_mem {
 /* kvs_kv.flags */
 /* Host memory only: the engine may read files straight into (and write them
  * straight out of) this memory instead of through its own buffers.  Faster,
- * but a retrieve that misses its deadline keeps the memory borrowed until
- * kvs_op_free() returns, which then waits for the I/O still in flight. */
+ * but a transfer into or out of this memory that is stuck in the filesystem
+ * keeps it borrowed: kvs_op_free() (and so kvs_retrieve) waits for such
+ * transfers still in flight, even past the deadline.  (Opening a file or
+ * reading its header does not touch this memory and holds nothing up.) */
 #define KVS_KV_DIRECT 0x1u
 
 /*
@@ -333,7 +335,9 @@ typedef struct kvs_op kvs_op;
  * cfg is copied; the caller may free it after this returns.
  *   KVS_ERR_INVALID  ns is incomplete or inconsistent;
  *   KVS_ERR_CONFIG   the configuration cannot serve (e.g. weka_path missing);
- *   KVS_ERR_IO / KVS_ERR_PERM  the store cannot be used.
+ *   KVS_ERR_IO / KVS_ERR_PERM  the store cannot be used;
+ *   KVS_ERR_TIMEOUT  the store did not answer within store_timeout_ms (a
+ *                    hung mount): the open gives up instead of hanging.
  */
 KVS_API kvs_status kvs_engine_open(const kvs_config *cfg,
                                    const kvs_namespace *ns,
@@ -392,7 +396,9 @@ KVS_API kvs_status kvs_retrieve_start(kvs_engine *engine,
                                       kvs_op **op_out);
 
 /* Removes the stored chunks of a prompt's whole chunks (all instances will
- * miss them from then on) and reports how many files were removed. */
+ * miss them from then on) and reports how many files were removed.  The
+ * removals run on the calling thread, with no deadline: on a hung mount
+ * this call waits for the mount. */
 KVS_API kvs_status kvs_remove(kvs_engine *engine, const uint32_t *tokens,
                               size_t num_tokens, size_t *removed_out);
 
@@ -414,9 +420,12 @@ typedef struct kvs_op_result {
 /*
  * Waits until the op completes or timeout_ms passes (negative: the op's own
  * deadline; 0: poll).  Returns KVS_OK with *result_out filled when the op is
- * complete, KVS_ERR_TIMEOUT when it is not (the op stays valid; for a
- * retrieve past its own deadline the op is then complete with what was
- * loaded).
+ * complete, KVS_ERR_TIMEOUT when it is not (the op stays valid).  It never
+ * waits past the op's own deadline, io_timeout_ms for a retrieve and
+ * store_timeout_ms for a store: there the op is completed with what arrived
+ * (result.status KVS_ERR_TIMEOUT), the chunks not done are misses or failed
+ * writes, counted, and host memory is the caller's again (but see
+ * KVS_KV_DIRECT).
  */
 KVS_API kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms,
                                kvs_op_result *result_out);

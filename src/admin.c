@@ -850,6 +850,15 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
 static int remove_tree(const char *path, uint64_t *files)
 {
     const kvs_io_ops *io = kvs__io();
+    /* A symlink (planted where the namespace folder was) goes itself; what
+     * it points to is not the store's. */
+    struct stat top;
+    if (io->stat(path, &top) == 0 && !S_ISDIR(top.st_mode)) {
+        if (io->unlink(path) != 0)
+            return errno == ENOENT ? 0 : -errno;
+        (*files)++;
+        return 0;
+    }
     DIR *d = io->opendir(path);
     if (!d)
         return errno == ENOENT ? 0 : -errno;

@@ -180,6 +180,19 @@ typedef struct bits256 {
     uint8_t b[32];
 } bits256;
 
+/* Whether dir/name is a folder and not a symlink to one: a walk never
+ * follows a symlink planted in the store, which could lead it to evict or
+ * remove files elsewhere (checked by lstat where readdir gives no type). */
+static bool real_dir(const char *dir, const char *name, unsigned char d_type)
+{
+    if (d_type != DT_UNKNOWN)
+        return d_type == DT_DIR;
+    char path[KVS_PATH_MAX];
+    struct stat st;
+    pathf(path, "%s/%s", dir, name);
+    return kvs__io()->stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 /* Lists the two-hex-digit subfolders of dir into *out; emits temp files. */
 static int list_hex_dirs(kvs_walk *w, kvs_walk_entry *e, const char *dir, bits256 *out)
 {
@@ -194,7 +207,7 @@ static int list_hex_dirs(kvs_walk *w, kvs_walk_entry *e, const char *dir, bits25
     struct dirent *de;
     while (!stop && (de = io->readdir(d)) != NULL) {
         unsigned v;
-        if (two_hex(de->d_name, &v) && (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN))
+        if (two_hex(de->d_name, &v) && real_dir(dir, de->d_name, de->d_type))
             out->b[v / 8] |= (uint8_t)(1u << (v % 8));
         else if (kvs__is_temp_name(de->d_name))
             stop = emit(w, e, dir, de->d_name, KVS_ENTRY_TEMP);
@@ -278,7 +291,8 @@ kvs_status kvs__walk(kvs_walk *w)
                 meta = true;
             } else if (kvs__is_temp_name(name)) {
                 stop = emit(w, &e, root, name, KVS_ENTRY_TEMP);
-            } else if (kvs__is_ns_dir_name(name) && (!w->only_ns || !strcmp(name, w->only_ns))) {
+            } else if (kvs__is_ns_dir_name(name) && (!w->only_ns || !strcmp(name, w->only_ns)) &&
+                       real_dir(root, name, de->d_type)) {
                 if (n == cap) {
                     cap = cap ? cap * 2 : 16;
                     char **v = kvs__realloc(names, cap * sizeof *v);
@@ -800,7 +814,7 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
         uint64_t total = 0;
         for (uint32_t i = 0; i < p->nroots; i++) {
             total += x->used[i];
-            if (x->heap[i].n)
+            if (x->heap[i].n) /* v is NULL when nothing was kept: qsort(NULL) is UB */
                 qsort(x->heap[i].v, x->heap[i].n, sizeof(cand), cand_cmp);
         }
         if (r->passes == 1) {
@@ -1159,6 +1173,8 @@ static void *collector_main(void *arg)
 {
     kvs_collector *c = arg;
     const kvs_config *cfg = c->cfg;
+    /* Named, for top -H and for tests that fault the engine's own calls. */
+    pthread_setname_np(pthread_self(), "kvs-collector");
     /* A little jitter so that instances started together do not all look
      * at the same moment. */
     uint64_t jitter = 0;

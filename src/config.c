@@ -285,7 +285,10 @@ static const cfg_field fields[] = {
         .name = "file_mode", .env = "KVSTASH_FILE_MODE",
         .type = T_MODE, .flags = F_EXTRA, .def = "0644",
         FIELD(file_mode),
-        .doc = "Permission bits of chunk files (octal).",
+        .doc = "Permission bits of chunk files (octal); their folders get the same plus "
+               "search (x) wherever read is allowed.  The process umask applies, as to any "
+               "file created: with umask 022, 0664 gives 0644, so set umask 002 (or 0) for "
+               "a store shared by a group.",
     },
     [KVS_CFG_DURABLE_WRITES] = {
         .name = "durable_writes", .env = "KVSTASH_DURABLE_WRITES",
@@ -810,6 +813,16 @@ static kvs_status split_paths(const char *text, size_t len, char **elems,
                 elems[n][--k] = '\0';
         }
         n++;
+        /* Control bytes are never meant; and a path whose last folder name
+         * ends in a space would lose it when its own printed value is read
+         * again (the ends of each element are trimmed), naming another
+         * folder: both are refused rather than guessed at. */
+        const char *e = elems[n - 1];
+        for (const char *c = e; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f)
+                REJECT("has a control character in %s", quote(e, strlen(e), false, q, sizeof q));
+        if (isspace((unsigned char)e[strlen(e) - 1]))
+            REJECT("has a path ending in a space, %s", quote(e, strlen(e), false, q, sizeof q));
         for (unsigned i = 0; i + 1 < n; i++)
             if (!strcmp(elems[i], elems[n - 1]))
                 REJECT("lists %s twice", quote(elems[i], strlen(elems[i]), false, q, sizeof q));
@@ -1451,17 +1464,16 @@ out:
     return st;
 }
 
-static kvs_status apply_file_into(cfg_box *b, const char *path, const char *via)
+/* Applies the YAML text of the file named path (read already). */
+static kvs_status apply_yaml_into(cfg_box *b, const char *path, const char *text, size_t len)
 {
     applier a = {.box = b, .kind = KVS_SOURCE_FILE, .src_name = path};
     yaml_document_t doc;
     bool have_doc = false;
-    char *text = NULL, *flat = NULL;
-    size_t len = 0, flat_len = 0;
+    char *flat = NULL;
+    size_t flat_len = 0;
     const yaml_node_t *root, *extra = NULL;
-    kvs_status st = read_file(path, via, &text, &len);
-    if (st)
-        return st;
+    kvs_status st = KVS_OK;
 
     a.orig = text;
     a.orig_len = len;
@@ -1503,6 +1515,17 @@ out:
     if (have_doc)
         yaml_document_delete(&doc);
     kvs__free(flat);
+    return st;
+}
+
+static kvs_status apply_file_into(cfg_box *b, const char *path, const char *via)
+{
+    char *text = NULL;
+    size_t len = 0;
+    kvs_status st = read_file(path, via, &text, &len);
+    if (st)
+        return st;
+    st = apply_yaml_into(b, path, text, len);
     kvs__free(text);
     return st;
 }
@@ -1858,6 +1881,32 @@ kvs_status kvs_config_apply_file(kvs_config *cfg, const char *path)
     if ((st = box_copy(box_of(cfg), &s)))
         return st;
     return commit(cfg, s, apply_file_into(s, path, NULL));
+}
+
+kvs_status kvs__config_apply_yaml(kvs_config *cfg, const char *name, const char *text,
+                                  size_t len)
+{
+    cfg_box *s;
+    kvs_status st;
+    if (!cfg || !name || (!text && len))
+        return kvs__fail(KVS_ERR_INVALID, "kvs__config_apply_yaml: NULL argument");
+    if (len > CONFIG_FILE_MAX)
+        return kvs__fail(KVS_ERR_CONFIG, "configuration file %s is larger than %u bytes", name,
+                         CONFIG_FILE_MAX);
+    /* The parser wants the text NUL-terminated, as read_file leaves it. */
+    char *copy = kvs__malloc(len + 1);
+    if (!copy)
+        return nomem();
+    if (len)
+        memcpy(copy, text, len);
+    copy[len] = '\0';
+    if ((st = box_copy(box_of(cfg), &s))) {
+        kvs__free(copy);
+        return st;
+    }
+    st = commit(cfg, s, apply_yaml_into(s, name, copy, len));
+    kvs__free(copy);
+    return st;
 }
 
 kvs_status kvs_config_apply_env(kvs_config *cfg)

@@ -104,4 +104,9 @@ kvs_status kvs__config_resolve_paths(kvs_config *cfg);
 /* The local default folder as described above; caller frees. */
 char *kvs__config_default_path(void);
 
+/* kvs_config_apply_file on text already in memory, as if read from a file
+ * called name (for the fuzzer and tests). */
+kvs_status kvs__config_apply_yaml(kvs_config *cfg, const char *name, const char *text,
+                                  size_t len);
+
 #endif /* KVS_CONFIG_H */

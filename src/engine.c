@@ -162,6 +162,30 @@ static void cancel_copies(kvs_op *op)
         sched_yield();
 }
 
+/* Zero-copy transfers (KVS_KV_DIRECT) on caller memory are bracketed the
+ * same way, but one can last as long as the filesystem takes, so releasing
+ * the op sleeps (kvs_op_free) instead of spinning, and only on these: a
+ * task stuck opening a file or reading its header into a worker's buffer
+ * does not hold the caller's memory, so it does not hold up the caller. */
+static void direct_end(kvs_op *op)
+{
+    if (atomic_fetch_sub(&op->direct_io, 1) == 1 && atomic_load(&op->cancelled)) {
+        pthread_mutex_lock(&op->mu);
+        pthread_cond_broadcast(&op->cv);
+        pthread_mutex_unlock(&op->mu);
+    }
+}
+
+static bool direct_begin(kvs_op *op)
+{
+    atomic_fetch_add(&op->direct_io, 1);
+    if (atomic_load(&op->cancelled)) {
+        direct_end(op);
+        return false;
+    }
+    return true;
+}
+
 /* ---- results --------------------------------------------------------------- */
 
 static bool loaded_state(int s)
@@ -519,13 +543,19 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
                                        e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
+                if (!direct_begin(op))
+                    break;
                 struct iovec v[MAX_DIRECT_IOV];
                 memcpy(v, iov, (size_t)n * sizeof *iov);
-                if (rw_iov_full(c->fd, v, n, foff, false) != 0) {
-                    read_fail(c, read_errno_reason(errno), errno);
+                int rc = rw_iov_full(c->fd, v, n, foff, false);
+                int err = errno;
+                bool good = rc == 0 && verify_regions(c, blk, iov, n);
+                direct_end(op);
+                if (rc != 0) {
+                    read_fail(c, read_errno_reason(err), err);
                     break;
                 }
-                if (!verify_regions(c, blk, iov, n)) {
+                if (!good) {
                     chunk_fail(c, STAT_OFF(miss_checksum));
                     quarantine(c, KVS_REJECT_CHECKSUM);
                     break;
@@ -621,7 +651,7 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         c->dfile = kvs__dev_file_open(e->dev, fd);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
-        kvs__pool_submit(e->pool, &c->pieces[i].task, KVS_PRIO_READ);
+        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
     read_piece(&c->pieces[0], w);
     return;
 
@@ -781,9 +811,14 @@ static void write_piece(kvs_xpiece *p, kvs_worker *w)
                                        e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
+                if (!direct_begin(op))
+                    break;
                 fill_regions(c, blk, iov, n);
-                if (rw_iov_full(c->fd, iov, n, foff, true) != 0) {
-                    write_fail(c, errno, "write");
+                int rc = rw_iov_full(c->fd, iov, n, foff, true);
+                int err = errno;
+                direct_end(op);
+                if (rc != 0) {
+                    write_fail(c, err, "write");
                     break;
                 }
                 done = true;
@@ -853,7 +888,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
         kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
-        kvs__pool_submit(e->pool, &c->pieces[i].task, KVS_PRIO_WRITE);
+        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_WRITE);
     write_piece(&c->pieces[0], w);
 }
 
@@ -931,7 +966,8 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
     op->nchunks = n;
     op->direct = kv->mem == KVS_MEM_HOST && (kv->flags & KVS_KV_DIRECT);
     op->t_start = kvs__now_ns();
-    op->deadline_ns = op->t_start + e->io_timeout_ns;
+    op->deadline_ns = op->t_start + (kind == KVS_OP_RETRIEVE ? e->io_timeout_ns
+                                                             : e->store_timeout_ns);
     atomic_init(&op->refs, 1);
     atomic_init(&op->cut, n);
     pthread_mutex_init(&op->mu, NULL);
@@ -1144,11 +1180,21 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
     return KVS_OK;
 }
 
-/* Gives up on a retrieve at its deadline (count_timeout) or because its
- * handle is released: no more copies into caller memory, every unresolved
- * chunk is a miss, and the op is complete with what arrived. */
-static void retrieve_abandon(kvs_op *op, bool count_timeout)
+/* Gives up on an op at its deadline (count_timeout) or because its handle
+ * is released: no more copies to or from caller memory, every unresolved
+ * chunk is a miss (retrieve) or a failed write (store), and the op is
+ * complete with what arrived.  Tasks stuck in the filesystem finish later
+ * on their own and find their chunk settled: a late write is discarded or,
+ * if it was already publishing, leaves a complete file that is simply not
+ * counted.  A deadline that passes counts as one I/O failure towards
+ * failure_threshold, so a hung store gets marked unhealthy and later
+ * requests stop waiting on it. */
+static void op_abandon(kvs_op *op, bool count_timeout)
 {
+    kvs_engine *e = op->engine;
+    size_t reason = op->kind == KVS_OP_RETRIEVE ? STAT_OFF(miss_timeout)
+                                                : STAT_OFF(store_failed_timeout);
+    uint32_t timed_out = 0;
     cancel_copies(op);
     pthread_mutex_lock(&op->mu);
     if (!op->complete) {
@@ -1156,8 +1202,9 @@ static void retrieve_abandon(kvs_op *op, bool count_timeout)
             kvs_xchunk *c = &op->chunks[i];
             if (chunk_settle(c, count_timeout ? KVS_CH_FAILED : KVS_CH_CANCELLED) &&
                 count_timeout) {
-                c->reason = (int)STAT_OFF(miss_timeout);
-                KVS_STAT_ADD(op->engine, miss_timeout, 1);
+                c->reason = (int)reason;
+                stat_add_off(e, reason, 1);
+                timed_out++;
             }
         }
         op_complete_locked(op);
@@ -1166,6 +1213,9 @@ static void retrieve_abandon(kvs_op *op, bool count_timeout)
     }
     pthread_cond_broadcast(&op->cv);
     pthread_mutex_unlock(&op->mu);
+    if (timed_out)
+        note_io_failure(e, op->kind == KVS_OP_RETRIEVE ? "read (deadline)" : "write (deadline)",
+                        ETIMEDOUT);
 }
 
 static void deadline_to_timespec(uint64_t deadline_ns, struct timespec *ts)
@@ -1185,17 +1235,17 @@ kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out
 {
     if (!op)
         return kvs__fail(KVS_ERR_INVALID, "kvs_op_wait: op is NULL");
-    bool own_deadline = timeout_ms < 0;
-    uint64_t deadline = own_deadline ? (op->kind == KVS_OP_RETRIEVE ? op->deadline_ns : UINT64_MAX)
-                                     : kvs__now_ns() + (uint64_t)timeout_ms * 1000000u;
-    if (op->kind == KVS_OP_RETRIEVE && deadline > op->deadline_ns)
-        deadline = op->deadline_ns;
+    /* Never past the op's own deadline (io_timeout_ms for a retrieve,
+     * store_timeout_ms for a store): a hung filesystem must not hang the
+     * caller. */
+    uint64_t deadline = op->deadline_ns;
+    if (timeout_ms >= 0 && (uint64_t)timeout_ms < UINT64_MAX / 2000000u) {
+        uint64_t d = kvs__now_ns() + (uint64_t)timeout_ms * 1000000u;
+        if (d < deadline)
+            deadline = d;
+    }
     pthread_mutex_lock(&op->mu);
     while (!op->complete) {
-        if (deadline == UINT64_MAX) {
-            pthread_cond_wait(&op->cv, &op->mu);
-            continue;
-        }
         if (kvs__now_ns() >= deadline)
             break;
         struct timespec ts;
@@ -1204,10 +1254,10 @@ kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out
     }
     if (!op->complete) {
         pthread_mutex_unlock(&op->mu);
-        if (op->kind != KVS_OP_RETRIEVE || deadline < op->deadline_ns)
+        if (deadline < op->deadline_ns)
             return kvs__fail(KVS_ERR_TIMEOUT, "kvs_op_wait: not complete after %lld ms",
                              (long long)timeout_ms);
-        retrieve_abandon(op, true);
+        op_abandon(op, true);
         pthread_mutex_lock(&op->mu);
     }
     if (result_out)
@@ -1236,7 +1286,7 @@ kvs_status kvs_op_wait_layer(kvs_op *op, uint32_t layer, size_t *loaded_tokens_o
     while (!op->complete && !layers_ready(op, layer)) {
         if (kvs__now_ns() >= op->deadline_ns) {
             pthread_mutex_unlock(&op->mu);
-            retrieve_abandon(op, true);
+            op_abandon(op, true);
             pthread_mutex_lock(&op->mu);
             continue;
         }
@@ -1266,14 +1316,14 @@ void kvs_op_free(kvs_op *op)
     pthread_mutex_unlock(&op->mu);
     if (!complete) {
         if (op->kind == KVS_OP_RETRIEVE)
-            retrieve_abandon(op, false);
+            op_abandon(op, false);
         else if (!op->dev) /* GPU stores were captured: they go on */
             cancel_copies(op); /* host memory is the caller's again */
     }
     if (op->direct) {
         /* Zero-copy I/O may still be in flight on the caller's memory. */
         pthread_mutex_lock(&op->mu);
-        while (atomic_load(&op->chunks_left) > 0) {
+        while (atomic_load(&op->direct_io) > 0) {
             struct timespec ts;
             deadline_to_timespec(kvs__now_ns() + 10000000u, &ts);
             pthread_cond_timedwait(&op->cv, &op->mu, &ts);
@@ -1524,9 +1574,12 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
     uint32_t present = 0;
     while (present < n && b->items[present].done && b->items[present].result == KVS_PROBE_PRESENT)
         present++;
-    if (present < n && !b->items[present].done)
+    bool timed_out = present < n && !b->items[present].done;
+    if (timed_out)
         KVS_STAT_ADD(e, miss_timeout, 1);
     pthread_mutex_unlock(&b->mu);
+    if (timed_out) /* as for reads: a hung store gets marked unhealthy */
+        note_io_failure(e, "stat (deadline)", ETIMEDOUT);
     probe_batch_unref(b);
     *present_out = present;
     return KVS_OK;
@@ -1668,7 +1721,9 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__ns_init(&e->ns, ns, e->cfg->chunk_size, e->cfg->namespace_salt);
     if (st)
         goto fail;
-    st = kvs__store_open(&e->store, e->cfg, &e->ns);
+    /* Bounded: a hung mount fails the open instead of hanging the caller. */
+    st = kvs__store_open_bounded(&e->store, e->cfg, &e->ns,
+                                 (uint64_t)e->cfg->store_timeout_ms * 1000000u);
     if (st)
         goto fail;
     st = kvs__index_create(&e->index);

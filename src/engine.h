@@ -123,8 +123,11 @@ struct kvs_op {
     _Atomic uint32_t cut;          /* retrieve: first failed chunk; nchunks if none */
     _Atomic bool cancelled;        /* no more copies to or from caller memory */
     _Atomic int copiers;           /* copies to or from caller memory under way */
+    _Atomic int direct_io;         /* KVS_KV_DIRECT transfers on caller memory
+                                      under way (including their checksums) */
     uint32_t *layer_left;          /* retrieve: unfinished pieces per layer (mu) */
-    uint64_t deadline_ns;          /* retrieve: io_timeout after start */
+    uint64_t deadline_ns;          /* io_timeout (retrieve) or store_timeout
+                                      (store) after start, monotonic ns */
     uint64_t t_start;
     bool complete;                 /* under mu */
     bool freed;                    /* the handle was released (mu) */

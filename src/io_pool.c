@@ -1,5 +1,5 @@
 /*
- * io_pool.c - a fixed pool of I/O threads with two queues.
+ * io_pool.c - a fixed pool of I/O threads with three queues.
  *
  * Chunk reads and writes are split into tasks (see engine.c) that any worker
  * can run, so one large chunk is read by several threads at once.  Reads
@@ -40,7 +40,7 @@ struct kvs_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;      /* workers wait for tasks */
     pthread_cond_t exit_cv;      /* destroy waits for workers */
-    kvs_queue queues[2];
+    kvs_queue queues[3];         /* served in this order: */
     uint32_t queued;
     uint32_t running;
     uint32_t alive;              /* worker threads not yet exited */
@@ -65,9 +65,15 @@ static void pool_free(kvs_pool *p)
     kvs__free(p);
 }
 
+/* Queue index by priority: the rest of open chunks, new reads, writes. */
+static int queue_of(kvs_prio prio)
+{
+    return prio == KVS_PRIO_READ_MORE ? 0 : prio == KVS_PRIO_READ ? 1 : 2;
+}
+
 static kvs_task *pop(kvs_pool *p)
 {
-    for (int q = 0; q < 2; q++) {
+    for (int q = 0; q < 3; q++) {
         kvs_task *t = p->queues[q].head;
         if (t) {
             p->queues[q].head = t->next;
@@ -85,6 +91,7 @@ static void *worker_main(void *arg)
     kvs_pool_thread *self = arg;
     kvs_worker *w = &self->worker;
     kvs_pool *p = w->pool;
+    pthread_setname_np(pthread_self(), "kvs-io");
     pthread_mutex_lock(&p->mu);
     for (;;) {
         kvs_task *t = pop(p);
@@ -190,14 +197,15 @@ void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio)
     kvs_pool *p = pool;
     task->next = NULL;
     pthread_mutex_lock(&p->mu);
-    kvs_queue *q = &p->queues[prio == KVS_PRIO_READ ? 0 : 1];
+    kvs_queue *q = &p->queues[queue_of(prio)];
     if (q->tail)
         q->tail->next = task;
     else
         q->head = task;
     q->tail = task;
     p->queued++;
-    if (prio == KVS_PRIO_READ && p->nthreads < p->max_threads && all_stalled(p, kvs__now_ns())) {
+    if (prio != KVS_PRIO_WRITE && !p->stopping && p->nthreads < p->max_threads &&
+        all_stalled(p, kvs__now_ns())) {
         if (start_thread(p))
             kvs__log(KVS_LOG_WARN,
                      "all %u I/O threads have been busy for over %llu ms (a slow or hung "

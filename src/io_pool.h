@@ -31,6 +31,10 @@ struct kvs_worker {
 typedef enum kvs_prio {
     KVS_PRIO_READ = 0,  /* retrieves: served first */
     KVS_PRIO_WRITE = 1, /* stores */
+    /* The rest of a chunk whose file is open: served before new reads, so
+     * a retrieve's chunks complete in order and a slow store yields the
+     * longest prefix by the deadline, not a little of every chunk. */
+    KVS_PRIO_READ_MORE = 2,
 } kvs_prio;
 
 /* Starts `threads` workers, each with a bounce buffer.  When every worker
@@ -40,6 +44,9 @@ typedef enum kvs_prio {
 kvs_status kvs__pool_create(uint32_t threads, uint32_t spare, size_t bounce_bytes,
                             uint64_t stall_ns, kvs_pool **pool_out);
 
+/* A task that submits follow-up tasks gives its own worker's pool
+ * (worker->pool): the owner's handle may be gone by then (a destroy that
+ * left the worker stuck in a filesystem call), the worker's pool is not. */
 void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio);
 
 /* Lets the workers finish what is queued and stop, waiting at most

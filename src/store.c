@@ -16,6 +16,15 @@
  * rename as the last resort, harmless because same key means same bytes).
  * So a reader sees either no file or a complete one, the first complete
  * file wins, and no lock is taken on any path.
+ *
+ * Nothing in the store is trusted to stay where it should: the store is
+ * shared, and anyone who can write it can plant a symlink.  The root may be
+ * a symlink (a common way to point at the mount), followed once at open;
+ * below it, each namespace folder is opened once (O_PATH, O_NOFOLLOW) and
+ * every chunk file, temporary file and fan-out folder is reached from that
+ * descriptor by calls that follow no symlink in any component (openat2
+ * RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, or an O_NOFOLLOW walk), so no read,
+ * write, rename or removal ever lands outside the store.
  */
 #include "store.h"
 
@@ -25,12 +34,12 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define LEAF_DIRS 65536u
 
 /* Every path is built here.  store_open refuses roots long enough to make
  * any of them overflow, so truncation cannot happen. */
@@ -87,37 +96,46 @@ static mode_t dir_mode(uint32_t file_mode)
 static kvs_status write_namespace_file(kvs_fstore *s, uint32_t p, const kvs_ns *ns)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX], tmp[KVS_PATH_MAX];
-    pathf(path, "%s/" KVS_NAMESPACE_FILE, s->ns_path[p]);
-    struct stat st;
-    if (io->stat(path, &st) == 0)
+    int dfd = s->ns_fd[p];
+    int fd = io->open_beneath(dfd, KVS_NAMESPACE_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd >= 0) {
+        io->close(fd);
         return KVS_OK;
+    }
+    char tmp[64];
     uint64_t r = 0;
     io->getrandom(&r, sizeof r);
-    pathf(tmp, "%s.%016llx" KVS_TMP_SUFFIX, path, (unsigned long long)r);
+    snprintf(tmp, sizeof tmp, "." KVS_NAMESPACE_FILE ".%016llx" KVS_TMP_SUFFIX,
+             (unsigned long long)r);
     char *desc = kvs__ns_describe_json(ns);
     if (!desc)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory describing the namespace");
     kvs_status st_out = KVS_OK;
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
+    fd = io->open_beneath(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
     if (fd < 0) {
-        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", tmp, strerror(errno));
+        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s/%s: %s", s->ns_path[p],
+                           tmp, strerror(errno));
         goto out;
     }
     size_t len = strlen(desc);
     desc[len] = '\n';
     int rc = kvs__pwrite_full(fd, desc, len + 1, 0);
     int err = errno;
-    io->close(fd);
+    if (io->close(fd) != 0 && rc == 0) {
+        rc = -1;
+        err = errno;
+    }
     if (rc != 0) {
-        io->unlink(tmp);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s: %s", tmp, strerror(err));
+        io->unlinkat(dfd, tmp, 0);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s/%s: %s", s->ns_path[p], tmp,
+                           strerror(err));
         goto out;
     }
-    if (io->rename(tmp, path) != 0) {
+    if (io->renameat(dfd, tmp, KVS_NAMESPACE_FILE, 0) != 0) {
         err = errno;
-        io->unlink(tmp);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s: %s", path, strerror(err));
+        io->unlinkat(dfd, tmp, 0);
+        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s/" KVS_NAMESPACE_FILE ": %s",
+                           s->ns_path[p], strerror(err));
     }
 out:
     kvs__free(desc);
@@ -129,11 +147,10 @@ out:
 static void probe_direct(kvs_fstore *s)
 {
     const kvs_io_ops *io = kvs__io();
-    char tmp[KVS_PATH_MAX];
+    char tmp[64];
     uint64_t r = 0;
     io->getrandom(&r, sizeof r);
-    pathf(tmp, "%s/.direct-probe.%016llx" KVS_TMP_SUFFIX, s->ns_path[0],
-             (unsigned long long)r);
+    snprintf(tmp, sizeof tmp, ".direct-probe.%016llx" KVS_TMP_SUFFIX, (unsigned long long)r);
     void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
     if (!buf) {
         s->direct = false;
@@ -141,7 +158,8 @@ static void probe_direct(kvs_fstore *s)
         return;
     }
     memset(buf, 0x5a, KVS_FILE_ALIGN);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT, 0600);
+    int fd = io->open_beneath(s->ns_fd[0], tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT,
+                              0600);
     const char *step = "open";
     int err = 0;
     if (fd >= 0) {
@@ -151,13 +169,13 @@ static void probe_direct(kvs_fstore *s)
         io->close(fd);
         if (!err) {
             step = "read";
-            fd = io->open(tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+            fd = io->open_beneath(s->ns_fd[0], tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
             if (fd < 0 || kvs__pread_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
                 err = errno;
             if (fd >= 0)
                 io->close(fd);
         }
-        io->unlink(tmp);
+        io->unlinkat(s->ns_fd[0], tmp, 0);
     } else {
         err = errno;
     }
@@ -327,10 +345,19 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
                            s->ns_path[p], strerror(errno));
             goto fail;
         }
-        if (io->stat(s->ns_path[p], &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            st = kvs__fail(KVS_ERR_IO, "namespace folder %s is not a directory", s->ns_path[p]);
+        /* O_NOFOLLOW | O_DIRECTORY: a symlink in its place is refused. */
+        int fd = io->open(s->ns_path[p], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (fd < 0) {
+            int err = errno;
+            st = kvs__fail(err == ENOTDIR || err == ELOOP ? KVS_ERR_IO : kvs__errno_status(err),
+                           "cannot open namespace folder %s: %s%s", s->ns_path[p], strerror(err),
+                           err == ENOTDIR || err == ELOOP
+                               ? " (it must be a folder, not a symlink or a file)"
+                               : "");
             goto fail;
         }
+        s->ns_fd[p] = fd;
+        s->nfds = p + 1;
         st = write_namespace_file(s, p, ns);
         if (st)
             goto fail;
@@ -351,11 +378,6 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
             }
         }
     }
-    s->made = kvs__calloc((size_t)s->npaths * LEAF_DIRS / 8, 1);
-    if (!s->made) {
-        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
-        goto fail;
-    }
     if (cfg->use_direct_io == KVS_DIRECT_IO_ON) {
         probe_direct(s);
     } else {
@@ -370,11 +392,12 @@ fail:
 
 void kvs__store_close(kvs_fstore *s)
 {
+    for (uint32_t p = 0; p < s->nfds; p++)
+        kvs__io()->close(s->ns_fd[p]);
     for (uint32_t p = 0; p < KVS_MAX_STORE_PATHS; p++) {
         kvs__free(s->root[p]);
         kvs__free(s->ns_path[p]);
     }
-    kvs__free((void *)s->made);
     memset(s, 0, sizeof *s);
 }
 
@@ -383,10 +406,32 @@ uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key)
     return kvs__store_pick(s->root_id, s->npaths, key);
 }
 
-static void leaf_dir(const kvs_fstore *s, const uint8_t *key, char *buf)
+/* Names relative to the namespace folder: "xx/yy" and "xx/yy/<name>". */
+static void leaf_rel(const uint8_t *key, char *buf)
 {
-    pathf(buf, "%s/%02x/%02x", s->ns_path[kvs__store_path_index(s, key)], key[0],
-             key[1]);
+    snprintf(buf, 8, "%02x/%02x", key[0], key[1]);
+}
+
+static void temp_name(const uint8_t *key, uint64_t suffix, char *buf)
+{
+    char hex[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, hex);
+    snprintf(buf, 2 * KVS_KEY_BYTES + 24, ".%s.%016llx" KVS_TMP_SUFFIX, hex,
+             (unsigned long long)suffix);
+}
+
+static int ns_fd_of(const kvs_fstore *s, const uint8_t *key)
+{
+    return s->ns_fd[kvs__store_path_index(s, key)];
+}
+
+/* The chunk's fan-out folder, opened without following symlinks; -errno. */
+static int open_leaf(const kvs_fstore *s, const uint8_t *key)
+{
+    char rel[8];
+    leaf_rel(key, rel);
+    int fd = kvs__io()->open_beneath(ns_fd_of(s, key), rel, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    return fd >= 0 ? fd : -errno;
 }
 
 void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf)
@@ -426,24 +471,32 @@ kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_byte
 int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
+    char rel[8 + KVS_KEY_HEX];
+    leaf_rel(key, rel);
+    rel[5] = '/';
+    kvs__hex(key, KVS_KEY_BYTES, rel + 6);
+    int dfd = ns_fd_of(s, key);
     /* O_NONBLOCK: a FIFO planted under a chunk name must not block us. */
-    int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
+    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
     int fd = -1;
     if (__atomic_load_n(&s->noatime, __ATOMIC_RELAXED)) {
-        fd = io->open(path, flags | O_NOATIME, 0);
+        fd = io->open_beneath(dfd, rel, flags | O_NOATIME, 0);
         if (fd < 0 && errno == EPERM) /* O_NOATIME needs ownership */
             __atomic_store_n(&s->noatime, false, __ATOMIC_RELAXED);
     }
     if (fd < 0 && !__atomic_load_n(&s->noatime, __ATOMIC_RELAXED))
-        fd = io->open(path, flags, 0);
+        fd = io->open_beneath(dfd, rel, flags, 0);
     if (fd < 0) {
         int err = errno;
+        if (err == EXDEV) /* a path that would leave the store */
+            return -ELOOP;
         /* Some filesystems refuse O_DIRECT on what is not a regular file
-         * before they say what it is: ask. */
+         * before they say what it is: ask (metadata only). */
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(s, key, path);
         struct stat st;
-        if (err != ENOENT && err != ESTALE && io->stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        if (err != ENOENT && err != ESTALE && err != ELOOP && io->stat(path, &st) == 0 &&
+            !S_ISREG(st.st_mode))
             return -EISDIR;
         return -err;
     }
@@ -459,65 +512,85 @@ int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
     return fd;
 }
 
-static int ensure_leaf(kvs_fstore *s, const uint8_t *key)
+/* Makes namespace folder p again and opens it under the same descriptor
+ * number (dup3), so a thread using the old descriptor meanwhile gets one
+ * folder or the other, never a descriptor of something else. */
+static int reopen_ns(kvs_fstore *s, uint32_t p)
 {
-    uint32_t p = kvs__store_path_index(s, key);
-    uint32_t bit = (uint32_t)key[0] << 8 | key[1];
-    _Atomic uint8_t *byte = &s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8];
-    uint8_t mask = (uint8_t)(1u << (bit % 8));
-    if (atomic_load_explicit(byte, memory_order_relaxed) & mask)
-        return 0;
-    char dir[KVS_PATH_MAX];
-    leaf_dir(s, key, dir);
+    const kvs_io_ops *io = kvs__io();
+    if (io->mkdir(s->ns_path[p], dir_mode(s->file_mode)) != 0 && errno != EEXIST)
+        return -errno;
+    int fd = io->open(s->ns_path[p], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = dup3(fd, s->ns_fd[p], O_CLOEXEC) < 0 ? -errno : 0;
+    io->close(fd);
+    if (rc == 0)
+        write_namespace_file(s, p, s->ns);
+    return rc;
+}
+
+/* Makes <ns>/xx/yy, each level created below a descriptor of the one above
+ * opened without following symlinks. */
+static int make_leaf(kvs_fstore *s, const uint8_t *key)
+{
     const kvs_io_ops *io = kvs__io();
     mode_t mode = dir_mode(s->file_mode);
-    char *slash = strrchr(dir, '/');
-    *slash = '\0';
-    int err = io->mkdir(dir, mode) == 0 ? 0 : errno;
+    char rel[8];
+    leaf_rel(key, rel);
+    uint32_t p = kvs__store_path_index(s, key);
+    int dfd = s->ns_fd[p];
+    rel[2] = '\0';
+    int err = io->mkdirat(dfd, rel, mode) == 0 ? 0 : errno;
     if (err == ENOENT && s->ns) {
         /* An operator removed the namespace (kvstash rm) under us. */
-        if (io->mkdir(s->ns_path[p], mode) != 0 && errno != EEXIST)
-            return -errno;
-        write_namespace_file(s, p, s->ns);
-        err = io->mkdir(dir, mode) == 0 ? 0 : errno;
+        int rc = reopen_ns(s, p);
+        if (rc)
+            return rc;
+        err = io->mkdirat(dfd, rel, mode) == 0 ? 0 : errno;
     }
     if (err && err != EEXIST)
         return -err;
-    *slash = '/';
-    if (io->mkdir(dir, mode) != 0 && errno != EEXIST)
+    int xfd = io->open_beneath(dfd, rel, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+    if (xfd < 0)
         return -errno;
-    atomic_fetch_or_explicit(byte, mask, memory_order_relaxed);
-    return 0;
+    int rc = 0;
+    if (io->mkdirat(xfd, rel + 3, mode) != 0 && errno != EEXIST)
+        rc = -errno;
+    io->close(xfd);
+    return rc;
 }
 
 int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out)
 {
     const kvs_io_ops *io = kvs__io();
-    int rc = ensure_leaf(s, key);
-    if (rc)
-        return rc;
-    char path[KVS_PATH_MAX];
+    char rel[8 + 2 * KVS_KEY_BYTES + 24];
+    int dfd = ns_fd_of(s, key);
+    bool made = false;
     for (int attempt = 0; attempt < 4; attempt++) {
         uint64_t suffix = 0;
         if (io->getrandom(&suffix, sizeof suffix) != 0)
             return -errno;
-        kvs__store_temp_path(s, key, suffix, path);
-        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW | (s->direct ? O_DIRECT : 0);
-        int fd = io->open(path, flags, (mode_t)s->file_mode);
+        leaf_rel(key, rel);
+        rel[5] = '/';
+        temp_name(key, suffix, rel + 6);
+        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (s->direct ? O_DIRECT : 0);
+        int fd = io->open_beneath(dfd, rel, flags, (mode_t)s->file_mode);
         if (fd >= 0) {
             *suffix_out = suffix;
             return fd;
         }
-        if (errno == ENOENT) {
-            /* Someone (an operator's rm, a collector) removed our folder. */
-            uint32_t p = kvs__store_path_index(s, key);
-            uint32_t bit = (uint32_t)key[0] << 8 | key[1];
-            atomic_fetch_and(&s->made[(size_t)p * LEAF_DIRS / 8 + bit / 8],
-                             (uint8_t) ~(1u << (bit % 8)));
-            if ((rc = ensure_leaf(s, key)) != 0)
+        if (errno == ENOENT && !made) {
+            /* The fan-out folders do not exist yet, or someone (an
+             * operator's rm, a collector) removed them: make them once. */
+            int rc = make_leaf(s, key);
+            if (rc)
                 return rc;
+            made = true;
             continue;
         }
+        if (errno == EXDEV)
+            return -ELOOP;
         if (errno != EEXIST)
             return -errno;
     }
@@ -526,59 +599,188 @@ int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_o
 
 void kvs__store_discard(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_temp_path(s, key, suffix, path);
-    kvs__io()->unlink(path);
+    char name[2 * KVS_KEY_BYTES + 24];
+    temp_name(key, suffix, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return; /* then the collector removes it after tmp_grace_s */
+    kvs__io()->unlinkat(leaf, name, 0);
+    kvs__io()->close(leaf);
 }
 
 int kvs__store_publish(kvs_fstore *s, const uint8_t *key, uint64_t suffix)
 {
     const kvs_io_ops *io = kvs__io();
-    char tmp[KVS_PATH_MAX], final[KVS_PATH_MAX];
-    kvs__store_temp_path(s, key, suffix, tmp);
-    kvs__store_chunk_path(s, key, final);
-    if (io->rename_noreplace(tmp, final) == 0)
-        return 0;
+    char tmp[2 * KVS_KEY_BYTES + 24], final[KVS_KEY_HEX];
+    temp_name(key, suffix, tmp);
+    kvs__hex(key, KVS_KEY_BYTES, final);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return leaf;
+    int rc = 0;
+    if (io->renameat(leaf, tmp, final, 1) == 0)
+        goto out;
     int err = errno;
     if (err == EEXIST) {
-        io->unlink(tmp);
-        return 1;
+        io->unlinkat(leaf, tmp, 0);
+        rc = 1;
+        goto out;
     }
     if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        if (io->link(tmp, final) == 0) {
-            io->unlink(tmp);
-            return 0;
+        if (io->linkat(leaf, tmp, final) == 0) {
+            io->unlinkat(leaf, tmp, 0);
+            goto out;
         }
         err = errno;
         if (err == EEXIST) {
-            io->unlink(tmp);
-            return 1;
+            io->unlinkat(leaf, tmp, 0);
+            rc = 1;
+            goto out;
         }
         if (err == EPERM || err == ENOTSUP || err == EOPNOTSUPP || err == EMLINK) {
-            if (io->rename(tmp, final) == 0)
-                return 0;
+            if (io->renameat(leaf, tmp, final, 0) == 0)
+                goto out;
             err = errno;
         }
     }
-    io->unlink(tmp);
-    return -err;
+    io->unlinkat(leaf, tmp, 0);
+    rc = -err;
+out:
+    io->close(leaf);
+    return rc;
 }
 
 int kvs__store_remove(kvs_fstore *s, const uint8_t *key)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
-    if (kvs__io()->unlink(path) == 0)
-        return 0;
-    if (errno == ENOENT || errno == ESTALE)
-        return 1;
-    return -errno;
+    char name[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return leaf == -ENOENT || leaf == -ESTALE || leaf == -ENOTDIR ? 1 : leaf;
+    int rc = 0;
+    if (kvs__io()->unlinkat(leaf, name, 0) != 0)
+        rc = errno == ENOENT || errno == ESTALE ? 1 : -errno;
+    kvs__io()->close(leaf);
+    return rc;
 }
 
 void kvs__store_touch(kvs_fstore *s, const uint8_t *key)
 {
-    char path[KVS_PATH_MAX];
-    kvs__store_chunk_path(s, key, path);
+    char name[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return;
     struct timespec ts[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-    kvs__io()->utimens(path, ts); /* best effort: the clock is advisory */
+    kvs__io()->utimensat(leaf, name, ts); /* best effort: the clock is advisory */
+    kvs__io()->close(leaf);
+}
+
+/* ---- opening with a deadline ------------------------------------------------ */
+
+/* kvs__store_open runs on a helper thread with its own copies of the
+ * configuration and namespace, so that if the mount hangs the caller gets
+ * KVS_ERR_TIMEOUT and the thread, when the filesystem answers at last, closes
+ * what it opened and frees everything itself. */
+typedef struct open_job {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int refs;                      /* the caller and the thread (mu) */
+    bool done;                     /* (mu) */
+    kvs_status st;
+    char err[512];                 /* the thread's kvs_last_error() */
+    kvs_config *cfg;
+    kvs_ns ns;
+    kvs_fstore store;              /* handed to the caller, or closed */
+} open_job;
+
+static void job_unref(open_job *j)
+{
+    pthread_mutex_lock(&j->mu);
+    bool last = --j->refs == 0;
+    pthread_mutex_unlock(&j->mu);
+    if (!last)
+        return;
+    kvs__store_close(&j->store);
+    kvs_config_free(j->cfg);
+    kvs__ns_clear(&j->ns);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    kvs__free(j);
+}
+
+static void *open_thread(void *arg)
+{
+    open_job *j = arg;
+    kvs_status st = kvs__store_open(&j->store, j->cfg, &j->ns);
+    if (st)
+        snprintf(j->err, sizeof j->err, "%s", kvs_last_error());
+    pthread_mutex_lock(&j->mu);
+    j->st = st;
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+    return NULL;
+}
+
+kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns,
+                                   uint64_t timeout_ns)
+{
+    open_job *j = kvs__calloc(1, sizeof *j);
+    if (!j)
+        return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 2;
+    kvs_status st = kvs_config_copy(cfg, &j->cfg);
+    j->ns = *ns;
+    j->ns.model = kvs__strdup(ns->model);
+    j->ns.variant = kvs__strdup(ns->variant ? ns->variant : "");
+    if (!st && (!j->ns.model || !j->ns.variant))
+        st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
+    pthread_attr_t attr;
+    pthread_t th;
+    if (!st) {
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&th, &attr, open_thread, j) != 0)
+            st = kvs__fail(KVS_ERR_NOMEM, "cannot start a thread to open the store");
+        pthread_attr_destroy(&attr);
+    }
+    if (st) {
+        j->refs = 1;
+        job_unref(j);
+        return st;
+    }
+    uint64_t deadline = kvs__now_ns() + timeout_ns;
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && kvs__now_ns() < deadline) {
+        uint64_t left = deadline - kvs__now_ns();
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        left = KVS_MIN(left, (uint64_t)3600 * 1000000000u);
+        ts.tv_sec += (time_t)(left / 1000000000u);
+        ts.tv_nsec += (long)(left % 1000000000u);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+    }
+    if (!j->done) {
+        st = kvs__fail(KVS_ERR_TIMEOUT,
+                       "the store %s did not answer within %llu ms (a hung mount?); not "
+                       "opening an engine on it",
+                       cfg->store_paths[0], (unsigned long long)(timeout_ns / 1000000u));
+    } else if (j->st) {
+        st = kvs__fail(j->st, "%s", j->err);
+    } else {
+        *s = j->store; /* moved: the job's copy is closed as empty */
+        s->ns = ns;    /* the caller's, which outlives the store */
+        memset(&j->store, 0, sizeof j->store);
+    }
+    pthread_mutex_unlock(&j->mu);
+    job_unref(j);
+    return st;
 }

@@ -23,9 +23,13 @@ typedef struct kvs_fstore {
     uint32_t npaths;
     char *root[KVS_MAX_STORE_PATHS];       /* store paths, absolute */
     char *ns_path[KVS_MAX_STORE_PATHS];    /* <root>/<namespace dir> */
+    /* The namespace folders, opened once (O_PATH): every chunk file is
+     * reached from here without following a symlink (io_ops open_beneath),
+     * so nothing planted in the store leads outside it. */
+    int ns_fd[KVS_MAX_STORE_PATHS];
+    uint32_t nfds;                         /* ns_fd[0..nfds) are open */
     uint64_t root_id[KVS_MAX_STORE_PATHS]; /* store ids: which root holds a key */
     const kvs_ns *ns;                      /* the engine's, to remake its folder */
-    _Atomic uint8_t *made;                 /* npaths * 65536 bits: leaf dirs made */
     bool direct;                           /* O_DIRECT in use */
     char direct_reason[160];               /* why O_DIRECT is on or off */
     uint32_t file_mode;
@@ -38,6 +42,11 @@ typedef struct kvs_fstore {
  * and probes O_DIRECT when use_direct_io asks for it. */
 kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns);
 void kvs__store_close(kvs_fstore *s);
+/* The same, but gives up with KVS_ERR_TIMEOUT after timeout_ns (a hung
+ * mount must not hang the caller); the work then finishes, and is undone,
+ * on a thread of its own. */
+kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *ns,
+                                   uint64_t timeout_ns);
 
 /* Which store path holds key (spread by key across several mounts). */
 uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
@@ -63,11 +72,14 @@ typedef enum kvs_probe {
     KVS_PROBE_ERROR = 3,   /* the call failed; errno kept in *err_out */
 } kvs_probe;
 
-/* One metadata call: is a plausible chunk file there? */
+/* One metadata call: is a plausible chunk file there?  (An lstat of the
+ * path: a symlinked fan-out folder planted in the store can make a chunk
+ * look present, never readable: the read refuses the path.) */
 kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out);
 
-/* Opens a chunk for reading (no symlinks, FIFOs or directories: those give
- * -ELOOP / -EFTYPE-like errors as -EINVAL).  Returns fd >= 0 or -errno. */
+/* Opens a chunk for reading: no symlink anywhere below the namespace
+ * folder (-ELOOP), no FIFOs or directories (-EISDIR).  Returns fd >= 0 or
+ * -errno. */
 int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out);
 
 /* Creates a unique temporary file next to the chunk's final name, making
