@@ -946,7 +946,16 @@ kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *fi
             break;
         }
         found++;
+        /* An engine still writing into the namespace holds a descriptor of
+         * the folder, so its next files land in the trash until the trash
+         * is gone (it then makes the namespace anew): empty it again while
+         * that happens, a bounded number of times. */
         int rc = remove_tree(to, &files);
+        for (int again = 0; rc == -ENOTEMPTY && again < 50; again++) {
+            struct timespec pause = {0, 10 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+            rc = remove_tree(to, &files);
+        }
         if (rc) {
             st = kvs__fail(kvs__errno_status(-rc), "removing %s (was %s): %s", to, from,
                            strerror(-rc));
