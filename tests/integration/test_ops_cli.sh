@@ -96,18 +96,25 @@ grep -q "purpose=kvstash gc" "$LMCACHE_WEKA_PATH/.kvstash/collector.log" && ok "
     fail "no gc in the collector log"
 
 # rm: a namespace vanishes while a writer uses it; the writer goes on.  A
-# chunk being written at that moment is not stored (exit 3), nothing worse.
-( for round in $(seq 1 20); do
+# chunk being written at that moment is not stored (exit 3), or is stored
+# into the folder being removed and goes with it, nothing worse.  The
+# writer's first store that starts after rm has returned must stay.
+( round=0
+  while [ ! -e "$WORK/rm.done" ] && [ $round -lt 200 ]; do
+      round=$((round + 1))
       "$KVSTASH" store --seed $((300 + round)) --tokens 1024 $GEO_B --quiet >/dev/null 2>>"$WORK/writer2.err"
       rc=$?
       [ $rc -eq 0 ] || [ $rc -eq 3 ] || echo "writer B failed in round $round: exit $rc" >>"$WORK/problems"
-  done ) &
+  done
+  "$KVSTASH" store --seed 299 --tokens 1024 $GEO_B --quiet >/dev/null 2>>"$WORK/writer2.err" ||
+      echo "writer B failed after rm: exit $?" >>"$WORK/problems" ) &
 writer2=$!
 sleep 0.3
 expect_exit 0 "$KVSTASH" rm --namespace "$NS_B" && grep -q "removed namespace $NS_B" "$WORK/out" && ok "rm" ||
     fail "rm: $(cat "$WORK/out")"
+touch "$WORK/rm.done"
 wait $writer2
-expect_exit 0 "$KVSTASH" retrieve --seed 320 --tokens 1024 $GEO_B --verify --quiet &&
+expect_exit 0 "$KVSTASH" retrieve --seed 299 --tokens 1024 $GEO_B --verify --quiet &&
     grep -q "hit 1024 tokens" "$WORK/out" && ok "the namespace's writer went on storing after rm" ||
     fail "after rm: $(cat "$WORK/out")"
 expect_exit 3 "$KVSTASH" rm --namespace "nosuch-0123456789abcdef" && ok "rm of a missing namespace exits 3"
