@@ -16,7 +16,7 @@
 # the machine's disk, read back from the page cache, the fastest of the
 # places bench/RESULTS.md measured there), E2E_EXTRA (LMCACHE_EXTRA_CONFIG
 # JSON), E2E_IO_PATH (default posix; cuFile's compatibility mode is slower
-# there).
+# there), KVSTASH_LIBRARY (a libkvstash.so built with CUDA: no build here).
 set -uo pipefail
 MODE=${1:-quick}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +49,9 @@ if ls .deps/*.deb >/dev/null 2>&1 && ! { [ -e /usr/include/yaml.h ] &&
                  -DXXHASH_INCLUDE_DIR=$D/usr/include)
     log "deps unpacked from .deps into $D"
 fi
+if [ -n "${KVSTASH_LIBRARY:-}" ] && [ -e "$KVSTASH_LIBRARY" ]; then
+    log "using the library built before: $KVSTASH_LIBRARY"
+else
 log "build"
 if ! { cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKVS_BUILD_TESTS=OFF \
          -DKVS_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="90-real;80-virtual" \
@@ -61,6 +64,7 @@ if ! { cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DKVS_BUILD_TESTS=OFF 
 fi
 grep -E "CUDA kernels" /tmp/kvs-e2e-build.log | tee -a "$OUT/summary.txt"
 export KVSTASH_LIBRARY=$REPO/build-gpu/libkvstash.so
+fi
 export PYTHONPATH=$REPO/python
 export PYTHONUNBUFFERED=1
 

@@ -13,7 +13,8 @@
 # the benchmark and its summary; sweep tries thread counts, piece and unit
 # sizes on 2 GiB in /dev/shm)
 # Writes logs to $OUT (or /tmp/kvs-gpu-bench), at most 8 files.  Debian
-# packages the machine lacks are taken from .debs/ beside the sources.
+# packages the machine lacks are taken from .deps/ beside the sources (as
+# bench/e2e_gpu.sh does; `apt-get download` them on a Debian machine).
 set -u
 MODE=${1:-all}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,9 +28,9 @@ mkdir -p "$OUT"
 log() { echo "== $*"; }
 
 setup_deps() {
-    if [ -d "$ROOT/.debs" ]; then
+    if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1; then
         mkdir -p /tmp/deps
-        for f in "$ROOT"/.debs/*.deb; do dpkg -x "$f" /tmp/deps; done
+        for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" /tmp/deps; done
         local pc=/tmp/deps/usr/lib/x86_64-linux-gnu/pkgconfig
         sed -i 's#^prefix=.*#prefix=/tmp/deps/usr#' "$pc"/*.pc /tmp/deps/usr/share/pkgconfig/*.pc 2>/dev/null
         export PKG_CONFIG_PATH=$pc:/tmp/deps/usr/share/pkgconfig
@@ -193,5 +194,6 @@ bench) bench ;;
 sweep) sweep ;;
 test+sweep) tests; sweep ;;
 test+paths) tests; paths ;;
+untuned) tests; paths; bench ;;   # all but tune: the defaults tune chose before
 *) tests; paths; tune; bench ;;
 esac
