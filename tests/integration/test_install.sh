@@ -11,7 +11,9 @@ for f in include/kvstash.h bin/kvstash; do
 done
 pc=$(find "$PREFIX" -name kvstash.pc)
 [ -n "$pc" ] || { echo "FAIL: no kvstash.pc"; exit 1; }
-export PKG_CONFIG_PATH=$(dirname "$pc")
+# in front of the search path already set: kvstash.pc requires yaml-0.1 and
+# the others, which live where the caller found them to build kvstash
+export PKG_CONFIG_PATH=$(dirname "$pc")${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
 cat >"$PREFIX/prog.c" <<'C'
 #include <kvstash.h>
 #include <stdio.h>
