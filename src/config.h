@@ -52,6 +52,7 @@ typedef enum kvs_config_key {
     KVS_CFG_DURABLE_WRITES,
     KVS_CFG_NAMESPACE_SALT,
     KVS_CFG_LOG_LEVEL,
+    KVS_CFG_STRICT,
     KVS_CFG_NKEYS
 } kvs_config_key;
 
@@ -88,6 +89,7 @@ struct kvs_config {
     bool durable_writes;          /* fsync a chunk before publishing it */
     char *namespace_salt;         /* default tenancy salt; NULL: none */
     kvs_log_level log_level;
+    bool strict;                  /* unknown keys and variables are errors */
 
     /* derived at parse time */
     uint32_t num_store_paths;                  /* >= 1 after resolution */
