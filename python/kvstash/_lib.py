@@ -133,6 +133,7 @@ class KvDesc(ctypes.Structure):
         ("plane_stride", ctypes.c_uint64),
         ("slot_mapping", ctypes.POINTER(ctypes.c_int64)),
         ("cuda_stream", ctypes.c_void_p),
+        ("head_stride", ctypes.c_uint64),   # bytes; 0: head_dim * dtype size
     ]
 
 
