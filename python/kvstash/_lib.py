@@ -283,56 +283,20 @@ def take_string(ptr):
         load().kvs_free(ptr)
 
 
-_head_stride_ok = None
+HEAD_STRIDE_VERSION = 200   # kvs_kv.head_stride came in 0.2
 
 
 def require_head_stride():
-    """Raises UnsupportedError unless the loaded library honours
-    kvs_kv.head_stride (a library older than the field would read past it,
-    ignoring it, and address strided heads wrong).  The first call proves it
-    once: a two-head KV with strided heads is stored and read back into a
-    contiguous one, on a scratch store, and compared."""
-    global _head_stride_ok
-    if _head_stride_ok is None:
-        _head_stride_ok = _probe_head_stride()
-    if not _head_stride_ok:
+    """Raises UnsupportedError unless the loaded library reads
+    kvs_kv.head_stride (an older one ignores the field and would address
+    strided heads as one contiguous row)."""
+    have = int(load().kvs_version_number())
+    if have < HEAD_STRIDE_VERSION:
         raise UnsupportedError(ERR_UNSUPPORTED, (
-            "kvstash: the library at %s does not honour kvs_kv.head_stride, which KV "
-            "layouts with strided heads (vLLM >= 0.26 packed caches, HND) need; build "
-            "and load the libkvstash of this Python package's version" % library_path()))
-
-
-def _probe_head_stride():
-    import shutil
-    import tempfile
-
-    import numpy as np
-
-    from .config import Config
-    from .engine import Engine
-    from .kv import KV
-
-    d = tempfile.mkdtemp(prefix="kvstash-probe-")
-    try:
-        cfg = Config.load({"weka_path": d, "chunk_size": 4, "local_cpu": False,
-                           "gds_io_threads": 1, "log_level": "error"})
-        with Engine(cfg, model="kvstash/head-stride-probe", num_layers=1, num_kv_heads=2,
-                    head_dim=2, dtype="fp16") as eng:
-            packed = np.arange(4 * 2 * 4, dtype=np.float16).reshape(1, 4, 2, 4)
-            src = KV([packed.ctypes.data], num_slots=4, row_elems=4,
-                     itemsize=2, num_planes=2, slot_stride=2 * 4 * 2, plane_stride=2 * 2,
-                     head_stride=4 * 2, num_heads=2, arrays=(packed,), _probing=True)
-            toks = np.arange(4, dtype=np.uint32)
-            eng.store(toks, src, wait=True)
-            dst = np.zeros((1, 2, 4, 2, 2), np.float16)
-            if eng.retrieve(toks, dst) != 4:
-                return False
-            want = packed.reshape(4, 2, 2, 2).transpose(2, 0, 1, 3)   # plane, tok, head, d
-            return bool(np.array_equal(dst[0], want))
-    except KvstashError:
-        return False
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+            "kvstash: the library at %s is version %d.%d, which ignores kvs_kv.head_stride; "
+            "KV layouts with strided heads (vLLM >= 0.26 packed caches, HND) need 0.2 or "
+            "later: build and load the libkvstash of this Python package"
+            % (library_path(), have // 10000, have // 100 % 100)))
 
 
 def call_string(fn, *args):

@@ -151,7 +151,7 @@ class KV:
     def __init__(self, layer_ptrs, *, num_slots, row_elems, itemsize, num_planes,
                  slot_stride, plane_stride, block_size=0, block_stride=0, mem=HOST,
                  device=0, direct=False, arrays=(), dtype=None, head_stride=0,
-                 num_heads=1, layout="contiguous", _probing=False):
+                 num_heads=1, layout="contiguous"):
         self.layer_ptrs = [int(p) for p in layer_ptrs]
         self.num_layers = len(self.layer_ptrs)
         self.num_slots = int(num_slots)
@@ -166,7 +166,7 @@ class KV:
         self.num_heads = int(num_heads)
         self.head_elems = self.row_elems // max(1, self.num_heads)
         self.layout = layout
-        if self.head_stride and not _probing:
+        if self.head_stride:
             _lib.require_head_stride()
         self.mem = mem
         self.device = int(device)
