@@ -974,11 +974,13 @@ class KvstashConnector(KVConnectorBase_V1):
         return failed
 
     def shutdown(self):
-        """Returns within the deadlines of docs/vllm.md even on a hung
-        mount: lookups in flight get io_timeout_ms, after which their
-        engines are left open; stores already captured from GPU memory go on
-        in the background and the engine waits for them up to
-        store_timeout_ms."""
+        """Returns within a deadline even on a hung mount (docs/vllm.md):
+        lookups still running get io_timeout_ms, after which their engines
+        are left open (closing them under a lookup would free its memory);
+        stores already captured from GPU memory go on; each engine closes on
+        a thread of its own, waited for up to store_timeout_ms on a worker
+        (its stores finish or time out) and 1 s on the scheduler, and past
+        that it finishes closing in the background."""
         self._finish_loads()
         for op in self._stores:
             op.free()                # captured CUDA stores continue
@@ -987,18 +989,28 @@ class KvstashConnector(KVConnectorBase_V1):
         if self._lookup_pool is not None:
             stuck = not self._lookup_pool.close(int(self._config.get("io_timeout_ms")) / 1000.0)
             self._lookup_pool = None
+        closing = []
         for eng in [self._engine] + self._lookup_engines:
             if eng is None:
                 continue
             _metrics.unregister(eng)
             if stuck and eng is not self._engine:
                 _LEFT_OPEN.append(eng)
-                continue
-            eng.close()
+            else:
+                closing.append(eng)
         if stuck:
             log.warning("kvstash: a lookup is still stuck in the store's filesystem; its "
                         "engines are left open")
+        worker = self._engine is not None
         self._engine, self._lookup_engines = None, []
+        if closing:
+            t = threading.Thread(target=lambda: [e.close() for e in closing],
+                                 name="kvstash-close", daemon=True)
+            t.start()
+            t.join(int(self._config.get("store_timeout_ms")) / 1000.0 if worker else 1.0)
+            if t.is_alive():
+                log.warning("kvstash: the store's filesystem holds up closing; the engines "
+                            "finish closing in the background")
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -368,7 +368,7 @@ class MiniVllm:
                  num_blocks=96, budget=10 ** 6, kv_role="kv_both", extra=None,
                  layout="flash_attn", wait_layers=True, model="test/llama",
                  async_sched=False, spec_tokens=0, cudagraph="PIECEWISE",
-                 policy="recompute", kvtc=None):
+                 policy="fail", kvtc=None):
         self.tp, self.mla, self.layers, self.bs = tp, mla, layers, block_size
         self.budget, self.wait_layers = budget, wait_layers
         self.layout = ("mla" if layout not in ("mla", "mla4") else layout) if mla else layout
@@ -394,7 +394,7 @@ class MiniVllm:
         cfg0 = config(0)
         self.sched = KvstashConnector(cfg0, KVConnectorRole.SCHEDULER, kcc)
         # What the scheduler reads right after building its connector.
-        self.policy = cfg0.kv_transfer_config.kv_load_failure_policy
+        self.policy = getattr(cfg0.kv_transfer_config, "kv_load_failure_policy", "recompute")
         self.workers, self.caches = [], []
         self.heads = 1 if mla else max(1, kv_heads // tp)
         for r in range(tp):
