@@ -251,9 +251,9 @@ class OpsVllm(MiniVllm):
             self._agg = None
         self.sched.update_connector_output = update
 
-    def _forward(self, rank, w, meta, num_sched):
-        bad = super()._forward(rank, w, meta, num_sched)
-        s = w.get_kv_connector_stats()
+    def _forward(self, rank, *args):
+        bad = super()._forward(rank, *args)
+        s = self.workers[rank].get_kv_connector_stats()
         if s is not None:
             assert isinstance(s, vllm_stats.KvstashConnectorStats)
             self._agg = s if self._agg is None else self._agg.aggregate(s)
