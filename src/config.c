@@ -207,7 +207,7 @@ static const cfg_field fields[] = {
     },
     [KVS_CFG_MAX_PENDING_STORE_SIZE] = {
         .name = "max_pending_store_size", .env = "KVSTASH_MAX_PENDING_STORE_SIZE",
-        .type = T_GB, .flags = F_EXTRA | F_MIN_EXCL, .unit = "GB", .def = "16",
+        .type = T_GB, .flags = F_EXTRA | F_MIN_EXCL, .unit = "GB", .def = "20",
         .min = 0, .max = 65536,
         FIELD(max_pending_store_size),
         .doc = "Stores queued or being written; chunks past it are dropped, counted and "

@@ -16,7 +16,9 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: kvstash COMMAND [options]\n\n"
+            "usage: kvstash [--strict] COMMAND [options]\n\n"
+            "--strict: unknown configuration keys and LMCACHE_*/KVSTASH_* variables are\n"
+            "errors, not warnings.\n\n"
             "commands:\n"
             "  config [--json|--markdown]   print the effective configuration and sources\n"
             "  doctor                       check the store path, filesystem and data path\n"
@@ -92,6 +94,13 @@ static int cmd_doctor(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* --strict before the command: unknown settings are errors (the key
+     * strict, set the way KVSTASH_STRICT would, so every command loads it) */
+    if (argc > 1 && !strcmp(argv[1], "--strict")) {
+        setenv("KVSTASH_STRICT", "1", 1);
+        argc--;
+        argv++;
+    }
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -439,7 +439,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->io_timeout_ms, 5000);
     assert_int_equal(cfg->store_timeout_ms, 30000);
     assert_int_equal(cfg->negative_cache_ms, 1000);
-    assert_true(cfg->max_pending_store_size == 16.0);
+    assert_true(cfg->max_pending_store_size == 20.0);
+    /* a 65536-token prompt of Llama-3.1-8B in bf16 (32 layers x K,V x 8 heads
+     * x 128 x 2 bytes = 128 KiB a token) fits, twice (issue 11) */
+    assert_true(cfg->max_pending_store_size * 1e9 >= 2.0 * 65536 * 32 * 2 * 8 * 128 * 2);
     assert_true(cfg->max_store_size == 0.0);
     assert_true(cfg->store_high_watermark == 0.90);
     assert_true(cfg->store_low_watermark == 0.80);
@@ -1357,7 +1360,7 @@ static void test_get(void **state)
     assert_int_equal(kvs_config_get(cfg, "gds_io_thread", &v, NULL), KVS_ERR_NOT_FOUND);
     assert_has(kvs_last_error(), "(did you mean \"gds_io_threads\"?)");
     assert_ptr_equal(v, (char *)(uintptr_t)0x1);
-    assert_string_equal(get(cfg, "max_pending_store_size"), "16");
+    assert_string_equal(get(cfg, "max_pending_store_size"), "20");
     assert_string_equal(get(cfg, "log_level"), "info");
     assert_string_equal(get(cfg, "use_direct_io"), "true");
     kvs_config_free(cfg);
