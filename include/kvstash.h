@@ -117,7 +117,8 @@ typedef enum kvs_log_level {
  * possibly concurrently; it must not call back into kvstash. */
 typedef void (*kvs_log_fn)(void *ctx, kvs_log_level level, const char *msg);
 
-/* Process-wide: routes log lines to fn (NULL: standard error, the default)
+/* Process-wide: routes log lines to fn (NULL: standard error, the default,
+ * as "kvstash <level> <UTC ISO 8601 time>: <line>")
  * and drops lines above max_level (default KVS_LOG_INFO, or the level set by
  * the log_level configuration key when an engine opens). */
 KVS_API void kvs_set_log_handler(kvs_log_fn fn, void *ctx);

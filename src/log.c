@@ -1,8 +1,8 @@
 /*
  * log.c - the library's log lines.
  *
- * Lines go to a process-wide handler (standard error by default, or the one
- * set with kvs_set_log_handler) prefixed with "kvstash <level>: ".  The
+ * Lines go to a process-wide handler (the one set with kvs_set_log_handler)
+ * or, by default, to standard error as "kvstash <level> <UTC time>: <line>".  The
  * handler and level are read with relaxed atomics: setting them races with
  * logging only in which of two valid handlers gets a line.  kvs__log_once()
  * is for failures that can repeat per chunk: the first is logged with its
@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static _Atomic(kvs_log_fn) log_fn;
 static _Atomic(void *) log_ctx;
@@ -63,7 +64,16 @@ static void vlog(kvs_log_level level, const char *fmt, va_list ap)
         fn(atomic_load(&log_ctx), level, msg);
         return;
     }
-    fprintf(stderr, "kvstash %s: %s\n", level_name(level), msg);
+    /* "kvstash <level> <UTC time>: ", so lines read alone in a log file say
+     * when, and filters on "^kvstash <level>" keep working */
+    struct timespec ts;
+    struct tm tm;
+    char when[96] = "";
+    if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && gmtime_r(&ts.tv_sec, &tm))
+        snprintf(when, sizeof when, " %04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (long)(ts.tv_nsec / 1000000) % 1000);
+    fprintf(stderr, "kvstash %s%s: %s\n", level_name(level), when, msg);
 }
 
 void kvs__log(kvs_log_level level, const char *fmt, ...)
