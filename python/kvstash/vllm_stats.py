@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 try:  # vLLM >= 0.11: the dataclass form with `data`
     from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (  # type: ignore
-        KVConnectorPromMetrics, KVConnectorStats)
+        KVConnectorStats)
     HAVE_VLLM_METRICS = True
 except Exception:  # no vLLM (tests, the CLI) or a vLLM without connector stats
     HAVE_VLLM_METRICS = False
@@ -79,6 +79,10 @@ except Exception:  # no vLLM (tests, the CLI) or a vLLM without connector stats
         def is_empty(self):
             raise NotImplementedError
 
+try:  # build_prom_metrics came a little later (PR #26811)
+    from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (  # type: ignore
+        KVConnectorPromMetrics)
+except Exception:
     class KVConnectorPromMetrics:
         """Stand-in for vLLM's KVConnectorPromMetrics: metric_types maps
         vLLM's Gauge/Counter/Histogram classes to the ones to create."""
