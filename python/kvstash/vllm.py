@@ -388,7 +388,8 @@ class KvstashConnector(KVConnectorBase_V1):
         # ops: stats, histograms and KV events (kvstash/vllm_stats.py)
         self._obs = _vstats.Observer(tp=self._tp, stores_per_op=1 if self._mla else self._tp,
                                      block_size=self._block_size,
-                                     medium=_own_setting(extra, "event_medium", _vstats.MEDIUM))
+                                     medium=_own_setting(extra, "event_medium", _vstats.MEDIUM),
+                                     log=log)
         # Scheduler side
         self._lookup_engines = []
         self._lookup_pool = None
@@ -610,7 +611,10 @@ class KvstashConnector(KVConnectorBase_V1):
         # worker does not write it again.
         self._lookups[rid] = (int(num_computed_tokens), hit)
         load_to = hit // self._align * self._align
-        return max(0, load_to - int(num_computed_tokens)), False
+        need = max(0, load_to - int(num_computed_tokens))
+        self._obs.hit_line(rid, len(request.prompt_token_ids), hit, int(num_computed_tokens),
+                           need)
+        return need, False
 
     def update_state_after_alloc(self, request, blocks, num_external_tokens):
         rid = request.request_id

@@ -50,6 +50,7 @@ shape, so the tests exercise the same code.
 
 import copy
 import itertools
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -333,12 +334,15 @@ class Observer:
     MAX_REQUESTS = 4096
     COUNTER_INTERVAL_S = 1.0
 
-    def __init__(self, tp=1, stores_per_op=1, block_size=16, medium=MEDIUM, clock=None):
+    def __init__(self, tp=1, stores_per_op=1, block_size=16, medium=MEDIUM, clock=None,
+                 log=None):
         self._need = int(stores_per_op)      # ranks that report each store
         self._tp = int(tp)
         self._bs = int(block_size)
         self._medium = medium
         self._clock = clock or time.monotonic
+        self._log = log or logging.getLogger("kvstash.vllm")
+        self._hit_logged = OrderedDict()     # req_id -> hit tokens last logged
         self._lock = threading.Lock()
         self._stats = KvstashConnectorStats()
         self._started = {}                   # id(op) -> (key, kind, t0, start)
@@ -361,6 +365,19 @@ class Observer:
     def lookup(self, req_id, seconds, hit_tokens):
         self._record("lookup:%s:%d" % (req_id, next(self._seq)), "lookup", seconds, 0,
                      hit_tokens, 0, 1)
+
+    def hit_line(self, req_id, prompt_tokens, hit, computed, to_load):
+        """The scheduler's line per request that hits, as LMCache prints it:
+        once per request and hit (vLLM may ask again in later steps)."""
+        if hit <= 0 or self._hit_logged.get(req_id) == hit:
+            return
+        self._hit_logged[req_id] = hit
+        self._hit_logged.move_to_end(req_id)
+        while len(self._hit_logged) > self.MAX_REQUESTS:
+            self._hit_logged.popitem(last=False)
+        self._log.info("kvstash: request %s: %d prompt tokens, %d on the store, %d in "
+                       "vLLM's cache, %d to load", req_id, prompt_tokens, hit, computed,
+                       to_load)
 
     def started(self, op, kind, req_id, start, end):
         """A load or store op of tokens [start, end) began."""

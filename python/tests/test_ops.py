@@ -265,16 +265,23 @@ def hashes_for(req, bs):
     req.block_hashes = [("h%d" % i).encode() for i in range(n)]
 
 
-def test_stats_merged_over_tp_workers_and_on_vllm_metrics(env):
+def test_stats_merged_over_tp_workers_and_on_vllm_metrics(env, caplog, monkeypatch):
     p = prompt(4 * CHUNK + 3, seed=5)
     a = OpsVllm(tp=2)
     a.add("a", p)
     hashes_for(a.reqs["a"].req, a.bs)
     a.run()
+    monkeypatch.setenv("KVSTASH_LOG_LEVEL", "info")
     b = OpsVllm(tp=2)
-    b.add("b", p)
-    b.run()
+    with caplog.at_level(logging.INFO):
+        b.add("b", p)
+        b.run()
     try:
+        # the scheduler's line per request that hits, once
+        hits = [r.getMessage() for r in caplog.records
+                if "prompt tokens" in r.getMessage()]
+        assert hits == ["kvstash: request b: %d prompt tokens, %d on the store, 0 in vLLM's "
+                        "cache, %d to load" % (len(p), 4 * CHUNK, 4 * CHUNK)]
         ops_a = {k: v for d in a.shipped for k, v in d["ops"].items()}
         stores = [v for k, v in ops_a.items() if v[0] == "store"]
         assert len(stores) == 1
