@@ -328,6 +328,10 @@ class KvstashConnector(KVConnectorBase_V1):
     """vLLM KV connector storing and loading KV through kvstash."""
 
     def __init__(self, vllm_config, role, kv_cache_config=None):
+        if not hasattr(KVConnectorBase_V1, "has_connector_metadata"):
+            raise RuntimeError("kvstash: this vLLM is too old for KvstashConnector (its "
+                               "KVConnectorBase_V1 has no has_connector_metadata, which came "
+                               "in v0.11.1); use vLLM v0.11.1 or later")
         try:
             super().__init__(vllm_config=vllm_config, role=role,
                              kv_cache_config=kv_cache_config)
