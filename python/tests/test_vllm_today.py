@@ -30,6 +30,9 @@ CHUNK = 16
 def env(store, monkeypatch):
     monkeypatch.setenv("LMCACHE_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("LMCACHE_LOCAL_CPU", "False")
+    # Lookups answer in the step they are asked, however loaded the machine
+    # (the deadline has tests of its own).
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "30000")
     # Scheduler lookups see stores as soon as they land.
     monkeypatch.setenv("KVSTASH_NEGATIVE_CACHE_MS", "0")
     return store
@@ -353,6 +356,7 @@ def test_lookup_never_blocks_the_scheduler(env, monkeypatch):
 def test_lookup_on_a_vllm_without_none_answers_a_miss(env, monkeypatch):
     import kvstash.vllm as kv_vllm
     monkeypatch.setattr(kv_vllm, "_vllm_accepts_none", lambda: False)
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "5")
     p = prompt(2 * CHUNK + 1, seed=13)
     seed_store(p, 2)
     b = MiniVllm()
@@ -367,6 +371,7 @@ def test_lookup_on_a_vllm_without_none_answers_a_miss(env, monkeypatch):
 
 def test_shutdown_with_a_stuck_lookup_returns_by_its_deadline(env, monkeypatch):
     monkeypatch.setenv("KVSTASH_IO_TIMEOUT_MS", "300")
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "5")
     b = MiniVllm()
     gate = threading.Event()
     _stall(b.sched, gate)
