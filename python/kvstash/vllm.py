@@ -468,7 +468,9 @@ class KvstashConnector(KVConnectorBase_V1):
                                     "since 0.17); kvstash set it to \"recompute\": a block "
                                     "kvstash cannot load is recomputed, never an error. Set "
                                     "\"kv_load_failure_policy\":\"recompute\" in "
-                                    "--kv-transfer-config to make this explicit, or "
+                                    "--kv-transfer-config to make this explicit (under "
+                                    "MultiConnector that is the only way: vLLM gives each "
+                                    "connector a copy of the setting), or "
                                     "kvstash.load_failure_policy=vllm to keep %r.", have, have)
                     return "recompute (set by kvstash)"
         have = getattr(tc, "kv_load_failure_policy", None)
