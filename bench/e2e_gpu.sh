@@ -84,7 +84,7 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "trans
 
 # ---- Python tests, torch and CUDA ---------------------------------------------
 log "pytest"
-python3 -m pytest -q -p no:cacheprovider python/tests >"$OUT/pytest.log" 2>&1
+python3 -m pytest -q -rs -p no:cacheprovider python/tests >"$OUT/pytest.log" 2>&1
 echo "pytest exit $?" | tee -a "$OUT/summary.txt"
 tail -5 "$OUT/pytest.log" | tee -a "$OUT/summary.txt"
 

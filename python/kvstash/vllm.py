@@ -330,6 +330,10 @@ class KvstashConnector(KVConnectorBase_V1):
     """vLLM KV connector storing and loading KV through kvstash."""
 
     def __init__(self, vllm_config, role, kv_cache_config=None):
+        if not hasattr(KVConnectorBase_V1, "has_connector_metadata"):
+            raise RuntimeError("kvstash: this vLLM is too old for KvstashConnector (its "
+                               "KVConnectorBase_V1 has no has_connector_metadata, which came "
+                               "in v0.11.1); use vLLM v0.11.1 or later")
         try:
             super().__init__(vllm_config=vllm_config, role=role,
                              kv_cache_config=kv_cache_config)
@@ -402,6 +406,15 @@ class KvstashConnector(KVConnectorBase_V1):
         self._tracked = {}       # req_id -> _Tracked
         self._skipped = set()    # req_ids never loaded or stored
         self._full_graphs = self._full_graph_sizes(vllm_config)
+        # Tensor parallel: a load that fails on one rank poisons what every
+        # rank computes on top of it (the all-reduce after attention), and
+        # only the scheduler learns of it, one step later, or two with async
+        # scheduling.  Until then blocks loaded in a step are "unsettled"
+        # and no request holding one stores.
+        sc = getattr(vllm_config, "scheduler_config", None)
+        self._settle_steps = 1 if getattr(sc, "async_scheduling", None) is False else 2
+        self._step_seq = 0
+        self._unsettled = []     # (step, set of block ids loaded in it)
         # Worker side
         self._engine = None
         self._kv = None
@@ -467,7 +480,9 @@ class KvstashConnector(KVConnectorBase_V1):
                                     "since 0.17); kvstash set it to \"recompute\": a block "
                                     "kvstash cannot load is recomputed, never an error. Set "
                                     "\"kv_load_failure_policy\":\"recompute\" in "
-                                    "--kv-transfer-config to make this explicit, or "
+                                    "--kv-transfer-config to make this explicit (under "
+                                    "MultiConnector that is the only way: vLLM gives each "
+                                    "connector a copy of the setting), or "
                                     "kvstash.load_failure_policy=vllm to keep %r.", have, have)
                     return "recompute (set by kvstash)"
         have = getattr(tc, "kv_load_failure_policy", None)
@@ -646,7 +661,7 @@ class KvstashConnector(KVConnectorBase_V1):
             if end > num_computed:
                 t.load = (num_computed, end)
 
-    def _emit(self, meta, rid, t, num_computed, num_sched):
+    def _emit(self, meta, rid, t, num_computed, num_sched, unsettled=frozenset()):
         """The request's work this step.  num_computed is vLLM's count
         before the step: below what the last step left, vLLM rewound the
         request (a load error); at or before its first bad token, what it
@@ -665,6 +680,8 @@ class KvstashConnector(KVConnectorBase_V1):
             t.load = None
         if self._can_store and t.bad_from is None:
             end = min(computed_after, t.prompt.size) // self._chunk * self._chunk
+            if unsettled and unsettled.intersection(t.block_ids[:-(-end // self._block_size)]):
+                end = 0                  # stored once its loads are known good
             if end > t.stored:
                 m.store_start = t.stored // self._chunk * self._chunk
                 m.store_end = end
@@ -705,6 +722,8 @@ class KvstashConnector(KVConnectorBase_V1):
             self._forget(rid)
             meta.finished.append(rid)
         sched = scheduler_output.num_scheduled_tokens
+        self._step_seq += 1
+        rows = []                # (rid, _Tracked, num_computed) of this step
         for new in scheduler_output.scheduled_new_reqs:
             rid = new.req_id
             if rid in self._skipped:
@@ -717,23 +736,23 @@ class KvstashConnector(KVConnectorBase_V1):
                 t = self._tracked[rid] = _Tracked(prompt=as_token_array(new.prompt_token_ids))
             t.block_ids = _group0(new.block_ids)
             t.expected = None
-            self._emit(meta, rid, t, int(new.num_computed_tokens), int(sched.get(rid, 0)))
+            rows.append((rid, t, int(new.num_computed_tokens)))
         cached = scheduler_output.scheduled_cached_reqs
         if isinstance(cached, list):  # vLLM < 0.9.2: one object per request
-            rows = [(c.req_id, bool(getattr(c, "resumed_from_preemption", False)),
-                     c.new_block_ids, c.num_computed_tokens) for c in cached]
+            crows = [(c.req_id, bool(getattr(c, "resumed_from_preemption", False)),
+                      c.new_block_ids, c.num_computed_tokens) for c in cached]
         else:
             resumed_ids = getattr(cached, "resumed_req_ids", None)
             flags = getattr(cached, "resumed_from_preemption", None)
-            rows = []
+            crows = []
             for i, rid in enumerate(cached.req_ids):
                 if resumed_ids is not None:
                     resumed = rid in resumed_ids
                 else:
                     resumed = bool(flags[i]) if flags is not None else False
-                rows.append((rid, resumed, cached.new_block_ids[i],
-                             cached.num_computed_tokens[i]))
-        for rid, resumed, new_blocks, num_computed in rows:
+                crows.append((rid, resumed, cached.new_block_ids[i],
+                              cached.num_computed_tokens[i]))
+        for rid, resumed, new_blocks, num_computed in crows:
             t = self._tracked.get(rid)
             if t is None:
                 continue
@@ -745,7 +764,22 @@ class KvstashConnector(KVConnectorBase_V1):
                     t.epoch += 1
             else:
                 t.block_ids.extend(_group0(new_blocks))
-            self._emit(meta, rid, t, int(num_computed), int(sched.get(rid, 0)))
+            rows.append((rid, t, int(num_computed)))
+        unsettled = frozenset()
+        if self._tp > 1:
+            self._unsettled = [(n, b) for n, b in self._unsettled
+                               if n > self._step_seq - self._settle_steps]
+            loading = set()
+            for _, t, _ in rows:
+                if t.load is not None:
+                    lo, hi = t.load
+                    loading.update(t.block_ids[lo // self._block_size:
+                                               -(-hi // self._block_size)])
+            if loading:
+                self._unsettled.append((self._step_seq, loading))
+            unsettled = frozenset().union(*(b for _, b in self._unsettled))
+        for rid, t, num_computed in rows:
+            self._emit(meta, rid, t, num_computed, int(sched.get(rid, 0)), unsettled)
         meta.load_now = any(m.loads for m in meta.requests) and \
             self._load_now(scheduler_output)
         return meta

@@ -20,6 +20,9 @@ CHUNK = 16
 def env(store, monkeypatch):
     monkeypatch.setenv("LMCACHE_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("LMCACHE_LOCAL_CPU", "False")
+    # Lookups answer in the step they are asked, however loaded the machine
+    # (the deadline has tests of its own).
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "30000")
     return store
 
 

@@ -30,6 +30,9 @@ CHUNK = 16
 def env(store, monkeypatch):
     monkeypatch.setenv("LMCACHE_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("LMCACHE_LOCAL_CPU", "False")
+    # Lookups answer in the step they are asked, however loaded the machine
+    # (the deadline has tests of its own).
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "30000")
     # Scheduler lookups see stores as soon as they land.
     monkeypatch.setenv("KVSTASH_NEGATIVE_CACHE_MS", "0")
     return store
@@ -353,6 +356,7 @@ def test_lookup_never_blocks_the_scheduler(env, monkeypatch):
 def test_lookup_on_a_vllm_without_none_answers_a_miss(env, monkeypatch):
     import kvstash.vllm as kv_vllm
     monkeypatch.setattr(kv_vllm, "_vllm_accepts_none", lambda: False)
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "5")
     p = prompt(2 * CHUNK + 1, seed=13)
     seed_store(p, 2)
     b = MiniVllm()
@@ -367,6 +371,7 @@ def test_lookup_on_a_vllm_without_none_answers_a_miss(env, monkeypatch):
 
 def test_shutdown_with_a_stuck_lookup_returns_by_its_deadline(env, monkeypatch):
     monkeypatch.setenv("KVSTASH_IO_TIMEOUT_MS", "300")
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "5")
     b = MiniVllm()
     gate = threading.Event()
     _stall(b.sched, gate)
@@ -495,3 +500,33 @@ def test_both_spellings_mean_the_same(env):
     b = MiniVllm(extra={"lmcache.layerwise": True, "kvstash.layerwise": False})
     assert b.workers[0]._layerwise is False          # kvstash.<key> wins
     b.close()
+
+
+@pytest.mark.parametrize("async_sched", [False, True])
+def test_tensor_parallel_load_failure_on_one_rank_poisons_none(env, async_sched):
+    # A chunk that fails on rank 1 only: rank 0's own load succeeds, but what
+    # the step computes after attention's all-reduce is poison on rank 0 too,
+    # and rank 0 cannot know that in the step itself.
+    p = prompt(5 * CHUNK + 3, seed=15)
+    a = MiniVllm(tp=2)
+    a.add("seed", p[:4 * CHUNK + 1])
+    a.run()
+    path = _chunk_file_of(a.workers[1]._engine, p, 2)
+    a.close()
+    corrupt(path)
+    b = MiniVllm(tp=2, async_sched=async_sched)
+    b.add("b", p, decode=3)
+    b.run()
+    assert b.load_errors[0] and b.correct("b", 0, len(p))
+    b.close()
+    c = MiniVllm(tp=2)
+    c.add("c", p)
+    c.run()
+    assert c.correct("c", 0, len(p)) and not c.poisoned and not any(c.load_errors)
+    assert c.metas[0].requests[0].load_end == 5 * CHUNK       # nothing lost either
+    c.close()
+
+
+def _chunk_file_of(engine, p, i):
+    key = kvstash.chunk_keys(p, CHUNK)[i].hex()
+    return os.path.join(engine.namespace_path, key[:2], key[2:4], key)

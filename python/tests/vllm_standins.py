@@ -578,15 +578,50 @@ class MiniVllm:
     # ---- the model runners ---------------------------------------------------
 
     def _execute(self, so, starts):
+        """The workers of every rank run the step in lockstep, layer by
+        layer, as tensor-parallel ranks do: attention over missing KV on
+        any rank reaches every rank through the all-reduce that follows, so
+        what the step computes for that request is poison on every rank."""
         invalid = set()
         full = self._full_graph(so)
         if full:
             self.full_graph_steps.append(len(self.outputs) - 1)
-        for rank, w in enumerate(self.workers):
-            if so.total_num_scheduled_tokens == 0:
-                invalid |= self._no_forward(rank, w, so)
+        ranks = range(self.tp)
+        if so.total_num_scheduled_tokens == 0:
+            for rank in ranks:
+                invalid |= self._no_forward(rank, self.workers[rank], so)
+            self.load_errors.append(invalid)
+            return invalid
+        meta = so.kv_connector_metadata
+        for rank in ranks:
+            self._call(rank, "handle_preemptions", meta)
+            self._call(rank, "bind_connector_metadata", meta)
+            self._call(rank, "start_load_kv", ForwardContext(attn_metadata={}))
+        for l in range(self.layers):
+            for rank in ranks:
+                if self.wait_layers and not full:
+                    self._call(rank, "wait_for_layer_load", layer_name(l))
+            for rid, n in so.num_scheduled_tokens.items():
+                lo = starts[rid]
+                # Attention at layer l reads the prefix's KV at layer l.
+                if lo and not all(self._layer_ok(rank, rid, l, lo) for rank in ranks):
+                    self.poisoned.add(rid)
+                for rank in ranks:
+                    self._compute(rank, rid, l, lo, lo + n, poison=rid in self.poisoned)
+            for rank in ranks:
+                if not full:
+                    self._call(rank, "save_kv_layer", layer_name(l), self.caches[rank][l],
+                               None)
+        for rank in ranks:
+            if self.spec_tokens:   # defer_finalize: errors first, save after the drafter
+                self._call(rank, "get_finished", so.finished_req_ids)
+                invalid |= self._call(rank, "get_block_ids_with_load_errors")
+                self._call(rank, "wait_for_save")
             else:
-                invalid |= self._forward(rank, w, so, starts, full)
+                self._call(rank, "wait_for_save")
+                self._call(rank, "get_finished", so.finished_req_ids)
+                invalid |= self._call(rank, "get_block_ids_with_load_errors")
+            self._call(rank, "clear_connector_metadata")
         self.load_errors.append(invalid)
         return invalid
 
@@ -602,33 +637,6 @@ class MiniVllm:
         self._call(rank, "start_load_kv", ForwardContext())
         self._call(rank, "get_finished", so.finished_req_ids)
         bad = self._call(rank, "get_block_ids_with_load_errors")
-        self._call(rank, "clear_connector_metadata")
-        return bad
-
-    def _forward(self, rank, w, so, starts, full):
-        meta = so.kv_connector_metadata
-        self._call(rank, "handle_preemptions", meta)
-        self._call(rank, "bind_connector_metadata", meta)
-        self._call(rank, "start_load_kv", ForwardContext(attn_metadata={}))
-        for l in range(self.layers):
-            if self.wait_layers and not full:
-                self._call(rank, "wait_for_layer_load", layer_name(l))
-            for rid, n in so.num_scheduled_tokens.items():
-                lo = starts[rid]
-                # Attention at layer l reads the prefix's KV at layer l.
-                if lo and not self._layer_ok(rank, rid, l, lo):
-                    self.poisoned.add(rid)
-                self._compute(rank, rid, l, lo, lo + n, poison=rid in self.poisoned)
-            if not full:
-                self._call(rank, "save_kv_layer", layer_name(l), self.caches[rank][l], None)
-        if self.spec_tokens:      # defer_finalize: errors first, save after the drafter
-            self._call(rank, "get_finished", so.finished_req_ids)
-            bad = self._call(rank, "get_block_ids_with_load_errors")
-            self._call(rank, "wait_for_save")
-        else:
-            self._call(rank, "wait_for_save")
-            self._call(rank, "get_finished", so.finished_req_ids)
-            bad = self._call(rank, "get_block_ids_with_load_errors")
         self._call(rank, "clear_connector_metadata")
         return bad
 
