@@ -43,6 +43,7 @@ CHUNK = 16
 def env(store, monkeypatch):
     monkeypatch.setenv("LMCACHE_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("LMCACHE_LOCAL_CPU", "False")
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "30000")   # answers within the step
     return store
 
 
@@ -251,13 +252,15 @@ class OpsVllm(MiniVllm):
             self._agg = None
         self.sched.update_connector_output = update
 
-    def _forward(self, rank, *args):
-        bad = super()._forward(rank, *args)
-        s = self.workers[rank].get_kv_connector_stats()
-        if s is not None:
-            assert isinstance(s, vllm_stats.KvstashConnectorStats)
-            self._agg = s if self._agg is None else self._agg.aggregate(s)
-        return bad
+    def _execute(self, *args, **kw):
+        # every worker's stats after its step, merged as KVOutputAggregator does
+        invalid = super()._execute(*args, **kw)
+        for w in self.workers:
+            s = w.get_kv_connector_stats()
+            if s is not None:
+                assert isinstance(s, vllm_stats.KvstashConnectorStats)
+                self._agg = s if self._agg is None else self._agg.aggregate(s)
+        return invalid
 
 
 def hashes_for(req, bs):
