@@ -1856,9 +1856,12 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     }
     e->stats.direct_io = e->store.direct;
     kvs__log(KVS_LOG_INFO,
-             "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
+             "engine open: store %s%s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
              "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s",
-             e->store.root[0], e->store.npaths > 1 ? " (+more)" : "", e->ns.dir,
+             e->store.root[0], e->store.npaths > 1 ? " (+more)" : "",
+             e->cfg->weka_path ? "" : " (weka_path unset: the local default folder, shared "
+                                     "with no other machine)",
+             e->ns.dir,
              e->store.direct_reason, threads, (unsigned long long)e->chunk_payload,
              e->cpu ? "on" : "off", kvs__checksum_impl());
     *engine_out = e;

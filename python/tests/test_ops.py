@@ -442,3 +442,16 @@ def test_strict_turns_unknown_settings_into_errors(env, monkeypatch):
     with pytest.raises(kvstash.ConfigError, match='KVSTASH_GDS_IO_THREAD .did you mean '
                                                   '"KVSTASH_GDS_IO_THREADS"'):
         MiniVllm(extra={"kvstash.strict": True})
+
+
+def test_cli_and_library_keep_the_local_default_and_say_so(monkeypatch, tmp_path, kvs_logger):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    _log.bridge("info")
+    cfg = kvstash.Config.load({"chunk_size": CHUNK, "log_level": "info"})
+    with kvstash.Engine(cfg, model="m", num_layers=1, num_kv_heads=1, head_dim=8,
+                        dtype="fp16"):
+        pass
+    line = [m for _, m, _ in kvs_logger if m.startswith("engine open: ")]
+    assert line and ("store %s (weka_path unset: the local default folder, shared with no "
+                     "other machine)" % (tmp_path / ".cache" / "kvstash")) in line[0]
