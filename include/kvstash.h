@@ -70,6 +70,18 @@ KVS_API unsigned kvs_version_number(void);
 /* "0.1.0"; static storage. */
 KVS_API const char *kvs_version_string(void);
 
+/* The optional parts this build of the library contains: bits of
+ * kvs_build_features(). */
+#define KVS_BUILD_CUDA 0x1u   /* CUDA kernels: KV in GPU memory (KVS_MEM_CUDA) */
+#define KVS_BUILD_CUFILE 0x2u /* the cuFile (GPUDirect Storage) data path; libcufile
+                                 itself is loaded at run time where installed */
+KVS_API unsigned kvs_build_features(void);
+/* The git commit the library was built from: 12 hex digits, with "-dirty"
+ * when tracked files differed from it; "unknown" when built outside a git
+ * checkout.  Static storage. */
+KVS_API const char *kvs_build_commit(void);
+
+
 /* ------------------------------------------------------------------------ */
 /* Status and errors                                                         */
 /* ------------------------------------------------------------------------ */
@@ -98,6 +110,25 @@ KVS_API const char *kvs_strerror(kvs_status status);
 /* The message of the last failure of a kvstash call in this thread (""
  * if none).  Valid until the next kvstash call in this thread. */
 KVS_API const char *kvs_last_error(void);
+
+/*
+ * Sizes and ages, as the configuration and the kvstash CLI read them (one
+ * grammar, docs/config.md "Sizes and ages"): a decimal number (a fraction
+ * and an exponent allowed), optional blanks, and an optional unit in any
+ * case.
+ *
+ * kvs_parse_size: B; kB, MB, GB, TB, PB (also K, M, G, T, P: powers of
+ * 1000); KiB, MiB, GiB, TiB, PiB (powers of 1024).  A bare number is GB.
+ * Fractions of a byte are dropped.
+ *
+ * kvs_parse_age: ms, s (sec), m (min), h, d, w.  A bare number is seconds.
+ * The result must be a whole number of seconds.
+ *
+ * Negative, non-numeric, too large: KVS_ERR_INVALID, with kvs_last_error()
+ * naming the text and what is accepted.
+ */
+KVS_API kvs_status kvs_parse_size(const char *text, uint64_t *bytes_out);
+KVS_API kvs_status kvs_parse_age(const char *text, uint64_t *seconds_out);
 
 /* Releases a string or buffer the library returned through a `char **`. */
 KVS_API void kvs_free(void *ptr);

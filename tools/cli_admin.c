@@ -118,20 +118,6 @@ static void describe_identity(const char *json, char *out, size_t len)
         out[len - 2] = '~'; /* truncated: say so */
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", *s);
-        else
-            fputc(*s, f);
-    }
-    fputc('"', f);
-}
-
 static int open_admin(kvs_admin **a)
 {
     kvs_config *cfg = NULL;
@@ -145,78 +131,18 @@ static int open_admin(kvs_admin **a)
     return EXIT_OK;
 }
 
-/* "10GB", "500MB", "1.5G", "2TiB"; a bare number is GB like max_store_size. */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v))
-        return -1;
-    while (*end == ' ')
-        end++;
-    double mult = 1e9;
-    struct {
-        const char *suffix;
-        double mult;
-    } units[] = {{"", 1e9},      {"B", 1},     {"K", 1e3},   {"KB", 1e3},  {"KiB", 1024.0},
-                 {"M", 1e6},     {"MB", 1e6},  {"MiB", 1048576.0},         {"G", 1e9},
-                 {"GB", 1e9},    {"GiB", 1073741824.0},      {"T", 1e12},  {"TB", 1e12},
-                 {"TiB", 1099511627776.0}};
-    size_t i = 0;
-    for (; i < sizeof units / sizeof units[0]; i++)
-        if (strcasecmp(end, units[i].suffix) == 0) {
-            mult = units[i].mult;
-            break;
-        }
-    if (i == sizeof units / sizeof units[0])
-        return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
-/* "7d", "12h", "30m", "90s"; a bare number is seconds. */
-static int parse_duration(const char *s, uint64_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v))
-        return -1;
-    double mult = 1;
-    if (!strcmp(end, "") || !strcmp(end, "s"))
-        mult = 1;
-    else if (!strcmp(end, "m") || !strcmp(end, "min"))
-        mult = 60;
-    else if (!strcmp(end, "h"))
-        mult = 3600;
-    else if (!strcmp(end, "d"))
-        mult = 86400;
-    else if (!strcmp(end, "w"))
-        mult = 604800;
-    else
-        return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
 /* ---- ls -------------------------------------------------------------------- */
 
 int cmd_ls(int argc, char **argv)
 {
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash ls [--json]\n\n"
-                   "Lists the namespaces on the store (every store path): chunk files, their\n"
-                   "size, the oldest and newest last access, and the model and geometry from\n"
-                   "each namespace's NAMESPACE.json.  Walks the store: one metadata call per "
-                   "file.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("ls: unknown option \"%s\"", argv[i]);
-        }
-    }
+    cli_args args;
+    cli_args_init(&args, cli_find_command("ls"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&args, NULL, NULL)) > 0)
+        json = true;
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
@@ -233,7 +159,7 @@ int cmd_ls(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             const kvs_ns_usage *u = &list[i];
             printf("%s\n  {\"id\": ", i ? "," : "");
-            json_str(stdout, u->id);
+            cli_json_str(stdout, u->id);
             printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
                    ", \"temp_bytes\": %" PRIu64 ", \"oldest_access_ns\": %" PRId64
                    ", \"newest_access_ns\": %" PRId64 ", \"identity\": %s}",
@@ -268,22 +194,17 @@ int cmd_ls(int argc, char **argv)
 int cmd_du(int argc, char **argv)
 {
     bool json = false, measure = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
+    cli_args args;
+    cli_args_init(&args, cli_find_command("du"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&args, NULL, NULL)) > 0) {
+        if (c == 'j')
             json = true;
-        } else if (!strcmp(argv[i], "--measure")) {
+        else
             measure = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash du [--measure] [--json]\n\n"
-                   "How full the store is, against max_store_size, its watermarks and\n"
-                   "min_free_space, per store path.  By default the figures are the\n"
-                   "collector's last measurement (no walk, fast at any size); --measure\n"
-                   "walks the store now.  A store never measured is walked.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("du: unknown option \"%s\"", argv[i]);
-        }
     }
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
@@ -312,12 +233,12 @@ int cmd_du(int argc, char **argv)
         for (uint32_t p = 0; p < u.path_count; p++) {
             const kvs_path_usage *q = &u.paths[p];
             printf("%s{\"path\": ", p ? ", " : "");
-            json_str(stdout, q->path);
+            cli_json_str(stdout, q->path);
             printf(", \"store_id\": \"%016" PRIx64 "\", \"used_bytes\": %" PRIu64
                    ", \"chunks\": %" PRIu64 ", \"fs_size_bytes\": %" PRIu64
                    ", \"fs_free_bytes\": %" PRIu64 ", \"lease\": ",
                    q->store_id, q->used_bytes, q->chunks, q->fs_size_bytes, q->fs_free_bytes);
-            json_str(stdout, lease[p] ? lease[p] : "unknown");
+            cli_json_str(stdout, lease[p] ? lease[p] : "unknown");
             printf("}");
         }
         printf("]}\n");
@@ -366,6 +287,7 @@ typedef struct verify_ui {
     bool quiet;
     double t0;
     uint64_t bad_seen;
+    FILE *json; /* --json: the bad files, as JSON array members */
 } verify_ui;
 
 static void verify_progress(void *ctx, uint64_t done, uint64_t total, uint64_t bytes)
@@ -394,6 +316,15 @@ static void verify_progress(void *ctx, uint64_t done, uint64_t total, uint64_t b
 static void verify_bad(void *ctx, const char *path, const char *reason)
 {
     verify_ui *ui = ctx;
+    if (ui->json) {
+        fprintf(ui->json, "%s\n    {\"path\": ", ui->bad_seen ? "," : "");
+        cli_json_str(ui->json, path);
+        fprintf(ui->json, ", \"reason\": ");
+        cli_json_str(ui->json, reason);
+        fprintf(ui->json, "}");
+        ui->bad_seen++;
+        return;
+    }
     ui->bad_seen++;
     if (ui->tty)
         fprintf(stderr, "\r\033[K");
@@ -403,46 +334,41 @@ static void verify_bad(void *ctx, const char *path, const char *reason)
 
 int cmd_verify(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"namespace", required_argument, 0, 'n'}, {"all", no_argument, 0, 'a'},
-        {"threads", required_argument, 0, 't'},   {"remove-bad", no_argument, 0, 'r'},
-        {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
     kvs_verify_options o = {0};
     verify_ui ui = {.tty = isatty(STDERR_FILENO) != 0};
-    optind = 1;
+    bool json = false;
+    cli_args args;
+    cli_args_init(&args, cli_find_command("verify"), argc, argv);
+    const char *arg = NULL;
     int c;
     uint64_t threads = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
         switch (c) {
-        case 'n': o.namespace_id = optarg; break;
+        case 'n': o.namespace_id = arg; break;
         case 'a': o.namespace_id = NULL; break;
         case 't':
-            if (cli_parse_u64(optarg, &threads) || threads < 1 || threads > 256)
-                return cli_usage_error("--threads \"%s\" is not in 1..256", optarg);
+            if (cli_parse_u64(arg, &threads) || threads < 1 || threads > 256)
+                return cli_usage_error("--threads \"%s\" is not in 1..256", arg);
             o.threads = (uint32_t)threads;
             break;
         case 'r': o.remove_bad = 1; break;
         case 'q': ui.quiet = true; ui.tty = false; break;
-        case 'h':
-            printf("usage: kvstash verify [--namespace ID | --all] [--threads N] "
-                   "[--remove-bad] [--quiet]\n\n"
-                   "Reads every chunk file (all namespaces by default) in parallel and checks\n"
-                   "it as a reader would: header, namespace, key, length, every checksum.\n"
-                   "Bad files are printed with the reason; --remove-bad removes them (never a\n"
-                   "file that merely could not be read).  A progress bar shows on a terminal.\n"
-                   "Exit status 1 when a file is bad or unreadable.\n");
-            return EXIT_OK;
-        default: return cli_usage_error("verify: unknown option");
+        case 'j': json = true; break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("verify: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
         return rc;
+    char *jbuf = NULL;
+    size_t jlen = 0;
+    if (json && !(ui.json = open_memstream(&jbuf, &jlen))) {
+        kvs_admin_close(a);
+        fprintf(stderr, "kvstash: verify: out of memory\n");
+        return EXIT_IO;
+    }
     o.progress = verify_progress;
     o.bad_file = verify_bad;
     o.ctx = &ui;
@@ -452,24 +378,42 @@ int cmd_verify(int argc, char **argv)
     kvs_admin_close(a);
     if (ui.tty)
         fprintf(stderr, "\r\033[K");
-    if (st)
+    if (ui.json)
+        fclose(ui.json);
+    if (st) {
+        free(jbuf);
         return cli_fail(st, "verify");
-    char b[32], s[32];
+    }
+    rc = r.bad || r.unreadable ? EXIT_VERIFY : EXIT_OK;
+    if (json) {
+        printf("{\"exit_status\": %d, \"files\": %" PRIu64 ", \"bytes\": %" PRIu64
+               ", \"seconds\": %.6f, \"ok\": %" PRIu64 ", \"bad\": %" PRIu64
+               ", \"unreadable\": %" PRIu64 ", \"misplaced\": %" PRIu64 ", \"vanished\": %" PRIu64
+               ", \"removed\": %" PRIu64 ",\n  \"bad_files\": [%s%s]}\n",
+               rc, r.files, r.bytes, r.seconds, r.ok, r.bad, r.unreadable, r.misplaced,
+               r.vanished, o.remove_bad ? r.removed : 0, jbuf ? jbuf : "",
+               ui.bad_seen ? "\n  " : "");
+        free(jbuf);
+        return rc;
+    }
+    char b[32], sp[32];
     printf("verify: %" PRIu64 " files, %s in %.2f s (%s/s): %" PRIu64 " ok, %" PRIu64
            " bad, %" PRIu64 " unreadable, %" PRIu64 " misplaced, %" PRIu64
            " vanished while checking%s",
            r.files, fmt_bytes(r.bytes, b, sizeof b), r.seconds,
-           fmt_bytes(r.seconds > 0 ? (uint64_t)((double)r.bytes / r.seconds) : 0, s, sizeof s),
+           fmt_bytes(r.seconds > 0 ? (uint64_t)((double)r.bytes / r.seconds) : 0, sp, sizeof sp),
            r.ok, r.bad, r.unreadable, r.misplaced, r.vanished, o.remove_bad ? "" : "\n");
     if (o.remove_bad)
         printf(", %" PRIu64 " removed\n", r.removed);
-    return r.bad || r.unreadable ? EXIT_VERIFY : EXIT_OK;
+    return rc;
 }
 
 /* ---- gc ------------------------------------------------------------------------ */
 
 typedef struct gc_ui {
     bool list;
+    FILE *json; /* --json: the files, as JSON array members */
+    uint64_t listed;
 } gc_ui;
 
 static void gc_file(void *ctx, const char *path, uint64_t bytes, int64_t access)
@@ -477,69 +421,73 @@ static void gc_file(void *ctx, const char *path, uint64_t bytes, int64_t access)
     gc_ui *ui = ctx;
     if (!ui->list)
         return;
+    if (ui->json) {
+        fprintf(ui->json, "%s\n    {\"path\": ", ui->listed++ ? "," : "");
+        cli_json_str(ui->json, path);
+        fprintf(ui->json, ", \"bytes\": %" PRIu64 ", \"last_access_ns\": %" PRId64 "}", bytes,
+                access);
+        return;
+    }
     char b[32], w[64];
     printf("%s %s, last access %s\n", path, fmt_bytes(bytes, b, sizeof b),
            fmt_when(access, w, sizeof w));
 }
 
+/* A --to-size or --older-than value, in the grammar of the configuration. */
+static int size_arg(const char *opt, const char *arg, uint64_t *out)
+{
+    if (kvs_parse_size(arg, out) != KVS_OK)
+        return cli_usage_error("--%s: %s", opt, kvs_last_error());
+    return EXIT_OK;
+}
+
+static int age_arg(const char *opt, const char *arg, uint64_t *out)
+{
+    if (kvs_parse_age(arg, out) != KVS_OK)
+        return cli_usage_error("--%s: %s", opt, kvs_last_error());
+    return EXIT_OK;
+}
+
 int cmd_gc(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"to-size", required_argument, 0, 's'}, {"older-than", required_argument, 0, 'o'},
-        {"namespace", required_argument, 0, 'n'}, {"dry-run", no_argument, 0, 'd'},
-        {"wait", required_argument, 0, 'w'},    {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
-    };
     kvs_gc_options o = {0};
     gc_ui ui = {0};
+    bool json = false;
     uint64_t wait_s = UINT64_MAX;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    cli_args args;
+    cli_args_init(&args, cli_find_command("gc"), argc, argv);
+    const char *arg = NULL;
+    int c, rc;
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
         switch (c) {
         case 's':
-            if (parse_size(optarg, &o.to_bytes))
-                return cli_usage_error("--to-size \"%s\" is not a size (10GB, 500MB, 1.5TiB; a "
-                                       "bare number is GB)",
-                                       optarg);
+            if ((rc = size_arg("to-size", arg, &o.to_bytes)))
+                return rc;
             o.flags |= KVS_GC_TO_SIZE;
             break;
         case 'o':
-            if (parse_duration(optarg, &o.older_than_s))
-                return cli_usage_error("--older-than \"%s\" is not a duration (90s, 30m, 12h, "
-                                       "7d; a bare number is seconds)",
-                                       optarg);
+            if ((rc = age_arg("older-than", arg, &o.older_than_s)))
+                return rc;
             o.flags |= KVS_GC_OLDER_THAN;
             break;
-        case 'n': o.namespace_id = optarg; break;
+        case 'n': o.namespace_id = arg; break;
         case 'd': o.flags |= KVS_GC_DRY_RUN; break;
         case 'w':
-            if (parse_duration(optarg, &wait_s))
-                return cli_usage_error("--wait \"%s\" is not a duration", optarg);
+            if ((rc = age_arg("wait", arg, &wait_s)))
+                return rc;
             break;
         case 'v': ui.list = true; break;
-        case 'h':
-            printf("usage: kvstash gc [--to-size SIZE] [--older-than AGE] [--namespace ID] "
-                   "[--dry-run] [--wait AGE] [--verbose]\n\n"
-                   "Evicts the least recently accessed chunks until the store (or the\n"
-                   "namespace) holds at most SIZE, and/or every chunk not accessed for AGE;\n"
-                   "without either, runs one collection as the instances do (max_store_size,\n"
-                   "watermarks, min_free_space).  Orphaned temporary files older than\n"
-                   "tmp_grace_s go too.  It holds the collector lease, waiting up to --wait\n"
-                   "(default twice lease_ttl_s) for it.  --dry-run removes nothing and lists\n"
-                   "what would go; --verbose lists what goes.\n");
-            return EXIT_OK;
-        default: return cli_usage_error("gc: unknown option");
+        case 'j': json = true; break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("gc: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0)
+        return args.exit;
     if (o.namespace_id && !(o.flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN)))
         return cli_usage_error("gc --namespace needs --to-size or --older-than");
     if (o.flags & KVS_GC_DRY_RUN)
         ui.list = true;
     kvs_config *cfg = NULL;
-    int rc = cli_load_config(&cfg);
+    rc = cli_load_config(&cfg);
     if (rc)
         return rc;
     char *ttl = NULL;
@@ -556,15 +504,43 @@ int cmd_gc(int argc, char **argv)
     kvs_config_free(cfg);
     if (st)
         return cli_fail(st, "cannot open the store");
+    char *jbuf = NULL;
+    size_t jlen = 0;
+    if (json && !(ui.json = open_memstream(&jbuf, &jlen))) {
+        kvs_admin_close(a);
+        fprintf(stderr, "kvstash: gc: out of memory\n");
+        return EXIT_IO;
+    }
     o.on_file = gc_file;
     o.ctx = &ui;
     kvs_gc_report r;
     st = kvs_admin_gc(a, &o, &r);
     kvs_admin_close(a);
-    if (st)
+    if (ui.json)
+        fclose(ui.json);
+    if (st) {
+        free(jbuf);
         return cli_fail(st, "gc");
-    char b1[32], b2[32], b3[32];
+    }
     bool dry = o.flags & KVS_GC_DRY_RUN;
+    if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": %s, \"used_before\": %" PRIu64
+               ", \"chunks_before\": %" PRIu64 ", \"files_removed\": %" PRIu64
+               ", \"bytes_removed\": %" PRIu64 ", \"orphans_removed\": %" PRIu64
+               ", \"used_after\": %" PRIu64 ", \"chunks_after\": %" PRIu64 ", \"passes\": %u"
+               ", \"scan_seconds\": %.6f, \"evict_seconds\": %.6f, \"kept_touched\": %s"
+               ", \"target_missed\": %s",
+               dry ? "true" : "false", r.used_before, r.chunks_before, r.files_removed,
+               r.bytes_removed, r.orphans_removed, r.used_after, r.chunks_after, r.passes,
+               r.scan_seconds, r.evict_seconds, r.kept_touched ? "true" : "false",
+               r.target_missed ? "true" : "false");
+        if (ui.list)
+            printf(",\n  \"files\": [%s%s]", jbuf ? jbuf : "", ui.listed ? "\n  " : "");
+        printf("}\n");
+        free(jbuf);
+        return EXIT_OK;
+    }
+    char b1[32], b2[32], b3[32];
     printf("gc%s: %s in %" PRIu64 " chunks before; %s %" PRIu64 " chunks (%s) and %" PRIu64
            " orphaned temporary files; %s in %" PRIu64 " chunks after; %u pass%s, walk %.2f s, "
            "eviction %.2f s%s%s\n",
@@ -580,34 +556,80 @@ int cmd_gc(int argc, char **argv)
 
 /* ---- rm ------------------------------------------------------------------------- */
 
+/* rm --dry-run: what the store holds of the namespace, from the walk ls
+ * makes; nothing is removed. */
+static int rm_dry_run(kvs_admin *a, const char *ns, bool json)
+{
+    kvs_ns_usage *list = NULL;
+    size_t n = 0;
+    kvs_status st = kvs_admin_list(a, &list, &n);
+    if (st)
+        return cli_fail(st, "rm --dry-run");
+    const kvs_ns_usage *u = NULL;
+    for (size_t i = 0; i < n && !u; i++)
+        if (!strcmp(list[i].id, ns))
+            u = &list[i];
+    int rc = EXIT_OK;
+    if (!u) {
+        fprintf(stderr, "kvstash: rm --dry-run: no store path has namespace \"%s\" (kvstash ls "
+                        "lists them)\n", ns);
+        rc = EXIT_IO; /* as rm itself: KVS_ERR_NOT_FOUND */
+    } else if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": true, \"namespace\": ");
+        cli_json_str(stdout, ns);
+        printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
+               ", \"temp_bytes\": %" PRIu64 ", \"files\": %" PRIu64 "}\n",
+               u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->chunks + u->temp_files);
+    } else {
+        char b[32];
+        printf("rm (dry run): would remove namespace %s: %" PRIu64 " chunk files (%s) and %" PRIu64
+               " temporary files\n",
+               ns, u->chunks, fmt_bytes(u->bytes + u->temp_bytes, b, sizeof b), u->temp_files);
+    }
+    kvs_free(list);
+    return rc;
+}
+
 int cmd_rm(int argc, char **argv)
 {
     const char *ns = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--namespace") && i + 1 < argc) {
-            ns = argv[++i];
-        } else if (!strncmp(argv[i], "--namespace=", 12)) {
-            ns = argv[i] + 12;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash rm --namespace ID\n\n"
-                   "Removes a namespace (its id as kvstash ls shows it) from every store path.\n"
-                   "Instances using it miss from then on and start storing it again.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("rm: unknown option \"%s\"", argv[i]);
-        }
+    bool dry = false, json = false;
+    cli_args args;
+    cli_args_init(&args, cli_find_command("rm"), argc, argv);
+    const char *arg = NULL;
+    int c;
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
+        if (c == 'n')
+            ns = arg;
+        else if (c == 'd')
+            dry = true;
+        else
+            json = true;
     }
+    if (c < 0)
+        return args.exit;
     if (!ns)
         return cli_usage_error("rm needs --namespace ID (see kvstash ls)");
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
         return rc;
+    if (dry) {
+        rc = rm_dry_run(a, ns, json);
+        kvs_admin_close(a);
+        return rc;
+    }
     uint64_t files = 0;
     kvs_status st = kvs_admin_remove_namespace(a, ns, &files);
     kvs_admin_close(a);
     if (st)
         return cli_fail(st, "rm");
-    printf("removed namespace %s: %" PRIu64 " files\n", ns, files);
+    if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": false, \"namespace\": ");
+        cli_json_str(stdout, ns);
+        printf(", \"files\": %" PRIu64 "}\n", files);
+    } else {
+        printf("removed namespace %s: %" PRIu64 " files\n", ns, files);
+    }
     return EXIT_OK;
 }

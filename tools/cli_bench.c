@@ -77,24 +77,6 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static const struct option bench_options[] = {
-    {"chunks", required_argument, 0, 'c'},
-    {"threads", required_argument, 0, 't'},
-    {"rounds", required_argument, 0, 'r'},
-    {"direct-io", no_argument, 0, 'd'},
-    {"help", no_argument, 0, 'h'},
-    {"model", required_argument, 0, 1},
-    {"layers", required_argument, 0, 1},
-    {"kv-heads", required_argument, 0, 1},
-    {"head-dim", required_argument, 0, 1},
-    {"dtype", required_argument, 0, 1},
-    {"mla", no_argument, 0, 1},
-    {"world-size", required_argument, 0, 1},
-    {"rank", required_argument, 0, 1},
-    {"device", required_argument, 0, 1},
-    {0, 0, 0, 0},
-};
-
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -102,45 +84,38 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     snprintf(o->geo.model, sizeof o->geo.model, "kvstash-bench");
     o->chunks = 32;
     o->rounds = 5;
-    optind = 1;
-    int idx = 0, c;
-    while ((c = getopt_long(argc, argv, "", bench_options, &idx)) != -1) {
+    cli_args a;
+    cli_args_init(&a, cli_find_command("bench"), argc, argv);
+    const char *optarg_ = NULL;
+    const cli_opt *opt = NULL;
+    int c;
+    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+        const char *arg = optarg_;
         switch (c) {
         case 'c':
-            if (cli_parse_u64(optarg, &o->chunks) || o->chunks == 0 || o->chunks > 100000)
-                return cli_usage_error("--chunks \"%s\" is not an integer in 1..100000", optarg);
+            if (cli_parse_u64(arg, &o->chunks) || o->chunks == 0 || o->chunks > 100000)
+                return cli_usage_error("--chunks \"%s\" is not an integer in 1..100000", arg);
             break;
         case 't':
-            if (cli_parse_u64(optarg, &o->threads) || o->threads == 0 || o->threads > 256)
-                return cli_usage_error("--threads \"%s\" is not an integer in 1..256", optarg);
+            if (cli_parse_u64(arg, &o->threads) || o->threads == 0 || o->threads > 256)
+                return cli_usage_error("--threads \"%s\" is not an integer in 1..256", arg);
             break;
         case 'r':
-            if (cli_parse_u64(optarg, &o->rounds) || o->rounds == 0 || o->rounds > MAX_ROUNDS)
-                return cli_usage_error("--rounds \"%s\" is not an integer in 1..%d", optarg,
+            if (cli_parse_u64(arg, &o->rounds) || o->rounds == 0 || o->rounds > MAX_ROUNDS)
+                return cli_usage_error("--rounds \"%s\" is not an integer in 1..%d", arg,
                                        MAX_ROUNDS);
             break;
         case 'd':
             o->direct_io = true;
             break;
-        case 'h':
-            printf("usage: kvstash bench [geometry] [--chunks N] [--threads T] [--rounds R] "
-                   "[--direct-io]\n\n"
-                   "  --chunks N    chunks per round (default 32)\n"
-                   "  --threads T   I/O threads and memcpy threads (default: gds_io_threads)\n"
-                   "  --rounds R    rounds per figure; medians are printed (default 5)\n"
-                   "  --direct-io   also retrieve with O_DIRECT (from the disk)\n%s",
-                   cli_geometry_help);
-            exit(EXIT_OK);
-        case 1:
-            if (cli_geometry_option(&o->geo, bench_options[idx].name, optarg) < 0)
+        default:
+            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
                 return EXIT_USAGE;
             break;
-        default:
-            return cli_usage_error("bench: unknown option");
         }
     }
-    if (optind < argc)
-        return cli_usage_error("bench: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0)
+        return a.exit;
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);

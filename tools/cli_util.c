@@ -28,28 +28,33 @@ int cli_fail(kvs_status st, const char *what)
     return cli_exit_for(st);
 }
 
+const char *cli_command_name;
+
 int cli_usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     fputs("kvstash: ", stderr);
     vfprintf(stderr, fmt, ap);
-    fputs(" (see kvstash --help)\n", stderr);
+    fprintf(stderr, " (see kvstash %s%s--help)\n", cli_command_name ? cli_command_name : "",
+            cli_command_name ? " " : "");
     va_end(ap);
     return EXIT_USAGE;
 }
 
-const char cli_geometry_help[] =
-    "  --model NAME        model id (default meta-llama/Llama-3.1-8B)\n"
-    "  --layers L          attention layers (default 32)\n"
-    "  --kv-heads H        KV heads per rank (default 8)\n"
-    "  --head-dim D        head dimension (default 128)\n"
-    "  --dtype T           bf16|fp16|fp32|fp8 (default bf16)\n"
-    "  --mla               multi-head latent attention layout (one plane)\n"
-    "  --world-size W      tensor-parallel size (default 1)\n"
-    "  --rank R            tensor-parallel rank (default 0)\n"
-    "  --salt S            tenancy salt (default: namespace_salt from the config)\n"
-    "  --device D          cpu (default) or cuda:N\n";
+void cli_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fprintf(f, "\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            fprintf(f, "\\u%04x", *s);
+        else
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
 
 void cli_geometry_defaults(cli_geometry *g)
 {
