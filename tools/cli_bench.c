@@ -114,8 +114,11 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             break;
         }
     }
-    if (c < 0)
+    if (c < 0) {
+        if (a.exit == EXIT_OK)
+            exit(EXIT_OK); /* --help printed */
         return a.exit;
+    }
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);

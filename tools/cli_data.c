@@ -87,8 +87,11 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
             break;
         }
     }
-    if (c < 0)
+    if (c < 0) {
+        if (a.exit == EXIT_OK)
+            exit(EXIT_OK); /* --help printed */
         return a.exit;
+    }
     if (!o->have_seed || !o->have_tokens)
         return cli_usage_error("%s needs --seed and --tokens", cmd);
     if (o->prefix_tokens > o->tokens)

@@ -9,6 +9,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -338,7 +339,8 @@ void cli_print_man(FILE *f)
         fputc(' ', f);
         roff(f, c->synopsis);
         fputs("\n.PP\n", f);
-        roff(f, c->summary);
+        fputc(toupper((unsigned char)c->summary[0]), f);
+        roff(f, c->summary + 1);
         fputs(".\n", f);
         roff(f, c->description);
         fputc('\n', f);

@@ -230,6 +230,8 @@ int cmd_help(int argc, char **argv)
             topic = "help";
         else if (argv[i][0] != '-' && !topic)
             topic = argv[i];
+        else if (argv[i][0] == '-')
+            return cli_usage_error("help: unknown option \"%s\"", argv[i]);
         else
             return cli_usage_error("help: unexpected argument \"%s\"", argv[i]);
     }
