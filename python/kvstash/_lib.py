@@ -6,8 +6,10 @@ carries kvs_last_error(), the library's own message naming what failed.
 
 Where the library comes from, first match wins:
 
-1. the path in the environment variable KVSTASH_LIBRARY;
-2. a libkvstash.so* next to this file (a copy bundled into the package);
+1. the path in the environment variable KVSTASH_LIBRARY, when set: an
+   explicit choice (a build tree's library), never silently replaced;
+2. the library bundled in the package: kvstash/libkvstash.so.0, which
+   `pip install ./python` builds with CMake and puts in the wheel;
 3. the system loader: libkvstash.so.0, then libkvstash.so (after
    `make install` or with LD_LIBRARY_PATH).
 
@@ -160,6 +162,8 @@ _charpp = ctypes.POINTER(ctypes.c_void_p)  # char ** freed with kvs_free
 _PROTOTYPES = {
     "kvs_version_number": (ctypes.c_uint, []),
     "kvs_version_string": (ctypes.c_char_p, []),
+    "kvs_build_features": (ctypes.c_uint, []),
+    "kvs_build_commit": (ctypes.c_char_p, []),
     "kvs_strerror": (ctypes.c_char_p, [ctypes.c_int]),
     "kvs_last_error": (ctypes.c_char_p, []),
     "kvs_free": (None, [_p]),
@@ -217,7 +221,7 @@ def _candidates():
         return  # an explicit choice is never silently replaced
     here = os.path.dirname(os.path.abspath(__file__))
     for path in sorted(glob.glob(os.path.join(here, "libkvstash.so*"))):
-        yield path, "next to the package"
+        yield path, "bundled in the package"
     yield "libkvstash.so.0", "the system loader"
     found = ctypes.util.find_library("kvstash")
     if found:
@@ -247,9 +251,10 @@ def load():
             _lib = lib
             return _lib
         raise OSError(
-            "kvstash: cannot load libkvstash. Set KVSTASH_LIBRARY to the path of "
-            "libkvstash.so, put a copy next to the kvstash package, or install it "
-            "where the system loader finds it (make install; LD_LIBRARY_PATH). "
+            "kvstash: cannot load libkvstash. Install the package with its library "
+            "(python3 -m pip install ./python from a kvstash checkout builds it), set "
+            "KVSTASH_LIBRARY to the path of libkvstash.so, or install it where the "
+            "system loader finds it (make install; LD_LIBRARY_PATH). "
             "Tried: " + "; ".join(tried))
 
 
