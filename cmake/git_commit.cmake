@@ -14,7 +14,10 @@ else()
                     OUTPUT_STRIP_TRAILING_WHITESPACE)
     if(rc EQUAL 0 AND head)
       set(commit "${head}")
-      # Tracked files changed since that commit: say so.
+      # Tracked files changed since that commit: say so (the index's stat
+      # data refreshed first, so a file merely touched is not "changed").
+      execute_process(COMMAND ${GIT} -C ${SRC} update-index -q --refresh
+                      OUTPUT_QUIET ERROR_QUIET)
       execute_process(COMMAND ${GIT} -C ${SRC} diff-index --quiet HEAD --
                       RESULT_VARIABLE dirty ERROR_QUIET)
       if(NOT dirty EQUAL 0)

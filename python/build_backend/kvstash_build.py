@@ -163,6 +163,13 @@ def cmake_configure_args(s):
     args = ["-DCMAKE_BUILD_TYPE=" + (s.get("build_type") or "Release"),
             "-DKVS_WITH_CUDA=" + modes[cuda],
             "-DKVS_BUILD_TESTS=OFF"]
+    # an sdist has no git history: the commit it was made from is in a file
+    commit_file = os.path.join(PKG_ROOT, "native", "GIT_COMMIT")
+    if os.path.exists(commit_file):
+        with open(commit_file) as f:
+            commit = f.read().strip()
+        if re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", commit):
+            args.append("-DKVS_GIT_COMMIT=" + commit)
     if s.get("cmake_args"):
         args += shlex.split(s["cmake_args"])
     return args
@@ -336,6 +343,19 @@ def build_editable(wheel_directory, config_settings=None, metadata_directory=Non
     return _write_wheel(wheel_directory, [("_kvstash_editable.pth", PKG_ROOT + "\n", 0o644)])
 
 
+def _git_commit(src):
+    """The commit of the checkout src as cmake/git_commit.cmake names it, or
+    None outside git."""
+    try:
+        head = subprocess.run(["git", "-C", src, "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", src, "diff-index", "--quiet", "HEAD", "--"],
+                               capture_output=True).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "") if head else None
+
+
 def build_sdist(sdist_directory, config_settings=None):
     """A source archive that builds on its own: python/ at the top and the
     library's sources under native/."""
@@ -360,6 +380,13 @@ def build_sdist(sdist_directory, config_settings=None):
             p = os.path.join(src, entry)
             if os.path.exists(p):
                 tar.add(p, base + "/native/" + entry, filter=skip)
+        commit = _git_commit(src)
+        if commit:
+            data = (commit + "\n").encode()
+            ti = tarfile.TarInfo(base + "/native/GIT_COMMIT")
+            ti.size = len(data)
+            ti.mode = 0o644
+            tar.addfile(ti, io.BytesIO(data))
         pkg_info = _metadata_text().encode("utf-8")
         ti = tarfile.TarInfo(base + "/PKG-INFO")
         ti.size = len(pkg_info)

@@ -85,6 +85,9 @@ def test_sdist_builds_on_its_own(tmp_path):
                  "native/include/kvstash.h", "native/src/engine.c", "native/cmake/git_commit.cmake"):
         assert base + "/" + must in names, must
     assert not [n for n in names if n.endswith((".so", ".so.0", ".pyc")) or "/build/" in n]
+    # the commit travels in a file, since the sdist has no git history
+    if kb._git_commit(kb.source_dir({})):
+        assert base + "/native/GIT_COMMIT" in names
 
 
 def test_library_lookup_order(monkeypatch, tmp_path):
