@@ -134,6 +134,8 @@ static int doctor_json(char *report, int healthy)
             doc_key(line, (size_t)(colon - line), d->key, sizeof d->key);
             if (!strcmp(d->key, "healthy"))
                 continue; /* from the call's result, as a boolean */
+            if (!d->obj && !strcmp(d->key, "store_paths")) /* "store paths: N" */
+                snprintf(d->key, sizeof d->key, "store_path_count");
         }
         d->value = *colon ? colon + 2 : "";
         n++;

@@ -76,7 +76,12 @@ if r.returncode == 0:   # built from this checkout: the commit is one of its
 
 # ---- --json -----------------------------------------------------------------------
 expect_exit 0 "$KVSTASH" doctor --json && py 'import json,sys
-d = json.load(open(sys.argv[1]))
+def unique(pairs):
+    keys = [k for k, _ in pairs]
+    assert len(keys) == len(set(keys)), keys
+    return dict(pairs)
+d = json.load(open(sys.argv[1]), object_pairs_hook=unique)
+assert d["store_path_count"] == "1", d
 assert d["healthy"] is True and d["kvstash"], d
 assert len(d["store_paths"]) == 1 and d["store_paths"][0]["path"] == sys.argv[2], d
 assert "filesystem" in d["store_paths"][0] and "data_path" in d, d' "$WORK/out" "$LMCACHE_WEKA_PATH" &&
