@@ -26,6 +26,8 @@ t0=$(date +%s)
     fail "python3 -m venv failed (Debian: apt-get install python3-venv): $(cat "$WORK/venv.log")"
 VPY="$WORK/venv/bin/python"
 t1=$(date +%s)
+untracked() { git -C "$SRC" status --porcelain --untracked-files=all -- python 2>/dev/null | grep '^??'; }
+untracked >"$WORK/untracked.before"
 # The README's command, with the build directory kept in the test's cache.
 if ! (cd "$SRC" && KVSTASH_BUILD_DIR="$CACHE" "$VPY" -m pip install -v ./python) >"$WORK/pip.log" 2>&1; then
     tail -40 "$WORK/pip.log" >&2
@@ -35,8 +37,8 @@ t2=$(date +%s)
 echo "ok: venv in $((t1 - t0)) s; pip install ./python (CMake build included) in $((t2 - t1)) s"
 grep -q "kvstash build: .*cmake --build $CACHE --target kvstash" "$WORK/pip.log" ||
     fail "the wheel build did not run CMake's build: $(grep 'kvstash build' "$WORK/pip.log")"
-[ -z "$(git -C "$SRC" status --porcelain -- python 2>/dev/null | grep '^??')" ] ||
-    fail "the build left files in python/: $(git -C "$SRC" status --porcelain -- python)"
+untracked | diff "$WORK/untracked.before" - >/dev/null ||
+    fail "the build left files in python/: $(untracked | diff "$WORK/untracked.before" -)"
 
 # The choice of CUDA: KVSTASH_CUDA=off builds without it even where CUDA is
 # found; a value that is not auto/on/off is refused before anything builds.
