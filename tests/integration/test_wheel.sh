@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_wheel.sh PYTHON BUILD_CACHE HAVE_CUDA - the README's one-command
+# test_wheel.sh PYTHON BUILD_CACHE HAVE_CUDA [CMAKE_ARGS] - the README's one-command
 # install, offline: in a fresh virtualenv, `python -m pip install ./python`
 # builds libkvstash with CMake (in BUILD_CACHE, kept between runs so a rerun
 # compiles only what changed) and installs a platform wheel with the library
@@ -10,14 +10,16 @@
 set -u
 PY=${1:?usage: $0 python3 build-cache-dir ON|OFF}
 CACHE=${2:?usage: $0 python3 build-cache-dir ON|OFF}
-HAVE_CUDA=${3:?usage: $0 python3 build-cache-dir ON|OFF}
+HAVE_CUDA=${3:?usage: $0 python3 build-cache-dir ON|OFF [cmake-args]}
+# where the main build found its dependencies, for the wheel's CMake run
+export KVSTASH_CMAKE_ARGS=${4:-}
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kvs-wheel-XXXXXX")
 trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # nothing of the caller's may lead the import astray
 unset KVSTASH_LIBRARY PYTHONPATH PYTHONHOME VIRTUAL_ENV PIP_INDEX_URL PIP_FIND_LINKS
-unset $(env | grep -oE '^(LMCACHE|KVSTASH)_[A-Z_]+') 2>/dev/null || true
+unset $(env | grep -oE '^(LMCACHE|KVSTASH)_[A-Z_]+' | grep -v '^KVSTASH_CMAKE_ARGS$') 2>/dev/null || true
 export PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 
 t0=$(date +%s)
