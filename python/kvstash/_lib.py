@@ -21,6 +21,7 @@ read right after the failing call, in the same thread.
 import ctypes
 import ctypes.util
 import glob
+import logging
 import os
 import threading
 
@@ -219,13 +220,29 @@ def _candidates():
     if env:
         yield env, "KVSTASH_LIBRARY"
         return  # an explicit choice is never silently replaced
-    here = os.path.dirname(os.path.abspath(__file__))
-    for path in sorted(glob.glob(os.path.join(here, "libkvstash.so*"))):
+    for path in _bundled():
         yield path, "bundled in the package"
     yield "libkvstash.so.0", "the system loader"
     found = ctypes.util.find_library("kvstash")
     if found:
         yield found, "the system loader"
+
+
+def _bundled():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sorted(glob.glob(os.path.join(here, "libkvstash.so*")))
+
+
+def override_note(env_path, bundled):
+    """The warning to give when KVSTASH_LIBRARY replaces a library bundled in
+    the package (a variable left from a build-tree setup would otherwise
+    pick an old library without a word), or None."""
+    if not env_path or not bundled:
+        return None
+    if os.path.realpath(env_path) in {os.path.realpath(b) for b in bundled}:
+        return None
+    return ("KVSTASH_LIBRARY=%s overrides the library bundled in the package (%s); "
+            "unset it to use the bundled one" % (env_path, bundled[0]))
 
 
 def load():
@@ -249,6 +266,9 @@ def load():
                 fn.argtypes = argtypes
             _lib_path = getattr(lib, "_name", path)
             _lib = lib
+            note = override_note(path, _bundled()) if where == "KVSTASH_LIBRARY" else None
+            if note:
+                logging.getLogger("kvstash").warning("%s", note)
             return _lib
         raise OSError(
             "kvstash: cannot load libkvstash. Install the package with its library "

@@ -106,6 +106,18 @@ def test_library_lookup_order(monkeypatch, tmp_path):
     assert cands[1] == ("libkvstash.so.0", "the system loader")
 
 
+def test_override_is_said(tmp_path):
+    from kvstash import _lib
+    b = tmp_path / "libkvstash.so.0"
+    b.write_bytes(b"")
+    assert _lib.override_note(None, [str(b)]) is None
+    assert _lib.override_note("/x/libkvstash.so", []) is None
+    assert _lib.override_note(str(b), [str(b)]) is None
+    note = _lib.override_note("/x/libkvstash.so", [str(b)])
+    assert "KVSTASH_LIBRARY=/x/libkvstash.so overrides the library bundled" in note
+    assert str(b) in note
+
+
 def test_build_info():
     import kvstash
     info = kvstash.build_info()
