@@ -56,7 +56,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define KVS_VERSION_MAJOR 0
-#define KVS_VERSION_MINOR 1
+#define KVS_VERSION_MINOR 2
 #define KVS_VERSION_PATCH 0
 #define KVS_VERSION_NUMBER \
     (KVS_VERSION_MAJOR * 10000 + KVS_VERSION_MINOR * 100 + KVS_VERSION_PATCH)
@@ -67,7 +67,7 @@ extern "C" {
 
 /* KVS_VERSION_NUMBER of the library actually linked. */
 KVS_API unsigned kvs_version_number(void);
-/* "0.1.0"; static storage. */
+/* "0.2.0"; static storage. */
 KVS_API const char *kvs_version_string(void);
 
 /* The optional parts this build of the library contains: bits of
@@ -304,22 +304,58 @@ typedef enum kvs_mem {
 #define KVS_KV_DIRECT 0x1u
 
 /*
- * Where the KV of a prompt's tokens lives.  The row of one token in one plane
- * (K or V; MLA has one plane) of one layer is row_bytes = num_kv_heads *
- * head_dim * dtype size contiguous bytes at
+ * Where the KV of a prompt's tokens lives.  The canonical unit is a head
+ * row: head_dim * dtype size contiguous bytes, the KV of one head of one
+ * token in one plane (K or V; MLA has one plane and one "head", its latent
+ * vector) of one layer.  The head row of (layer l, plane p, head h) of the
+ * token whose slot is s is at
  *
- *   layers[l] + plane * plane_stride
- *             + (slot / block_size) * block_stride
- *             + (slot % block_size) * slot_stride
+ *   layers[l] + p * plane_stride
+ *             + (s / block_size) * block_stride
+ *             + (s % block_size) * slot_stride
+ *             + h * head_stride
  *
- * where slot = slot_mapping[token index in the prompt].  This covers vLLM's
- * paged caches: flash-attention per-layer tensors
- * [2, num_blocks, block_size, num_kv_heads, head_dim] (the defaults below),
- * MLA per-layer tensors [num_blocks, block_size, head_dim], FlashInfer's
- * [num_blocks, 2, block_size, heads, dim] (block_stride = 2 * block_size *
- * row_bytes, plane_stride = block_size * row_bytes), and a plain contiguous
- * buffer [layer][plane][token][row] (slot_mapping NULL, num_slots = its token
- * capacity).
+ * where s = slot_mapping[token index in the prompt].  With head_stride 0 (=
+ * head_dim * dtype size) the num_kv_heads head rows of a token are one
+ * contiguous row of row_bytes = num_kv_heads * head_dim * dtype size, and
+ * the engine copies whole rows; with heads strided it copies head row by
+ * head row.  Chunk files hold one canonical layout whatever the memory's
+ * ([layer][plane][token][head][dim]), so KV stored from any layout below
+ * reads back into any other.
+ *
+ * vLLM's per-layer caches (B blocks, N = block_size slots, H = KV heads per
+ * rank, D = head_dim, E = dtype size; num_slots = B * N; every stride is the
+ * tensor's element stride times E, which is what to pass when blocks are
+ * padded or the tensor is a view):
+ *
+ *   memory order, as vLLM shapes it      slot_stride head_stride plane_stride block_stride
+ *   [2,B,N,H,D]                 (a)       H*D*E       D*E         B*N*H*D*E    N*H*D*E
+ *   [2,B,H,N,D] = [2,B,N,H,D]   (a) HND   D*E         N*D*E       B*H*N*D*E    H*N*D*E
+ *   [B,2,N,H,D]                 (b)       H*D*E       D*E         N*H*D*E      2*N*H*D*E
+ *   [B,2,H,N,D] = [B,2,N,H,D]   (b) HND   D*E         N*D*E       H*N*D*E      2*H*N*D*E
+ *   (B,N,H,2D)  = (B,H,N,2D)    (c) NHD   H*2D*E      2D*E        D*E          N*H*2D*E
+ *   (B,H,N,2D)  = (B,H,N,2D)    (c) HND   2D*E        N*2D*E      D*E          H*N*2D*E
+ *   [B,N,D] or [B,1,N,D]        (d) MLA   D*E         -           -            N*D*E
+ *
+ * (a) FlashAttention up to vLLM 0.22; (b) FlashInfer and Triton up to 0.25,
+ * FlashAttention 0.23-0.25; (c) every non-MLA backend from 0.26: K in the
+ * first D and V in the second D of the last dimension, hence plane_stride =
+ * D*E; (d) MLA backends, every version, with num_kv_heads 1 and D the
+ * latent width.  Cross-layer caches are one kvs_kv per layer view.  A plain
+ * contiguous buffer [layer][plane][token][row] is slot_mapping NULL,
+ * num_slots = its token capacity, every stride 0.
+ *
+ * Accepted strides: no two head rows may overlap.  kvstash checks this as
+ * nesting: take the dimensions with more than one element among heads
+ * (num_kv_heads, head_stride), slots of a block (block_size, slot_stride),
+ * planes (2, plane_stride) and blocks (ceil(num_slots / block_size),
+ * block_stride); ordered by stride, each stride must be at least the span
+ * of the ones before it (a head row's span is its own length).  Any
+ * permutation of a dense or padded tensor passes; an operation on memory
+ * that does not is KVS_ERR_INVALID, and the message names every stride and
+ * the dimension that overlaps.  Strides must leave each head row aligned as
+ * its dtype needs only for speed: the CUDA kernels use the widest access
+ * (16 bytes down to 1) that every address, stride and head row divides.
  *
  * A negative slot means "this token has no place here": a store skips every
  * chunk holding one, a retrieve neither reads nor writes such tokens, and a
@@ -334,6 +370,11 @@ typedef enum kvs_mem {
  * read the memory when kvs_store returns; the tokens a retrieve reports
  * loaded are in GPU memory when it reports them (not merely queued).  The
  * caller's current CUDA device and context are left as they were.
+ *
+ * head_stride came in 0.2 (KVS_VERSION_NUMBER 200) at the end of the struct:
+ * this library reads it, so programs built against an older header must be
+ * rebuilt, and a language that declares the struct itself checks
+ * kvs_version_number() >= 200.
  */
 typedef struct kvs_kv {
     kvs_mem mem;               /* HOST or CUDA */
@@ -343,13 +384,17 @@ typedef struct kvs_kv {
     void *const *layers;       /* num_layers base pointers (host array) */
     uint64_t num_slots;        /* slots per plane; every slot < num_slots */
     uint64_t block_size;       /* slots per block; 0: one block of num_slots */
-    uint64_t slot_stride;      /* bytes; 0: row_bytes */
+    uint64_t slot_stride;      /* bytes; 0: num_kv_heads * head_stride */
     uint64_t block_stride;     /* bytes; 0: block_size * slot_stride */
-    uint64_t plane_stride;     /* bytes; 0: num_slots * slot_stride */
+    uint64_t plane_stride;     /* bytes; 0: ceil(num_slots / block_size) *
+                                  block_stride */
     const int64_t *slot_mapping; /* one per prompt token, host memory; NULL:
                                     token i -> slot i */
     void *cuda_stream;         /* cudaStream_t the caller's work is ordered on
                                   (NULL: the legacy default stream) */
+    uint64_t head_stride;      /* bytes between one head's row and the next
+                                  within a token; 0: head_dim * dtype size
+                                  (the token's row is contiguous) */
 } kvs_kv;
 
 /* ------------------------------------------------------------------------ */

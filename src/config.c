@@ -153,6 +153,14 @@ static const cfg_field fields[] = {
         FIELD(save_unfull_chunk),
         .doc = "Store the trailing partial chunk of a prompt too.",
     },
+    [KVS_CFG_LOOKUP_TIMEOUT_MS] = {
+        .name = "lookup_timeout_ms", .env = "LMCACHE_LOOKUP_TIMEOUT_MS",
+        .type = T_UINT, .unit = "ms", .def = "5", .min = 0, .max = 600000,
+        FIELD(lookup_timeout_ms),
+        .doc = "Longest the vLLM connector's scheduler waits for a lookup; a lookup "
+               "still running then answers \"not known yet\" (a miss on vLLM "
+               "versions without that answer) and completes in the background.",
+    },
     [KVS_CFG_GDS_IO_THREADS] = {
         .name = "gds_io_threads", .env = "KVSTASH_GDS_IO_THREADS",
         .alias = "disk_io_threads", .alias_env = "KVSTASH_DISK_IO_THREADS",
@@ -323,7 +331,7 @@ static const char *const lmcache_unused[] = {
     "blend_min_tokens", "blend_special_str", "blend_check_layers",
     "save_decode_cache", "use_gds", "gds_backend", "gds_path_sharding",
     "pre_caching_hash_algorithm", "lmcache_instance_id", "enable_async_loading",
-    "cache_policy", "blocking_timeout_secs", "lookup_timeout_ms",
+    "cache_policy", "blocking_timeout_secs",
     "min_retrieve_tokens", "enable_p2p", "enable_pd", "enable_controller",
     "controller_url", "lmcache_worker_port", "distributed_url", "pd_role",
     "pd_buffer_size", "pd_buffer_device", "nixl_role", "nixl_buffer_size",

@@ -31,6 +31,7 @@ typedef enum kvs_config_key {
     KVS_CFG_WEKA_PATH,
     KVS_CFG_CUFILE_BUFFER_SIZE,
     KVS_CFG_SAVE_UNFULL_CHUNK,
+    KVS_CFG_LOOKUP_TIMEOUT_MS,
     /* extra_config entries */
     KVS_CFG_GDS_IO_THREADS,
     KVS_CFG_USE_DIRECT_IO,
@@ -64,6 +65,7 @@ struct kvs_config {
                                      NULL: the local default folder */
     uint64_t cufile_buffer_size;  /* MiB of VRAM registered with cuFile */
     bool save_unfull_chunk;       /* store a partial last chunk too */
+    uint32_t lookup_timeout_ms;   /* the vLLM scheduler's wait for a lookup */
 
     /* extra_config entries */
     uint32_t gds_io_threads;      /* I/O worker threads */

@@ -697,6 +697,12 @@ uint64_t kvs__dev_cufile_fallbacks(const kvs_dev *d)
 
 kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
 {
+    if (!m->rows_contiguous)
+        return kvs__fail(KVS_ERR_INVALID,
+                         "kv.head_stride %llu: strided heads on CUDA memory are not supported "
+                         "by this build (head rows of %llu bytes must be contiguous)",
+                         (unsigned long long)m->kv.head_stride,
+                         (unsigned long long)m->head_bytes);
     kvs_dev_op *o = kvs__calloc(1, sizeof *o);
     uint64_t *addr = kvs__malloc((m->num_layers + 4) * sizeof *addr);
     if (!o || !addr) {

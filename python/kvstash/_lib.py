@@ -136,6 +136,7 @@ class KvDesc(ctypes.Structure):
         ("plane_stride", ctypes.c_uint64),
         ("slot_mapping", ctypes.POINTER(ctypes.c_int64)),
         ("cuda_stream", ctypes.c_void_p),
+        ("head_stride", ctypes.c_uint64),   # bytes; 0: head_dim * dtype size
     ]
 
 
@@ -305,6 +306,22 @@ def take_string(ptr):
         return ctypes.string_at(ptr).decode("utf-8", "replace")
     finally:
         load().kvs_free(ptr)
+
+
+HEAD_STRIDE_VERSION = 200   # kvs_kv.head_stride came in 0.2
+
+
+def require_head_stride():
+    """Raises UnsupportedError unless the loaded library reads
+    kvs_kv.head_stride (an older one ignores the field and would address
+    strided heads as one contiguous row)."""
+    have = int(load().kvs_version_number())
+    if have < HEAD_STRIDE_VERSION:
+        raise UnsupportedError(ERR_UNSUPPORTED, (
+            "kvstash: the library at %s is version %d.%d, which ignores kvs_kv.head_stride; "
+            "KV layouts with strided heads (vLLM >= 0.26 packed caches, HND) need 0.2 or "
+            "later: build and load the libkvstash of this Python package"
+            % (library_path(), have // 10000, have // 100 % 100)))
 
 
 def call_string(fn, *args):

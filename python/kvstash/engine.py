@@ -216,6 +216,10 @@ class Engine:
                              "the namespace %d x %d in %d"
                              % (kv.row_elems, kv.num_planes, self.num_kv_heads,
                                 self.head_dim, self.num_planes))
+        if kv.head_stride and kv.head_elems != self.head_dim:
+            raise ValueError("kvstash: the KV memory has %d heads of %d elements; the "
+                             "namespace %d x %d" % (kv.num_heads, kv.head_elems,
+                                                    self.num_kv_heads, self.head_dim))
         return kv
 
     def _prepare(self, tokens, kv, slot_mapping, stream, writing):

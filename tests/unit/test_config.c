@@ -482,6 +482,7 @@ static const struct every {
     {"weka_path", "LMCACHE_WEKA_PATH", "file:///mnt/a/, /mnt/b", "/mnt/a,/mnt/b"},
     {"cufile_buffer_size", "LMCACHE_CUFILE_BUFFER_SIZE", "8192", "8192"},
     {"save_unfull_chunk", "LMCACHE_SAVE_UNFULL_CHUNK", "yes", "true"},
+    {"lookup_timeout_ms", "LMCACHE_LOOKUP_TIMEOUT_MS", "20", "20"},
     {"gds_io_threads", "KVSTASH_GDS_IO_THREADS", "32", "32"},
     {"use_direct_io", "KVSTASH_USE_DIRECT_IO", "off", "false"},
     {"io_path", "KVSTASH_IO_PATH", "POSIX", "posix"},
