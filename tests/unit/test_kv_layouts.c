@@ -4,13 +4,14 @@
  * and [B,1,N,D], padded blocks, a plain buffer) stored from each layout and
  * retrieved into each other through the engine, with random slot mappings
  * (negative slots included), every byte of the destination checked.  The
- * reference addresses come from per-layout index arithmetic written here;
- * the kvs_kv strides are derived separately, from each tensor's physical
- * shape the way a connector reads torch strides.  Partial payload ranges go
+ * reference addresses come from per-layout index arithmetic and the kvs_kv
+ * strides are derived separately, from each tensor's physical shape the way
+ * a connector reads torch strides (tests/common/kv_layouts.h).  Partial payload ranges go
  * through kvmap directly, and overlapping strides must be refused with a
  * message that names them. */
 #include "test_util.h"
 
+#include "kv_layouts.h"
 #include "kvmap.h"
 
 #include <stdio.h>
@@ -29,155 +30,15 @@
 #define WHOLE 48
 #define PAD 24 /* elements of padding after each block of a padded layout */
 
-typedef enum kind {
-    K_PLAIN,      /* [2][S][H][D], every stride 0 */
-    K_2BNHD,      /* [2,B,N,H,D] */
-    K_2BHND,      /* [2,B,N,H,D] in HND order: memory [2,B,H,N,D] */
-    K_B2NHD,      /* [B,2,N,H,D] */
-    K_B2HND,      /* memory [B,2,H,N,D] */
-    K_PACKED_NHD, /* (B,H,N,2D) in NHD order: memory (B,N,H,2D) */
-    K_PACKED_HND, /* memory (B,H,N,2D) */
-    K_MLA_BND,    /* [B,N,D] */
-    K_MLA_B1ND,   /* [B,1,N,D] */
-} kind;
-
-typedef struct layout {
-    kind k;
-    bool padded;
-    const char *name;
-} layout;
-
-static const layout MHA_LAYOUTS[] = {
-    {K_PLAIN, false, "plain"},
-    {K_2BNHD, false, "[2,B,N,H,D]"},
-    {K_2BHND, false, "[2,B,H,N,D]"},
-    {K_B2NHD, false, "[B,2,N,H,D]"},
-    {K_B2HND, false, "[B,2,H,N,D]"},
-    {K_PACKED_NHD, false, "packed NHD (B,N,H,2D)"},
-    {K_PACKED_HND, false, "packed HND (B,H,N,2D)"},
-    {K_2BNHD, true, "[2,B,N,H,D] padded"},
-    {K_B2HND, true, "[B,2,H,N,D] padded"},
-    {K_PACKED_NHD, true, "packed NHD padded"},
-    {K_PACKED_HND, true, "packed HND padded"},
-};
-#define NMHA (sizeof MHA_LAYOUTS / sizeof MHA_LAYOUTS[0])
-
-static const layout MLA_LAYOUTS[] = {
-    {K_MLA_BND, false, "MLA [B,N,D]"},
-    {K_MLA_B1ND, false, "MLA [B,1,N,D]"},
-    {K_MLA_BND, true, "MLA [B,N,D] padded"},
-    {K_MLA_B1ND, true, "MLA [B,1,N,D] padded"},
-};
-#define NMLA (sizeof MLA_LAYOUTS / sizeof MLA_LAYOUTS[0])
-
-static bool is_mla(const layout *lo)
-{
-    return lo->k == K_MLA_BND || lo->k == K_MLA_B1ND;
-}
-
-/* ---- the reference: element offsets by index arithmetic ------------------ */
-
-/* Elements of one block (padding included), and of one layer's tensor. */
-static size_t block_elems(const layout *lo)
-{
-    size_t pad = lo->padded ? PAD : 0;
-    switch (lo->k) {
-    case K_2BNHD:
-    case K_2BHND: return (size_t)N * HEADS * DIM + pad;
-    case K_B2NHD:
-    case K_B2HND:
-    case K_PACKED_NHD:
-    case K_PACKED_HND: return 2 * (size_t)N * HEADS * DIM + pad;
-    case K_MLA_BND:
-    case K_MLA_B1ND: return (size_t)N * DIM + pad;
-    case K_PLAIN: break;
-    }
-    return 0;
-}
-
-static size_t layer_elems(const layout *lo)
-{
-    switch (lo->k) {
-    case K_PLAIN: return 2 * (size_t)SLOTS * HEADS * DIM;
-    case K_2BNHD:
-    case K_2BHND: return 2 * (size_t)B * block_elems(lo);
-    default: return (size_t)B * block_elems(lo);
-    }
-}
-
-/* Element offset of element d of head h of slot s in plane p. */
-static size_t ref_elem(const layout *lo, size_t p, size_t s, size_t h, size_t d)
-{
-    const size_t b = s / N, n = s % N, blk = block_elems(lo);
-    switch (lo->k) {
-    case K_PLAIN: return ((p * SLOTS + s) * HEADS + h) * DIM + d;
-    case K_2BNHD: return p * B * blk + b * blk + (n * HEADS + h) * DIM + d;
-    case K_2BHND: return p * B * blk + b * blk + (h * N + n) * DIM + d;
-    case K_B2NHD: return b * blk + p * N * HEADS * DIM + (n * HEADS + h) * DIM + d;
-    case K_B2HND: return b * blk + p * HEADS * N * DIM + (h * N + n) * DIM + d;
-    case K_PACKED_NHD: return b * blk + (n * HEADS + h) * 2 * DIM + p * DIM + d;
-    case K_PACKED_HND: return b * blk + (h * N + n) * 2 * DIM + p * DIM + d;
-    case K_MLA_BND:
-    case K_MLA_B1ND: return b * blk + n * DIM + d;
-    }
-    return 0;
-}
-
-/* ---- the description: strides read off a physical shape ----------------- */
-
-typedef enum role { R_PLANE, R_BLOCK, R_ONE, R_SLOT, R_HEAD, R_DIM, R_KV2D } role;
-typedef struct pdim {
-    role r;
-    uint64_t size;
-} pdim;
-
-/* The tensor's dimensions in memory order (outermost first). */
-static int physical(const layout *lo, pdim *d)
-{
-    int n = 0;
-#define D_(role_, size_) d[n++] = (pdim){role_, size_}
-    switch (lo->k) {
-    case K_PLAIN: return 0;
-    case K_2BNHD: D_(R_PLANE, 2); D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_DIM, DIM); break;
-    case K_2BHND: D_(R_PLANE, 2); D_(R_BLOCK, B); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_B2NHD: D_(R_BLOCK, B); D_(R_PLANE, 2); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_DIM, DIM); break;
-    case K_B2HND: D_(R_BLOCK, B); D_(R_PLANE, 2); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_PACKED_NHD: D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_KV2D, 2 * DIM); break;
-    case K_PACKED_HND: D_(R_BLOCK, B); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_KV2D, 2 * DIM); break;
-    case K_MLA_BND: D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_MLA_B1ND: D_(R_BLOCK, B); D_(R_ONE, 1); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    }
-#undef D_
-    return n;
-}
-
-/* Fills kv's strides as a connector would: each dimension's element stride
- * times the element size, the block dimension's including the padding. */
-static void describe(const layout *lo, kvs_kv *kv)
-{
-    kv->num_slots = SLOTS;
-    if (lo->k == K_PLAIN)
-        return; /* every stride 0: the defaults are this buffer */
-    pdim d[6];
-    int n = physical(lo, d);
-    uint64_t acc = 1;
-    for (int i = n - 1; i >= 0; i--) {
-        uint64_t stride = acc;
-        if (d[i].r == R_BLOCK && lo->padded)
-            stride += PAD;
-        switch (d[i].r) {
-        case R_PLANE: kv->plane_stride = stride * ES; break;
-        case R_BLOCK: kv->block_stride = stride * ES; break;
-        case R_SLOT: kv->slot_stride = stride * ES; break;
-        case R_HEAD: kv->head_stride = stride * ES; break;
-        case R_KV2D: kv->plane_stride = DIM * ES; break;
-        case R_ONE:
-        case R_DIM: break;
-        }
-        acc = stride * d[i].size;
-    }
-    kv->block_size = N;
-}
+static const tl_geom GEOM = {.blocks = B, .block_size = N, .heads = HEADS, .dim = DIM,
+                             .esize = ES, .pad = PAD};
+static const tl_geom GEOM_MLA = {.blocks = B, .block_size = N, .heads = 1, .dim = DIM,
+                                 .esize = ES, .pad = PAD};
+#define NMHA TL_NMHA
+#define NMLA TL_NMLA
+#define MHA_LAYOUTS TL_MHA
+#define MLA_LAYOUTS TL_MLA
+typedef tl_layout layout;
 
 /* ---- caches ------------------------------------------------------------- */
 
@@ -192,6 +53,7 @@ static uint64_t next_rand(void)
 
 typedef struct cache {
     const layout *lo;
+    const tl_geom *g;
     uint32_t planes, heads;
     size_t bytes;            /* per layer */
     uint8_t *mem[LAYERS];
@@ -206,9 +68,10 @@ static void cache_init(cache *c, const layout *lo, unsigned neg_one_in)
 {
     memset(c, 0, sizeof *c);
     c->lo = lo;
-    c->planes = is_mla(lo) ? 1 : 2;
-    c->heads = is_mla(lo) ? 1 : HEADS;
-    c->bytes = layer_elems(lo) * ES;
+    c->g = tl_is_mla(lo) ? &GEOM_MLA : &GEOM;
+    c->planes = tl_is_mla(lo) ? 1 : 2;
+    c->heads = (uint32_t)c->g->heads;
+    c->bytes = tl_layer_bytes(lo, c->g);
     for (int l = 0; l < LAYERS; l++) {
         c->mem[l] = malloc(c->bytes);
         assert_non_null(c->mem[l]);
@@ -230,7 +93,7 @@ static void cache_init(cache *c, const layout *lo, unsigned neg_one_in)
                                                                   : perm[t];
     c->kv = (kvs_kv){.mem = KVS_MEM_HOST, .num_layers = LAYERS, .layers = c->layers,
                      .slot_mapping = c->slots};
-    describe(lo, &c->kv);
+    tl_describe(lo, c->g, &c->kv);
 }
 
 static void cache_free(cache *c)
@@ -246,7 +109,7 @@ static size_t heads_of(const cache *c)
 
 static const uint8_t *ref_byte(const cache *c, int l, size_t p, size_t s, size_t h, size_t i)
 {
-    return c->mem[l] + ref_elem(c->lo, p, s, h, i / ES) * ES + i % ES;
+    return c->mem[l] + tl_offset(c->lo, c->g, p, s, h, i);
 }
 
 /* dst after loading the first `tokens` tokens of src: dst's prior bytes
@@ -462,7 +325,7 @@ static void ref_payload(const cache *c, size_t t0, uint8_t *out)
 
 static void partial_ranges(const layout *lo)
 {
-    bool mla = is_mla(lo);
+    bool mla = tl_is_mla(lo);
     kvs_namespace nsd = ns_of(mla);
     kvs_ns ns;
     assert_int_equal(kvs__ns_init(&ns, &nsd, CHUNK, NULL), KVS_OK);
