@@ -402,6 +402,19 @@ KVS_API uint32_t kvs_engine_chunk_size(const kvs_engine *engine);
 KVS_API uint64_t kvs_engine_chunk_bytes(const kvs_engine *engine);
 
 /*
+ * Checks a KV description against the engine's namespace as kvs_store and
+ * kvs_retrieve would (layer count, pointers not NULL, strides, overlap;
+ * slot_mapping is not read), without touching the memory, so that a
+ * connector can refuse a cache it cannot serve when the cache is handed to
+ * it rather than at the first request.  CUDA pointers are checked to be
+ * device memory at the first operation.  (Since 0.2.)
+ *   KVS_ERR_INVALID      the description breaks the contract above kvs_kv;
+ *                        the message names the field or the strides;
+ *   KVS_ERR_UNSUPPORTED  CUDA memory, and this library was built without it.
+ */
+KVS_API kvs_status kvs_kv_check(kvs_engine *engine, const kvs_kv *kv);
+
+/*
  * How many leading tokens of the prompt are available: whole chunks present
  * in the CPU tier or on the store, in order, stopping at the first absent
  * one.  Looks in memory first; on a miss, asks the store with one metadata

@@ -241,6 +241,14 @@ static void matrix(fixture *f, const layout *los, size_t n, bool mla)
     kvs_namespace ns = ns_of(mla);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+    for (size_t i = 0; i < n; i++) { /* each accepted up front, slots not read */
+        cache c;
+        cache_init(&c, &los[i], 0);
+        c.kv.slot_mapping = (const int64_t *)8; /* never dereferenced */
+        if (kvs_kv_check(e, &c.kv) != KVS_OK)
+            fail_msg("%s: kvs_kv_check: %s", los[i].name, kvs_last_error());
+        cache_free(&c);
+    }
     uint32_t seed = mla ? 1000 : 0;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++, seed++)
@@ -376,16 +384,18 @@ static void test_partial_ranges(void **state)
 
 /* ---- refusals ----------------------------------------------------------- */
 
-/* kvs_store and kvs_retrieve both refuse kv, naming each of `words`. */
+/* kvs_kv_check, kvs_store and kvs_retrieve all refuse kv, naming each of
+ * `words`. */
 static void refused(kvs_engine *e, const kvs_kv *kv, const char *const *words, int nwords)
 {
     uint32_t tokens[PROMPT];
     make_tokens(tokens, PROMPT, 4242);
     kvs_op *op = NULL;
     size_t loaded = 99;
-    for (int pass = 0; pass < 2; pass++) {
-        kvs_status st = pass == 0 ? kvs_store(e, tokens, PROMPT, kv, &op)
-                                  : kvs_retrieve(e, tokens, PROMPT, kv, &loaded);
+    for (int pass = 0; pass < 3; pass++) {
+        kvs_status st = pass == 0   ? kvs_store(e, tokens, PROMPT, kv, &op)
+                        : pass == 1 ? kvs_retrieve(e, tokens, PROMPT, kv, &loaded)
+                                    : kvs_kv_check(e, kv);
         assert_int_equal(st, KVS_ERR_INVALID);
         for (int w = 0; w < nwords; w++)
             if (!strstr(kvs_last_error(), words[w]))
@@ -455,6 +465,15 @@ static void test_refusals(void **state)
     kv.slot_stride = HEADS * DIM * ES - 2;
     const char *w7[] = {"kv.slot_stride 126", accepted};
     refused(e, &kv, w7, 2);
+
+    /* kvs_kv_check on the rest of the contract */
+    assert_int_equal(kvs_kv_check(NULL, &good), KVS_ERR_INVALID);
+    assert_int_equal(kvs_kv_check(e, NULL), KVS_ERR_INVALID);
+    kv = good;
+    kv.num_layers = LAYERS + 1;
+    assert_int_equal(kvs_kv_check(e, &kv), KVS_ERR_INVALID);
+    assert_non_null(strstr(kvs_last_error(), "kv.num_layers 3 does not match"));
+    assert_int_equal(kvs_kv_check(e, &good), KVS_OK);
 
     /* and the description that was refused above works once fixed */
     uint32_t tokens[PROMPT];
