@@ -81,12 +81,12 @@ tests() {
     (cd "$BUILD" && ctest -j "$(nproc)" -LE gpu --timeout 300 --output-on-failure 2>&1 |
         grep -v "^ *Start\|Passed" | tail -60)
     log "test_gpu_kernels"
-    timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -25
+    timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -30
     log "test_gpu_engine (no udev entry: cuFile must fall back cleanly)"
     udev_off
     mkdir -p "$DISK"
     GT_EXPECT_CUFILE=0 GT_CUFILE_DIR="$DISK" timeout 180 "$BUILD/tests/test_gpu_engine" 2>&1 |
-        grep -v "^kvstash info" | tail -30
+        grep -v "^kvstash info" | tail -45
     log "test_gpu_engine cufile, with the udev entry (cuFile compatibility mode on ext4)"
     udev_on
     GT_EXPECT_CUFILE=1 GT_CUFILE_DIR="$DISK" timeout 120 "$BUILD/tests/test_gpu_engine" cufile 2>&1 |
