@@ -310,7 +310,10 @@ typedef enum kvs_mem {
  * FlashAttention 0.23-0.25; (c) every non-MLA backend from 0.26: K in the
  * first D and V in the second D of the last dimension, hence plane_stride =
  * D*E; (d) MLA backends, every version, with num_kv_heads 1 and D the
- * latent width.  Cross-layer caches are one kvs_kv per layer view.  A plain
+ * latent width.  A cross-layer cache (one tensor with a layers dimension,
+ * e.g. memory [B, layers, 2, N, H, D]) is layers[l] = layer l's first
+ * element and the strides of that tensor (block_stride then spans every
+ * layer of a block); overlap is checked within a layer only.  A plain
  * contiguous buffer [layer][plane][token][row] is slot_mapping NULL,
  * num_slots = its token capacity, every stride 0.
  *
