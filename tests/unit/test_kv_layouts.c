@@ -3,12 +3,13 @@
  * and HND memory order, packed (B,H,N,2D) in NHD and HND order, MLA [B,N,D]
  * and [B,1,N,D], padded blocks, a plain buffer) stored from each layout and
  * retrieved into each other through the engine, with random slot mappings
- * (negative slots included), every byte of the destination checked.  The
- * reference addresses come from per-layout index arithmetic and the kvs_kv
- * strides are derived separately, from each tensor's physical shape the way
- * a connector reads torch strides (tests/common/kv_layouts.h).  Partial payload ranges go
- * through kvmap directly, and overlapping strides must be refused with a
- * message that names them. */
+ * (negative slots included), every byte of the destination checked; also
+ * cross-layer tensors.  The reference addresses come from per-layout index
+ * arithmetic and the kvs_kv strides are derived separately, from each
+ * tensor's physical shape the way a connector reads torch strides
+ * (tests/common/kv_layouts.h).  Partial payload ranges go through kvmap
+ * directly, and overlapping strides must be refused with a message that
+ * names them. */
 #include "test_util.h"
 
 #include "kv_layouts.h"
@@ -316,6 +317,97 @@ static void test_store_negative_slot(void **state)
     kvs_engine_close(e);
 }
 
+/* ---- cross-layer caches ---------------------------------------------------- */
+
+/* One tensor for every layer: memory [B, L, 2, N, H, D] (NHD) or
+ * [B, H, L, 2, N, D] (HND); byte offset of byte i of a head row. */
+static size_t xl_offset(bool hnd, size_t l, size_t p, size_t s, size_t h, size_t i)
+{
+    const size_t b = s / N, n = s % N;
+    size_t e = hnd ? ((((b * HEADS + h) * LAYERS + l) * 2 + p) * N + n) * DIM
+                   : ((((b * LAYERS + l) * 2 + p) * N + n) * HEADS + h) * DIM;
+    return e * ES + i;
+}
+
+static void xl_roundtrip(fixture *f, bool hnd)
+{
+    kvs_namespace ns = ns_of(false);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+    const size_t bytes = (size_t)B * LAYERS * 2 * N * HEADS * DIM * ES;
+    uint8_t *xl = malloc(bytes), *before = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++)
+        xl[i] = (uint8_t)next_rand();
+    memcpy(before, xl, bytes);
+    void *bases[LAYERS];
+    for (int l = 0; l < LAYERS; l++)
+        bases[l] = xl + xl_offset(hnd, (size_t)l, 0, 0, 0, 0);
+    cache plain;
+    cache_init(&plain, &MHA_LAYOUTS[0], 0);
+    int64_t slots[PROMPT];
+    for (int t = 0; t < PROMPT; t++) /* a different spread than plain's */
+        slots[t] = (int64_t)((t * 37 + 11) % SLOTS);
+    slots[5] = -1;
+    const size_t E = ES, D = DIM, H = HEADS;
+    kvs_kv kv = {.mem = KVS_MEM_HOST, .num_layers = LAYERS, .layers = bases,
+                 .num_slots = SLOTS, .block_size = N, .slot_mapping = slots};
+    if (hnd) {
+        kv.slot_stride = D * E, kv.head_stride = LAYERS * 2 * N * D * E;
+        kv.plane_stride = N * D * E, kv.block_stride = H * LAYERS * 2 * N * D * E;
+    } else {
+        kv.slot_stride = H * D * E, kv.head_stride = D * E;
+        kv.plane_stride = N * H * D * E, kv.block_stride = LAYERS * 2 * N * H * D * E;
+    }
+    if (kvs_kv_check(e, &kv) != KVS_OK)
+        fail_msg("cross-layer: %s", kvs_last_error());
+    uint32_t tokens[PROMPT];
+    make_tokens(tokens, PROMPT, hnd ? 9100 : 9000);
+    kvs_op *op = NULL;
+    kvs_op_result r;
+    assert_int_equal(kvs_store(e, tokens, PROMPT, &plain.kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+    kvs_op_free(op);
+    size_t loaded = 0;
+    assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, WHOLE);
+    for (size_t tk = 0; tk < WHOLE; tk++)
+        for (size_t l = 0; l < LAYERS; l++)
+            for (size_t p = 0; p < 2; p++)
+                for (size_t h = 0; h < HEADS; h++)
+                    if (slots[tk] >= 0)
+                        memcpy(before + xl_offset(hnd, l, p, (size_t)slots[tk], h, 0),
+                               ref_byte(&plain, (int)l, p, (size_t)plain.slots[tk], h, 0),
+                               DIM * ES);
+    if (memcmp(before, xl, bytes) != 0)
+        fail_msg("cross-layer %s: retrieved memory differs from the reference", hnd ? "HND" : "NHD");
+    /* and back: stored from the cross-layer cache, read into a plain one */
+    slots[5] = (5 * 37 + 11) % SLOTS;
+    make_tokens(tokens, PROMPT, hnd ? 9200 : 9300);
+    assert_int_equal(kvs_store(e, tokens, PROMPT, &kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+    kvs_op_free(op);
+    assert_int_equal(r.chunks_done, WHOLE / CHUNK);
+    assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &plain.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, WHOLE);
+    for (size_t tk = 0; tk < WHOLE; tk++)
+        for (size_t l = 0; l < LAYERS; l++)
+            for (size_t p = 0; p < 2; p++)
+                for (size_t h = 0; h < HEADS; h++)
+                    assert_memory_equal(ref_byte(&plain, (int)l, p, (size_t)plain.slots[tk], h, 0),
+                                        xl + xl_offset(hnd, l, p, (size_t)slots[tk], h, 0),
+                                        DIM * ES);
+    cache_free(&plain);
+    free(xl);
+    free(before);
+    kvs_engine_close(e);
+}
+
+static void test_cross_layer(void **state)
+{
+    xl_roundtrip(*state, false);
+    xl_roundtrip(*state, true);
+}
+
 /* ---- kvmap on partial payload ranges ------------------------------------ */
 
 /* The payload of the chunk at token t0: [layer][plane][token][head][dim]. */
@@ -494,6 +586,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mla_every_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_negative_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cross_layer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
