@@ -231,6 +231,16 @@ def summary(args):
     ]
     for name, r, s in lines:
         print(f"{name:58s} {fmt(r)} {ratio(r, h2d)} {fmt(s)} {ratio(s, d2h)}")
+    packed = rows_of(os.path.join(out, "bench_shm_packed.log"))
+    if packed:  # vLLM 0.26+'s packed NHD cache, beside the ceilings of its own run
+        p_h2d = packed.get("pinned host-to-device copy ceiling")
+        p_d2h = packed.get("pinned device-to-host copy ceiling")
+        p_r = packed.get("retrieve files -> GPU")
+        p_s = packed.get("store GPU -> files, until published")
+        print(f"{'pinned copy ceilings of the packed-layout run':58s} {fmt(p_h2d)} "
+              f"{ratio(p_h2d, p_h2d)} {fmt(p_d2h)} {ratio(p_d2h, p_d2h)}")
+        print(f"{'kvstash, /dev/shm, packed NHD cache (vLLM 0.26+)':58s} {fmt(p_r)} "
+              f"{ratio(p_r, p_h2d)} {fmt(p_s)} {ratio(p_s, p_d2h)}")
     for (fs, what), v in sorted(reads.items()):
         print(f"{'raw ' + what + ', 16 threads, ' + fs + ' (read_paths.c)':58s} {fmt(v)} {ratio(v, h2d)}")
     shm_read = reads.get(("tmpfs", "pread pageable"))

@@ -13,10 +13,12 @@
  *            without a round trip to the host.
  *
  * The addressing is exactly that of src/kvmap.c: payload row r of a chunk of
- * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T) and lives at
+ * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T); its head
+ * row h (bytes [h * head_bytes, (h + 1) * head_bytes) of the payload row)
+ * lives at
  *
  *   layers[layer] + plane * plane_stride + (slot / block_size) * block_stride
- *                 + (slot % block_size) * slot_stride
+ *                 + (slot % block_size) * slot_stride + h * head_stride
  *
  * with slot = slots[t0 + token] (or t0 + token when slots is NULL); rows of
  * negative slots are skipped by scatter and zero-filled by gather.
@@ -55,7 +57,12 @@ typedef struct kvs_cuda_chunk {
     uint32_t vec_bytes;      /* access width: 16, 8, 4, 2 or 1; must divide
                                 row_bytes, the strides, every layer address,
                                 the staging address and the range (see
-                                kvs_cuda_vec_bytes) */
+                                kvs_cuda_vec_bytes), and head_bytes and
+                                head_stride when heads are strided */
+    uint32_t head_bytes;     /* bytes of one head row; 0 or row_bytes: the
+                                row is one run (head_stride unused) */
+    uint64_t head_stride;    /* bytes between a token's head rows; equal to
+                                head_bytes: the row is one run */
 } kvs_cuda_chunk;
 
 /* The widest access (16, 8, 4, 2 or 1 bytes) that every one of the n values

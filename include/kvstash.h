@@ -341,7 +341,10 @@ typedef enum kvs_mem {
  * FlashAttention 0.23-0.25; (c) every non-MLA backend from 0.26: K in the
  * first D and V in the second D of the last dimension, hence plane_stride =
  * D*E; (d) MLA backends, every version, with num_kv_heads 1 and D the
- * latent width.  Cross-layer caches are one kvs_kv per layer view.  A plain
+ * latent width.  A cross-layer cache (one tensor with a layers dimension,
+ * e.g. memory [B, layers, 2, N, H, D]) is layers[l] = layer l's first
+ * element and the strides of that tensor (block_stride then spans every
+ * layer of a block); overlap is checked within a layer only.  A plain
  * contiguous buffer [layer][plane][token][row] is slot_mapping NULL,
  * num_slots = its token capacity, every stride 0.
  *
@@ -431,6 +434,19 @@ KVS_API const char *kvs_engine_namespace_path(const kvs_engine *engine);
 /* Tokens per chunk, and payload bytes of one full chunk. */
 KVS_API uint32_t kvs_engine_chunk_size(const kvs_engine *engine);
 KVS_API uint64_t kvs_engine_chunk_bytes(const kvs_engine *engine);
+
+/*
+ * Checks a KV description against the engine's namespace as kvs_store and
+ * kvs_retrieve would (layer count, pointers not NULL, strides, overlap;
+ * slot_mapping is not read), without touching the memory, so that a
+ * connector can refuse a cache it cannot serve when the cache is handed to
+ * it rather than at the first request.  CUDA pointers are checked to be
+ * device memory at the first operation.  (Since 0.2.)
+ *   KVS_ERR_INVALID      the description breaks the contract above kvs_kv;
+ *                        the message names the field or the strides;
+ *   KVS_ERR_UNSUPPORTED  CUDA memory, and this library was built without it.
+ */
+KVS_API kvs_status kvs_kv_check(kvs_engine *engine, const kvs_kv *kv);
 
 /*
  * How many leading tokens of the prompt are available: whole chunks present

@@ -697,14 +697,8 @@ uint64_t kvs__dev_cufile_fallbacks(const kvs_dev *d)
 
 kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
 {
-    if (!m->rows_contiguous)
-        return kvs__fail(KVS_ERR_INVALID,
-                         "kv.head_stride %llu: strided heads on CUDA memory are not supported "
-                         "by this build (head rows of %llu bytes must be contiguous)",
-                         (unsigned long long)m->kv.head_stride,
-                         (unsigned long long)m->head_bytes);
     kvs_dev_op *o = kvs__calloc(1, sizeof *o);
-    uint64_t *addr = kvs__malloc((m->num_layers + 4) * sizeof *addr);
+    uint64_t *addr = kvs__malloc((m->num_layers + 6) * sizeof *addr);
     if (!o || !addr) {
         kvs__free(o);
         kvs__free(addr);
@@ -718,7 +712,12 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
     addr[m->num_layers + 1] = kv->slot_stride;
     addr[m->num_layers + 2] = kv->block_stride;
     addr[m->num_layers + 3] = kv->plane_stride;
-    uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + 4);
+    /* Strided heads: every access stays inside one head row, so the head
+     * row and its stride bound the width too; contiguous rows keep the
+     * width of the whole row. */
+    addr[m->num_layers + 4] = m->head_bytes;
+    addr[m->num_layers + 5] = kv->head_stride;
+    uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + (m->rows_contiguous ? 4 : 6));
     /* Host memory flagged as CUDA would make the kernels fault and poison the
      * caller's CUDA context: check every layer pointer first. */
     void *prev0 = dev_enter(d);
@@ -772,6 +771,8 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
         .num_planes = m->num_planes,
         .row_bytes = (uint32_t)m->row_bytes,
         .vec_bytes = vec,
+        .head_bytes = (uint32_t)m->head_bytes,
+        .head_stride = m->rows_contiguous ? m->head_bytes : kv->head_stride,
     };
     dev_leave(d, prev);
     kvs__free(addr);

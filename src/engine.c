@@ -1057,6 +1057,22 @@ static kvs_status check_kv_mem(const kvs_kv *kv, const char *fn)
     return KVS_OK;
 }
 
+kvs_status kvs_kv_check(kvs_engine *e, const kvs_kv *kv)
+{
+    kvs_status st = check_engine_call(e, NULL, 0, "kvs_kv_check");
+    if (!st)
+        st = check_kv_mem(kv, "kvs_kv_check");
+    if (st)
+        return st;
+    kvs_kvmap m;
+    kvs_kv desc = *kv;
+    desc.slot_mapping = NULL; /* the layout alone: no prompt yet */
+    if ((st = kvs__kvmap_init(&m, &e->ns, &desc, 0)))
+        return st;
+    kvs__kvmap_clear(&m);
+    return KVS_OK;
+}
+
 /* CPU tier hits into GPU memory, before any read is queued, so that a hit
  * that cannot be placed (no staging) cuts the prefix before any task can
  * complete the op. */

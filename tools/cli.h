@@ -27,17 +27,33 @@ int cli_exit_for(kvs_status st);
 int cli_fail(kvs_status st, const char *what);
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The layout of the GPU cache (--layout): vLLM's per-plane
+ * [2, blocks, 16, heads, dim] (before 0.26), or its packed
+ * (blocks, heads, 16, 2 * dim) in NHD or HND memory order (0.26 on). */
+typedef enum cli_layout {
+    CLI_LAYOUT_PLANES = 0,
+    CLI_LAYOUT_PACKED_NHD = 1,
+    CLI_LAYOUT_PACKED_HND = 2,
+} cli_layout;
+
 /* Geometry options shared by store, retrieve and bench. */
 typedef struct cli_geometry {
     char model[256];
     kvs_namespace ns;
     int device;           /* -1: host memory; else CUDA ordinal (--device cuda:N) */
+    cli_layout layout;    /* --layout, for --device cuda:N */
 } cli_geometry;
+
+/* "planes", "packed-nhd", "packed-hnd" */
+const char *cli_layout_name(cli_layout layout);
 
 void cli_geometry_defaults(cli_geometry *g);
 /* Handles one geometry option (long name without dashes, its argument);
  * returns 1 if it was one, 0 if not, -1 on a bad value (message printed). */
 int cli_geometry_option(cli_geometry *g, const char *name, const char *arg);
+/* Checks the options together once all are parsed; prints the reason and
+ * returns EXIT_USAGE, or EXIT_OK. */
+int cli_geometry_check(const cli_geometry *g, const char *cmd);
 
 /* Loads the configuration (LMCACHE_CONFIG_FILE and the environment). */
 int cli_load_config(kvs_config **cfg_out);

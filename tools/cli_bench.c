@@ -4,8 +4,9 @@
  * thread count, lookup latency for a long prompt, and key hashing speed.
  *
  * With --device cuda:N the KV lives in a paged GPU cache (vLLM's layout,
- * shuffled blocks) and the ceilings are pinned host-to-device and
- * device-to-host copies measured in the same rounds.
+ * per-plane or packed NHD/HND with --layout, shuffled blocks) and the
+ * ceilings are pinned host-to-device and device-to-host copies measured in
+ * the same rounds.
  *
  * Each figure is the median of several rounds, rounds of different kinds
  * interleaved, because a shared machine's memory bandwidth drifts.  The
@@ -122,7 +123,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);
-    return EXIT_OK;
+    return cli_geometry_check(&o->geo, "bench");
 }
 
 static int set_cfg(kvs_config *cfg, const char *key, const char *value)
@@ -307,8 +308,8 @@ static int bench_gpu(kvs_config *cfg, const bench_opts *o, const char *label, ro
     }
     cli_make_tokens(tokens, n, (uint64_t)cli_now(), 0, 0);
     cli_fill_payload(src.mem, 42, 0, src.bytes);
-    if ((rc = cli_gpu_alloc(&gsrc, &src, o->geo.device, 7)) ||
-        (rc = cli_gpu_alloc(&gdst, &dst, o->geo.device, 7)))
+    if ((rc = cli_gpu_alloc(&gsrc, &src, &o->geo, 7)) ||
+        (rc = cli_gpu_alloc(&gdst, &dst, &o->geo, 7)))
         goto out;
     have_gpu = true;
     if ((rc = cli_gpu_upload(&gsrc, &src)))
@@ -464,12 +465,12 @@ static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
     uint64_t chunk_bytes = kvs_engine_chunk_bytes(e);
     uint32_t T = kvs_engine_chunk_size(e);
     printf("kvstash bench on cuda:%d (%s): %u layers x %u planes x %u tokens = %.1f MiB chunks, "
-           "%" PRIu64 " chunks (%.2f GiB, %" PRIu64 " tokens), paged cache (blocks of 16, shuffled), "
-           "%u threads, %" PRIu64 " rounds (medians)\n",
+           "%" PRIu64 " chunks (%.2f GiB, %" PRIu64 " tokens), paged cache in layout %s (blocks of "
+           "16, shuffled), %u threads, %" PRIu64 " rounds (medians)\n",
            o->geo.device, cli_gpu_name(o->geo.device), o->geo.ns.num_layers,
            o->geo.ns.layout == KVS_LAYOUT_MLA ? 1 : 2, T, (double)chunk_bytes / 1048576.0,
            o->chunks, (double)chunk_bytes * (double)o->chunks / 1073741824.0, o->chunks * T,
-           threads, o->rounds);
+           cli_layout_name(o->geo.layout), threads, o->rounds);
     printf("store: %s\n", kvs_engine_namespace_path(e));
     kvs_engine_close(e);
     int rc = size_staging(cfg, chunk_bytes, (size_t)o->chunks);

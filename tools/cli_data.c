@@ -100,7 +100,7 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("--device cuda:%d: this kvstash was built without CUDA support",
                                o->geo.device);
-    return EXIT_OK;
+    return cli_geometry_check(&o->geo, cmd);
 }
 
 typedef struct prompt {
@@ -151,7 +151,7 @@ static int prompt_open(prompt *p, const prompt_opts *o)
     }
     if (o->geo.device >= 0) {
         p->on_gpu = true;
-        return cli_gpu_alloc(&p->gpu, &p->buf, o->geo.device, o->seeds[0]);
+        return cli_gpu_alloc(&p->gpu, &p->buf, &o->geo, o->seeds[0]);
     }
     return EXIT_OK;
 }

@@ -56,6 +56,16 @@ void cli_json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+const char *cli_layout_name(cli_layout layout)
+{
+    switch (layout) {
+    case CLI_LAYOUT_PLANES: return "planes";
+    case CLI_LAYOUT_PACKED_NHD: return "packed-nhd";
+    case CLI_LAYOUT_PACKED_HND: return "packed-hnd";
+    }
+    return "?";
+}
+
 void cli_geometry_defaults(cli_geometry *g)
 {
     memset(g, 0, sizeof *g);
@@ -143,7 +153,29 @@ int cli_geometry_option(cli_geometry *g, const char *name, const char *arg)
         g->device = (int)d;
         return 1;
     }
+    if (!strcmp(name, "layout")) {
+        for (int l = CLI_LAYOUT_PLANES; l <= CLI_LAYOUT_PACKED_HND; l++)
+            if (arg && !strcmp(arg, cli_layout_name((cli_layout)l))) {
+                g->layout = (cli_layout)l;
+                return 1;
+            }
+        cli_usage_error("--layout \"%s\" is not planes, packed-nhd or packed-hnd", arg ? arg : "");
+        return -1;
+    }
     return 0;
+}
+
+int cli_geometry_check(const cli_geometry *g, const char *cmd)
+{
+    if (g->layout != CLI_LAYOUT_PLANES && g->device < 0)
+        return cli_usage_error("%s --layout %s: layouts are for GPU caches (--device cuda:N); "
+                               "host memory is a contiguous buffer",
+                               cmd, cli_layout_name(g->layout));
+    if (g->layout != CLI_LAYOUT_PLANES && g->ns.layout == KVS_LAYOUT_MLA)
+        return cli_usage_error("%s --layout %s with --mla: an MLA cache has one plane and is "
+                               "[blocks, 16, dim] in every vLLM (use planes)",
+                               cmd, cli_layout_name(g->layout));
+    return EXIT_OK;
 }
 
 int cli_load_config(kvs_config **cfg_out)

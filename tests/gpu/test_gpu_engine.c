@@ -5,12 +5,16 @@
  * reverse (the GPU's checksums are the CPU's), a corrupted file that must
  * leave the caller's memory untouched, staging exhaustion, ordering after
  * the caller's stream, layer-by-layer waiting, CPU tier hits, and the
- * cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
+ * every vLLM cache layout (tests/common/kv_layouts.h: per-plane, packed NHD
+ * and HND, MLA, padded blocks) stored from each and loaded into each other,
+ * on the GPU and across host and GPU, every byte checked by index
+ * arithmetic, the cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
  * machine should show; unset: either, reported).  Exits 77 only where there
  * is no GPU. */
 #include "gpu_util.h"
 
 #include "chunk_file.h"
+#include "kv_layouts.h"
 
 #include <fcntl.h>
 #include <string.h>
@@ -242,6 +246,192 @@ static void test_roundtrips(void)
                           .num_kv_heads = 1, .head_dim = 3, .layout = KVS_LAYOUT_MHA,
                           .world_size = 1, .rank = 0};
     roundtrip("fp16 1x3 (6-byte rows), block 1", fp16, 64 * 2, false, 1, false);
+}
+
+/* ---- every vLLM layout into every other ------------------------------------ */
+
+/* A cache of one layout (tests/common/kv_layouts.h) on the GPU or in host
+ * memory (the gt_cache's host mirror is then the memory itself). */
+typedef struct lcache {
+    const tl_layout *lo;
+    tl_geom g;
+    bool on_host;
+    gt_cache c;
+    void **before;   /* the content as filled: c.host, or a copy of it */
+    int64_t *slots;
+    kvs_kv kv;
+} lcache;
+
+static void lcache_make(lcache *p, const tl_layout *lo, const tl_geom *g, uint32_t layers,
+                        size_t ntok, bool on_host, unsigned neg_one_in)
+{
+    memset(p, 0, sizeof *p);
+    p->lo = lo;
+    p->g = *g;
+    p->on_host = on_host;
+    const uint64_t nslots = g->blocks * g->block_size;
+    uint64_t *perm = malloc(nslots * sizeof *perm);
+    for (uint64_t i = 0; i < nslots; i++)
+        perm[i] = i;
+    p->slots = malloc(ntok * sizeof *p->slots);
+    for (size_t i = 0; i < ntok; i++) {
+        uint64_t j = i + gt_rand() % (nslots - i), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+        p->slots[i] = neg_one_in && gt_rand() % neg_one_in == 0 ? -1 - (int64_t)(gt_rand() % 4)
+                                                                : (int64_t)perm[i];
+    }
+    free(perm);
+    gt_cache_alloc(&p->c, layers, tl_layer_bytes(lo, g));
+    for (uint32_t l = 0; l < layers; l++)
+        gt_fill(p->c.host[l], p->c.bytes);
+    p->before = p->c.host;
+    if (!on_host) {
+        gt_cache_upload(&p->c);
+    } else {
+        p->before = malloc(layers * sizeof *p->before);
+        for (uint32_t l = 0; l < layers; l++) {
+            p->before[l] = malloc(p->c.bytes);
+            memcpy(p->before[l], p->c.host[l], p->c.bytes);
+        }
+    }
+    p->kv = (kvs_kv){.mem = on_host ? KVS_MEM_HOST : KVS_MEM_CUDA, .device = 0,
+                     .num_layers = layers, .layers = on_host ? p->c.host : p->c.dev,
+                     .slot_mapping = p->slots};
+    tl_describe(lo, g, &p->kv);
+}
+
+static void lcache_free(lcache *p)
+{
+    if (p->on_host) {
+        for (uint32_t l = 0; l < p->c.layers; l++)
+            free(p->before[l]);
+        free(p->before);
+    }
+    gt_cache_free(&p->c);
+    free(p->slots);
+}
+
+/* b's memory after loading tokens [0, loaded) of a: a's head rows at b's
+ * slots (negative slots: nothing), every other byte as it was. */
+static void lcheck(const char *what, const lcache *a, const lcache *b, size_t loaded)
+{
+    const uint32_t layers = b->c.layers;
+    const uint64_t planes = tl_is_mla(b->lo) ? 1 : 2, head = b->g.dim * b->g.esize;
+    void **got = malloc(layers * sizeof *got);
+    for (uint32_t l = 0; l < layers; l++) {
+        got[l] = malloc(b->c.bytes);
+        if (b->on_host)
+            memcpy(got[l], b->c.host[l], b->c.bytes);
+    }
+    if (!b->on_host)
+        gt_cache_download(&b->c, got);
+    size_t wrong = 0;
+    for (uint32_t l = 0; l < layers; l++) {
+        char *want = b->before[l];
+        for (size_t t = 0; t < loaded; t++) {
+            if (b->slots[t] < 0)
+                continue;
+            for (uint64_t p = 0; p < planes; p++)
+                for (uint64_t h = 0; h < b->g.heads; h++)
+                    memcpy(want + tl_offset(b->lo, &b->g, p, (uint64_t)b->slots[t], h, 0),
+                           (const char *)a->c.host[l] +
+                               tl_offset(a->lo, &a->g, p, (uint64_t)a->slots[t], h, 0),
+                           head);
+        }
+        if (memcmp(want, got[l], b->c.bytes) != 0) {
+            size_t i = 0;
+            while (((const char *)want)[i] == ((const char *)got[l])[i])
+                i++;
+            if (wrong++ == 0)
+                fprintf(stderr, "%s: layer %u differs first at byte %zu\n", what, l, i);
+        }
+    }
+    CHECK_MSG(wrong == 0, "%s: %zu layers differ from the reference", what, wrong);
+    for (uint32_t l = 0; l < layers; l++)
+        free(got[l]);
+    free(got);
+}
+
+/* One store from a (layout si, host or GPU) and one retrieve into b. */
+static void lcase(kvs_engine *e, const tl_layout *los, size_t si, size_t di, const tl_geom *g,
+                  uint32_t layers, size_t ntok, bool src_host, bool dst_host)
+{
+    char what[200];
+    snprintf(what, sizeof what, "%s %s %s -> %s %s", g->esize == 1 ? "1-byte" : "", los[si].name,
+             src_host ? "(host)" : "(GPU)", los[di].name, dst_host ? "(host)" : "(GPU)");
+    uint32_t *t = malloc(ntok * sizeof *t);
+    tokens_of(t, ntok, gt_rand());
+    lcache a, b;
+    lcache_make(&a, &los[si], g, layers, ntok, src_host, 0);
+    lcache_make(&b, &los[di], g, layers, ntok, dst_host, 8);
+    const size_t whole = ntok / 64 * 64;
+    size_t stored = store_wait(e, t, ntok, &a.kv, NULL);
+    CHECK_MSG(stored == whole, "%s: stored %zu of %zu tokens", what, stored, whole);
+    size_t loaded = retrieve(e, t, ntok, &b.kv);
+    CHECK_MSG(loaded == whole, "%s: loaded %zu of %zu tokens", what, loaded, whole);
+    lcheck(what, &a, &b, loaded);
+    lcache_free(&a);
+    lcache_free(&b);
+    free(t);
+}
+
+static void layout_matrix(const char *name, kvs_namespace ns, const tl_layout *los, size_t n,
+                          const tl_geom *g, size_t ntok, bool all_pairs)
+{
+    fix f;
+    fix_open(&f, "layouts", NULL);
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    int before = gt_failures;
+    size_t cases = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++)
+            if (all_pairs || j == (i + 3) % n) {
+                lcase(e, los, i, j, g, ns.num_layers, ntok, false, false);
+                cases++;
+            }
+        /* host <-> GPU: the two memories share one store */
+        lcase(e, los, i, (i + 1) % n, g, ns.num_layers, ntok, true, false);
+        lcase(e, los, i, (i + 2) % n, g, ns.num_layers, ntok, false, true);
+        cases += 2;
+    }
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 0 && s.miss_io == 0);
+    printf("layouts %-34s %3zu store/retrieve pairs of %zu layouts: %s\n", name, cases, n,
+           gt_failures == before ? "ok" : "FAILED");
+    kvs_engine_close(e);
+    fix_close(&f, false);
+}
+
+static void test_layouts(void)
+{
+    const size_t ntok = 64 * 3 + 10;
+    kvs_namespace mha = {.model = "gpu/layouts", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                         .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                         .world_size = 1, .rank = 0};
+    tl_geom g = {.blocks = ntok / 16 + 8, .block_size = 16, .heads = 8, .dim = 128, .esize = 2,
+                 .pad = 64};
+    layout_matrix("bf16 8x128, block 16", mha, TL_MHA, TL_NMHA, &g, ntok, true);
+    /* narrow accesses: 20-byte and 3-byte head rows, odd padding */
+    kvs_namespace odd = mha;
+    odd.dtype = KVS_DTYPE_FP32, odd.num_kv_heads = 3, odd.head_dim = 5;
+    g = (tl_geom){.blocks = ntok / 8 + 8, .block_size = 8, .heads = 3, .dim = 5, .esize = 4,
+                  .pad = 3};
+    layout_matrix("fp32 3x5, block 8", odd, TL_MHA, TL_NMHA, &g, ntok, false);
+    odd.dtype = KVS_DTYPE_FP8_E4M3, odd.num_kv_heads = 2, odd.head_dim = 3;
+    g = (tl_geom){.blocks = ntok / 16 + 8, .block_size = 16, .heads = 2, .dim = 3, .esize = 1,
+                  .pad = 5};
+    layout_matrix("fp8 2x3, block 16", odd, TL_MHA, TL_NMHA, &g, ntok, false);
+    kvs_namespace mla = {.model = "gpu/layouts-mla", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                         .num_kv_heads = 1, .head_dim = 576, .layout = KVS_LAYOUT_MLA,
+                         .world_size = 1, .rank = 0};
+    g = (tl_geom){.blocks = ntok / 64 + 8, .block_size = 64, .heads = 1, .dim = 576, .esize = 2,
+                  .pad = 8};
+    layout_matrix("mla bf16 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
+    mla.dtype = KVS_DTYPE_FP8_E4M3;
+    g.esize = 1, g.pad = 1;
+    layout_matrix("mla fp8 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
 }
 
 /* Files written from host memory load into GPU memory and the reverse: the
@@ -585,6 +775,8 @@ int main(int argc, char **argv)
         test_roundtrips();
     if (!*only || strstr(only, "interop"))
         test_host_interop();
+    if (!*only || strstr(only, "layouts"))
+        test_layouts();
     if (!*only || strstr(only, "corrupt"))
         test_corrupt();
     if (!*only || strstr(only, "exhaust"))
