@@ -37,7 +37,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,8 +63,11 @@ static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 
 /* ---- lifetimes ----------------------------------------------------------- */
 
+static void free_auth_key(kvs_engine *e);
+
 static void engine_free(kvs_engine *e)
 {
+    free_auth_key(e);
     kvs__dev_close(e->dev);
     kvs__cpu_tier_destroy(e->cpu);
     kvs__index_destroy(e->index);
@@ -91,6 +96,7 @@ static void op_destroy(kvs_op *op)
     kvs__dev_op_end(op->dev);
     kvs__kvmap_clear(&op->map);
     kvs__free(op->layer_left);
+    kvs__free(op->auth_mem);
     kvs__free(op->pieces);
     kvs__free(op->chunks);
     pthread_cond_destroy(&op->cv);
@@ -318,13 +324,23 @@ static void retire_all_pieces(kvs_xchunk *c)
 
 /* ---- verification ---------------------------------------------------------- */
 
-/* Verifies the segments of payload range [off, off+len) held at data. */
+/* Where segment i's SHA-256 goes in the MAC's input (auth on). */
+static uint8_t *seg_digest(const kvs_xchunk *c, uint64_t i)
+{
+    return c->auth + KVS_HEADER_BYTES + 32 * i;
+}
+
+/* Verifies the segments of payload range [off, off+len) held at data; with
+ * auth on, also keeps their SHA-256 for the chunk's MAC. */
 static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
 {
     for (uint64_t o = 0; o < len; o += c->seg_bytes) {
         uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[(off + o) / c->seg_bytes])
+        uint64_t i = (off + o) / c->seg_bytes;
+        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
             return false;
+        if (c->auth)
+            kvs__segment_sha256(data + o, n, seg_digest(c, i));
     }
     return true;
 }
@@ -333,8 +349,29 @@ static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_
 {
     for (uint64_t o = 0; o < len; o += c->seg_bytes) {
         uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        c->hdr.segment_sums[(off + o) / c->seg_bytes] = kvs__checksum(data + o, n);
+        uint64_t i = (off + o) / c->seg_bytes;
+        c->hdr.segment_sums[i] = kvs__checksum(data + o, n);
+        if (c->auth)
+            kvs__segment_sha256(data + o, n, seg_digest(c, i));
     }
+}
+
+/* auth on: whether the tag of chunk c (header kept at open) verifies over
+ * the segment digests its pieces computed. */
+static bool chunk_authentic(const kvs_xchunk *c)
+{
+    const kvs_engine *e = c->op->engine;
+    uint8_t tag[KVS_AUTH_TAG_BYTES];
+    return kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth, c->hdr.segment_count, tag) == 0 &&
+           CRYPTO_memcmp(tag, c->hdr.auth_tag, sizeof tag) == 0;
+}
+
+/* Piece progress counts for wait_layer; with auth on a chunk's layers are
+ * reported only once its MAC verified (finish_read_chunk). */
+static void piece_done(kvs_op *op, const kvs_xpiece *p)
+{
+    if (!op->engine->auth_key)
+        piece_retire(op, p);
 }
 
 static bool verify_regions(const kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
@@ -405,6 +442,7 @@ static size_t reject_reason(kvs_reject r)
     case KVS_REJECT_FOREIGN: return STAT_OFF(miss_foreign);
     case KVS_REJECT_TRUNCATED: return STAT_OFF(miss_truncated);
     case KVS_REJECT_CHECKSUM: return STAT_OFF(miss_checksum);
+    case KVS_REJECT_AUTH: return STAT_OFF(miss_unauthenticated);
     case KVS_REJECT_BAD_HEADER:
     case KVS_REJECT_NONE: break;
     }
@@ -451,6 +489,13 @@ static void finish_read_chunk(kvs_xchunk *c)
     c->dfile = NULL;
     kvs__io()->close(c->fd);
     c->fd = -1;
+    if (e->auth_key) {
+        if (atomic_load(&c->state) == KVS_CH_PENDING && !chunk_authentic(c)) {
+            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            quarantine(c, KVS_REJECT_AUTH);
+        }
+        retire_all_pieces(c);
+    }
     if (chunk_settle(c, KVS_CH_OK)) {
         uint64_t now = kvs__now_ns();
         KVS_STAT_ADD(e, hits_store, 1);
@@ -513,7 +558,7 @@ static void read_piece_dev(kvs_xpiece *p)
     }
     if (!done)
         chunk_settle(c, KVS_CH_CANCELLED);
-    piece_retire(op, p);
+    piece_done(op, p);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
         finish_read_chunk(c);
 }
@@ -587,7 +632,7 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
      * the chunk already, or this does. */
     if (blk < end)
         chunk_settle(c, KVS_CH_CANCELLED);
-    piece_retire(op, p);
+    piece_done(op, p);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
         finish_read_chunk(c);
 }
@@ -646,6 +691,14 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
         goto close_resolve;
+    }
+    if (e->auth_key) {
+        if (c->hdr.auth_algo != KVS_AUTH_HMAC_SHA256) {
+            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            quarantine(c, KVS_REJECT_AUTH);
+            goto close_resolve;
+        }
+        memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
     }
     if (op->dev)
         c->dfile = kvs__dev_file_open(e->dev, fd);
@@ -721,7 +774,21 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
         c->cpu = NULL;
     }
     if (ok) {
+        c->hdr.auth_algo = e->auth_key ? KVS_AUTH_HMAC_SHA256 : KVS_AUTH_NONE;
         kvs__header_encode(&c->hdr, w->bounce);
+        if (e->auth_key) {
+            uint8_t tag[KVS_AUTH_TAG_BYTES];
+            memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
+            if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth, c->hdr.segment_count,
+                               tag) != 0) {
+                chunk_fail(c, STAT_OFF(store_failed_io));
+                ok = false;
+            } else {
+                kvs__header_set_tag(w->bounce, tag);
+            }
+        }
+    }
+    if (ok) {
         if (kvs__pwrite_full(c->fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {
             write_fail(c, errno, "header write");
             ok = false;
@@ -953,6 +1020,11 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
                          size_t num_tokens, const kvs_kv *kv, kvs_op **out)
 {
     uint32_t n = op_chunk_count(e, num_tokens);
+    if (e->auth_key && kv->mem == KVS_MEM_CUDA)
+        /* The device path does not compute the segment digests yet: refuse
+         * rather than write tags no reader accepts. */
+        return kvs__fail(KVS_ERR_UNSUPPORTED, "auth_key_file is set: authenticated chunks "
+                         "work on host memory only in this version; CUDA memory is refused");
     kvs_op *op = kvs__calloc(1, sizeof *op);
     if (!op)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory starting an operation");
@@ -1028,6 +1100,22 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         op->layer_left = kvs__calloc(e->ns.num_layers, sizeof *op->layer_left);
         if (!op->layer_left)
             goto nomem;
+    }
+    if (e->auth_key && n) {
+        /* per chunk: the header, then a SHA-256 per segment */
+        size_t total = 0;
+        for (uint32_t i = 0; i < n; i++)
+            total += KVS_HEADER_BYTES +
+                     32 * (size_t)kvs__segment_count(op->chunks[i].payload, op->chunks[i].seg_bytes);
+        op->auth_mem = kvs__calloc(1, total);
+        if (!op->auth_mem)
+            goto nomem;
+        uint8_t *a = op->auth_mem;
+        for (uint32_t i = 0; i < n; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            c->auth = a;
+            a += KVS_HEADER_BYTES + 32 * (size_t)kvs__segment_count(c->payload, c->seg_bytes);
+        }
     }
     if (kv->mem == KVS_MEM_CUDA) {
         st = engine_dev(e, kv->device);
@@ -1704,6 +1792,55 @@ kvs_status kvs_remove(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
 
 /* ---- open and close -------------------------------------------------------------- */
 
+/* Reads auth_key_file, which must hold the key alone: a regular file (no
+ * symlink), owned by this user or root, with no permission for group or
+ * others, of KVS_AUTH_KEY_MIN to KVS_AUTH_KEY_MAX bytes. */
+static kvs_status load_auth_key(kvs_engine *e)
+{
+    const char *path = e->cfg->auth_key_file;
+    const char *src = "auth_key_file (KVSTASH_AUTH_KEY_FILE)";
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return kvs__fail(KVS_ERR_CONFIG, "%s: cannot open \"%s\": %s (a regular file, not a "
+                         "symlink, is accepted)", src, path, strerror(errno));
+    struct stat st;
+    kvs_status rc = KVS_OK;
+    if (fstat(fd, &st) != 0) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: cannot stat \"%s\": %s", src, path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" is not a regular file", src, path);
+    } else if (st.st_mode & 077) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" has mode %04o; a key file must not be "
+                       "accessible to group or others (chmod 600)", src, path,
+                       (unsigned)(st.st_mode & 07777));
+    } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" is owned by uid %u; accepted: this user "
+                       "(uid %u) or root", src, path, (unsigned)st.st_uid, (unsigned)geteuid());
+    } else if (st.st_size < KVS_AUTH_KEY_MIN || st.st_size > KVS_AUTH_KEY_MAX) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" holds %lld bytes; accepted: %u to %u "
+                       "secret bytes (e.g. head -c 32 /dev/urandom)", src, path,
+                       (long long)st.st_size, KVS_AUTH_KEY_MIN, KVS_AUTH_KEY_MAX);
+    } else {
+        e->auth_key_len = (size_t)st.st_size;
+        e->auth_key = kvs__malloc(e->auth_key_len);
+        if (!e->auth_key)
+            rc = kvs__fail(KVS_ERR_NOMEM, "out of memory reading %s", src);
+        else if (kvs__pread_full(fd, e->auth_key, e->auth_key_len, 0) != 0)
+            rc = kvs__fail(KVS_ERR_CONFIG, "%s: reading \"%s\" failed: %s", src, path,
+                           errno ? strerror(errno) : "short read");
+    }
+    close(fd);
+    return rc;
+}
+
+static void free_auth_key(kvs_engine *e)
+{
+    if (e->auth_key)
+        OPENSSL_cleanse(e->auth_key, e->auth_key_len);
+    kvs__free(e->auth_key);
+    e->auth_key = NULL;
+}
+
 kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_engine **engine_out)
 {
     if (!cfg || !ns || !engine_out)
@@ -1721,6 +1858,11 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__ns_init(&e->ns, ns, e->cfg->chunk_size, e->cfg->namespace_salt);
     if (st)
         goto fail;
+    if (e->cfg->auth_key_file && e->cfg->auth_key_file[0]) {
+        st = load_auth_key(e);
+        if (st)
+            goto fail;
+    }
     /* Bounded: a hung mount fails the open instead of hanging the caller. */
     st = kvs__store_open_bounded(&e->store, e->cfg, &e->ns,
                                  (uint64_t)e->cfg->store_timeout_ms * 1000000u);
@@ -1771,6 +1913,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     *engine_out = e;
     return KVS_OK;
 fail:
+    free_auth_key(e);
     kvs__cpu_tier_destroy(e->cpu);
     kvs__index_destroy(e->index);
     kvs__store_close(&e->store);
