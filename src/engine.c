@@ -64,6 +64,7 @@ static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 /* ---- lifetimes ----------------------------------------------------------- */
 
 static void free_auth_key(kvs_engine *e);
+static bool owned_strictly(const struct stat *st, bool folder, char *why, size_t len);
 
 static void engine_free(kvs_engine *e)
 {
@@ -675,6 +676,16 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         goto resolve;
     }
     c->fd = fd;
+    char why[128];
+    if (e->cfg->strict_ownership && !owned_strictly(&st, false, why, sizeof why)) {
+        static int logged;
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(&e->store, c->key, path);
+        kvs__log_once(&logged, KVS_LOG_WARN, "strict_ownership: chunk file %s is %s; not served "
+                      "(further cases are counted in kvstash_chunk_misses_total)", path, why);
+        chunk_fail(c, STAT_OFF(miss_ownership));
+        goto close_resolve;
+    }
     if ((uint64_t)st.st_size != kvs__file_bytes(c->payload)) {
         chunk_fail(c, STAT_OFF(miss_truncated));
         quarantine(c, KVS_REJECT_TRUNCATED);
@@ -1833,6 +1844,60 @@ static kvs_status load_auth_key(kvs_engine *e)
     return rc;
 }
 
+/* strict_ownership: whether a folder or file of the store is trusted, like
+ * ssh's StrictModes: owned by this user (folders: or root), and writable by
+ * no one else.  why_out says what is wrong. */
+static bool owned_strictly(const struct stat *st, bool folder, char *why, size_t len)
+{
+    uid_t me = geteuid();
+    if (st->st_uid != me && !(folder && st->st_uid == 0)) {
+        snprintf(why, len, "owned by uid %u, not this user (uid %u)%s", (unsigned)st->st_uid,
+                 (unsigned)me, folder ? " or root" : "");
+        return false;
+    }
+    if (st->st_mode & 022) {
+        snprintf(why, len, "mode %04o is writable by %s", (unsigned)(st->st_mode & 07777),
+                 st->st_mode & 002 ? "others" : "its group");
+        return false;
+    }
+    return true;
+}
+
+static kvs_status check_ownership(kvs_engine *e)
+{
+    char why[128];
+    for (uint32_t i = 0; i < e->store.nfds; i++) {
+        struct stat st;
+        if (fstat(e->store.ns_fd[i], &st) != 0)
+            return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat the namespace folder "
+                             "%s: %s", e->store.ns_path[i], strerror(errno));
+        if (!owned_strictly(&st, true, why, sizeof why))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: the namespace folder %s is %s; "
+                             "accepted: owned by this user or root and writable by no one "
+                             "else (chown/chmod it, or turn strict_ownership off)",
+                             e->store.ns_path[i], why);
+    }
+    for (uint32_t i = 0; i < e->store.npaths; i++) {
+        char meta[KVS_PATH_MAX];
+        snprintf(meta, sizeof meta, "%s/%s", e->store.root[i], KVS_META_DIR);
+        struct stat st;
+        if (lstat(meta, &st) != 0) {
+            if (errno == ENOENT)
+                continue; /* made later by this user: then it is ours */
+            return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat %s: %s", meta,
+                             strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is not a folder (a symlink or "
+                             "file planted there); accepted: a folder owned by this user or "
+                             "root", meta);
+        if (!owned_strictly(&st, true, why, sizeof why))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is %s; accepted: owned by "
+                             "this user or root and writable by no one else", meta, why);
+    }
+    return KVS_OK;
+}
+
 static void free_auth_key(kvs_engine *e)
 {
     if (e->auth_key)
@@ -1868,6 +1933,11 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
                                  (uint64_t)e->cfg->store_timeout_ms * 1000000u);
     if (st)
         goto fail;
+    if (e->cfg->strict_ownership) {
+        st = check_ownership(e);
+        if (st)
+            goto fail;
+    }
     st = kvs__index_create(&e->index);
     if (st)
         goto fail;
