@@ -12,11 +12,14 @@
  * Authenticated chunks (auth_key_file) add a tag to the header:
  *
  *   tag = HMAC-SHA256(key, header with checksum and tag zero
- *                          || SHA-256(segment 0) || ... || SHA-256(segment n-1))
+ *                          || SHA-256(piece 0) || ... || SHA-256(piece n-1))
  *
- * over the same segments.  The segment digests are plain SHA-256, so I/O
- * threads or a GPU kernel compute them in parallel next to the data; only
- * the short HMAC needs the key.  Readers without a key ignore the tag.
+ * where the pieces are the padded payload cut in KVS_AUTH_SEGMENT_BYTES
+ * (16 KiB; the last may be shorter).  The digests are plain SHA-256, so I/O
+ * threads or a GPU kernel (one thread per piece) compute them in parallel
+ * next to the data; only the short HMAC needs the key.  Small pieces give a
+ * GPU enough threads; a checksum segment (64 KiB or more, a power of two)
+ * always holds whole pieces.  Readers without a key ignore the tag.
  */
 #ifndef KVS_CHUNK_FILE_H
 #define KVS_CHUNK_FILE_H
@@ -37,6 +40,7 @@
 #define KVS_AUTH_TAG_BYTES 32u
 #define KVS_AUTH_KEY_MIN 32u
 #define KVS_AUTH_KEY_MAX 4096u
+#define KVS_AUTH_SEGMENT_BYTES (16u * 1024u)
 
 /* The decoded header. */
 typedef struct kvs_chunk_header {
@@ -111,8 +115,15 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
 kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
                                const uint8_t key[KVS_KEY_BYTES], uint32_t tokens);
 
+/* Number of KVS_AUTH_SEGMENT_BYTES pieces of a payload's padded bytes. */
+static inline uint32_t kvs__auth_segment_count(uint64_t payload)
+{
+    return (uint32_t)((kvs__padded_payload(payload) + KVS_AUTH_SEGMENT_BYTES - 1) /
+                      KVS_AUTH_SEGMENT_BYTES);
+}
+
 /* The MAC of a chunk: in = the encoded header (KVS_HEADER_BYTES) followed
- * by the segment digests (32 bytes each, segment_count of them), as the
+ * by the piece digests (32 bytes each, segment_count of them), as the
  * writer or reader assembled them; the header's checksum and tag fields in
  * `in` are zeroed here first.  Returns 0, or -1 if libcrypto failed. */
 int kvs__chunk_mac(const uint8_t *key, size_t key_len, uint8_t *in, uint32_t segment_count,

@@ -325,10 +325,20 @@ static void retire_all_pieces(kvs_xchunk *c)
 
 /* ---- verification ---------------------------------------------------------- */
 
-/* Where segment i's SHA-256 goes in the MAC's input (auth on). */
-static uint8_t *seg_digest(const kvs_xchunk *c, uint64_t i)
+/* Where the SHA-256 of the auth piece at payload offset off goes in the
+ * MAC's input (auth on). */
+static uint8_t *seg_digest(const kvs_xchunk *c, uint64_t off)
 {
-    return c->auth + KVS_HEADER_BYTES + 32 * i;
+    return c->auth + KVS_HEADER_BYTES + 32 * (off / KVS_AUTH_SEGMENT_BYTES);
+}
+
+/* SHA-256 of every auth piece of [off, off + len), a whole number of them
+ * or the payload's tail. */
+static void digest_range(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += KVS_AUTH_SEGMENT_BYTES)
+        kvs__segment_sha256(data + o, KVS_MIN((uint64_t)KVS_AUTH_SEGMENT_BYTES, len - o),
+                            seg_digest(c, off + o));
 }
 
 /* Verifies the segments of payload range [off, off+len) held at data; with
@@ -341,7 +351,7 @@ static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data,
         if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
             return false;
         if (c->auth)
-            kvs__segment_sha256(data + o, n, seg_digest(c, i));
+            digest_range(c, off + o, data + o, n);
     }
     return true;
 }
@@ -353,7 +363,7 @@ static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_
         uint64_t i = (off + o) / c->seg_bytes;
         c->hdr.segment_sums[i] = kvs__checksum(data + o, n);
         if (c->auth)
-            kvs__segment_sha256(data + o, n, seg_digest(c, i));
+            digest_range(c, off + o, data + o, n);
     }
 }
 
@@ -363,7 +373,8 @@ static bool chunk_authentic(const kvs_xchunk *c)
 {
     const kvs_engine *e = c->op->engine;
     uint8_t tag[KVS_AUTH_TAG_BYTES];
-    return kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth, c->hdr.segment_count, tag) == 0 &&
+    return kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
+                          kvs__auth_segment_count(c->payload), tag) == 0 &&
            CRYPTO_memcmp(tag, c->hdr.auth_tag, sizeof tag) == 0;
 }
 
@@ -790,8 +801,8 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
         if (e->auth_key) {
             uint8_t tag[KVS_AUTH_TAG_BYTES];
             memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
-            if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth, c->hdr.segment_count,
-                               tag) != 0) {
+            if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
+                               kvs__auth_segment_count(c->payload), tag) != 0) {
                 chunk_fail(c, STAT_OFF(store_failed_io));
                 ok = false;
             } else {
@@ -1116,8 +1127,7 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         /* per chunk: the header, then a SHA-256 per segment */
         size_t total = 0;
         for (uint32_t i = 0; i < n; i++)
-            total += KVS_HEADER_BYTES +
-                     32 * (size_t)kvs__segment_count(op->chunks[i].payload, op->chunks[i].seg_bytes);
+            total += KVS_HEADER_BYTES + 32 * (size_t)kvs__auth_segment_count(op->chunks[i].payload);
         op->auth_mem = kvs__calloc(1, total);
         if (!op->auth_mem)
             goto nomem;
@@ -1125,7 +1135,7 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         for (uint32_t i = 0; i < n; i++) {
             kvs_xchunk *c = &op->chunks[i];
             c->auth = a;
-            a += KVS_HEADER_BYTES + 32 * (size_t)kvs__segment_count(c->payload, c->seg_bytes);
+            a += KVS_HEADER_BYTES + 32 * (size_t)kvs__auth_segment_count(c->payload);
         }
     }
     if (kv->mem == KVS_MEM_CUDA) {
