@@ -553,7 +553,7 @@ static void read_piece_dev(kvs_xpiece *p)
         kvs_dev_chunk dc = dev_chunk(c);
         int err = 0;
         switch (kvs__dev_read_piece(op->dev, &dc, c->fd, c->dfile, c->hdr.segment_sums, p->off,
-                                    p->len, &h, &err)) {
+                                    p->len, c->auth ? seg_digest(c, p->off) : NULL, &h, &err)) {
         case KVS_DEV_OK:
             done = true;
             KVS_STAT_ADD(e, bytes_read, p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off));
@@ -801,7 +801,12 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
         if (e->auth_key) {
             uint8_t tag[KVS_AUTH_TAG_BYTES];
             memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
-            if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
+            /* CUDA memory: the capture hashed the pieces on the GPU */
+            if (c->stage && kvs__dev_stage_digests(e->dev, c->stage, c->auth + KVS_HEADER_BYTES,
+                                                   kvs__auth_segment_count(c->payload)) != KVS_DEV_OK) {
+                chunk_fail(c, STAT_OFF(store_failed_io));
+                ok = false;
+            } else if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
                                kvs__auth_segment_count(c->payload), tag) != 0) {
                 chunk_fail(c, STAT_OFF(store_failed_io));
                 ok = false;
@@ -1023,6 +1028,7 @@ static kvs_status engine_dev(kvs_engine *e, int device)
                                                        false)),
             .block_bytes = e->block_bytes,
             .chunk_padded = kvs__padded_payload(e->chunk_payload),
+            .auth = e->auth_key != NULL,
         };
         kvs_dev *d = NULL;
         st = kvs__dev_open(&p, device, &d);
@@ -1042,11 +1048,6 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
                          size_t num_tokens, const kvs_kv *kv, kvs_op **out)
 {
     uint32_t n = op_chunk_count(e, num_tokens);
-    if (e->auth_key && kv->mem == KVS_MEM_CUDA)
-        /* The device path does not compute the segment digests yet: refuse
-         * rather than write tags no reader accepts. */
-        return kvs__fail(KVS_ERR_UNSUPPORTED, "auth_key_file is set: authenticated chunks "
-                         "work on host memory only in this version; CUDA memory is refused");
     kvs_op *op = kvs__calloc(1, sizeof *op);
     if (!op)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory starting an operation");
