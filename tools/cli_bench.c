@@ -12,16 +12,23 @@
  * chunk files are written to the configured store (a namespace of its own)
  * and removed at the end; a retrieve reads files the store just wrote, so
  * with use_direct_io off they come from the page cache.
+ *
+ * --auth measures authenticated chunks (auth_key_file, with a random key in
+ * a temporary file) in the same run, beside the unauthenticated figures.
  */
 #include "cli.h"
 #include "cli_gpu.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_ROUNDS 32
 
@@ -31,6 +38,7 @@ typedef struct bench_opts {
     uint64_t threads;
     uint64_t rounds;
     bool direct_io;
+    bool auth;
 } bench_opts;
 
 typedef struct memcpy_job {
@@ -82,6 +90,7 @@ static const struct option bench_options[] = {
     {"threads", required_argument, 0, 't'},
     {"rounds", required_argument, 0, 'r'},
     {"direct-io", no_argument, 0, 'd'},
+    {"auth", no_argument, 0, 'a'},
     {"help", no_argument, 0, 'h'},
     {"model", required_argument, 0, 1},
     {"layers", required_argument, 0, 1},
@@ -122,13 +131,18 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
         case 'd':
             o->direct_io = true;
             break;
+        case 'a':
+            o->auth = true;
+            break;
         case 'h':
             printf("usage: kvstash bench [geometry] [--chunks N] [--threads T] [--rounds R] "
-                   "[--direct-io]\n\n"
+                   "[--direct-io] [--auth]\n\n"
                    "  --chunks N    chunks per round (default 32)\n"
                    "  --threads T   I/O threads and memcpy threads (default: gds_io_threads)\n"
                    "  --rounds R    rounds per figure; medians are printed (default 5)\n"
-                   "  --direct-io   also retrieve with O_DIRECT (from the disk)\n%s",
+                   "  --direct-io   also retrieve with O_DIRECT (from the disk)\n"
+                   "  --auth        also measure authenticated chunks (auth_key_file, a\n"
+                   "                random key in a temporary file), same run\n%s",
                    cli_geometry_help);
             exit(EXIT_OK);
         case 1:
@@ -144,6 +158,30 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);
+    return EXIT_OK;
+}
+
+/* A random 32-byte key in a new 0600 file; path_out of 64 bytes. */
+static int make_key_file(char *path_out)
+{
+    snprintf(path_out, 64, "/tmp/kvstash-bench-key-XXXXXX");
+    int fd = mkstemp(path_out);
+    if (fd < 0) {
+        fprintf(stderr, "kvstash: bench: cannot create a key file in /tmp: %s\n", strerror(errno));
+        return EXIT_IO;
+    }
+    uint8_t key[32];
+    int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    bool ok = ufd >= 0 && read(ufd, key, sizeof key) == (ssize_t)sizeof key &&
+              fchmod(fd, 0600) == 0 && write(fd, key, sizeof key) == (ssize_t)sizeof key;
+    if (ufd >= 0)
+        close(ufd);
+    close(fd);
+    if (!ok) {
+        fprintf(stderr, "kvstash: bench: cannot write the key file %s\n", path_out);
+        unlink(path_out);
+        return EXIT_IO;
+    }
     return EXIT_OK;
 }
 
@@ -505,6 +543,21 @@ static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
     if ((rc = bench_gpu(cfg, o, "", rows, &nrows, &h2d)))
         return rc;
     double rt = rows[2].value, st = rows[3].value, d2h = rows[1].value;
+    if (o->auth) {
+        char key[64];
+        if ((rc = make_key_file(key)))
+            return rc;
+        rc = set_cfg(cfg, "auth_key_file", key);
+        if (!rc)
+            rc = bench_gpu(cfg, o, ", authenticated", rows, &nrows, &h2d);
+        unlink(key);
+        set_cfg(cfg, "auth_key_file", "");
+        if (rc)
+            return rc;
+        printf("auth cost on the GPU path: retrieve %.2f GB/s authenticated vs %.2f plain (%.2fx); "
+               "store %.2f vs %.2f (%.2fx)\n", rows[nrows - 3].value, rt, rows[nrows - 3].value / rt,
+               rows[nrows - 2].value, st, rows[nrows - 2].value / st);
+    }
     if (o->direct_io) {
         if ((rc = set_cfg(cfg, "use_direct_io", "true")) ||
             (rc = bench_gpu(cfg, o, ", O_DIRECT", rows, &nrows, &h2d)))
@@ -597,6 +650,39 @@ int cmd_bench(int argc, char **argv)
     kvs_remove(e, tokens, n, &removed);
     kvs_engine_close(e);
     e = NULL;
+
+    if (o.auth) {
+        char key[64];
+        if ((rc = make_key_file(key)))
+            goto out;
+        rc = set_cfg(cfg, "auth_key_file", key);
+        s = rc ? KVS_OK : kvs_engine_open(cfg, &o.geo.ns, &e);
+        unlink(key); /* read at open */
+        if (!rc && s)
+            rc = cli_fail(s, "bench: cannot open the store with auth_key_file");
+        if (!rc) {
+            double mc2[MAX_ROUNDS], st2[MAX_ROUNDS], rt2[MAX_ROUNDS], rd2[MAX_ROUNDS];
+            rc = run_throughput(e, &src, &dst, tokens, n, threads, o.rounds, chunk_bytes, nchunks,
+                                mc2, st2, rt2, rd2);
+            kvs_remove(e, tokens, n, &removed);
+            if (!rc) {
+                rows[nrows++] = (row){"store, authenticated (HMAC-SHA256)", median(st2, o.rounds),
+                                      ceiling, "GB/s"};
+                rows[nrows++] = (row){"retrieve, authenticated (HMAC-SHA256)",
+                                      median(rt2, o.rounds), ceiling, "GB/s"};
+                printf("auth cost on the host path: retrieve %.2f GB/s authenticated vs %.2f "
+                       "plain (%.2fx); store %.2f vs %.2f (%.2fx)\n\n", median(rt2, o.rounds),
+                       median(rt, o.rounds), median(rt2, o.rounds) / median(rt, o.rounds),
+                       median(st2, o.rounds), median(st, o.rounds),
+                       median(st2, o.rounds) / median(st, o.rounds));
+            }
+        }
+        kvs_engine_close(e);
+        e = NULL;
+        set_cfg(cfg, "auth_key_file", "");
+        if (rc)
+            goto out;
+    }
 
     if (o.direct_io) {
         if ((rc = set_cfg(cfg, "use_direct_io", "true")))
