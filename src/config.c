@@ -320,7 +320,8 @@ static const cfg_field fields[] = {
         .doc = "Like ssh's StrictModes: refuse a namespace folder or .kvstash not owned "
                "by this process's user (or root) or writable by group or others (an "
                "error at open), and serve no chunk file not owned by this user or "
-               "writable by others (a miss, miss_ownership).",
+               "writable by group or others (a miss, miss_ownership). Not for stores "
+               "shared by a group: use auth_key_file there.",
     },
     [KVS_CFG_LOG_LEVEL] = {
         .name = "log_level", .env = "KVSTASH_LOG_LEVEL",
