@@ -1987,10 +1987,12 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     e->stats.direct_io = e->store.direct;
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
-             "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s",
+             "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s%s%s",
              e->store.root[0], e->store.npaths > 1 ? " (+more)" : "", e->ns.dir,
              e->store.direct_reason, threads, (unsigned long long)e->chunk_payload,
-             e->cpu ? "on" : "off", kvs__checksum_impl());
+             e->cpu ? "on" : "off", kvs__checksum_impl(),
+             e->auth_key ? ", chunks authenticated (HMAC-SHA256, auth_key_file)" : "",
+             e->cfg->strict_ownership ? ", strict_ownership on" : "");
     *engine_out = e;
     return KVS_OK;
 fail:
