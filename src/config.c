@@ -318,10 +318,26 @@ static const cfg_field fields[] = {
         .type = T_BOOL, .flags = F_EXTRA, .def = "false",
         FIELD(strict_ownership),
         .doc = "Like ssh's StrictModes: refuse a namespace folder or .kvstash not owned "
-               "by this process's user (or root) or writable by group or others (an "
-               "error at open), and serve no chunk file not owned by this user or "
-               "writable by group or others (a miss, miss_ownership). Not for stores "
-               "shared by a group: use auth_key_file there.",
+               "by this process's user (or store_uid; folders: or root) or writable by "
+               "group or others (an error at open), and serve no chunk file not owned "
+               "that way (a miss, miss_ownership). With store_gid, anything of that "
+               "group that others cannot write is accepted too (a group-shared store).",
+    },
+    [KVS_CFG_STORE_UID] = {
+        .name = "store_uid", .env = "KVSTASH_STORE_UID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_uid),
+        .doc = "strict_ownership: the user (name or number) that must own the store's "
+               "folders and chunk files, when not this process's. Empty: this process's "
+               "effective user.",
+    },
+    [KVS_CFG_STORE_GID] = {
+        .name = "store_gid", .env = "KVSTASH_STORE_GID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_gid),
+        .doc = "strict_ownership: the group (name or number) of a group-shared store: "
+               "folders and files of this group are accepted, group-writable or not, "
+               "whoever owns them, as long as others cannot write them. Empty: none.",
     },
     [KVS_CFG_LOG_LEVEL] = {
         .name = "log_level", .env = "KVSTASH_LOG_LEVEL",

@@ -37,7 +37,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <openssl/crypto.h>
+#include <pwd.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <stddef.h>
@@ -64,7 +66,8 @@ static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 /* ---- lifetimes ----------------------------------------------------------- */
 
 static void free_auth_key(kvs_engine *e);
-static bool owned_strictly(const struct stat *st, bool folder, char *why, size_t len);
+static bool owned_strictly(const kvs_engine *e, const struct stat *st, bool folder, char *why,
+                           size_t len);
 
 static void engine_free(kvs_engine *e)
 {
@@ -687,8 +690,8 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         goto resolve;
     }
     c->fd = fd;
-    char why[128];
-    if (e->cfg->strict_ownership && !owned_strictly(&st, false, why, sizeof why)) {
+    char why[160];
+    if (e->cfg->strict_ownership && !owned_strictly(e, &st, false, why, sizeof why)) {
         static int logged;
         char path[KVS_PATH_MAX];
         kvs__store_chunk_path(&e->store, c->key, path);
@@ -1856,36 +1859,87 @@ static kvs_status load_auth_key(kvs_engine *e)
 }
 
 /* strict_ownership: whether a folder or file of the store is trusted, like
- * ssh's StrictModes: owned by this user (folders: or root), and writable by
- * no one else.  why_out says what is wrong. */
-static bool owned_strictly(const struct stat *st, bool folder, char *why, size_t len)
+ * ssh's StrictModes: writable by no "other", and either of store_gid's group
+ * (a group-shared store) or owned by the expected user (folders: or root)
+ * and not writable by its group.  why says what is wrong. */
+static bool owned_strictly(const kvs_engine *e, const struct stat *st, bool folder, char *why,
+                           size_t len)
 {
-    uid_t me = geteuid();
-    if (st->st_uid != me && !(folder && st->st_uid == 0)) {
-        snprintf(why, len, "owned by uid %u, not this user (uid %u)%s", (unsigned)st->st_uid,
-                 (unsigned)me, folder ? " or root" : "");
+    const unsigned mode = (unsigned)(st->st_mode & 07777);
+    if (st->st_mode & 002) {
+        snprintf(why, len, "mode %04o is writable by others", mode);
         return false;
     }
-    if (st->st_mode & 022) {
-        snprintf(why, len, "mode %04o is writable by %s", (unsigned)(st->st_mode & 07777),
-                 st->st_mode & 002 ? "others" : "its group");
+    if (e->own_gid_set && st->st_gid == e->own_gid)
+        return true;
+    if (st->st_uid != e->own_uid && !(folder && st->st_uid == 0)) {
+        snprintf(why, len, "owned by uid %u (group %u), not by uid %u%s%s", (unsigned)st->st_uid,
+                 (unsigned)st->st_gid, (unsigned)e->own_uid, folder ? " or root" : "",
+                 e->own_gid_set ? " nor of store_gid's group" : "");
+        return false;
+    }
+    if (st->st_mode & 020) {
+        snprintf(why, len, "mode %04o is writable by its group (gid %u%s)", mode,
+                 (unsigned)st->st_gid, e->own_gid_set ? ", not store_gid" : "; set store_gid "
+                                                                           "for a group store");
         return false;
     }
     return true;
 }
 
+/* A user or group given by name or number. */
+static kvs_status resolve_id(const char *key, const char *text, bool group, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (text[0] >= '0' && text[0] <= '9' && !*end && !errno && v < 0xffffffffUL) {
+        *out = (uint32_t)v;
+        return KVS_OK;
+    }
+    char buf[4096];
+    if (group) {
+        struct group g, *r = NULL;
+        if (getgrnam_r(text, &g, buf, sizeof buf, &r) == 0 && r) {
+            *out = (uint32_t)r->gr_gid;
+            return KVS_OK;
+        }
+    } else {
+        struct passwd p, *r = NULL;
+        if (getpwnam_r(text, &p, buf, sizeof buf, &r) == 0 && r) {
+            *out = (uint32_t)r->pw_uid;
+            return KVS_OK;
+        }
+    }
+    return kvs__fail(KVS_ERR_CONFIG, "%s: no %s \"%s\" on this machine; accepted: a %s name "
+                     "or number", key, group ? "group" : "user", text, group ? "group" : "user");
+}
+
 static kvs_status check_ownership(kvs_engine *e)
 {
-    char why[128];
+    char why[160];
+    e->own_uid = (uint32_t)geteuid();
+    if (e->cfg->store_uid && e->cfg->store_uid[0]) {
+        kvs_status st = resolve_id("store_uid", e->cfg->store_uid, false, &e->own_uid);
+        if (st)
+            return st;
+    }
+    if (e->cfg->store_gid && e->cfg->store_gid[0]) {
+        kvs_status st = resolve_id("store_gid", e->cfg->store_gid, true, &e->own_gid);
+        if (st)
+            return st;
+        e->own_gid_set = true;
+    }
     for (uint32_t i = 0; i < e->store.nfds; i++) {
         struct stat st;
         if (fstat(e->store.ns_fd[i], &st) != 0)
             return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat the namespace folder "
                              "%s: %s", e->store.ns_path[i], strerror(errno));
-        if (!owned_strictly(&st, true, why, sizeof why))
+        if (!owned_strictly(e, &st, true, why, sizeof why))
             return kvs__fail(KVS_ERR_PERM, "strict_ownership: the namespace folder %s is %s; "
-                             "accepted: owned by this user or root and writable by no one "
-                             "else (chown/chmod it, or turn strict_ownership off)",
+                             "accepted: owned by this user (or store_uid) or root and writable "
+                             "by no one else, or of store_gid's group and not writable by "
+                             "others (chown/chmod it, or turn strict_ownership off)",
                              e->store.ns_path[i], why);
     }
     for (uint32_t i = 0; i < e->store.npaths; i++) {
@@ -1902,9 +1956,10 @@ static kvs_status check_ownership(kvs_engine *e)
             return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is not a folder (a symlink or "
                              "file planted there); accepted: a folder owned by this user or "
                              "root", meta);
-        if (!owned_strictly(&st, true, why, sizeof why))
+        if (!owned_strictly(e, &st, true, why, sizeof why))
             return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is %s; accepted: owned by "
-                             "this user or root and writable by no one else", meta, why);
+                             "this user (or store_uid) or root and writable by no one else, or "
+                             "of store_gid's group and not writable by others", meta, why);
     }
     return KVS_OK;
 }

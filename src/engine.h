@@ -33,6 +33,9 @@ struct kvs_engine {
     kvs_dev *dev;                  /* GPU data path, opened by the first CUDA
                                       op (under mu); NULL until then */
     kvs_stats stats;               /* counters; gauges filled on read */
+    uint32_t own_uid;              /* strict_ownership: the owner expected */
+    uint32_t own_gid;              /* strict_ownership: store_gid, if set */
+    bool own_gid_set;
     uint8_t *auth_key;             /* auth_key_file's bytes; NULL: auth off */
     size_t auth_key_len;
 

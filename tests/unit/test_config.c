@@ -454,6 +454,8 @@ static void test_defaults(void **state)
     assert_null(cfg->namespace_salt);
     assert_null(cfg->auth_key_file);
     assert_false(cfg->strict_ownership);
+    assert_null(cfg->store_uid);
+    assert_null(cfg->store_gid);
     assert_int_equal(cfg->log_level, KVS_LOG_INFO);
     for (int i = 0; i < KVS_CFG_NKEYS; i++)
         assert_int_equal(cfg->source[i], KVS_SOURCE_DEFAULT);
@@ -505,6 +507,8 @@ static const struct every {
     {"namespace_salt", "KVSTASH_NAMESPACE_SALT", "tenant-a", "tenant-a"},
     {"auth_key_file", "KVSTASH_AUTH_KEY_FILE", "/etc/kvstash/key", "/etc/kvstash/key"},
     {"strict_ownership", "KVSTASH_STRICT_OWNERSHIP", "on", "true"},
+    {"store_uid", "KVSTASH_STORE_UID", "kvstash", "kvstash"},
+    {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
 };
 

@@ -28,11 +28,24 @@
 #define NTOK 32
 #define OTHER_UID 54322
 #define OTHER_GID 54322
+#define SHARED_GID 54323 /* the group of a group-shared store */
 
 typedef struct fixture {
     char *dir;
     kvs_namespace ns;
 } fixture;
+
+static kvs_config *config(const fixture *f, bool strict);
+
+static kvs_config *config_owner(const fixture *f, const char *uid, const char *gid)
+{
+    kvs_config *c = config(f, true);
+    if (uid)
+        assert_int_equal(kvs_config_set(c, "store_uid", uid), KVS_OK);
+    if (gid)
+        assert_int_equal(kvs_config_set(c, "store_gid", gid), KVS_OK);
+    return c;
+}
 
 static kvs_config *config(const fixture *f, bool strict)
 {
@@ -131,13 +144,17 @@ static size_t load(const fixture *f, const kvs_config *cfg, uint64_t *own_out)
     return n;
 }
 
+static bool other_in_shared_group; /* as_other: SHARED_GID as a supplementary group */
+
 /* Runs fn as uid/gid OTHER in a child; returns its exit status. */
 static int as_other(void (*fn)(const fixture *), const fixture *f)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        if (setgroups(0, NULL) != 0 || setgid(OTHER_GID) != 0 || setuid(OTHER_UID) != 0)
+        gid_t extra = SHARED_GID;
+        if (setgroups(other_in_shared_group ? 1 : 0, &extra) != 0 || setgid(OTHER_GID) != 0 ||
+            setuid(OTHER_UID) != 0)
             _exit(90);
         umask(0);
         fn(f);
@@ -275,6 +292,88 @@ static void test_folders(void **state)
     kvs_config_free(lax);
 }
 
+/* The other user plants a copy of chunk 1 with its own primary group. */
+static void plant_own_group(const fixture *f)
+{
+    plant_copy(f);
+    if (chown(planted_path, (uid_t)-1, OTHER_GID) != 0)
+        _exit(93);
+}
+
+/* A group-shared store (store_gid): group-writable setgid folders, files of
+ * other members; a file of the member's own group is still refused.  Then
+ * store_uid: a store owned by a service user. */
+static void test_group_store_and_store_uid(void **state)
+{
+    fixture *f = *state;
+    kvs_config *lax = config(f, false), *strict = config(f, true);
+    char gid[16], uid[16];
+    snprintf(gid, sizeof gid, "%d", SHARED_GID);
+    snprintf(uid, sizeof uid, "%d", OTHER_UID);
+    kvs_config *group = config_owner(f, NULL, gid);
+    store_with(f, lax);
+    char p0[KVS_PATH_MAX], p1[KVS_PATH_MAX], ns[KVS_PATH_MAX], leaf[KVS_PATH_MAX];
+    chunk_path(f, 0, p0);
+    chunk_path(f, 1, p1);
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(lax, &f->ns, &e), KVS_OK);
+    snprintf(ns, sizeof ns, "%s", kvs_engine_namespace_path(e));
+    kvs_engine_close(e);
+    snprintf(leaf, sizeof leaf, "%s", p1);
+    *strrchr(leaf, '/') = '\0';
+    /* the folders as a group store has them */
+    const char *dirs[] = {ns, leaf};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(chown(dirs[i], 0, SHARED_GID), 0);
+        assert_int_equal(chmod(dirs[i], 02775), 0);
+    }
+    assert_int_equal(kvs_engine_open(strict, &f->ns, &e), KVS_ERR_PERM);
+    if (!strstr(kvs_last_error(), "writable by its group") ||
+        !strstr(kvs_last_error(), "store_gid"))
+        fail_msg("%s", kvs_last_error());
+    assert_int_equal(kvs_engine_open(group, &f->ns, &e), KVS_OK);
+    kvs_engine_close(e);
+
+    /* another member replaces chunk 1: its file has the store's group */
+    other_in_shared_group = true;
+    planted_path = p1;
+    assert_int_equal(as_other(plant_copy, f), 0);
+    struct stat st;
+    assert_int_equal(stat(p1, &st), 0);
+    assert_int_equal(st.st_uid, OTHER_UID);
+    assert_int_equal(st.st_gid, SHARED_GID);
+    uint64_t own = 9;
+    assert_int_equal(load(f, group, &own), NTOK);
+    assert_int_equal(own, 0);
+    /* the same member's file of its own group: refused */
+    assert_int_equal(as_other(plant_own_group, f), 0);
+    assert_int_equal(load(f, group, &own), CHUNK);
+    assert_int_equal(own, 1);
+    other_in_shared_group = false;
+
+    /* store_uid: the files of a service user are the trusted ones */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(chmod(dirs[i], 0755), 0);
+    const char *files[] = {p0, p1};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(chown(files[i], OTHER_UID, OTHER_GID), 0);
+        assert_int_equal(chmod(files[i], 0644), 0);
+    }
+    kvs_config *svc = config_owner(f, uid, NULL);
+    assert_int_equal(load(f, svc, &own), NTOK);
+    assert_int_equal(own, 0);
+    assert_int_equal(load(f, strict, &own), 0);
+    assert_true(own >= 1);
+    kvs_config *bad = config_owner(f, "no-such-user-kvstash", NULL);
+    assert_int_equal(kvs_engine_open(bad, &f->ns, &e), KVS_ERR_CONFIG);
+    assert_non_null(strstr(kvs_last_error(), "store_uid"));
+    kvs_config_free(bad);
+    kvs_config_free(svc);
+    kvs_config_free(group);
+    kvs_config_free(strict);
+    kvs_config_free(lax);
+}
+
 int main(void)
 {
     if (geteuid() != 0) {
@@ -284,6 +383,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_chunk_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_store_and_store_uid, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
