@@ -343,3 +343,12 @@ def test_nul_bytes_in_namespace_strings_are_refused(store, field):
     geo[field] = "tenant"
     with kvstash.Engine(cfg, **geo) as eng:
         assert eng.lookup(prompt(CHUNK)) == 0
+
+
+def test_nul_bytes_in_config_values_are_refused(store):
+    """Config.set hands C strings to the library: namespace_salt "a\\0b"
+    would become "a".  Refused, the key named."""
+    with pytest.raises(kvstash.ConfigError, match="namespace_salt.*NUL"):
+        kvstash.Config.load({"chunk_size": CHUNK, "namespace_salt": "tenant\0a"})
+    with pytest.raises(kvstash.ConfigError, match="NUL"):
+        kvstash.Config.load({"namespace_salt\0x": "tenant"})
