@@ -220,6 +220,9 @@ def summary(args):
           f"{fmt(d2h)} {ratio(d2h, d2h)}")
     lines = [
         ("kvstash, files in /dev/shm (POSIX path, pinned staging)", r_kvs, s_kvs),
+        ("kvstash, /dev/shm, authenticated chunks (auth_key_file)",
+         shm.get("retrieve files -> GPU, authenticated"),
+         shm.get("store GPU -> files, until published, authenticated")),
         ("kvstash, cuFile compatibility mode, ext4 page cache",
          cuf.get("retrieve files -> GPU"), cuf.get("store GPU -> files, until published")),
         ("kvstash, disk with O_DIRECT", disk.get("retrieve files -> GPU, O_DIRECT"),
@@ -251,6 +254,11 @@ def summary(args):
         print(f"{'dd iflag=direct read of the same disk (ceiling for O_DIRECT)':58s} {fmt(dd)}")
         rd = disk.get("retrieve files -> GPU, O_DIRECT")
         print(f"kvstash O_DIRECT retrieve / dd O_DIRECT read: {ratio(rd, dd).strip()}")
+    ra = shm.get("retrieve files -> GPU, authenticated")
+    sa = shm.get("store GPU -> files, until published, authenticated")
+    if ra or sa:
+        print(f"authenticated / plain, same run: retrieve {ratio(ra, r_kvs).strip()}x, "
+              f"store {ratio(sa, s_kvs).strip()}x")
     lm_r, lm_s = base.get("lmcache_retrieve"), base.get("lmcache_store")
     nv_r, nv_s = base.get("naive_retrieve"), base.get("naive_store")
     print(f"kvstash / LMCache emulation: retrieve {ratio(r_kvs, lm_r).strip()}x, store "

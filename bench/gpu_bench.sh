@@ -82,6 +82,8 @@ tests() {
         grep -v "^ *Start\|Passed" | tail -60)
     log "test_gpu_kernels"
     timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -30
+    log "test_gpu_sha256 (the auth digests kernel against OpenSSL; its GB/s)"
+    timeout 120 "$BUILD/tests/test_gpu_sha256" 2>&1 | tail -8
     log "test_gpu_engine (no udev entry: cuFile must fall back cleanly)"
     udev_off
     mkdir -p "$DISK"
@@ -112,8 +114,8 @@ bench() {
     log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
     rm -rf "$SHM"; mkdir -p "$SHM"
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
-        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
-        --rounds 3 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -17
+        timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
+        --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
     rm -rf "$SHM"
     log "kvstash bench, files in /dev/shm, packed NHD GPU cache (vLLM 0.26+: heads strided)"
     rm -rf "$SHM"; mkdir -p "$SHM"

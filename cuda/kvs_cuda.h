@@ -1,7 +1,7 @@
 /*
  * kvs_cuda.h - kvstash's CUDA kernels behind a plain-C interface.
  *
- * Three jobs, each a launcher that takes a stream, queues its kernel and
+ * Four jobs, each a launcher that takes a stream, queues its kernel and
  * returns at once:
  *
  *   gather   rows of a chunk from the caller's (paged) KV memory into a
@@ -10,7 +10,8 @@
  *   sums     XXH3-64 (seed 0) of each segment of a staging range, the same
  *            function as the CPU's kvs__checksum, optionally compared with
  *            expected sums so that a later scatter can be gated on the result
- *            without a round trip to the host.
+ *            without a round trip to the host;
+ *   sha256   SHA-256 of fixed-size pieces, for the chunk MACs.
  *
  * The addressing is exactly that of src/kvmap.c: payload row r of a chunk of
  * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T); its head
@@ -92,6 +93,15 @@ kvs_cuda_status kvs_cuda_scatter(const kvs_cuda_chunk *c, uint64_t off, uint64_t
 kvs_cuda_status kvs_cuda_segment_sums(const void *data, uint64_t len, uint32_t seg_bytes,
                                       uint64_t *sums, const uint64_t *expected,
                                       uint32_t *mismatches, void *stream);
+
+/*
+ * SHA-256 (FIPS 180-4) of each piece of data[0, len): piece i is bytes
+ * [i * piece_bytes, min((i + 1) * piece_bytes, len)); its 32-byte digest
+ * goes to digests + 32 * i (device).  Any length; one thread per piece.
+ * The keyless part of the authenticated chunks' MAC (src/chunk_file.h).
+ */
+kvs_cuda_status kvs_cuda_sha256_pieces(const void *data, uint64_t len, uint32_t piece_bytes,
+                                       uint8_t *digests, void *stream);
 
 /* The text of a kvs_cuda_status (cudaGetErrorString). */
 const char *kvs_cuda_strerror(kvs_cuda_status st);

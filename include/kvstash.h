@@ -585,6 +585,11 @@ KVS_API void kvs_op_free(kvs_op *op);
       "chunks skipped for lack of memory or staging space")                          \
     X(miss_unhealthy, counter, "kvstash_chunk_misses_total",                         \
       "reason=\"unhealthy\"", "chunks skipped while the store is unhealthy")         \
+    X(miss_unauthenticated, counter, "kvstash_chunk_misses_total",                   \
+      "reason=\"unauthenticated\"",                                                  \
+      "files without a valid MAC under auth_key_file (auth on)")                     \
+    X(miss_ownership, counter, "kvstash_chunk_misses_total", "reason=\"ownership\"", \
+      "files of another owner or writable by others (strict_ownership)")             \
     X(stores, counter, "kvstash_stores_total", "", "store calls")                    \
     X(chunks_stored, counter, "kvstash_chunks_stored_total", "",                     \
       "chunk files this engine published")                                           \

@@ -312,6 +312,42 @@ static const cfg_field fields[] = {
         .doc = "Default tenancy salt: instances with different salts never share "
                "chunks. Only its SHA-256 is stored.",
     },
+    [KVS_CFG_AUTH_KEY_FILE] = {
+        .name = "auth_key_file", .env = "KVSTASH_AUTH_KEY_FILE",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(auth_key_file),
+        .doc = "Authenticated chunks: a file of 32 to 4096 secret bytes (a regular file "
+               "not readable by group or others). Every chunk written carries an "
+               "HMAC-SHA256 over its header and payload under this key, and only chunks "
+               "that verify are served; other files are misses (miss_unauthenticated). "
+               "Empty: off.",
+    },
+    [KVS_CFG_STRICT_OWNERSHIP] = {
+        .name = "strict_ownership", .env = "KVSTASH_STRICT_OWNERSHIP",
+        .type = T_BOOL, .flags = F_EXTRA, .def = "false",
+        FIELD(strict_ownership),
+        .doc = "Like ssh's StrictModes: refuse a namespace folder or .kvstash not owned "
+               "by this process's user (or store_uid; folders: or root) or writable by "
+               "group or others (an error at open), and serve no chunk file not owned "
+               "that way (a miss, miss_ownership). With store_gid, anything of that "
+               "group that others cannot write is accepted too (a group-shared store).",
+    },
+    [KVS_CFG_STORE_UID] = {
+        .name = "store_uid", .env = "KVSTASH_STORE_UID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_uid),
+        .doc = "strict_ownership: the user (name or number) that must own the store's "
+               "folders and chunk files, when not this process's. Empty: this process's "
+               "effective user.",
+    },
+    [KVS_CFG_STORE_GID] = {
+        .name = "store_gid", .env = "KVSTASH_STORE_GID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_gid),
+        .doc = "strict_ownership: the group (name or number) of a group-shared store: "
+               "folders and files of this group are accepted, group-writable or not, "
+               "whoever owns them, as long as others cannot write them. Empty: none.",
+    },
     [KVS_CFG_LOG_LEVEL] = {
         .name = "log_level", .env = "KVSTASH_LOG_LEVEL",
         .type = T_ENUM, .flags = F_EXTRA, .def = "info", .names = log_level_names,

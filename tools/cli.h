@@ -146,6 +146,11 @@ void cli_args_init(cli_args *a, const cli_cmd *c, int argc, char **argv);
 int cli_getopt(cli_args *a, const char **arg, const cli_opt **which);
 
 /* ---- JSON output ---- */
+/* Bytes of the valid UTF-8 sequence at s (1 for ASCII), 0 if it is not one
+ * (C1 controls, overlongs and surrogates count as not). */
+size_t cli_utf8_len(const unsigned char *s);
+/* s as a JSON string: quotes, backslashes and control bytes escaped, bytes
+ * that are not UTF-8 replaced by U+FFFD, so the output always parses. */
 void cli_json_str(FILE *f, const char *s);
 
 int cmd_config(int argc, char **argv);

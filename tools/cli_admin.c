@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -69,7 +70,36 @@ static const char *fmt_when(int64_t wall_ns, char *buf, size_t len)
     return buf;
 }
 
-/* A JSON member of the flat NAMESPACE.json object, as text ("" if absent). */
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 if the bytes there
+ * are not one.  C1 controls (U+0080..U+009F) count as invalid: a terminal
+ * may act on them. */
+
+/* s as a terminal may show it: control bytes and bytes that are not UTF-8
+ * become \xNN, so a planted NAMESPACE.json or folder name cannot send escape
+ * sequences to the operator's terminal. */
+static const char *visible(const char *s, char *out, size_t len)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && o + 5 < len) {
+        size_t n = cli_utf8_len(p);
+        if (n == 1 && (*p < 0x20 || *p == 0x7f))
+            n = 0;
+        if (n == 0) {
+            o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
+            p++;
+        } else {
+            memcpy(out + o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* A member of the flat NAMESPACE.json object ("" if absent): a string's
+ * JSON escapes decoded (\u0000 stops it), anything else as its raw text. */
 static void json_member(const char *json, const char *key, char *out, size_t len)
 {
     out[0] = '\0';
@@ -81,16 +111,45 @@ static void json_member(const char *json, const char *key, char *out, size_t len
     p += strlen(pat);
     while (*p == ' ')
         p++;
-    size_t n;
-    if (*p == '"') {
-        p++;
-        n = 0;
-        while (p[n] && p[n] != '"')
-            n += p[n] == '\\' && p[n + 1] ? 2 : 1;
-    } else {
-        n = strcspn(p, ",}");
+    if (*p != '"') {
+        size_t n = strcspn(p, ",}");
+        snprintf(out, len, "%.*s", (int)n, p);
+        return;
     }
-    snprintf(out, len, "%.*s", (int)n, p);
+    size_t o = 0;
+    for (p++; *p && *p != '"' && o + 4 < len; p++) {
+        if (*p != '\\') {
+            out[o++] = *p;
+            continue;
+        }
+        p++;
+        const char *esc = strchr("\"\\/bfnrt", *p);
+        if (*p && esc) {
+            out[o++] = "\"\\/\b\f\n\r\t"[esc - "\"\\/bfnrt"];
+        } else if (*p == 'u' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]) &&
+                   isxdigit((unsigned char)p[3]) && isxdigit((unsigned char)p[4])) {
+            char hex[5] = {p[1], p[2], p[3], p[4], 0};
+            unsigned long c = strtoul(hex, NULL, 16);
+            p += 4;
+            if (c == 0)
+                break;
+            if (c >= 0xd800 && c < 0xe000)
+                c = 0xfffd; /* a lone half of a pair: not kept */
+            if (c < 0x80) {
+                out[o++] = (char)c;
+            } else if (c < 0x800) {
+                out[o++] = (char)(0xc0 | c >> 6);
+                out[o++] = (char)(0x80 | (c & 0x3f));
+            } else {
+                out[o++] = (char)(0xe0 | c >> 12);
+                out[o++] = (char)(0x80 | (c >> 6 & 0x3f));
+                out[o++] = (char)(0x80 | (c & 0x3f));
+            }
+        } else {
+            break; /* not JSON: keep what came before */
+        }
+    }
+    out[o] = '\0';
 }
 
 static void describe_identity(const char *json, char *out, size_t len)
@@ -112,10 +171,45 @@ static void describe_identity(const char *json, char *out, size_t len)
     json_member(json, "chunk_size", C, sizeof C);
     json_member(json, "variant", variant, sizeof variant);
     json_member(json, "salt_sha256", salt, sizeof salt);
-    if (snprintf(out, len, "%s %s %s %sx%sx%s tp%s/%s chunk %s%s%s%s", model, dtype, layout, L, H,
-                 D, W, R, C, variant[0] ? " variant " : "", variant,
-                 salt[0] ? " salted" : "") >= (int)len)
+    if (!strcmp(variant, "null"))
+        variant[0] = '\0';
+    char raw[1024];
+    if (snprintf(raw, sizeof raw, "%s %s %s %sx%sx%s tp%s/%s chunk %s%s%s%s", model, dtype, layout,
+                 L, H, D, W, R, C, variant[0] ? " variant " : "", variant,
+                 salt[0] ? " salted" : "") >= (int)sizeof raw)
+        raw[sizeof raw - 2] = '~';
+    if (strlen(visible(raw, out, len)) + 6 >= len)
         out[len - 2] = '~'; /* truncated: say so */
+}
+
+/* The identity of a namespace as a JSON object rebuilt member by member from
+ * NAMESPACE.json (text anyone who can write the folder controls): strings
+ * re-escaped, numbers only if they are plain digits, else null. */
+static void json_identity(FILE *f, const char *json)
+{
+    if (!json || !json[0]) {
+        fputs("null", f);
+        return;
+    }
+    static const char *const strs[] = {"model", "dtype", "layout", "variant", "salt_sha256"};
+    static const char *const nums[] = {"format",     "num_layers", "num_kv_heads", "head_dim",
+                                       "world_size", "rank",       "chunk_size"};
+    char v[512];
+    fputc('{', f);
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        json_member(json, nums[i], v, sizeof v);
+        bool digits = v[0] && strlen(v) < 20 && strspn(v, "0123456789") == strlen(v);
+        fprintf(f, "%s\"%s\": %s", i ? ", " : "", nums[i], digits ? v : "null");
+    }
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        json_member(json, strs[i], v, sizeof v);
+        fprintf(f, ", \"%s\": ", strs[i]);
+        if (!strcmp(strs[i], "variant") && (!v[0] || !strcmp(v, "null")))
+            fputs("null", f);
+        else
+            cli_json_str(f, v);
+    }
+    fputc('}', f);
 }
 
 static int open_admin(kvs_admin **a)
@@ -162,9 +256,11 @@ int cmd_ls(int argc, char **argv)
             cli_json_str(stdout, u->id);
             printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
                    ", \"temp_bytes\": %" PRIu64 ", \"oldest_access_ns\": %" PRId64
-                   ", \"newest_access_ns\": %" PRId64 ", \"identity\": %s}",
+                   ", \"newest_access_ns\": %" PRId64 ", \"identity\": ",
                    u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->oldest_access_ns,
-                   u->newest_access_ns, u->identity[0] ? u->identity : "null");
+                   u->newest_access_ns);
+            json_identity(stdout, u->identity);
+            printf("}");
         }
         printf("%s]\n", n ? "\n" : "");
     } else {
@@ -172,9 +268,10 @@ int cmd_ls(int argc, char **argv)
                "OLDEST ACCESS", "NEWEST ACCESS", "MODEL AND GEOMETRY");
         for (size_t i = 0; i < n; i++) {
             const kvs_ns_usage *u = &list[i];
-            char b[32], o[64], w[64], d[512];
+            char b[32], o[64], w[64], d[512], id[256];
             describe_identity(u->identity, d, sizeof d);
-            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", u->id, u->chunks,
+            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", visible(u->id, id, sizeof id),
+                   u->chunks,
                    fmt_bytes(u->bytes, b, sizeof b), fmt_when(u->oldest_access_ns, o, sizeof o),
                    fmt_when(u->newest_access_ns, w, sizeof w), d,
                    u->temp_files ? " (+temporary files)" : "");

@@ -76,6 +76,8 @@ static const cli_opt bench_opts[] = {
     {"threads", "T", 't', "I/O threads and memcpy threads, 1..256 (default: gds_io_threads)"},
     {"rounds", "R", 'r', "rounds per figure; medians are printed (default 5)"},
     {"direct-io", NULL, 'd', "also retrieve with O_DIRECT (from the disk)"},
+    {"auth", NULL, 'a', "also measure authenticated chunks (auth_key_file, a random key in a "
+                         "temporary file), same run"},
     {0},
 };
 

@@ -17,8 +17,8 @@ The vLLM connector is kvstash.vllm.KvstashConnector.
 import logging as _logging
 
 from . import _lib
-from ._lib import (ConfigError, InvalidArgumentError, KvstashError, KvstashTimeoutError,
-                   NotFoundError, UnsupportedError)
+from ._lib import (ConfigError, EngineClosedError, InvalidArgumentError, KvstashError,
+                   KvstashTimeoutError, NotFoundError, UnsupportedError)
 from .config import Config, doctor, reference_markdown
 from .engine import Engine, Op, OpResult, chunk_keys, parse_dtype
 from .kv import KV, slot_mapping_from_blocks
@@ -26,7 +26,8 @@ from . import metrics
 
 __all__ = [
     "Config", "Engine", "Op", "OpResult", "KV", "KvstashError", "ConfigError",
-    "InvalidArgumentError", "NotFoundError", "UnsupportedError", "KvstashTimeoutError",
+    "InvalidArgumentError", "EngineClosedError", "NotFoundError", "UnsupportedError",
+    "KvstashTimeoutError",
     "chunk_keys", "doctor", "reference_markdown", "slot_mapping_from_blocks", "metrics",
     "version", "library_path", "build_info", "log_to_python", "parse_dtype",
 ]

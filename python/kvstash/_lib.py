@@ -86,6 +86,10 @@ class KvstashTimeoutError(KvstashError, TimeoutError):
     """KVS_ERR_TIMEOUT: a deadline passed."""
 
 
+class EngineClosedError(ValueError):
+    """A call on an Engine (or one of its Ops) after Engine.close() began."""
+
+
 _ERROR_CLASSES = {
     ERR_INVALID: InvalidArgumentError,
     ERR_CONFIG: ConfigError,

@@ -9,10 +9,12 @@
  * and HND, MLA, padded blocks) stored from each and loaded into each other,
  * on the GPU and across host and GPU, every byte checked by index
  * arithmetic, the cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
- * machine should show; unset: either, reported).  Exits 77 only where there
- * is no GPU. */
+ * machine should show; unset: either, reported), and authenticated chunks
+ * (auth_key_file: the pieces' SHA-256 computed on the GPU match the host's;
+ * a forged payload is a miss).  Exits 77 only where there is no GPU. */
 #include "gpu_util.h"
 
+#include "checksum.h"
 #include "chunk_file.h"
 #include "kv_layouts.h"
 
@@ -540,6 +542,109 @@ static void test_corrupt(void)
     fix_close(&f, false);
 }
 
+/* Path of chunk idx of prompt t (chunk size 64). */
+static void chunk_file_path(const fix *f, kvs_engine *e, const uint32_t *t, size_t n, int idx,
+                            char *path, size_t len)
+{
+    uint8_t keys[8][KVS_KEY_BYTES];
+    size_t nk = 0;
+    CHECK(kvs_chunk_keys(t, n, 64, keys, 8, &nk) == KVS_OK && (size_t)idx < nk);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        sprintf(hex + 2 * i, "%02x", keys[idx][i]);
+    snprintf(path, len, "%s/%s/%.2s/%.2s/%s", f->dir, kvs_engine_namespace_id(e), hex, hex + 2,
+             hex);
+}
+
+/* Authenticated chunks on GPU memory: the GPU's piece digests (capture and
+ * retrieve) are the host's, in both directions; a payload edit with every
+ * checksum made right again is a miss (miss_unauthenticated), and the
+ * prefix before it loads. */
+static void test_auth(void)
+{
+    fix f;
+    fix_open(&f, "auth", NULL);
+    char key[8192];
+    snprintf(key, sizeof key, "%s.key", f.dir);
+    int kfd = open(key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(kfd >= 0);
+    uint8_t kb[32];
+    gt_fill(kb, sizeof kb);
+    CHECK(write(kfd, kb, sizeof kb) == (ssize_t)sizeof kb);
+    close(kfd);
+    CHECK(kvs_config_set(f.cfg, "auth_key_file", key) == KVS_OK);
+    kvs_namespace ns = {.model = "gpu/auth", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                        .num_kv_heads = 2, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK_MSG(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK, "%s", kvs_last_error());
+    const size_t n = 64 * 4;
+    uint32_t *t1 = malloc(n * 4), *t2 = malloc(n * 4);
+    tokens_of(t1, n, gt_rand());
+    tokens_of(t2, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    kvs_kv hkv = a.kv;
+    hkv.mem = KVS_MEM_HOST;
+    hkv.layers = a.c.host;
+    CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
+    CHECK(retrieve(e, t1, n, &b.kv) == n);
+    check_loaded("auth: host store, GPU retrieve", &a, &b, n);
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
+    CHECK(retrieve(e, t2, n, &b.kv) == n);
+    check_loaded("auth: GPU store, GPU retrieve", &a, &b, n);
+    void **hb = malloc(ns.num_layers * sizeof *hb);
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        hb[l] = calloc(1, b.c.bytes);
+    kvs_kv hkv2 = b.kv;
+    hkv2.mem = KVS_MEM_HOST;
+    hkv2.layers = hb;
+    CHECK(retrieve(e, t2, n, &hkv2) == n);
+    kvs_stats s = stats_of(e);
+    CHECK_MSG(s.miss_unauthenticated == 0, "%llu unauthenticated",
+              (unsigned long long)s.miss_unauthenticated);
+
+    /* forge chunk 1 of t2: one payload byte, sums and header checksum redone */
+    char path[8192];
+    chunk_file_path(&f, e, t2, n, 1, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    CHECK_MSG(fd >= 0, "open %s", path);
+    uint64_t payload = kvs_engine_chunk_bytes(e);
+    uint64_t padded = kvs__padded_payload(payload);
+    uint8_t *file = malloc(KVS_PAYLOAD_OFFSET + padded);
+    CHECK(pread(fd, file, KVS_PAYLOAD_OFFSET + padded, 0) == (ssize_t)(KVS_PAYLOAD_OFFSET + padded));
+    file[KVS_PAYLOAD_OFFSET + gt_rand() % payload] ^= 0x10;
+    kvs_chunk_header h;
+    CHECK(kvs__header_decode(file, KVS_HEADER_BYTES, &h) == KVS_REJECT_NONE);
+    for (uint32_t i = 0; i < h.segment_count; i++) {
+        uint64_t o = (uint64_t)i * h.segment_bytes;
+        uint64_t m = padded - o < h.segment_bytes ? padded - o : h.segment_bytes;
+        h.segment_sums[i] = kvs__checksum(file + KVS_PAYLOAD_OFFSET + o, m);
+    }
+    kvs__header_encode(&h, file);
+    CHECK(pwrite(fd, file, KVS_PAYLOAD_OFFSET + padded, 0) == (ssize_t)(KVS_PAYLOAD_OFFSET + padded));
+    close(fd);
+    free(file);
+    kvs_engine_close(e);
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    size_t loaded = retrieve(e, t2, n, &b.kv);
+    CHECK_MSG(loaded == 64, "loaded %zu tokens past a forged chunk", loaded);
+    s = stats_of(e);
+    CHECK(s.miss_unauthenticated >= 1 && s.miss_checksum == 0);
+    printf("auth: GPU digests match the host's both ways; a forged payload is a miss: ok\n");
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        free(hb[l]);
+    free(hb);
+    kvs_engine_close(e);
+    unlink(key);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t1);
+    free(t2);
+    fix_close(&f, false);
+}
+
 /* Staging full: chunks that do not fit are dropped and counted; the call
  * succeeds and what was stored loads. */
 static void test_staging_exhaustion(void)
@@ -779,6 +884,8 @@ int main(int argc, char **argv)
         test_layouts();
     if (!*only || strstr(only, "corrupt"))
         test_corrupt();
+    if (!*only || strstr(only, "auth"))
+        test_auth();
     if (!*only || strstr(only, "exhaust"))
         test_staging_exhaustion();
     if (!*only || strstr(only, "stream"))

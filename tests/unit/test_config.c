@@ -452,6 +452,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->file_mode, 0644);
     assert_false(cfg->durable_writes);
     assert_null(cfg->namespace_salt);
+    assert_null(cfg->auth_key_file);
+    assert_false(cfg->strict_ownership);
+    assert_null(cfg->store_uid);
+    assert_null(cfg->store_gid);
     assert_int_equal(cfg->log_level, KVS_LOG_INFO);
     for (int i = 0; i < KVS_CFG_NKEYS; i++)
         assert_int_equal(cfg->source[i], KVS_SOURCE_DEFAULT);
@@ -502,6 +506,10 @@ static const struct every {
     {"file_mode", "KVSTASH_FILE_MODE", "600", "0600"},
     {"durable_writes", "KVSTASH_DURABLE_WRITES", "TRUE", "true"},
     {"namespace_salt", "KVSTASH_NAMESPACE_SALT", "tenant-a", "tenant-a"},
+    {"auth_key_file", "KVSTASH_AUTH_KEY_FILE", "/etc/kvstash/key", "/etc/kvstash/key"},
+    {"strict_ownership", "KVSTASH_STRICT_OWNERSHIP", "on", "true"},
+    {"store_uid", "KVSTASH_STORE_UID", "kvstash", "kvstash"},
+    {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
 };
 
