@@ -70,6 +70,18 @@ KVS_API unsigned kvs_version_number(void);
 /* "0.2.0"; static storage. */
 KVS_API const char *kvs_version_string(void);
 
+/* The optional parts this build of the library contains: bits of
+ * kvs_build_features(). */
+#define KVS_BUILD_CUDA 0x1u   /* CUDA kernels: KV in GPU memory (KVS_MEM_CUDA) */
+#define KVS_BUILD_CUFILE 0x2u /* the cuFile (GPUDirect Storage) data path; libcufile
+                                 itself is loaded at run time where installed */
+KVS_API unsigned kvs_build_features(void);
+/* The git commit the library was built from: 12 hex digits, with "-dirty"
+ * when tracked files differed from it; "unknown" when built outside a git
+ * checkout.  Static storage. */
+KVS_API const char *kvs_build_commit(void);
+
+
 /* ------------------------------------------------------------------------ */
 /* Status and errors                                                         */
 /* ------------------------------------------------------------------------ */
@@ -98,6 +110,25 @@ KVS_API const char *kvs_strerror(kvs_status status);
 /* The message of the last failure of a kvstash call in this thread (""
  * if none).  Valid until the next kvstash call in this thread. */
 KVS_API const char *kvs_last_error(void);
+
+/*
+ * Sizes and ages, as the configuration and the kvstash CLI read them (one
+ * grammar, docs/config.md "Sizes and ages"): a decimal number (a fraction
+ * and an exponent allowed), optional blanks, and an optional unit in any
+ * case.
+ *
+ * kvs_parse_size: B; kB, MB, GB, TB, PB (also K, M, G, T, P: powers of
+ * 1000); KiB, MiB, GiB, TiB, PiB (powers of 1024).  A bare number is GB.
+ * Fractions of a byte are dropped.
+ *
+ * kvs_parse_age: ms, s (sec), m (min), h, d, w.  A bare number is seconds.
+ * The result must be a whole number of seconds.
+ *
+ * Negative, non-numeric, too large: KVS_ERR_INVALID, with kvs_last_error()
+ * naming the text and what is accepted.
+ */
+KVS_API kvs_status kvs_parse_size(const char *text, uint64_t *bytes_out);
+KVS_API kvs_status kvs_parse_age(const char *text, uint64_t *seconds_out);
 
 /* Releases a string or buffer the library returned through a `char **`. */
 KVS_API void kvs_free(void *ptr);
@@ -318,7 +349,10 @@ typedef enum kvs_mem {
  * FlashAttention 0.23-0.25; (c) every non-MLA backend from 0.26: K in the
  * first D and V in the second D of the last dimension, hence plane_stride =
  * D*E; (d) MLA backends, every version, with num_kv_heads 1 and D the
- * latent width.  Cross-layer caches are one kvs_kv per layer view.  A plain
+ * latent width.  A cross-layer cache (one tensor with a layers dimension,
+ * e.g. memory [B, layers, 2, N, H, D]) is layers[l] = layer l's first
+ * element and the strides of that tensor (block_stride then spans every
+ * layer of a block); overlap is checked within a layer only.  A plain
  * contiguous buffer [layer][plane][token][row] is slot_mapping NULL,
  * num_slots = its token capacity, every stride 0.
  *
@@ -408,6 +442,19 @@ KVS_API const char *kvs_engine_namespace_path(const kvs_engine *engine);
 /* Tokens per chunk, and payload bytes of one full chunk. */
 KVS_API uint32_t kvs_engine_chunk_size(const kvs_engine *engine);
 KVS_API uint64_t kvs_engine_chunk_bytes(const kvs_engine *engine);
+
+/*
+ * Checks a KV description against the engine's namespace as kvs_store and
+ * kvs_retrieve would (layer count, pointers not NULL, strides, overlap;
+ * slot_mapping is not read), without touching the memory, so that a
+ * connector can refuse a cache it cannot serve when the cache is handed to
+ * it rather than at the first request.  CUDA pointers are checked to be
+ * device memory at the first operation.  (Since 0.2.)
+ *   KVS_ERR_INVALID      the description breaks the contract above kvs_kv;
+ *                        the message names the field or the strides;
+ *   KVS_ERR_UNSUPPORTED  CUDA memory, and this library was built without it.
+ */
+KVS_API kvs_status kvs_kv_check(kvs_engine *engine, const kvs_kv *kv);
 
 /*
  * How many leading tokens of the prompt are available: whole chunks present
@@ -546,6 +593,11 @@ KVS_API void kvs_op_free(kvs_op *op);
       "chunks skipped for lack of memory or staging space")                          \
     X(miss_unhealthy, counter, "kvstash_chunk_misses_total",                         \
       "reason=\"unhealthy\"", "chunks skipped while the store is unhealthy")         \
+    X(miss_unauthenticated, counter, "kvstash_chunk_misses_total",                   \
+      "reason=\"unauthenticated\"",                                                  \
+      "files without a valid MAC under auth_key_file (auth on)")                     \
+    X(miss_ownership, counter, "kvstash_chunk_misses_total", "reason=\"ownership\"", \
+      "files of another owner or writable by others (strict_ownership)")             \
     X(stores, counter, "kvstash_stores_total", "", "store calls")                    \
     X(chunks_stored, counter, "kvstash_chunks_stored_total", "",                     \
       "chunk files this engine published")                                           \

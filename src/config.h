@@ -52,6 +52,10 @@ typedef enum kvs_config_key {
     KVS_CFG_FILE_MODE,
     KVS_CFG_DURABLE_WRITES,
     KVS_CFG_NAMESPACE_SALT,
+    KVS_CFG_AUTH_KEY_FILE,
+    KVS_CFG_STRICT_OWNERSHIP,
+    KVS_CFG_STORE_UID,
+    KVS_CFG_STORE_GID,
     KVS_CFG_LOG_LEVEL,
     KVS_CFG_STRICT,
     KVS_CFG_NKEYS
@@ -90,6 +94,14 @@ struct kvs_config {
     uint32_t file_mode;           /* permission bits of chunk files */
     bool durable_writes;          /* fsync a chunk before publishing it */
     char *namespace_salt;         /* default tenancy salt; NULL: none */
+    char *auth_key_file;          /* key of the chunk MACs; NULL: chunks
+                                     are not authenticated */
+    bool strict_ownership;        /* refuse folders and files not owned by
+                                     this uid, or writable by others */
+    char *store_uid;              /* strict_ownership: the owner expected
+                                     (user name or number); NULL: ours */
+    char *store_gid;              /* strict_ownership: the group of a
+                                     group-shared store; NULL: none */
     kvs_log_level log_level;
     bool strict;                  /* unknown keys and variables are errors */
 

@@ -530,3 +530,15 @@ def test_tensor_parallel_load_failure_on_one_rank_poisons_none(env, async_sched)
 def _chunk_file_of(engine, p, i):
     key = kvstash.chunk_keys(p, CHUNK)[i].hex()
     return os.path.join(engine.namespace_path, key[:2], key[2:4], key)
+
+
+def test_strided_heads_need_a_library_that_reads_head_stride(monkeypatch):
+    # A library older than kvs_kv.head_stride would ignore the field and
+    # address the heads as one row: refused, naming the version.
+    from kvstash import _lib
+    monkeypatch.setattr(_lib, "HEAD_STRIDE_VERSION", 10 ** 9)
+    packed = np.zeros((4, 2, 16, 16), np.float16)
+    with pytest.raises(kvstash.UnsupportedError, match="head_stride"):
+        kvstash.KV.paged([packed], num_planes=2)
+    # Contiguous heads never need it.
+    assert kvstash.KV.paged([np.zeros((2, 4, 16, 2, 8), np.float16)]).head_stride == 0

@@ -3,14 +3,16 @@
  * and HND memory order, packed (B,H,N,2D) in NHD and HND order, MLA [B,N,D]
  * and [B,1,N,D], padded blocks, a plain buffer) stored from each layout and
  * retrieved into each other through the engine, with random slot mappings
- * (negative slots included), every byte of the destination checked.  The
- * reference addresses come from per-layout index arithmetic written here;
- * the kvs_kv strides are derived separately, from each tensor's physical
- * shape the way a connector reads torch strides.  Partial payload ranges go
- * through kvmap directly, and overlapping strides must be refused with a
- * message that names them. */
+ * (negative slots included), every byte of the destination checked; also
+ * cross-layer tensors.  The reference addresses come from per-layout index
+ * arithmetic and the kvs_kv strides are derived separately, from each
+ * tensor's physical shape the way a connector reads torch strides
+ * (tests/common/kv_layouts.h).  Partial payload ranges go through kvmap
+ * directly, and overlapping strides must be refused with a message that
+ * names them. */
 #include "test_util.h"
 
+#include "kv_layouts.h"
 #include "kvmap.h"
 
 #include <stdio.h>
@@ -29,155 +31,15 @@
 #define WHOLE 48
 #define PAD 24 /* elements of padding after each block of a padded layout */
 
-typedef enum kind {
-    K_PLAIN,      /* [2][S][H][D], every stride 0 */
-    K_2BNHD,      /* [2,B,N,H,D] */
-    K_2BHND,      /* [2,B,N,H,D] in HND order: memory [2,B,H,N,D] */
-    K_B2NHD,      /* [B,2,N,H,D] */
-    K_B2HND,      /* memory [B,2,H,N,D] */
-    K_PACKED_NHD, /* (B,H,N,2D) in NHD order: memory (B,N,H,2D) */
-    K_PACKED_HND, /* memory (B,H,N,2D) */
-    K_MLA_BND,    /* [B,N,D] */
-    K_MLA_B1ND,   /* [B,1,N,D] */
-} kind;
-
-typedef struct layout {
-    kind k;
-    bool padded;
-    const char *name;
-} layout;
-
-static const layout MHA_LAYOUTS[] = {
-    {K_PLAIN, false, "plain"},
-    {K_2BNHD, false, "[2,B,N,H,D]"},
-    {K_2BHND, false, "[2,B,H,N,D]"},
-    {K_B2NHD, false, "[B,2,N,H,D]"},
-    {K_B2HND, false, "[B,2,H,N,D]"},
-    {K_PACKED_NHD, false, "packed NHD (B,N,H,2D)"},
-    {K_PACKED_HND, false, "packed HND (B,H,N,2D)"},
-    {K_2BNHD, true, "[2,B,N,H,D] padded"},
-    {K_B2HND, true, "[B,2,H,N,D] padded"},
-    {K_PACKED_NHD, true, "packed NHD padded"},
-    {K_PACKED_HND, true, "packed HND padded"},
-};
-#define NMHA (sizeof MHA_LAYOUTS / sizeof MHA_LAYOUTS[0])
-
-static const layout MLA_LAYOUTS[] = {
-    {K_MLA_BND, false, "MLA [B,N,D]"},
-    {K_MLA_B1ND, false, "MLA [B,1,N,D]"},
-    {K_MLA_BND, true, "MLA [B,N,D] padded"},
-    {K_MLA_B1ND, true, "MLA [B,1,N,D] padded"},
-};
-#define NMLA (sizeof MLA_LAYOUTS / sizeof MLA_LAYOUTS[0])
-
-static bool is_mla(const layout *lo)
-{
-    return lo->k == K_MLA_BND || lo->k == K_MLA_B1ND;
-}
-
-/* ---- the reference: element offsets by index arithmetic ------------------ */
-
-/* Elements of one block (padding included), and of one layer's tensor. */
-static size_t block_elems(const layout *lo)
-{
-    size_t pad = lo->padded ? PAD : 0;
-    switch (lo->k) {
-    case K_2BNHD:
-    case K_2BHND: return (size_t)N * HEADS * DIM + pad;
-    case K_B2NHD:
-    case K_B2HND:
-    case K_PACKED_NHD:
-    case K_PACKED_HND: return 2 * (size_t)N * HEADS * DIM + pad;
-    case K_MLA_BND:
-    case K_MLA_B1ND: return (size_t)N * DIM + pad;
-    case K_PLAIN: break;
-    }
-    return 0;
-}
-
-static size_t layer_elems(const layout *lo)
-{
-    switch (lo->k) {
-    case K_PLAIN: return 2 * (size_t)SLOTS * HEADS * DIM;
-    case K_2BNHD:
-    case K_2BHND: return 2 * (size_t)B * block_elems(lo);
-    default: return (size_t)B * block_elems(lo);
-    }
-}
-
-/* Element offset of element d of head h of slot s in plane p. */
-static size_t ref_elem(const layout *lo, size_t p, size_t s, size_t h, size_t d)
-{
-    const size_t b = s / N, n = s % N, blk = block_elems(lo);
-    switch (lo->k) {
-    case K_PLAIN: return ((p * SLOTS + s) * HEADS + h) * DIM + d;
-    case K_2BNHD: return p * B * blk + b * blk + (n * HEADS + h) * DIM + d;
-    case K_2BHND: return p * B * blk + b * blk + (h * N + n) * DIM + d;
-    case K_B2NHD: return b * blk + p * N * HEADS * DIM + (n * HEADS + h) * DIM + d;
-    case K_B2HND: return b * blk + p * HEADS * N * DIM + (h * N + n) * DIM + d;
-    case K_PACKED_NHD: return b * blk + (n * HEADS + h) * 2 * DIM + p * DIM + d;
-    case K_PACKED_HND: return b * blk + (h * N + n) * 2 * DIM + p * DIM + d;
-    case K_MLA_BND:
-    case K_MLA_B1ND: return b * blk + n * DIM + d;
-    }
-    return 0;
-}
-
-/* ---- the description: strides read off a physical shape ----------------- */
-
-typedef enum role { R_PLANE, R_BLOCK, R_ONE, R_SLOT, R_HEAD, R_DIM, R_KV2D } role;
-typedef struct pdim {
-    role r;
-    uint64_t size;
-} pdim;
-
-/* The tensor's dimensions in memory order (outermost first). */
-static int physical(const layout *lo, pdim *d)
-{
-    int n = 0;
-#define D_(role_, size_) d[n++] = (pdim){role_, size_}
-    switch (lo->k) {
-    case K_PLAIN: return 0;
-    case K_2BNHD: D_(R_PLANE, 2); D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_DIM, DIM); break;
-    case K_2BHND: D_(R_PLANE, 2); D_(R_BLOCK, B); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_B2NHD: D_(R_BLOCK, B); D_(R_PLANE, 2); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_DIM, DIM); break;
-    case K_B2HND: D_(R_BLOCK, B); D_(R_PLANE, 2); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_PACKED_NHD: D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_HEAD, HEADS); D_(R_KV2D, 2 * DIM); break;
-    case K_PACKED_HND: D_(R_BLOCK, B); D_(R_HEAD, HEADS); D_(R_SLOT, N); D_(R_KV2D, 2 * DIM); break;
-    case K_MLA_BND: D_(R_BLOCK, B); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    case K_MLA_B1ND: D_(R_BLOCK, B); D_(R_ONE, 1); D_(R_SLOT, N); D_(R_DIM, DIM); break;
-    }
-#undef D_
-    return n;
-}
-
-/* Fills kv's strides as a connector would: each dimension's element stride
- * times the element size, the block dimension's including the padding. */
-static void describe(const layout *lo, kvs_kv *kv)
-{
-    kv->num_slots = SLOTS;
-    if (lo->k == K_PLAIN)
-        return; /* every stride 0: the defaults are this buffer */
-    pdim d[6];
-    int n = physical(lo, d);
-    uint64_t acc = 1;
-    for (int i = n - 1; i >= 0; i--) {
-        uint64_t stride = acc;
-        if (d[i].r == R_BLOCK && lo->padded)
-            stride += PAD;
-        switch (d[i].r) {
-        case R_PLANE: kv->plane_stride = stride * ES; break;
-        case R_BLOCK: kv->block_stride = stride * ES; break;
-        case R_SLOT: kv->slot_stride = stride * ES; break;
-        case R_HEAD: kv->head_stride = stride * ES; break;
-        case R_KV2D: kv->plane_stride = DIM * ES; break;
-        case R_ONE:
-        case R_DIM: break;
-        }
-        acc = stride * d[i].size;
-    }
-    kv->block_size = N;
-}
+static const tl_geom GEOM = {.blocks = B, .block_size = N, .heads = HEADS, .dim = DIM,
+                             .esize = ES, .pad = PAD};
+static const tl_geom GEOM_MLA = {.blocks = B, .block_size = N, .heads = 1, .dim = DIM,
+                                 .esize = ES, .pad = PAD};
+#define NMHA TL_NMHA
+#define NMLA TL_NMLA
+#define MHA_LAYOUTS TL_MHA
+#define MLA_LAYOUTS TL_MLA
+typedef tl_layout layout;
 
 /* ---- caches ------------------------------------------------------------- */
 
@@ -192,6 +54,7 @@ static uint64_t next_rand(void)
 
 typedef struct cache {
     const layout *lo;
+    const tl_geom *g;
     uint32_t planes, heads;
     size_t bytes;            /* per layer */
     uint8_t *mem[LAYERS];
@@ -206,9 +69,10 @@ static void cache_init(cache *c, const layout *lo, unsigned neg_one_in)
 {
     memset(c, 0, sizeof *c);
     c->lo = lo;
-    c->planes = is_mla(lo) ? 1 : 2;
-    c->heads = is_mla(lo) ? 1 : HEADS;
-    c->bytes = layer_elems(lo) * ES;
+    c->g = tl_is_mla(lo) ? &GEOM_MLA : &GEOM;
+    c->planes = tl_is_mla(lo) ? 1 : 2;
+    c->heads = (uint32_t)c->g->heads;
+    c->bytes = tl_layer_bytes(lo, c->g);
     for (int l = 0; l < LAYERS; l++) {
         c->mem[l] = malloc(c->bytes);
         assert_non_null(c->mem[l]);
@@ -230,7 +94,7 @@ static void cache_init(cache *c, const layout *lo, unsigned neg_one_in)
                                                                   : perm[t];
     c->kv = (kvs_kv){.mem = KVS_MEM_HOST, .num_layers = LAYERS, .layers = c->layers,
                      .slot_mapping = c->slots};
-    describe(lo, &c->kv);
+    tl_describe(lo, c->g, &c->kv);
 }
 
 static void cache_free(cache *c)
@@ -246,7 +110,7 @@ static size_t heads_of(const cache *c)
 
 static const uint8_t *ref_byte(const cache *c, int l, size_t p, size_t s, size_t h, size_t i)
 {
-    return c->mem[l] + ref_elem(c->lo, p, s, h, i / ES) * ES + i % ES;
+    return c->mem[l] + tl_offset(c->lo, c->g, p, s, h, i);
 }
 
 /* dst after loading the first `tokens` tokens of src: dst's prior bytes
@@ -378,6 +242,14 @@ static void matrix(fixture *f, const layout *los, size_t n, bool mla)
     kvs_namespace ns = ns_of(mla);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+    for (size_t i = 0; i < n; i++) { /* each accepted up front, slots not read */
+        cache c;
+        cache_init(&c, &los[i], 0);
+        c.kv.slot_mapping = (const int64_t *)8; /* never dereferenced */
+        if (kvs_kv_check(e, &c.kv) != KVS_OK)
+            fail_msg("%s: kvs_kv_check: %s", los[i].name, kvs_last_error());
+        cache_free(&c);
+    }
     uint32_t seed = mla ? 1000 : 0;
     for (size_t i = 0; i < n; i++)
         for (size_t j = 0; j < n; j++, seed++)
@@ -445,6 +317,97 @@ static void test_store_negative_slot(void **state)
     kvs_engine_close(e);
 }
 
+/* ---- cross-layer caches ---------------------------------------------------- */
+
+/* One tensor for every layer: memory [B, L, 2, N, H, D] (NHD) or
+ * [B, H, L, 2, N, D] (HND); byte offset of byte i of a head row. */
+static size_t xl_offset(bool hnd, size_t l, size_t p, size_t s, size_t h, size_t i)
+{
+    const size_t b = s / N, n = s % N;
+    size_t e = hnd ? ((((b * HEADS + h) * LAYERS + l) * 2 + p) * N + n) * DIM
+                   : ((((b * LAYERS + l) * 2 + p) * N + n) * HEADS + h) * DIM;
+    return e * ES + i;
+}
+
+static void xl_roundtrip(fixture *f, bool hnd)
+{
+    kvs_namespace ns = ns_of(false);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+    const size_t bytes = (size_t)B * LAYERS * 2 * N * HEADS * DIM * ES;
+    uint8_t *xl = malloc(bytes), *before = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++)
+        xl[i] = (uint8_t)next_rand();
+    memcpy(before, xl, bytes);
+    void *bases[LAYERS];
+    for (int l = 0; l < LAYERS; l++)
+        bases[l] = xl + xl_offset(hnd, (size_t)l, 0, 0, 0, 0);
+    cache plain;
+    cache_init(&plain, &MHA_LAYOUTS[0], 0);
+    int64_t slots[PROMPT];
+    for (int t = 0; t < PROMPT; t++) /* a different spread than plain's */
+        slots[t] = (int64_t)((t * 37 + 11) % SLOTS);
+    slots[5] = -1;
+    const size_t E = ES, D = DIM, H = HEADS;
+    kvs_kv kv = {.mem = KVS_MEM_HOST, .num_layers = LAYERS, .layers = bases,
+                 .num_slots = SLOTS, .block_size = N, .slot_mapping = slots};
+    if (hnd) {
+        kv.slot_stride = D * E, kv.head_stride = LAYERS * 2 * N * D * E;
+        kv.plane_stride = N * D * E, kv.block_stride = H * LAYERS * 2 * N * D * E;
+    } else {
+        kv.slot_stride = H * D * E, kv.head_stride = D * E;
+        kv.plane_stride = N * H * D * E, kv.block_stride = LAYERS * 2 * N * H * D * E;
+    }
+    if (kvs_kv_check(e, &kv) != KVS_OK)
+        fail_msg("cross-layer: %s", kvs_last_error());
+    uint32_t tokens[PROMPT];
+    make_tokens(tokens, PROMPT, hnd ? 9100 : 9000);
+    kvs_op *op = NULL;
+    kvs_op_result r;
+    assert_int_equal(kvs_store(e, tokens, PROMPT, &plain.kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+    kvs_op_free(op);
+    size_t loaded = 0;
+    assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, WHOLE);
+    for (size_t tk = 0; tk < WHOLE; tk++)
+        for (size_t l = 0; l < LAYERS; l++)
+            for (size_t p = 0; p < 2; p++)
+                for (size_t h = 0; h < HEADS; h++)
+                    if (slots[tk] >= 0)
+                        memcpy(before + xl_offset(hnd, l, p, (size_t)slots[tk], h, 0),
+                               ref_byte(&plain, (int)l, p, (size_t)plain.slots[tk], h, 0),
+                               DIM * ES);
+    if (memcmp(before, xl, bytes) != 0)
+        fail_msg("cross-layer %s: retrieved memory differs from the reference", hnd ? "HND" : "NHD");
+    /* and back: stored from the cross-layer cache, read into a plain one */
+    slots[5] = (5 * 37 + 11) % SLOTS;
+    make_tokens(tokens, PROMPT, hnd ? 9200 : 9300);
+    assert_int_equal(kvs_store(e, tokens, PROMPT, &kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+    kvs_op_free(op);
+    assert_int_equal(r.chunks_done, WHOLE / CHUNK);
+    assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &plain.kv, &loaded), KVS_OK);
+    assert_int_equal(loaded, WHOLE);
+    for (size_t tk = 0; tk < WHOLE; tk++)
+        for (size_t l = 0; l < LAYERS; l++)
+            for (size_t p = 0; p < 2; p++)
+                for (size_t h = 0; h < HEADS; h++)
+                    assert_memory_equal(ref_byte(&plain, (int)l, p, (size_t)plain.slots[tk], h, 0),
+                                        xl + xl_offset(hnd, l, p, (size_t)slots[tk], h, 0),
+                                        DIM * ES);
+    cache_free(&plain);
+    free(xl);
+    free(before);
+    kvs_engine_close(e);
+}
+
+static void test_cross_layer(void **state)
+{
+    xl_roundtrip(*state, false);
+    xl_roundtrip(*state, true);
+}
+
 /* ---- kvmap on partial payload ranges ------------------------------------ */
 
 /* The payload of the chunk at token t0: [layer][plane][token][head][dim]. */
@@ -462,7 +425,7 @@ static void ref_payload(const cache *c, size_t t0, uint8_t *out)
 
 static void partial_ranges(const layout *lo)
 {
-    bool mla = is_mla(lo);
+    bool mla = tl_is_mla(lo);
     kvs_namespace nsd = ns_of(mla);
     kvs_ns ns;
     assert_int_equal(kvs__ns_init(&ns, &nsd, CHUNK, NULL), KVS_OK);
@@ -513,16 +476,18 @@ static void test_partial_ranges(void **state)
 
 /* ---- refusals ----------------------------------------------------------- */
 
-/* kvs_store and kvs_retrieve both refuse kv, naming each of `words`. */
+/* kvs_kv_check, kvs_store and kvs_retrieve all refuse kv, naming each of
+ * `words`. */
 static void refused(kvs_engine *e, const kvs_kv *kv, const char *const *words, int nwords)
 {
     uint32_t tokens[PROMPT];
     make_tokens(tokens, PROMPT, 4242);
     kvs_op *op = NULL;
     size_t loaded = 99;
-    for (int pass = 0; pass < 2; pass++) {
-        kvs_status st = pass == 0 ? kvs_store(e, tokens, PROMPT, kv, &op)
-                                  : kvs_retrieve(e, tokens, PROMPT, kv, &loaded);
+    for (int pass = 0; pass < 3; pass++) {
+        kvs_status st = pass == 0   ? kvs_store(e, tokens, PROMPT, kv, &op)
+                        : pass == 1 ? kvs_retrieve(e, tokens, PROMPT, kv, &loaded)
+                                    : kvs_kv_check(e, kv);
         assert_int_equal(st, KVS_ERR_INVALID);
         for (int w = 0; w < nwords; w++)
             if (!strstr(kvs_last_error(), words[w]))
@@ -593,6 +558,15 @@ static void test_refusals(void **state)
     const char *w7[] = {"kv.slot_stride 126", accepted};
     refused(e, &kv, w7, 2);
 
+    /* kvs_kv_check on the rest of the contract */
+    assert_int_equal(kvs_kv_check(NULL, &good), KVS_ERR_INVALID);
+    assert_int_equal(kvs_kv_check(e, NULL), KVS_ERR_INVALID);
+    kv = good;
+    kv.num_layers = LAYERS + 1;
+    assert_int_equal(kvs_kv_check(e, &kv), KVS_ERR_INVALID);
+    assert_non_null(strstr(kvs_last_error(), "kv.num_layers 3 does not match"));
+    assert_int_equal(kvs_kv_check(e, &good), KVS_OK);
+
     /* and the description that was refused above works once fixed */
     uint32_t tokens[PROMPT];
     make_tokens(tokens, PROMPT, 4242);
@@ -612,6 +586,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mla_every_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_tier, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_negative_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cross_layer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
