@@ -30,7 +30,7 @@ __all__ = [
     "version", "library_path", "build_info", "log_to_python", "parse_dtype",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def version():
