@@ -13,6 +13,8 @@
  */
 #include "test_util.h"
 #include "fault_util.h"
+#include "chunk_file.h"
+#include "io_ops.h"
 #include "store.h"
 
 #include <dirent.h>
@@ -24,6 +26,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CHUNK 16
@@ -109,6 +112,33 @@ static size_t retrieve(kvs_engine *e, fx *f, uint32_t seed)
     return got;
 }
 
+/* The same for a forked child, where a cmocka assert would run the rest of
+ * the suite in the child: any failure ends it with a status naming the line. */
+#define CHILD_CHECK(x) do { if (!(x)) { fprintf(stderr, "child: %s failed (line %d)\n", #x, __LINE__); _exit(100); } } while (0)
+
+static void c_store(kvs_engine *e, fx *f, uint32_t seed)
+{
+    uint32_t t[NTOK];
+    fu_tokens(t, NTOK, seed, 0, 0);
+    fu_kv_fill(&f->src, t, NTOK);
+    kvs_op *op;
+    kvs_op_result r;
+    CHILD_CHECK(kvs_store(e, t, NTOK, &f->src.kv, &op) == KVS_OK);
+    CHILD_CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
+    kvs_op_free(op);
+}
+
+static size_t c_retrieve(kvs_engine *e, fx *f, uint32_t seed)
+{
+    uint32_t t[NTOK];
+    fu_tokens(t, NTOK, seed, 0, 0);
+    fu_kv_poison(&f->dst);
+    size_t got = 0;
+    CHILD_CHECK(kvs_retrieve(e, t, NTOK, &f->dst.kv, &got) == KVS_OK);
+    CHILD_CHECK(fu_kv_bad_rows(&f->dst, t, got) == 0);
+    return got;
+}
+
 static size_t count_entries(const char *dir)
 {
     DIR *d = opendir(dir);
@@ -134,6 +164,19 @@ static void ns_dir(const char *root, char *out, size_t cap)
             snprintf(out, cap, "%s/%s", root, de->d_name);
     closedir(d);
     assert_true(out[0] != '\0');
+}
+
+static void ns_dir_c(const char *root, char *out, size_t cap)
+{
+    DIR *d = opendir(root);
+    CHILD_CHECK(d != NULL);
+    struct dirent *de;
+    out[0] = '\0';
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, "meta_model-", 11) == 0)
+            snprintf(out, cap, "%.3800s/%.255s", root, de->d_name);
+    closedir(d);
+    CHILD_CHECK(out[0] != '\0');
 }
 
 /* Runs fn in a child under alarm(secs); true if it exited 0 in time. */
@@ -294,7 +337,7 @@ static void ops_on_store(fx *f)
     kvs_config_set(cfg, "max_store_size", "0.000001");
     kvs_engine *e;
     if (kvs_engine_open(cfg, &base_ns, &e) == KVS_OK) {
-        store(e, f, 9);
+        c_store(e, f, 9);
         usleep(300 * 1000);
         kvs_engine_close(e);
     }
@@ -445,6 +488,259 @@ static void test_unlink_examined(void **state)
     close(dfd);
 }
 
+
+/* ---- item 1: folders swapped for symlinks under operator walks ---------------- */
+
+/* The folder to swap (its last component) and where the symlink points.  The
+ * swap happens once, in the call that is about to open or act on it: for the
+ * path-based code before the fix that is opendir/stat/unlink of a path
+ * through it, for the descriptor-based code an open of it by name. */
+static char swap_name[8];          /* "ab" or "ab/cd": fan-out folders */
+static char swap_target[4200];
+static int swap_done;
+static int swap_stat_skip;         /* path stats to let pass first (the scan's) */
+
+static void swap_path(const char *dirpath)
+{
+    char moved[4300];
+    snprintf(moved, sizeof moved, "%s.moved", dirpath);
+    if (rename(dirpath, moved) == 0 && symlink(swap_target, dirpath) == 0)
+        swap_done = 1;
+}
+
+static void swap_at(int dirfd, const char *name)
+{
+    char moved[64];
+    snprintf(moved, sizeof moved, "%s.moved", name);
+    if (renameat(dirfd, name, dirfd, moved) == 0 && symlinkat(swap_target, dirfd, name) == 0)
+        swap_done = 1;
+}
+
+/* Does path have a component equal to swap_name? Fills its prefix. */
+static bool through_swap(const char *path, char *prefix, size_t cap)
+{
+    size_t k = strlen(swap_name);
+    for (const char *p = path; (p = strstr(p, swap_name)) != NULL; p++) {
+        bool start = p == path || p[-1] == '/';
+        bool end = p[k] == '/' || p[k] == '\0';
+        if (start && end) {
+            snprintf(prefix, cap, "%.*s", (int)(p - path + k), path);
+            return true;
+        }
+    }
+    return false;
+}
+
+static DIR *swap_opendir(const char *path)
+{
+    char pre[4300];
+    if (!swap_done && through_swap(path, pre, sizeof pre) && path[strlen(pre)] == '\0')
+        swap_path(pre);
+    return kvs__io_posix.opendir(path);
+}
+
+static int swap_stat(const char *path, struct stat *st)
+{
+    char pre[4300];
+    if (!swap_done && through_swap(path, pre, sizeof pre) && path[strlen(pre)] == '/' &&
+        swap_stat_skip-- <= 0)
+        swap_path(pre);
+    return kvs__io_posix.stat(path, st);
+}
+
+static int swap_open_beneath(int dirfd, const char *path, int flags, mode_t mode)
+{
+    char pre[4300];
+    if (!swap_done && through_swap(path, pre, sizeof pre)) {
+        if (strchr(pre, '/')) {
+            /* "<ns>/<xx>/<yy>": swap the last folder, from its parent */
+            char parent[4300];
+            snprintf(parent, sizeof parent, "%.*s", (int)(strrchr(pre, '/') - pre), pre);
+            int pfd = openat(dirfd, parent, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            if (pfd >= 0) {
+                swap_at(pfd, strrchr(pre, '/') + 1);
+                close(pfd);
+            }
+        } else if ((flags & O_DIRECTORY) && strcmp(pre, path) == 0) {
+            swap_at(dirfd, path);
+        }
+    }
+    return kvs__io_posix.open_beneath(dirfd, path, flags, mode);
+}
+
+static void swap_install(const char *name, const char *target, int stat_skip)
+{
+    static kvs_io_ops ops;
+    ops = kvs__io_posix;
+    ops.opendir = swap_opendir;
+    ops.stat = swap_stat;
+    ops.open_beneath = swap_open_beneath;
+    snprintf(swap_name, sizeof swap_name, "%s", name);
+    snprintf(swap_target, sizeof swap_target, "%s", target);
+    swap_done = 0;
+    swap_stat_skip = stat_skip;
+    kvs__io_set(&ops);
+}
+
+/* A folder outside the store holding 20 files of any name, and the names
+ * of the chunk files of the store's first fan-out folder copied in. */
+static void fill_outside(fx *f, const char *leaf)
+{
+    char p[4400];
+    for (int i = 0; i < 20; i++) {
+        snprintf(p, sizeof p, "%s/victim-%02d.txt", f->outside, i);
+        assert_int_equal(tu_write_file(p, "keep me", 7), 0);
+    }
+    if (!leaf)
+        return;
+    DIR *d = opendir(leaf);
+    assert_non_null(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof p, "%s/%s", f->outside, de->d_name);
+        assert_int_equal(tu_write_file(p, "not a chunk", 11), 0);
+    }
+    closedir(d);
+}
+
+/* The first chunk's folders: <ns>/<xx> and <ns>/<xx>/<yy>. */
+static void first_leaf(const char *ns, char *xx, char *leaf, size_t cap)
+{
+    char cmd[4400];
+    snprintf(cmd, sizeof cmd, "cd '%s' && ls -d [0-9a-f][0-9a-f]/[0-9a-f][0-9a-f] | head -1", ns);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    char rel[64] = "";
+    assert_non_null(fgets(rel, sizeof rel, p));
+    pclose(p);
+    rel[strcspn(rel, "\n")] = '\0';
+    snprintf(xx, 3, "%s", rel);
+    snprintf(leaf, cap, "%s/%s", ns, rel);
+}
+
+static void test_rm_folder_swapped_mid_walk(void **state)
+{
+    fx *f = *state;
+    kvs_config *cfg = config(f->root);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
+    for (uint32_t i = 1; i <= 4; i++)
+        store(e, f, i);
+    kvs_engine_close(e);
+    char ns[4200], xx[3], leaf[4300];
+    ns_dir(f->root, ns, sizeof ns);
+    first_leaf(ns, xx, leaf, sizeof leaf);
+    fill_outside(f, NULL);
+    size_t outside_before = count_entries(f->outside);
+    kvs_admin *a;
+    assert_int_equal(kvs_admin_open(cfg, &a), KVS_OK);
+    swap_install(xx, f->outside, 0);
+    uint64_t removed = 0;
+    kvs_status st = kvs_admin_remove_namespace(a, strrchr(ns, '/') + 1, &removed);
+    kvs__io_set(NULL);
+    kvs_admin_close(a);
+    kvs_config_free(cfg);
+    assert_true(swap_done);
+    (void)st;
+    assert_int_equal(count_entries(f->outside), outside_before);
+    printf("rm with a fan-out folder swapped for a symlink mid-walk: %zu of %zu files outside "
+           "kept (status %d)\n", count_entries(f->outside), outside_before, (int)st);
+}
+
+static void test_gc_folder_swapped_before_evict(void **state)
+{
+    fx *f = *state;
+    kvs_config *cfg = config(f->root);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
+    for (uint32_t i = 1; i <= 4; i++)
+        store(e, f, i);
+    kvs_engine_close(e);
+    char ns[4200], xx[3], leaf[4300];
+    ns_dir(f->root, ns, sizeof ns);
+    first_leaf(ns, xx, leaf, sizeof leaf);
+    fill_outside(f, leaf);
+    size_t outside_before = count_entries(f->outside);
+    size_t in_leaf = count_entries(leaf);
+    kvs_admin *a;
+    assert_int_equal(kvs_admin_open(cfg, &a), KVS_OK);
+    /* the leaf folder (<xx>/<yy>) swapped after the scan looked at its files */
+    swap_install(leaf + strlen(ns) + 1, f->outside, (int)in_leaf);
+    kvs_gc_options o = {.flags = KVS_GC_TO_SIZE, .to_bytes = 0, .lease_wait_ms = 1000};
+    kvs_gc_report r;
+    kvs_status st = kvs_admin_gc(a, &o, &r);
+    kvs__io_set(NULL);
+    kvs_admin_close(a);
+    kvs_config_free(cfg);
+    assert_int_equal(st, KVS_OK);
+    assert_true(swap_done);
+    assert_int_equal(count_entries(f->outside), outside_before);
+    printf("gc with a leaf folder swapped for a symlink between scan and eviction: %zu of %zu "
+           "files outside kept, %llu chunks evicted in the store\n", count_entries(f->outside),
+           outside_before, (unsigned long long)r.files_removed);
+}
+
+/* ---- item 5: verify's cost follows the namespace, not the header ---------------- */
+
+static void test_verify_bounded_by_namespace(void **state)
+{
+    fx *f = *state;
+    kvs_config *cfg = config(f->root);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
+    store(e, f, 1);
+    kvs_engine_close(e);
+    char ns[4200], xx[3], leaf[4300], p[4400];
+    ns_dir(f->root, ns, sizeof ns);
+    first_leaf(ns, xx, leaf, sizeof leaf);
+    DIR *d = opendir(leaf);
+    struct dirent *de;
+    p[0] = '\0';
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            snprintf(p, sizeof p, "%.4000s/%.255s", leaf, de->d_name);
+    closedir(d);
+    /* Its header rewritten to claim a 16 GiB payload (consistent with
+     * itself, checksum and all), the file made that long, sparse. */
+    size_t len = 0;
+    uint8_t *buf = (uint8_t *)tu_read_file(p, &len);
+    assert_non_null(buf);
+    kvs_chunk_header h;
+    assert_int_equal(kvs__header_decode(buf, KVS_HEADER_BYTES, &h), KVS_REJECT_NONE);
+    h.num_layers = 4096;
+    h.num_planes = 2;
+    h.row_bytes = 1u << 17;
+    h.payload_bytes = (uint64_t)h.num_layers * h.num_planes * h.tokens * h.row_bytes;
+    h.segment_bytes = kvs__segment_bytes(h.payload_bytes);
+    h.segment_count = kvs__segment_count(h.payload_bytes, h.segment_bytes);
+    kvs__header_encode(&h, buf);
+    assert_int_equal(kvs__header_decode(buf, KVS_HEADER_BYTES, &h), KVS_REJECT_NONE);
+    int fd = open(p, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, buf, KVS_HEADER_BYTES, 0), KVS_HEADER_BYTES);
+    assert_int_equal(ftruncate(fd, (off_t)kvs__file_bytes(h.payload_bytes)), 0);
+    close(fd);
+    free(buf);
+    kvs_admin *a;
+    assert_int_equal(kvs_admin_open(cfg, &a), KVS_OK);
+    kvs_verify_options vo = {.threads = 2};
+    kvs_verify_report vr;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(kvs_admin_verify(a, &vo, &vr), KVS_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    kvs_admin_close(a);
+    kvs_config_free(cfg);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_int_equal(vr.bad, 1);
+    assert_true(vr.bytes < (1u << 20));
+    assert_true(s < 5.0);
+    printf("a chunk whose header claims a 16 GiB payload (sparse file): verify judged it in "
+           "%.3f s, reading %llu bytes\n", s, (unsigned long long)vr.bytes);
+}
+
 /* ---- item 6: shared stores -------------------------------------------------------- */
 
 static void test_group_shared_modes(void **state)
@@ -484,31 +780,26 @@ static void unreadable_chunk(fx *f)
     kvs_engine *e;
     if (kvs_engine_open(cfg, &base_ns, &e) != KVS_OK)
         _exit(4);
-    store(e, f, 1);
-    store(e, f, 2);
-    /* the second chunk of prompt 1 unreadable */
-    uint32_t t[NTOK];
-    fu_tokens(t, NTOK, 1, 0, 0);
+    c_store(e, f, 1);
+    /* every chunk of prompt 1 unreadable (mode 000); prompt 2 fine */
     char ns[4200];
-    ns_dir(f->root2, ns, sizeof ns);
+    ns_dir_c(f->root2, ns, sizeof ns);
     char cmd[8600];
-    snprintf(cmd, sizeof cmd, "find '%s' -type f -name '[0-9a-f]*' | sort | head -1 | "
-             "xargs chmod 000", ns);
+    snprintf(cmd, sizeof cmd, "find '%s' -type f -name '[0-9a-f]*' -exec chmod 000 {} +", ns);
     if (system(cmd) != 0)
         _exit(5);
+    c_store(e, f, 2);
     kvs_engine_close(e);
     if (kvs_engine_open(cfg, &base_ns, &e) != KVS_OK)
         _exit(6);
-    for (int i = 0; i < 6; i++) {
-        retrieve(e, f, 1);
-        retrieve(e, f, 2);
-    }
+    for (int i = 0; i < 6; i++)
+        if (c_retrieve(e, f, 1) != 0)
+            _exit(9);
     kvs_stats s;
     kvs_engine_stats(e, &s, sizeof s);
     if (s.store_unhealthy)
         _exit(7);
-    size_t got = retrieve(e, f, 1) + retrieve(e, f, 2);
-    if (got < NTOK) /* the other prompt, at least, still served */
+    if (c_retrieve(e, f, 2) != NTOK) /* the other prompt still served */
         _exit(8);
     kvs_engine_close(e);
     kvs_config_free(cfg);
@@ -551,7 +842,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deep_chain_rm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifos_hang_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fifo_store_id_no_leak, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rm_folder_swapped_mid_walk, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_folder_swapped_before_evict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_namespace_json_edit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_bounded_by_namespace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unlink_examined, setup, teardown),
         cmocka_unit_test_setup_teardown(test_group_shared_modes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_chunk_is_a_miss, setup, teardown),
