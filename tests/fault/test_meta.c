@@ -616,7 +616,7 @@ static void first_leaf(const char *ns, char *xx, char *leaf, size_t cap)
     assert_non_null(fgets(rel, sizeof rel, p));
     pclose(p);
     rel[strcspn(rel, "\n")] = '\0';
-    snprintf(xx, 3, "%s", rel);
+    snprintf(xx, 3, "%.2s", rel);
     snprintf(leaf, cap, "%s/%s", ns, rel);
 }
 
