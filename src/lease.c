@@ -373,6 +373,18 @@ static kvs_status lease_try_in(kvs_lease *l, int dfd)
 {
     char text[LEASE_MAX_BYTES];
     int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    if (n == -KVS_ENOTREG || n == -ELOOP) {
+        /* A FIFO, socket or symlink is no holder's lease (a holder writes a
+         * regular file): remove that entry, only it, and take the lease. */
+        struct stat st;
+        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0 && !S_ISREG(st.st_mode) &&
+            !S_ISDIR(st.st_mode)) {
+            kvs__log(KVS_LOG_WARN, "the lease %s %s; removed it", l->path,
+                     kvs__meta_strerror(-n));
+            kvs__unlink_examined(dfd, KVS_LEASE_FILE, &st);
+            n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+        }
+    }
     if (n == -ENOENT)
         return create(l, dfd);
     if (n < 0)

@@ -368,9 +368,26 @@ static void test_fifos_hang_nothing(void **state)
     unlink(p);
     assert_int_equal(mkfifo(p, 0666), 0);
     assert_true(in_child(ops_on_store, f, 30));
-    /* a socket in the lease's place, too */
+    /* The collector works again: the lease, usage.json and the log are
+     * regular files now (replaced, never opened), and gc succeeds. */
+    const char *fixed[] = {".kvstash/usage.json", ".kvstash/collector.log"};
+    for (size_t i = 0; i < 2; i++) {
+        struct stat sb;
+        snprintf(p, sizeof p, "%s/%s", f->root, fixed[i]);
+        assert_int_equal(lstat(p, &sb), 0);
+        assert_true(S_ISREG(sb.st_mode));
+    }
+    kvs_config *c2 = config(f->root);
+    kvs_admin *a;
+    assert_int_equal(kvs_admin_open(c2, &a), KVS_OK);
+    kvs_gc_options go = {.flags = KVS_GC_TO_SIZE, .to_bytes = 0, .lease_wait_ms = 1000};
+    kvs_gc_report gr;
+    assert_int_equal(kvs_admin_gc(a, &go, &gr), KVS_OK);
+    kvs_admin_close(a);
+    kvs_config_free(c2);
     printf("FIFOs at NAMESPACE.json, usage.json, the lease, the log and store-id: ls, du, "
-           "verify, gc, lease, doctor and an engine with its collector all returned\n");
+           "verify, gc, lease, doctor and an engine with its collector all returned; the "
+           "lease, usage.json and the log replaced, gc works again\n");
 }
 
 static int count_threads(void)
