@@ -38,6 +38,8 @@ typedef struct kvs_walk_entry {
     uint32_t ns;             /* index in kvs_walk.ns_names; UINT32_MAX: none */
     const char *path;        /* full path */
     const char *name;        /* its last component */
+    int dirfd;               /* its folder, open during the call: act on the
+                                file by name from here (never by path) */
     kvs_entry_kind kind;
     uint8_t key[KVS_KEY_BYTES]; /* CHUNK */
     struct stat st;          /* lstat, when kvs_walk.stat_files */
@@ -57,6 +59,7 @@ typedef struct kvs_walk {
     char **ns_names;
     uint32_t nns, ns_cap;
     uint64_t dirs;           /* leaf folders visited */
+    uint64_t skipped;        /* folders outside the layout, not entered */
     int first_error;         /* errno of the first folder that could not be
                                 read (ENOENT ignored: removed under us) */
 } kvs_walk;
@@ -93,7 +96,10 @@ typedef struct kvs_usage_record {
 } kvs_usage_record;
 
 int kvs__usage_read(const char *root, kvs_usage_record *r);   /* 0 or -errno */
-int kvs__usage_write(const char *root, const kvs_usage_record *r);
+/* file_mode: of the file and of .kvstash if it is made (0: 0644). */
+int kvs__usage_write(const char *root, const kvs_usage_record *r, uint32_t file_mode);
+/* lstat of usage.json (to see whether it changed); 0 or -errno. */
+int kvs__usage_stat(const char *root, struct stat *st);
 
 /* ---- one collection ------------------------------------------------------- */
 
@@ -120,6 +126,7 @@ typedef struct kvs_collect_params {
                                    unfiltered pass) */
     uint32_t max_candidates;    /* 0: the default bound (262144) */
     const char *purpose;        /* for the log */
+    uint32_t file_mode;         /* of .kvstash and its files (0: 0644) */
     /* Called between folders: returns nonzero to stop; *urgent may be set
      * to drop the pacing.  NULL: never stop, never pace. */
     int (*tick)(void *ctx, bool *urgent);

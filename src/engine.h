@@ -98,6 +98,8 @@ struct kvs_xchunk {
     kvs_xpiece *pieces;
     kvs_slot_cover cover;
     int fd;
+    struct stat st;                /* retrieve: the file opened (quarantine
+                                      removes only that one) */
     uint64_t tmp_suffix;           /* store: temporary file name */
     bool index_said_present;       /* retrieve: for "vanished" vs "absent" */
     _Atomic uint32_t pieces_left;

@@ -80,31 +80,21 @@ typedef struct identity {
     uint64_t start_ticks; /* field 22 of /proc/PID/stat */
 } identity;
 
-static int read_small(const char *path, char *buf, size_t cap)
+/* The lease's folder, <root>/.kvstash, reached from the root without
+ * following a symlink (store.h); -errno. */
+static int lease_dir(const kvs_lease *l, bool create)
 {
-    const kvs_io_ops *io = kvs__io();
-    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
-    if (fd < 0)
-        return -errno;
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int err = errno;
-            io->close(fd);
-            return -err;
-        }
-        if (n == 0 || len + (size_t)n >= cap - 1) {
-            len += (size_t)n;
-            break;
-        }
-        len += (size_t)n;
-    }
-    io->close(fd);
-    buf[len] = '\0';
-    return (int)len;
+    int rfd = kvs__root_open(l->root);
+    if (rfd < 0)
+        return rfd;
+    int dfd = kvs__meta_dir_open(rfd, create, l->file_mode);
+    kvs__io()->close(rfd);
+    return dfd;
+}
+
+static int read_lease(int dfd, const char *name, char *buf, size_t cap)
+{
+    return kvs__meta_read(dfd, name, buf, cap);
 }
 
 /* Process start time of pid in clock ticks since boot; 0 when unknown. */
@@ -236,22 +226,17 @@ static void random_hex(char *out, size_t bytes)
     kvs__hex(r, bytes, out);
 }
 
-/* Writes the next content to a fresh temporary file; 0 or -errno. */
-static int write_temp(const kvs_lease *l, char *tmp)
+/* Writes the next content to a fresh temporary file in dfd; 0 or -errno. */
+static int write_temp(const kvs_lease *l, int dfd, char *tmp, size_t cap)
 {
     const kvs_io_ops *io = kvs__io();
     char hex[17], text[LEASE_MAX_BYTES];
     random_hex(hex, 8);
-    pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
+    snprintf(tmp, cap, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
     int len = format(l, text, sizeof text);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0 && errno == ENOENT) {
-        if (io->mkdir(l->dir, 0755) != 0 && errno != EEXIST)
-            return -errno;
-        fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    }
+    int fd = kvs__meta_open(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)l->file_mode);
     if (fd < 0)
-        return -errno;
+        return fd;
     int rc = kvs__pwrite_full(fd, text, (size_t)len, 0);
     int err = errno;
     if (io->close(fd) != 0 && rc == 0) {
@@ -259,7 +244,7 @@ static int write_temp(const kvs_lease *l, char *tmp)
         err = errno;
     }
     if (rc != 0) {
-        io->unlink(tmp);
+        io->unlinkat(dfd, tmp, 0);
         return -err;
     }
     return 0;
@@ -270,6 +255,8 @@ static int write_temp(const kvs_lease *l, char *tmp)
 void kvs__lease_init(kvs_lease *l, const char *root, uint32_t ttl_s, const char *purpose)
 {
     memset(l, 0, sizeof *l);
+    pathf(l->root, "%s", root);
+    l->file_mode = 0644;
     pathf(l->dir, "%s/" KVS_META_DIR, root);
     pathf(l->path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
     l->ttl_ns = (uint64_t)(ttl_s ? ttl_s : 1) * 1000000000u;
@@ -289,32 +276,32 @@ static void start_holding(kvs_lease *l, uint64_t t_start)
 }
 
 /* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
-static kvs_status create(kvs_lease *l)
+static kvs_status create(kvs_lease *l, int dfd)
 {
     const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
     random_hex(l->nonce, 16);
     l->generation = 1;
     l->acquired_wall_ns = lease_wall_ns();
-    char tmp[KVS_PATH_MAX];
-    int rc = write_temp(l, tmp);
+    char tmp[64];
+    int rc = write_temp(l, dfd, tmp, sizeof tmp);
     if (rc)
         return kvs__fail(kvs__errno_status(-rc), "cannot write a lease file in %s: %s", l->dir,
-                         strerror(-rc));
-    if (io->rename_noreplace(tmp, l->path) == 0) {
+                         kvs__meta_strerror(-rc));
+    if (io->renameat(dfd, tmp, KVS_LEASE_FILE, 1) == 0) {
         start_holding(l, t_start);
         return KVS_OK;
     }
     int err = errno;
     if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        err = io->link(tmp, l->path) == 0 ? 0 : errno;
-        io->unlink(tmp);
+        err = io->linkat(dfd, tmp, KVS_LEASE_FILE) == 0 ? 0 : errno;
+        io->unlinkat(dfd, tmp, 0);
         if (err == 0) {
             start_holding(l, t_start);
             return KVS_OK;
         }
     } else {
-        io->unlink(tmp);
+        io->unlinkat(dfd, tmp, 0);
     }
     if (err == EEXIST) {
         snprintf(l->holder, sizeof l->holder, "another process created it first");
@@ -355,46 +342,54 @@ static bool holder_gone(const lease_text *t)
     return start && t->owner.start_ticks && start != t->owner.start_ticks;
 }
 
-static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
+static kvs_status take_over(kvs_lease *l, int dfd, uint64_t observed, const char *why)
 {
     const kvs_io_ops *io = kvs__io();
-    char priv[KVS_PATH_MAX], hex[17], text[LEASE_MAX_BYTES];
+    char priv[64], hex[17], text[LEASE_MAX_BYTES];
     random_hex(hex, 8);
-    pathf(priv, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
-    if (io->rename(l->path, priv) != 0) {
+    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) != 0) {
         if (errno == ENOENT)
             return KVS_ERR_BUSY; /* another contender moved first */
         return kvs__fail(kvs__errno_status(errno), "cannot take over the lease %s: %s", l->path,
                          strerror(errno));
     }
-    int n = read_small(priv, text, sizeof text);
+    int n = read_lease(dfd, priv, text, sizeof text);
     if (n < 0 || kvs__checksum(text, (size_t)n) != observed) {
         /* It changed after we looked: the holder renewed late, it is alive. */
-        if (io->rename_noreplace(priv, l->path) != 0)
-            io->unlink(priv);
+        if (io->renameat(dfd, priv, KVS_LEASE_FILE, 1) != 0)
+            io->unlinkat(dfd, priv, 0);
         l->seen = false;
         return KVS_ERR_BUSY;
     }
-    io->unlink(priv);
-    kvs_status st = create(l);
+    io->unlinkat(dfd, priv, 0);
+    kvs_status st = create(l, dfd);
     if (st == KVS_OK)
         kvs__log(KVS_LOG_INFO, "took over the collector lease %s (%s)", l->path, why);
     return st;
 }
 
-kvs_status kvs__lease_try(kvs_lease *l)
+static kvs_status lease_try_in(kvs_lease *l, int dfd)
 {
-    if (l->held) {
-        if (kvs__lease_keep(l) == KVS_OK)
-            return KVS_OK;
-    }
     char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
+    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    if (n == -KVS_ENOTREG || n == -ELOOP) {
+        /* A FIFO, socket or symlink is no holder's lease (a holder writes a
+         * regular file): remove that entry, only it, and take the lease. */
+        struct stat st;
+        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0 && !S_ISREG(st.st_mode) &&
+            !S_ISDIR(st.st_mode)) {
+            kvs__log(KVS_LOG_WARN, "the lease %s %s; removed it", l->path,
+                     kvs__meta_strerror(-n));
+            kvs__unlink_examined(dfd, KVS_LEASE_FILE, &st);
+            n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+        }
+    }
     if (n == -ENOENT)
-        return create(l);
+        return create(l, dfd);
     if (n < 0)
-        return kvs__fail(kvs__errno_status(-n), "cannot read the lease %s: %s", l->path,
-                         strerror(-n));
+        return kvs__fail(kvs__errno_status(-n), "cannot read the lease %s: it %s", l->path,
+                         kvs__meta_strerror(-n));
     uint64_t now = kvs__now_ns();
     uint64_t h = kvs__checksum(text, (size_t)n);
     if (!l->seen || h != l->seen_hash) {
@@ -406,7 +401,7 @@ kvs_status kvs__lease_try(kvs_lease *l)
     parse(text, &t);
     struct stat st;
     uint64_t mtime = 0;
-    if (kvs__io()->stat(l->path, &st) == 0)
+    if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
         mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
     describe(&t, mtime, l->holder, sizeof l->holder);
     /* The longer of our ttl and the holder's decides. */
@@ -415,19 +410,34 @@ kvs_status kvs__lease_try(kvs_lease *l)
     char why[384];
     if (holder_gone(&t)) {
         snprintf(why, sizeof why, "its holder, pid %u of this machine, is gone", t.owner.pid);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     if (now - l->seen_since >= ttl + 2 * grace) {
         snprintf(why, sizeof why, "%s; not renewed for %.1f s", l->holder,
                  (double)(now - l->seen_since) / 1e9);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     uint64_t wall = kvs__wall_ns();
     if (mtime && wall > mtime && wall - mtime > ttl + ABANDONED_SKEW_NS) {
         snprintf(why, sizeof why, "abandoned %.0f s ago", (double)(wall - mtime) / 1e9);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     return KVS_ERR_BUSY;
+}
+
+kvs_status kvs__lease_try(kvs_lease *l)
+{
+    if (l->held) {
+        if (kvs__lease_keep(l) == KVS_OK)
+            return KVS_OK;
+    }
+    int dfd = lease_dir(l, true);
+    if (dfd < 0)
+        return kvs__fail(kvs__errno_status(-dfd), "cannot open %s: it %s", l->dir,
+                         kvs__meta_strerror(-dfd));
+    kvs_status st = lease_try_in(l, dfd);
+    kvs__io()->close(dfd);
+    return st;
 }
 
 bool kvs__lease_valid(const kvs_lease *l)
@@ -443,18 +453,11 @@ static kvs_status lose(kvs_lease *l, const char *why)
     return KVS_ERR_BUSY;
 }
 
-kvs_status kvs__lease_keep(kvs_lease *l)
+static kvs_status keep_in(kvs_lease *l, int dfd, uint64_t t_start)
 {
-    if (!l->held)
-        return KVS_ERR_BUSY;
-    uint64_t t_start = kvs__now_ns();
-    if (t_start >= l->valid_until)
-        return lose(l, "it ran out before it could be renewed");
-    if (t_start < l->renew_after)
-        return KVS_OK;
     const kvs_io_ops *io = kvs__io();
     char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
+    int n = dfd >= 0 ? read_lease(dfd, KVS_LEASE_FILE, text, sizeof text) : dfd;
     lease_text t;
     if (n >= 0)
         parse(text, &t);
@@ -466,11 +469,11 @@ kvs_status kvs__lease_keep(kvs_lease *l)
         return KVS_OK;
     }
     l->generation++;
-    char tmp[KVS_PATH_MAX];
-    int rc = write_temp(l, tmp);
-    if (rc == 0 && io->rename(tmp, l->path) != 0) {
+    char tmp[64];
+    int rc = write_temp(l, dfd, tmp, sizeof tmp);
+    if (rc == 0 && io->renameat(dfd, tmp, KVS_LEASE_FILE, 0) != 0) {
         rc = -errno;
-        io->unlink(tmp);
+        io->unlinkat(dfd, tmp, 0);
     }
     if (rc) {
         l->renew_after = t_start + l->grace_ns / 4;
@@ -483,6 +486,22 @@ kvs_status kvs__lease_keep(kvs_lease *l)
     return KVS_OK;
 }
 
+kvs_status kvs__lease_keep(kvs_lease *l)
+{
+    if (!l->held)
+        return KVS_ERR_BUSY;
+    uint64_t t_start = kvs__now_ns();
+    if (t_start >= l->valid_until)
+        return lose(l, "it ran out before it could be renewed");
+    if (t_start < l->renew_after)
+        return KVS_OK;
+    int dfd = lease_dir(l, false);
+    kvs_status st = keep_in(l, dfd, t_start);
+    if (dfd >= 0)
+        kvs__io()->close(dfd);
+    return st;
+}
+
 void kvs__lease_release(kvs_lease *l)
 {
     if (!l->held)
@@ -490,31 +509,46 @@ void kvs__lease_release(kvs_lease *l)
     l->held = false;
     if (kvs__now_ns() >= l->valid_until)
         return; /* it may be someone else's now */
-    char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
-    if (n < 0)
+    int dfd = lease_dir(l, false);
+    if (dfd < 0)
         return;
-    lease_text t;
-    parse(text, &t);
-    if (strcmp(t.nonce, l->nonce) == 0)
-        kvs__io()->unlink(l->path);
+    char text[LEASE_MAX_BYTES];
+    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    if (n >= 0) {
+        lease_text t;
+        parse(text, &t);
+        if (strcmp(t.nonce, l->nonce) == 0)
+            kvs__io()->unlinkat(dfd, KVS_LEASE_FILE, 0);
+    }
+    kvs__io()->close(dfd);
 }
 
 char *kvs__lease_describe(const char *root)
 {
-    char path[KVS_PATH_MAX], text[LEASE_MAX_BYTES], desc[256];
-    pathf(path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
-    int n = read_small(path, text, sizeof text);
-    if (n == -ENOENT)
+    char text[LEASE_MAX_BYTES], desc[256];
+    kvs_lease l;
+    kvs__lease_init(&l, root, 1, NULL);
+    int dfd = lease_dir(&l, false);
+    if (dfd == -ENOENT)
         return kvs__strdup("free");
-    if (n < 0)
-        return kvs__asprintf("unknown (%s)", strerror(-n));
-    lease_text t;
-    parse(text, &t);
-    struct stat st;
-    uint64_t mtime = 0;
-    if (kvs__io()->stat(path, &st) == 0)
-        mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-    describe(&t, mtime, desc, sizeof desc);
-    return kvs__strdup(desc);
+    if (dfd < 0)
+        return kvs__asprintf("unknown (%s " KVS_META_DIR " %s)", root, kvs__meta_strerror(-dfd));
+    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    char *out = NULL;
+    if (n == -ENOENT) {
+        out = kvs__strdup("free");
+    } else if (n < 0) {
+        out = kvs__asprintf("unknown (" KVS_LEASE_FILE " %s)", kvs__meta_strerror(-n));
+    } else {
+        lease_text t;
+        parse(text, &t);
+        struct stat st;
+        uint64_t mtime = 0;
+        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
+            mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+        describe(&t, mtime, desc, sizeof desc);
+        out = kvs__strdup(desc);
+    }
+    kvs__io()->close(dfd);
+    return out;
 }
