@@ -680,9 +680,9 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     v->o = o;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->report_mu, NULL);
-    pthread_cond_init(&v->cv_items, NULL);
-    pthread_cond_init(&v->cv_space, NULL);
-    pthread_cond_init(&v->cv_done, NULL);
+    kvs__cond_init(&v->cv_items);
+    kvs__cond_init(&v->cv_space);
+    kvs__cond_init(&v->cv_done);
     uint64_t t0 = kvs__now_ns();
     kvs_status st = KVS_OK;
     pthread_t producer;
@@ -704,14 +704,7 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     /* Report progress from this thread until every worker is done. */
     pthread_mutex_lock(&v->mu);
     while (v->workers_left > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&v->cv_done, &v->mu, &ts);
+        kvs__cond_wait_until(&v->cv_done, &v->mu, kvs__now_ns() + 100000000u);
         if (o->progress) {
             uint64_t done = v->rep.files, total = v->counted ? v->total : 0, b = v->rep.bytes;
             pthread_mutex_unlock(&v->mu);

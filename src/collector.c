@@ -1036,17 +1036,10 @@ static void collector_unref(kvs_collector *c)
 /* Waits up to ns or until stopped or kicked; true when stopped. */
 static bool collector_wait(kvs_collector *c, uint64_t ns, bool wake_on_kick)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec += (long)(ns % 1000000000u);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    uint64_t deadline = kvs__now_ns() + ns;
     pthread_mutex_lock(&c->mu);
     while (!c->stop && !(wake_on_kick && c->kicks)) {
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0)
+        if (kvs__cond_wait_until(&c->cv, &c->mu, deadline) != 0)
             break;
     }
     bool stop = c->stop;
@@ -1279,7 +1272,7 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
         kvs__lease_init(&c->leases[i], c->roots[i], c->cfg->lease_ttl_s, "engine");
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    kvs__cond_init(&c->cv);
     atomic_init(&c->refs, 2);
     if (pthread_create(&c->thread, NULL, collector_main, c) != 0) {
         atomic_store(&c->refs, 1);
@@ -1301,9 +1294,8 @@ void kvs__collector_stop(kvs_collector *c)
     /* A pass notices between folders; a filesystem call that hangs keeps
      * the thread, which then cleans up after itself. */
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 2;
-    if (pthread_timedjoin_np(c->thread, NULL, &ts) != 0)
+    kvs__mono_timespec_in(2000000000u, &ts);
+    if (pthread_clockjoin_np(c->thread, NULL, CLOCK_MONOTONIC, &ts) != 0)
         pthread_detach(c->thread);
     collector_unref(c);
 }

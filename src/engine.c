@@ -971,7 +971,7 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
     atomic_init(&op->refs, 1);
     atomic_init(&op->cut, n);
     pthread_mutex_init(&op->mu, NULL);
-    pthread_cond_init(&op->cv, NULL);
+    kvs__cond_init(&op->cv);
     engine_ref(e);
 
     size_t T = e->ns.chunk_size;
@@ -1218,19 +1218,6 @@ static void op_abandon(kvs_op *op, bool count_timeout)
                         ETIMEDOUT);
 }
 
-static void deadline_to_timespec(uint64_t deadline_ns, struct timespec *ts)
-{
-    uint64_t now = kvs__now_ns();
-    uint64_t left = deadline_ns > now ? deadline_ns - now : 0;
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += (time_t)(left / 1000000000u);
-    ts->tv_nsec += (long)(left % 1000000000u);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out)
 {
     if (!op)
@@ -1248,9 +1235,7 @@ kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out
     while (!op->complete) {
         if (kvs__now_ns() >= deadline)
             break;
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+        kvs__cond_wait_until(&op->cv, &op->mu, deadline);
     }
     if (!op->complete) {
         pthread_mutex_unlock(&op->mu);
@@ -1290,9 +1275,7 @@ kvs_status kvs_op_wait_layer(kvs_op *op, uint32_t layer, size_t *loaded_tokens_o
             pthread_mutex_lock(&op->mu);
             continue;
         }
-        struct timespec ts;
-        deadline_to_timespec(op->deadline_ns, &ts);
-        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+        kvs__cond_wait_until(&op->cv, &op->mu, op->deadline_ns);
     }
     size_t tokens = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
@@ -1324,9 +1307,7 @@ void kvs_op_free(kvs_op *op)
         /* Zero-copy I/O may still be in flight on the caller's memory. */
         pthread_mutex_lock(&op->mu);
         while (atomic_load(&op->direct_io) > 0) {
-            struct timespec ts;
-            deadline_to_timespec(kvs__now_ns() + 10000000u, &ts);
-            pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+            kvs__cond_wait_until(&op->cv, &op->mu, kvs__now_ns() + 10000000u);
         }
         pthread_mutex_unlock(&op->mu);
     }
@@ -1551,7 +1532,7 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
     if (!b)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory probing the store");
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    kvs__cond_init(&b->cv);
     b->engine = e;
     b->n = n;
     b->refs = 1 + (int)n;
@@ -1567,9 +1548,7 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
         kvs__pool_submit(e->pool, &b->items[i].task, KVS_PRIO_READ);
     pthread_mutex_lock(&b->mu);
     while (b->ndone < b->n && kvs__now_ns() < deadline) {
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        kvs__cond_wait_until(&b->cv, &b->mu, deadline);
     }
     uint32_t present = 0;
     while (present < n && b->items[present].done && b->items[present].result == KVS_PROBE_PRESENT)
@@ -1712,7 +1691,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     if (!e)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory opening an engine");
     pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->idle_cv, NULL);
+    kvs__cond_init(&e->idle_cv);
     atomic_init(&e->refs, 1);
     kvs_status st = kvs_config_copy(cfg, &e->cfg);
     if (st)
@@ -1792,9 +1771,7 @@ void kvs_engine_close(kvs_engine *e)
     uint64_t deadline = kvs__now_ns() + e->store_timeout_ns;
     pthread_mutex_lock(&e->mu);
     while (atomic_load(&e->pending_chunks) > 0 && kvs__now_ns() < deadline) {
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&e->idle_cv, &e->mu, &ts);
+        kvs__cond_wait_until(&e->idle_cv, &e->mu, deadline);
     }
     uint64_t left = atomic_load(&e->pending_chunks);
     pthread_mutex_unlock(&e->mu);

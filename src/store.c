@@ -731,7 +731,7 @@ kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const k
     if (!j)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    kvs__cond_init(&j->cv);
     j->refs = 2;
     kvs_status st = kvs_config_copy(cfg, &j->cfg);
     j->ns = *ns;
@@ -756,17 +756,7 @@ kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const k
     uint64_t deadline = kvs__now_ns() + timeout_ns;
     pthread_mutex_lock(&j->mu);
     while (!j->done && kvs__now_ns() < deadline) {
-        uint64_t left = deadline - kvs__now_ns();
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        left = KVS_MIN(left, (uint64_t)3600 * 1000000000u);
-        ts.tv_sec += (time_t)(left / 1000000000u);
-        ts.tv_nsec += (long)(left % 1000000000u);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        kvs__cond_wait_until(&j->cv, &j->mu, deadline);
     }
     if (!j->done) {
         st = kvs__fail(KVS_ERR_TIMEOUT,
