@@ -499,7 +499,21 @@ static int cand_cmp(const void *a, const void *b)
 typedef struct fs_info {
     uint64_t size, free, used;
     uint64_t id;           /* f_fsid; 0 with size 0: unknown */
+    uint64_t files, ifree; /* inodes in all and free (f_files 0: unlimited, as
+                              on btrfs: no inode floor) */
 } fs_info;
+
+/* The free-space floor holds for inodes as for bytes: a filesystem with
+ * floor/size of its bytes free but fewer of its inodes is below the floor
+ * too (a store of small chunks runs out of inodes first, and then no write
+ * succeeds however many bytes are free).  The inode floor is the same
+ * fraction of the inodes. */
+static uint64_t inode_floor(const fs_info *f, uint64_t floor_bytes)
+{
+    if (!f->files || !f->size)
+        return 0;
+    return (uint64_t)((double)f->files * (double)floor_bytes / (double)f->size);
+}
 
 static void fs_query(const char *root, fs_info *f)
 {
@@ -511,6 +525,8 @@ static void fs_query(const char *root, fs_info *f)
     f->free = (uint64_t)v.f_bavail * v.f_frsize;
     f->used = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
     f->id = (uint64_t)v.f_fsid;
+    f->files = (uint64_t)v.f_files;
+    f->ifree = (uint64_t)v.f_favail;
 }
 
 typedef struct run {
@@ -846,11 +862,12 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
                 continue;
             uint64_t floor = KVS_MIN(p->floor_bytes, fs0[g].size / 2);
             uint32_t mask = 0;
-            uint64_t freed_here = 0;
+            uint64_t freed_here = 0, freed_files_here = 0;
             for (uint32_t i = 0; i < p->nroots; i++) {
                 if (group[i] == g) {
                     mask |= 1u << i;
                     freed_here += total_freed[i] + x->freed[i];
+                    freed_files_here += total_freed_files[i] + x->freed_files[i];
                 }
             }
             /* What this collection removed counts as free even before the
@@ -858,10 +875,27 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             fs_info now;
             fs_query(p->roots[g], &now);
             uint64_t free_now = KVS_MAX(now.free, fs0[g].free + freed_here);
-            if (free_now >= floor)
+            double margin = 1.0 + KVS_MAX(p->high - p->low, 0.05);
+            uint64_t need = 0;
+            if (free_now < floor)
+                need = (uint64_t)((double)floor * margin) - free_now;
+            /* Inodes: files to remove, at the average size of a chunk here. */
+            uint64_t ifloor = inode_floor(&now, floor);
+            uint64_t ifree_now = KVS_MAX(now.ifree, fs0[g].ifree + freed_files_here);
+            if (ifree_now < ifloor) {
+                uint64_t bytes = 0, files = 0;
+                for (uint32_t i = 0; i < p->nroots; i++) {
+                    if (group[i] == g) {
+                        bytes += x->used[i];
+                        files += x->chunks[i];
+                    }
+                }
+                uint64_t avg = files ? KVS_MAX(bytes / files, (uint64_t)1) : 1;
+                uint64_t ineed = (uint64_t)((double)ifloor * margin) - ifree_now;
+                need = KVS_MAX(need, ineed * avg);
+            }
+            if (!need)
                 continue;
-            uint64_t want = (uint64_t)((double)floor * (1.0 + KVS_MAX(p->high - p->low, 0.05)));
-            uint64_t need = want - free_now;
             if (evict_from(x, mask, need) < need) {
                 if (more_candidates(x, mask))
                     again = true;
@@ -1013,6 +1047,11 @@ struct kvs_collector {
     kvs_usage_record rec[KVS_MAX_STORE_PATHS];
     bool have_rec[KVS_MAX_STORE_PATHS];
     struct timespec rec_mtime[KVS_MAX_STORE_PATHS];
+    /* When that pass ended, by our monotonic clock: the record's wall time
+     * is another host's clock, so it only ever makes the pass look older
+     * than when we first saw its record, never newer (a host whose clock is
+     * ahead must not stop collection for as long as it is ahead). */
+    uint64_t rec_end_mono[KVS_MAX_STORE_PATHS];
     ino_t rec_ino[KVS_MAX_STORE_PATHS];
     uint64_t fs_low[KVS_MAX_STORE_PATHS];    /* least fs usage seen since rec */
     int floor_logged;
@@ -1072,7 +1111,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
 {
     const kvs_config *cfg = c->cfg;
     fs_info fs[KVS_MAX_STORE_PATHS];
-    uint64_t now_wall = kvs__wall_ns();
+    uint64_t now_wall = kvs__wall_ns(), now = kvs__now_ns();
     bool have_all = true, starved = false, refuse = false, evicted_last = false;
     uint64_t last_end = UINT64_MAX, last_dur = 0, used = 0;
     for (uint32_t i = 0; i < c->nroots; i++) {
@@ -1086,6 +1125,10 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
                 st.st_mtim.tv_sec != c->rec_mtime[i].tv_sec ||
                 st.st_mtim.tv_nsec != c->rec_mtime[i].tv_nsec) {
                 c->have_rec[i] = kvs__usage_read(c->roots[i], &c->rec[i]) == 0;
+                uint64_t age = now_wall > c->rec[i].pass_end_wall_ns
+                                   ? now_wall - c->rec[i].pass_end_wall_ns
+                                   : 0;
+                c->rec_end_mono[i] = now - KVS_MIN(age, now);
                 c->rec_ino[i] = st.st_ino;
                 c->rec_mtime[i] = st.st_mtim;
                 c->fs_low[i] = c->rec[i].fs_used_baseline;
@@ -1098,7 +1141,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
             continue;
         }
         used += c->rec[i].used_bytes;
-        last_end = KVS_MIN(last_end, c->rec[i].pass_end_wall_ns);
+        last_end = KVS_MIN(last_end, c->rec_end_mono[i]);
         last_dur = KVS_MAX(last_dur, c->rec[i].pass_ns);
         starved |= c->rec[i].starved != 0;
         evicted_last |= c->rec[i].evicted_files != 0;
@@ -1122,7 +1165,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
                               "min_free_space (%.3f GB) is more than half of the filesystem of "
                               "%s (%.3f GB); keeping half of it free instead",
                               (double)c->floor / 1e9, c->roots[i], (double)fs[i].size / 1e9);
-            refuse |= fs[i].free < floor;
+            refuse |= fs[i].free < floor || fs[i].ifree < inode_floor(&fs[i], floor);
         }
     }
     /* At the cap itself the collector is not keeping up: stop adding until
@@ -1140,7 +1183,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
     uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
     /* Collect at most a third of the time, even when something (another
      * tenant of the filesystem) keeps the estimate above the watermark. */
-    bool recent = have_all && now_wall < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
+    bool recent = have_all && now < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
     if (kicks) {
         *why = "a write failed for lack of space";
         return DUE_URGENT;
@@ -1150,12 +1193,12 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         return DUE_URGENT;
     }
     bool settling = have_all && evicted_last &&
-                    now_wall < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
-    if (refuse && !settling && !(starved && now_wall < last_end + interval)) {
+                    now < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
+    if (refuse && !settling && !(starved && now < last_end + interval)) {
         *why = "free space is below min_free_space";
         return DUE_URGENT;
     }
-    if (!have_all || now_wall >= last_end + interval) {
+    if (!have_all || now >= last_end + interval) {
         *why = "periodic measurement";
         return DUE_BACKGROUND;
     }
@@ -1172,6 +1215,10 @@ static void *collector_main(void *arg)
      * at the same moment. */
     uint64_t jitter = 0;
     kvs__io()->getrandom(&jitter, sizeof jitter);
+    /* The lease file is made now, while there is room: taking it later
+     * needs no inode or block, so a full filesystem can still be collected. */
+    for (uint32_t i = 0; i < c->nroots; i++)
+        kvs__lease_prepare(&c->leases[i]);
     bool stopped = collector_wait(c, TICK_NS / 2 + jitter % TICK_NS, false);
     while (!stopped) {
         pthread_mutex_lock(&c->mu);

@@ -540,7 +540,7 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
         if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen) {
             struct iovec iov[MAX_DIRECT_IOV];
             int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
                 if (!direct_begin(op))
@@ -607,7 +607,7 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         goto resolve;
     }
     struct stat st;
-    int fd = kvs__store_open_read(&e->store, c->key, &st);
+    int fd = kvs__store_open_read(&e->store, c->key, &st, &c->fd_direct);
     if (fd < 0) {
         int err = -fd;
         if (err == ENOENT || err == ENOTDIR || err == ESTALE) {
@@ -808,7 +808,7 @@ static void write_piece(kvs_xpiece *p, kvs_worker *w)
         if (op->direct && data_len == blen && !c->cpu) {
             struct iovec iov[MAX_DIRECT_IOV];
             int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
                 if (!direct_begin(op))
@@ -873,7 +873,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     }
     if (pr == KVS_PROBE_BAD)
         kvs__store_remove(&e->store, c->key);
-    int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix);
+    int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix, &c->fd_direct);
     if (fd < 0) {
         write_fail(c, -fd, "create");
         end_store_chunk(c);
@@ -1740,7 +1740,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
         kvs__pool_destroy(e->pool, 0);
         goto fail;
     }
-    e->stats.direct_io = e->store.direct;
+    e->stats.direct_io = __atomic_load_n(&e->store.direct, __ATOMIC_RELAXED);
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
              "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s",

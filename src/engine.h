@@ -93,6 +93,7 @@ struct kvs_xchunk {
     kvs_xpiece *pieces;
     kvs_slot_cover cover;
     int fd;
+    bool fd_direct;                /* fd has O_DIRECT: align zero-copy transfers */
     uint64_t tmp_suffix;           /* store: temporary file name */
     bool index_said_present;       /* retrieve: for "vanished" vs "absent" */
     _Atomic uint32_t pieces_left;

@@ -3,23 +3,43 @@
  *
  * The file holds text lines: a nonce naming this holding, a generation that
  * every renewal bumps, and who holds it (host, boot id, pid namespace, pid,
- * process start time, purpose).  The protocol:
+ * process start time, purpose), or "state free" once released.  It is
+ * always LEASE_FILE_BYTES long (padded), and once it exists it is never
+ * removed: taking, renewing and releasing the lease rewrite it in place or
+ * rename it, none of which needs a new inode or a new block.  So a store
+ * whose filesystem ran out of inodes or space can still be collected: the
+ * lease is what lets the collector make room (docs/capacity.md).  The
+ * protocol:
  *
- *   create   write a temporary file, rename it to the lease name with
+ *   create   (only when there is no lease file: a new store) write a
+ *            temporary file, rename it to the lease name with
  *            RENAME_NOREPLACE (link() where the filesystem lacks it): of
- *            several creators exactly one succeeds.
- *   renew    every ttl/3: check the file still carries our nonce, write the
- *            next generation to a temporary file and rename it over the
- *            lease.  The holder acts only until (start of its last renewal)
- *            + ttl - grace by its monotonic clock, and drops the lease if a
- *            renewal took longer than 2 * grace.
+ *            several creators exactly one succeeds.  Every collector makes
+ *            a free one when it starts, while there is room.
+ *   renew    every ttl/3: open the file, check it still carries our nonce,
+ *            write the next generation over it through the same descriptor.
+ *            The holder acts only until (start of its last renewal) + ttl -
+ *            grace by its monotonic clock, and drops the lease if a renewal
+ *            took longer than 2 * grace.
  *   observe  a contender hashes the content it reads; when the same content
  *            has been there for ttl + 2 * grace by the contender's own
  *            monotonic clock, the holder stopped renewing before its
- *            holding ran out (a renewal is due every ttl/3).
+ *            holding ran out (a renewal is due every ttl/3).  Free content
+ *            is taken at once.
  *   take     rename the lease to a private name (one contender wins), check
  *            that it is the content observed (a late renewal would differ:
- *            then it is put back), remove it, create our own.
+ *            then it is put back), write our content into it, and rename it
+ *            back with RENAME_NOREPLACE (if someone created a new lease file
+ *            while the name was away, theirs wins and ours is removed).
+ *   release  write free content over it, if it still carries our nonce.
+ *
+ * A renewal writes in place, so a renewal that stalls between its check
+ * and its write could land in a file a contender took meanwhile.  It cannot
+ * land there unnoticed: the contender takes only ttl + 2 * grace after the
+ * content it watched appeared, which is after the holder's renewal started
+ * + 3 * grace, so such a renewal took longer than 2 * grace and its holder
+ * gives the lease up; the contender then finds a foreign nonce at its next
+ * renewal and gives it up too (a lost ttl, never two holders).
  *
  * No step compares wall clocks of two hosts, so clock skew cannot make two
  * holders; only the rates of the clocks matter.  Wall times in the file are
@@ -45,6 +65,7 @@
 #include <unistd.h>
 
 #define LEASE_MAX_BYTES 2048
+#define LEASE_FILE_BYTES 1024 /* every version of the file: rewrites need no block */
 #define ABANDONED_SKEW_NS (300ull * 1000000000ull)
 
 static int64_t wall_offset;
@@ -156,6 +177,7 @@ static void self_identity(identity *id)
 /* ---- the file ------------------------------------------------------------- */
 
 typedef struct lease_text {
+    bool free;            /* released: take at once */
     char nonce[33];
     uint64_t generation;
     identity owner;
@@ -194,6 +216,10 @@ static void parse(const char *text, lease_text *t)
     for (const char *line = text; line && *line; line = strchr(line, '\n')) {
         if (*line == '\n')
             line++;
+        char state[16] = "";
+        word(line, "state", state, sizeof state);
+        if (strcmp(state, "free") == 0)
+            t->free = true;
         word(line, "nonce", t->nonce, sizeof t->nonce);
         word(line, "host", t->owner.host, sizeof t->owner.host);
         word(line, "boot_id", t->owner.boot_id, sizeof t->owner.boot_id);
@@ -209,10 +235,36 @@ static void parse(const char *text, lease_text *t)
         number(line, "acquired_wall_ns", &t->acquired_wall_ns);
         number(line, "renewed_wall_ns", &t->renewed_wall_ns);
     }
-    t->parsed = strlen(t->nonce) == 32;
+    t->parsed = strlen(t->nonce) == 32 || t->free;
 }
 
-static int format(const kvs_lease *l, char *buf, size_t cap)
+static int format_held(const kvs_lease *l, char *buf, size_t cap);
+
+/* The content of the file, padded with newlines to LEASE_FILE_BYTES: ours
+ * while held, or (free) the free state this holding leaves behind (its
+ * nonce and generation keep each free content distinct). */
+static int format(const kvs_lease *l, bool free_state, char *buf, size_t cap)
+{
+    int n;
+    if (free_state) {
+        n = snprintf(buf, cap,
+                     "kvstash-lease 1\nstate free\nreleased %s %" PRIu64 "\nrenewed_wall_ns %" PRIu64
+                     "\n",
+                     l->nonce, l->generation, lease_wall_ns());
+    } else {
+        n = format_held(l, buf, cap);
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return n;
+    if ((size_t)n < LEASE_FILE_BYTES && cap > LEASE_FILE_BYTES) {
+        memset(buf + n, '\n', LEASE_FILE_BYTES - (size_t)n);
+        n = LEASE_FILE_BYTES;
+        buf[n] = '\0';
+    }
+    return n;
+}
+
+static int format_held(const kvs_lease *l, char *buf, size_t cap)
 {
     identity me;
     self_identity(&me);
@@ -236,14 +288,59 @@ static void random_hex(char *out, size_t bytes)
     kvs__hex(r, bytes, out);
 }
 
-/* Writes the next content to a fresh temporary file; 0 or -errno. */
-static int write_temp(const kvs_lease *l, char *tmp)
+/* Opens the lease file (or our private name for it) for reading and
+ * writing: a regular file only, no symlink, never blocking on a FIFO. */
+static int open_file(const char *path)
+{
+    const kvs_io_ops *io = kvs__io();
+    int fd = io->open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (io->fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        int err = S_ISREG(st.st_mode) ? errno : EINVAL;
+        io->close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+/* Reads through fd; length or -errno. */
+static int read_fd(int fd, char *buf, size_t cap)
+{
+    const kvs_io_ops *io = kvs__io();
+    size_t len = 0;
+    while (len < cap - 1) {
+        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return (int)len;
+}
+
+/* Writes content over the file through fd, in place; 0 or -errno. */
+static int write_fd(const kvs_lease *l, int fd, bool free_state)
+{
+    char text[LEASE_MAX_BYTES];
+    int len = format(l, free_state, text, sizeof text);
+    if (kvs__pwrite_full(fd, text, (size_t)len, 0) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Writes content to a fresh temporary file; 0 or -errno.  The only step
+ * that needs a new inode: used where no lease file exists yet. */
+static int write_temp(const kvs_lease *l, bool free_state, char *tmp)
 {
     const kvs_io_ops *io = kvs__io();
     char hex[17], text[LEASE_MAX_BYTES];
     random_hex(hex, 8);
     pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
-    int len = format(l, text, sizeof text);
+    int len = format(l, free_state, text, sizeof text);
     int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0 && errno == ENOENT) {
         if (io->mkdir(l->dir, 0755) != 0 && errno != EEXIST)
@@ -263,6 +360,23 @@ static int write_temp(const kvs_lease *l, char *tmp)
         return -err;
     }
     return 0;
+}
+
+/* Puts `from` at the lease name unless a lease file is there: 0, or
+ * -EEXIST, or another -errno. */
+static int publish(const char *from, const char *to)
+{
+    const kvs_io_ops *io = kvs__io();
+    if (io->rename_noreplace(from, to) == 0)
+        return 0;
+    int err = errno;
+    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+        if (io->link(from, to) != 0)
+            return -errno;
+        io->unlink(from);
+        return 0;
+    }
+    return -err;
 }
 
 /* ---- the protocol --------------------------------------------------------- */
@@ -288,44 +402,46 @@ static void start_holding(kvs_lease *l, uint64_t t_start)
     l->renew_after = t_start + l->ttl_ns / 3;
 }
 
+static void new_holding(kvs_lease *l)
+{
+    random_hex(l->nonce, 16);
+    l->generation = 1;
+    l->acquired_wall_ns = lease_wall_ns();
+}
+
 /* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
 static kvs_status create(kvs_lease *l)
 {
     const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
-    random_hex(l->nonce, 16);
-    l->generation = 1;
-    l->acquired_wall_ns = lease_wall_ns();
+    new_holding(l);
     char tmp[KVS_PATH_MAX];
-    int rc = write_temp(l, tmp);
+    int rc = write_temp(l, false, tmp);
     if (rc)
-        return kvs__fail(kvs__errno_status(-rc), "cannot write a lease file in %s: %s", l->dir,
-                         strerror(-rc));
-    if (io->rename_noreplace(tmp, l->path) == 0) {
+        return kvs__fail(kvs__errno_status(-rc),
+                         "cannot write a lease file in %s: %s (there is no lease file to "
+                         "reuse: a collector creates one when it starts with room to spare)",
+                         l->dir, strerror(-rc));
+    rc = publish(tmp, l->path);
+    if (rc == 0) {
         start_holding(l, t_start);
         return KVS_OK;
     }
-    int err = errno;
-    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        err = io->link(tmp, l->path) == 0 ? 0 : errno;
-        io->unlink(tmp);
-        if (err == 0) {
-            start_holding(l, t_start);
-            return KVS_OK;
-        }
-    } else {
-        io->unlink(tmp);
-    }
-    if (err == EEXIST) {
+    io->unlink(tmp);
+    if (rc == -EEXIST) {
         snprintf(l->holder, sizeof l->holder, "another process created it first");
         return KVS_ERR_BUSY;
     }
-    return kvs__fail(kvs__errno_status(err), "cannot create the lease %s: %s", l->path,
-                     strerror(err));
+    return kvs__fail(kvs__errno_status(-rc), "cannot create the lease %s: %s", l->path,
+                     strerror(-rc));
 }
 
 static void describe(const lease_text *t, uint64_t mtime_wall, char *out, size_t cap)
 {
+    if (t->free) {
+        snprintf(out, cap, "free");
+        return;
+    }
     if (!t->parsed) {
         snprintf(out, cap, "held (unreadable lease file)");
         return;
@@ -359,6 +475,7 @@ static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
 {
     const kvs_io_ops *io = kvs__io();
     char priv[KVS_PATH_MAX], hex[17], text[LEASE_MAX_BYTES];
+    uint64_t t_start = kvs__now_ns();
     random_hex(hex, 8);
     pathf(priv, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
     if (io->rename(l->path, priv) != 0) {
@@ -367,19 +484,46 @@ static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
         return kvs__fail(kvs__errno_status(errno), "cannot take over the lease %s: %s", l->path,
                          strerror(errno));
     }
-    int n = read_small(priv, text, sizeof text);
+    /* The file is ours alone under this name: check it, then write into the
+     * same inode (no new inode or block, so this works on a full
+     * filesystem) and put it back. */
+    int fd = open_file(priv);
+    int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
     if (n < 0 || kvs__checksum(text, (size_t)n) != observed) {
         /* It changed after we looked: the holder renewed late, it is alive. */
-        if (io->rename_noreplace(priv, l->path) != 0)
+        if (fd >= 0)
+            io->close(fd);
+        if (publish(priv, l->path) != 0)
             io->unlink(priv);
         l->seen = false;
         return KVS_ERR_BUSY;
     }
-    io->unlink(priv);
-    kvs_status st = create(l);
-    if (st == KVS_OK)
+    new_holding(l);
+    int rc = write_fd(l, fd, false);
+    if (io->close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc != 0) {
+        /* Back under the lease name whatever it now says: a torn content
+         * is a new content, taken ttl + 2 * grace from now at the latest. */
+        if (publish(priv, l->path) != 0)
+            io->unlink(priv);
+        l->seen = false;
+        return kvs__fail(kvs__errno_status(-rc), "cannot write the lease %s: %s", l->path,
+                         strerror(-rc));
+    }
+    rc = publish(priv, l->path);
+    if (rc != 0) {
+        /* Someone created a new lease file while ours was away: theirs. */
+        io->unlink(priv);
+        if (rc == -EEXIST)
+            return KVS_ERR_BUSY;
+        return kvs__fail(kvs__errno_status(-rc), "cannot put back the lease %s: %s", l->path,
+                         strerror(-rc));
+    }
+    start_holding(l, t_start);
+    if (why)
         kvs__log(KVS_LOG_INFO, "took over the collector lease %s (%s)", l->path, why);
-    return st;
+    return KVS_OK;
 }
 
 kvs_status kvs__lease_try(kvs_lease *l)
@@ -413,6 +557,8 @@ kvs_status kvs__lease_try(kvs_lease *l)
     uint64_t ttl = KVS_MAX(l->ttl_ns, t.ttl_ms * 1000000u);
     uint64_t grace = KVS_MAX(ttl / 10, (uint64_t)100000000u);
     char why[384];
+    if (t.free)
+        return take_over(l, h, NULL);
     if (holder_gone(&t)) {
         snprintf(why, sizeof why, "its holder, pid %u of this machine, is gone", t.owner.pid);
         return take_over(l, h, why);
@@ -454,25 +600,28 @@ kvs_status kvs__lease_keep(kvs_lease *l)
         return KVS_OK;
     const kvs_io_ops *io = kvs__io();
     char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
+    int fd = open_file(l->path);
+    int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
     lease_text t;
     if (n >= 0)
         parse(text, &t);
-    if (n == -ENOENT || (n >= 0 && strcmp(t.nonce, l->nonce) != 0))
+    if (n == -ENOENT || (n >= 0 && strcmp(t.nonce, l->nonce) != 0)) {
+        if (fd >= 0)
+            io->close(fd);
         return lose(l, "another process holds it now");
-    if (n < 0) {
-        /* Try again soon; the holding stays good until valid_until. */
-        l->renew_after = t_start + l->grace_ns / 4;
-        return KVS_OK;
     }
-    l->generation++;
-    char tmp[KVS_PATH_MAX];
-    int rc = write_temp(l, tmp);
-    if (rc == 0 && io->rename(tmp, l->path) != 0) {
+    int rc = n < 0 ? n : 0;
+    /* Write only while the check is fresh (see the top of this file). */
+    if (rc == 0 && kvs__now_ns() - t_start > l->grace_ns)
+        rc = -ETIMEDOUT;
+    if (rc == 0) {
+        l->generation++;
+        rc = write_fd(l, fd, false);
+    }
+    if (fd >= 0 && io->close(fd) != 0 && rc == 0)
         rc = -errno;
-        io->unlink(tmp);
-    }
     if (rc) {
+        /* Try again soon; the holding stays good until valid_until. */
         l->renew_after = t_start + l->grace_ns / 4;
         return KVS_OK;
     }
@@ -491,13 +640,32 @@ void kvs__lease_release(kvs_lease *l)
     if (kvs__now_ns() >= l->valid_until)
         return; /* it may be someone else's now */
     char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
-    if (n < 0)
+    int fd = open_file(l->path);
+    if (fd < 0)
         return;
     lease_text t;
-    parse(text, &t);
-    if (strcmp(t.nonce, l->nonce) == 0)
-        kvs__io()->unlink(l->path);
+    if (read_fd(fd, text, sizeof text) >= 0) {
+        parse(text, &t);
+        /* Free content, not a removal: the file stays for the next holder,
+         * who then needs no inode to take it. */
+        if (strcmp(t.nonce, l->nonce) == 0)
+            write_fd(l, fd, true);
+    }
+    kvs__io()->close(fd);
+}
+
+void kvs__lease_prepare(kvs_lease *l)
+{
+    char text[LEASE_MAX_BYTES], tmp[KVS_PATH_MAX];
+    if (read_small(l->path, text, sizeof text) != -ENOENT)
+        return;
+    kvs_lease blank = *l;
+    random_hex(blank.nonce, 16);
+    blank.generation = 0;
+    if (write_temp(&blank, true, tmp) != 0)
+        return; /* no room: the first take creates it, or says why not */
+    if (publish(tmp, l->path) != 0)
+        kvs__io()->unlink(tmp);
 }
 
 char *kvs__lease_describe(const char *root)
