@@ -70,7 +70,7 @@ kvs_status kvs_admin_open(const kvs_config *cfg, kvs_admin **admin_out)
             kvs_admin_close(a);
             return st;
         }
-        if (a->n > 1 && kvs__store_root_id(a->paths[i], false, &a->ids[i]) != KVS_OK) {
+        if (a->n > 1 && kvs__store_root_id(a->paths[i], false, 0, &a->ids[i]) != KVS_OK) {
             a->ids[i] = 0;
             a->all_ids = false;
         }
@@ -189,19 +189,22 @@ static void list_clear(list_ctx *l)
     kvs__free(l->acc);
 }
 
-/* NAMESPACE.json of a namespace, from the first path that has it. */
+/* NAMESPACE.json of a namespace, from the first path that has it (read
+ * through descriptors: a FIFO or a symlink there is skipped). */
 static char *read_identity(kvs_admin *a, const char *ns)
 {
     const kvs_io_ops *io = kvs__io();
     for (uint32_t r = 0; r < a->n; r++) {
-        char p[KVS_PATH_MAX];
-        pathf(p, "%s/%s/" KVS_NAMESPACE_FILE, a->paths[r], ns);
-        int fd = io->open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
-        if (fd < 0)
+        int rfd = kvs__root_open(a->paths[r]);
+        if (rfd < 0)
+            continue;
+        int nfd = io->open_beneath(rfd, ns, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        io->close(rfd);
+        if (nfd < 0)
             continue;
         char buf[4096];
-        ssize_t n = io->pread(fd, buf, sizeof buf - 1, 0);
-        io->close(fd);
+        int n = kvs__meta_read(nfd, KVS_NAMESPACE_FILE, buf, sizeof buf);
+        io->close(nfd);
         if (n <= 0)
             continue;
         while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -770,6 +773,7 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
     for (uint32_t i = 0; i < a->n; i++) {
         roots[i] = a->paths[order[i]];
         kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, "kvstash gc");
+        leases[i].file_mode = cfg->file_mode;
     }
     /* Wait for the lease: a dead holder's expires after lease_ttl_s. */
     uint64_t deadline = kvs__now_ns() + (uint64_t)opts->lease_wait_ms * 1000000u;
@@ -802,7 +806,7 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
         .target_bytes = KVS_NO_TARGET,
         .tmp_grace_ns = opts->tmp_grace_ms ? opts->tmp_grace_ms * 1000000u
                                            : (uint64_t)cfg->tmp_grace_s * 1000000000u,
-        .dry_run = opts->flags & KVS_GC_DRY_RUN, .purpose = "kvstash gc", .urgent = true,
+        .dry_run = opts->flags & KVS_GC_DRY_RUN, .purpose = "kvstash gc", .file_mode = cfg->file_mode, .urgent = true,
         .on_evict = opts->on_file ? gc_on_evict : NULL, .on_evict_ctx = &cb,
     };
     if (opts->flags & KVS_GC_DRY_RUN)

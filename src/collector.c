@@ -332,33 +332,30 @@ kvs_status kvs__walk(kvs_walk *w)
 
 /* ---- usage.json ------------------------------------------------------------ */
 
-static int write_file_atomic(const char *path, const char *text, size_t len)
+/* <root>/.kvstash, reached without following a symlink below the root;
+ * -errno. */
+static int meta_dir(const char *root, bool create, uint32_t file_mode)
 {
-    const kvs_io_ops *io = kvs__io();
-    char tmp[KVS_PATH_MAX];
-    uint64_t r = 0;
-    io->getrandom(&r, sizeof r);
-    pathf(tmp, "%s.%016" PRIx64 KVS_TMP_SUFFIX, path, r);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return -errno;
-    int rc = kvs__pwrite_full(fd, text, len, 0) == 0 ? 0 : -errno;
-    if (io->close(fd) != 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && io->rename(tmp, path) != 0)
-        rc = -errno;
-    if (rc)
-        io->unlink(tmp);
+    int rfd = kvs__root_open(root);
+    if (rfd < 0)
+        return rfd;
+    int dfd = kvs__meta_dir_open(rfd, create, file_mode ? file_mode : 0644);
+    kvs__io()->close(rfd);
+    return dfd;
+}
+
+int kvs__usage_stat(const char *root, struct stat *st)
+{
+    int dfd = meta_dir(root, false, 0);
+    if (dfd < 0)
+        return dfd;
+    int rc = kvs__io()->fstatat(dfd, USAGE_FILE, st) == 0 ? 0 : -errno;
+    kvs__io()->close(dfd);
     return rc;
 }
 
-int kvs__usage_write(const char *root, const kvs_usage_record *u)
+int kvs__usage_write(const char *root, const kvs_usage_record *u, uint32_t file_mode)
 {
-    char dir[KVS_PATH_MAX], path[KVS_PATH_MAX];
-    pathf(dir, "%s/" KVS_META_DIR, root);
-    pathf(path, "%s/" USAGE_FILE, dir);
-    if (kvs__io()->mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return -errno;
     kvs_buf b = {0};
     kvs_buf_printf(&b,
                    "{\"version\": 1, \"used_bytes\": %" PRIu64 ", \"chunks\": %" PRIu64
@@ -376,7 +373,12 @@ int kvs__usage_write(const char *root, const kvs_usage_record *u)
         kvs_buf_reset(&b);
         return -ENOMEM;
     }
-    int rc = write_file_atomic(path, b.data, b.len);
+    int dfd = meta_dir(root, true, file_mode);
+    int rc = dfd < 0 ? dfd
+                     : kvs__meta_write(dfd, USAGE_FILE, b.data, b.len, file_mode ? file_mode : 0644,
+                                       0);
+    if (dfd >= 0)
+        kvs__io()->close(dfd);
     kvs_buf_reset(&b);
     return rc;
 }
@@ -394,18 +396,14 @@ static uint64_t json_u64(const char *text, const char *key, bool *found)
 
 int kvs__usage_read(const char *root, kvs_usage_record *u)
 {
-    const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX], text[1024];
-    pathf(path, "%s/" KVS_META_DIR "/" USAGE_FILE, root);
-    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
-    if (fd < 0)
-        return -errno;
-    ssize_t n = io->pread(fd, text, sizeof text - 1, 0);
-    int err = errno;
-    io->close(fd);
+    char text[1024];
+    int dfd = meta_dir(root, false, 0);
+    if (dfd < 0)
+        return dfd;
+    int n = kvs__meta_read(dfd, USAGE_FILE, text, sizeof text);
+    kvs__io()->close(dfd);
     if (n < 0)
-        return -err;
-    text[n] = '\0';
+        return n;
     memset(u, 0, sizeof *u);
     bool ok = false;
 #define RD_(f) u->f = json_u64(text, #f, &ok);
@@ -736,7 +734,7 @@ static void append_log(const kvs_collect_params *p, const kvs_collect_result *r,
                        uint64_t t0_mono, uint64_t t1_mono)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX], line[768], host[64] = "";
+    char line[768], host[64] = "";
     gethostname(host, sizeof host - 1);
     time_t now = time(NULL);
     struct tm tm;
@@ -753,16 +751,22 @@ static void append_log(const kvs_collect_params *p, const kvs_collect_result *r,
                      t1_mono, r->starved ? " starved=1" : "");
     /* The first path's log speaks for the collection (the lease of every
      * path is held, so one writer at a time appends). */
-    pathf(path, "%s/" KVS_META_DIR "/" LOG_FILE, p->roots[0]);
-    struct stat st;
-    if (io->stat(path, &st) == 0 && st.st_size > LOG_ROTATE_BYTES) {
-        char old[KVS_PATH_MAX];
-        pathf(old, "%s.1", path);
-        io->rename(path, old);
-    }
-    int fd = io->open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
+    int dfd = meta_dir(p->roots[0], true, p->file_mode);
+    if (dfd < 0)
         return;
+    struct stat st;
+    if (io->fstatat(dfd, LOG_FILE, &st) == 0 && S_ISREG(st.st_mode) &&
+        st.st_size > LOG_ROTATE_BYTES)
+        io->renameat(dfd, LOG_FILE, LOG_FILE ".1", 0);
+    int fd = kvs__meta_open(dfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND,
+                            p->file_mode ? p->file_mode : 0644);
+    io->close(dfd);
+    if (fd < 0) {
+        static int logged;
+        kvs__log_once(&logged, KVS_LOG_WARN, "cannot append to %s/" KVS_META_DIR "/" LOG_FILE
+                      ": it %s", p->roots[0], kvs__meta_strerror(-fd));
+        return;
+    }
     if (io->pwrite(fd, line, (size_t)n, 0) < 0) {
         /* informative only */
     }
@@ -970,7 +974,7 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             u.evicted_files = total_freed_files[i];
             u.evicted_bytes = total_freed[i];
             u.orphans_removed = r->orphans_removed;
-            kvs__usage_write(p->roots[i], &u);
+            kvs__usage_write(p->roots[i], &u, p->file_mode);
         }
         append_log(p, r, t0, t1);
     }
@@ -989,7 +993,7 @@ void kvs__roots_order(char *const *paths, uint32_t n, uint32_t *order)
     uint64_t ids[KVS_MAX_STORE_PATHS] = {0};
     for (uint32_t i = 0; i < n; i++) {
         order[i] = i;
-        if (n > 1 && kvs__store_root_id(paths[i], false, &ids[i]) != KVS_OK)
+        if (n > 1 && kvs__store_root_id(paths[i], false, 0, &ids[i]) != KVS_OK)
             ids[i] = 0;
     }
     for (uint32_t i = 1; i < n; i++)
@@ -1117,10 +1121,8 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
     for (uint32_t i = 0; i < c->nroots; i++) {
         fs_query(c->roots[i], &fs[i]);
         c->quiet_low[i] = KVS_MIN(c->quiet_low[i], fs[i].used);
-        char path[KVS_PATH_MAX];
         struct stat st;
-        pathf(path, "%s/" KVS_META_DIR "/" USAGE_FILE, c->roots[i]);
-        if (kvs__io()->stat(path, &st) == 0) {
+        if (kvs__usage_stat(c->roots[i], &st) == 0) {
             if (!c->have_rec[i] || st.st_ino != c->rec_ino[i] ||
                 st.st_mtim.tv_sec != c->rec_mtime[i].tv_sec ||
                 st.st_mtim.tv_nsec != c->rec_mtime[i].tv_nsec) {
@@ -1256,7 +1258,7 @@ static void *collector_main(void *arg)
                 .low = cfg->store_low_watermark, .floor_bytes = c->floor,
                 .target_bytes = KVS_NO_TARGET, .nospace_mask = kicks,
                 .tmp_grace_ns = (uint64_t)cfg->tmp_grace_s * 1000000000u, .record = true,
-                .purpose = "engine", .tick = collector_tick, .tick_ctx = c,
+                .purpose = "engine", .file_mode = cfg->file_mode, .tick = collector_tick, .tick_ctx = c,
                 .urgent = d == DUE_URGENT || kicks,
             };
             kvs_collect_result r;
@@ -1317,6 +1319,7 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
         c->roots[i] = c->cfg->store_paths[order[i]];
         c->map[order[i]] = i;
         kvs__lease_init(&c->leases[i], c->roots[i], c->cfg->lease_ttl_s, "engine");
+        c->leases[i].file_mode = c->cfg->file_mode;
     }
     pthread_mutex_init(&c->mu, NULL);
     kvs__cond_init(&c->cv);

@@ -93,7 +93,10 @@ typedef struct kvs_usage_record {
 } kvs_usage_record;
 
 int kvs__usage_read(const char *root, kvs_usage_record *r);   /* 0 or -errno */
-int kvs__usage_write(const char *root, const kvs_usage_record *r);
+/* file_mode: of the file and of .kvstash if it is made (0: 0644). */
+int kvs__usage_write(const char *root, const kvs_usage_record *r, uint32_t file_mode);
+/* lstat of usage.json (to see whether it changed); 0 or -errno. */
+int kvs__usage_stat(const char *root, struct stat *st);
 
 /* ---- one collection ------------------------------------------------------- */
 
@@ -120,6 +123,7 @@ typedef struct kvs_collect_params {
                                    unfiltered pass) */
     uint32_t max_candidates;    /* 0: the default bound (262144) */
     const char *purpose;        /* for the log */
+    uint32_t file_mode;         /* of .kvstash and its files (0: 0644) */
     /* Called between folders: returns nonzero to stop; *urgent may be set
      * to drop the pacing.  NULL: never stop, never pace. */
     int (*tick)(void *ctx, bool *urgent);

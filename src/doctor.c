@@ -79,36 +79,46 @@ static void fs_type(const char *path, char *type, size_t tlen, char *mnt, size_t
     fclose(f);
 }
 
+/* Everything in the store path is opened by name from its descriptor,
+ * without following a symlink or blocking on a FIFO (store.h). */
 static const char *probe_direct(const char *dir, char *why, size_t wlen)
 {
     const kvs_io_ops *io = kvs__io();
-    char tmp[4200];
+    char tmp[64];
     uint64_t r = 0;
     io->getrandom(&r, sizeof r);
-    snprintf(tmp, sizeof tmp, "%s/.kvstash-doctor.%016llx.tmp", dir, (unsigned long long)r);
+    snprintf(tmp, sizeof tmp, ".kvstash-doctor.%016llx.tmp", (unsigned long long)r);
+    int rfd = kvs__root_open(dir);
+    if (rfd < 0) {
+        snprintf(why, wlen, "cannot open the folder: %s", strerror(-rfd));
+        return "unknown";
+    }
     void *buf = kvs__aligned_alloc(4096, 4096);
     if (!buf) {
+        io->close(rfd);
         snprintf(why, wlen, "out of memory");
         return "unknown";
     }
     memset(buf, 0xa5, 4096);
     const char *verdict = "supported";
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    int fd = kvs__meta_open(rfd, tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (fd < 0) {
-        snprintf(why, wlen, "cannot create a file here: %s", strerror(errno));
+        snprintf(why, wlen, "cannot create a file here: %s", kvs__meta_strerror(-fd));
         verdict = "unknown (not writable)";
         goto out;
     }
     io->close(fd);
-    fd = io->open(tmp, O_WRONLY | O_CLOEXEC | O_DIRECT, 0);
+    fd = kvs__meta_open(rfd, tmp, O_WRONLY | O_DIRECT, 0);
     if (fd < 0 || kvs__pwrite_full(fd, buf, 4096, 0) != 0) {
-        snprintf(why, wlen, "%s refused: %s", fd < 0 ? "open" : "write", strerror(errno));
+        snprintf(why, wlen, "%s refused: %s", fd < 0 ? "open" : "write",
+                 fd < 0 ? kvs__meta_strerror(-fd) : strerror(errno));
         verdict = "not supported";
     } else {
         io->close(fd);
-        fd = io->open(tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+        fd = kvs__meta_open(rfd, tmp, O_RDONLY | O_DIRECT, 0);
         if (fd < 0 || kvs__pread_full(fd, buf, 4096, 0) != 0) {
-            snprintf(why, wlen, "read refused: %s", strerror(errno));
+            snprintf(why, wlen, "read refused: %s",
+                     fd < 0 ? kvs__meta_strerror(-fd) : strerror(errno));
             verdict = "not supported";
         } else {
             snprintf(why, wlen, "a 4096-byte write and read passed");
@@ -116,8 +126,9 @@ static const char *probe_direct(const char *dir, char *why, size_t wlen)
     }
     if (fd >= 0)
         io->close(fd);
-    io->unlink(tmp);
+    io->unlinkat(rfd, tmp, 0);
 out:
+    io->close(rfd);
     kvs__free(buf);
     return verdict;
 }
@@ -168,12 +179,12 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
                                cfg->min_free_space);
         }
         uint64_t id = 0;
-        if (kvs__store_root_id(path, false, &id) == KVS_OK) {
+        if (kvs__store_root_id(path, false, 0, &id) == KVS_OK) {
             kvs_buf_printf(&b, "  store id: %016llx%s\n", (unsigned long long)id,
                            cfg->num_store_paths > 1 ? " (picks which keys live here)" : "");
             for (uint32_t q = 0; q < p; q++) {
                 uint64_t other = 0;
-                if (kvs__store_root_id(cfg->store_paths[q], false, &other) == KVS_OK &&
+                if (kvs__store_root_id(cfg->store_paths[q], false, 0, &other) == KVS_OK &&
                     other == id) {
                     kvs_buf_printf(&b, "  problem: store path %u has the same store id: one "
                                        "folder listed twice, or a copy; engines refuse this\n",

@@ -167,6 +167,11 @@ static int posix_utimensat(int dirfd, const char *name, const struct timespec ti
     return utimensat(dirfd, name, times, AT_SYMLINK_NOFOLLOW);
 }
 
+static int posix_fstatat(int dirfd, const char *name, struct stat *st)
+{
+    return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
 const kvs_io_ops kvs__io_posix = {
     .open = posix_open,
     .close = close,
@@ -195,6 +200,7 @@ const kvs_io_ops kvs__io_posix = {
     .renameat = posix_renameat,
     .linkat = posix_linkat,
     .utimensat = posix_utimensat,
+    .fstatat = posix_fstatat,
 };
 
 static _Atomic(const kvs_io_ops *) current = &kvs__io_posix;
@@ -359,6 +365,11 @@ static int r_utimensat(int dirfd, const char *name, const struct timespec times[
     RETRY(int, cur()->utimensat(dirfd, name, times));
 }
 
+static int r_fstatat(int dirfd, const char *name, struct stat *st)
+{
+    RETRY(int, cur()->fstatat(dirfd, name, st));
+}
+
 static const kvs_io_ops retrying = {
     .open = r_open,
     .close = r_close,
@@ -387,6 +398,7 @@ static const kvs_io_ops retrying = {
     .renameat = r_renameat,
     .linkat = r_linkat,
     .utimensat = r_utimensat,
+    .fstatat = r_fstatat,
 };
 
 const kvs_io_ops *kvs__io(void)

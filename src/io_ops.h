@@ -67,6 +67,8 @@ typedef struct kvs_io_ops {
     int (*renameat)(int dirfd, const char *from, const char *to, int noreplace);
     int (*linkat)(int dirfd, const char *from, const char *to);
     int (*utimensat)(int dirfd, const char *name, const struct timespec times[2]);
+    /* lstat of one `name` in dirfd (fstatat with AT_SYMLINK_NOFOLLOW). */
+    int (*fstatat)(int dirfd, const char *name, struct stat *st);
 } kvs_io_ops;
 
 /* The table in use (the real one unless a test replaced it), behind the

@@ -101,31 +101,16 @@ typedef struct identity {
     uint64_t start_ticks; /* field 22 of /proc/PID/stat */
 } identity;
 
-static int read_small(const char *path, char *buf, size_t cap)
+/* The lease's folder, <root>/.kvstash, reached from the root without
+ * following a symlink (store.h); -errno. */
+static int lease_dir(const kvs_lease *l, bool create)
 {
-    const kvs_io_ops *io = kvs__io();
-    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
-    if (fd < 0)
-        return -errno;
-    size_t len = 0;
-    for (;;) {
-        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int err = errno;
-            io->close(fd);
-            return -err;
-        }
-        if (n == 0 || len + (size_t)n >= cap - 1) {
-            len += (size_t)n;
-            break;
-        }
-        len += (size_t)n;
-    }
-    io->close(fd);
-    buf[len] = '\0';
-    return (int)len;
+    int rfd = kvs__root_open(l->root);
+    if (rfd < 0)
+        return rfd;
+    int dfd = kvs__meta_dir_open(rfd, create, l->file_mode);
+    kvs__io()->close(rfd);
+    return dfd;
 }
 
 /* Process start time of pid in clock ticks since boot; 0 when unknown. */
@@ -288,21 +273,11 @@ static void random_hex(char *out, size_t bytes)
     kvs__hex(r, bytes, out);
 }
 
-/* Opens the lease file (or our private name for it) for reading and
+/* Opens the lease file (or our private name for it) in dfd for reading and
  * writing: a regular file only, no symlink, never blocking on a FIFO. */
-static int open_file(const char *path)
+static int open_file(int dfd, const char *name)
 {
-    const kvs_io_ops *io = kvs__io();
-    int fd = io->open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (io->fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        int err = S_ISREG(st.st_mode) ? errno : EINVAL;
-        io->close(fd);
-        return -err;
-    }
-    return fd;
+    return kvs__meta_open(dfd, name, O_RDWR, 0);
 }
 
 /* Reads through fd; length or -errno. */
@@ -322,6 +297,12 @@ static int read_fd(int fd, char *buf, size_t cap)
     return (int)len;
 }
 
+/* The whole file named `name` in dfd; length or -errno. */
+static int read_name(int dfd, const char *name, char *buf, size_t cap)
+{
+    return kvs__meta_read(dfd, name, buf, cap);
+}
+
 /* Writes content over the file through fd, in place; 0 or -errno. */
 static int write_fd(const kvs_lease *l, int fd, bool free_state)
 {
@@ -332,23 +313,18 @@ static int write_fd(const kvs_lease *l, int fd, bool free_state)
     return 0;
 }
 
-/* Writes content to a fresh temporary file; 0 or -errno.  The only step
- * that needs a new inode: used where no lease file exists yet. */
-static int write_temp(const kvs_lease *l, bool free_state, char *tmp)
+/* Writes content to a fresh temporary file in dfd; 0 or -errno.  The only
+ * step that needs a new inode: used where no lease file exists yet. */
+static int write_temp(const kvs_lease *l, int dfd, bool free_state, char *tmp, size_t cap)
 {
     const kvs_io_ops *io = kvs__io();
     char hex[17], text[LEASE_MAX_BYTES];
     random_hex(hex, 8);
-    pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
+    snprintf(tmp, cap, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
     int len = format(l, free_state, text, sizeof text);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0 && errno == ENOENT) {
-        if (io->mkdir(l->dir, 0755) != 0 && errno != EEXIST)
-            return -errno;
-        fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    }
+    int fd = kvs__meta_open(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)l->file_mode);
     if (fd < 0)
-        return -errno;
+        return fd;
     int rc = kvs__pwrite_full(fd, text, (size_t)len, 0);
     int err = errno;
     if (io->close(fd) != 0 && rc == 0) {
@@ -356,7 +332,7 @@ static int write_temp(const kvs_lease *l, bool free_state, char *tmp)
         err = errno;
     }
     if (rc != 0) {
-        io->unlink(tmp);
+        io->unlinkat(dfd, tmp, 0);
         return -err;
     }
     return 0;
@@ -364,16 +340,16 @@ static int write_temp(const kvs_lease *l, bool free_state, char *tmp)
 
 /* Puts `from` at the lease name unless a lease file is there: 0, or
  * -EEXIST, or another -errno. */
-static int publish(const char *from, const char *to)
+static int publish(int dfd, const char *from)
 {
     const kvs_io_ops *io = kvs__io();
-    if (io->rename_noreplace(from, to) == 0)
+    if (io->renameat(dfd, from, KVS_LEASE_FILE, 1) == 0)
         return 0;
     int err = errno;
     if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        if (io->link(from, to) != 0)
+        if (io->linkat(dfd, from, KVS_LEASE_FILE) != 0)
             return -errno;
-        io->unlink(from);
+        io->unlinkat(dfd, from, 0);
         return 0;
     }
     return -err;
@@ -384,6 +360,8 @@ static int publish(const char *from, const char *to)
 void kvs__lease_init(kvs_lease *l, const char *root, uint32_t ttl_s, const char *purpose)
 {
     memset(l, 0, sizeof *l);
+    pathf(l->root, "%s", root);
+    l->file_mode = 0644;
     pathf(l->dir, "%s/" KVS_META_DIR, root);
     pathf(l->path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
     l->ttl_ns = (uint64_t)(ttl_s ? ttl_s : 1) * 1000000000u;
@@ -410,24 +388,23 @@ static void new_holding(kvs_lease *l)
 }
 
 /* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
-static kvs_status create(kvs_lease *l)
+static kvs_status create(kvs_lease *l, int dfd)
 {
-    const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
     new_holding(l);
-    char tmp[KVS_PATH_MAX];
-    int rc = write_temp(l, false, tmp);
+    char tmp[64];
+    int rc = write_temp(l, dfd, false, tmp, sizeof tmp);
     if (rc)
         return kvs__fail(kvs__errno_status(-rc),
-                         "cannot write a lease file in %s: %s (there is no lease file to "
-                         "reuse: a collector creates one when it starts with room to spare)",
-                         l->dir, strerror(-rc));
-    rc = publish(tmp, l->path);
+                         "cannot write a lease file in %s: it %s (there is no lease file to "
+                         "reuse: a collector makes one when it starts with room to spare)",
+                         l->dir, kvs__meta_strerror(-rc));
+    rc = publish(dfd, tmp);
     if (rc == 0) {
         start_holding(l, t_start);
         return KVS_OK;
     }
-    io->unlink(tmp);
+    kvs__io()->unlinkat(dfd, tmp, 0);
     if (rc == -EEXIST) {
         snprintf(l->holder, sizeof l->holder, "another process created it first");
         return KVS_ERR_BUSY;
@@ -471,14 +448,14 @@ static bool holder_gone(const lease_text *t)
     return start && t->owner.start_ticks && start != t->owner.start_ticks;
 }
 
-static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
+static kvs_status take_over(kvs_lease *l, int dfd, uint64_t observed, const char *why)
 {
     const kvs_io_ops *io = kvs__io();
-    char priv[KVS_PATH_MAX], hex[17], text[LEASE_MAX_BYTES];
+    char priv[64], hex[17], text[LEASE_MAX_BYTES];
     uint64_t t_start = kvs__now_ns();
     random_hex(hex, 8);
-    pathf(priv, "%s.%s" KVS_TMP_SUFFIX, l->path, hex);
-    if (io->rename(l->path, priv) != 0) {
+    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) != 0) {
         if (errno == ENOENT)
             return KVS_ERR_BUSY; /* another contender moved first */
         return kvs__fail(kvs__errno_status(errno), "cannot take over the lease %s: %s", l->path,
@@ -487,14 +464,14 @@ static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
     /* The file is ours alone under this name: check it, then write into the
      * same inode (no new inode or block, so this works on a full
      * filesystem) and put it back. */
-    int fd = open_file(priv);
+    int fd = open_file(dfd, priv);
     int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
     if (n < 0 || kvs__checksum(text, (size_t)n) != observed) {
         /* It changed after we looked: the holder renewed late, it is alive. */
         if (fd >= 0)
             io->close(fd);
-        if (publish(priv, l->path) != 0)
-            io->unlink(priv);
+        if (publish(dfd, priv) != 0)
+            io->unlinkat(dfd, priv, 0);
         l->seen = false;
         return KVS_ERR_BUSY;
     }
@@ -505,16 +482,16 @@ static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
     if (rc != 0) {
         /* Back under the lease name whatever it now says: a torn content
          * is a new content, taken ttl + 2 * grace from now at the latest. */
-        if (publish(priv, l->path) != 0)
-            io->unlink(priv);
+        if (publish(dfd, priv) != 0)
+            io->unlinkat(dfd, priv, 0);
         l->seen = false;
         return kvs__fail(kvs__errno_status(-rc), "cannot write the lease %s: %s", l->path,
                          strerror(-rc));
     }
-    rc = publish(priv, l->path);
+    rc = publish(dfd, priv);
     if (rc != 0) {
         /* Someone created a new lease file while ours was away: theirs. */
-        io->unlink(priv);
+        io->unlinkat(dfd, priv, 0);
         if (rc == -EEXIST)
             return KVS_ERR_BUSY;
         return kvs__fail(kvs__errno_status(-rc), "cannot put back the lease %s: %s", l->path,
@@ -526,19 +503,15 @@ static kvs_status take_over(kvs_lease *l, uint64_t observed, const char *why)
     return KVS_OK;
 }
 
-kvs_status kvs__lease_try(kvs_lease *l)
+static kvs_status lease_try_in(kvs_lease *l, int dfd)
 {
-    if (l->held) {
-        if (kvs__lease_keep(l) == KVS_OK)
-            return KVS_OK;
-    }
     char text[LEASE_MAX_BYTES];
-    int n = read_small(l->path, text, sizeof text);
+    int n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
     if (n == -ENOENT)
-        return create(l);
+        return create(l, dfd);
     if (n < 0)
-        return kvs__fail(kvs__errno_status(-n), "cannot read the lease %s: %s", l->path,
-                         strerror(-n));
+        return kvs__fail(kvs__errno_status(-n), "cannot read the lease %s: it %s", l->path,
+                         kvs__meta_strerror(-n));
     uint64_t now = kvs__now_ns();
     uint64_t h = kvs__checksum(text, (size_t)n);
     if (!l->seen || h != l->seen_hash) {
@@ -550,7 +523,7 @@ kvs_status kvs__lease_try(kvs_lease *l)
     parse(text, &t);
     struct stat st;
     uint64_t mtime = 0;
-    if (kvs__io()->stat(l->path, &st) == 0)
+    if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
         mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
     describe(&t, mtime, l->holder, sizeof l->holder);
     /* The longer of our ttl and the holder's decides. */
@@ -558,22 +531,37 @@ kvs_status kvs__lease_try(kvs_lease *l)
     uint64_t grace = KVS_MAX(ttl / 10, (uint64_t)100000000u);
     char why[384];
     if (t.free)
-        return take_over(l, h, NULL);
+        return take_over(l, dfd, h, NULL);
     if (holder_gone(&t)) {
         snprintf(why, sizeof why, "its holder, pid %u of this machine, is gone", t.owner.pid);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     if (now - l->seen_since >= ttl + 2 * grace) {
         snprintf(why, sizeof why, "%s; not renewed for %.1f s", l->holder,
                  (double)(now - l->seen_since) / 1e9);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     uint64_t wall = kvs__wall_ns();
     if (mtime && wall > mtime && wall - mtime > ttl + ABANDONED_SKEW_NS) {
         snprintf(why, sizeof why, "abandoned %.0f s ago", (double)(wall - mtime) / 1e9);
-        return take_over(l, h, why);
+        return take_over(l, dfd, h, why);
     }
     return KVS_ERR_BUSY;
+}
+
+kvs_status kvs__lease_try(kvs_lease *l)
+{
+    if (l->held) {
+        if (kvs__lease_keep(l) == KVS_OK)
+            return KVS_OK;
+    }
+    int dfd = lease_dir(l, true);
+    if (dfd < 0)
+        return kvs__fail(kvs__errno_status(-dfd), "cannot open %s: it %s", l->dir,
+                         kvs__meta_strerror(-dfd));
+    kvs_status st = lease_try_in(l, dfd);
+    kvs__io()->close(dfd);
+    return st;
 }
 
 bool kvs__lease_valid(const kvs_lease *l)
@@ -589,6 +577,17 @@ static kvs_status lose(kvs_lease *l, const char *why)
     return KVS_ERR_BUSY;
 }
 
+/* Opens the lease file itself (through its folder); fd or -errno. */
+static int open_lease(const kvs_lease *l)
+{
+    int dfd = lease_dir(l, false);
+    if (dfd < 0)
+        return dfd;
+    int fd = open_file(dfd, KVS_LEASE_FILE);
+    kvs__io()->close(dfd);
+    return fd;
+}
+
 kvs_status kvs__lease_keep(kvs_lease *l)
 {
     if (!l->held)
@@ -600,7 +599,7 @@ kvs_status kvs__lease_keep(kvs_lease *l)
         return KVS_OK;
     const kvs_io_ops *io = kvs__io();
     char text[LEASE_MAX_BYTES];
-    int fd = open_file(l->path);
+    int fd = open_lease(l);
     int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
     lease_text t;
     if (n >= 0)
@@ -640,7 +639,7 @@ void kvs__lease_release(kvs_lease *l)
     if (kvs__now_ns() >= l->valid_until)
         return; /* it may be someone else's now */
     char text[LEASE_MAX_BYTES];
-    int fd = open_file(l->path);
+    int fd = open_lease(l);
     if (fd < 0)
         return;
     lease_text t;
@@ -656,33 +655,47 @@ void kvs__lease_release(kvs_lease *l)
 
 void kvs__lease_prepare(kvs_lease *l)
 {
-    char text[LEASE_MAX_BYTES], tmp[KVS_PATH_MAX];
-    if (read_small(l->path, text, sizeof text) != -ENOENT)
+    char text[LEASE_MAX_BYTES], tmp[64];
+    int dfd = lease_dir(l, true);
+    if (dfd < 0)
         return;
-    kvs_lease blank = *l;
-    random_hex(blank.nonce, 16);
-    blank.generation = 0;
-    if (write_temp(&blank, true, tmp) != 0)
-        return; /* no room: the first take creates it, or says why not */
-    if (publish(tmp, l->path) != 0)
-        kvs__io()->unlink(tmp);
+    if (read_name(dfd, KVS_LEASE_FILE, text, sizeof text) == -ENOENT) {
+        kvs_lease blank = *l;
+        random_hex(blank.nonce, 16);
+        blank.generation = 0;
+        /* No room: the first take creates it, or says why it cannot. */
+        if (write_temp(&blank, dfd, true, tmp, sizeof tmp) == 0 && publish(dfd, tmp) != 0)
+            kvs__io()->unlinkat(dfd, tmp, 0);
+    }
+    kvs__io()->close(dfd);
 }
 
 char *kvs__lease_describe(const char *root)
 {
-    char path[KVS_PATH_MAX], text[LEASE_MAX_BYTES], desc[256];
-    pathf(path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
-    int n = read_small(path, text, sizeof text);
-    if (n == -ENOENT)
+    char text[LEASE_MAX_BYTES], desc[256];
+    kvs_lease l;
+    kvs__lease_init(&l, root, 1, NULL);
+    int dfd = lease_dir(&l, false);
+    if (dfd == -ENOENT)
         return kvs__strdup("free");
-    if (n < 0)
-        return kvs__asprintf("unknown (%s)", strerror(-n));
-    lease_text t;
-    parse(text, &t);
-    struct stat st;
-    uint64_t mtime = 0;
-    if (kvs__io()->stat(path, &st) == 0)
-        mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-    describe(&t, mtime, desc, sizeof desc);
-    return kvs__strdup(desc);
+    if (dfd < 0)
+        return kvs__asprintf("unknown (%s " KVS_META_DIR " %s)", root, kvs__meta_strerror(-dfd));
+    int n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
+    char *out = NULL;
+    if (n == -ENOENT) {
+        out = kvs__strdup("free");
+    } else if (n < 0) {
+        out = kvs__asprintf("unknown (" KVS_LEASE_FILE " %s)", kvs__meta_strerror(-n));
+    } else {
+        lease_text t;
+        parse(text, &t);
+        struct stat st;
+        uint64_t mtime = 0;
+        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
+            mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+        describe(&t, mtime, desc, sizeof desc);
+        out = kvs__strdup(desc);
+    }
+    kvs__io()->close(dfd);
+    return out;
 }

@@ -20,7 +20,10 @@
 
 typedef struct kvs_lease {
     char path[KVS_PATH_MAX];      /* <root>/.kvstash/collector.lease */
-    char dir[KVS_PATH_MAX];       /* <root>/.kvstash */
+    char dir[KVS_PATH_MAX];       /* <root>/.kvstash (for messages) */
+    char root[KVS_PATH_MAX];      /* the store path; .kvstash is reached from
+                                     it by descriptor (store.h) */
+    uint32_t file_mode;           /* of the lease files (0644 unless set) */
     uint64_t ttl_ns;              /* lease_ttl_s */
     uint64_t grace_ns;            /* safety margin, max(ttl / 10, 100 ms) */
     char purpose[48];             /* shown to operators ("engine", "kvstash gc") */

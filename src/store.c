@@ -82,7 +82,7 @@ static int mkdir_p(const char *path, mode_t mode)
     return 0;
 }
 
-static mode_t dir_mode(uint32_t file_mode)
+mode_t kvs__dir_mode(uint32_t file_mode)
 {
     /* A folder is searchable by whoever may read its files. */
     mode_t m = (mode_t)file_mode | 0700;
@@ -93,53 +93,236 @@ static mode_t dir_mode(uint32_t file_mode)
     return m;
 }
 
+#define dir_mode kvs__dir_mode
+
+/* ---- metadata files ------------------------------------------------------- */
+
+/* The type of the last non-regular file kvs__meta_open met on this thread,
+ * for kvs__meta_strerror. */
+static __thread mode_t last_kind;
+
+static const char *kind_name(mode_t m)
+{
+    switch (m & S_IFMT) {
+    case S_IFIFO: return "a FIFO";
+    case S_IFSOCK: return "a socket";
+    case S_IFCHR: return "a character device";
+    case S_IFBLK: return "a block device";
+    case S_IFDIR: return "a folder";
+    case S_IFLNK: return "a symbolic link";
+    default: return "not a regular file";
+    }
+}
+
+const char *kvs__meta_strerror(int err)
+{
+    static __thread char text[96];
+    if (err < 0)
+        err = -err;
+    if (err == KVS_ENOTREG) {
+        snprintf(text, sizeof text, "is %s, not a regular file", kind_name(last_kind));
+        return text;
+    }
+    if (err == ELOOP || err == EXDEV)
+        return "is a symbolic link (not followed)";
+    return strerror(err);
+}
+
+static int not_regular(mode_t m)
+{
+    last_kind = m;
+    return -KVS_ENOTREG;
+}
+
+int kvs__root_open(const char *root)
+{
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 && errno == EACCES)
+        fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
+}
+
+int kvs__meta_dir_open(int rootfd, bool create, uint32_t file_mode)
+{
+    const kvs_io_ops *io = kvs__io();
+    if (create && io->mkdirat(rootfd, KVS_META_DIR, dir_mode(file_mode)) != 0 && errno != EEXIST)
+        return -errno;
+    int fd = io->open_beneath(rootfd, KVS_META_DIR,
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0 && errno == EACCES)
+        fd = io->open_beneath(rootfd, KVS_META_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+                              0);
+    if (fd < 0) {
+        int err = errno == EXDEV ? ELOOP : errno;
+        struct stat st;
+        if (err == ENOTDIR && io->fstatat(rootfd, KVS_META_DIR, &st) == 0) {
+            last_kind = st.st_mode;
+            return S_ISLNK(st.st_mode) ? -ELOOP : -KVS_ENOTREG;
+        }
+        return -err;
+    }
+    return fd;
+}
+
+int kvs__meta_open(int dirfd, const char *name, int flags, mode_t mode)
+{
+    const kvs_io_ops *io = kvs__io();
+    int fd = io->open_beneath(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
+    if (fd < 0) {
+        int err = errno;
+        if (err == EXDEV)
+            return -ELOOP;
+        /* A socket (ENXIO), a FIFO without a reader for a writer (ENXIO),
+         * a device without a driver (ENODEV), a folder (EISDIR): say what
+         * it is. */
+        struct stat st;
+        if ((err == ENXIO || err == ENODEV || err == EISDIR || err == EOPNOTSUPP ||
+             err == EWOULDBLOCK) &&
+            io->fstatat(dirfd, name, &st) == 0 && !S_ISREG(st.st_mode))
+            return not_regular(st.st_mode);
+        return -err;
+    }
+    struct stat st;
+    if (io->fstat(fd, &st) != 0) {
+        int err = errno;
+        io->close(fd);
+        return -err;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        io->close(fd);
+        return not_regular(st.st_mode);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK))
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+int kvs__meta_read(int dirfd, const char *name, char *buf, size_t cap)
+{
+    const kvs_io_ops *io = kvs__io();
+    int fd = kvs__meta_open(dirfd, name, O_RDONLY, 0);
+    if (fd < 0)
+        return fd;
+    size_t len = 0;
+    int rc = 0;
+    while (len < cap - 1) {
+        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    io->close(fd);
+    buf[len] = '\0';
+    return rc ? rc : (int)len;
+}
+
+static void meta_temp_name(const char *name, char *buf, size_t cap)
+{
+    uint64_t r = 0;
+    if (kvs__io()->getrandom(&r, sizeof r) != 0)
+        r = kvs__now_ns() ^ ((uint64_t)getpid() << 40);
+    snprintf(buf, cap, ".%s.%016llx" KVS_TMP_SUFFIX, name, (unsigned long long)r);
+}
+
+int kvs__meta_write(int dirfd, const char *name, const void *data, size_t len,
+                    uint32_t file_mode, unsigned flags)
+{
+    const kvs_io_ops *io = kvs__io();
+    char tmp[NAME_MAX + 1];
+    meta_temp_name(name, tmp, sizeof tmp);
+    int fd = kvs__meta_open(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)file_mode);
+    if (fd < 0)
+        return fd;
+    int rc = kvs__pwrite_full(fd, data, len, 0) == 0 ? 0 : -errno;
+    if (rc == 0 && (flags & KVS_META_SYNC) && io->fsync(fd) != 0)
+        rc = -errno;
+    if (io->close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0) {
+        if (!(flags & KVS_META_NOREPLACE)) {
+            if (io->renameat(dirfd, tmp, name, 0) != 0)
+                rc = -errno;
+        } else if (io->renameat(dirfd, tmp, name, 1) != 0) {
+            rc = -errno;
+            if (rc == -EINVAL || rc == -ENOSYS || rc == -ENOTSUP)
+                rc = io->linkat(dirfd, tmp, name) == 0 ? 0 : -errno;
+            if (rc == -EEXIST)
+                rc = 1;
+        }
+    }
+    io->unlinkat(dirfd, tmp, 0); /* ENOENT once renamed */
+    if (rc == 0 && (flags & KVS_META_SYNC) && io->fsync(dirfd) != 0 && errno != EBADF &&
+        errno != EINVAL)
+        rc = -errno; /* EBADF: an O_PATH folder, EINVAL: a filesystem without it */
+    return rc;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+int kvs__unlink_examined(int dirfd, const char *name, const struct stat *examined)
+{
+    const kvs_io_ops *io = kvs__io();
+    struct stat now;
+    if (io->fstatat(dirfd, name, &now) != 0)
+        return errno == ENOENT || errno == ESTALE ? 1 : -errno;
+    if (!same_file(&now, examined))
+        return 1;
+    /* Set it aside under a name only we know, then look again: what we
+     * moved is the file examined, or it goes back. */
+    char priv[NAME_MAX + 1];
+    meta_temp_name(name, priv, sizeof priv);
+    if (io->renameat(dirfd, name, priv, 0) != 0)
+        return errno == ENOENT || errno == ESTALE ? 1 : -errno;
+    if (io->fstatat(dirfd, priv, &now) == 0 && same_file(&now, examined)) {
+        if (io->unlinkat(dirfd, priv, S_ISDIR(now.st_mode) ? AT_REMOVEDIR : 0) != 0)
+            return -errno;
+        return 0;
+    }
+    /* Another file was published under the name in between: put it back
+     * (or, if yet another took the name since, drop this copy of the same
+     * key). */
+    if (io->renameat(dirfd, priv, name, 1) != 0) {
+        int err = errno;
+        if ((err == EINVAL || err == ENOSYS || err == ENOTSUP) &&
+            io->linkat(dirfd, priv, name) == 0)
+            err = 0;
+        io->unlinkat(dirfd, priv, 0);
+        (void)err;
+    }
+    return 1;
+}
+
 static kvs_status write_namespace_file(kvs_fstore *s, uint32_t p, const kvs_ns *ns)
 {
     const kvs_io_ops *io = kvs__io();
     int dfd = s->ns_fd[p];
-    int fd = io->open_beneath(dfd, KVS_NAMESPACE_FILE, O_RDONLY | O_NONBLOCK | O_CLOEXEC, 0);
-    if (fd >= 0) {
-        io->close(fd);
+    /* Informative only (engines never read it back): a regular file there
+     * stays; a symlink, FIFO or socket planted there is replaced, never
+     * written through or opened. */
+    struct stat st;
+    bool exists = io->fstatat(dfd, KVS_NAMESPACE_FILE, &st) == 0;
+    if (exists && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)))
         return KVS_OK;
-    }
-    char tmp[64];
-    uint64_t r = 0;
-    io->getrandom(&r, sizeof r);
-    snprintf(tmp, sizeof tmp, "." KVS_NAMESPACE_FILE ".%016llx" KVS_TMP_SUFFIX,
-             (unsigned long long)r);
     char *desc = kvs__ns_describe_json(ns);
     if (!desc)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory describing the namespace");
-    kvs_status st_out = KVS_OK;
-    fd = io->open_beneath(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, s->file_mode);
-    if (fd < 0) {
-        st_out = kvs__fail(kvs__errno_status(errno), "cannot create %s/%s: %s", s->ns_path[p],
-                           tmp, strerror(errno));
-        goto out;
-    }
     size_t len = strlen(desc);
     desc[len] = '\n';
-    int rc = kvs__pwrite_full(fd, desc, len + 1, 0);
-    int err = errno;
-    if (io->close(fd) != 0 && rc == 0) {
-        rc = -1;
-        err = errno;
-    }
-    if (rc != 0) {
-        io->unlinkat(dfd, tmp, 0);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot write %s/%s: %s", s->ns_path[p], tmp,
-                           strerror(err));
-        goto out;
-    }
-    if (io->renameat(dfd, tmp, KVS_NAMESPACE_FILE, 0) != 0) {
-        err = errno;
-        io->unlinkat(dfd, tmp, 0);
-        st_out = kvs__fail(kvs__errno_status(err), "cannot publish %s/" KVS_NAMESPACE_FILE ": %s",
-                           s->ns_path[p], strerror(err));
-    }
-out:
+    int rc = kvs__meta_write(dfd, KVS_NAMESPACE_FILE, desc, len + 1, s->file_mode,
+                             exists ? 0 : KVS_META_NOREPLACE);
     kvs__free(desc);
-    return st_out;
+    if (rc < 0)
+        return kvs__fail(kvs__errno_status(-rc), "cannot write %s/" KVS_NAMESPACE_FILE ": %s",
+                         s->ns_path[p], kvs__meta_strerror(-rc));
+    return KVS_OK;
 }
 
 /* Writes and reads back one aligned block with O_DIRECT in the namespace
@@ -201,18 +384,22 @@ static void probe_direct(kvs_fstore *s)
 
 /* ---- store ids ------------------------------------------------------------ */
 
-static int read_store_id(const char *path, uint64_t *id_out)
+/* 0, -errno, -EBADMSG (not 16 hex digits), -ENODATA (empty: a crash before
+ * the file reached the disk); *st_out is the file read. */
+static int read_store_id(int mfd, uint64_t *id_out, struct stat *st_out)
 {
     const kvs_io_ops *io = kvs__io();
     char text[64] = "";
-    int fd = io->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW, 0);
+    int fd = kvs__meta_open(mfd, KVS_STORE_ID_FILE, O_RDONLY, 0);
     if (fd < 0)
-        return -errno;
-    ssize_t n = io->pread(fd, text, sizeof text - 1, 0);
+        return fd;
+    ssize_t n = io->fstat(fd, st_out) == 0 ? io->pread(fd, text, sizeof text - 1, 0) : -1;
     int err = errno;
     io->close(fd);
     if (n < 0)
         return -err;
+    if (n == 0)
+        return -ENODATA;
     uint8_t raw[8];
     if (n < 16 || (n > 16 && text[16] != '\n'))
         return -EBADMSG;
@@ -226,46 +413,67 @@ static int read_store_id(const char *path, uint64_t *id_out)
     return 0;
 }
 
-kvs_status kvs__store_root_id(const char *root, bool create, uint64_t *id_out)
+kvs_status kvs__store_root_id(const char *root, bool create, uint32_t file_mode, uint64_t *id_out)
 {
-    const kvs_io_ops *io = kvs__io();
-    char dir[KVS_PATH_MAX], path[KVS_PATH_MAX], tmp[KVS_PATH_MAX];
-    pathf(dir, "%s/" KVS_META_DIR, root);
-    pathf(path, "%s/" KVS_STORE_ID_FILE, dir);
-    int rc = read_store_id(path, id_out);
-    if (rc == 0)
-        return KVS_OK;
-    if (rc != -ENOENT || !create)
-        return kvs__fail(rc == -ENOENT ? KVS_ERR_NOT_FOUND : rc == -EBADMSG ? KVS_ERR_CORRUPT
-                                                                            : kvs__errno_status(-rc),
-                         "store id %s: %s", path,
-                         rc == -EBADMSG ? "not 16 hex digits" : strerror(-rc));
-    if (io->mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", dir, strerror(errno));
-    uint8_t raw[8];
-    if (io->getrandom(raw, sizeof raw) != 0)
-        return kvs__fail(KVS_ERR_IO, "getrandom failed making a store id: %s", strerror(errno));
-    char hex[17];
-    kvs__hex(raw, sizeof raw, hex);
-    pathf(tmp, "%s.%s" KVS_TMP_SUFFIX, path, hex);
-    int fd = io->open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", tmp, strerror(errno));
-    hex[16] = '\n';
-    rc = kvs__pwrite_full(fd, hex, 17, 0);
-    int err = errno;
-    io->close(fd);
-    /* First writer wins; everyone then reads what won. */
-    if (rc == 0 && io->rename_noreplace(tmp, path) != 0 &&
-        (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP))
-        io->link(tmp, path);
-    io->unlink(tmp);
-    if (rc != 0)
-        return kvs__fail(kvs__errno_status(err), "cannot write %s: %s", tmp, strerror(err));
-    rc = read_store_id(path, id_out);
-    if (rc != 0)
-        return kvs__fail(kvs__errno_status(-rc), "store id %s: %s", path, strerror(-rc));
-    return KVS_OK;
+    kvs_status st = KVS_OK;
+    int rfd = kvs__root_open(root);
+    if (rfd < 0)
+        return kvs__fail(kvs__errno_status(-rfd), "store path %s: %s", root, strerror(-rfd));
+    int mfd = kvs__meta_dir_open(rfd, create, file_mode);
+    if (mfd < 0) {
+        st = kvs__fail(mfd == -ENOENT ? KVS_ERR_NOT_FOUND : kvs__errno_status(-mfd),
+                       "%s/" KVS_META_DIR " %s", root, kvs__meta_strerror(-mfd));
+        goto out;
+    }
+    for (int attempt = 0;; attempt++) {
+        struct stat sb;
+        int rc = read_store_id(mfd, id_out, &sb);
+        if (rc == 0)
+            break;
+        bool empty = rc == -ENODATA;
+        if (!create || (rc != -ENOENT && !empty) || attempt == 3) {
+            st = kvs__fail(rc == -ENOENT ? KVS_ERR_NOT_FOUND
+                           : rc == -EBADMSG || empty ? KVS_ERR_CORRUPT
+                                                      : kvs__errno_status(-rc),
+                           "store id %s/" KVS_META_DIR "/" KVS_STORE_ID_FILE ": %s", root,
+                           rc == -EBADMSG ? "not 16 hex digits"
+                           : empty        ? "empty (a crash before it reached the disk; an "
+                                            "engine that opens the store repairs it)"
+                                          : kvs__meta_strerror(-rc));
+            goto out;
+        }
+        /* An empty id never named anything: remove it (only that very file,
+         * so a good id written meanwhile stays) and make one, as the first
+         * engine does. */
+        if (empty) {
+            kvs__log(KVS_LOG_WARN, "store id %s/" KVS_META_DIR "/" KVS_STORE_ID_FILE
+                     " is empty (a crash before it reached the disk); making a new one", root);
+            kvs__unlink_examined(mfd, KVS_STORE_ID_FILE, &sb);
+        }
+        uint8_t raw[8];
+        if (kvs__io()->getrandom(raw, sizeof raw) != 0) {
+            st = kvs__fail(KVS_ERR_IO, "getrandom failed making a store id: %s", strerror(errno));
+            goto out;
+        }
+        char hex[17];
+        kvs__hex(raw, sizeof raw, hex);
+        hex[16] = '\n';
+        /* First writer wins; everyone then reads what won.  On disk before
+         * anyone may read it: an id that vanishes in a crash would move
+         * every key to another path. */
+        rc = kvs__meta_write(mfd, KVS_STORE_ID_FILE, hex, 17, file_mode,
+                             KVS_META_SYNC | KVS_META_NOREPLACE);
+        if (rc < 0) {
+            st = kvs__fail(kvs__errno_status(-rc), "cannot write the store id in %s/" KVS_META_DIR
+                           ": %s", root, kvs__meta_strerror(-rc));
+            goto out;
+        }
+    }
+out:
+    if (mfd >= 0)
+        kvs__io()->close(mfd);
+    kvs__io()->close(rfd);
+    return st;
 }
 
 static uint64_t mix64(uint64_t x)
@@ -351,15 +559,23 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
             st = kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
             goto fail;
         }
-        if (io->mkdir(s->ns_path[p], dir_mode(s->file_mode)) != 0 && errno != EEXIST) {
+        int rfd = kvs__root_open(root);
+        if (rfd < 0) {
+            st = kvs__fail(kvs__errno_status(-rfd), "cannot open store path %s: %s", root,
+                           strerror(-rfd));
+            goto fail;
+        }
+        s->root_fd[p] = rfd;
+        s->nroot_fds = p + 1;
+        if (io->mkdirat(rfd, ns->dir, dir_mode(s->file_mode)) != 0 && errno != EEXIST) {
             st = kvs__fail(kvs__errno_status(errno), "cannot create namespace folder %s: %s",
                            s->ns_path[p], strerror(errno));
             goto fail;
         }
         /* O_NOFOLLOW | O_DIRECTORY: a symlink in its place is refused. */
-        int fd = io->open(s->ns_path[p], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        int fd = io->open_beneath(rfd, ns->dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (fd < 0) {
-            int err = errno;
+            int err = errno == EXDEV ? ELOOP : errno;
             st = kvs__fail(err == ENOTDIR || err == ELOOP ? KVS_ERR_IO : kvs__errno_status(err),
                            "cannot open namespace folder %s: %s%s", s->ns_path[p], strerror(err),
                            err == ENOTDIR || err == ELOOP
@@ -373,7 +589,7 @@ kvs_status kvs__store_open(kvs_fstore *s, const kvs_config *cfg, const kvs_ns *n
         if (st)
             goto fail;
         if (s->npaths > 1) {
-            st = kvs__store_root_id(root, true, &s->root_id[p]);
+            st = kvs__store_root_id(root, true, s->file_mode, &s->root_id[p]);
             if (st)
                 goto fail;
             for (uint32_t q = 0; q < p; q++) {
@@ -405,6 +621,8 @@ void kvs__store_close(kvs_fstore *s)
 {
     for (uint32_t p = 0; p < s->nfds; p++)
         kvs__io()->close(s->ns_fd[p]);
+    for (uint32_t p = 0; p < s->nroot_fds; p++)
+        kvs__io()->close(s->root_fd[p]);
     for (uint32_t p = 0; p < KVS_MAX_STORE_PATHS; p++) {
         kvs__free(s->root[p]);
         kvs__free(s->ns_path[p]);
@@ -533,11 +751,12 @@ int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out,
 static int reopen_ns(kvs_fstore *s, uint32_t p)
 {
     const kvs_io_ops *io = kvs__io();
-    if (io->mkdir(s->ns_path[p], dir_mode(s->file_mode)) != 0 && errno != EEXIST)
+    if (io->mkdirat(s->root_fd[p], s->ns->dir, dir_mode(s->file_mode)) != 0 && errno != EEXIST)
         return -errno;
-    int fd = io->open(s->ns_path[p], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    int fd = io->open_beneath(s->root_fd[p], s->ns->dir,
+                              O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
     if (fd < 0)
-        return -errno;
+        return errno == EXDEV ? -ELOOP : -errno;
     int rc = dup3(fd, s->ns_fd[p], O_CLOEXEC) < 0 ? -errno : 0;
     io->close(fd);
     if (rc == 0)

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "key.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
@@ -19,6 +20,69 @@
 #define KVS_META_DIR ".kvstash"
 #define KVS_STORE_ID_FILE "store-id"
 
+/* ---- metadata files -------------------------------------------------------
+ *
+ * Every file the store keeps beside the chunks (.kvstash/ and what is in
+ * it, NAMESPACE.json, the lease, usage.json, collector.log, store-id) is
+ * reached through these, never by a path: a store path is resolved once
+ * (kvs__root_open; the root itself may be a symlink to the mount), and
+ * everything below it is opened relative to a descriptor, following no
+ * symlink, without blocking on a FIFO, and accepted only if it is a regular
+ * file (or a folder where a folder belongs).  So a symlink, a FIFO, a
+ * socket or a device planted by anyone who can write the store leads
+ * nowhere and hangs nothing: it is an error that names it. */
+
+/* What kvs__meta_open answers (as -KVS_ENOTREG) for a name that exists but
+ * is not a regular file; kvs__meta_strerror says what it is. */
+#define KVS_ENOTREG EMEDIUMTYPE
+
+/* Opens a store path (following it if it is a symlink, once) as a
+ * directory descriptor (O_RDONLY, or O_PATH where it cannot be read).
+ * Returns fd >= 0 or -errno. */
+int kvs__root_open(const char *root);
+
+/* Opens <rootfd>/.kvstash with O_DIRECTORY | O_NOFOLLOW (a symlink there is
+ * -ELOOP, anything but a folder -ENOTDIR); with create, makes it first with
+ * the folder mode for file_mode (kvs__dir_mode; the umask applies, as to
+ * every folder of the store), so every user who may write chunks may also
+ * take the lease and collect.  Returns fd >= 0 or -errno. */
+int kvs__meta_dir_open(int rootfd, bool create, uint32_t file_mode);
+
+/* Opens `name` (no '/') in dirfd with flags | O_NOFOLLOW | O_NONBLOCK |
+ * O_CLOEXEC, checks with fstat that it is a regular file, then clears
+ * O_NONBLOCK.  Returns fd >= 0 or -errno: -ELOOP for a symlink,
+ * -KVS_ENOTREG for anything else that is not a regular file. */
+int kvs__meta_open(int dirfd, const char *name, int flags, mode_t mode);
+
+/* Text for an error of kvs__meta_open/read/write: "is a FIFO, not a regular
+ * file", "is a symbolic link (not followed)", or strerror. */
+const char *kvs__meta_strerror(int err);
+
+/* Reads a small metadata file whole into buf (NUL-terminated, at most
+ * cap - 1 bytes).  Returns its length or -errno (as kvs__meta_open). */
+int kvs__meta_read(int dirfd, const char *name, char *buf, size_t cap);
+
+#define KVS_META_SYNC 1u      /* fsync the file before and the folder after */
+#define KVS_META_NOREPLACE 2u /* keep an existing file (returns 1) */
+
+/* Writes `name` in dirfd whole, atomically: a unique temporary file
+ * (".<name>.<16 hex>.tmp", mode file_mode), then renameat over the name.
+ * With KVS_META_SYNC the data is on disk before the rename and the rename
+ * before the return, so a crash leaves the old file or the new one, never
+ * an empty one.  Returns 0, 1 (NOREPLACE and the name existed), -errno. */
+int kvs__meta_write(int dirfd, const char *name, const void *data, size_t len,
+                    uint32_t file_mode, unsigned flags);
+
+/* Removes `name` from dirfd only if it is still the file examined (same
+ * st_dev and st_ino as *examined): it is first renamed to a private
+ * temporary name, checked there, and put back if another file took its
+ * place in between.  Returns 0 removed, 1 not there or not the same file
+ * (nothing removed), -errno. */
+int kvs__unlink_examined(int dirfd, const char *name, const struct stat *examined);
+
+/* The mode of a store folder whose files get file_mode. */
+mode_t kvs__dir_mode(uint32_t file_mode);
+
 typedef struct kvs_fstore {
     uint32_t npaths;
     char *root[KVS_MAX_STORE_PATHS];       /* store paths, absolute */
@@ -28,6 +92,10 @@ typedef struct kvs_fstore {
      * so nothing planted in the store leads outside it. */
     int ns_fd[KVS_MAX_STORE_PATHS];
     uint32_t nfds;                         /* ns_fd[0..nfds) are open */
+    /* The store paths, resolved once at open (kvs__root_open): the
+     * namespace folders are made and reopened from these, by name. */
+    int root_fd[KVS_MAX_STORE_PATHS];
+    uint32_t nroot_fds;                    /* root_fd[0..nroot_fds) are open */
     uint64_t root_id[KVS_MAX_STORE_PATHS]; /* store ids: which root holds a key */
     const kvs_ns *ns;                      /* the engine's, to remake its folder */
     bool direct;                           /* O_DIRECT in use (__atomic: a
@@ -58,8 +126,11 @@ uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key);
 
 /* The id of a store path: 64 random bits kept in <root>/.kvstash/store-id,
  * made by the first engine that opens the path (create) and the same for
- * every host that mounts it, whatever path it mounts it at. */
-kvs_status kvs__store_root_id(const char *root, bool create, uint64_t *id_out);
+ * every host that mounts it, whatever path it mounts it at.  Written
+ * durably; an empty one (a crash before it reached the disk) is replaced
+ * when create is set. */
+kvs_status kvs__store_root_id(const char *root, bool create, uint32_t file_mode,
+                              uint64_t *id_out);
 
 /* Which of n store paths with these ids holds key: rendezvous (highest
  * random weight) hashing of the key's bytes 8..15 with each id.  It depends

@@ -295,6 +295,11 @@ static int f_utimensat(int dirfd, const char *name, const struct timespec times[
     META("utimensat", -1, real()->utimensat(dirfd, name, times));
 }
 
+static int f_fstatat(int dirfd, const char *name, struct stat *st)
+{
+    META("fstatat", -1, real()->fstatat(dirfd, name, st));
+}
+
 static const kvs_io_ops fault_ops = {
     .open = f_open,
     .close = f_close,
@@ -323,6 +328,7 @@ static const kvs_io_ops fault_ops = {
     .renameat = f_renameat,
     .linkat = f_linkat,
     .utimensat = f_utimensat,
+    .fstatat = f_fstatat,
 };
 
 void fault_install(void)
