@@ -394,6 +394,38 @@ static uint64_t json_u64(const char *text, const char *key, bool *found)
     return strtoull(p + strlen(pat), NULL, 10);
 }
 
+#define STALE_MIN_BYTES (16ull << 20)
+
+uint64_t kvs__usage_growth(const kvs_usage_record *r, uint64_t fs_used_now)
+{
+    return fs_used_now > r->fs_used_baseline ? fs_used_now - r->fs_used_baseline : 0;
+}
+
+bool kvs__usage_stale(const kvs_usage_record *r, uint64_t fs_used_now)
+{
+    uint64_t moved = fs_used_now > r->fs_used_baseline ? fs_used_now - r->fs_used_baseline
+                                                       : r->fs_used_baseline - fs_used_now;
+    return r->fs_used_baseline && moved > KVS_MAX(r->used_bytes / 8, STALE_MIN_BYTES);
+}
+
+int kvs__usage_record_measure(const char *root, uint64_t used, uint64_t chunks, uint64_t temps,
+                              uint64_t namespaces, uint32_t file_mode)
+{
+    kvs_usage_record u;
+    memset(&u, 0, sizeof u);
+    struct statvfs v;
+    if (kvs__io()->statvfs(root, &v) == 0)
+        u.fs_used_baseline = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
+    u.used_bytes = used;
+    u.chunks = chunks;
+    u.temp_files = temps;
+    u.namespaces = namespaces;
+    u.pass_end_wall_ns = kvs__wall_ns();
+    u.pid = (uint64_t)getpid();
+    gethostname(u.host, sizeof u.host - 1);
+    return kvs__usage_write(root, &u, file_mode);
+}
+
 int kvs__usage_read(const char *root, kvs_usage_record *u)
 {
     char text[1024];
@@ -1038,6 +1070,12 @@ struct kvs_collector {
     pthread_cond_t cv;
     bool stop;                               /* under mu */
     uint32_t kicks;                          /* under mu: roots with ENOSPC */
+    /* Stopping with urgent work (ENOSPC, below the floor, at the cap): the
+     * engine asks for one more round first (drain), the thread says when a
+     * round that began after the request ended (drained); under mu. */
+    bool drain, drained;
+    char outcome[320];                       /* under mu: the last round's result */
+    uint64_t round_evicted;                  /* under mu: chunks that round evicted */
     /* After a collection for ENOSPC on a path (thread only): until the
      * filesystem shows the space it freed, or FREE_LAG_NS passed, further
      * ENOSPC there is the same shortage, not a new one. */
@@ -1060,6 +1098,7 @@ struct kvs_collector {
     uint64_t fs_low[KVS_MAX_STORE_PATHS];    /* least fs usage seen since rec */
     int floor_logged;
     int fail_logged;
+    bool urgent_at_start;                    /* look() found urgent work at start */
 
     atomic_bool refuse;                      /* free space below the floor */
     _Atomic uint64_t evictions, evicted_bytes, orphans_removed, collections, used_bytes;
@@ -1081,7 +1120,7 @@ static bool collector_wait(kvs_collector *c, uint64_t ns, bool wake_on_kick)
 {
     uint64_t deadline = kvs__now_ns() + ns;
     pthread_mutex_lock(&c->mu);
-    while (!c->stop && !(wake_on_kick && c->kicks)) {
+    while (!c->stop && !(wake_on_kick && (c->kicks || c->drain))) {
         if (kvs__cond_wait_until(&c->cv, &c->mu, deadline) != 0)
             break;
     }
@@ -1097,7 +1136,7 @@ static int collector_tick(void *ctx, bool *urgent)
     kvs_collector *c = ctx;
     pthread_mutex_lock(&c->mu);
     bool stop = c->stop;
-    if (c->kicks)
+    if (c->kicks || c->drain)
         *urgent = true;
     pthread_mutex_unlock(&c->mu);
     if (stop)
@@ -1180,8 +1219,11 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         refuse = true;
     }
     atomic_store(&c->refuse, refuse);
+    /* store_used_bytes: the last measurement plus what the filesystem grew
+     * since, the figure the cap is enforced on (a measurement alone can be
+     * far behind: taken before a short-lived writer stored gigabytes). */
     if (have_all)
-        atomic_store(&c->used_bytes, used);
+        atomic_store(&c->used_bytes, est);
     uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
     /* Collect at most a third of the time, even when something (another
      * tenant of the filesystem) keeps the estimate above the watermark. */
@@ -1204,6 +1246,10 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         *why = "periodic measurement";
         return DUE_BACKGROUND;
     }
+    if (!recent && !settling && est - used > KVS_MAX(used / 8, STALE_MIN_BYTES)) {
+        *why = "the store grew by an eighth since it was measured";
+        return DUE_BACKGROUND;
+    }
     return DUE_NO;
 }
 
@@ -1221,11 +1267,17 @@ static void *collector_main(void *arg)
      * needs no inode or block, so a full filesystem can still be collected. */
     for (uint32_t i = 0; i < c->nroots; i++)
         kvs__lease_prepare(&c->leases[i]);
-    bool stopped = collector_wait(c, TICK_NS / 2 + jitter % TICK_NS, false);
+    /* Urgent work found at start (below the floor, at the cap) is not
+     * postponed: a short-lived process may not be there later. */
+    bool stopped = c->urgent_at_start ? false
+                                      : collector_wait(c, TICK_NS / 2 + jitter % TICK_NS, false);
     while (!stopped) {
         pthread_mutex_lock(&c->mu);
         uint32_t kicks = c->kicks;
+        bool drain_req = c->drain;
         pthread_mutex_unlock(&c->mu);
+        char outcome[sizeof c->outcome] = "";
+        uint64_t evicted_now = 0;
         /* Right after a collection made room on a path, writes can still
          * fail for a few seconds: ext4 and XFS release the blocks of removed
          * files at their next journal commit.  Those failures are not a new
@@ -1247,7 +1299,19 @@ static void *collector_main(void *arg)
         }
         const char *why = NULL;
         due d = look(c, kicks, &why);
-        if (d != DUE_NO && kvs__leases_try(c->leases, c->nroots) == KVS_OK) {
+        kvs_status lst = d != DUE_NO ? kvs__leases_try(c->leases, c->nroots) : KVS_ERR_BUSY;
+        if (d != DUE_NO && lst != KVS_OK) {
+            if (lst == KVS_ERR_BUSY)
+                snprintf(outcome, sizeof outcome,
+                         "another instance holds the collector lease (%s); it collects",
+                         c->leases[0].holder);
+            else
+                snprintf(outcome, sizeof outcome, "cannot take the collector lease: %s",
+                         kvs_last_error());
+            if (lst != KVS_ERR_BUSY)
+                kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", outcome);
+        }
+        if (d != DUE_NO && lst == KVS_OK) {
             pthread_mutex_lock(&c->mu);
             kicks = c->kicks;
             c->kicks = 0;
@@ -1272,6 +1336,15 @@ static void *collector_main(void *arg)
                     c->quiet_low[i] = r.fs_used_low[i];
                 }
             }
+            evicted_now = st ? 0 : r.evicted_files;
+            if (st)
+                snprintf(outcome, sizeof outcome, "collection failed: %s", kvs_last_error());
+            else
+                snprintf(outcome, sizeof outcome,
+                         "evicted %" PRIu64 " chunks (%.3f GB)%s; the store holds %.3f GB",
+                         r.evicted_files, (double)r.evicted_bytes / 1e9,
+                         r.starved ? ", and nothing more of the store is left to evict" : "",
+                         (double)r.used_after / 1e9);
             if (st) {
                 kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", kvs_last_error());
             } else if (!r.lease_lost && r.passes) {
@@ -1294,6 +1367,17 @@ static void *collector_main(void *arg)
             c->kicks = 0;
             pthread_mutex_unlock(&c->mu);
         }
+        pthread_mutex_lock(&c->mu);
+        if (outcome[0]) {
+            memcpy(c->outcome, outcome, sizeof outcome);
+            c->round_evicted = evicted_now;
+        }
+        if (drain_req) {
+            c->drain = false;
+            c->drained = true;
+            pthread_cond_broadcast(&c->cv);
+        }
+        pthread_mutex_unlock(&c->mu);
         stopped = collector_wait(c, TICK_NS, true);
     }
     collector_unref(c);
@@ -1323,6 +1407,12 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
     }
     pthread_mutex_init(&c->mu, NULL);
     kvs__cond_init(&c->cv);
+    /* One look now, before the thread exists: stores are refused from the
+     * first one when the filesystem is below the floor or the store at its
+     * cap (a short-lived `kvstash store` would otherwise fill it before the
+     * collector's first tick), and urgent work starts without the jitter. */
+    const char *why = NULL;
+    c->urgent_at_start = look(c, 0, &why) == DUE_URGENT;
     atomic_init(&c->refs, 2);
     if (pthread_create(&c->thread, NULL, collector_main, c) != 0) {
         atomic_store(&c->refs, 1);
@@ -1333,11 +1423,39 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
     return KVS_OK;
 }
 
+#define DRAIN_NS (10ull * 1000000000u)
+
 void kvs__collector_stop(kvs_collector *c)
 {
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
+    /* A process that exits right after its writes failed for lack of space,
+     * or while below the floor or at the cap (a `kvstash store` on a nearly
+     * full filesystem), lets its collector make room first, for at most
+     * DRAIN_NS, and says what came of it. */
+    bool pending = c->kicks || atomic_load(&c->refuse);
+    if (pending) {
+        c->drain = true;
+        c->drained = false;
+        pthread_cond_broadcast(&c->cv);
+        uint64_t deadline = kvs__now_ns() + DRAIN_NS;
+        while (!c->drained && kvs__cond_wait_until(&c->cv, &c->mu, deadline) == 0) {
+        }
+        bool still = atomic_load(&c->refuse) && !c->round_evicted;
+        if (still || !c->drained)
+            kvs__log(KVS_LOG_WARN,
+                     "collector: closing while %s on %s%s: %s%s",
+                     c->kicks ? "writes fail for lack of space" : "the store is at its limits",
+                     c->roots[0], c->nroots > 1 ? " and its other paths" : "",
+                     c->drained ? (c->outcome[0] ? c->outcome : "nothing collected")
+                                : "the collection did not finish in 10 s",
+                     still ? "; stores stay refused until an instance or `kvstash gc` makes "
+                             "room (see min_free_space and max_store_size)"
+                           : "");
+        else if (c->outcome[0])
+            kvs__log(KVS_LOG_INFO, "collector: before closing: %s", c->outcome);
+    }
     c->stop = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
