@@ -1073,7 +1073,7 @@ struct kvs_collector {
     /* Stopping with urgent work (ENOSPC, below the floor, at the cap): the
      * engine asks for one more round first (drain), the thread says when a
      * round that began after the request ended (drained); under mu. */
-    bool drain, drained;
+    bool drain, drain_seen, drained;
     char outcome[320];                       /* under mu: the last round's result */
     uint64_t round_evicted;                  /* under mu: chunks that round evicted */
     /* After a collection for ENOSPC on a path (thread only): until the
@@ -1138,6 +1138,10 @@ static int collector_tick(void *ctx, bool *urgent)
     bool stop = c->stop;
     if (c->kicks || c->drain)
         *urgent = true;
+    if (c->drain && !c->drain_seen) { /* responsive: worth waiting for */
+        c->drain_seen = true;
+        pthread_cond_broadcast(&c->cv);
+    }
     pthread_mutex_unlock(&c->mu);
     if (stop)
         return 1;
@@ -1275,6 +1279,10 @@ static void *collector_main(void *arg)
         pthread_mutex_lock(&c->mu);
         uint32_t kicks = c->kicks;
         bool drain_req = c->drain;
+        if (drain_req) {
+            c->drain_seen = true;
+            pthread_cond_broadcast(&c->cv);
+        }
         pthread_mutex_unlock(&c->mu);
         char outcome[sizeof c->outcome] = "";
         uint64_t evicted_now = 0;
@@ -1424,6 +1432,7 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
 }
 
 #define DRAIN_NS (10ull * 1000000000u)
+#define DRAIN_START_NS (2000000000u)
 
 void kvs__collector_stop(kvs_collector *c)
 {
@@ -1437,10 +1446,16 @@ void kvs__collector_stop(kvs_collector *c)
     bool pending = c->kicks || atomic_load(&c->refuse);
     if (pending) {
         c->drain = true;
-        c->drained = false;
+        c->drain_seen = c->drained = false;
         pthread_cond_broadcast(&c->cv);
-        uint64_t deadline = kvs__now_ns() + DRAIN_NS;
-        while (!c->drained && kvs__cond_wait_until(&c->cv, &c->mu, deadline) == 0) {
+        /* A thread that shows no sign of life within 2 s is stuck
+         * in a filesystem call (a hung mount): no waiting on it. */
+        uint64_t t0 = kvs__now_ns();
+        while (!c->drained && !c->drain_seen &&
+               kvs__cond_wait_until(&c->cv, &c->mu, t0 + DRAIN_START_NS) == 0) {
+        }
+        while (c->drain_seen && !c->drained &&
+               kvs__cond_wait_until(&c->cv, &c->mu, t0 + DRAIN_NS) == 0) {
         }
         bool still = atomic_load(&c->refuse) && !c->round_evicted;
         if (still || !c->drained)
