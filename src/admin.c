@@ -384,13 +384,20 @@ typedef struct vitem {
 
 typedef struct ns_ident {
     char name[KVS_NS_DIR_MAX];
-    bool have;                 /* NAMESPACE.json read: full id known */
+    bool have;                 /* NAMESPACE.json read and it hashes to the
+                                  folder's name: full id and shape known */
     uint8_t id[32];
+    uint64_t max_payload;      /* bytes of a full chunk of this namespace */
 } ns_ident;
+
+/* Most bytes verify reads of one file when the namespace's shape is not
+ * known: well above a 256-token chunk of any model served today. */
+#define VERIFY_MAX_UNKNOWN (4ull << 30)
 
 typedef struct verify_ctx {
     kvs_admin *a;
     const kvs_verify_options *o;
+    int rootfd[KVS_MAX_STORE_PATHS];   /* store paths, resolved once; -errno */
     pthread_mutex_t mu;
     pthread_cond_t cv_items;   /* items queued, or the producer finished */
     pthread_cond_t cv_space;   /* room in the queue */
@@ -453,6 +460,14 @@ static void *verify_producer(void *arg)
     return NULL;
 }
 
+static uint64_t ident_u64(const char *text, const char *key)
+{
+    char pat[40];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(text, pat);
+    return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+}
+
 /* The full namespace id from NAMESPACE.json (SHA-256 of its canonical
  * text, without the newline), looked up once per namespace. */
 static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
@@ -469,9 +484,22 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", ns);
     char *text = read_identity(v->a, ns);
-    if (text && text[0]) {
+    size_t nl = strlen(ns);
+    if (text && text[0] && nl >= 16) {
         SHA256((const unsigned char *)text, strlen(text), out->id);
-        out->have = true;
+        char hex[17];
+        kvs__hex(out->id, 8, hex);
+        out->have = strcmp(ns + nl - 16, hex) == 0;
+        if (!out->have)
+            kvs__log(KVS_LOG_WARN, "verify: %s/" KVS_NAMESPACE_FILE " does not match the "
+                     "folder's namespace id (edited or damaged); ignored: chunks are judged "
+                     "by their own headers", ns);
+        uint64_t layers = ident_u64(text, "num_layers"), heads = ident_u64(text, "num_kv_heads"),
+                 dim = ident_u64(text, "head_dim"), chunk = ident_u64(text, "chunk_size");
+        /* 2 planes, 8 bytes an element: above every layout and dtype */
+        out->max_payload = layers * 2 * chunk * heads * dim * 8;
+        if (!layers || !heads || !dim || !chunk || out->max_payload / 16 / chunk / heads / dim != layers)
+            out->have = false;
     }
     kvs__free(text);
     pthread_mutex_lock(&v->mu);
@@ -491,17 +519,36 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
 typedef enum vverdict { V_OK, V_BAD, V_UNREADABLE, V_MISPLACED, V_VANISHED } vverdict;
 
 static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t *cap,
-                           uint64_t *bytes, char *why, size_t wlen)
+                           uint64_t *bytes, char *why, size_t wlen, int *leaf_out,
+                           struct stat *examined)
 {
     const kvs_io_ops *io = kvs__io();
+    /* The folder the walk found it in, from the root's descriptor without
+     * following a symlink (a folder swapped since is refused), then the
+     * file by name: what is removed later is exactly what was examined. */
+    const char *root = v->a->paths[it->root];
+    const char *rel = it->path + strlen(root) + 1;
+    const char *slash = strrchr(rel, '/');
+    char reldir[KVS_PATH_MAX];
+    snprintf(reldir, sizeof reldir, "%.*s", (int)(slash - rel), rel);
+    *leaf_out = v->rootfd[it->root] < 0 ? -1
+              : io->open_beneath(v->rootfd[it->root], reldir,
+                                 O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (*leaf_out < 0) {
+        int err = v->rootfd[it->root] < 0 ? -v->rootfd[it->root] : errno;
+        if (err == ENOENT || err == ESTALE)
+            return V_VANISHED;
+        snprintf(why, wlen, "unreadable: its folder: %s", kvs__meta_strerror(err));
+        return V_UNREADABLE;
+    }
     /* O_NOATIME: reading every file must not make it look recently used
      * (it needs ownership; without it the kernel may refresh atime). */
     int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
-    int fd = io->open(it->path, flags | O_NOATIME, 0);
+    int fd = io->open_beneath(*leaf_out, slash + 1, flags | O_NOATIME, 0);
     if (fd < 0 && errno == EPERM)
-        fd = io->open(it->path, flags, 0);
+        fd = io->open_beneath(*leaf_out, slash + 1, flags, 0);
     if (fd < 0) {
-        int err = errno;
+        int err = errno == EXDEV ? ELOOP : errno;
         if (err == ENOENT || err == ESTALE)
             return V_VANISHED;
         if (err == ELOOP) {
@@ -513,11 +560,12 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
     }
     vverdict verdict = V_OK;
     struct stat st;
-    if (io->fstat(fd, &st) != 0) {
+    if (io->fstat(fd, examined) != 0) {
         snprintf(why, wlen, "unreadable: fstat: %s", strerror(errno));
         verdict = V_UNREADABLE;
         goto out;
     }
+    st = *examined;
     if (!S_ISREG(st.st_mode)) {
         snprintf(why, wlen, "not a regular file");
         verdict = V_BAD;
@@ -557,6 +605,10 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
     size_t nl = strlen(it->ns);
     ns_ident ni;
     ident_of(v, it->ns, &ni);
+    /* Judged by its own header against the folder's name (the namespace id
+     * that readers ask for); NAMESPACE.json counts only where it hashes to
+     * that name (ident_of): an edited one is ignored, never a reason to
+     * condemn chunks that engines would serve. */
     if (memcmp(h.key, it->key, KVS_KEY_BYTES) != 0 || nl < 16 ||
         strcmp(it->ns + nl - 16, nshex) != 0 || (ni.have && memcmp(ni.id, h.namespace_id, 32))) {
         snprintf(why, wlen, "%s (the header names another key or namespace)",
@@ -569,6 +621,25 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         snprintf(why, wlen, "%s (%lld bytes, the header says %" PRIu64 ")",
                  kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size, file_bytes);
         verdict = V_BAD;
+        goto out;
+    }
+    /* The cost of checking follows what the namespace allows, not what the
+     * header claims: a chunk of this namespace holds at most chunk_size
+     * tokens of its shape (known where NAMESPACE.json matches the folder),
+     * else at most VERIFY_MAX_UNKNOWN bytes are read for one file. */
+    uint64_t limit = ni.have ? ni.max_payload : VERIFY_MAX_UNKNOWN;
+    if (h.payload_bytes > limit) {
+        if (ni.have) {
+            snprintf(why, wlen, "%s (claims a %" PRIu64 "-byte payload; a chunk of this namespace "
+                     "holds at most %" PRIu64 ")", kvs__reject_name(KVS_REJECT_FOREIGN),
+                     h.payload_bytes, limit);
+            verdict = V_BAD;
+        } else {
+            snprintf(why, wlen, "not checked: claims a %" PRIu64 "-byte payload and the "
+                     "namespace's " KVS_NAMESPACE_FILE ", which bounds it, is missing or does "
+                     "not match its folder", h.payload_bytes);
+            verdict = V_UNREADABLE;
+        }
         goto out;
     }
     uint64_t padded = kvs__padded_payload(h.payload_bytes);
@@ -639,10 +710,14 @@ static void *verify_worker(void *arg)
 
         char why[512] = "";
         uint64_t bytes = 0;
-        vverdict vd = check_file(v, &it, &buf, &cap, &bytes, why, sizeof why);
+        int leaf = -1;
+        struct stat examined;
+        vverdict vd = check_file(v, &it, &buf, &cap, &bytes, why, sizeof why, &leaf, &examined);
         bool removed = false;
-        if ((vd == V_BAD || vd == V_MISPLACED) && v->o->remove_bad)
-            removed = kvs__io()->unlink(it.path) == 0;
+        if ((vd == V_BAD || vd == V_MISPLACED) && v->o->remove_bad && leaf >= 0)
+            removed = kvs__unlink_examined(leaf, strrchr(it.path, '/') + 1, &examined) == 0;
+        if (leaf >= 0)
+            kvs__io()->close(leaf);
         if (vd != V_OK && vd != V_VANISHED && v->o->bad_file) {
             if (removed)
                 strncat(why, "; removed", sizeof why - strlen(why) - 1);
@@ -696,6 +771,8 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     }
     v->a = a;
     v->o = o;
+    for (uint32_t r = 0; r < KVS_MAX_STORE_PATHS; r++)
+        v->rootfd[r] = r < a->n ? kvs__root_open(a->paths[r]) : -ENOENT;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->report_mu, NULL);
     kvs__cond_init(&v->cv_items);
@@ -748,6 +825,9 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     pthread_mutex_destroy(&v->report_mu);
     pthread_mutex_destroy(&v->mu);
     kvs__free(v->idents);
+    for (uint32_t r = 0; r < KVS_MAX_STORE_PATHS; r++)
+        if (v->rootfd[r] >= 0)
+            kvs__io()->close(v->rootfd[r]);
     kvs__free(v);
     kvs__free(tid);
     return st;
@@ -859,55 +939,108 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
 
 /* ---- removing a namespace ----------------------------------------------------------- */
 
-static int remove_tree(const char *path, uint64_t *files)
+/* Opens folder `name` of parent for listing, following no symlink. */
+static DIR *open_dir_at(int parent, const char *name)
+{
+    int fd = kvs__io()->open_beneath(parent, name,
+                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                                     0);
+    if (fd < 0) {
+        if (errno == EXDEV)
+            errno = ELOOP;
+        return NULL;
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        kvs__io()->close(fd);
+        errno = err;
+    }
+    return d;
+}
+
+/* Folders of a namespace below its own: <xx>/<yy>. */
+#define NS_DEPTH 3
+
+/* Removes the namespace folder `name` of parent: every file and symlink
+ * (the link itself) of the store's layout, <ns>/<xx>/<yy>/<file>, then the
+ * folders.  Iterative and of fixed depth: a folder deeper than the layout
+ * is never entered (counted in *skipped, and its parents stay).  Every step
+ * is relative to the descriptor of the folder being emptied, so a folder
+ * swapped for a symlink meanwhile is removed as a link, never followed.
+ * 0 or -errno (-ENOTEMPTY: something appeared or was left). */
+static int remove_tree(int parent, const char *name, uint64_t *files, uint64_t *skipped)
 {
     const kvs_io_ops *io = kvs__io();
-    /* A symlink (planted where the namespace folder was) goes itself; what
-     * it points to is not the store's. */
-    struct stat top;
-    if (io->stat(path, &top) == 0 && !S_ISDIR(top.st_mode)) {
-        if (io->unlink(path) != 0)
-            return errno == ENOENT ? 0 : -errno;
-        (*files)++;
-        return 0;
-    }
-    DIR *d = io->opendir(path);
-    if (!d)
-        return errno == ENOENT ? 0 : -errno;
-    int rc = 0;
-    struct dirent *de;
-    while ((de = io->readdir(d)) != NULL) {
-        const char *name = de->d_name;
-        if (!strcmp(name, ".") || !strcmp(name, ".."))
-            continue;
-        char child[KVS_PATH_MAX];
-        pathf(child, "%s/%s", path, name);
-        struct stat st;
-        if (io->stat(child, &st) != 0)
-            continue;
-        if (S_ISDIR(st.st_mode)) {
-            int r = remove_tree(child, files);
-            if (r && !rc)
-                rc = r;
-        } else if (io->unlink(child) == 0) {
-            (*files)++;
-        } else if (errno != ENOENT && !rc) {
-            rc = -errno;
+    struct {
+        DIR *d;
+        char name[256];
+    } lv[NS_DEPTH];
+    struct stat st;
+    lv[0].d = open_dir_at(parent, name);
+    if (!lv[0].d) {
+        int err = errno;
+        if (err == ENOENT)
+            return 0;
+        if (err == ELOOP || err == ENOTDIR) { /* a link or a file planted there */
+            if (io->unlinkat(parent, name, 0) == 0)
+                (*files)++;
+            return 0;
         }
+        return -err;
     }
-    io->closedir(d);
-    if (io->rmdir(path) != 0 && errno != ENOENT && !rc)
-        rc = -errno;
+    snprintf(lv[0].name, sizeof lv[0].name, "%s", name);
+    int top = 0, rc = 0;
+    while (top >= 0) {
+        int dfd = dirfd(lv[top].d);
+        struct dirent *de = io->readdir(lv[top].d);
+        if (!de) {
+            io->closedir(lv[top].d);
+            int pfd = top ? dirfd(lv[top - 1].d) : parent;
+            if (io->unlinkat(pfd, lv[top].name, AT_REMOVEDIR) != 0 && errno != ENOENT && !rc)
+                rc = -errno;
+            top--;
+            continue;
+        }
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, ".."))
+            continue;
+        bool is_dir = de->d_type == DT_DIR ||
+                      (de->d_type == DT_UNKNOWN && io->fstatat(dfd, n, &st) == 0 &&
+                       S_ISDIR(st.st_mode));
+        if (!is_dir) {
+            if (io->unlinkat(dfd, n, 0) == 0)
+                (*files)++;
+            else if (errno != ENOENT && !rc)
+                rc = -errno;
+            continue;
+        }
+        if (top + 1 >= NS_DEPTH) {
+            (*skipped)++;
+            continue;
+        }
+        DIR *child = open_dir_at(dfd, n);
+        if (!child) {
+            if ((errno == ELOOP || errno == ENOTDIR) && io->unlinkat(dfd, n, 0) == 0)
+                (*files)++; /* swapped for a link or a file since the listing */
+            else if (errno != ENOENT && !rc)
+                rc = -errno;
+            continue;
+        }
+        top++;
+        lv[top].d = child;
+        snprintf(lv[top].name, sizeof lv[top].name, "%s", n);
+    }
     return rc;
 }
 
-/* Deletes what an earlier removal left in .kvstash (it was interrupted). */
-static void remove_trash(const char *root, uint64_t *files)
+/* Deletes what an earlier removal left in .kvstash (it was interrupted, or
+ * it held folders outside the layout: those stay, and cost each later
+ * removal one bounded listing). */
+static void remove_trash(int mfd, uint64_t *files, uint64_t *skipped)
 {
     const kvs_io_ops *io = kvs__io();
-    char meta[KVS_PATH_MAX];
-    pathf(meta, "%s/" KVS_META_DIR, root);
-    DIR *d = io->opendir(meta);
+    DIR *d = open_dir_at(mfd, ".");
     if (!d)
         return;
     char names[16][256];
@@ -917,11 +1050,8 @@ static void remove_trash(const char *root, uint64_t *files)
         if (!strncmp(de->d_name, "trash-", 6))
             snprintf(names[n++], sizeof names[0], "%s", de->d_name);
     io->closedir(d);
-    for (int i = 0; i < n; i++) {
-        char p[KVS_PATH_MAX];
-        pathf(p, "%s/%s", meta, names[i]);
-        remove_tree(p, files);
-    }
+    for (int i = 0; i < n; i++)
+        remove_tree(mfd, names[i], files, skipped);
 }
 
 kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *files_removed_out)
@@ -934,27 +1064,59 @@ kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *fi
                          "shows)",
                          ns);
     const kvs_io_ops *io = kvs__io();
-    uint64_t files = 0;
+    uint64_t files = 0, skipped = 0;
     uint32_t found = 0;
     kvs_status st = KVS_OK;
     for (uint32_t r = 0; r < a->n; r++) {
-        char from[KVS_PATH_MAX], meta[KVS_PATH_MAX], to[KVS_PATH_MAX];
+        char from[KVS_PATH_MAX], to[96];
         pathf(from, "%s/%s", a->paths[r], ns);
-        pathf(meta, "%s/" KVS_META_DIR, a->paths[r]);
-        uint64_t rnd = 0;
-        io->getrandom(&rnd, sizeof rnd);
-        pathf(to, "%s/trash-%s.%016" PRIx64, meta, ns, rnd);
-        if (io->mkdir(meta, 0755) != 0 && errno != EEXIST) {
-            st = kvs__fail(kvs__errno_status(errno), "cannot create %s: %s", meta,
-                           strerror(errno));
+        int rfd = kvs__root_open(a->paths[r]);
+        if (rfd < 0) {
+            st = kvs__fail(kvs__errno_status(-rfd), "cannot open store path %s: %s", a->paths[r],
+                           strerror(-rfd));
             break;
         }
-        /* One rename makes the whole namespace vanish at once. */
-        if (io->rename(from, to) != 0) {
-            if (errno == ENOENT)
+        int mfd = kvs__meta_dir_open(rfd, true, a->cfg->file_mode);
+        if (mfd < 0) {
+            st = kvs__fail(kvs__errno_status(-mfd), "cannot use %s/" KVS_META_DIR ": it %s",
+                           a->paths[r], kvs__meta_strerror(-mfd));
+            io->close(rfd);
+            break;
+        }
+        uint64_t rnd = 0;
+        io->getrandom(&rnd, sizeof rnd);
+        snprintf(to, sizeof to, "trash-%.48s.%016" PRIx64, ns, rnd);
+        /* One rename makes the whole namespace vanish at once (by name from
+         * the two folders' descriptors). */
+        struct stat sb;
+        int rc = 0;
+        if (io->fstatat(rfd, ns, &sb) != 0) {
+            rc = -errno;
+        } else if (!S_ISDIR(sb.st_mode)) {
+            /* a link or a file planted under the name: only it goes */
+            rc = io->unlinkat(rfd, ns, 0) == 0 ? 0 : -errno;
+            if (rc == 0) {
+                files++;
+                found++;
+            }
+            io->close(mfd);
+            io->close(rfd);
+            if (rc && rc != -ENOENT) {
+                st = kvs__fail(kvs__errno_status(-rc), "cannot remove %s: %s", from,
+                               strerror(-rc));
+                break;
+            }
+            continue;
+        } else if (renameat(rfd, ns, mfd, to) != 0) {
+            rc = -errno;
+        }
+        if (rc) {
+            io->close(mfd);
+            io->close(rfd);
+            if (rc == -ENOENT)
                 continue;
-            st = kvs__fail(kvs__errno_status(errno), "cannot move %s out of the way: %s", from,
-                           strerror(errno));
+            st = kvs__fail(kvs__errno_status(-rc), "cannot move %s out of the way: %s", from,
+                           strerror(-rc));
             break;
         }
         found++;
@@ -962,19 +1124,29 @@ kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *fi
          * the folder, so its next files land in the trash until the trash
          * is gone (it then makes the namespace anew): empty it again while
          * that happens, a bounded number of times. */
-        int rc = remove_tree(to, &files);
-        for (int again = 0; rc == -ENOTEMPTY && again < 50; again++) {
+        uint64_t skip = 0;
+        rc = remove_tree(mfd, to, &files, &skip);
+        for (int again = 0; rc == -ENOTEMPTY && !skip && again < 50; again++) {
             struct timespec pause = {0, 10 * 1000 * 1000};
             nanosleep(&pause, NULL);
-            rc = remove_tree(to, &files);
+            rc = remove_tree(mfd, to, &files, &skip);
         }
-        if (rc) {
-            st = kvs__fail(kvs__errno_status(-rc), "removing %s (was %s): %s", to, from,
-                           strerror(-rc));
+        skipped += skip;
+        if (rc && !(rc == -ENOTEMPTY && skip)) {
+            st = kvs__fail(kvs__errno_status(-rc), "removing %s/" KVS_META_DIR "/%s (was %s): %s",
+                           a->paths[r], to, from, strerror(-rc));
+            io->close(mfd);
+            io->close(rfd);
             break;
         }
-        remove_trash(a->paths[r], &files);
+        remove_trash(mfd, &files, &skipped);
+        io->close(mfd);
+        io->close(rfd);
     }
+    if (skipped)
+        kvs__log(KVS_LOG_WARN, "rm %s: %" PRIu64 " folders deeper than the store's layout "
+                 "(<namespace>/<xx>/<yy>/<chunk>) were not entered; they stay in "
+                 KVS_META_DIR "/trash-* (remove them by hand)", ns, skipped);
     if (!st && !found)
         st = kvs__fail(KVS_ERR_NOT_FOUND, "namespace %s is on none of the store paths", ns);
     if (files_removed_out)

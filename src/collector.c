@@ -158,17 +158,19 @@ static void note_error(kvs_walk *w, int err)
         w->first_error = err;
 }
 
-/* Calls on_entry for dir/name; 1 when the walk must stop. */
-static int emit(kvs_walk *w, kvs_walk_entry *e, const char *dir, const char *name,
+/* Calls on_entry for name in the folder dfd (whose path is dir, for
+ * messages); 1 when the walk must stop. */
+static int emit(kvs_walk *w, kvs_walk_entry *e, int dfd, const char *dir, const char *name,
                 kvs_entry_kind kind)
 {
     char path[KVS_PATH_MAX];
     pathf(path, "%s/%s", dir, name);
     e->path = path;
     e->name = path + strlen(dir) + 1;
+    e->dirfd = dfd;
     e->kind = kind;
     if (w->stat_files) {
-        if (kvs__io()->stat(path, &e->st) != 0) {
+        if (kvs__io()->fstatat(dfd, e->name, &e->st) != 0) {
             note_error(w, errno);
             return 0; /* gone since the listing: nothing to count */
         }
@@ -180,58 +182,88 @@ typedef struct bits256 {
     uint8_t b[32];
 } bits256;
 
-/* Whether dir/name is a folder and not a symlink to one: a walk never
- * follows a symlink planted in the store, which could lead it to evict or
- * remove files elsewhere (checked by lstat where readdir gives no type). */
-static bool real_dir(const char *dir, const char *name, unsigned char d_type)
+/* Opens the folder `name` of parent for listing, following no symlink (a
+ * folder swapped for a symlink mid-walk is refused, not followed).  NULL
+ * with errno set. */
+static DIR *open_dir_at(int parent, const char *name)
+{
+    const kvs_io_ops *io = kvs__io();
+    int fd = io->open_beneath(parent, name,
+                              O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == EXDEV)
+            errno = ELOOP;
+        return NULL;
+    }
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        int err = errno;
+        io->close(fd);
+        errno = err;
+    }
+    return d;
+}
+
+/* A folder entry (never a symlink to one: d_type, or an lstat where
+ * readdir gives no type; opening it refuses a symlink again). */
+static bool real_dir(int dfd, const char *name, unsigned char d_type)
 {
     if (d_type != DT_UNKNOWN)
         return d_type == DT_DIR;
-    char path[KVS_PATH_MAX];
     struct stat st;
-    pathf(path, "%s/%s", dir, name);
-    return kvs__io()->stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    return kvs__io()->fstatat(dfd, name, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Lists the two-hex-digit subfolders of dir into *out; emits temp files. */
-static int list_hex_dirs(kvs_walk *w, kvs_walk_entry *e, const char *dir, bits256 *out)
+/* Lists the two-hex-digit subfolders of folder `name` of parent into *out;
+ * emits temp files; counts anything else that is a folder as skipped (the
+ * store's layout has nothing else there).  *dfd_out: the folder, open. */
+static int list_hex_dirs(kvs_walk *w, kvs_walk_entry *e, int parent, const char *name,
+                         const char *dir, bits256 *out, DIR **d_out)
 {
     const kvs_io_ops *io = kvs__io();
     memset(out, 0, sizeof *out);
-    DIR *d = io->opendir(dir);
+    *d_out = NULL;
+    DIR *d = open_dir_at(parent, name);
     if (!d) {
         note_error(w, errno);
         return 0;
     }
+    int dfd = dirfd(d);
     int stop = 0;
     struct dirent *de;
     while (!stop && (de = io->readdir(d)) != NULL) {
         unsigned v;
-        if (two_hex(de->d_name, &v) && real_dir(dir, de->d_name, de->d_type))
+        if (two_hex(de->d_name, &v) && real_dir(dfd, de->d_name, de->d_type))
             out->b[v / 8] |= (uint8_t)(1u << (v % 8));
         else if (kvs__is_temp_name(de->d_name))
-            stop = emit(w, e, dir, de->d_name, KVS_ENTRY_TEMP);
+            stop = emit(w, e, dfd, dir, de->d_name, KVS_ENTRY_TEMP);
+        else if (de->d_type == DT_DIR && strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            w->skipped++;
     }
-    io->closedir(d);
+    *d_out = d;
     return stop;
 }
 
-static int walk_leaf(kvs_walk *w, kvs_walk_entry *e, const char *dir)
+static int walk_leaf(kvs_walk *w, kvs_walk_entry *e, int parent, const char *name,
+                     const char *dir)
 {
     const kvs_io_ops *io = kvs__io();
-    DIR *d = io->opendir(dir);
+    DIR *d = open_dir_at(parent, name);
     if (!d) {
         note_error(w, errno);
         return 0;
     }
+    int dfd = dirfd(d);
     int stop = 0;
     struct dirent *de;
     while (!stop && (de = io->readdir(d)) != NULL) {
-        const char *name = de->d_name;
-        if (name[0] != '.' && kvs__is_chunk_name(name, e->key))
-            stop = emit(w, e, dir, name, KVS_ENTRY_CHUNK);
-        else if (name[0] == '.' && kvs__is_temp_name(name))
-            stop = emit(w, e, dir, name, KVS_ENTRY_TEMP);
+        const char *n = de->d_name;
+        if (n[0] != '.' && kvs__is_chunk_name(n, e->key))
+            stop = emit(w, e, dfd, dir, n, KVS_ENTRY_CHUNK);
+        else if (n[0] == '.' && kvs__is_temp_name(n))
+            stop = emit(w, e, dfd, dir, n, KVS_ENTRY_TEMP);
+        else if (de->d_type == DT_DIR && strcmp(n, ".") && strcmp(n, ".."))
+            w->skipped++; /* deeper than the layout: never entered */
     }
     io->closedir(d);
     w->dirs++;
@@ -240,30 +272,38 @@ static int walk_leaf(kvs_walk *w, kvs_walk_entry *e, const char *dir)
     return stop;
 }
 
-static int walk_ns(kvs_walk *w, kvs_walk_entry *e, const char *root, const char *ns)
+/* <root>/<ns>/<xx>/<yy>/<file>: a fixed depth, each level opened from the
+ * one above without following symlinks, so the walk is iterative, bounded
+ * and never leaves the store whatever is planted or swapped in it. */
+static int walk_ns(kvs_walk *w, kvs_walk_entry *e, int rootfd, const char *root, const char *ns)
 {
-    char nsdir[KVS_PATH_MAX], xdir[KVS_PATH_MAX], leaf[KVS_PATH_MAX];
+    const kvs_io_ops *io = kvs__io();
+    char nsdir[KVS_PATH_MAX], xdir[KVS_PATH_MAX], leaf[KVS_PATH_MAX], name[3];
     if (intern_ns(w, ns, &e->ns) != 0)
         return -1;
     pathf(nsdir, "%s/%s", root, ns);
     bits256 xs, ys;
-    if (list_hex_dirs(w, e, nsdir, &xs))
-        return 1;
-    for (unsigned x = 0; x < 256; x++) {
+    DIR *nd, *xd;
+    int stop = list_hex_dirs(w, e, rootfd, ns, nsdir, &xs, &nd);
+    for (unsigned x = 0; !stop && nd && x < 256; x++) {
         if (!(xs.b[x / 8] & (1u << (x % 8))))
             continue;
-        pathf(xdir, "%s/%02x", nsdir, x);
-        if (list_hex_dirs(w, e, xdir, &ys))
-            return 1;
-        for (unsigned y = 0; y < 256; y++) {
+        snprintf(name, sizeof name, "%02x", x);
+        pathf(xdir, "%s/%s", nsdir, name);
+        stop = list_hex_dirs(w, e, dirfd(nd), name, xdir, &ys, &xd);
+        for (unsigned y = 0; !stop && xd && y < 256; y++) {
             if (!(ys.b[y / 8] & (1u << (y % 8))))
                 continue;
-            pathf(leaf, "%s/%02x", xdir, y);
-            if (walk_leaf(w, e, leaf))
-                return 1;
+            snprintf(name, sizeof name, "%02x", y);
+            pathf(leaf, "%s/%s", xdir, name);
+            stop = walk_leaf(w, e, dirfd(xd), name, leaf);
         }
+        if (xd)
+            io->closedir(xd);
     }
-    return 0;
+    if (nd)
+        io->closedir(nd);
+    return stop;
 }
 
 kvs_status kvs__walk(kvs_walk *w)
@@ -279,9 +319,15 @@ kvs_status kvs__walk(kvs_walk *w)
         size_t n = 0, cap = 0;
         bool meta = false;
         int stop = 0;
-        DIR *d = io->opendir(root);
+        int rootfd = kvs__root_open(root);
+        if (rootfd < 0) {
+            note_error(w, -rootfd);
+            continue;
+        }
+        DIR *d = open_dir_at(rootfd, ".");
         if (!d) {
             note_error(w, errno);
+            io->close(rootfd);
             continue;
         }
         struct dirent *de;
@@ -290,9 +336,9 @@ kvs_status kvs__walk(kvs_walk *w)
             if (strcmp(name, KVS_META_DIR) == 0) {
                 meta = true;
             } else if (kvs__is_temp_name(name)) {
-                stop = emit(w, &e, root, name, KVS_ENTRY_TEMP);
+                stop = emit(w, &e, rootfd, root, name, KVS_ENTRY_TEMP);
             } else if (kvs__is_ns_dir_name(name) && (!w->only_ns || !strcmp(name, w->only_ns)) &&
-                       real_dir(root, name, de->d_type)) {
+                       real_dir(rootfd, name, de->d_type)) {
                 if (n == cap) {
                     cap = cap ? cap * 2 : 16;
                     char **v = kvs__realloc(names, cap * sizeof *v);
@@ -311,22 +357,32 @@ kvs_status kvs__walk(kvs_walk *w)
         }
         io->closedir(d);
         if (!stop && meta && !w->only_ns) {
+            /* .kvstash: only its temporary files (a symlink there is not
+             * entered: open_dir_at refuses it). */
             char mdir[KVS_PATH_MAX];
             pathf(mdir, "%s/" KVS_META_DIR, root);
             bits256 unused;
-            stop = list_hex_dirs(w, &e, mdir, &unused);
+            DIR *md;
+            stop = list_hex_dirs(w, &e, rootfd, KVS_META_DIR, mdir, &unused, &md);
+            if (md)
+                io->closedir(md);
         }
         for (size_t i = 0; i < n; i++) {
             if (!stop)
-                stop = walk_ns(w, &e, root, names[i]);
+                stop = walk_ns(w, &e, rootfd, root, names[i]);
             kvs__free(names[i]);
         }
         kvs__free(names);
+        io->close(rootfd);
         if (stop < 0)
             return kvs__fail(KVS_ERR_NOMEM, "out of memory walking the store");
         if (stop)
             break;
     }
+    if (w->skipped)
+        kvs__log(KVS_LOG_WARN, "store walk: skipped %" PRIu64 " folders that are not part of the "
+                 "store's layout (<namespace>/<xx>/<yy>/<chunk>); they are never entered",
+                 w->skipped);
     return KVS_OK;
 }
 
@@ -458,6 +514,7 @@ int kvs__usage_read(const char *root, kvs_usage_record *u)
 
 typedef struct cand {
     int64_t access;        /* wall ns */
+    uint64_t dev, ino;     /* the file the scan saw: only that one goes */
     uint64_t bytes;
     uint32_t ns;
     uint8_t key[KVS_KEY_BYTES];
@@ -577,6 +634,7 @@ typedef struct run {
     bool nomem;
     int unlink_logged;
     struct victim *batch;                    /* EVICT_BATCH entries */
+    int rootfd[KVS_MAX_STORE_PATHS];         /* store paths, resolved once */
 } run;
 
 static bool leases_ok(run *x)
@@ -597,7 +655,7 @@ static bool leases_ok(run *x)
 /* Removes one chunk if it is still the one seen by the scan; true if the
  * collection may go on. */
 static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int64_t access,
-                  uint64_t bytes)
+                  uint64_t bytes, uint64_t dev, uint64_t ino)
 {
     const kvs_collect_params *p = x->p;
     if (x->stop || !leases_ok(x))
@@ -610,23 +668,39 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
         }
         x->slice_start = kvs__now_ns();
     }
-    char path[KVS_PATH_MAX], hex[KVS_KEY_HEX];
+    char path[KVS_PATH_MAX], hex[KVS_KEY_HEX], rel[KVS_PATH_MAX];
     kvs__hex(key, KVS_KEY_BYTES, hex);
     pathf(path, "%s/%s/%02x/%02x/%s", p->roots[root], ns, key[0], key[1], hex);
     if (!p->dry_run) {
+        /* Through the folders' descriptors, no symlink followed, and only
+         * the very file the scan saw (a swapped folder or a file published
+         * again since is left alone). */
         const kvs_io_ops *io = kvs__io();
+        if (x->rootfd[root] < 0)
+            return true;
+        pathf(rel, "%s/%02x/%02x", ns, key[0], key[1]);
+        int leaf = io->open_beneath(x->rootfd[root], rel,
+                                    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
+        if (leaf < 0)
+            return true; /* gone, or not the store's any more */
         struct stat st;
-        if (io->stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-            return true; /* gone already */
+        if (io->fstatat(leaf, hex, &st) != 0 || !S_ISREG(st.st_mode) ||
+            (uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino) {
+            io->close(leaf);
+            return true; /* gone already, or another file now */
+        }
         if (kvs__access_ns(&st) > access) {
+            io->close(leaf);
             x->r->skipped_touched++; /* read since the scan: keep it */
             return true;
         }
-        if (io->unlink(path) != 0) {
-            if (errno != ENOENT && errno != ESTALE)
+        int rc = kvs__unlink_examined(leaf, hex, &st);
+        io->close(leaf);
+        if (rc != 0) {
+            if (rc < 0 && rc != -ENOENT && rc != -ESTALE)
                 kvs__log_once(&x->unlink_logged, KVS_LOG_WARN,
                               "collector: cannot remove %s: %s (further failures not logged)",
-                              path, strerror(errno));
+                              path, strerror(-rc));
             return true;
         }
     }
@@ -649,7 +723,7 @@ static int on_entry(void *ctx, const kvs_walk_entry *e)
     if (e->kind == KVS_ENTRY_TEMP) {
         int64_t mt = (int64_t)e->st.st_mtim.tv_sec * 1000000000 + e->st.st_mtim.tv_nsec;
         if (x->now_wall - mt > (int64_t)p->tmp_grace_ns) {
-            if (p->dry_run || kvs__io()->unlink(e->path) == 0) {
+            if (p->dry_run || kvs__unlink_examined(e->dirfd, e->name, &e->st) == 0) {
                 x->r->orphans_removed++;
                 x->r->orphan_bytes += size;
             }
@@ -664,11 +738,13 @@ static int on_entry(void *ctx, const kvs_walk_entry *e)
     x->r->scanned_files++;
     int64_t access = kvs__access_ns(&e->st);
     if (x->age_cutoff && access < x->age_cutoff) {
-        if (!evict(x, e->root, x->w.ns_names[e->ns], e->key, access, size))
+        if (!evict(x, e->root, x->w.ns_names[e->ns], e->key, access, size,
+                   (uint64_t)e->st.st_dev, (uint64_t)e->st.st_ino))
             return 1;
         return 0;
     }
-    cand c = {.access = access, .bytes = size, .ns = e->ns};
+    cand c = {.access = access, .bytes = size, .ns = e->ns, .dev = e->st.st_dev,
+              .ino = e->st.st_ino};
     memcpy(c.key, e->key, KVS_KEY_BYTES);
     if (heap_push(&x->heap[e->root], &c) != 0) {
         x->nomem = true;
@@ -746,7 +822,7 @@ static uint64_t evict_from(run *x, uint32_t mask, uint64_t need)
             const victim *v = &x->batch[i];
             uint64_t before = x->freed[v->root];
             if (!evict(x, v->root, x->w.ns_names[v->c->ns], v->c->key, v->c->access,
-                       v->c->bytes))
+                       v->c->bytes, v->c->dev, v->c->ino))
                 return freed;
             freed += x->freed[v->root] - before;
         }
@@ -821,6 +897,8 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
         kvs__free(x);
         return kvs__fail(KVS_ERR_NOMEM, "out of memory starting a collection");
     }
+    for (uint32_t i = 0; i < KVS_MAX_STORE_PATHS; i++)
+        x->rootfd[i] = i < p->nroots ? kvs__root_open(p->roots[i]) : -1;
     uint32_t all = (1u << p->nroots) - 1;
     uint32_t max_cand = p->max_candidates ? p->max_candidates : DEFAULT_MAX_CANDIDATES;
     uint64_t t0 = kvs__now_ns();
@@ -1011,8 +1089,11 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
         append_log(p, r, t0, t1);
     }
     kvs__walk_clear(&x->w);
-    for (uint32_t i = 0; i < KVS_MAX_STORE_PATHS; i++)
+    for (uint32_t i = 0; i < KVS_MAX_STORE_PATHS; i++) {
         kvs__free(x->heap[i].v);
+        if (x->rootfd[i] >= 0)
+            kvs__io()->close(x->rootfd[i]);
+    }
     kvs__free(x->batch);
     kvs__free(x);
     return st;

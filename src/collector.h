@@ -38,6 +38,8 @@ typedef struct kvs_walk_entry {
     uint32_t ns;             /* index in kvs_walk.ns_names; UINT32_MAX: none */
     const char *path;        /* full path */
     const char *name;        /* its last component */
+    int dirfd;               /* its folder, open during the call: act on the
+                                file by name from here (never by path) */
     kvs_entry_kind kind;
     uint8_t key[KVS_KEY_BYTES]; /* CHUNK */
     struct stat st;          /* lstat, when kvs_walk.stat_files */
@@ -57,6 +59,7 @@ typedef struct kvs_walk {
     char **ns_names;
     uint32_t nns, ns_cap;
     uint64_t dirs;           /* leaf folders visited */
+    uint64_t skipped;        /* folders outside the layout, not entered */
     int first_error;         /* errno of the first folder that could not be
                                 read (ENOENT ignored: removed under us) */
 } kvs_walk;

@@ -423,7 +423,9 @@ static void quarantine(kvs_xchunk *c, kvs_reject why)
                   "chunk file %s is not valid (%s); removed it, the chunk will be recomputed "
                   "(further cases are counted in kvstash_chunk_misses_total)",
                   path, kvs__reject_name(why));
-    kvs__store_remove(&e->store, c->key);
+    /* Only the file examined: a writer may have published a good one under
+     * the name since. */
+    kvs__store_remove_examined(&e->store, c->key, &c->st);
     kvs__index_forget(e->index, c->key);
 }
 
@@ -436,7 +438,10 @@ static void read_fail(kvs_xchunk *c, size_t reason, int err)
         kvs__store_chunk_path(&e->store, c->key, path);
         kvs__log_once(&logged, KVS_LOG_WARN, "reading %s failed: %s (counted from now on)", path,
                       strerror(err));
-        note_io_failure(e, "read", err);
+        /* One file we may not read (mode 000, another owner) is a miss for
+         * that chunk, not a sign of a failing store. */
+        if (err != EACCES && err != EPERM)
+            note_io_failure(e, "read", err);
     } else if (reason == STAT_OFF(miss_vanished)) {
         kvs__index_forget(e->index, c->key);
     }
@@ -606,8 +611,8 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         chunk_settle(c, KVS_CH_CANCELLED);
         goto resolve;
     }
-    struct stat st;
-    int fd = kvs__store_open_read(&e->store, c->key, &st, &c->fd_direct);
+    int fd = kvs__store_open_read(&e->store, c->key, &c->st, &c->fd_direct);
+    const struct stat st = c->st;
     if (fd < 0) {
         int err = -fd;
         if (err == ENOENT || err == ENOTDIR || err == ESTALE) {

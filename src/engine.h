@@ -94,6 +94,8 @@ struct kvs_xchunk {
     kvs_slot_cover cover;
     int fd;
     bool fd_direct;                /* fd has O_DIRECT: align zero-copy transfers */
+    struct stat st;                /* retrieve: the file opened (quarantine
+                                      removes only that one) */
     uint64_t tmp_suffix;           /* store: temporary file name */
     bool index_said_present;       /* retrieve: for "vanished" vs "absent" */
     _Atomic uint32_t pieces_left;

@@ -910,6 +910,18 @@ int kvs__store_remove(kvs_fstore *s, const uint8_t *key)
     return rc;
 }
 
+int kvs__store_remove_examined(kvs_fstore *s, const uint8_t *key, const struct stat *examined)
+{
+    char name[KVS_KEY_HEX];
+    kvs__hex(key, KVS_KEY_BYTES, name);
+    int leaf = open_leaf(s, key);
+    if (leaf < 0)
+        return leaf == -ENOENT || leaf == -ESTALE || leaf == -ENOTDIR ? 1 : leaf;
+    int rc = kvs__unlink_examined(leaf, name, examined);
+    kvs__io()->close(leaf);
+    return rc;
+}
+
 void kvs__store_touch(kvs_fstore *s, const uint8_t *key)
 {
     char name[KVS_KEY_HEX];

@@ -175,6 +175,10 @@ void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suff
 int kvs__store_publish(kvs_fstore *s, const uint8_t *key, uint64_t suffix);
 void kvs__store_discard(kvs_fstore *s, const uint8_t *key, uint64_t suffix);
 
+/* Removes a chunk only if it is still the file examined (same st_dev and
+ * st_ino): 0 removed, 1 not there or another file now, -errno. */
+int kvs__store_remove_examined(kvs_fstore *s, const uint8_t *key, const struct stat *examined);
+
 /* Removes a published chunk: 0 removed, 1 was not there, -errno. */
 int kvs__store_remove(kvs_fstore *s, const uint8_t *key);
 

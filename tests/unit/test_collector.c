@@ -266,14 +266,15 @@ static void test_bounded_candidates(void **state)
 /* A candidate read between the scan and its eviction stays. */
 static const char *touch_target;
 static int touch_stats;
-static int touching_stat(const char *path, struct stat *st)
+static int touching_fstatat(int dirfd, const char *name, struct stat *st)
 {
-    if (touch_target && strcmp(path, touch_target) == 0 && ++touch_stats == 2) {
+    const char *base = touch_target ? strrchr(touch_target, '/') + 1 : NULL;
+    if (base && strcmp(name, base) == 0 && ++touch_stats == 2) {
         /* the second look is the eviction's: a reader got there first */
         struct timespec now[2] = {{0, UTIME_NOW}, {0, UTIME_OMIT}};
-        utimensat(AT_FDCWD, path, now, AT_SYMLINK_NOFOLLOW);
+        utimensat(dirfd, name, now, AT_SYMLINK_NOFOLLOW);
     }
-    return kvs__io_posix.stat(path, st);
+    return kvs__io_posix.fstatat(dirfd, name, st);
 }
 
 static void test_touched_candidate_kept(void **state)
@@ -294,7 +295,7 @@ static void test_touched_candidate_kept(void **state)
     touch_target = fs.path[0]; /* the oldest */
     touch_stats = 0;
     kvs_io_ops ops = kvs__io_posix;
-    ops.stat = touching_stat;
+    ops.fstatat = touching_fstatat;
     kvs__io_set(&ops);
     kvs_admin *a = admin_of(f);
     kvs_gc_options o = {.flags = KVS_GC_TO_SIZE, .to_bytes = 7 * FILE_BYTES,
