@@ -1155,6 +1155,7 @@ struct kvs_collector {
      * engine asks for one more round first (drain), the thread says when a
      * round that began after the request ended (drained); under mu. */
     bool drain, drain_seen, drained;
+    bool exited;                             /* under mu: the thread is done */
     char outcome[320];                       /* under mu: the last round's result */
     uint64_t round_evicted;                  /* under mu: chunks that round evicted */
     /* After a collection for ENOSPC on a path (thread only): until the
@@ -1469,6 +1470,10 @@ static void *collector_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         stopped = collector_wait(c, TICK_NS, true);
     }
+    pthread_mutex_lock(&c->mu);
+    c->exited = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     collector_unref(c);
     return NULL;
 }
@@ -1557,9 +1562,18 @@ void kvs__collector_stop(kvs_collector *c)
     pthread_mutex_unlock(&c->mu);
     /* A pass notices between folders; a filesystem call that hangs keeps
      * the thread, which then cleans up after itself. */
-    struct timespec ts;
-    kvs__mono_timespec_in(2000000000u, &ts);
-    if (pthread_clockjoin_np(c->thread, NULL, CLOCK_MONOTONIC, &ts) != 0)
+    /* The bounded join, on the monotonic clock: the thread says it is done
+     * under mu (pthread_timedjoin_np waits on the wall clock, and
+     * ThreadSanitizer does not know pthread_clockjoin_np). */
+    uint64_t deadline = kvs__now_ns() + 2000000000u;
+    pthread_mutex_lock(&c->mu);
+    while (!c->exited && kvs__cond_wait_until(&c->cv, &c->mu, deadline) == 0) {
+    }
+    bool exited = c->exited;
+    pthread_mutex_unlock(&c->mu);
+    if (exited)
+        pthread_join(c->thread, NULL); /* it only has to return */
+    else
         pthread_detach(c->thread);
     collector_unref(c);
 }

@@ -3,19 +3,20 @@
  *
  * The file holds text lines: a nonce naming this holding, a generation that
  * every renewal bumps, and who holds it (host, boot id, pid namespace, pid,
- * process start time, purpose), or "state free" once released.  It is
- * always LEASE_FILE_BYTES long (padded), and once it exists it is never
- * removed: taking, renewing and releasing the lease rewrite it in place or
- * rename it, none of which needs a new inode or a new block.  So a store
- * whose filesystem ran out of inodes or space can still be collected: the
- * lease is what lets the collector make room (docs/capacity.md).  The
- * protocol:
+ * process start time, purpose).  It is always LEASE_FILE_BYTES long
+ * (padded).  Its inode is made once and then only renamed or rewritten in
+ * place, none of which needs a new inode or a new block, so a store whose
+ * filesystem ran out of inodes or space can still be collected: the lease
+ * is what lets the collector make room (docs/capacity.md).  A collector
+ * makes a spare (collector.lease.spare) when it starts, while there is
+ * room; a release turns the lease back into the spare.  The protocol:
  *
- *   create   (only when there is no lease file: a new store) write a
- *            temporary file, rename it to the lease name with
- *            RENAME_NOREPLACE (link() where the filesystem lacks it): of
- *            several creators exactly one succeeds.  Every collector makes
- *            a free one when it starts, while there is room.
+ *   create   (no lease file: free) rename the spare to a private name (of
+ *            several contenders one wins it; without a spare, write a new
+ *            temporary file), write our content into it, and rename it to
+ *            the lease name with RENAME_NOREPLACE (link() where the
+ *            filesystem lacks it): of several creators exactly one succeeds;
+ *            the others keep their inode as the spare.
  *   renew    every ttl/3: open the file, check it still carries our nonce,
  *            write the next generation over it through the same descriptor.
  *            The holder acts only until (start of its last renewal) + ttl -
@@ -24,14 +25,15 @@
  *   observe  a contender hashes the content it reads; when the same content
  *            has been there for ttl + 2 * grace by the contender's own
  *            monotonic clock, the holder stopped renewing before its
- *            holding ran out (a renewal is due every ttl/3).  Free content
- *            is taken at once.
+ *            holding ran out (a renewal is due every ttl/3).
  *   take     rename the lease to a private name (one contender wins), check
  *            that it is the content observed (a late renewal would differ:
  *            then it is put back), write our content into it, and rename it
- *            back with RENAME_NOREPLACE (if someone created a new lease file
+ *            back with RENAME_NOREPLACE (if someone created a lease file
  *            while the name was away, theirs wins and ours is removed).
- *   release  write free content over it, if it still carries our nonce.
+ *   release  (while the holding is good by more than grace) rename the
+ *            lease to a private name, check it is ours (else put it back),
+ *            rename it to the spare.
  *
  * A renewal writes in place, so a renewal that stalls between its check
  * and its write could land in a file a contender took meanwhile.  It cannot
@@ -39,7 +41,9 @@
  * content it watched appeared, which is after the holder's renewal started
  * + 3 * grace, so such a renewal took longer than 2 * grace and its holder
  * gives the lease up; the contender then finds a foreign nonce at its next
- * renewal and gives it up too (a lost ttl, never two holders).
+ * renewal and gives it up too (a lost ttl, never two holders).  A release
+ * is not written in place: "free" content landing late in a file a
+ * contender took would hand the lease to a third at once.
  *
  * No step compares wall clocks of two hosts, so clock skew cannot make two
  * holders; only the rates of the clocks matter.  Wall times in the file are
@@ -66,6 +70,7 @@
 
 #define LEASE_MAX_BYTES 2048
 #define LEASE_FILE_BYTES 1024 /* every version of the file: rewrites need no block */
+#define LEASE_SPARE KVS_LEASE_FILE ".spare"
 #define ABANDONED_SKEW_NS (300ull * 1000000000ull)
 
 static int64_t wall_offset;
@@ -387,24 +392,47 @@ static void new_holding(kvs_lease *l)
     l->acquired_wall_ns = lease_wall_ns();
 }
 
-/* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
+/* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error.  The
+ * spare file (collector.lease.spare, left by the last release or made when a
+ * collector started) is used when there is one: renamed to a private name
+ * (one contender wins it), written in place, published.  Only without a
+ * spare is a new file (a new inode) created. */
 static kvs_status create(kvs_lease *l, int dfd)
 {
+    const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
     new_holding(l);
-    char tmp[64];
-    int rc = write_temp(l, dfd, false, tmp, sizeof tmp);
-    if (rc)
-        return kvs__fail(kvs__errno_status(-rc),
-                         "cannot write a lease file in %s: it %s (there is no lease file to "
-                         "reuse: a collector makes one when it starts with room to spare)",
-                         l->dir, kvs__meta_strerror(-rc));
+    char tmp[64], hex[17];
+    int rc;
+    random_hex(hex, 8);
+    snprintf(tmp, sizeof tmp, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    if (io->renameat(dfd, LEASE_SPARE, tmp, 0) == 0) {
+        int fd = open_file(dfd, tmp);
+        rc = fd < 0 ? fd : write_fd(l, fd, false);
+        if (fd >= 0 && io->close(fd) != 0 && rc == 0)
+            rc = -errno;
+        if (rc) {
+            io->renameat(dfd, tmp, LEASE_SPARE, 0);
+            return kvs__fail(kvs__errno_status(-rc), "cannot write the lease %s: it %s",
+                             l->path, kvs__meta_strerror(-rc));
+        }
+    } else {
+        rc = write_temp(l, dfd, false, tmp, sizeof tmp);
+        if (rc)
+            return kvs__fail(kvs__errno_status(-rc),
+                             "cannot write a lease file in %s: it %s (there is no lease file "
+                             "to reuse: a collector makes one when it starts with room to "
+                             "spare)",
+                             l->dir, kvs__meta_strerror(-rc));
+    }
     rc = publish(dfd, tmp);
     if (rc == 0) {
         start_holding(l, t_start);
         return KVS_OK;
     }
-    kvs__io()->unlinkat(dfd, tmp, 0);
+    /* Keep the inode for the next taker rather than give it back. */
+    if (io->renameat(dfd, tmp, LEASE_SPARE, 0) != 0)
+        io->unlinkat(dfd, tmp, 0);
     if (rc == -EEXIST) {
         snprintf(l->holder, sizeof l->holder, "another process created it first");
         return KVS_ERR_BUSY;
@@ -530,8 +558,6 @@ static kvs_status lease_try_in(kvs_lease *l, int dfd)
     uint64_t ttl = KVS_MAX(l->ttl_ns, t.ttl_ms * 1000000u);
     uint64_t grace = KVS_MAX(ttl / 10, (uint64_t)100000000u);
     char why[384];
-    if (t.free)
-        return take_over(l, dfd, h, NULL);
     if (holder_gone(&t)) {
         snprintf(why, sizeof why, "its holder, pid %u of this machine, is gone", t.owner.pid);
         return take_over(l, dfd, h, why);
@@ -636,35 +662,52 @@ void kvs__lease_release(kvs_lease *l)
     if (!l->held)
         return;
     l->held = false;
-    if (kvs__now_ns() >= l->valid_until)
-        return; /* it may be someone else's now */
-    char text[LEASE_MAX_BYTES];
-    int fd = open_lease(l);
-    if (fd < 0)
+    /* Past valid_until (or nearly) it may be someone else's by now: leave
+     * it, to be taken over as a silent holder's. */
+    if (kvs__now_ns() + l->grace_ns >= l->valid_until)
         return;
-    lease_text t;
-    if (read_fd(fd, text, sizeof text) >= 0) {
-        parse(text, &t);
-        /* Free content, not a removal: the file stays for the next holder,
-         * who then needs no inode to take it. */
-        if (strcmp(t.nonce, l->nonce) == 0)
-            write_fd(l, fd, true);
+    int dfd = lease_dir(l, false);
+    if (dfd < 0)
+        return;
+    const kvs_io_ops *io = kvs__io();
+    char priv[64], hex[17], text[LEASE_MAX_BYTES];
+    random_hex(hex, 8);
+    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    /* Renamed away first, so it is ours alone while we look at it; then
+     * kept as the spare: the next taker needs no new inode. */
+    if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) == 0) {
+        int n = read_name(dfd, priv, text, sizeof text);
+        lease_text t;
+        if (n >= 0)
+            parse(text, &t);
+        if (n >= 0 && strcmp(t.nonce, l->nonce) == 0) {
+            if (io->renameat(dfd, priv, LEASE_SPARE, 0) != 0)
+                io->unlinkat(dfd, priv, 0);
+        } else if (publish(dfd, priv) != 0) {
+            /* Not ours (taken over meanwhile): back, unless a new one is
+             * there already. */
+            io->unlinkat(dfd, priv, 0);
+        }
     }
-    kvs__io()->close(fd);
+    io->close(dfd);
 }
 
+/* Makes the spare lease file if there is none: a collector does at start,
+ * while the filesystem has room, so that taking the lease later never
+ * needs a new inode. */
 void kvs__lease_prepare(kvs_lease *l)
 {
     char text[LEASE_MAX_BYTES], tmp[64];
     int dfd = lease_dir(l, true);
     if (dfd < 0)
         return;
-    if (read_name(dfd, KVS_LEASE_FILE, text, sizeof text) == -ENOENT) {
+    if (read_name(dfd, LEASE_SPARE, text, sizeof text) == -ENOENT) {
         kvs_lease blank = *l;
         random_hex(blank.nonce, 16);
         blank.generation = 0;
-        /* No room: the first take creates it, or says why it cannot. */
-        if (write_temp(&blank, dfd, true, tmp, sizeof tmp) == 0 && publish(dfd, tmp) != 0)
+        /* No room: the first take creates one, or says why it cannot. */
+        if (write_temp(&blank, dfd, true, tmp, sizeof tmp) == 0 &&
+            kvs__io()->renameat(dfd, tmp, LEASE_SPARE, 1) != 0)
             kvs__io()->unlinkat(dfd, tmp, 0);
     }
     kvs__io()->close(dfd);

@@ -2,12 +2,14 @@
  * lease.h - the collector lease: one holder at a time for a store path,
  * across every process and every host that mounts it.
  *
- * A lease is the file <root>/.kvstash/collector.lease.  It is created once
- * (a rename that refuses to replace) and then only rewritten in place or
- * renamed: renewed by writing the next generation over it, taken over from
- * a holder that stopped renewing by renaming it away first, released by
- * writing "free" over it.  No step after the first needs a new inode or
- * block, so a full filesystem does not lock the collector out.  Expiry is
+ * A lease is the file <root>/.kvstash/collector.lease.  Its inode is made
+ * once (a spare, collector.lease.spare, when a collector starts) and then
+ * only renamed or rewritten in place: taken by renaming the spare to a
+ * private name, writing it and publishing it with a rename that refuses to
+ * replace; renewed by writing the next generation over it; taken over from
+ * a holder that stopped renewing by renaming it away first; released by
+ * renaming it back to the spare.  No step needs a new inode or block once
+ * the spare exists, so a full filesystem does not lock the collector out.  Expiry is
  * judged only by each process's own monotonic clock, never by comparing wall
  * clocks of different hosts; docs/capacity.md gives the argument.
  */
@@ -61,14 +63,14 @@ kvs_status kvs__lease_keep(kvs_lease *l);
 /* Held, and this process's clock says the holding has not run out. */
 bool kvs__lease_valid(const kvs_lease *l);
 
-/* Gives the lease back (writes "free" over the file if it is still ours;
- * the file stays, so taking it again needs no new inode). */
+/* Gives the lease back: the file, if it is still ours, becomes the spare,
+ * so taking the lease again needs no new inode. */
 void kvs__lease_release(kvs_lease *l);
 
-/* Creates the lease file of l's root, free, if there is none: a collector
+/* Makes the spare lease file of l's root if there is none: a collector
  * does at start, while the filesystem has room, so that taking the lease
  * later never needs a new inode or block.  Errors are ignored (the first
- * take creates it, or reports why it cannot). */
+ * take creates a file, or reports why it cannot). */
 void kvs__lease_prepare(kvs_lease *l);
 
 /* The state of the lease of root, one line for operators: "free" or "held

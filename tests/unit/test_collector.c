@@ -707,13 +707,13 @@ static size_t store_tiny(kvs_engine *e, uint32_t seed0, int prompts)
     return stored;
 }
 
-/* Gives the collector a moment to start (it makes the lease file then,
- * while there is room); not an assertion: the test is about what happens
+/* Gives the collector a moment to start (it makes the spare lease file
+ * then, while there is room); not an assertion: the test is about what happens
  * once the inodes are gone. */
 static void let_collector_start(const char *dir)
 {
     char path[4300];
-    snprintf(path, sizeof path, "%s/.kvstash/collector.lease", dir);
+    snprintf(path, sizeof path, "%s/.kvstash/collector.lease.spare", dir);
     for (int i = 0; i < 200 && !exists(path); i++)
         usleep(10000);
 }
