@@ -13,9 +13,10 @@ CMAKE_ARGS ?=
 # the missing ones with apt-get).
 DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
-               python3-numpy libfuse3-dev fuse3 glusterfs-server glusterfs-client
+               python3-numpy python3-venv python3-pip libfuse3-dev fuse3 \
+               glusterfs-server glusterfs-client
 
-.PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install
+.PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install wheel
 
 all: build
 
@@ -83,6 +84,14 @@ bench-scale: build
 
 install: build
 	cmake --install $(BUILD)
+
+# The Python package as a platform wheel with libkvstash inside, in
+# $(BUILD)/dist (offline; the library is built in $(BUILD)/wheel-build).
+# Install it with `venv/bin/python -m pip install $(BUILD)/dist/kvstash-*.whl`,
+# or in one step `venv/bin/python -m pip install ./python` (README.md).
+wheel: deps
+	KVSTASH_BUILD_DIR=$(abspath $(BUILD))/wheel-build /usr/bin/python3 -m pip wheel \
+	    --no-deps --no-index -w $(BUILD)/dist ./python
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)

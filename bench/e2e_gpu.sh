@@ -84,7 +84,7 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, "trans
 
 # ---- Python tests, torch and CUDA ---------------------------------------------
 log "pytest"
-python3 -m pytest -q -p no:cacheprovider python/tests >"$OUT/pytest.log" 2>&1
+python3 -m pytest -q -rs -p no:cacheprovider python/tests >"$OUT/pytest.log" 2>&1
 echo "pytest exit $?" | tee -a "$OUT/summary.txt"
 tail -5 "$OUT/pytest.log" | tee -a "$OUT/summary.txt"
 
@@ -126,6 +126,11 @@ if [ "$MODE" = full ] && [ "$STATUS" -ne 0 ] && [ -z "${E2E_FORCE:-}" ]; then
 elif [ "$MODE" = full ]; then
     e2e llama8b 8b 8192,32768
 fi
+# Layer-pipelined loading on vLLM 0.33's packed layout (docs/vllm.md): last,
+# so it never takes time from the end-to-end runs.
+log "layerwise"
+python3 bench/layerwise_gpu.py --rounds 3 --store "$STORE" 2>&1 | grep -v "^kvstash info" \
+    | tee -a "$OUT/summary.txt"
 du -sh "$STORE" 2>/dev/null | tee -a "$OUT/summary.txt"
 log "done (status $STATUS)"
 exit $STATUS

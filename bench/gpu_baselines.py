@@ -220,6 +220,9 @@ def summary(args):
           f"{fmt(d2h)} {ratio(d2h, d2h)}")
     lines = [
         ("kvstash, files in /dev/shm (POSIX path, pinned staging)", r_kvs, s_kvs),
+        ("kvstash, /dev/shm, authenticated chunks (auth_key_file)",
+         shm.get("retrieve files -> GPU, authenticated"),
+         shm.get("store GPU -> files, until published, authenticated")),
         ("kvstash, cuFile compatibility mode, ext4 page cache",
          cuf.get("retrieve files -> GPU"), cuf.get("store GPU -> files, until published")),
         ("kvstash, disk with O_DIRECT", disk.get("retrieve files -> GPU, O_DIRECT"),
@@ -231,6 +234,16 @@ def summary(args):
     ]
     for name, r, s in lines:
         print(f"{name:58s} {fmt(r)} {ratio(r, h2d)} {fmt(s)} {ratio(s, d2h)}")
+    packed = rows_of(os.path.join(out, "bench_shm_packed.log"))
+    if packed:  # vLLM 0.26+'s packed NHD cache, beside the ceilings of its own run
+        p_h2d = packed.get("pinned host-to-device copy ceiling")
+        p_d2h = packed.get("pinned device-to-host copy ceiling")
+        p_r = packed.get("retrieve files -> GPU")
+        p_s = packed.get("store GPU -> files, until published")
+        print(f"{'pinned copy ceilings of the packed-layout run':58s} {fmt(p_h2d)} "
+              f"{ratio(p_h2d, p_h2d)} {fmt(p_d2h)} {ratio(p_d2h, p_d2h)}")
+        print(f"{'kvstash, /dev/shm, packed NHD cache (vLLM 0.26+)':58s} {fmt(p_r)} "
+              f"{ratio(p_r, p_h2d)} {fmt(p_s)} {ratio(p_s, p_d2h)}")
     for (fs, what), v in sorted(reads.items()):
         print(f"{'raw ' + what + ', 16 threads, ' + fs + ' (read_paths.c)':58s} {fmt(v)} {ratio(v, h2d)}")
     shm_read = reads.get(("tmpfs", "pread pageable"))
@@ -241,6 +254,11 @@ def summary(args):
         print(f"{'dd iflag=direct read of the same disk (ceiling for O_DIRECT)':58s} {fmt(dd)}")
         rd = disk.get("retrieve files -> GPU, O_DIRECT")
         print(f"kvstash O_DIRECT retrieve / dd O_DIRECT read: {ratio(rd, dd).strip()}")
+    ra = shm.get("retrieve files -> GPU, authenticated")
+    sa = shm.get("store GPU -> files, until published, authenticated")
+    if ra or sa:
+        print(f"authenticated / plain, same run: retrieve {ratio(ra, r_kvs).strip()}x, "
+              f"store {ratio(sa, s_kvs).strip()}x")
     lm_r, lm_s = base.get("lmcache_retrieve"), base.get("lmcache_store")
     nv_r, nv_s = base.get("naive_retrieve"), base.get("naive_store")
     print(f"kvstash / LMCache emulation: retrieve {ratio(r_kvs, lm_r).strip()}x, store "

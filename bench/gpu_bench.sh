@@ -4,7 +4,8 @@
 # the CLI round trip with --verify, doctor, then the benchmark table:
 # pinned copy ceilings, kvstash retrieve/store to and from a paged GPU cache
 # (Llama-3.1-8B shape: 32 MiB chunks, 128 chunks = 4 GiB = 32k tokens) with
-# files in /dev/shm, the same from the disk with O_DIRECT beside dd, and
+# files in /dev/shm, in the per-plane layout and again in vLLM 0.26+'s packed
+# NHD layout (each run with its own ceilings), the same from the disk with O_DIRECT beside dd, and
 # PyTorch baselines (torch.save/torch.load per chunk; LMCache's POSIX
 # fallback emulated: mmap then a copy from pageable memory, 4 threads).
 #
@@ -80,12 +81,14 @@ tests() {
     (cd "$BUILD" && ctest -j "$(nproc)" -LE gpu --timeout 300 --output-on-failure 2>&1 |
         grep -v "^ *Start\|Passed" | tail -60)
     log "test_gpu_kernels"
-    timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -25
+    timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -30
+    log "test_gpu_sha256 (the auth digests kernel against OpenSSL; its GB/s)"
+    timeout 120 "$BUILD/tests/test_gpu_sha256" 2>&1 | tail -8
     log "test_gpu_engine (no udev entry: cuFile must fall back cleanly)"
     udev_off
     mkdir -p "$DISK"
     GT_EXPECT_CUFILE=0 GT_CUFILE_DIR="$DISK" timeout 180 "$BUILD/tests/test_gpu_engine" 2>&1 |
-        grep -v "^kvstash info" | tail -30
+        grep -v "^kvstash info" | tail -45
     log "test_gpu_engine cufile, with the udev entry (cuFile compatibility mode on ext4)"
     udev_on
     GT_EXPECT_CUFILE=1 GT_CUFILE_DIR="$DISK" timeout 120 "$BUILD/tests/test_gpu_engine" cufile 2>&1 |
@@ -99,6 +102,10 @@ tests() {
     "$BUILD/kvstash" store --seed 11,12 --tokens 2000 --device cuda:0 --quiet 2>&1 | grep -v "^kvstash info"
     "$BUILD/kvstash" retrieve --seed 11,12 --tokens 2000 --device cuda:0 --verify --quiet 2>&1 | grep -v "^kvstash info"
     "$BUILD/kvstash" retrieve --seed 13 --tokens 600 --shared-prefix 11:512 --device cuda:0 --verify --quiet 2>&1 | grep -v "^kvstash info"
+    log "CLI across layouts: store from packed NHD, retrieve into packed HND and per-plane, --verify"
+    "$BUILD/kvstash" store --seed 21,22 --tokens 2000 --device cuda:0 --layout packed-nhd --quiet 2>&1 | grep -v "^kvstash info"
+    "$BUILD/kvstash" retrieve --seed 21,22 --tokens 2000 --device cuda:0 --layout packed-hnd --verify --quiet 2>&1 | grep -v "^kvstash info"
+    "$BUILD/kvstash" retrieve --seed 21,22 --tokens 2000 --device cuda:0 --layout planes --verify --quiet 2>&1 | grep -v "^kvstash info"
     unset LMCACHE_WEKA_PATH LMCACHE_LOCAL_CPU
     rm -rf "$SHM-cli"
 }
@@ -107,8 +114,15 @@ bench() {
     log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
     rm -rf "$SHM"; mkdir -p "$SHM"
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
-        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
-        --rounds 3 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -17
+        timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
+        --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
+    rm -rf "$SHM"
+    log "kvstash bench, files in /dev/shm, packed NHD GPU cache (vLLM 0.26+: heads strided)"
+    rm -rf "$SHM"; mkdir -p "$SHM"
+    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
+        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --layout packed-nhd --chunks "$CHUNKS" \
+        --threads "$THREADS" --rounds 3 2>&1 | grep -v "engine open" |
+        tee "$OUT/bench_shm_packed.log" | tail -10
     rm -rf "$SHM"
     log "kvstash bench, files on the disk ($DISK), O_DIRECT"
     rm -rf "$DISK/kvs"; mkdir -p "$DISK/kvs"

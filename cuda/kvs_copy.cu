@@ -1,13 +1,18 @@
 /*
  * kvs_copy.cu - gather and scatter between a chunk's layer-major payload and
- * vLLM's paged KV layouts (flash-attention [2, blocks, block_size, heads,
- * dim] and MLA [blocks, block_size, dim] per layer, or anything else the
- * strides describe).
+ * vLLM's paged KV layouts (per-plane [2, blocks, block_size, heads, dim] and
+ * [blocks, 2, ...], packed (blocks, heads, block_size, 2 * dim) in NHD or
+ * HND order, MLA [blocks, block_size, dim], or anything else the strides
+ * describe: include/kvstash.h has the table).
  *
  * One warp per payload row: the row's address is computed once (the slot
  * look-up and the divisions), then the warp's lanes move the row in
  * vec_bytes-wide accesses, coalesced on both sides because a row is
- * contiguous in the payload and in the cache.  The access width is a
+ * contiguous in the payload and in the cache.  When a token's heads are
+ * strided (vLLM 0.26+'s packed K|V caches, HND orders) each access finds
+ * its head with one 32-bit division; a head row stays contiguous, so lanes
+ * still read whole 32-byte sectors as long as a head row is at least one
+ * sector, which every real head size is.  The access width is a
  * template parameter chosen on the host from the alignment of everything
  * involved, so bf16 rows of 128-dim heads move in 16-byte vectors and odd
  * geometries still work byte by byte.  A grid-stride loop over rows keeps
@@ -46,7 +51,17 @@ __device__ __forceinline__ char *row_address(const kvs_cuda_chunk &c, uint64_t r
            (s / c.block_size) * c.block_stride + (s % c.block_size) * c.slot_stride;
 }
 
-template <int W, bool kScatter>
+/* Byte b of a payload row, in the KV memory of the row at mem. */
+template <bool kStrided>
+__device__ __forceinline__ char *at(const kvs_cuda_chunk &c, char *mem, uint64_t b)
+{
+    if (!kStrided)
+        return mem + b;
+    const uint32_t h = (uint32_t)b / c.head_bytes;
+    return mem + h * c.head_stride + ((uint32_t)b - h * c.head_bytes);
+}
+
+template <int W, bool kScatter, bool kStrided>
 __global__ void __launch_bounds__(kThreads)
 copy_kernel(const kvs_cuda_chunk c, uint64_t off, uint64_t len, char *staging,
             const uint32_t *gate)
@@ -71,10 +86,10 @@ copy_kernel(const kvs_cuda_chunk c, uint64_t off, uint64_t len, char *staging,
             if (!mem)
                 continue;
             for (uint64_t b = b0 + (uint64_t)lane * W; b < b1; b += 32 * W)
-                *(V *)(mem + b) = *(const V *)(stg + (b - b0));
+                *(V *)at<kStrided>(c, mem, b) = *(const V *)(stg + (b - b0));
         } else if (mem) {
             for (uint64_t b = b0 + (uint64_t)lane * W; b < b1; b += 32 * W)
-                *(V *)(stg + (b - b0)) = *(const V *)(mem + b);
+                *(V *)(stg + (b - b0)) = *(const V *)at<kStrided>(c, mem, b);
         } else {
             V zero;
             memset(&zero, 0, sizeof zero);
@@ -82,6 +97,11 @@ copy_kernel(const kvs_cuda_chunk c, uint64_t off, uint64_t len, char *staging,
                 *(V *)(stg + (b - b0)) = zero;
         }
     }
+}
+
+bool strided(const kvs_cuda_chunk *c)
+{
+    return c->head_bytes != 0 && c->head_bytes != c->row_bytes && c->head_stride != c->head_bytes;
 }
 
 bool chunk_ok(const kvs_cuda_chunk *c, uint64_t off, uint64_t len, const void *staging)
@@ -98,7 +118,19 @@ bool chunk_ok(const kvs_cuda_chunk *c, uint64_t off, uint64_t len, const void *s
     if (c->row_bytes % w || c->slot_stride % w || c->block_stride % w || c->plane_stride % w ||
         (uintptr_t)staging % w)
         return false;
+    if (strided(c) && (c->row_bytes % c->head_bytes || c->head_bytes % w || c->head_stride % w))
+        return false;
     return true;
+}
+
+template <int W, bool kScatter>
+void start(const kvs_cuda_chunk *c, dim3 grid, cudaStream_t s, uint64_t off, uint64_t len,
+           char *stg, const uint32_t *gate)
+{
+    if (strided(c))
+        copy_kernel<W, kScatter, true><<<grid, kThreads, 0, s>>>(*c, off, len, stg, gate);
+    else
+        copy_kernel<W, kScatter, false><<<grid, kThreads, 0, s>>>(*c, off, len, stg, gate);
 }
 
 template <bool kScatter>
@@ -113,15 +145,15 @@ kvs_cuda_status launch(const kvs_cuda_chunk *c, uint64_t off, uint64_t len, void
     uint64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
     if (blocks > 8192)
         blocks = 8192;
-    dim3 grid((unsigned)blocks), block(kThreads);
+    dim3 grid((unsigned)blocks);
     cudaStream_t s = (cudaStream_t)stream;
     char *stg = (char *)staging;
     switch (c->vec_bytes) {
-    case 16: copy_kernel<16, kScatter><<<grid, block, 0, s>>>(*c, off, len, stg, gate); break;
-    case 8: copy_kernel<8, kScatter><<<grid, block, 0, s>>>(*c, off, len, stg, gate); break;
-    case 4: copy_kernel<4, kScatter><<<grid, block, 0, s>>>(*c, off, len, stg, gate); break;
-    case 2: copy_kernel<2, kScatter><<<grid, block, 0, s>>>(*c, off, len, stg, gate); break;
-    default: copy_kernel<1, kScatter><<<grid, block, 0, s>>>(*c, off, len, stg, gate); break;
+    case 16: start<16, kScatter>(c, grid, s, off, len, stg, gate); break;
+    case 8: start<8, kScatter>(c, grid, s, off, len, stg, gate); break;
+    case 4: start<4, kScatter>(c, grid, s, off, len, stg, gate); break;
+    case 2: start<2, kScatter>(c, grid, s, off, len, stg, gate); break;
+    default: start<1, kScatter>(c, grid, s, off, len, stg, gate); break;
     }
     return (kvs_cuda_status)cudaGetLastError();
 }

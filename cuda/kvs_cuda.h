@@ -1,7 +1,7 @@
 /*
  * kvs_cuda.h - kvstash's CUDA kernels behind a plain-C interface.
  *
- * Three jobs, each a launcher that takes a stream, queues its kernel and
+ * Four jobs, each a launcher that takes a stream, queues its kernel and
  * returns at once:
  *
  *   gather   rows of a chunk from the caller's (paged) KV memory into a
@@ -10,13 +10,16 @@
  *   sums     XXH3-64 (seed 0) of each segment of a staging range, the same
  *            function as the CPU's kvs__checksum, optionally compared with
  *            expected sums so that a later scatter can be gated on the result
- *            without a round trip to the host.
+ *            without a round trip to the host;
+ *   sha256   SHA-256 of fixed-size pieces, for the chunk MACs.
  *
  * The addressing is exactly that of src/kvmap.c: payload row r of a chunk of
- * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T) and lives at
+ * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T); its head
+ * row h (bytes [h * head_bytes, (h + 1) * head_bytes) of the payload row)
+ * lives at
  *
  *   layers[layer] + plane * plane_stride + (slot / block_size) * block_stride
- *                 + (slot % block_size) * slot_stride
+ *                 + (slot % block_size) * slot_stride + h * head_stride
  *
  * with slot = slots[t0 + token] (or t0 + token when slots is NULL); rows of
  * negative slots are skipped by scatter and zero-filled by gather.
@@ -55,7 +58,12 @@ typedef struct kvs_cuda_chunk {
     uint32_t vec_bytes;      /* access width: 16, 8, 4, 2 or 1; must divide
                                 row_bytes, the strides, every layer address,
                                 the staging address and the range (see
-                                kvs_cuda_vec_bytes) */
+                                kvs_cuda_vec_bytes), and head_bytes and
+                                head_stride when heads are strided */
+    uint32_t head_bytes;     /* bytes of one head row; 0 or row_bytes: the
+                                row is one run (head_stride unused) */
+    uint64_t head_stride;    /* bytes between a token's head rows; equal to
+                                head_bytes: the row is one run */
 } kvs_cuda_chunk;
 
 /* The widest access (16, 8, 4, 2 or 1 bytes) that every one of the n values
@@ -85,6 +93,15 @@ kvs_cuda_status kvs_cuda_scatter(const kvs_cuda_chunk *c, uint64_t off, uint64_t
 kvs_cuda_status kvs_cuda_segment_sums(const void *data, uint64_t len, uint32_t seg_bytes,
                                       uint64_t *sums, const uint64_t *expected,
                                       uint32_t *mismatches, void *stream);
+
+/*
+ * SHA-256 (FIPS 180-4) of each piece of data[0, len): piece i is bytes
+ * [i * piece_bytes, min((i + 1) * piece_bytes, len)); its 32-byte digest
+ * goes to digests + 32 * i (device).  Any length; one thread per piece.
+ * The keyless part of the authenticated chunks' MAC (src/chunk_file.h).
+ */
+kvs_cuda_status kvs_cuda_sha256_pieces(const void *data, uint64_t len, uint32_t piece_bytes,
+                                       uint8_t *digests, void *stream);
 
 /* The text of a kvs_cuda_status (cudaGetErrorString). */
 const char *kvs_cuda_strerror(kvs_cuda_status st);

@@ -56,7 +56,7 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define KVS_VERSION_MAJOR 0
-#define KVS_VERSION_MINOR 1
+#define KVS_VERSION_MINOR 2
 #define KVS_VERSION_PATCH 0
 #define KVS_VERSION_NUMBER \
     (KVS_VERSION_MAJOR * 10000 + KVS_VERSION_MINOR * 100 + KVS_VERSION_PATCH)
@@ -67,8 +67,20 @@ extern "C" {
 
 /* KVS_VERSION_NUMBER of the library actually linked. */
 KVS_API unsigned kvs_version_number(void);
-/* "0.1.0"; static storage. */
+/* "0.2.0"; static storage. */
 KVS_API const char *kvs_version_string(void);
+
+/* The optional parts this build of the library contains: bits of
+ * kvs_build_features(). */
+#define KVS_BUILD_CUDA 0x1u   /* CUDA kernels: KV in GPU memory (KVS_MEM_CUDA) */
+#define KVS_BUILD_CUFILE 0x2u /* the cuFile (GPUDirect Storage) data path; libcufile
+                                 itself is loaded at run time where installed */
+KVS_API unsigned kvs_build_features(void);
+/* The git commit the library was built from: 12 hex digits, with "-dirty"
+ * when tracked files differed from it; "unknown" when built outside a git
+ * checkout.  Static storage. */
+KVS_API const char *kvs_build_commit(void);
+
 
 /* ------------------------------------------------------------------------ */
 /* Status and errors                                                         */
@@ -98,6 +110,25 @@ KVS_API const char *kvs_strerror(kvs_status status);
 /* The message of the last failure of a kvstash call in this thread (""
  * if none).  Valid until the next kvstash call in this thread. */
 KVS_API const char *kvs_last_error(void);
+
+/*
+ * Sizes and ages, as the configuration and the kvstash CLI read them (one
+ * grammar, docs/config.md "Sizes and ages"): a decimal number (a fraction
+ * and an exponent allowed), optional blanks, and an optional unit in any
+ * case.
+ *
+ * kvs_parse_size: B; kB, MB, GB, TB, PB (also K, M, G, T, P: powers of
+ * 1000); KiB, MiB, GiB, TiB, PiB (powers of 1024).  A bare number is GB.
+ * Fractions of a byte are dropped.
+ *
+ * kvs_parse_age: ms, s (sec), m (min), h, d, w.  A bare number is seconds.
+ * The result must be a whole number of seconds.
+ *
+ * Negative, non-numeric, too large: KVS_ERR_INVALID, with kvs_last_error()
+ * naming the text and what is accepted.
+ */
+KVS_API kvs_status kvs_parse_size(const char *text, uint64_t *bytes_out);
+KVS_API kvs_status kvs_parse_age(const char *text, uint64_t *seconds_out);
 
 /* Releases a string or buffer the library returned through a `char **`. */
 KVS_API void kvs_free(void *ptr);
@@ -273,22 +304,61 @@ typedef enum kvs_mem {
 #define KVS_KV_DIRECT 0x1u
 
 /*
- * Where the KV of a prompt's tokens lives.  The row of one token in one plane
- * (K or V; MLA has one plane) of one layer is row_bytes = num_kv_heads *
- * head_dim * dtype size contiguous bytes at
+ * Where the KV of a prompt's tokens lives.  The canonical unit is a head
+ * row: head_dim * dtype size contiguous bytes, the KV of one head of one
+ * token in one plane (K or V; MLA has one plane and one "head", its latent
+ * vector) of one layer.  The head row of (layer l, plane p, head h) of the
+ * token whose slot is s is at
  *
- *   layers[l] + plane * plane_stride
- *             + (slot / block_size) * block_stride
- *             + (slot % block_size) * slot_stride
+ *   layers[l] + p * plane_stride
+ *             + (s / block_size) * block_stride
+ *             + (s % block_size) * slot_stride
+ *             + h * head_stride
  *
- * where slot = slot_mapping[token index in the prompt].  This covers vLLM's
- * paged caches: flash-attention per-layer tensors
- * [2, num_blocks, block_size, num_kv_heads, head_dim] (the defaults below),
- * MLA per-layer tensors [num_blocks, block_size, head_dim], FlashInfer's
- * [num_blocks, 2, block_size, heads, dim] (block_stride = 2 * block_size *
- * row_bytes, plane_stride = block_size * row_bytes), and a plain contiguous
- * buffer [layer][plane][token][row] (slot_mapping NULL, num_slots = its token
- * capacity).
+ * where s = slot_mapping[token index in the prompt].  With head_stride 0 (=
+ * head_dim * dtype size) the num_kv_heads head rows of a token are one
+ * contiguous row of row_bytes = num_kv_heads * head_dim * dtype size, and
+ * the engine copies whole rows; with heads strided it copies head row by
+ * head row.  Chunk files hold one canonical layout whatever the memory's
+ * ([layer][plane][token][head][dim]), so KV stored from any layout below
+ * reads back into any other.
+ *
+ * vLLM's per-layer caches (B blocks, N = block_size slots, H = KV heads per
+ * rank, D = head_dim, E = dtype size; num_slots = B * N; every stride is the
+ * tensor's element stride times E, which is what to pass when blocks are
+ * padded or the tensor is a view):
+ *
+ *   memory order, as vLLM shapes it      slot_stride head_stride plane_stride block_stride
+ *   [2,B,N,H,D]                 (a)       H*D*E       D*E         B*N*H*D*E    N*H*D*E
+ *   [2,B,H,N,D] = [2,B,N,H,D]   (a) HND   D*E         N*D*E       B*H*N*D*E    H*N*D*E
+ *   [B,2,N,H,D]                 (b)       H*D*E       D*E         N*H*D*E      2*N*H*D*E
+ *   [B,2,H,N,D] = [B,2,N,H,D]   (b) HND   D*E         N*D*E       H*N*D*E      2*H*N*D*E
+ *   (B,N,H,2D)  = (B,H,N,2D)    (c) NHD   H*2D*E      2D*E        D*E          N*H*2D*E
+ *   (B,H,N,2D)  = (B,H,N,2D)    (c) HND   2D*E        N*2D*E      D*E          H*N*2D*E
+ *   [B,N,D] or [B,1,N,D]        (d) MLA   D*E         -           -            N*D*E
+ *
+ * (a) FlashAttention up to vLLM 0.22; (b) FlashInfer and Triton up to 0.25,
+ * FlashAttention 0.23-0.25; (c) every non-MLA backend from 0.26: K in the
+ * first D and V in the second D of the last dimension, hence plane_stride =
+ * D*E; (d) MLA backends, every version, with num_kv_heads 1 and D the
+ * latent width.  A cross-layer cache (one tensor with a layers dimension,
+ * e.g. memory [B, layers, 2, N, H, D]) is layers[l] = layer l's first
+ * element and the strides of that tensor (block_stride then spans every
+ * layer of a block); overlap is checked within a layer only.  A plain
+ * contiguous buffer [layer][plane][token][row] is slot_mapping NULL,
+ * num_slots = its token capacity, every stride 0.
+ *
+ * Accepted strides: no two head rows may overlap.  kvstash checks this as
+ * nesting: take the dimensions with more than one element among heads
+ * (num_kv_heads, head_stride), slots of a block (block_size, slot_stride),
+ * planes (2, plane_stride) and blocks (ceil(num_slots / block_size),
+ * block_stride); ordered by stride, each stride must be at least the span
+ * of the ones before it (a head row's span is its own length).  Any
+ * permutation of a dense or padded tensor passes; an operation on memory
+ * that does not is KVS_ERR_INVALID, and the message names every stride and
+ * the dimension that overlaps.  Strides must leave each head row aligned as
+ * its dtype needs only for speed: the CUDA kernels use the widest access
+ * (16 bytes down to 1) that every address, stride and head row divides.
  *
  * A negative slot means "this token has no place here": a store skips every
  * chunk holding one, a retrieve neither reads nor writes such tokens, and a
@@ -303,6 +373,11 @@ typedef enum kvs_mem {
  * read the memory when kvs_store returns; the tokens a retrieve reports
  * loaded are in GPU memory when it reports them (not merely queued).  The
  * caller's current CUDA device and context are left as they were.
+ *
+ * head_stride came in 0.2 (KVS_VERSION_NUMBER 200) at the end of the struct:
+ * this library reads it, so programs built against an older header must be
+ * rebuilt, and a language that declares the struct itself checks
+ * kvs_version_number() >= 200.
  */
 typedef struct kvs_kv {
     kvs_mem mem;               /* HOST or CUDA */
@@ -312,13 +387,17 @@ typedef struct kvs_kv {
     void *const *layers;       /* num_layers base pointers (host array) */
     uint64_t num_slots;        /* slots per plane; every slot < num_slots */
     uint64_t block_size;       /* slots per block; 0: one block of num_slots */
-    uint64_t slot_stride;      /* bytes; 0: row_bytes */
+    uint64_t slot_stride;      /* bytes; 0: num_kv_heads * head_stride */
     uint64_t block_stride;     /* bytes; 0: block_size * slot_stride */
-    uint64_t plane_stride;     /* bytes; 0: num_slots * slot_stride */
+    uint64_t plane_stride;     /* bytes; 0: ceil(num_slots / block_size) *
+                                  block_stride */
     const int64_t *slot_mapping; /* one per prompt token, host memory; NULL:
                                     token i -> slot i */
     void *cuda_stream;         /* cudaStream_t the caller's work is ordered on
                                   (NULL: the legacy default stream) */
+    uint64_t head_stride;      /* bytes between one head's row and the next
+                                  within a token; 0: head_dim * dtype size
+                                  (the token's row is contiguous) */
 } kvs_kv;
 
 /* ------------------------------------------------------------------------ */
@@ -355,6 +434,19 @@ KVS_API const char *kvs_engine_namespace_path(const kvs_engine *engine);
 /* Tokens per chunk, and payload bytes of one full chunk. */
 KVS_API uint32_t kvs_engine_chunk_size(const kvs_engine *engine);
 KVS_API uint64_t kvs_engine_chunk_bytes(const kvs_engine *engine);
+
+/*
+ * Checks a KV description against the engine's namespace as kvs_store and
+ * kvs_retrieve would (layer count, pointers not NULL, strides, overlap;
+ * slot_mapping is not read), without touching the memory, so that a
+ * connector can refuse a cache it cannot serve when the cache is handed to
+ * it rather than at the first request.  CUDA pointers are checked to be
+ * device memory at the first operation.  (Since 0.2.)
+ *   KVS_ERR_INVALID      the description breaks the contract above kvs_kv;
+ *                        the message names the field or the strides;
+ *   KVS_ERR_UNSUPPORTED  CUDA memory, and this library was built without it.
+ */
+KVS_API kvs_status kvs_kv_check(kvs_engine *engine, const kvs_kv *kv);
 
 /*
  * How many leading tokens of the prompt are available: whole chunks present
@@ -493,6 +585,11 @@ KVS_API void kvs_op_free(kvs_op *op);
       "chunks skipped for lack of memory or staging space")                          \
     X(miss_unhealthy, counter, "kvstash_chunk_misses_total",                         \
       "reason=\"unhealthy\"", "chunks skipped while the store is unhealthy")         \
+    X(miss_unauthenticated, counter, "kvstash_chunk_misses_total",                   \
+      "reason=\"unauthenticated\"",                                                  \
+      "files without a valid MAC under auth_key_file (auth on)")                     \
+    X(miss_ownership, counter, "kvstash_chunk_misses_total", "reason=\"ownership\"", \
+      "files of another owner or writable by others (strict_ownership)")             \
     X(stores, counter, "kvstash_stores_total", "", "store calls")                    \
     X(chunks_stored, counter, "kvstash_chunks_stored_total", "",                     \
       "chunk files this engine published")                                           \

@@ -6,7 +6,9 @@
  *     0  magic "KVSTASH\0"          8    168  writer_pid u32
  *     8  format_version u32         4    172  writer_host char[32]
  *    12  header_bytes u32 (4096)    4    204  model char[128]
- *    16  header_checksum u64        8    332  reserved (zero) up to 512
+ *    16  header_checksum u64        8    332  auth_algo u32 (0: none)
+ *                                       336  auth_tag [32]
+ *                                       368  reserved (zero) up to 512
  *    24  namespace_id [32]         32    512  segment checksums u64[count]
  *    56  key [32]                  32         then zeros to 4096
  *    88  tokens u32, chunk_size u32
@@ -27,8 +29,15 @@
 
 #include "checksum.h"
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <string.h>
 #include <unistd.h>
+
+#define AUTH_ALGO_OFF 332
+#define AUTH_TAG_OFF 336
 
 const char *kvs__reject_name(kvs_reject r)
 {
@@ -39,6 +48,7 @@ const char *kvs__reject_name(kvs_reject r)
     case KVS_REJECT_FOREIGN: return "foreign namespace or key";
     case KVS_REJECT_TRUNCATED: return "truncated";
     case KVS_REJECT_CHECKSUM: return "checksum mismatch";
+    case KVS_REJECT_AUTH: return "not authenticated under this key";
     }
     return "?";
 }
@@ -144,6 +154,8 @@ void kvs__header_encode(const kvs_chunk_header *h, uint8_t *out)
     put32(out + 168, h->writer_pid);
     memcpy(out + 172, h->writer_host, 32);
     memcpy(out + 204, h->model, 128);
+    put32(out + AUTH_ALGO_OFF, h->auth_algo);
+    memcpy(out + AUTH_TAG_OFF, h->auth_tag, KVS_AUTH_TAG_BYTES);
     uint32_t n = KVS_MIN(h->segment_count, KVS_MAX_SEGMENTS);
     for (uint32_t i = 0; i < n; i++)
         put64(out + KVS_SEGMENT_TABLE_OFFSET + 8 * i, h->segment_sums[i]);
@@ -186,6 +198,8 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
     h->writer_host[31] = '\0';
     memcpy(h->model, in + 204, 128);
     h->model[127] = '\0';
+    h->auth_algo = get32(in + AUTH_ALGO_OFF);
+    memcpy(h->auth_tag, in + AUTH_TAG_OFF, KVS_AUTH_TAG_BYTES);
 
     /* The header must describe itself consistently before anything in it is
      * used to size a read. */
@@ -215,4 +229,29 @@ kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
         h->head_dim != ns->head_dim || h->world_size != ns->world_size || h->rank != ns->rank)
         return KVS_REJECT_FOREIGN;
     return KVS_REJECT_NONE;
+}
+
+int kvs__chunk_mac(const uint8_t *key, size_t key_len, uint8_t *in, uint32_t segment_count,
+                   uint8_t tag_out[KVS_AUTH_TAG_BYTES])
+{
+    memset(in + 16, 0, 8);
+    memset(in + AUTH_TAG_OFF, 0, KVS_AUTH_TAG_BYTES);
+    unsigned int n = 0;
+    size_t len = KVS_HEADER_BYTES + (size_t)segment_count * SHA256_DIGEST_LENGTH;
+    if (!HMAC(EVP_sha256(), key, (int)key_len, in, len, tag_out, &n) ||
+        n != KVS_AUTH_TAG_BYTES)
+        return -1;
+    return 0;
+}
+
+void kvs__header_set_tag(uint8_t *hdr, const uint8_t tag[KVS_AUTH_TAG_BYTES])
+{
+    memcpy(hdr + AUTH_TAG_OFF, tag, KVS_AUTH_TAG_BYTES);
+    memset(hdr + 16, 0, 8);
+    put64(hdr + 16, kvs__checksum(hdr, KVS_HEADER_BYTES));
+}
+
+void kvs__segment_sha256(const void *data, size_t len, uint8_t *digest_out)
+{
+    SHA256(data, len, digest_out);
 }

@@ -8,6 +8,18 @@
  * The payload is checksummed in fixed-size segments of the padded payload
  * (XXH3-64 each), so threads and GPU blocks can verify parts in parallel;
  * the header carries those checksums and a checksum of itself.
+ *
+ * Authenticated chunks (auth_key_file) add a tag to the header:
+ *
+ *   tag = HMAC-SHA256(key, header with checksum and tag zero
+ *                          || SHA-256(piece 0) || ... || SHA-256(piece n-1))
+ *
+ * where the pieces are the padded payload cut in KVS_AUTH_SEGMENT_BYTES
+ * (16 KiB; the last may be shorter).  The digests are plain SHA-256, so I/O
+ * threads or a GPU kernel (one thread per piece) compute them in parallel
+ * next to the data; only the short HMAC needs the key.  Small pieces give a
+ * GPU enough threads; a checksum segment (64 KiB or more, a power of two)
+ * always holds whole pieces.  Readers without a key ignore the tag.
  */
 #ifndef KVS_CHUNK_FILE_H
 #define KVS_CHUNK_FILE_H
@@ -23,6 +35,12 @@
 #define KVS_FILE_ALIGN 4096u
 /* Largest payload of one chunk file (64 GiB): keeps every size in range. */
 #define KVS_MAX_PAYLOAD_BYTES (64ull << 30)
+#define KVS_AUTH_NONE 0u
+#define KVS_AUTH_HMAC_SHA256 1u     /* the tag above */
+#define KVS_AUTH_TAG_BYTES 32u
+#define KVS_AUTH_KEY_MIN 32u
+#define KVS_AUTH_KEY_MAX 4096u
+#define KVS_AUTH_SEGMENT_BYTES (16u * 1024u)
 
 /* The decoded header. */
 typedef struct kvs_chunk_header {
@@ -48,6 +66,8 @@ typedef struct kvs_chunk_header {
     uint32_t writer_pid;
     char writer_host[32];     /* NUL-padded, informative */
     char model[128];          /* NUL-padded, informative (truncated) */
+    uint32_t auth_algo;       /* KVS_AUTH_*; 0 in files of older writers */
+    uint8_t auth_tag[KVS_AUTH_TAG_BYTES];
     uint64_t segment_sums[KVS_MAX_SEGMENTS];
 } kvs_chunk_header;
 
@@ -59,6 +79,7 @@ typedef enum kvs_reject {
     KVS_REJECT_FOREIGN,      /* another namespace, key or geometry */
     KVS_REJECT_TRUNCATED,    /* file length does not match the header */
     KVS_REJECT_CHECKSUM,     /* a payload segment does not verify */
+    KVS_REJECT_AUTH,         /* auth on: no tag, or a tag that does not verify */
 } kvs_reject;
 
 const char *kvs__reject_name(kvs_reject r);
@@ -93,5 +114,25 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
 /* Checks a decoded header against what a reader asked for. */
 kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
                                const uint8_t key[KVS_KEY_BYTES], uint32_t tokens);
+
+/* Number of KVS_AUTH_SEGMENT_BYTES pieces of a payload's padded bytes. */
+static inline uint32_t kvs__auth_segment_count(uint64_t payload)
+{
+    return (uint32_t)((kvs__padded_payload(payload) + KVS_AUTH_SEGMENT_BYTES - 1) /
+                      KVS_AUTH_SEGMENT_BYTES);
+}
+
+/* The MAC of a chunk: in = the encoded header (KVS_HEADER_BYTES) followed
+ * by the piece digests (32 bytes each, segment_count of them), as the
+ * writer or reader assembled them; the header's checksum and tag fields in
+ * `in` are zeroed here first.  Returns 0, or -1 if libcrypto failed. */
+int kvs__chunk_mac(const uint8_t *key, size_t key_len, uint8_t *in, uint32_t segment_count,
+                   uint8_t tag_out[KVS_AUTH_TAG_BYTES]);
+
+/* Writes tag into an encoded header and updates its checksum. */
+void kvs__header_set_tag(uint8_t *hdr, const uint8_t tag[KVS_AUTH_TAG_BYTES]);
+
+/* SHA-256 of one segment (digest_out: 32 bytes). */
+void kvs__segment_sha256(const void *data, size_t len, uint8_t *digest_out);
 
 #endif

@@ -26,6 +26,7 @@
  * kvs_config_new/load/copy, never declared or copied by value.
  */
 #include "config.h"
+#include "units.h"
 
 #include <assert.h>
 #include <ctype.h>
@@ -151,6 +152,14 @@ static const cfg_field fields[] = {
         .type = T_BOOL, .def = "false",
         FIELD(save_unfull_chunk),
         .doc = "Store the trailing partial chunk of a prompt too.",
+    },
+    [KVS_CFG_LOOKUP_TIMEOUT_MS] = {
+        .name = "lookup_timeout_ms", .env = "LMCACHE_LOOKUP_TIMEOUT_MS",
+        .type = T_UINT, .unit = "ms", .def = "5", .min = 0, .max = 600000,
+        FIELD(lookup_timeout_ms),
+        .doc = "Longest the vLLM connector's scheduler waits for a lookup; a lookup "
+               "still running then answers \"not known yet\" (a miss on vLLM "
+               "versions without that answer) and completes in the background.",
     },
     [KVS_CFG_GDS_IO_THREADS] = {
         .name = "gds_io_threads", .env = "KVSTASH_GDS_IO_THREADS",
@@ -303,6 +312,42 @@ static const cfg_field fields[] = {
         .doc = "Default tenancy salt: instances with different salts never share "
                "chunks. Only its SHA-256 is stored.",
     },
+    [KVS_CFG_AUTH_KEY_FILE] = {
+        .name = "auth_key_file", .env = "KVSTASH_AUTH_KEY_FILE",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(auth_key_file),
+        .doc = "Authenticated chunks: a file of 32 to 4096 secret bytes (a regular file "
+               "not readable by group or others). Every chunk written carries an "
+               "HMAC-SHA256 over its header and payload under this key, and only chunks "
+               "that verify are served; other files are misses (miss_unauthenticated). "
+               "Empty: off.",
+    },
+    [KVS_CFG_STRICT_OWNERSHIP] = {
+        .name = "strict_ownership", .env = "KVSTASH_STRICT_OWNERSHIP",
+        .type = T_BOOL, .flags = F_EXTRA, .def = "false",
+        FIELD(strict_ownership),
+        .doc = "Like ssh's StrictModes: refuse a namespace folder or .kvstash not owned "
+               "by this process's user (or store_uid; folders: or root) or writable by "
+               "group or others (an error at open), and serve no chunk file not owned "
+               "that way (a miss, miss_ownership). With store_gid, anything of that "
+               "group that others cannot write is accepted too (a group-shared store).",
+    },
+    [KVS_CFG_STORE_UID] = {
+        .name = "store_uid", .env = "KVSTASH_STORE_UID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_uid),
+        .doc = "strict_ownership: the user (name or number) that must own the store's "
+               "folders and chunk files, when not this process's. Empty: this process's "
+               "effective user.",
+    },
+    [KVS_CFG_STORE_GID] = {
+        .name = "store_gid", .env = "KVSTASH_STORE_GID",
+        .type = T_STRING, .flags = F_EXTRA, .def = "",
+        FIELD(store_gid),
+        .doc = "strict_ownership: the group (name or number) of a group-shared store: "
+               "folders and files of this group are accepted, group-writable or not, "
+               "whoever owns them, as long as others cannot write them. Empty: none.",
+    },
     [KVS_CFG_LOG_LEVEL] = {
         .name = "log_level", .env = "KVSTASH_LOG_LEVEL",
         .type = T_ENUM, .flags = F_EXTRA, .def = "info", .names = log_level_names,
@@ -322,7 +367,7 @@ static const char *const lmcache_unused[] = {
     "blend_min_tokens", "blend_special_str", "blend_check_layers",
     "save_decode_cache", "use_gds", "gds_backend", "gds_path_sharding",
     "pre_caching_hash_algorithm", "lmcache_instance_id", "enable_async_loading",
-    "cache_policy", "blocking_timeout_secs", "lookup_timeout_ms",
+    "cache_policy", "blocking_timeout_secs",
     "min_retrieve_tokens", "enable_p2p", "enable_pd", "enable_controller",
     "controller_url", "lmcache_worker_port", "distributed_url", "pd_role",
     "pd_buffer_size", "pd_buffer_device", "nixl_role", "nixl_buffer_size",
@@ -677,8 +722,18 @@ static const char *accepted(const cfg_field *f, char *buf, size_t cap)
     switch (f->type) {
     case T_UINT:
         snprintf(buf, cap, "%s..%s%s%s", lo, hi, sp, unit);
+        if (!strcmp(unit, "MiB"))
+            snprintf(buf + strlen(buf), cap - strlen(buf), " as a size such as 512MiB or 8GiB");
+        else if (!strcmp(unit, "seconds"))
+            snprintf(buf + strlen(buf), cap - strlen(buf), " as an age such as 90s, 30m or 12h");
+        else if (!strcmp(unit, "ms"))
+            snprintf(buf + strlen(buf), cap - strlen(buf), " as an age such as 500ms or 2s");
         break;
     case T_GB:
+        snprintf(buf, cap, "%s%s%s%s GB as a size such as 500MB, 10GB or 1.5TiB",
+                 (f->flags & F_MIN_EXCL) ? "more than " : "", lo,
+                 (f->flags & F_MIN_EXCL) ? ", up to " : "..", hi);
+        break;
     case T_FRACTION:
         if ((f->flags & F_MIN_EXCL) && (f->flags & F_MAX_EXCL))
             snprintf(buf, cap, "more than %s and less than %s%s%s", lo, hi, sp, unit);
@@ -869,7 +924,29 @@ static kvs_status parse_value(const cfg_field *f, const char *text, size_t len,
     if (len == 0)
         REJECT("is empty");
     switch (f->type) {
-    case T_UINT:
+    case T_UINT: {
+        /* byte and time keys take the size and age grammar (units.h) */
+        uint64_t unit_base = 0;
+        kvs_quantity kind = KVS_Q_SIZE;
+        if (f->unit && !strcmp(f->unit, "MiB"))
+            unit_base = 1ull << 20;
+        else if (f->unit && !strcmp(f->unit, "seconds"))
+            unit_base = 1000, kind = KVS_Q_AGE;
+        else if (f->unit && !strcmp(f->unit, "ms"))
+            unit_base = 1, kind = KVS_Q_AGE;
+        if (unit_base) {
+            switch (kvs__parse_quantity(text, len, kind, unit_base, unit_base, false, &v.u)) {
+            case KVS_Q_OK: break;
+            case KVS_Q_SYNTAX:
+                REJECT("is not %s", kind == KVS_Q_SIZE ? "a size" : "an age");
+            case KVS_Q_NEGATIVE:
+            case KVS_Q_TOO_LARGE: REJECT("is out of range");
+            case KVS_Q_INEXACT: REJECT("is not a whole number of %s", f->unit);
+            }
+            if (!in_bounds(f, (double)v.u))
+                REJECT("is out of range");
+            break;
+        }
         for (size_t i = 0; i < len; i++) {
             if (!isdigit((unsigned char)text[i]))
                 REJECT("%s", f->min >= 1 ? "is not a positive integer"
@@ -882,7 +959,21 @@ static kvs_status parse_value(const cfg_field *f, const char *text, size_t len,
         if (!in_bounds(f, (double)v.u))
             REJECT("is out of range");
         break;
-    case T_GB:
+    }
+    case T_GB: {
+        uint64_t bytes = 0;
+        switch (kvs__parse_quantity(text, len, KVS_Q_SIZE, 1000000000ull, 1, true, &bytes)) {
+        case KVS_Q_OK: break;
+        case KVS_Q_SYNTAX: REJECT("is not a size");
+        case KVS_Q_NEGATIVE:
+        case KVS_Q_TOO_LARGE:
+        case KVS_Q_INEXACT: REJECT("is out of range");
+        }
+        v.d = (double)bytes / 1e9;
+        if (!in_bounds(f, v.d))
+            REJECT("is out of range");
+        break;
+    }
     case T_FRACTION: {
         char num[64], *end;
         if (len >= sizeof num)
@@ -2054,8 +2145,15 @@ kvs_status kvs_config_to_text(const kvs_config *cfg, char **text_out)
 static const char *type_text(const cfg_field *f, char *buf, size_t cap)
 {
     switch (f->type) {
-    case T_UINT: snprintf(buf, cap, "integer (%s)", f->unit); break;
-    case T_GB: snprintf(buf, cap, "number (GB, 10^9 bytes)"); break;
+    case T_UINT:
+        if (f->unit && !strcmp(f->unit, "MiB"))
+            snprintf(buf, cap, "size (bare number: MiB)");
+        else if (f->unit && (!strcmp(f->unit, "seconds") || !strcmp(f->unit, "ms")))
+            snprintf(buf, cap, "age (bare number: %s)", f->unit);
+        else
+            snprintf(buf, cap, "integer (%s)", f->unit);
+        break;
+    case T_GB: snprintf(buf, cap, "size (bare number: GB, 10^9 bytes)"); break;
     case T_FRACTION: snprintf(buf, cap, "fraction"); break;
     case T_BOOL: snprintf(buf, cap, "boolean"); break;
     case T_ENUM: snprintf(buf, cap, "name"); break;
@@ -2134,8 +2232,9 @@ kvs_status kvs_config_reference_markdown(char **markdown_out)
         "- Booleans: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`, in any case (`False`\n"
         "  works).\n"
         "- Numbers are decimal. Trailing text, empty values, signs on integers, fractions for\n"
-        "  integers, `inf` and `nan` are rejected. GB means 10^9 bytes and may have a fraction\n"
-        "  (`2.5`); MiB are whole.\n"
+        "  integers, `inf` and `nan` are rejected.\n"
+        "- Sizes and ages (the keys whose type says size or age) take a unit, the same\n"
+        "  grammar as the CLI's `gc --to-size` and `--older-than`; see below.\n"
         "- In YAML and JSON a value may be plain or quoted (`8192` and `\"8192\"` are the same)\n"
         "  but must be one value of the key's type: a list, a mapping, an empty value, `true`\n"
         "  or `32.5` for an integer are errors. `" ENV_EXTRA_CONFIG "` is read by the same\n"
@@ -2146,6 +2245,30 @@ kvs_status kvs_config_reference_markdown(char **markdown_out)
         "  relative paths, empty elements and a path listed twice are rejected.\n"
         "- `file_mode` is octal with or without the leading zero (`0644`, `644`, `0o644`); a\n"
         "  YAML number `644` is read as octal digits too.\n"
+        "\n"
+        "## Sizes and ages\n"
+        "\n"
+        "One grammar serves the configuration and the CLI (`kvstash gc --to-size`,\n"
+        "`--older-than`, `--wait`); programs get it from `kvs_parse_size()` and\n"
+        "`kvs_parse_age()` (kvstash.h):\n"
+        "\n"
+        "    quantity = number [blanks] [unit]\n"
+        "    number   = digits [\".\" digits] [(\"e\" | \"E\") [\"+\" | \"-\"] digits]   (also \".5\", \"5.\")\n"
+        "\n"
+        "- Size units, in any case: `B`; `kB`, `MB`, `GB`, `TB`, `PB` and `K`, `M`, `G`,\n"
+        "  `T`, `P` (powers of 1000); `KiB`, `MiB`, `GiB`, `TiB`, `PiB` (powers of 1024).\n"
+        "- Age units, in any case: `ms`, `s` (`sec`), `m` (`min`), `h`, `d`, `w`.\n"
+        "- A bare number is in the key's unit: GB for `max_store_size` and its peers, MiB\n"
+        "  for `cufile_buffer_size`, seconds for the `*_s` keys, ms for the `*_ms` keys. In\n"
+        "  the CLI a bare size is GB and a bare age seconds.\n"
+        "- The arithmetic is exact (`0.1` GB is 100000000 bytes). A key in whole units\n"
+        "  (MiB, seconds, ms) rejects a value that is not a whole number of them (`1.5s`\n"
+        "  for a `*_s` key); a GB key keeps whole bytes.\n"
+        "- Signs, `inf`, `nan`, hexadecimal and unknown units are rejected; so is a value\n"
+        "  beyond the key's range.\n"
+        "\n"
+        "Examples: `max_store_size: 2TiB`, `KVSTASH_MIN_FREE_SPACE=500MB`,\n"
+        "`collect_interval_s: 5m`, `kvstash gc --to-size 800GB --older-than 7d`.\n"
         "\n"
         "## Errors and warnings\n"
         "\n"

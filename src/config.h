@@ -31,6 +31,7 @@ typedef enum kvs_config_key {
     KVS_CFG_WEKA_PATH,
     KVS_CFG_CUFILE_BUFFER_SIZE,
     KVS_CFG_SAVE_UNFULL_CHUNK,
+    KVS_CFG_LOOKUP_TIMEOUT_MS,
     /* extra_config entries */
     KVS_CFG_GDS_IO_THREADS,
     KVS_CFG_USE_DIRECT_IO,
@@ -51,6 +52,10 @@ typedef enum kvs_config_key {
     KVS_CFG_FILE_MODE,
     KVS_CFG_DURABLE_WRITES,
     KVS_CFG_NAMESPACE_SALT,
+    KVS_CFG_AUTH_KEY_FILE,
+    KVS_CFG_STRICT_OWNERSHIP,
+    KVS_CFG_STORE_UID,
+    KVS_CFG_STORE_GID,
     KVS_CFG_LOG_LEVEL,
     KVS_CFG_NKEYS
 } kvs_config_key;
@@ -64,6 +69,7 @@ struct kvs_config {
                                      NULL: the local default folder */
     uint64_t cufile_buffer_size;  /* MiB of VRAM registered with cuFile */
     bool save_unfull_chunk;       /* store a partial last chunk too */
+    uint32_t lookup_timeout_ms;   /* the vLLM scheduler's wait for a lookup */
 
     /* extra_config entries */
     uint32_t gds_io_threads;      /* I/O worker threads */
@@ -87,6 +93,14 @@ struct kvs_config {
     uint32_t file_mode;           /* permission bits of chunk files */
     bool durable_writes;          /* fsync a chunk before publishing it */
     char *namespace_salt;         /* default tenancy salt; NULL: none */
+    char *auth_key_file;          /* key of the chunk MACs; NULL: chunks
+                                     are not authenticated */
+    bool strict_ownership;        /* refuse folders and files not owned by
+                                     this uid, or writable by others */
+    char *store_uid;              /* strict_ownership: the owner expected
+                                     (user name or number); NULL: ours */
+    char *store_gid;              /* strict_ownership: the group of a
+                                     group-shared store; NULL: none */
     kvs_log_level log_level;
 
     /* derived at parse time */

@@ -54,6 +54,8 @@ typedef struct kvs_dev_params {
     uint64_t slot_bytes;      /* the engine's piece size */
     uint64_t block_bytes;     /* the engine's I/O block */
     uint64_t chunk_padded;    /* padded payload of a full chunk */
+    bool auth;                /* authenticated chunks: SHA-256 of every
+                                 KVS_AUTH_SEGMENT_BYTES piece on the GPU */
 } kvs_dev_params;
 
 /* True when this build has the CUDA data path. */
@@ -105,10 +107,12 @@ typedef struct kvs_dev_hooks {
 /* Reads padded payload [off, off + len) of chunk c from fd (f: its cuFile
  * registration or NULL), verifies it against sums (the chunk's segment
  * sums) and scatters the payload part into the op's KV memory.  Returns when
- * the bytes are in place (or were never written). */
+ * the bytes are in place (or were never written).  digests_out (host, NULL
+ * when auth is off): receives the SHA-256 of each KVS_AUTH_SEGMENT_BYTES
+ * piece of the range, computed on the GPU from the bytes verified. */
 kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
                                const uint64_t *sums, uint64_t off, uint64_t len,
-                               const kvs_dev_hooks *h, int *err_out);
+                               uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out);
 
 /* Scatters a chunk's payload held in host memory (a CPU tier hit). */
 kvs_dev_rc kvs__dev_put_host(kvs_dev_op *o, const kvs_dev_chunk *c, const void *payload,
@@ -131,6 +135,9 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *s, int fd, kvs_dev_fi
                                 uint64_t off, uint64_t len, uint64_t data_len, void *cpu_copy,
                                 int *err_out);
 void kvs__dev_stage_free(kvs_dev *d, kvs_dev_stage *s);
+/* auth on: copies the n piece digests a capture computed on the GPU to out
+ * (host); waits for them. */
+kvs_dev_rc kvs__dev_stage_digests(kvs_dev *d, const kvs_dev_stage *s, uint8_t *out, uint32_t n);
 
 /* `kvstash doctor`: the GPU, cuFile and the data path GPU memory would take
  * on this configuration's first store path, with the reason. */

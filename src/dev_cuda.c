@@ -70,6 +70,8 @@ typedef struct dev_slot {
     uint32_t *host_flag;        /* pinned */
     uint64_t *dev_sums;
     uint32_t *dev_flag;
+    uint8_t *host_digests;      /* auth: pinned, a piece's SHA-256s */
+    uint8_t *dev_digests;       /* auth: the same on the device */
 } dev_slot;
 
 typedef struct extent {
@@ -100,6 +102,9 @@ struct kvs_dev {
     char *slot_host;             /* pinned, nslots * slot_bytes */
     char *small_host;            /* pinned, nslots * SMALL_BYTES */
     char *small_dev;             /* nslots * SMALL_BYTES */
+    uint8_t *dig_host;           /* auth: pinned, nslots * dig_bytes */
+    uint8_t *dig_dev;            /* auth: nslots * dig_bytes */
+    uint64_t dig_bytes;          /* auth: digests of a slot's bytes */
 
     pthread_mutex_t cap_mu;      /* one capture at a time */
     cudaStream_t cap_stream;
@@ -133,6 +138,7 @@ struct kvs_dev_stage {
     uint64_t off, bytes;         /* the extent in the arena */
     char *dev;                   /* arena + off: the padded payload */
     uint64_t *dev_sums;          /* after the payload */
+    uint8_t *dev_digests;        /* auth: after the sums; else NULL */
 };
 
 struct kvs_dev_file {
@@ -508,6 +514,8 @@ static void dev_destroy(kvs_dev *d)
         cudaStreamDestroy(d->ctl);
     cudaFree(d->arena);
     cudaFree(d->small_dev);
+    cudaFree(d->dig_dev);
+    cudaFreeHost(d->dig_host);
     pinned_free(d, d->slot_host);
     cudaFreeHost(d->small_host);
     cudaFreeHost(d->cap_sums);
@@ -598,7 +606,10 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     uint64_t want = (uint64_t)p->cfg->cufile_buffer_size << 20;
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
-    uint64_t need = slots_bytes + 2 * (p->chunk_padded + KVS_FILE_ALIGN);
+    uint64_t dig = p->auth ? KVS_ALIGN_UP(p->chunk_padded / KVS_AUTH_SEGMENT_BYTES * 32 + 32,
+                                          (uint64_t)KVS_FILE_ALIGN)
+                           : 0;
+    uint64_t need = slots_bytes + 2 * (p->chunk_padded + KVS_FILE_ALIGN + dig);
     d->arena_bytes = KVS_ALIGN_UP(KVS_MAX(want, need), (uint64_t)2 << 20);
     if (d->arena_bytes > want)
         kvs__log(KVS_LOG_INFO,
@@ -617,6 +628,14 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
         (e = cudaHostAlloc((void **)&d->small_host, (size_t)d->nslots * SMALL_BYTES,
                            cudaHostAllocPortable)) != cudaSuccess)
         goto cuda;
+    if (p->auth) {
+        d->dig_bytes = KVS_ALIGN_UP((p->slot_bytes / KVS_AUTH_SEGMENT_BYTES + 1) * 32, (uint64_t)256);
+        what = "allocating the digest buffers";
+        if ((e = cudaMalloc((void **)&d->dig_dev, d->nslots * d->dig_bytes)) != cudaSuccess ||
+            (e = cudaHostAlloc((void **)&d->dig_host, d->nslots * d->dig_bytes,
+                               cudaHostAllocPortable)) != cudaSuccess)
+            goto cuda;
+    }
     d->slots = kvs__calloc(d->nslots, sizeof *d->slots);
     d->free_ext = kvs__calloc(16, sizeof *d->free_ext);
     if (!d->slots || !d->free_ext) {
@@ -636,6 +655,10 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
         s->host_flag = (uint32_t *)(s->host_sums + SUMS_MAX);
         s->dev_sums = (uint64_t *)(d->small_dev + (size_t)i * SMALL_BYTES);
         s->dev_flag = (uint32_t *)(s->dev_sums + SUMS_MAX);
+        if (p->auth) {
+            s->host_digests = d->dig_host + (size_t)i * d->dig_bytes;
+            s->dev_digests = d->dig_dev + (size_t)i * d->dig_bytes;
+        }
         if ((e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking)) != cudaSuccess)
             goto cuda;
         const unsigned evf = cudaEventDisableTiming | cudaEventBlockingSync;
@@ -698,7 +721,7 @@ uint64_t kvs__dev_cufile_fallbacks(const kvs_dev *d)
 kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
 {
     kvs_dev_op *o = kvs__calloc(1, sizeof *o);
-    uint64_t *addr = kvs__malloc((m->num_layers + 4) * sizeof *addr);
+    uint64_t *addr = kvs__malloc((m->num_layers + 6) * sizeof *addr);
     if (!o || !addr) {
         kvs__free(o);
         kvs__free(addr);
@@ -712,7 +735,12 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
     addr[m->num_layers + 1] = kv->slot_stride;
     addr[m->num_layers + 2] = kv->block_stride;
     addr[m->num_layers + 3] = kv->plane_stride;
-    uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + 4);
+    /* Strided heads: every access stays inside one head row, so the head
+     * row and its stride bound the width too; contiguous rows keep the
+     * width of the whole row. */
+    addr[m->num_layers + 4] = m->head_bytes;
+    addr[m->num_layers + 5] = kv->head_stride;
+    uint32_t vec = kvs_cuda_vec_bytes(addr, m->num_layers + (m->rows_contiguous ? 4 : 6));
     /* Host memory flagged as CUDA would make the kernels fault and poison the
      * caller's CUDA context: check every layer pointer first. */
     void *prev0 = dev_enter(d);
@@ -766,6 +794,8 @@ kvs_status kvs__dev_op_begin(kvs_dev *d, const kvs_kvmap *m, kvs_dev_op **out)
         .num_planes = m->num_planes,
         .row_bytes = (uint32_t)m->row_bytes,
         .vec_bytes = vec,
+        .head_bytes = (uint32_t)m->head_bytes,
+        .head_stride = m->rows_contiguous ? m->head_bytes : kv->head_stride,
     };
     dev_leave(d, prev);
     kvs__free(addr);
@@ -866,7 +896,7 @@ void kvs__dev_file_close(kvs_dev *d, kvs_dev_file *f)
  * device, only if they all match, scatters its payload part; waits. */
 static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk *c,
                                  const uint64_t *sums, uint64_t off, uint64_t len,
-                                 const kvs_dev_hooks *h)
+                                 uint8_t *digests_out, const kvs_dev_hooks *h)
 {
     kvs_dev *d = o->d;
     const uint32_t seg = c->seg_bytes;
@@ -881,6 +911,19 @@ static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk
                                                 s->stream)) != cudaSuccess ||
         (e = cudaStreamWaitEvent(s->stream, o->start, 0)) != cudaSuccess)
         return cuda_rc(d, e, what);
+    /* auth: the pieces' SHA-256 from the same staging bytes, back to the
+     * host with the verdict (the MAC itself is checked there, per chunk) */
+    const uint64_t ndig = (len + KVS_AUTH_SEGMENT_BYTES - 1) / KVS_AUTH_SEGMENT_BYTES;
+    if (digests_out) {
+        if (!s->dev_digests || ndig * 32 > d->dig_bytes)
+            return KVS_DEV_NOMEM;
+        what = "the SHA-256 kernel";
+        if ((e = (cudaError_t)kvs_cuda_sha256_pieces(s->dev, len, KVS_AUTH_SEGMENT_BYTES,
+                                                     s->dev_digests, s->stream)) != cudaSuccess ||
+            (e = cudaMemcpyAsync(s->host_digests, s->dev_digests, ndig * 32,
+                                 cudaMemcpyDeviceToHost, s->stream)) != cudaSuccess)
+            return cuda_rc(d, e, what);
+    }
     uint64_t data_len = off < c->payload ? KVS_MIN(len, c->payload - off) : 0;
     if (!h->copy_begin(h->ctx))
         return KVS_DEV_STOPPED;
@@ -898,15 +941,19 @@ static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk
     h->copy_end(h->ctx);
     if (e != cudaSuccess)
         return cuda_rc(d, e, what);
-    return *s->host_flag ? KVS_DEV_CHECKSUM : KVS_DEV_OK;
+    if (*s->host_flag)
+        return KVS_DEV_CHECKSUM;
+    if (digests_out)
+        memcpy(digests_out, s->host_digests, ndig * 32);
+    return KVS_DEV_OK;
 }
 
 kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
                                const uint64_t *sums, uint64_t off, uint64_t len,
-                               const kvs_dev_hooks *h, int *err_out)
+                               uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out)
 {
     kvs_dev *d = o->d;
-    if (len > d->p.slot_bytes || off % c->seg_bytes)
+    if (len > d->p.slot_bytes || off % c->seg_bytes || off % KVS_AUTH_SEGMENT_BYTES)
         return KVS_DEV_NOMEM; /* a piece the slots were not sized for */
     dev_slot *s = slot_get(d);
     if (!s)
@@ -961,7 +1008,7 @@ kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kv
     }
     t0 = kvs__now_ns();
     if (rc == KVS_DEV_OK)
-        rc = verify_scatter(o, s, c, sums, off, len, h);
+        rc = verify_scatter(o, s, c, sums, off, len, digests_out, h);
     atomic_fetch_add(&d->n_read, 1);
     atomic_fetch_add(&d->ns_pread, t_pread);
     atomic_fetch_add(&d->ns_ring, t_ring);
@@ -1055,7 +1102,8 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     if (d->cap_n >= d->cap_max)
         return KVS_DEV_NOMEM;
     uint32_t nseg = kvs__segment_count(c->payload, c->seg_bytes);
-    uint64_t bytes = c->padded + KVS_FILE_ALIGN;
+    uint64_t ndig = d->p.auth ? kvs__auth_segment_count(c->payload) : 0;
+    uint64_t bytes = c->padded + KVS_FILE_ALIGN + KVS_ALIGN_UP(ndig * 32, (uint64_t)KVS_FILE_ALIGN);
     uint64_t off;
     if (!arena_alloc(d, bytes, &off))
         return KVS_DEV_NOMEM;
@@ -1068,6 +1116,7 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     s->bytes = bytes;
     s->dev = d->arena + off;
     s->dev_sums = (uint64_t *)(s->dev + c->padded);
+    s->dev_digests = ndig ? (uint8_t *)s->dev + c->padded + KVS_FILE_ALIGN : NULL;
     void *prev = dev_enter(d);
     kvs_cuda_chunk ch = chunk_of(o, c);
     cudaError_t e = (cudaError_t)kvs_cuda_gather(&ch, 0, c->payload, s->dev, d->cap_stream);
@@ -1076,6 +1125,9 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     if (e == cudaSuccess)
         e = (cudaError_t)kvs_cuda_segment_sums(s->dev, c->padded, c->seg_bytes, s->dev_sums, NULL,
                                                NULL, d->cap_stream);
+    if (e == cudaSuccess && ndig)
+        e = (cudaError_t)kvs_cuda_sha256_pieces(s->dev, c->padded, KVS_AUTH_SEGMENT_BYTES,
+                                                s->dev_digests, d->cap_stream);
     uint64_t *host = d->cap_sums + (size_t)d->cap_n * SUMS_MAX;
     if (e == cudaSuccess)
         e = cudaMemcpyAsync(host, s->dev_sums, nseg * sizeof(uint64_t), cudaMemcpyDeviceToHost,
@@ -1180,6 +1232,17 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     slot_wait(s);
     slot_put(d, s);
     return rc;
+}
+
+kvs_dev_rc kvs__dev_stage_digests(kvs_dev *d, const kvs_dev_stage *s, uint8_t *out, uint32_t n)
+{
+    if (!s->dev_digests)
+        return KVS_DEV_CUDA;
+    void *prev = dev_enter(d);
+    /* the capture stream computed them and was synchronized at capture_end */
+    cudaError_t e = cudaMemcpy(out, s->dev_digests, (size_t)n * 32, cudaMemcpyDeviceToHost);
+    dev_leave(d, prev);
+    return e == cudaSuccess ? KVS_DEV_OK : cuda_rc(d, e, "copying the chunk digests");
 }
 
 void kvs__dev_stage_free(kvs_dev *d, kvs_dev_stage *s)

@@ -76,9 +76,10 @@ void kvs__dev_file_close(kvs_dev *d, kvs_dev_file *f)
 
 kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
                                const uint64_t *sums, uint64_t off, uint64_t len,
-                               const kvs_dev_hooks *h, int *err_out)
+                               uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out)
 {
     (void)o, (void)c, (void)fd, (void)f, (void)sums, (void)off, (void)len, (void)h, (void)err_out;
+    (void)digests_out;
     return KVS_DEV_CUDA;
 }
 
@@ -121,6 +122,12 @@ void kvs__dev_stage_free(kvs_dev *d, kvs_dev_stage *s)
 {
     (void)d;
     (void)s;
+}
+
+kvs_dev_rc kvs__dev_stage_digests(kvs_dev *d, const kvs_dev_stage *s, uint8_t *out, uint32_t n)
+{
+    (void)d, (void)s, (void)out, (void)n;
+    return KVS_DEV_CUDA;
 }
 
 void kvs__dev_doctor(const kvs_config *cfg, kvs_buf *b)

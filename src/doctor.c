@@ -245,6 +245,12 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
     kvs_buf_printf(&b, "data path: posix, O_DIRECT %s, %u I/O threads\n", direct,
                    cfg->gds_io_threads);
     kvs_buf_printf(&b, "checksums: xxh3-64 (%s)\n", kvs__checksum_impl());
+    if (cfg->auth_key_file && cfg->auth_key_file[0])
+        kvs_buf_printf(&b, "trust: chunks authenticated (HMAC-SHA256, key %s)", cfg->auth_key_file);
+    else
+        kvs_buf_printf(&b, "trust: chunks not authenticated (whoever can write a namespace folder "
+                           "decides what engines load; see auth_key_file)");
+    kvs_buf_printf(&b, "; strict_ownership %s\n", cfg->strict_ownership ? "on" : "off");
     kvs_buf_printf(&b, "cpu tier: %s\n",
                    cfg->local_cpu && cfg->max_local_cpu_size > 0 ? "on" : "off");
     if (cfg->max_store_size > 0)

@@ -37,7 +37,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <openssl/crypto.h>
+#include <pwd.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,8 +65,13 @@ static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
 
 /* ---- lifetimes ----------------------------------------------------------- */
 
+static void free_auth_key(kvs_engine *e);
+static bool owned_strictly(const kvs_engine *e, const struct stat *st, bool folder, char *why,
+                           size_t len);
+
 static void engine_free(kvs_engine *e)
 {
+    free_auth_key(e);
     kvs__dev_close(e->dev);
     kvs__cpu_tier_destroy(e->cpu);
     kvs__index_destroy(e->index);
@@ -91,6 +100,7 @@ static void op_destroy(kvs_op *op)
     kvs__dev_op_end(op->dev);
     kvs__kvmap_clear(&op->map);
     kvs__free(op->layer_left);
+    kvs__free(op->auth_mem);
     kvs__free(op->pieces);
     kvs__free(op->chunks);
     pthread_cond_destroy(&op->cv);
@@ -318,13 +328,33 @@ static void retire_all_pieces(kvs_xchunk *c)
 
 /* ---- verification ---------------------------------------------------------- */
 
-/* Verifies the segments of payload range [off, off+len) held at data. */
+/* Where the SHA-256 of the auth piece at payload offset off goes in the
+ * MAC's input (auth on). */
+static uint8_t *seg_digest(const kvs_xchunk *c, uint64_t off)
+{
+    return c->auth + KVS_HEADER_BYTES + 32 * (off / KVS_AUTH_SEGMENT_BYTES);
+}
+
+/* SHA-256 of every auth piece of [off, off + len), a whole number of them
+ * or the payload's tail. */
+static void digest_range(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += KVS_AUTH_SEGMENT_BYTES)
+        kvs__segment_sha256(data + o, KVS_MIN((uint64_t)KVS_AUTH_SEGMENT_BYTES, len - o),
+                            seg_digest(c, off + o));
+}
+
+/* Verifies the segments of payload range [off, off+len) held at data; with
+ * auth on, also keeps their SHA-256 for the chunk's MAC. */
 static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
 {
     for (uint64_t o = 0; o < len; o += c->seg_bytes) {
         uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[(off + o) / c->seg_bytes])
+        uint64_t i = (off + o) / c->seg_bytes;
+        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
             return false;
+        if (c->auth)
+            digest_range(c, off + o, data + o, n);
     }
     return true;
 }
@@ -333,8 +363,30 @@ static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_
 {
     for (uint64_t o = 0; o < len; o += c->seg_bytes) {
         uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        c->hdr.segment_sums[(off + o) / c->seg_bytes] = kvs__checksum(data + o, n);
+        uint64_t i = (off + o) / c->seg_bytes;
+        c->hdr.segment_sums[i] = kvs__checksum(data + o, n);
+        if (c->auth)
+            digest_range(c, off + o, data + o, n);
     }
+}
+
+/* auth on: whether the tag of chunk c (header kept at open) verifies over
+ * the segment digests its pieces computed. */
+static bool chunk_authentic(const kvs_xchunk *c)
+{
+    const kvs_engine *e = c->op->engine;
+    uint8_t tag[KVS_AUTH_TAG_BYTES];
+    return kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
+                          kvs__auth_segment_count(c->payload), tag) == 0 &&
+           CRYPTO_memcmp(tag, c->hdr.auth_tag, sizeof tag) == 0;
+}
+
+/* Piece progress counts for wait_layer; with auth on a chunk's layers are
+ * reported only once its MAC verified (finish_read_chunk). */
+static void piece_done(kvs_op *op, const kvs_xpiece *p)
+{
+    if (!op->engine->auth_key)
+        piece_retire(op, p);
 }
 
 static bool verify_regions(const kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
@@ -405,6 +457,7 @@ static size_t reject_reason(kvs_reject r)
     case KVS_REJECT_FOREIGN: return STAT_OFF(miss_foreign);
     case KVS_REJECT_TRUNCATED: return STAT_OFF(miss_truncated);
     case KVS_REJECT_CHECKSUM: return STAT_OFF(miss_checksum);
+    case KVS_REJECT_AUTH: return STAT_OFF(miss_unauthenticated);
     case KVS_REJECT_BAD_HEADER:
     case KVS_REJECT_NONE: break;
     }
@@ -456,6 +509,13 @@ static void finish_read_chunk(kvs_xchunk *c)
     c->dfile = NULL;
     kvs__io()->close(c->fd);
     c->fd = -1;
+    if (e->auth_key) {
+        if (atomic_load(&c->state) == KVS_CH_PENDING && !chunk_authentic(c)) {
+            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            quarantine(c, KVS_REJECT_AUTH);
+        }
+        retire_all_pieces(c);
+    }
     if (chunk_settle(c, KVS_CH_OK)) {
         uint64_t now = kvs__now_ns();
         KVS_STAT_ADD(e, hits_store, 1);
@@ -501,7 +561,7 @@ static void read_piece_dev(kvs_xpiece *p)
         kvs_dev_chunk dc = dev_chunk(c);
         int err = 0;
         switch (kvs__dev_read_piece(op->dev, &dc, c->fd, c->dfile, c->hdr.segment_sums, p->off,
-                                    p->len, &h, &err)) {
+                                    p->len, c->auth ? seg_digest(c, p->off) : NULL, &h, &err)) {
         case KVS_DEV_OK:
             done = true;
             KVS_STAT_ADD(e, bytes_read, p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off));
@@ -518,7 +578,7 @@ static void read_piece_dev(kvs_xpiece *p)
     }
     if (!done)
         chunk_settle(c, KVS_CH_CANCELLED);
-    piece_retire(op, p);
+    piece_done(op, p);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
         finish_read_chunk(c);
 }
@@ -592,7 +652,7 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
      * the chunk already, or this does. */
     if (blk < end)
         chunk_settle(c, KVS_CH_CANCELLED);
-    piece_retire(op, p);
+    piece_done(op, p);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
         finish_read_chunk(c);
 }
@@ -635,6 +695,16 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         goto resolve;
     }
     c->fd = fd;
+    char why[160];
+    if (e->cfg->strict_ownership && !owned_strictly(e, &st, false, why, sizeof why)) {
+        static int logged;
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(&e->store, c->key, path);
+        kvs__log_once(&logged, KVS_LOG_WARN, "strict_ownership: chunk file %s is %s; not served "
+                      "(further cases are counted in kvstash_chunk_misses_total)", path, why);
+        chunk_fail(c, STAT_OFF(miss_ownership));
+        goto close_resolve;
+    }
     if ((uint64_t)st.st_size != kvs__file_bytes(c->payload)) {
         chunk_fail(c, STAT_OFF(miss_truncated));
         quarantine(c, KVS_REJECT_TRUNCATED);
@@ -651,6 +721,14 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
         goto close_resolve;
+    }
+    if (e->auth_key) {
+        if (c->hdr.auth_algo != KVS_AUTH_HMAC_SHA256) {
+            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            quarantine(c, KVS_REJECT_AUTH);
+            goto close_resolve;
+        }
+        memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
     }
     if (op->dev)
         c->dfile = kvs__dev_file_open(e->dev, fd);
@@ -726,7 +804,26 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
         c->cpu = NULL;
     }
     if (ok) {
+        c->hdr.auth_algo = e->auth_key ? KVS_AUTH_HMAC_SHA256 : KVS_AUTH_NONE;
         kvs__header_encode(&c->hdr, w->bounce);
+        if (e->auth_key) {
+            uint8_t tag[KVS_AUTH_TAG_BYTES];
+            memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
+            /* CUDA memory: the capture hashed the pieces on the GPU */
+            if (c->stage && kvs__dev_stage_digests(e->dev, c->stage, c->auth + KVS_HEADER_BYTES,
+                                                   kvs__auth_segment_count(c->payload)) != KVS_DEV_OK) {
+                chunk_fail(c, STAT_OFF(store_failed_io));
+                ok = false;
+            } else if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
+                               kvs__auth_segment_count(c->payload), tag) != 0) {
+                chunk_fail(c, STAT_OFF(store_failed_io));
+                ok = false;
+            } else {
+                kvs__header_set_tag(w->bounce, tag);
+            }
+        }
+    }
+    if (ok) {
         if (kvs__pwrite_full(c->fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {
             write_fail(c, errno, "header write");
             ok = false;
@@ -939,6 +1036,7 @@ static kvs_status engine_dev(kvs_engine *e, int device)
                                                        false)),
             .block_bytes = e->block_bytes,
             .chunk_padded = kvs__padded_payload(e->chunk_payload),
+            .auth = e->auth_key != NULL,
         };
         kvs_dev *d = NULL;
         st = kvs__dev_open(&p, device, &d);
@@ -1034,6 +1132,21 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
         if (!op->layer_left)
             goto nomem;
     }
+    if (e->auth_key && n) {
+        /* per chunk: the header, then a SHA-256 per segment */
+        size_t total = 0;
+        for (uint32_t i = 0; i < n; i++)
+            total += KVS_HEADER_BYTES + 32 * (size_t)kvs__auth_segment_count(op->chunks[i].payload);
+        op->auth_mem = kvs__calloc(1, total);
+        if (!op->auth_mem)
+            goto nomem;
+        uint8_t *a = op->auth_mem;
+        for (uint32_t i = 0; i < n; i++) {
+            kvs_xchunk *c = &op->chunks[i];
+            c->auth = a;
+            a += KVS_HEADER_BYTES + 32 * (size_t)kvs__auth_segment_count(c->payload);
+        }
+    }
     if (kv->mem == KVS_MEM_CUDA) {
         st = engine_dev(e, kv->device);
         if (!st)
@@ -1059,6 +1172,22 @@ static kvs_status check_kv_mem(const kvs_kv *kv, const char *fn)
                          "%s: kv is CUDA memory, but this libkvstash was built without CUDA "
                          "support",
                          fn);
+    return KVS_OK;
+}
+
+kvs_status kvs_kv_check(kvs_engine *e, const kvs_kv *kv)
+{
+    kvs_status st = check_engine_call(e, NULL, 0, "kvs_kv_check");
+    if (!st)
+        st = check_kv_mem(kv, "kvs_kv_check");
+    if (st)
+        return st;
+    kvs_kvmap m;
+    kvs_kv desc = *kv;
+    desc.slot_mapping = NULL; /* the layout alone: no prompt yet */
+    if ((st = kvs__kvmap_init(&m, &e->ns, &desc, 0)))
+        return st;
+    kvs__kvmap_clear(&m);
     return KVS_OK;
 }
 
@@ -1688,6 +1817,161 @@ kvs_status kvs_remove(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
 
 /* ---- open and close -------------------------------------------------------------- */
 
+/* Reads auth_key_file, which must hold the key alone: a regular file (no
+ * symlink), owned by this user or root, with no permission for group or
+ * others, of KVS_AUTH_KEY_MIN to KVS_AUTH_KEY_MAX bytes. */
+static kvs_status load_auth_key(kvs_engine *e)
+{
+    const char *path = e->cfg->auth_key_file;
+    const char *src = "auth_key_file (KVSTASH_AUTH_KEY_FILE)";
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return kvs__fail(KVS_ERR_CONFIG, "%s: cannot open \"%s\": %s (a regular file, not a "
+                         "symlink, is accepted)", src, path, strerror(errno));
+    struct stat st;
+    kvs_status rc = KVS_OK;
+    if (fstat(fd, &st) != 0) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: cannot stat \"%s\": %s", src, path, strerror(errno));
+    } else if (!S_ISREG(st.st_mode)) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" is not a regular file", src, path);
+    } else if (st.st_mode & 077) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" has mode %04o; a key file must not be "
+                       "accessible to group or others (chmod 600)", src, path,
+                       (unsigned)(st.st_mode & 07777));
+    } else if (st.st_uid != geteuid() && st.st_uid != 0) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" is owned by uid %u; accepted: this user "
+                       "(uid %u) or root", src, path, (unsigned)st.st_uid, (unsigned)geteuid());
+    } else if (st.st_size < KVS_AUTH_KEY_MIN || st.st_size > KVS_AUTH_KEY_MAX) {
+        rc = kvs__fail(KVS_ERR_CONFIG, "%s: \"%s\" holds %lld bytes; accepted: %u to %u "
+                       "secret bytes (e.g. head -c 32 /dev/urandom)", src, path,
+                       (long long)st.st_size, KVS_AUTH_KEY_MIN, KVS_AUTH_KEY_MAX);
+    } else {
+        e->auth_key_len = (size_t)st.st_size;
+        e->auth_key = kvs__malloc(e->auth_key_len);
+        if (!e->auth_key)
+            rc = kvs__fail(KVS_ERR_NOMEM, "out of memory reading %s", src);
+        else if (kvs__pread_full(fd, e->auth_key, e->auth_key_len, 0) != 0)
+            rc = kvs__fail(KVS_ERR_CONFIG, "%s: reading \"%s\" failed: %s", src, path,
+                           errno ? strerror(errno) : "short read");
+    }
+    close(fd);
+    return rc;
+}
+
+/* strict_ownership: whether a folder or file of the store is trusted, like
+ * ssh's StrictModes: writable by no "other", and either of store_gid's group
+ * (a group-shared store) or owned by the expected user (folders: or root)
+ * and not writable by its group.  why says what is wrong. */
+static bool owned_strictly(const kvs_engine *e, const struct stat *st, bool folder, char *why,
+                           size_t len)
+{
+    const unsigned mode = (unsigned)(st->st_mode & 07777);
+    if (st->st_mode & 002) {
+        snprintf(why, len, "mode %04o is writable by others", mode);
+        return false;
+    }
+    if (e->own_gid_set && st->st_gid == e->own_gid)
+        return true;
+    if (st->st_uid != e->own_uid && !(folder && st->st_uid == 0)) {
+        snprintf(why, len, "owned by uid %u (group %u), not by uid %u%s%s", (unsigned)st->st_uid,
+                 (unsigned)st->st_gid, (unsigned)e->own_uid, folder ? " or root" : "",
+                 e->own_gid_set ? " nor of store_gid's group" : "");
+        return false;
+    }
+    if (st->st_mode & 020) {
+        snprintf(why, len, "mode %04o is writable by its group (gid %u%s)", mode,
+                 (unsigned)st->st_gid, e->own_gid_set ? ", not store_gid" : "; set store_gid "
+                                                                           "for a group store");
+        return false;
+    }
+    return true;
+}
+
+/* A user or group given by name or number. */
+static kvs_status resolve_id(const char *key, const char *text, bool group, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (text[0] >= '0' && text[0] <= '9' && !*end && !errno && v < 0xffffffffUL) {
+        *out = (uint32_t)v;
+        return KVS_OK;
+    }
+    char buf[4096];
+    if (group) {
+        struct group g, *r = NULL;
+        if (getgrnam_r(text, &g, buf, sizeof buf, &r) == 0 && r) {
+            *out = (uint32_t)r->gr_gid;
+            return KVS_OK;
+        }
+    } else {
+        struct passwd p, *r = NULL;
+        if (getpwnam_r(text, &p, buf, sizeof buf, &r) == 0 && r) {
+            *out = (uint32_t)r->pw_uid;
+            return KVS_OK;
+        }
+    }
+    return kvs__fail(KVS_ERR_CONFIG, "%s: no %s \"%s\" on this machine; accepted: a %s name "
+                     "or number", key, group ? "group" : "user", text, group ? "group" : "user");
+}
+
+static kvs_status check_ownership(kvs_engine *e)
+{
+    char why[160];
+    e->own_uid = (uint32_t)geteuid();
+    if (e->cfg->store_uid && e->cfg->store_uid[0]) {
+        kvs_status st = resolve_id("store_uid", e->cfg->store_uid, false, &e->own_uid);
+        if (st)
+            return st;
+    }
+    if (e->cfg->store_gid && e->cfg->store_gid[0]) {
+        kvs_status st = resolve_id("store_gid", e->cfg->store_gid, true, &e->own_gid);
+        if (st)
+            return st;
+        e->own_gid_set = true;
+    }
+    for (uint32_t i = 0; i < e->store.nfds; i++) {
+        struct stat st;
+        if (fstat(e->store.ns_fd[i], &st) != 0)
+            return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat the namespace folder "
+                             "%s: %s", e->store.ns_path[i], strerror(errno));
+        if (!owned_strictly(e, &st, true, why, sizeof why))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: the namespace folder %s is %s; "
+                             "accepted: owned by this user (or store_uid) or root and writable "
+                             "by no one else, or of store_gid's group and not writable by "
+                             "others (chown/chmod it, or turn strict_ownership off)",
+                             e->store.ns_path[i], why);
+    }
+    for (uint32_t i = 0; i < e->store.npaths; i++) {
+        char meta[KVS_PATH_MAX];
+        snprintf(meta, sizeof meta, "%s/%s", e->store.root[i], KVS_META_DIR);
+        struct stat st;
+        if (lstat(meta, &st) != 0) {
+            if (errno == ENOENT)
+                continue; /* made later by this user: then it is ours */
+            return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat %s: %s", meta,
+                             strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is not a folder (a symlink or "
+                             "file planted there); accepted: a folder owned by this user or "
+                             "root", meta);
+        if (!owned_strictly(e, &st, true, why, sizeof why))
+            return kvs__fail(KVS_ERR_PERM, "strict_ownership: %s is %s; accepted: owned by "
+                             "this user (or store_uid) or root and writable by no one else, or "
+                             "of store_gid's group and not writable by others", meta, why);
+    }
+    return KVS_OK;
+}
+
+static void free_auth_key(kvs_engine *e)
+{
+    if (e->auth_key)
+        OPENSSL_cleanse(e->auth_key, e->auth_key_len);
+    kvs__free(e->auth_key);
+    e->auth_key = NULL;
+}
+
 kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_engine **engine_out)
 {
     if (!cfg || !ns || !engine_out)
@@ -1705,11 +1989,21 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     st = kvs__ns_init(&e->ns, ns, e->cfg->chunk_size, e->cfg->namespace_salt);
     if (st)
         goto fail;
+    if (e->cfg->auth_key_file && e->cfg->auth_key_file[0]) {
+        st = load_auth_key(e);
+        if (st)
+            goto fail;
+    }
     /* Bounded: a hung mount fails the open instead of hanging the caller. */
     st = kvs__store_open_bounded(&e->store, e->cfg, &e->ns,
                                  (uint64_t)e->cfg->store_timeout_ms * 1000000u);
     if (st)
         goto fail;
+    if (e->cfg->strict_ownership) {
+        st = check_ownership(e);
+        if (st)
+            goto fail;
+    }
     st = kvs__index_create(&e->index);
     if (st)
         goto fail;
@@ -1748,13 +2042,16 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     e->stats.direct_io = __atomic_load_n(&e->store.direct, __ATOMIC_RELAXED);
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
-             "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s",
+             "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s%s%s",
              e->store.root[0], e->store.npaths > 1 ? " (+more)" : "", e->ns.dir,
              e->store.direct_reason, threads, (unsigned long long)e->chunk_payload,
-             e->cpu ? "on" : "off", kvs__checksum_impl());
+             e->cpu ? "on" : "off", kvs__checksum_impl(),
+             e->auth_key ? ", chunks authenticated (HMAC-SHA256, auth_key_file)" : "",
+             e->cfg->strict_ownership ? ", strict_ownership on" : "");
     *engine_out = e;
     return KVS_OK;
 fail:
+    free_auth_key(e);
     kvs__cpu_tier_destroy(e->cpu);
     kvs__index_destroy(e->index);
     kvs__store_close(&e->store);

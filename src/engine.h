@@ -33,6 +33,11 @@ struct kvs_engine {
     kvs_dev *dev;                  /* GPU data path, opened by the first CUDA
                                       op (under mu); NULL until then */
     kvs_stats stats;               /* counters; gauges filled on read */
+    uint32_t own_uid;              /* strict_ownership: the owner expected */
+    uint32_t own_gid;              /* strict_ownership: store_gid, if set */
+    bool own_gid_set;
+    uint8_t *auth_key;             /* auth_key_file's bytes; NULL: auth off */
+    size_t auth_key_len;
 
     uint64_t chunk_payload;        /* bytes of a full chunk's payload */
     uint64_t block_bytes;          /* one I/O call: the workers' bounce size */
@@ -106,6 +111,8 @@ struct kvs_xchunk {
     uint64_t t_start;
     kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */
     kvs_dev_file *dfile;           /* CUDA: cuFile registration of fd */
+    uint8_t *auth;                 /* auth on: the MAC's input, the header
+                                      then one SHA-256 per segment (op's) */
 };
 
 typedef enum kvs_op_kind { KVS_OP_STORE, KVS_OP_RETRIEVE } kvs_op_kind;
@@ -129,6 +136,7 @@ struct kvs_op {
     _Atomic int direct_io;         /* KVS_KV_DIRECT transfers on caller memory
                                       under way (including their checksums) */
     uint32_t *layer_left;          /* retrieve: unfinished pieces per layer (mu) */
+    uint8_t *auth_mem;             /* the chunks' auth buffers (auth on) */
     uint64_t deadline_ns;          /* io_timeout (retrieve) or store_timeout
                                       (store) after start, monotonic ns */
     uint64_t t_start;

@@ -3,14 +3,24 @@
  * KV memory.
  *
  * The payload of a chunk of T tokens is rows in the order
- * [layer][plane][token]; the caller's memory is described by a kvs_kv
- * (per-layer base pointers, a slot per token, strides).  Walking a payload
- * range row by row and merging rows whose addresses are consecutive turns a
- * contiguous buffer into one memcpy per (layer, plane) and a paged cache
- * into one per block, which is what keeps host copies at memory speed.
+ * [layer][plane][token], each row the token's head rows in head order; the
+ * caller's memory is described by a kvs_kv (per-layer base pointers, a slot
+ * per token, strides down to the head).  Walking a payload range row by row
+ * and merging pieces whose addresses are consecutive turns a contiguous
+ * buffer into one memcpy per (layer, plane) and a paged cache into one per
+ * block, which is what keeps host copies at memory speed.  When a token's
+ * heads are strided (vLLM's packed K|V caches, HND orders) a row is walked
+ * head row by head row, its address computed once per row.
+ *
+ * Validation proves that no two head rows overlap by nesting: the
+ * dimensions (heads, slots of a block, planes, blocks), ordered by stride,
+ * each stride at least the span of the smaller ones.  That admits every
+ * permutation of a dense or padded tensor, which is all vLLM allocates,
+ * and a scatter can then never write one token's KV over another's.
  */
 #include "kvmap.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static uint64_t slot_of(const kvs_kvmap *m, size_t token)
@@ -28,6 +38,65 @@ static char *row_addr(const kvs_kvmap *m, uint32_t layer, uint32_t plane, uint64
     const kvs_kv *kv = &m->kv;
     return (char *)m->layers[layer] + plane * kv->plane_stride +
            (slot / kv->block_size) * kv->block_stride + (slot % kv->block_size) * kv->slot_stride;
+}
+
+typedef struct kv_dim {
+    const char *name;   /* as the message names the dimension */
+    uint64_t count;
+    uint64_t stride;    /* bytes */
+} kv_dim;
+
+/* Refuses strides under which two head rows overlap (see the file comment). */
+static kvs_status check_nesting(const kvs_kv *r, uint32_t heads, uint32_t planes, uint64_t head,
+                                uint64_t nblocks)
+{
+    kv_dim d[4] = {
+        {"head_stride", heads, r->head_stride},
+        {"slot_stride", KVS_MIN(r->block_size, r->num_slots), r->slot_stride},
+        {"plane_stride", planes, r->plane_stride},
+        {"block_stride", nblocks, r->block_stride},
+    };
+    /* stable insertion sort by stride: ties keep the order above */
+    for (int i = 1; i < 4; i++)
+        for (int j = i; j > 0 && d[j].stride < d[j - 1].stride; j--) {
+            kv_dim x = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = x;
+        }
+    uint64_t span = head;
+    char inner[96] = "a head row";
+    for (int i = 0; i < 4; i++) {
+        if (d[i].count <= 1)
+            continue;
+        uint64_t s;
+        if (__builtin_mul_overflow(d[i].count - 1, d[i].stride, &s) ||
+            __builtin_add_overflow(s, span, &s))
+            return kvs__fail(KVS_ERR_INVALID,
+                             "kv.%s %llu over %llu elements overflows 64 bits; accepted: ordered "
+                             "by stride, each stride at least the span of the smaller ones",
+                             d[i].name, (unsigned long long)d[i].stride,
+                             (unsigned long long)d[i].count);
+        if (d[i].stride < span)
+            return kvs__fail(
+                KVS_ERR_INVALID,
+                "kv.%s %llu makes head rows overlap: it is less than the %llu bytes spanned by %s "
+                "(kv: heads %u x head_stride %llu, slots %llu x slot_stride %llu, planes %u x "
+                "plane_stride %llu, blocks %llu x block_stride %llu, head rows of %llu bytes); "
+                "accepted: ordered by stride, each of these strides at least the span of the "
+                "smaller ones, as in any permutation of a dense or padded "
+                "[blocks, planes, block_size, heads, head_dim] tensor (include/kvstash.h lists "
+                "vLLM's caches)",
+                d[i].name, (unsigned long long)d[i].stride, (unsigned long long)span, inner,
+                heads, (unsigned long long)r->head_stride,
+                (unsigned long long)KVS_MIN(r->block_size, r->num_slots),
+                (unsigned long long)r->slot_stride, planes, (unsigned long long)r->plane_stride,
+                (unsigned long long)nblocks, (unsigned long long)r->block_stride,
+                (unsigned long long)head);
+        span = s;
+        snprintf(inner, sizeof inner, "%llu x %s %llu and what each holds",
+                 (unsigned long long)d[i].count, d[i].name, (unsigned long long)d[i].stride);
+    }
+    return KVS_OK;
 }
 
 kvs_status kvs__kvmap_init(kvs_kvmap *m, const kvs_ns *ns, const kvs_kv *kv, size_t num_tokens)
@@ -50,26 +119,27 @@ kvs_status kvs__kvmap_init(kvs_kvmap *m, const kvs_ns *ns, const kvs_kv *kv, siz
         return kvs__fail(KVS_ERR_INVALID, "kv.flags 0x%x has unknown bits", kv->flags);
 
     kvs_kv r = *kv;
-    uint64_t row = ns->row_bytes;
+    const uint64_t row = ns->row_bytes;
+    const uint32_t heads = ns->num_kv_heads;
+    const uint64_t head = row / heads;
+    if (r.head_stride == 0 || heads == 1)
+        r.head_stride = head;
     if (r.block_size == 0)
         r.block_size = r.num_slots;
-    if (r.slot_stride == 0)
-        r.slot_stride = row;
-    if (r.block_stride == 0)
-        r.block_stride = r.block_size * r.slot_stride;
-    uint64_t nblocks = (r.num_slots + r.block_size - 1) / r.block_size;
-    if (r.plane_stride == 0)
-        r.plane_stride = nblocks * r.block_stride;
-    if (r.slot_stride < row)
-        return kvs__fail(KVS_ERR_INVALID,
-                         "kv.slot_stride %llu is smaller than a token row (%llu bytes)",
-                         (unsigned long long)r.slot_stride, (unsigned long long)row);
-    if (nblocks > 1 && r.block_stride < r.block_size * r.slot_stride)
-        return kvs__fail(KVS_ERR_INVALID, "kv.block_stride %llu overlaps the slots of a block",
-                         (unsigned long long)r.block_stride);
-    if (ns->num_planes == 2 && r.plane_stride < row)
-        return kvs__fail(KVS_ERR_INVALID, "kv.plane_stride %llu is smaller than a token row",
-                         (unsigned long long)r.plane_stride);
+    if (r.slot_stride == 0 && __builtin_mul_overflow(heads, r.head_stride, &r.slot_stride))
+        return kvs__fail(KVS_ERR_INVALID, "kv.head_stride %llu overflows 64 bits",
+                         (unsigned long long)r.head_stride);
+    if (r.block_stride == 0 &&
+        __builtin_mul_overflow(r.block_size, r.slot_stride, &r.block_stride))
+        return kvs__fail(KVS_ERR_INVALID, "kv.slot_stride %llu x block_size %llu overflows",
+                         (unsigned long long)r.slot_stride, (unsigned long long)r.block_size);
+    uint64_t nblocks = (r.num_slots - 1) / r.block_size + 1;
+    if (r.plane_stride == 0 && __builtin_mul_overflow(nblocks, r.block_stride, &r.plane_stride))
+        return kvs__fail(KVS_ERR_INVALID, "kv.block_stride %llu x %llu blocks overflows",
+                         (unsigned long long)r.block_stride, (unsigned long long)nblocks);
+    kvs_status st = check_nesting(&r, heads, ns->num_planes, head, nblocks);
+    if (st)
+        return st;
 
     /* Every slot the whole chunks of the prompt use must be in range. */
     size_t used = num_tokens;
@@ -96,7 +166,10 @@ kvs_status kvs__kvmap_init(kvs_kvmap *m, const kvs_ns *ns, const kvs_kv *kv, siz
     m->kv = r;
     m->num_layers = kv->num_layers;
     m->num_planes = ns->num_planes;
+    m->num_heads = heads;
     m->row_bytes = row;
+    m->head_bytes = head;
+    m->rows_contiguous = r.head_stride == head;
     m->num_tokens = num_tokens;
     m->slots = kv->slot_mapping;
     return KVS_OK;
@@ -125,37 +198,56 @@ kvs_slot_cover kvs__kvmap_cover(const kvs_kvmap *m, size_t t0, uint32_t tokens)
  * passed with addr NULL. */
 typedef void (*run_fn)(void *ctx, char *addr, uint64_t pos, uint64_t n);
 
+typedef struct run {
+    run_fn fn;
+    void *ctx;
+    char *addr;
+    uint64_t pos, len;
+    bool null;
+} run;
+
+/* Adds piece [pos, pos+n) at addr (NULL: no place) to the current run, or
+ * flushes the run and starts a new one. */
+static inline void run_add(run *u, char *addr, uint64_t pos, uint64_t n)
+{
+    bool null = addr == NULL;
+    if (u->len > 0 && null == u->null && (null || addr == u->addr + u->len)) {
+        u->len += n;
+        return;
+    }
+    if (u->len)
+        u->fn(u->ctx, u->null ? NULL : u->addr, u->pos, u->len);
+    *u = (run){u->fn, u->ctx, addr, pos, n, null};
+}
+
 static void walk(const kvs_kvmap *m, size_t t0, uint32_t tokens, uint64_t off, uint64_t len,
                  run_fn fn, void *ctx)
 {
-    const uint64_t row = m->row_bytes;
-    uint64_t end = off + len;
-    char *run_addr = NULL;
-    uint64_t run_pos = off, run_len = 0;
-    bool run_null = false;
+    const uint64_t row = m->row_bytes, head = m->head_bytes, hs = m->kv.head_stride;
+    const uint64_t end = off + len;
+    run u = {fn, ctx, NULL, off, 0, false};
     for (uint64_t pos = off; pos < end;) {
         uint64_t r = pos / row, in_row = pos % row;
         uint32_t layer = (uint32_t)(r / ((uint64_t)m->num_planes * tokens));
         uint32_t plane = (uint32_t)((r / tokens) % m->num_planes);
         size_t token = t0 + (size_t)(r % tokens);
         uint64_t n = KVS_MIN(row - in_row, end - pos);
-        bool neg = slot_negative(m, token);
-        char *addr = neg ? NULL : row_addr(m, layer, plane, slot_of(m, token)) + in_row;
-        bool extends = run_len > 0 && neg == run_null &&
-                       (neg || addr == run_addr + run_len);
-        if (!extends) {
-            if (run_len)
-                fn(ctx, run_null ? NULL : run_addr, run_pos, run_len);
-            run_addr = addr;
-            run_pos = pos;
-            run_len = 0;
-            run_null = neg;
+        char *base = slot_negative(m, token) ? NULL
+                                             : row_addr(m, layer, plane, slot_of(m, token));
+        if (m->rows_contiguous || !base) {
+            run_add(&u, base ? base + in_row : NULL, pos, n);
+        } else {
+            uint64_t h = in_row / head, in_head = in_row % head;
+            for (uint64_t done = 0; done < n; h++, in_head = 0) {
+                uint64_t k = KVS_MIN(head - in_head, n - done);
+                run_add(&u, base + h * hs + in_head, pos + done, k);
+                done += k;
+            }
         }
-        run_len += n;
         pos += n;
     }
-    if (run_len)
-        fn(ctx, run_null ? NULL : run_addr, run_pos, run_len);
+    if (u.len)
+        fn(ctx, u.null ? NULL : u.addr, u.pos, u.len);
 }
 
 typedef struct copy_ctx {

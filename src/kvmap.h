@@ -14,13 +14,19 @@ typedef struct kvs_kvmap {
     void **layers;           /* owned copy of kv.layers */
     uint32_t num_layers;
     uint32_t num_planes;
-    uint64_t row_bytes;
+    uint32_t num_heads;      /* head rows per token row */
+    uint64_t row_bytes;      /* num_heads * head_bytes: a payload row */
+    uint64_t head_bytes;     /* one head row, contiguous in memory */
+    bool rows_contiguous;    /* kv.head_stride == head_bytes (or one head):
+                                a token's row is one run of memory */
     size_t num_tokens;       /* tokens of the prompt */
     const int64_t *slots;    /* the caller's slot_mapping, or NULL (identity) */
 } kvs_kvmap;
 
-/* Validates kv against the namespace (every field, every slot the prompt's
- * whole chunks use) and fills *m.  KVS_ERR_INVALID names the bad field. */
+/* Validates kv against the namespace (every field, the strides' overlap as
+ * include/kvstash.h states it, every slot the prompt's whole chunks use) and
+ * fills *m.  KVS_ERR_INVALID names the bad field, or the strides and what is
+ * accepted. */
 kvs_status kvs__kvmap_init(kvs_kvmap *m, const kvs_ns *ns, const kvs_kv *kv, size_t num_tokens);
 void kvs__kvmap_clear(kvs_kvmap *m);
 

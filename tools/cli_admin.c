@@ -7,6 +7,7 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -69,7 +70,36 @@ static const char *fmt_when(int64_t wall_ns, char *buf, size_t len)
     return buf;
 }
 
-/* A JSON member of the flat NAMESPACE.json object, as text ("" if absent). */
+/* Length of the valid UTF-8 sequence at s (1 to 4), or 0 if the bytes there
+ * are not one.  C1 controls (U+0080..U+009F) count as invalid: a terminal
+ * may act on them. */
+
+/* s as a terminal may show it: control bytes and bytes that are not UTF-8
+ * become \xNN, so a planted NAMESPACE.json or folder name cannot send escape
+ * sequences to the operator's terminal. */
+static const char *visible(const char *s, char *out, size_t len)
+{
+    size_t o = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p && o + 5 < len) {
+        size_t n = cli_utf8_len(p);
+        if (n == 1 && (*p < 0x20 || *p == 0x7f))
+            n = 0;
+        if (n == 0) {
+            o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
+            p++;
+        } else {
+            memcpy(out + o, p, n);
+            o += n;
+            p += n;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* A member of the flat NAMESPACE.json object ("" if absent): a string's
+ * JSON escapes decoded (\u0000 stops it), anything else as its raw text. */
 static void json_member(const char *json, const char *key, char *out, size_t len)
 {
     out[0] = '\0';
@@ -81,16 +111,45 @@ static void json_member(const char *json, const char *key, char *out, size_t len
     p += strlen(pat);
     while (*p == ' ')
         p++;
-    size_t n;
-    if (*p == '"') {
-        p++;
-        n = 0;
-        while (p[n] && p[n] != '"')
-            n += p[n] == '\\' && p[n + 1] ? 2 : 1;
-    } else {
-        n = strcspn(p, ",}");
+    if (*p != '"') {
+        size_t n = strcspn(p, ",}");
+        snprintf(out, len, "%.*s", (int)n, p);
+        return;
     }
-    snprintf(out, len, "%.*s", (int)n, p);
+    size_t o = 0;
+    for (p++; *p && *p != '"' && o + 4 < len; p++) {
+        if (*p != '\\') {
+            out[o++] = *p;
+            continue;
+        }
+        p++;
+        const char *esc = strchr("\"\\/bfnrt", *p);
+        if (*p && esc) {
+            out[o++] = "\"\\/\b\f\n\r\t"[esc - "\"\\/bfnrt"];
+        } else if (*p == 'u' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2]) &&
+                   isxdigit((unsigned char)p[3]) && isxdigit((unsigned char)p[4])) {
+            char hex[5] = {p[1], p[2], p[3], p[4], 0};
+            unsigned long c = strtoul(hex, NULL, 16);
+            p += 4;
+            if (c == 0)
+                break;
+            if (c >= 0xd800 && c < 0xe000)
+                c = 0xfffd; /* a lone half of a pair: not kept */
+            if (c < 0x80) {
+                out[o++] = (char)c;
+            } else if (c < 0x800) {
+                out[o++] = (char)(0xc0 | c >> 6);
+                out[o++] = (char)(0x80 | (c & 0x3f));
+            } else {
+                out[o++] = (char)(0xe0 | c >> 12);
+                out[o++] = (char)(0x80 | (c >> 6 & 0x3f));
+                out[o++] = (char)(0x80 | (c & 0x3f));
+            }
+        } else {
+            break; /* not JSON: keep what came before */
+        }
+    }
+    out[o] = '\0';
 }
 
 static void describe_identity(const char *json, char *out, size_t len)
@@ -112,24 +171,45 @@ static void describe_identity(const char *json, char *out, size_t len)
     json_member(json, "chunk_size", C, sizeof C);
     json_member(json, "variant", variant, sizeof variant);
     json_member(json, "salt_sha256", salt, sizeof salt);
-    if (snprintf(out, len, "%s %s %s %sx%sx%s tp%s/%s chunk %s%s%s%s", model, dtype, layout, L, H,
-                 D, W, R, C, variant[0] ? " variant " : "", variant,
-                 salt[0] ? " salted" : "") >= (int)len)
+    if (!strcmp(variant, "null"))
+        variant[0] = '\0';
+    char raw[1024];
+    if (snprintf(raw, sizeof raw, "%s %s %s %sx%sx%s tp%s/%s chunk %s%s%s%s", model, dtype, layout,
+                 L, H, D, W, R, C, variant[0] ? " variant " : "", variant,
+                 salt[0] ? " salted" : "") >= (int)sizeof raw)
+        raw[sizeof raw - 2] = '~';
+    if (strlen(visible(raw, out, len)) + 6 >= len)
         out[len - 2] = '~'; /* truncated: say so */
 }
 
-static void json_str(FILE *f, const char *s)
+/* The identity of a namespace as a JSON object rebuilt member by member from
+ * NAMESPACE.json (text anyone who can write the folder controls): strings
+ * re-escaped, numbers only if they are plain digits, else null. */
+static void json_identity(FILE *f, const char *json)
 {
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fprintf(f, "\\%c", *s);
-        else if ((unsigned char)*s < 0x20)
-            fprintf(f, "\\u%04x", *s);
-        else
-            fputc(*s, f);
+    if (!json || !json[0]) {
+        fputs("null", f);
+        return;
     }
-    fputc('"', f);
+    static const char *const strs[] = {"model", "dtype", "layout", "variant", "salt_sha256"};
+    static const char *const nums[] = {"format",     "num_layers", "num_kv_heads", "head_dim",
+                                       "world_size", "rank",       "chunk_size"};
+    char v[512];
+    fputc('{', f);
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        json_member(json, nums[i], v, sizeof v);
+        bool digits = v[0] && strlen(v) < 20 && strspn(v, "0123456789") == strlen(v);
+        fprintf(f, "%s\"%s\": %s", i ? ", " : "", nums[i], digits ? v : "null");
+    }
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
+        json_member(json, strs[i], v, sizeof v);
+        fprintf(f, ", \"%s\": ", strs[i]);
+        if (!strcmp(strs[i], "variant") && (!v[0] || !strcmp(v, "null")))
+            fputs("null", f);
+        else
+            cli_json_str(f, v);
+    }
+    fputc('}', f);
 }
 
 static int open_admin(kvs_admin **a)
@@ -145,78 +225,18 @@ static int open_admin(kvs_admin **a)
     return EXIT_OK;
 }
 
-/* "10GB", "500MB", "1.5G", "2TiB"; a bare number is GB like max_store_size. */
-static int parse_size(const char *s, uint64_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v))
-        return -1;
-    while (*end == ' ')
-        end++;
-    double mult = 1e9;
-    struct {
-        const char *suffix;
-        double mult;
-    } units[] = {{"", 1e9},      {"B", 1},     {"K", 1e3},   {"KB", 1e3},  {"KiB", 1024.0},
-                 {"M", 1e6},     {"MB", 1e6},  {"MiB", 1048576.0},         {"G", 1e9},
-                 {"GB", 1e9},    {"GiB", 1073741824.0},      {"T", 1e12},  {"TB", 1e12},
-                 {"TiB", 1099511627776.0}};
-    size_t i = 0;
-    for (; i < sizeof units / sizeof units[0]; i++)
-        if (strcasecmp(end, units[i].suffix) == 0) {
-            mult = units[i].mult;
-            break;
-        }
-    if (i == sizeof units / sizeof units[0])
-        return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
-/* "7d", "12h", "30m", "90s"; a bare number is seconds. */
-static int parse_duration(const char *s, uint64_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0 || !isfinite(v))
-        return -1;
-    double mult = 1;
-    if (!strcmp(end, "") || !strcmp(end, "s"))
-        mult = 1;
-    else if (!strcmp(end, "m") || !strcmp(end, "min"))
-        mult = 60;
-    else if (!strcmp(end, "h"))
-        mult = 3600;
-    else if (!strcmp(end, "d"))
-        mult = 86400;
-    else if (!strcmp(end, "w"))
-        mult = 604800;
-    else
-        return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
 /* ---- ls -------------------------------------------------------------------- */
 
 int cmd_ls(int argc, char **argv)
 {
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
-            json = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash ls [--json]\n\n"
-                   "Lists the namespaces on the store (every store path): chunk files, their\n"
-                   "size, the oldest and newest last access, and the model and geometry from\n"
-                   "each namespace's NAMESPACE.json.  Walks the store: one metadata call per "
-                   "file.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("ls: unknown option \"%s\"", argv[i]);
-        }
-    }
+    cli_args args;
+    cli_args_init(&args, cli_find_command("ls"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&args, NULL, NULL)) > 0)
+        json = true;
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
@@ -233,12 +253,14 @@ int cmd_ls(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             const kvs_ns_usage *u = &list[i];
             printf("%s\n  {\"id\": ", i ? "," : "");
-            json_str(stdout, u->id);
+            cli_json_str(stdout, u->id);
             printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
                    ", \"temp_bytes\": %" PRIu64 ", \"oldest_access_ns\": %" PRId64
-                   ", \"newest_access_ns\": %" PRId64 ", \"identity\": %s}",
+                   ", \"newest_access_ns\": %" PRId64 ", \"identity\": ",
                    u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->oldest_access_ns,
-                   u->newest_access_ns, u->identity[0] ? u->identity : "null");
+                   u->newest_access_ns);
+            json_identity(stdout, u->identity);
+            printf("}");
         }
         printf("%s]\n", n ? "\n" : "");
     } else {
@@ -246,9 +268,10 @@ int cmd_ls(int argc, char **argv)
                "OLDEST ACCESS", "NEWEST ACCESS", "MODEL AND GEOMETRY");
         for (size_t i = 0; i < n; i++) {
             const kvs_ns_usage *u = &list[i];
-            char b[32], o[64], w[64], d[512];
+            char b[32], o[64], w[64], d[512], id[256];
             describe_identity(u->identity, d, sizeof d);
-            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", u->id, u->chunks,
+            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", visible(u->id, id, sizeof id),
+                   u->chunks,
                    fmt_bytes(u->bytes, b, sizeof b), fmt_when(u->oldest_access_ns, o, sizeof o),
                    fmt_when(u->newest_access_ns, w, sizeof w), d,
                    u->temp_files ? " (+temporary files)" : "");
@@ -268,22 +291,17 @@ int cmd_ls(int argc, char **argv)
 int cmd_du(int argc, char **argv)
 {
     bool json = false, measure = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
+    cli_args args;
+    cli_args_init(&args, cli_find_command("du"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&args, NULL, NULL)) > 0) {
+        if (c == 'j')
             json = true;
-        } else if (!strcmp(argv[i], "--measure")) {
+        else
             measure = true;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash du [--measure] [--json]\n\n"
-                   "How full the store is, against max_store_size, its watermarks and\n"
-                   "min_free_space, per store path.  By default the figures are the\n"
-                   "collector's last measurement (no walk, fast at any size); --measure\n"
-                   "walks the store now.  A store never measured is walked.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("du: unknown option \"%s\"", argv[i]);
-        }
     }
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
@@ -312,12 +330,12 @@ int cmd_du(int argc, char **argv)
         for (uint32_t p = 0; p < u.path_count; p++) {
             const kvs_path_usage *q = &u.paths[p];
             printf("%s{\"path\": ", p ? ", " : "");
-            json_str(stdout, q->path);
+            cli_json_str(stdout, q->path);
             printf(", \"store_id\": \"%016" PRIx64 "\", \"used_bytes\": %" PRIu64
                    ", \"chunks\": %" PRIu64 ", \"fs_size_bytes\": %" PRIu64
                    ", \"fs_free_bytes\": %" PRIu64 ", \"lease\": ",
                    q->store_id, q->used_bytes, q->chunks, q->fs_size_bytes, q->fs_free_bytes);
-            json_str(stdout, lease[p] ? lease[p] : "unknown");
+            cli_json_str(stdout, lease[p] ? lease[p] : "unknown");
             printf("}");
         }
         printf("]}\n");
@@ -366,6 +384,7 @@ typedef struct verify_ui {
     bool quiet;
     double t0;
     uint64_t bad_seen;
+    FILE *json; /* --json: the bad files, as JSON array members */
 } verify_ui;
 
 static void verify_progress(void *ctx, uint64_t done, uint64_t total, uint64_t bytes)
@@ -394,6 +413,15 @@ static void verify_progress(void *ctx, uint64_t done, uint64_t total, uint64_t b
 static void verify_bad(void *ctx, const char *path, const char *reason)
 {
     verify_ui *ui = ctx;
+    if (ui->json) {
+        fprintf(ui->json, "%s\n    {\"path\": ", ui->bad_seen ? "," : "");
+        cli_json_str(ui->json, path);
+        fprintf(ui->json, ", \"reason\": ");
+        cli_json_str(ui->json, reason);
+        fprintf(ui->json, "}");
+        ui->bad_seen++;
+        return;
+    }
     ui->bad_seen++;
     if (ui->tty)
         fprintf(stderr, "\r\033[K");
@@ -403,46 +431,41 @@ static void verify_bad(void *ctx, const char *path, const char *reason)
 
 int cmd_verify(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"namespace", required_argument, 0, 'n'}, {"all", no_argument, 0, 'a'},
-        {"threads", required_argument, 0, 't'},   {"remove-bad", no_argument, 0, 'r'},
-        {"quiet", no_argument, 0, 'q'},           {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
     kvs_verify_options o = {0};
     verify_ui ui = {.tty = isatty(STDERR_FILENO) != 0};
-    optind = 1;
+    bool json = false;
+    cli_args args;
+    cli_args_init(&args, cli_find_command("verify"), argc, argv);
+    const char *arg = NULL;
     int c;
     uint64_t threads = 0;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
         switch (c) {
-        case 'n': o.namespace_id = optarg; break;
+        case 'n': o.namespace_id = arg; break;
         case 'a': o.namespace_id = NULL; break;
         case 't':
-            if (cli_parse_u64(optarg, &threads) || threads < 1 || threads > 256)
-                return cli_usage_error("--threads \"%s\" is not in 1..256", optarg);
+            if (cli_parse_u64(arg, &threads) || threads < 1 || threads > 256)
+                return cli_usage_error("--threads \"%s\" is not in 1..256", arg);
             o.threads = (uint32_t)threads;
             break;
         case 'r': o.remove_bad = 1; break;
         case 'q': ui.quiet = true; ui.tty = false; break;
-        case 'h':
-            printf("usage: kvstash verify [--namespace ID | --all] [--threads N] "
-                   "[--remove-bad] [--quiet]\n\n"
-                   "Reads every chunk file (all namespaces by default) in parallel and checks\n"
-                   "it as a reader would: header, namespace, key, length, every checksum.\n"
-                   "Bad files are printed with the reason; --remove-bad removes them (never a\n"
-                   "file that merely could not be read).  A progress bar shows on a terminal.\n"
-                   "Exit status 1 when a file is bad or unreadable.\n");
-            return EXIT_OK;
-        default: return cli_usage_error("verify: unknown option");
+        case 'j': json = true; break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("verify: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0)
+        return args.exit;
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
         return rc;
+    char *jbuf = NULL;
+    size_t jlen = 0;
+    if (json && !(ui.json = open_memstream(&jbuf, &jlen))) {
+        kvs_admin_close(a);
+        fprintf(stderr, "kvstash: verify: out of memory\n");
+        return EXIT_IO;
+    }
     o.progress = verify_progress;
     o.bad_file = verify_bad;
     o.ctx = &ui;
@@ -452,24 +475,42 @@ int cmd_verify(int argc, char **argv)
     kvs_admin_close(a);
     if (ui.tty)
         fprintf(stderr, "\r\033[K");
-    if (st)
+    if (ui.json)
+        fclose(ui.json);
+    if (st) {
+        free(jbuf);
         return cli_fail(st, "verify");
-    char b[32], s[32];
+    }
+    rc = r.bad || r.unreadable ? EXIT_VERIFY : EXIT_OK;
+    if (json) {
+        printf("{\"exit_status\": %d, \"files\": %" PRIu64 ", \"bytes\": %" PRIu64
+               ", \"seconds\": %.6f, \"ok\": %" PRIu64 ", \"bad\": %" PRIu64
+               ", \"unreadable\": %" PRIu64 ", \"misplaced\": %" PRIu64 ", \"vanished\": %" PRIu64
+               ", \"removed\": %" PRIu64 ",\n  \"bad_files\": [%s%s]}\n",
+               rc, r.files, r.bytes, r.seconds, r.ok, r.bad, r.unreadable, r.misplaced,
+               r.vanished, o.remove_bad ? r.removed : 0, jbuf ? jbuf : "",
+               ui.bad_seen ? "\n  " : "");
+        free(jbuf);
+        return rc;
+    }
+    char b[32], sp[32];
     printf("verify: %" PRIu64 " files, %s in %.2f s (%s/s): %" PRIu64 " ok, %" PRIu64
            " bad, %" PRIu64 " unreadable, %" PRIu64 " misplaced, %" PRIu64
            " vanished while checking%s",
            r.files, fmt_bytes(r.bytes, b, sizeof b), r.seconds,
-           fmt_bytes(r.seconds > 0 ? (uint64_t)((double)r.bytes / r.seconds) : 0, s, sizeof s),
+           fmt_bytes(r.seconds > 0 ? (uint64_t)((double)r.bytes / r.seconds) : 0, sp, sizeof sp),
            r.ok, r.bad, r.unreadable, r.misplaced, r.vanished, o.remove_bad ? "" : "\n");
     if (o.remove_bad)
         printf(", %" PRIu64 " removed\n", r.removed);
-    return r.bad || r.unreadable ? EXIT_VERIFY : EXIT_OK;
+    return rc;
 }
 
 /* ---- gc ------------------------------------------------------------------------ */
 
 typedef struct gc_ui {
     bool list;
+    FILE *json; /* --json: the files, as JSON array members */
+    uint64_t listed;
 } gc_ui;
 
 static void gc_file(void *ctx, const char *path, uint64_t bytes, int64_t access)
@@ -477,69 +518,73 @@ static void gc_file(void *ctx, const char *path, uint64_t bytes, int64_t access)
     gc_ui *ui = ctx;
     if (!ui->list)
         return;
+    if (ui->json) {
+        fprintf(ui->json, "%s\n    {\"path\": ", ui->listed++ ? "," : "");
+        cli_json_str(ui->json, path);
+        fprintf(ui->json, ", \"bytes\": %" PRIu64 ", \"last_access_ns\": %" PRId64 "}", bytes,
+                access);
+        return;
+    }
     char b[32], w[64];
     printf("%s %s, last access %s\n", path, fmt_bytes(bytes, b, sizeof b),
            fmt_when(access, w, sizeof w));
 }
 
+/* A --to-size or --older-than value, in the grammar of the configuration. */
+static int size_arg(const char *opt, const char *arg, uint64_t *out)
+{
+    if (kvs_parse_size(arg, out) != KVS_OK)
+        return cli_usage_error("--%s: %s", opt, kvs_last_error());
+    return EXIT_OK;
+}
+
+static int age_arg(const char *opt, const char *arg, uint64_t *out)
+{
+    if (kvs_parse_age(arg, out) != KVS_OK)
+        return cli_usage_error("--%s: %s", opt, kvs_last_error());
+    return EXIT_OK;
+}
+
 int cmd_gc(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"to-size", required_argument, 0, 's'}, {"older-than", required_argument, 0, 'o'},
-        {"namespace", required_argument, 0, 'n'}, {"dry-run", no_argument, 0, 'd'},
-        {"wait", required_argument, 0, 'w'},    {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
-    };
     kvs_gc_options o = {0};
     gc_ui ui = {0};
+    bool json = false;
     uint64_t wait_s = UINT64_MAX;
-    optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    cli_args args;
+    cli_args_init(&args, cli_find_command("gc"), argc, argv);
+    const char *arg = NULL;
+    int c, rc;
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
         switch (c) {
         case 's':
-            if (parse_size(optarg, &o.to_bytes))
-                return cli_usage_error("--to-size \"%s\" is not a size (10GB, 500MB, 1.5TiB; a "
-                                       "bare number is GB)",
-                                       optarg);
+            if ((rc = size_arg("to-size", arg, &o.to_bytes)))
+                return rc;
             o.flags |= KVS_GC_TO_SIZE;
             break;
         case 'o':
-            if (parse_duration(optarg, &o.older_than_s))
-                return cli_usage_error("--older-than \"%s\" is not a duration (90s, 30m, 12h, "
-                                       "7d; a bare number is seconds)",
-                                       optarg);
+            if ((rc = age_arg("older-than", arg, &o.older_than_s)))
+                return rc;
             o.flags |= KVS_GC_OLDER_THAN;
             break;
-        case 'n': o.namespace_id = optarg; break;
+        case 'n': o.namespace_id = arg; break;
         case 'd': o.flags |= KVS_GC_DRY_RUN; break;
         case 'w':
-            if (parse_duration(optarg, &wait_s))
-                return cli_usage_error("--wait \"%s\" is not a duration", optarg);
+            if ((rc = age_arg("wait", arg, &wait_s)))
+                return rc;
             break;
         case 'v': ui.list = true; break;
-        case 'h':
-            printf("usage: kvstash gc [--to-size SIZE] [--older-than AGE] [--namespace ID] "
-                   "[--dry-run] [--wait AGE] [--verbose]\n\n"
-                   "Evicts the least recently accessed chunks until the store (or the\n"
-                   "namespace) holds at most SIZE, and/or every chunk not accessed for AGE;\n"
-                   "without either, runs one collection as the instances do (max_store_size,\n"
-                   "watermarks, min_free_space).  Orphaned temporary files older than\n"
-                   "tmp_grace_s go too.  It holds the collector lease, waiting up to --wait\n"
-                   "(default twice lease_ttl_s) for it.  --dry-run removes nothing and lists\n"
-                   "what would go; --verbose lists what goes.\n");
-            return EXIT_OK;
-        default: return cli_usage_error("gc: unknown option");
+        case 'j': json = true; break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("gc: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0)
+        return args.exit;
     if (o.namespace_id && !(o.flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN)))
         return cli_usage_error("gc --namespace needs --to-size or --older-than");
     if (o.flags & KVS_GC_DRY_RUN)
         ui.list = true;
     kvs_config *cfg = NULL;
-    int rc = cli_load_config(&cfg);
+    rc = cli_load_config(&cfg);
     if (rc)
         return rc;
     char *ttl = NULL;
@@ -556,15 +601,43 @@ int cmd_gc(int argc, char **argv)
     kvs_config_free(cfg);
     if (st)
         return cli_fail(st, "cannot open the store");
+    char *jbuf = NULL;
+    size_t jlen = 0;
+    if (json && !(ui.json = open_memstream(&jbuf, &jlen))) {
+        kvs_admin_close(a);
+        fprintf(stderr, "kvstash: gc: out of memory\n");
+        return EXIT_IO;
+    }
     o.on_file = gc_file;
     o.ctx = &ui;
     kvs_gc_report r;
     st = kvs_admin_gc(a, &o, &r);
     kvs_admin_close(a);
-    if (st)
+    if (ui.json)
+        fclose(ui.json);
+    if (st) {
+        free(jbuf);
         return cli_fail(st, "gc");
-    char b1[32], b2[32], b3[32];
+    }
     bool dry = o.flags & KVS_GC_DRY_RUN;
+    if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": %s, \"used_before\": %" PRIu64
+               ", \"chunks_before\": %" PRIu64 ", \"files_removed\": %" PRIu64
+               ", \"bytes_removed\": %" PRIu64 ", \"orphans_removed\": %" PRIu64
+               ", \"used_after\": %" PRIu64 ", \"chunks_after\": %" PRIu64 ", \"passes\": %u"
+               ", \"scan_seconds\": %.6f, \"evict_seconds\": %.6f, \"kept_touched\": %s"
+               ", \"target_missed\": %s",
+               dry ? "true" : "false", r.used_before, r.chunks_before, r.files_removed,
+               r.bytes_removed, r.orphans_removed, r.used_after, r.chunks_after, r.passes,
+               r.scan_seconds, r.evict_seconds, r.kept_touched ? "true" : "false",
+               r.target_missed ? "true" : "false");
+        if (ui.list)
+            printf(",\n  \"files\": [%s%s]", jbuf ? jbuf : "", ui.listed ? "\n  " : "");
+        printf("}\n");
+        free(jbuf);
+        return EXIT_OK;
+    }
+    char b1[32], b2[32], b3[32];
     printf("gc%s: %s in %" PRIu64 " chunks before; %s %" PRIu64 " chunks (%s) and %" PRIu64
            " orphaned temporary files; %s in %" PRIu64 " chunks after; %u pass%s, walk %.2f s, "
            "eviction %.2f s%s%s\n",
@@ -580,34 +653,80 @@ int cmd_gc(int argc, char **argv)
 
 /* ---- rm ------------------------------------------------------------------------- */
 
+/* rm --dry-run: what the store holds of the namespace, from the walk ls
+ * makes; nothing is removed. */
+static int rm_dry_run(kvs_admin *a, const char *ns, bool json)
+{
+    kvs_ns_usage *list = NULL;
+    size_t n = 0;
+    kvs_status st = kvs_admin_list(a, &list, &n);
+    if (st)
+        return cli_fail(st, "rm --dry-run");
+    const kvs_ns_usage *u = NULL;
+    for (size_t i = 0; i < n && !u; i++)
+        if (!strcmp(list[i].id, ns))
+            u = &list[i];
+    int rc = EXIT_OK;
+    if (!u) {
+        fprintf(stderr, "kvstash: rm --dry-run: no store path has namespace \"%s\" (kvstash ls "
+                        "lists them)\n", ns);
+        rc = EXIT_IO; /* as rm itself: KVS_ERR_NOT_FOUND */
+    } else if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": true, \"namespace\": ");
+        cli_json_str(stdout, ns);
+        printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
+               ", \"temp_bytes\": %" PRIu64 ", \"files\": %" PRIu64 "}\n",
+               u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->chunks + u->temp_files);
+    } else {
+        char b[32];
+        printf("rm (dry run): would remove namespace %s: %" PRIu64 " chunk files (%s) and %" PRIu64
+               " temporary files\n",
+               ns, u->chunks, fmt_bytes(u->bytes + u->temp_bytes, b, sizeof b), u->temp_files);
+    }
+    kvs_free(list);
+    return rc;
+}
+
 int cmd_rm(int argc, char **argv)
 {
     const char *ns = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--namespace") && i + 1 < argc) {
-            ns = argv[++i];
-        } else if (!strncmp(argv[i], "--namespace=", 12)) {
-            ns = argv[i] + 12;
-        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash rm --namespace ID\n\n"
-                   "Removes a namespace (its id as kvstash ls shows it) from every store path.\n"
-                   "Instances using it miss from then on and start storing it again.\n");
-            return EXIT_OK;
-        } else {
-            return cli_usage_error("rm: unknown option \"%s\"", argv[i]);
-        }
+    bool dry = false, json = false;
+    cli_args args;
+    cli_args_init(&args, cli_find_command("rm"), argc, argv);
+    const char *arg = NULL;
+    int c;
+    while ((c = cli_getopt(&args, &arg, NULL)) > 0) {
+        if (c == 'n')
+            ns = arg;
+        else if (c == 'd')
+            dry = true;
+        else
+            json = true;
     }
+    if (c < 0)
+        return args.exit;
     if (!ns)
         return cli_usage_error("rm needs --namespace ID (see kvstash ls)");
     kvs_admin *a = NULL;
     int rc = open_admin(&a);
     if (rc)
         return rc;
+    if (dry) {
+        rc = rm_dry_run(a, ns, json);
+        kvs_admin_close(a);
+        return rc;
+    }
     uint64_t files = 0;
     kvs_status st = kvs_admin_remove_namespace(a, ns, &files);
     kvs_admin_close(a);
     if (st)
         return cli_fail(st, "rm");
-    printf("removed namespace %s: %" PRIu64 " files\n", ns, files);
+    if (json) {
+        printf("{\"exit_status\": 0, \"dry_run\": false, \"namespace\": ");
+        cli_json_str(stdout, ns);
+        printf(", \"files\": %" PRIu64 "}\n", files);
+    } else {
+        printf("removed namespace %s: %" PRIu64 " files\n", ns, files);
+    }
     return EXIT_OK;
 }

@@ -4,24 +4,32 @@
  * thread count, lookup latency for a long prompt, and key hashing speed.
  *
  * With --device cuda:N the KV lives in a paged GPU cache (vLLM's layout,
- * shuffled blocks) and the ceilings are pinned host-to-device and
- * device-to-host copies measured in the same rounds.
+ * per-plane or packed NHD/HND with --layout, shuffled blocks) and the
+ * ceilings are pinned host-to-device and device-to-host copies measured in
+ * the same rounds.
  *
  * Each figure is the median of several rounds, rounds of different kinds
  * interleaved, because a shared machine's memory bandwidth drifts.  The
  * chunk files are written to the configured store (a namespace of its own)
  * and removed at the end; a retrieve reads files the store just wrote, so
  * with use_direct_io off they come from the page cache.
+ *
+ * --auth measures authenticated chunks (auth_key_file, with a random key in
+ * a temporary file) in the same run, beside the unauthenticated figures.
  */
 #include "cli.h"
 #include "cli_gpu.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_ROUNDS 32
 
@@ -31,6 +39,7 @@ typedef struct bench_opts {
     uint64_t threads;
     uint64_t rounds;
     bool direct_io;
+    bool auth;
 } bench_opts;
 
 typedef struct memcpy_job {
@@ -77,24 +86,6 @@ static double median(double *v, size_t n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static const struct option bench_options[] = {
-    {"chunks", required_argument, 0, 'c'},
-    {"threads", required_argument, 0, 't'},
-    {"rounds", required_argument, 0, 'r'},
-    {"direct-io", no_argument, 0, 'd'},
-    {"help", no_argument, 0, 'h'},
-    {"model", required_argument, 0, 1},
-    {"layers", required_argument, 0, 1},
-    {"kv-heads", required_argument, 0, 1},
-    {"head-dim", required_argument, 0, 1},
-    {"dtype", required_argument, 0, 1},
-    {"mla", no_argument, 0, 1},
-    {"world-size", required_argument, 0, 1},
-    {"rank", required_argument, 0, 1},
-    {"device", required_argument, 0, 1},
-    {0, 0, 0, 0},
-};
-
 static int parse_bench(int argc, char **argv, bench_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -102,48 +93,71 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     snprintf(o->geo.model, sizeof o->geo.model, "kvstash-bench");
     o->chunks = 32;
     o->rounds = 5;
-    optind = 1;
-    int idx = 0, c;
-    while ((c = getopt_long(argc, argv, "", bench_options, &idx)) != -1) {
+    cli_args a;
+    cli_args_init(&a, cli_find_command("bench"), argc, argv);
+    const char *optarg_ = NULL;
+    const cli_opt *opt = NULL;
+    int c;
+    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+        const char *arg = optarg_;
         switch (c) {
         case 'c':
-            if (cli_parse_u64(optarg, &o->chunks) || o->chunks == 0 || o->chunks > 100000)
-                return cli_usage_error("--chunks \"%s\" is not an integer in 1..100000", optarg);
+            if (cli_parse_u64(arg, &o->chunks) || o->chunks == 0 || o->chunks > 100000)
+                return cli_usage_error("--chunks \"%s\" is not an integer in 1..100000", arg);
             break;
         case 't':
-            if (cli_parse_u64(optarg, &o->threads) || o->threads == 0 || o->threads > 256)
-                return cli_usage_error("--threads \"%s\" is not an integer in 1..256", optarg);
+            if (cli_parse_u64(arg, &o->threads) || o->threads == 0 || o->threads > 256)
+                return cli_usage_error("--threads \"%s\" is not an integer in 1..256", arg);
             break;
         case 'r':
-            if (cli_parse_u64(optarg, &o->rounds) || o->rounds == 0 || o->rounds > MAX_ROUNDS)
-                return cli_usage_error("--rounds \"%s\" is not an integer in 1..%d", optarg,
+            if (cli_parse_u64(arg, &o->rounds) || o->rounds == 0 || o->rounds > MAX_ROUNDS)
+                return cli_usage_error("--rounds \"%s\" is not an integer in 1..%d", arg,
                                        MAX_ROUNDS);
             break;
         case 'd':
             o->direct_io = true;
             break;
-        case 'h':
-            printf("usage: kvstash bench [geometry] [--chunks N] [--threads T] [--rounds R] "
-                   "[--direct-io]\n\n"
-                   "  --chunks N    chunks per round (default 32)\n"
-                   "  --threads T   I/O threads and memcpy threads (default: gds_io_threads)\n"
-                   "  --rounds R    rounds per figure; medians are printed (default 5)\n"
-                   "  --direct-io   also retrieve with O_DIRECT (from the disk)\n%s",
-                   cli_geometry_help);
-            exit(EXIT_OK);
-        case 1:
-            if (cli_geometry_option(&o->geo, bench_options[idx].name, optarg) < 0)
-                return EXIT_USAGE;
+        case 'a':
+            o->auth = true;
             break;
         default:
-            return cli_usage_error("bench: unknown option");
+            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
+                return EXIT_USAGE;
+            break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("bench: unexpected argument \"%s\"", argv[optind]);
+    if (c < 0) {
+        if (a.exit == EXIT_OK)
+            exit(EXIT_OK); /* --help printed */
+        return a.exit;
+    }
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("bench --device cuda:%d: this kvstash was built without CUDA",
                                o->geo.device);
+    return cli_geometry_check(&o->geo, "bench");
+}
+
+/* A random 32-byte key in a new 0600 file; path_out of 64 bytes. */
+static int make_key_file(char *path_out)
+{
+    snprintf(path_out, 64, "/tmp/kvstash-bench-key-XXXXXX");
+    int fd = mkstemp(path_out);
+    if (fd < 0) {
+        fprintf(stderr, "kvstash: bench: cannot create a key file in /tmp: %s\n", strerror(errno));
+        return EXIT_IO;
+    }
+    uint8_t key[32];
+    int ufd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    bool ok = ufd >= 0 && read(ufd, key, sizeof key) == (ssize_t)sizeof key &&
+              fchmod(fd, 0600) == 0 && write(fd, key, sizeof key) == (ssize_t)sizeof key;
+    if (ufd >= 0)
+        close(ufd);
+    close(fd);
+    if (!ok) {
+        fprintf(stderr, "kvstash: bench: cannot write the key file %s\n", path_out);
+        unlink(path_out);
+        return EXIT_IO;
+    }
     return EXIT_OK;
 }
 
@@ -329,8 +343,8 @@ static int bench_gpu(kvs_config *cfg, const bench_opts *o, const char *label, ro
     }
     cli_make_tokens(tokens, n, (uint64_t)cli_now(), 0, 0);
     cli_fill_payload(src.mem, 42, 0, src.bytes);
-    if ((rc = cli_gpu_alloc(&gsrc, &src, o->geo.device, 7)) ||
-        (rc = cli_gpu_alloc(&gdst, &dst, o->geo.device, 7)))
+    if ((rc = cli_gpu_alloc(&gsrc, &src, &o->geo, 7)) ||
+        (rc = cli_gpu_alloc(&gdst, &dst, &o->geo, 7)))
         goto out;
     have_gpu = true;
     if ((rc = cli_gpu_upload(&gsrc, &src)))
@@ -486,12 +500,12 @@ static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
     uint64_t chunk_bytes = kvs_engine_chunk_bytes(e);
     uint32_t T = kvs_engine_chunk_size(e);
     printf("kvstash bench on cuda:%d (%s): %u layers x %u planes x %u tokens = %.1f MiB chunks, "
-           "%" PRIu64 " chunks (%.2f GiB, %" PRIu64 " tokens), paged cache (blocks of 16, shuffled), "
-           "%u threads, %" PRIu64 " rounds (medians)\n",
+           "%" PRIu64 " chunks (%.2f GiB, %" PRIu64 " tokens), paged cache in layout %s (blocks of "
+           "16, shuffled), %u threads, %" PRIu64 " rounds (medians)\n",
            o->geo.device, cli_gpu_name(o->geo.device), o->geo.ns.num_layers,
            o->geo.ns.layout == KVS_LAYOUT_MLA ? 1 : 2, T, (double)chunk_bytes / 1048576.0,
            o->chunks, (double)chunk_bytes * (double)o->chunks / 1073741824.0, o->chunks * T,
-           threads, o->rounds);
+           cli_layout_name(o->geo.layout), threads, o->rounds);
     printf("store: %s\n", kvs_engine_namespace_path(e));
     kvs_engine_close(e);
     int rc = size_staging(cfg, chunk_bytes, (size_t)o->chunks);
@@ -505,6 +519,21 @@ static int cmd_bench_gpu(kvs_config *cfg, const bench_opts *o, unsigned threads)
     if ((rc = bench_gpu(cfg, o, "", rows, &nrows, &h2d)))
         return rc;
     double rt = rows[2].value, st = rows[3].value, d2h = rows[1].value;
+    if (o->auth) {
+        char key[64];
+        if ((rc = make_key_file(key)))
+            return rc;
+        rc = set_cfg(cfg, "auth_key_file", key);
+        if (!rc)
+            rc = bench_gpu(cfg, o, ", authenticated", rows, &nrows, &h2d);
+        unlink(key);
+        set_cfg(cfg, "auth_key_file", "");
+        if (rc)
+            return rc;
+        printf("auth cost on the GPU path: retrieve %.2f GB/s authenticated vs %.2f plain (%.2fx); "
+               "store %.2f vs %.2f (%.2fx)\n", rows[nrows - 3].value, rt, rows[nrows - 3].value / rt,
+               rows[nrows - 2].value, st, rows[nrows - 2].value / st);
+    }
     if (o->direct_io) {
         if ((rc = set_cfg(cfg, "use_direct_io", "true")) ||
             (rc = bench_gpu(cfg, o, ", O_DIRECT", rows, &nrows, &h2d)))
@@ -597,6 +626,48 @@ int cmd_bench(int argc, char **argv)
     kvs_remove(e, tokens, n, &removed);
     kvs_engine_close(e);
     e = NULL;
+
+    if (o.auth) {
+        /* Rounds of plain and authenticated engines alternate, so that a
+         * shared machine's drift hits both alike. */
+        char key[64];
+        kvs_engine *ea = NULL;
+        if ((rc = make_key_file(key)))
+            goto out;
+        rc = set_cfg(cfg, "auth_key_file", key);
+        s = rc ? KVS_OK : kvs_engine_open(cfg, &o.geo.ns, &ea);
+        unlink(key); /* read at open */
+        if (!rc && s)
+            rc = cli_fail(s, "bench: cannot open the store with auth_key_file");
+        set_cfg(cfg, "auth_key_file", "");
+        if (!rc && (s = kvs_engine_open(cfg, &o.geo.ns, &e)))
+            rc = cli_fail(s, "bench: cannot open the store");
+        double mp[MAX_ROUNDS], sp[MAX_ROUNDS], rp[MAX_ROUNDS], dp[MAX_ROUNDS];
+        double ma[MAX_ROUNDS], sa[MAX_ROUNDS], ra[MAX_ROUNDS], da[MAX_ROUNDS];
+        for (uint64_t r = 0; !rc && r < o.rounds; r++) {
+            rc = run_throughput(e, &src, &dst, tokens, n, threads, 1, chunk_bytes, nchunks, &mp[r],
+                                &sp[r], &rp[r], &dp[r]);
+            if (!rc)
+                rc = run_throughput(ea, &src, &dst, tokens, n, threads, 1, chunk_bytes, nchunks,
+                                    &ma[r], &sa[r], &ra[r], &da[r]);
+        }
+        if (ea)
+            kvs_remove(ea, tokens, n, &removed);
+        kvs_engine_close(ea);
+        kvs_engine_close(e);
+        e = NULL;
+        if (rc)
+            goto out;
+        double p_st = median(sp, o.rounds), p_rt = median(rp, o.rounds);
+        double a_st = median(sa, o.rounds), a_rt = median(ra, o.rounds);
+        rows[nrows++] = (row){"store, authenticated (HMAC-SHA256)", a_st, ceiling, "GB/s"};
+        rows[nrows++] = (row){"retrieve, authenticated (HMAC-SHA256)", a_rt, ceiling, "GB/s"};
+        rows[nrows++] = (row){"retrieve, authenticated, zero-copy", median(da, o.rounds), ceiling,
+                              "GB/s"};
+        printf("auth cost on the host path (rounds alternating): retrieve %.2f GB/s authenticated "
+               "vs %.2f plain (%.2fx); store %.2f vs %.2f (%.2fx)\n\n", a_rt, p_rt, a_rt / p_rt,
+               a_st, p_st, a_st / p_st);
+    }
 
     if (o.direct_io) {
         if ((rc = set_cfg(cfg, "use_direct_io", "true")))

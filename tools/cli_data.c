@@ -22,71 +22,28 @@ typedef struct prompt_opts {
     uint64_t tokens;
     uint64_t prefix_seed;
     uint64_t prefix_tokens;
-    bool have_seed, have_tokens, verify, quiet;
+    bool have_seed, have_tokens, verify, quiet, json;
     bool keep_going;           /* store: go on after a prompt with failed chunks */
     double linger_s;           /* store: keep the engine open this long after */
     double interval_s;         /* store: pause between prompts */
 } prompt_opts;
 
-static const struct option prompt_options[] = {
-    {"seed", required_argument, 0, 's'},
-    {"tokens", required_argument, 0, 'n'},
-    {"shared-prefix", required_argument, 0, 'p'},
-    {"verify", no_argument, 0, 'v'},
-    {"quiet", no_argument, 0, 'q'},
-    {"keep-going", no_argument, 0, 'k'},
-    {"linger", required_argument, 0, 'l'},
-    {"interval", required_argument, 0, 'i'},
-    {"help", no_argument, 0, 'h'},
-    {"model", required_argument, 0, 1},
-    {"layers", required_argument, 0, 1},
-    {"kv-heads", required_argument, 0, 1},
-    {"head-dim", required_argument, 0, 1},
-    {"dtype", required_argument, 0, 1},
-    {"mla", no_argument, 0, 1},
-    {"world-size", required_argument, 0, 1},
-    {"rank", required_argument, 0, 1},
-    {"salt", required_argument, 0, 1},
-    {"device", required_argument, 0, 1},
-    {0, 0, 0, 0},
-};
-
-static void prompt_help(const char *cmd)
-{
-    printf("usage: kvstash %s --seed S[,S...] --tokens N [--shared-prefix S2:N2] [geometry]%s\n\n"
-           "  --seed S            the prompt's token ids come from seed S; a list of seeds\n"
-           "                      handles one prompt per seed in this one process\n"
-           "  --tokens N          prompt length in tokens\n"
-           "  --shared-prefix S2:N2  the first N2 ids come from seed S2 instead\n"
-           "%s"
-           "  --quiet             print only the result line\n"
-           "%s%s",
-           cmd,
-           strcmp(cmd, "retrieve") == 0 ? " [--verify]"
-                                        : " [--keep-going] [--interval S] [--linger S]",
-           strcmp(cmd, "retrieve") == 0 ? "  --verify            check every restored byte\n" : "",
-           strcmp(cmd, "store") == 0
-               ? "  --keep-going        go on with the next seed when chunks failed (exit 3 at "
-                 "the end)\n"
-                 "  --interval S        pause S seconds between prompts (a steady writer)\n"
-                 "  --linger S          keep the engine open S seconds after the last store, so\n"
-                 "                      its background collector can work (capacity tests)\n"
-               : "",
-           cli_geometry_help);
-}
-
 static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
 {
     memset(o, 0, sizeof *o);
     cli_geometry_defaults(&o->geo);
-    optind = 1;
-    int idx = 0, c;
-    while ((c = getopt_long(argc, argv, "", prompt_options, &idx)) != -1) {
+    cli_args a;
+    cli_args_init(&a, cli_find_command(cmd), argc, argv);
+    const char *optarg_ = NULL;
+    const cli_opt *opt = NULL;
+    int c;
+    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+        char *arg = (char *)optarg_;
         switch (c) {
         case 's': {
             o->nseeds = 0;
             char *save = NULL;
-            for (char *tok = strtok_r(optarg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            for (char *tok = strtok_r(arg, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
                 if (o->nseeds == MAX_SEEDS || cli_parse_u64(tok, &o->seeds[o->nseeds]))
                     return cli_usage_error("--seed \"%s\" is not a list of up to %d "
                                            "non-negative integers",
@@ -97,58 +54,44 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
             break;
         }
         case 'n':
-            if (cli_parse_u64(optarg, &o->tokens) || o->tokens == 0 || o->tokens > (1u << 26))
-                return cli_usage_error("--tokens \"%s\" is not an integer in 1..67108864", optarg);
+            if (cli_parse_u64(arg, &o->tokens) || o->tokens == 0 || o->tokens > (1u << 26))
+                return cli_usage_error("--tokens \"%s\" is not an integer in 1..67108864", arg);
             o->have_tokens = true;
             break;
         case 'p': {
-            char *colon = strchr(optarg, ':');
+            char *colon = strchr(arg, ':');
             if (!colon)
-                return cli_usage_error("--shared-prefix \"%s\" is not SEED:TOKENS", optarg);
+                return cli_usage_error("--shared-prefix \"%s\" is not SEED:TOKENS", arg);
             *colon = '\0';
-            if (cli_parse_u64(optarg, &o->prefix_seed) || cli_parse_u64(colon + 1, &o->prefix_tokens))
+            if (cli_parse_u64(arg, &o->prefix_seed) || cli_parse_u64(colon + 1, &o->prefix_tokens))
                 return cli_usage_error("--shared-prefix needs SEED:TOKENS, two integers");
             break;
         }
-        case 'v':
-            if (strcmp(cmd, "retrieve"))
-                return cli_usage_error("--verify is an option of retrieve");
-            o->verify = true;
-            break;
-        case 'q':
-            o->quiet = true;
-            break;
-        case 'k':
+        case 'v': o->verify = true; break;
+        case 'q': o->quiet = true; break;
+        case 'j': o->json = true; break;
+        case 'k': o->keep_going = true; break;
         case 'l':
-        case 'i':
-            if (strcmp(cmd, "store"))
-                return cli_usage_error("--%s is an option of store", prompt_options[idx].name);
-            if (c == 'k') {
-                o->keep_going = true;
-            } else {
-                char *end;
-                double v = strtod(optarg, &end);
-                if (end == optarg || *end || v < 0 || v > 3600)
-                    return cli_usage_error("--%s \"%s\" is not a number of seconds in 0..3600",
-                                           prompt_options[idx].name, optarg);
-                *(c == 'l' ? &o->linger_s : &o->interval_s) = v;
-            }
-            break;
-        case 'h':
-            prompt_help(cmd);
-            exit(EXIT_OK);
-        case 1: {
-            int r = cli_geometry_option(&o->geo, prompt_options[idx].name, optarg);
-            if (r < 0)
-                return EXIT_USAGE;
+        case 'i': {
+            char *end;
+            double v = strtod(arg, &end);
+            if (end == arg || *end || v < 0 || v > 3600)
+                return cli_usage_error("--%s \"%s\" is not a number of seconds in 0..3600",
+                                       opt->name, arg);
+            *(c == 'l' ? &o->linger_s : &o->interval_s) = v;
             break;
         }
         default:
-            return cli_usage_error("%s: unknown option", cmd);
+            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
+                return EXIT_USAGE;
+            break;
         }
     }
-    if (optind < argc)
-        return cli_usage_error("%s: unexpected argument \"%s\"", cmd, argv[optind]);
+    if (c < 0) {
+        if (a.exit == EXIT_OK)
+            exit(EXIT_OK); /* --help printed */
+        return a.exit;
+    }
     if (!o->have_seed || !o->have_tokens)
         return cli_usage_error("%s needs --seed and --tokens", cmd);
     if (o->prefix_tokens > o->tokens)
@@ -157,7 +100,7 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
     if (o->geo.device >= 0 && !cli_gpu_built())
         return cli_usage_error("--device cuda:%d: this kvstash was built without CUDA support",
                                o->geo.device);
-    return EXIT_OK;
+    return cli_geometry_check(&o->geo, cmd);
 }
 
 typedef struct prompt {
@@ -208,7 +151,7 @@ static int prompt_open(prompt *p, const prompt_opts *o)
     }
     if (o->geo.device >= 0) {
         p->on_gpu = true;
-        return cli_gpu_alloc(&p->gpu, &p->buf, o->geo.device, o->seeds[0]);
+        return cli_gpu_alloc(&p->gpu, &p->buf, &o->geo, o->seeds[0]);
     }
     return EXIT_OK;
 }
@@ -256,6 +199,25 @@ static uint64_t check_fn(void *mem, uint64_t seed, uint64_t pos, uint64_t len)
     return cli_check_payload(mem, seed, pos, len);
 }
 
+/* One command's JSON: {"command", "exit_status", "prompts": [...], "total",
+ * "verify" (retrieve --verify), "stats": the engine's counters}. */
+static void print_json(const char *cmd, int rc, const char *prompts, size_t nprompts,
+                       uint64_t tokens, uint64_t bytes, double seconds, const char *verify,
+                       kvs_engine *e)
+{
+    char *stats = NULL;
+    if (!e || kvs_engine_stats_json(e, &stats) != KVS_OK)
+        stats = NULL;
+    printf("{\"command\": \"%s\", \"exit_status\": %d,\n \"prompts\": [%s],\n"
+           " \"total\": {\"prompts\": %zu, \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64
+           ", \"seconds\": %.6f},\n",
+           cmd, rc, prompts ? prompts : "", nprompts, tokens, bytes, seconds);
+    if (verify)
+        printf(" \"verify\": %s,\n", verify);
+    printf(" \"stats\": %s}\n", stats ? stats : "null");
+    kvs_free(stats);
+}
+
 static void print_stats(kvs_engine *e)
 {
     char *json = NULL;
@@ -285,6 +247,9 @@ int cmd_store(int argc, char **argv)
     uint64_t total_bytes = 0, total_tokens = 0;
     double total_time = 0;
     bool failed = false;
+    char *jbuf = NULL;
+    size_t jlen = 0, done = 0;
+    FILE *js = o.json ? open_memstream(&jbuf, &jlen) : NULL;
     for (size_t i = 0; !rc && i < o.nseeds; i++) {
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
@@ -307,10 +272,18 @@ int cmd_store(int argc, char **argv)
         total_bytes += r.bytes;
         total_tokens += r.tokens;
         total_time += dt;
-        printf("seed %" PRIu64 ": stored %" PRIu64 " tokens of %zu (%u chunks written, %u already "
-               "present, %u failed), %.1f MiB in %.3f s, %.2f GB/s\n",
-               o.seeds[i], r.tokens, p.n, r.chunks_done, r.chunks_present, r.chunks_failed,
-               (double)r.bytes / 1048576.0, dt, dt > 0 ? (double)r.bytes / dt / 1e9 : 0.0);
+        if (js)
+            fprintf(js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"stored_tokens\": %" PRIu64
+                    ", \"chunks_written\": %u, \"chunks_present\": %u, \"chunks_failed\": %u"
+                    ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f}",
+                    done ? "," : "", o.seeds[i], p.n, r.tokens, r.chunks_done, r.chunks_present,
+                    r.chunks_failed, r.bytes, dt);
+        else
+            printf("seed %" PRIu64 ": stored %" PRIu64 " tokens of %zu (%u chunks written, %u "
+                   "already present, %u failed), %.1f MiB in %.3f s, %.2f GB/s\n",
+                   o.seeds[i], r.tokens, p.n, r.chunks_done, r.chunks_present, r.chunks_failed,
+                   (double)r.bytes / 1048576.0, dt, dt > 0 ? (double)r.bytes / dt / 1e9 : 0.0);
+        done++;
         if (i + 1 < o.nseeds)
             sleep_s(o.interval_s);
         if (r.chunks_failed) {
@@ -323,13 +296,21 @@ int cmd_store(int argc, char **argv)
         rc = EXIT_IO;
     if (p.engine)
         sleep_s(o.linger_s);
-    if (!rc && o.nseeds > 1)
-        printf("total: %zu prompts, %" PRIu64 " tokens on the store, %.1f MiB written in %.3f s, "
-               "%.2f GB/s\n",
-               o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
-               total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
-    if (p.engine && !o.quiet)
-        print_stats(p.engine);
+    if (js) {
+        fclose(js);
+        if (p.engine)
+            print_json("store", rc, jbuf, done, total_tokens, total_bytes, total_time, NULL,
+                       p.engine);
+        free(jbuf);
+    } else {
+        if (!rc && o.nseeds > 1)
+            printf("total: %zu prompts, %" PRIu64 " tokens on the store, %.1f MiB written in "
+                   "%.3f s, %.2f GB/s\n",
+                   o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
+                   total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
+        if (p.engine && !o.quiet)
+            print_stats(p.engine);
+    }
     prompt_free(&p);
     return rc;
 }
@@ -360,6 +341,9 @@ int cmd_retrieve(int argc, char **argv)
     uint64_t total_bytes = 0, total_tokens = 0;
     double total_time = 0;
     size_t bad = 0;
+    char *jbuf = NULL;
+    size_t jlen = 0, done = 0;
+    FILE *js = o.json ? open_memstream(&jbuf, &jlen) : NULL;
     for (size_t i = 0; !rc && i < o.nseeds; i++) {
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
@@ -380,34 +364,55 @@ int cmd_retrieve(int argc, char **argv)
         total_bytes += bytes;
         total_tokens += loaded;
         total_time += dt;
-        printf("seed %" PRIu64 ": hit %zu tokens of %zu (lookup said %zu), %.1f MiB in %.3f s, "
-               "%.2f GB/s\n",
-               o.seeds[i], loaded, p.n, avail, (double)bytes / 1048576.0, dt,
-               dt > 0 ? (double)bytes / dt / 1e9 : 0.0);
+        if (!js)
+            printf("seed %" PRIu64 ": hit %zu tokens of %zu (lookup said %zu), %.1f MiB in "
+                   "%.3f s, %.2f GB/s\n",
+                   o.seeds[i], loaded, p.n, avail, (double)bytes / 1048576.0, dt,
+                   dt > 0 ? (double)bytes / dt / 1e9 : 0.0);
+        size_t b = 0;
         if (o.verify) {
             /* GPU: the bytes that landed in device memory, copied back */
             if (p.on_gpu && (rc = cli_gpu_download(&p.gpu, &p.buf)))
                 break;
-            size_t b = verify_loaded(&p, loaded);
+            b = verify_loaded(&p, loaded);
             bad += b;
-            if (b)
+            if (b && !js)
                 printf("seed %" PRIu64 ": verify: FAILED, %zu loaded chunks differ\n", o.seeds[i], b);
         }
+        if (js) {
+            fprintf(js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"hit_tokens\": %zu"
+                    ", \"lookup_tokens\": %zu, \"bytes\": %" PRIu64 ", \"seconds\": %.6f",
+                    done ? "," : "", o.seeds[i], p.n, loaded, avail, bytes, dt);
+            if (o.verify)
+                fprintf(js, ", \"chunks_differing\": %zu", b);
+            fprintf(js, "}");
+        }
+        done++;
     }
-    if (!rc && o.nseeds > 1)
+    if (!rc && o.nseeds > 1 && !js)
         printf("total: %zu prompts, hit %" PRIu64 " tokens, %.1f MiB in %.3f s, %.2f GB/s\n",
                o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
                total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
     if (!rc && o.verify) {
-        if (bad) {
-            printf("verify: FAILED\n");
+        if (bad)
             rc = EXIT_VERIFY;
-        } else {
+        if (!js && bad)
+            printf("verify: FAILED\n");
+        else if (!js)
             printf("verify: ok, every byte of %" PRIu64 " loaded tokens checked\n", total_tokens);
-        }
     }
-    if (p.engine && !o.quiet)
+    if (js) {
+        fclose(js);
+        char verify[96];
+        snprintf(verify, sizeof verify, "{\"checked_tokens\": %" PRIu64 ", \"ok\": %s}",
+                 total_tokens, bad ? "false" : "true");
+        if (p.engine)
+            print_json("retrieve", rc, jbuf, done, total_tokens, total_bytes, total_time,
+                       o.verify && (rc == EXIT_OK || rc == EXIT_VERIFY) ? verify : NULL, p.engine);
+        free(jbuf);
+    } else if (p.engine && !o.quiet) {
         print_stats(p.engine);
+    }
     prompt_free(&p);
     return rc;
 }

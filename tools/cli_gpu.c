@@ -31,16 +31,20 @@ static uint64_t mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
-int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, int device, uint64_t seed)
+int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, const cli_geometry *geo, uint64_t seed)
 {
     memset(g, 0, sizeof *g);
+    const int device = geo->device;
     cudaError_t e = cudaSetDevice(device);
     if (e != cudaSuccess)
         return cuda_failed(e, "--device: cudaSetDevice");
     g->device = device;
+    g->layout = geo->layout;
     g->layers = like->layers;
     g->planes = like->planes;
     g->row = like->row;
+    g->heads = geo->ns.layout == KVS_LAYOUT_MLA ? 1 : geo->ns.num_kv_heads;
+    g->head = g->row / g->heads;
     g->block = 16;
     g->tokens = like->tokens;
     g->nblocks = (g->tokens + g->block - 1) / g->block;
@@ -71,6 +75,22 @@ int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, int device, uint64_t seed)
     g->kv = (kvs_kv){.mem = KVS_MEM_CUDA, .device = device, .num_layers = g->layers,
                      .layers = g->dev, .num_slots = g->nblocks * g->block,
                      .block_size = g->block, .slot_mapping = g->slots};
+    const uint64_t H = g->heads, D = g->head, N = g->block; /* D in bytes */
+    switch (g->layout) {
+    case CLI_LAYOUT_PLANES: break; /* the defaults: [planes][blocks][N][H * D] */
+    case CLI_LAYOUT_PACKED_NHD:    /* memory (blocks, N, H, 2D) */
+        g->kv.slot_stride = H * 2 * D;
+        g->kv.head_stride = 2 * D;
+        g->kv.plane_stride = D;
+        g->kv.block_stride = N * H * 2 * D;
+        break;
+    case CLI_LAYOUT_PACKED_HND:    /* memory (blocks, H, N, 2D) */
+        g->kv.slot_stride = 2 * D;
+        g->kv.head_stride = N * 2 * D;
+        g->kv.plane_stride = D;
+        g->kv.block_stride = H * N * 2 * D;
+        break;
+    }
     return EXIT_OK;
 }
 
@@ -84,9 +104,34 @@ void cli_gpu_free(cli_gpu *g)
     memset(g, 0, sizeof *g);
 }
 
-static char *slot_row(const cli_gpu *g, char *layer, uint32_t plane, int64_t slot)
+/* Head row h of (plane, slot) in a layer's memory, by each layout's shape. */
+static char *head_row(const cli_gpu *g, char *layer, uint32_t plane, int64_t slot, uint32_t h)
 {
-    return layer + ((uint64_t)plane * g->nblocks * g->block + (uint64_t)slot) * g->row;
+    const uint64_t s = (uint64_t)slot, b = s / g->block, n = s % g->block;
+    switch (g->layout) {
+    case CLI_LAYOUT_PACKED_NHD:
+        return layer + ((b * g->block + n) * g->heads + h) * 2 * g->head + plane * g->head;
+    case CLI_LAYOUT_PACKED_HND:
+        return layer + ((b * g->heads + h) * g->block + n) * 2 * g->head + plane * g->head;
+    case CLI_LAYOUT_PLANES: break;
+    }
+    return layer + ((uint64_t)plane * g->nblocks * g->block + s) * g->row + h * g->head;
+}
+
+/* Copies the token's row between the contiguous host buffer and the layer
+ * in its layout, head row by head row (one copy where the row is whole). */
+static void move_row(const cli_gpu *g, char *layer, uint32_t plane, int64_t slot, char *row,
+                     bool to_layer)
+{
+    const uint32_t parts = g->layout == CLI_LAYOUT_PLANES ? 1 : g->heads;
+    const uint64_t len = g->row / parts;
+    for (uint32_t h = 0; h < parts; h++) {
+        char *m = head_row(g, layer, plane, slot, h);
+        if (to_layer)
+            memcpy(m, row + h * len, len);
+        else
+            memcpy(row + h * len, m, len);
+    }
 }
 
 int cli_gpu_upload(cli_gpu *g, const cli_kvbuf *src)
@@ -95,7 +140,7 @@ int cli_gpu_upload(cli_gpu *g, const cli_kvbuf *src)
         memset(g->stage, 0, g->layer_bytes);
         for (uint32_t p = 0; p < g->planes; p++)
             for (size_t t = 0; t < g->tokens; t++)
-                memcpy(slot_row(g, g->stage, p, g->slots[t]), cli_kvbuf_row(src, l, p, t), g->row);
+                move_row(g, g->stage, p, g->slots[t], cli_kvbuf_row(src, l, p, t), true);
         cudaError_t e = cudaMemcpy(g->dev[l], g->stage, g->layer_bytes, cudaMemcpyHostToDevice);
         if (e != cudaSuccess)
             return cuda_failed(e, "copying the KV cache to the GPU");
@@ -114,7 +159,7 @@ int cli_gpu_download(cli_gpu *g, cli_kvbuf *dst)
             return cuda_failed(e, "copying the KV cache back from the GPU");
         for (uint32_t p = 0; p < g->planes; p++)
             for (size_t t = 0; t < g->tokens; t++)
-                memcpy(cli_kvbuf_row(dst, l, p, t), slot_row(g, g->stage, p, g->slots[t]), g->row);
+                move_row(g, g->stage, p, g->slots[t], cli_kvbuf_row(dst, l, p, t), false);
     }
     return EXIT_OK;
 }
@@ -206,9 +251,9 @@ int cli_gpu_built(void)
     return 0;
 }
 
-int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, int device, uint64_t seed)
+int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, const cli_geometry *geo, uint64_t seed)
 {
-    (void)like, (void)device, (void)seed;
+    (void)like, (void)geo, (void)seed;
     memset(g, 0, sizeof *g);
     return no_cuda();
 }

@@ -1,8 +1,10 @@
 /*
  * cli_gpu.h - GPU buffers for `--device cuda:N`: a paged KV cache in device
- * memory laid out as vLLM's (per layer [planes][blocks][16][row], blocks in a
- * shuffled order), filled from and checked against the CLI's contiguous host
- * buffer.  Built with CUDA only; elsewhere every call says so.
+ * memory laid out as vLLM's (per layer [planes][blocks][16][row] before vLLM
+ * 0.26, or packed (blocks, 16, heads, 2 * dim) / (blocks, heads, 16,
+ * 2 * dim) from 0.26 (--layout); blocks in a shuffled order), filled from
+ * and checked against the CLI's contiguous host buffer.  Built with CUDA
+ * only; elsewhere every call says so.
  */
 #ifndef KVS_CLI_GPU_H
 #define KVS_CLI_GPU_H
@@ -11,8 +13,9 @@
 
 typedef struct cli_gpu {
     int device;
-    uint32_t layers, planes;
-    uint64_t row, block, nblocks;
+    cli_layout layout;
+    uint32_t layers, planes, heads;
+    uint64_t row, head, block, nblocks; /* head: bytes of one head row */
     size_t tokens;
     size_t layer_bytes;
     void **dev;          /* per layer */
@@ -23,9 +26,10 @@ typedef struct cli_gpu {
 
 /* 1 when this CLI was built with CUDA. */
 int cli_gpu_built(void);
-/* A cache shaped like `like` on CUDA device `device`, blocks shuffled by
- * seed.  Prints the reason and returns an exit status on failure. */
-int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, int device, uint64_t seed);
+/* A cache for the tokens of `like` on geo's CUDA device in geo's layout,
+ * blocks shuffled by seed.  Prints the reason and returns an exit status on
+ * failure. */
+int cli_gpu_alloc(cli_gpu *g, const cli_kvbuf *like, const cli_geometry *geo, uint64_t seed);
 void cli_gpu_free(cli_gpu *g);
 /* Copies the host buffer's rows to their slots on the device, and back. */
 int cli_gpu_upload(cli_gpu *g, const cli_kvbuf *src);

@@ -28,28 +28,66 @@ int cli_fail(kvs_status st, const char *what)
     return cli_exit_for(st);
 }
 
+const char *cli_command_name;
+
 int cli_usage_error(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     fputs("kvstash: ", stderr);
     vfprintf(stderr, fmt, ap);
-    fputs(" (see kvstash --help)\n", stderr);
+    fprintf(stderr, " (see kvstash %s%s--help)\n", cli_command_name ? cli_command_name : "",
+            cli_command_name ? " " : "");
     va_end(ap);
     return EXIT_USAGE;
 }
 
-const char cli_geometry_help[] =
-    "  --model NAME        model id (default meta-llama/Llama-3.1-8B)\n"
-    "  --layers L          attention layers (default 32)\n"
-    "  --kv-heads H        KV heads per rank (default 8)\n"
-    "  --head-dim D        head dimension (default 128)\n"
-    "  --dtype T           bf16|fp16|fp32|fp8 (default bf16)\n"
-    "  --mla               multi-head latent attention layout (one plane)\n"
-    "  --world-size W      tensor-parallel size (default 1)\n"
-    "  --rank R            tensor-parallel rank (default 0)\n"
-    "  --salt S            tenancy salt (default: namespace_salt from the config)\n"
-    "  --device D          cpu (default) or cuda:N\n";
+size_t cli_utf8_len(const unsigned char *s)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (n == 0 || (n == 2 && s[0] == 0xc2 && s[1] < 0xa0))
+        return 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0; /* overlong, surrogate or past U+10FFFF */
+    return n;
+}
+
+/* s as a JSON string: quotes, backslashes and control bytes escaped, bytes
+ * that are not UTF-8 replaced by U+FFFD, so the output always parses. */
+void cli_json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        size_t n = cli_utf8_len(p);
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else if (n == 0)
+            fputs("\\ufffd", f);
+        else
+            fwrite(p, 1, n, f);
+        p += n ? n : 1;
+    }
+    fputc('"', f);
+}
+
+const char *cli_layout_name(cli_layout layout)
+{
+    switch (layout) {
+    case CLI_LAYOUT_PLANES: return "planes";
+    case CLI_LAYOUT_PACKED_NHD: return "packed-nhd";
+    case CLI_LAYOUT_PACKED_HND: return "packed-hnd";
+    }
+    return "?";
+}
 
 void cli_geometry_defaults(cli_geometry *g)
 {
@@ -138,7 +176,29 @@ int cli_geometry_option(cli_geometry *g, const char *name, const char *arg)
         g->device = (int)d;
         return 1;
     }
+    if (!strcmp(name, "layout")) {
+        for (int l = CLI_LAYOUT_PLANES; l <= CLI_LAYOUT_PACKED_HND; l++)
+            if (arg && !strcmp(arg, cli_layout_name((cli_layout)l))) {
+                g->layout = (cli_layout)l;
+                return 1;
+            }
+        cli_usage_error("--layout \"%s\" is not planes, packed-nhd or packed-hnd", arg ? arg : "");
+        return -1;
+    }
     return 0;
+}
+
+int cli_geometry_check(const cli_geometry *g, const char *cmd)
+{
+    if (g->layout != CLI_LAYOUT_PLANES && g->device < 0)
+        return cli_usage_error("%s --layout %s: layouts are for GPU caches (--device cuda:N); "
+                               "host memory is a contiguous buffer",
+                               cmd, cli_layout_name(g->layout));
+    if (g->layout != CLI_LAYOUT_PLANES && g->ns.layout == KVS_LAYOUT_MLA)
+        return cli_usage_error("%s --layout %s with --mla: an MLA cache has one plane and is "
+                               "[blocks, 16, dim] in every vLLM (use planes)",
+                               cmd, cli_layout_name(g->layout));
+    return EXIT_OK;
 }
 
 int cli_load_config(kvs_config **cfg_out)

@@ -1,54 +1,30 @@
 /*
  * kvstash.c - the kvstash command line tool: configuration, diagnosis,
- * test stores and retrieves, benchmarks.  It is a client of the public API
- * and nothing else, so everything it does a program linking libkvstash can
- * do too.
+ * test stores and retrieves, benchmarks, administration of the store.  It
+ * is a client of the public API and nothing else, so everything it does a
+ * program linking libkvstash can do too.  The commands and their options
+ * are the table of cli_table.c.
  *
  * Exit statuses: 0 ok, 1 verification failed, 2 usage or configuration
  * error, 3 I/O or environment error.
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: kvstash COMMAND [options]\n\n"
-            "commands:\n"
-            "  config [--json|--markdown]   print the effective configuration and sources\n"
-            "  doctor                       check the store path, filesystem and data path\n"
-            "  store    --seed S --tokens N [--shared-prefix S2:N2] [geometry]\n"
-            "  retrieve --seed S --tokens N [--shared-prefix S2:N2] [geometry] [--verify]\n"
-            "  bench    [geometry] [--chunks N] [--threads T]\n"
-            "  ls [--json]                  namespaces on the store: chunks, size, last access\n"
-            "  du [--measure] [--json]      how full the store is, per path, against the limits\n"
-            "  verify [--namespace ID|--all] [--remove-bad]  check every chunk file's checksums\n"
-            "  gc [--to-size SIZE] [--older-than AGE] [--dry-run]  evict least recently used\n"
-            "  rm --namespace ID            remove a namespace from every store path\n"
-            "  version\n\n"
-            "Configuration comes from LMCACHE_CONFIG_FILE (YAML) and LMCACHE_* variables;\n"
-            "see docs/config.md or `kvstash config --markdown`.\n"
-            "Exit status: 0 ok, 1 verification failed, 2 usage or configuration error,\n"
-            "3 I/O or environment error.\n");
-}
-
-static int cmd_config(int argc, char **argv)
+int cmd_config(int argc, char **argv)
 {
     enum { TEXT, JSON, MARKDOWN } form = TEXT;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--json"))
-            form = JSON;
-        else if (!strcmp(argv[i], "--markdown"))
-            form = MARKDOWN;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: kvstash config [--json|--markdown]\n");
-            return EXIT_OK;
-        } else
-            return cli_usage_error("config: unknown option \"%s\"", argv[i]);
-    }
+    cli_args a;
+    cli_args_init(&a, cli_find_command("config"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&a, NULL, NULL)) > 0)
+        form = c == 'j' ? JSON : MARKDOWN;
+    if (c < 0)
+        return a.exit;
     char *text = NULL;
     kvs_status st;
     if (form == MARKDOWN) {
@@ -70,11 +46,127 @@ static int cmd_config(int argc, char **argv)
     return EXIT_OK;
 }
 
-static int cmd_doctor(int argc, char **argv)
+/* ---- doctor --json: the report's "name: value" lines as JSON ---------------- */
+
+typedef struct doc_line {
+    int obj;     /* 0: top level; n: the nth store path */
+    char key[64];
+    const char *value;
+} doc_line;
+
+static void doc_key(const char *name, size_t n, char *out, size_t cap)
 {
-    if (argc > 1)
-        return cli_usage_error("doctor takes no arguments");
-    (void)argv;
+    size_t w = 0;
+    for (size_t i = 0; i < n && w + 1 < cap; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        out[w++] = isalnum(ch) ? (char)tolower(ch) : '_';
+    }
+    out[w] = '\0';
+}
+
+static void doc_object(const doc_line *l, size_t n, int obj, const char *indent)
+{
+    bool first = true;
+    for (size_t i = 0; i < n; i++) {
+        if (l[i].obj != obj)
+            continue;
+        bool seen = false, repeated = false;
+        for (size_t j = 0; j < n; j++)
+            if (l[j].obj == obj && !strcmp(l[j].key, l[i].key)) {
+                if (j < i)
+                    seen = true;
+                else if (j > i)
+                    repeated = true;
+            }
+        if (seen)
+            continue; /* printed with the first one */
+        printf("%s\n%s", first ? "" : ",", indent);
+        first = false;
+        cli_json_str(stdout, l[i].key);
+        printf(": ");
+        if (!repeated) {
+            cli_json_str(stdout, l[i].value);
+            continue;
+        }
+        printf("[");
+        bool f2 = true;
+        for (size_t j = i; j < n; j++)
+            if (l[j].obj == obj && !strcmp(l[j].key, l[i].key)) {
+                printf("%s", f2 ? "" : ", ");
+                cli_json_str(stdout, l[j].value);
+                f2 = false;
+            }
+        printf("]");
+    }
+}
+
+/* The report is "name: value" lines, each store path's indented under its
+ * "store path N: PATH" line; warnings and problems may repeat (arrays). */
+static int doctor_json(char *report, int healthy)
+{
+    size_t cap = 16, n = 0;
+    doc_line *l = malloc(cap * sizeof *l);
+    int paths = 0;
+    for (char *save = NULL, *line = strtok_r(report, "\n", &save); l && line;
+         line = strtok_r(NULL, "\n", &save)) {
+        bool sub = line[0] == ' ';
+        while (*line == ' ')
+            line++;
+        char *colon = strstr(line, ": ");
+        if (!colon)
+            colon = line + strlen(line);
+        if (n == cap) {
+            doc_line *nl = realloc(l, (cap *= 2) * sizeof *l);
+            if (!nl) {
+                free(l);
+                l = NULL;
+                break;
+            }
+            l = nl;
+        }
+        doc_line *d = &l[n];
+        if (!sub && !strncmp(line, "store path ", 11) && isdigit((unsigned char)line[11])) {
+            paths++;
+            d->obj = paths;
+            snprintf(d->key, sizeof d->key, "path");
+        } else {
+            d->obj = sub ? paths : 0;
+            doc_key(line, (size_t)(colon - line), d->key, sizeof d->key);
+            if (!strcmp(d->key, "healthy"))
+                continue; /* from the call's result, as a boolean */
+            if (!d->obj && !strcmp(d->key, "store_paths")) /* "store paths: N" */
+                snprintf(d->key, sizeof d->key, "store_path_count");
+        }
+        d->value = *colon ? colon + 2 : "";
+        n++;
+    }
+    if (!l) {
+        fprintf(stderr, "kvstash: doctor: out of memory\n");
+        return EXIT_IO;
+    }
+    printf("{\"healthy\": %s,", healthy ? "true" : "false");
+    doc_object(l, n, 0, "  ");
+    printf(",\n  \"store_paths\": [");
+    for (int p = 1; p <= paths; p++) {
+        printf("%s{", p > 1 ? ", " : "");
+        doc_object(l, n, p, "    ");
+        printf("}");
+    }
+    printf("]\n}\n");
+    free(l);
+    return EXIT_OK;
+}
+
+int cmd_doctor(int argc, char **argv)
+{
+    bool json = false;
+    cli_args a;
+    cli_args_init(&a, cli_find_command("doctor"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&a, NULL, NULL)) > 0)
+        json = true;
+    if (c < 0)
+        return a.exit;
     kvs_config *cfg = NULL;
     int rc = cli_load_config(&cfg);
     if (rc)
@@ -85,49 +177,100 @@ static int cmd_doctor(int argc, char **argv)
     kvs_config_free(cfg);
     if (st)
         return cli_fail(st, "doctor");
-    fputs(report, stdout);
+    if (json)
+        rc = doctor_json(report, healthy);
+    else
+        fputs(report, stdout);
     kvs_free(report);
+    if (rc)
+        return rc;
     return healthy ? EXIT_OK : EXIT_IO;
+}
+
+/* ---- version and help ------------------------------------------------------ */
+
+int cmd_version(int argc, char **argv)
+{
+    bool json = false;
+    cli_args a;
+    cli_args_init(&a, cli_find_command("version"), argc, argv);
+    int c;
+    while ((c = cli_getopt(&a, NULL, NULL)) > 0)
+        json = true;
+    if (c < 0)
+        return a.exit;
+    unsigned f = kvs_build_features();
+    bool cuda = f & KVS_BUILD_CUDA, cufile = f & KVS_BUILD_CUFILE;
+    if (json) {
+        printf("{\"version\": ");
+        cli_json_str(stdout, kvs_version_string());
+        printf(", \"commit\": ");
+        cli_json_str(stdout, kvs_build_commit());
+        printf(", \"cuda\": %s, \"cufile\": %s}\n", cuda ? "true" : "false",
+               cufile ? "true" : "false");
+        return EXIT_OK;
+    }
+    printf("kvstash %s\n"
+           "commit: %s\n"
+           "cuda: %s\n"
+           "cufile: %s\n",
+           kvs_version_string(), kvs_build_commit(),
+           cuda ? "built in (KV in GPU memory; --device cuda:N)" : "not built in",
+           cufile ? "built in (libcufile is loaded at run time where installed)"
+                  : "not built in");
+    return EXIT_OK;
+}
+
+int cmd_help(int argc, char **argv)
+{
+    bool man = false;
+    const char *topic = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--man"))
+            man = true;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            topic = "help";
+        else if (argv[i][0] != '-' && !topic)
+            topic = argv[i];
+        else if (argv[i][0] == '-')
+            return cli_usage_error("help: unknown option \"%s\"", argv[i]);
+        else
+            return cli_usage_error("help: unexpected argument \"%s\"", argv[i]);
+    }
+    if (man) {
+        if (topic)
+            return cli_usage_error("help --man prints the whole manual; it takes no command");
+        cli_print_man(stdout);
+        return EXIT_OK;
+    }
+    if (!topic) {
+        cli_print_usage(stdout);
+        return EXIT_OK;
+    }
+    const cli_cmd *c = cli_find_command(topic);
+    if (!c)
+        return cli_usage_error("help: unknown command \"%s\"", topic);
+    cli_print_command_help(stdout, c);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stderr);
+        cli_print_usage(stderr);
         return EXIT_USAGE;
     }
-    const char *cmd = argv[1];
-    argc--;
-    argv++;
-    if (!strcmp(cmd, "config"))
-        return cmd_config(argc, argv);
-    if (!strcmp(cmd, "doctor"))
-        return cmd_doctor(argc, argv);
-    if (!strcmp(cmd, "store"))
-        return cmd_store(argc, argv);
-    if (!strcmp(cmd, "retrieve"))
-        return cmd_retrieve(argc, argv);
-    if (!strcmp(cmd, "bench"))
-        return cmd_bench(argc, argv);
-    if (!strcmp(cmd, "ls"))
-        return cmd_ls(argc, argv);
-    if (!strcmp(cmd, "du"))
-        return cmd_du(argc, argv);
-    if (!strcmp(cmd, "verify"))
-        return cmd_verify(argc, argv);
-    if (!strcmp(cmd, "gc"))
-        return cmd_gc(argc, argv);
-    if (!strcmp(cmd, "rm"))
-        return cmd_rm(argc, argv);
-    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
-        printf("kvstash %s\n", kvs_version_string());
-        return EXIT_OK;
+    const char *name = argv[1];
+    if (!strcmp(name, "--version") || !strcmp(name, "-V"))
+        name = "version";
+    else if (!strcmp(name, "--help") || !strcmp(name, "-h"))
+        name = "help";
+    const cli_cmd *c = cli_find_command(name);
+    if (!c) {
+        fprintf(stderr, "kvstash: unknown command \"%s\"\n\n", name);
+        cli_print_usage(stderr);
+        return EXIT_USAGE;
     }
-    if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
-        usage(stdout);
-        return EXIT_OK;
-    }
-    fprintf(stderr, "kvstash: unknown command \"%s\"\n", cmd);
-    usage(stderr);
-    return EXIT_USAGE;
+    cli_command_name = c->name;
+    return c->run(argc - 1, argv + 1);
 }

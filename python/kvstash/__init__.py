@@ -1,8 +1,8 @@
 """kvstash: KV cache of LLM inference engines on a shared filesystem.
 
 A Python layer over libkvstash (ctypes; see kvstash/_lib.py for where the
-library is found: KVSTASH_LIBRARY, next to this package, then the system
-loader).
+library is found: KVSTASH_LIBRARY, the copy bundled in the package by
+`pip install ./python`, then the system loader).
 
     import kvstash
     cfg = kvstash.Config.load()                 # LMCACHE_CONFIG_FILE + LMCACHE_*
@@ -17,8 +17,8 @@ The vLLM connector is kvstash.vllm.KvstashConnector.
 import logging as _logging
 
 from . import _lib
-from ._lib import (ConfigError, InvalidArgumentError, KvstashError, KvstashTimeoutError,
-                   NotFoundError, UnsupportedError)
+from ._lib import (ConfigError, EngineClosedError, InvalidArgumentError, KvstashError,
+                   KvstashTimeoutError, NotFoundError, UnsupportedError)
 from .config import Config, doctor, reference_markdown
 from .engine import Engine, Op, OpResult, chunk_keys, parse_dtype
 from .kv import KV, slot_mapping_from_blocks
@@ -26,9 +26,10 @@ from . import metrics
 
 __all__ = [
     "Config", "Engine", "Op", "OpResult", "KV", "KvstashError", "ConfigError",
-    "InvalidArgumentError", "NotFoundError", "UnsupportedError", "KvstashTimeoutError",
+    "InvalidArgumentError", "EngineClosedError", "NotFoundError", "UnsupportedError",
+    "KvstashTimeoutError",
     "chunk_keys", "doctor", "reference_markdown", "slot_mapping_from_blocks", "metrics",
-    "version", "library_path", "log_to_python", "parse_dtype",
+    "version", "library_path", "build_info", "log_to_python", "parse_dtype",
 ]
 
 __version__ = "0.1.0"
@@ -42,6 +43,20 @@ def version():
 def library_path():
     """The path of the loaded libkvstash."""
     return _lib.library_path()
+
+
+def build_info():
+    """What the loaded libkvstash is: {"version", "commit" (git, "unknown"
+    outside a checkout), "cuda" and "cufile" (built in), "library" (path)}."""
+    lib = _lib.load()
+    features = lib.kvs_build_features()
+    return {
+        "version": lib.kvs_version_string().decode(),
+        "commit": lib.kvs_build_commit().decode(),
+        "cuda": bool(features & 0x1),
+        "cufile": bool(features & 0x2),
+        "library": _lib.library_path(),
+    }
 
 
 _LEVELS = {0: _logging.ERROR, 1: _logging.WARNING, 2: _logging.INFO, 3: _logging.DEBUG}

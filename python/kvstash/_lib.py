@@ -6,8 +6,10 @@ carries kvs_last_error(), the library's own message naming what failed.
 
 Where the library comes from, first match wins:
 
-1. the path in the environment variable KVSTASH_LIBRARY;
-2. a libkvstash.so* next to this file (a copy bundled into the package);
+1. the path in the environment variable KVSTASH_LIBRARY, when set: an
+   explicit choice (a build tree's library), never silently replaced;
+2. the library bundled in the package: kvstash/libkvstash.so.0, which
+   `pip install ./python` builds with CMake and puts in the wheel;
 3. the system loader: libkvstash.so.0, then libkvstash.so (after
    `make install` or with LD_LIBRARY_PATH).
 
@@ -19,6 +21,7 @@ read right after the failing call, in the same thread.
 import ctypes
 import ctypes.util
 import glob
+import logging
 import os
 import threading
 
@@ -83,6 +86,10 @@ class KvstashTimeoutError(KvstashError, TimeoutError):
     """KVS_ERR_TIMEOUT: a deadline passed."""
 
 
+class EngineClosedError(ValueError):
+    """A call on an Engine (or one of its Ops) after Engine.close() began."""
+
+
 _ERROR_CLASSES = {
     ERR_INVALID: InvalidArgumentError,
     ERR_CONFIG: ConfigError,
@@ -133,6 +140,7 @@ class KvDesc(ctypes.Structure):
         ("plane_stride", ctypes.c_uint64),
         ("slot_mapping", ctypes.POINTER(ctypes.c_int64)),
         ("cuda_stream", ctypes.c_void_p),
+        ("head_stride", ctypes.c_uint64),   # bytes; 0: head_dim * dtype size
     ]
 
 
@@ -160,6 +168,8 @@ _charpp = ctypes.POINTER(ctypes.c_void_p)  # char ** freed with kvs_free
 _PROTOTYPES = {
     "kvs_version_number": (ctypes.c_uint, []),
     "kvs_version_string": (ctypes.c_char_p, []),
+    "kvs_build_features": (ctypes.c_uint, []),
+    "kvs_build_commit": (ctypes.c_char_p, []),
     "kvs_strerror": (ctypes.c_char_p, [ctypes.c_int]),
     "kvs_last_error": (ctypes.c_char_p, []),
     "kvs_free": (None, [_p]),
@@ -215,13 +225,29 @@ def _candidates():
     if env:
         yield env, "KVSTASH_LIBRARY"
         return  # an explicit choice is never silently replaced
-    here = os.path.dirname(os.path.abspath(__file__))
-    for path in sorted(glob.glob(os.path.join(here, "libkvstash.so*"))):
-        yield path, "next to the package"
+    for path in _bundled():
+        yield path, "bundled in the package"
     yield "libkvstash.so.0", "the system loader"
     found = ctypes.util.find_library("kvstash")
     if found:
         yield found, "the system loader"
+
+
+def _bundled():
+    here = os.path.dirname(os.path.abspath(__file__))
+    return sorted(glob.glob(os.path.join(here, "libkvstash.so*")))
+
+
+def override_note(env_path, bundled):
+    """The warning to give when KVSTASH_LIBRARY replaces a library bundled in
+    the package (a variable left from a build-tree setup would otherwise
+    pick an old library without a word), or None."""
+    if not env_path or not bundled:
+        return None
+    if os.path.realpath(env_path) in {os.path.realpath(b) for b in bundled}:
+        return None
+    return ("KVSTASH_LIBRARY=%s overrides the library bundled in the package (%s); "
+            "unset it to use the bundled one" % (env_path, bundled[0]))
 
 
 def load():
@@ -245,11 +271,15 @@ def load():
                 fn.argtypes = argtypes
             _lib_path = getattr(lib, "_name", path)
             _lib = lib
+            note = override_note(path, _bundled()) if where == "KVSTASH_LIBRARY" else None
+            if note:
+                logging.getLogger("kvstash").warning("%s", note)
             return _lib
         raise OSError(
-            "kvstash: cannot load libkvstash. Set KVSTASH_LIBRARY to the path of "
-            "libkvstash.so, put a copy next to the kvstash package, or install it "
-            "where the system loader finds it (make install; LD_LIBRARY_PATH). "
+            "kvstash: cannot load libkvstash. Install the package with its library "
+            "(python3 -m pip install ./python from a kvstash checkout builds it), set "
+            "KVSTASH_LIBRARY to the path of libkvstash.so, or install it where the "
+            "system loader finds it (make install; LD_LIBRARY_PATH). "
             "Tried: " + "; ".join(tried))
 
 
@@ -280,6 +310,22 @@ def take_string(ptr):
         return ctypes.string_at(ptr).decode("utf-8", "replace")
     finally:
         load().kvs_free(ptr)
+
+
+HEAD_STRIDE_VERSION = 200   # kvs_kv.head_stride came in 0.2
+
+
+def require_head_stride():
+    """Raises UnsupportedError unless the loaded library reads
+    kvs_kv.head_stride (an older one ignores the field and would address
+    strided heads as one contiguous row)."""
+    have = int(load().kvs_version_number())
+    if have < HEAD_STRIDE_VERSION:
+        raise UnsupportedError(ERR_UNSUPPORTED, (
+            "kvstash: the library at %s is version %d.%d, which ignores kvs_kv.head_stride; "
+            "KV layouts with strided heads (vLLM >= 0.26 packed caches, HND) need 0.2 or "
+            "later: build and load the libkvstash of this Python package"
+            % (library_path(), have // 10000, have // 100 % 100)))
 
 
 def call_string(fn, *args):

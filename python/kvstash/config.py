@@ -87,8 +87,15 @@ class Config:
         "gds_io_threads"); the value as text or a Python value (bools become
         true/false, dicts JSON).  Raises ConfigError naming the key, value
         and what is accepted.  Returns self."""
-        _lib.check(_lib.load().kvs_config_set(self._handle(), str(key).encode(),
-                                              _text(value).encode()))
+        key, text = str(key), _text(value)
+        for what, t in (("key", key), ("value", text)):
+            if "\0" in t:
+                # the library takes C strings: it would see only the text
+                # before the NUL (a salt "a\0b" would be the salt "a")
+                raise _lib.ConfigError(
+                    _lib.ERR_CONFIG, "kvstash: %s: the %s %r contains a NUL byte (at offset %d); "
+                    "NUL bytes are not accepted" % (key.split("\0")[0], what, t, t.index("\0")))
+        _lib.check(_lib.load().kvs_config_set(self._handle(), key.encode(), text.encode()))
         return self
 
     def update(self, mapping):

@@ -19,6 +19,7 @@ from .config import Config
 from .kv import KV, as_slot_array, as_token_array
 
 _LAYOUTS = {"mha": 0, "mla": 1}
+_OP_CLOSED = "this Op was freed: its Engine was closed"
 
 
 def parse_dtype(dtype):
@@ -66,11 +67,14 @@ class Op:
     Freeing an unfinished retrieve cancels it; so does freeing an unfinished
     store of host memory (the memory is the caller's again), while a store of
     CUDA memory, captured when it started, goes on in the background.
-    Engine.close() waits for the stores it still holds before freeing them."""
+    Engine.close() waits for the stores it still holds before freeing them,
+    and frees every Op it has; a call on an Op after that raises
+    EngineClosedError."""
 
     def __init__(self, engine, handle, kind, keep):
         self._engine = engine
         self._h = ctypes.c_void_p(handle)
+        self._lock = threading.Lock()
         self.kind = kind           # "store" or "retrieve"
         self._keep = keep          # tokens, slots, struct, KV: alive while in flight
         self.result = None
@@ -87,6 +91,10 @@ class Op:
         Raises KvstashTimeoutError when timeout_ms passes first."""
         if self.result is not None:
             return self.result
+        with _InFlight(self._engine, _OP_CLOSED):
+            return self._wait(timeout_ms)
+
+    def _wait(self, timeout_ms):
         r = _lib.OpResult()
         _lib.check(_lib.load().kvs_op_wait(self._handle(), int(timeout_ms), ctypes.byref(r)))
         self.result = OpResult(r)
@@ -108,16 +116,31 @@ class Op:
         it) of every loaded chunk is in place; returns the prefix of tokens
         whose layers 0..layer are in place."""
         out = ctypes.c_size_t()
-        _lib.check(_lib.load().kvs_op_wait_layer(self._handle(), int(layer),
-                                                 ctypes.byref(out)))
+        with _InFlight(self._engine, _OP_CLOSED):
+            _lib.check(_lib.load().kvs_op_wait_layer(self._handle(), int(layer),
+                                                     ctypes.byref(out)))
         return int(out.value)
 
     def free(self):
-        if self._h:
-            _lib.load().kvs_op_free(self._h)
-            self._h = ctypes.c_void_p()
-            self._keep = None
-            self._engine._ops.discard(self)
+        if not self._h:
+            return
+        try:
+            self._engine._enter()
+        except _lib.EngineClosedError:
+            return                 # Engine.close() frees (or freed) it
+        try:
+            self._release()
+        finally:
+            self._engine._leave()
+
+    def _release(self):
+        with self._lock:
+            h, self._h = self._h, ctypes.c_void_p()
+            keep, self._keep = self._keep, None
+        if h:
+            _lib.load().kvs_op_free(h)   # the memory in keep is the caller's again
+        del keep
+        self._engine._ops.discard(self)
 
     close = free
 
@@ -134,6 +157,33 @@ class Op:
             pass
 
 
+class _InFlight:
+    """A call on an engine: counted while it runs, so close() waits for it,
+    and refused once close() has begun."""
+
+    __slots__ = ("_engine", "_what")
+
+    def __init__(self, engine, what="this Engine was closed"):
+        self._engine = engine
+        self._what = what
+
+    def __enter__(self):
+        return self._engine._enter(self._what)
+
+    def __exit__(self, *exc):
+        self._engine._leave()
+
+
+def _no_nul(what, value):
+    """The library takes model, variant and salt as C strings: a NUL byte
+    would cut them there, and two different salts would share a namespace."""
+    if value is not None and "\0" in value:
+        raise ValueError("kvstash: %s contains a NUL byte (at offset %d); NUL bytes are "
+                         "not accepted in model, variant or salt"
+                         % (what, value.index("\0")))
+    return value
+
+
 class Engine:
     """One namespace (model, KV geometry, dtype, layout, tensor-parallel rank,
     chunk size, salt) on the store of a configuration.
@@ -146,10 +196,21 @@ class Engine:
 
     config: a Config, a mapping of overrides applied on Config.load(), or
     None for Config.load() (LMCACHE_CONFIG_FILE and the environment).
+
+    Threads: every method may be called from any thread.  close() waits for
+    the calls in flight in other threads, then frees the engine; a call
+    that starts after close() began raises EngineClosedError.
     """
 
     def __init__(self, config=None, *, model, num_layers, num_kv_heads, head_dim,
                  dtype="bf16", layout="mha", world_size=1, rank=0, variant=None, salt=None):
+        self._h = ctypes.c_void_p()
+        self._cv = threading.Condition()
+        self._busy = 0             # calls in flight
+        self._closing = False
+        model = _no_nul("model", str(model))
+        variant = _no_nul("variant", variant)
+        salt = _no_nul("salt", salt)
         lib = _lib.load()
         if config is None:
             config = Config.load()
@@ -182,9 +243,8 @@ class Engine:
         ns.salt = salt.encode() if salt is not None else None
         h = ctypes.c_void_p()
         _lib.check(lib.kvs_engine_open(config._handle(), ctypes.byref(ns), ctypes.byref(h)))
-        self._h = h
         self._ops = weakref.WeakSet()
-        self._close_lock = threading.Lock()
+        self._h = h
         self.namespace_id = lib.kvs_engine_namespace_id(h).decode()
         self.namespace_path = lib.kvs_engine_namespace_path(h).decode()
         self.chunk_size = int(lib.kvs_engine_chunk_size(h))
@@ -196,10 +256,18 @@ class Engine:
 
     # ---- helpers --------------------------------------------------------
 
-    def _handle(self):
-        if not self._h:
-            raise ValueError("kvstash: this Engine was closed")
-        return self._h
+    def _enter(self, what="this Engine was closed"):
+        with self._cv:
+            if self._closing or not self._h:
+                raise _lib.EngineClosedError("kvstash: " + what)
+            self._busy += 1
+            return self._h
+
+    def _leave(self):
+        with self._cv:
+            self._busy -= 1
+            if not self._busy:
+                self._cv.notify_all()
 
     def _as_kv(self, kv):
         if not isinstance(kv, KV):
@@ -216,6 +284,10 @@ class Engine:
                              "the namespace %d x %d in %d"
                              % (kv.row_elems, kv.num_planes, self.num_kv_heads,
                                 self.head_dim, self.num_planes))
+        if kv.head_stride and kv.head_elems != self.head_dim:
+            raise ValueError("kvstash: the KV memory has %d heads of %d elements; the "
+                             "namespace %d x %d" % (kv.num_heads, kv.head_elems,
+                                                    self.num_kv_heads, self.head_dim))
         return kv
 
     def _prepare(self, tokens, kv, slot_mapping, stream, writing):
@@ -236,9 +308,10 @@ class Engine:
         """Leading tokens available as whole chunks (CPU tier or store)."""
         toks = as_token_array(tokens)
         out = ctypes.c_size_t()
-        _lib.check(_lib.load().kvs_lookup(
-            self._handle(), toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
-            ctypes.byref(out)))
+        with _InFlight(self) as h:
+            _lib.check(_lib.load().kvs_lookup(
+                h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
+                ctypes.byref(out)))
         return int(out.value)
 
     def store(self, tokens, kv, slot_mapping=None, stream=None, wait=False):
@@ -247,9 +320,10 @@ class Engine:
         captured before this returns), or with wait=True the OpResult."""
         toks, ptr, kv, desc, slots = self._prepare(tokens, kv, slot_mapping, stream, False)
         h = ctypes.c_void_p()
-        _lib.check(_lib.load().kvs_store(self._handle(), ptr, toks.size, ctypes.byref(desc),
-                                         ctypes.byref(h)))
-        op = Op(self, h.value, "store", (toks, slots, desc, kv))
+        with _InFlight(self) as eh:
+            _lib.check(_lib.load().kvs_store(eh, ptr, toks.size, ctypes.byref(desc),
+                                             ctypes.byref(h)))
+            op = Op(self, h.value, "store", (toks, slots, desc, kv))
         if not wait:
             return op
         with op:
@@ -260,58 +334,79 @@ class Engine:
         wait on whole (wait) or layer by layer (wait_layer)."""
         toks, ptr, kv, desc, slots = self._prepare(tokens, kv, slot_mapping, stream, True)
         h = ctypes.c_void_p()
-        _lib.check(_lib.load().kvs_retrieve_start(self._handle(), ptr, toks.size,
-                                                  ctypes.byref(desc), ctypes.byref(h)))
-        return Op(self, h.value, "retrieve", (toks, slots, desc, kv))
+        with _InFlight(self) as eh:
+            _lib.check(_lib.load().kvs_retrieve_start(eh, ptr, toks.size,
+                                                      ctypes.byref(desc), ctypes.byref(h)))
+            return Op(self, h.value, "retrieve", (toks, slots, desc, kv))
 
     def retrieve(self, tokens, kv, slot_mapping=None, stream=None):
         """Loads the longest available prefix of whole chunks into kv and
         returns how many tokens were loaded (every byte verified)."""
         toks, ptr, kv, desc, slots = self._prepare(tokens, kv, slot_mapping, stream, True)
         out = ctypes.c_size_t()
-        _lib.check(_lib.load().kvs_retrieve(self._handle(), ptr, toks.size,
-                                            ctypes.byref(desc), ctypes.byref(out)))
+        with _InFlight(self) as h:
+            _lib.check(_lib.load().kvs_retrieve(h, ptr, toks.size,
+                                                ctypes.byref(desc), ctypes.byref(out)))
         return int(out.value)
 
     def remove(self, tokens):
         """Removes the prompt's stored chunks; returns how many files went."""
         toks = as_token_array(tokens)
         out = ctypes.c_size_t()
-        _lib.check(_lib.load().kvs_remove(
-            self._handle(), toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
-            ctypes.byref(out)))
+        with _InFlight(self) as h:
+            _lib.check(_lib.load().kvs_remove(
+                h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
+                ctypes.byref(out)))
         return int(out.value)
 
     def stats(self):
         """The counters and gauges as a dict (names of KVS_STATS_FIELDS)."""
-        return json.loads(_lib.call_string(_lib.load().kvs_engine_stats_json, self._handle()))
+        with _InFlight(self) as h:
+            text = _lib.call_string(_lib.load().kvs_engine_stats_json, h)
+        return json.loads(text)
 
     def metrics(self):
         """The same in the Prometheus text exposition format (0.0.4)."""
-        return _lib.call_string(_lib.load().kvs_engine_metrics, self._handle())
+        with _InFlight(self) as h:
+            return _lib.call_string(_lib.load().kvs_engine_metrics, h)
 
     # ---- lifetime -------------------------------------------------------
 
     def close(self):
-        """Waits for the stores still held (each up to the store timeout),
-        frees every op, then releases the engine.  Closing twice is
-        harmless."""
-        with self._close_lock:
+        """Refuses new calls (EngineClosedError), waits for the calls in
+        flight in other threads, waits for the stores still held (each up to
+        the store timeout), frees every op, then releases the engine.
+        Closing twice, or from two threads at once, is harmless: each
+        returns once the engine is released."""
+        with self._cv:
+            if self._closing:
+                while self._h:
+                    self._cv.wait()
+                return
             if not self._h:
                 return
+            self._closing = True
+            while self._busy:
+                self._cv.wait()
+        # No call is in flight and none can start: the ops and the engine are
+        # this thread's alone.
+        try:
             for op in list(self._ops):
-                if op.kind == "store" and op._h:
+                if op.kind == "store" and op._h and op.result is None:
                     try:
-                        op.wait()     # the caller's host memory is still held
+                        op._wait(-1)     # the caller's host memory is still held
                     except _lib.KvstashError:
                         pass
-                op.free()
+                op._release()
             _lib.load().kvs_engine_close(self._h)
-            self._h = ctypes.c_void_p()
+        finally:
+            with self._cv:
+                self._h = ctypes.c_void_p()
+                self._cv.notify_all()
 
     @property
     def closed(self):
-        return not self._h
+        return self._closing or not self._h
 
     def __enter__(self):
         return self

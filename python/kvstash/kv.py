@@ -1,24 +1,24 @@
 """KV memory descriptions (struct kvs_kv) built from numpy arrays and torch
 tensors.
 
-The library addresses the row of one token in one plane (K or V; MLA has one)
-of one layer as
+The library addresses one head's row (head_dim contiguous elements) of one
+token in one plane (K or V; MLA has one) of one layer as
 
     layers[l] + plane * plane_stride + (slot // block_size) * block_stride
-              + (slot % block_size) * slot_stride
+              + (slot % block_size) * slot_stride + head * head_stride
 
-with the row itself (num_kv_heads * head_dim elements) contiguous.  A KV
-object holds the per-layer base pointers and those strides, read off the
-arrays' own shapes and strides, so any layout with contiguous rows works
-without copies:
+(head_stride 0: the heads of a token are one contiguous run).  A KV object
+holds the per-layer base pointers and those strides, read off the arrays'
+own shapes and strides, so every layout vLLM hands a connector works without
+copies, and the files keep one canonical layout whatever the memory's:
 
 - KV.contiguous(buf): one buffer [layer][plane][token][row...] (or
   [layer][token][row...] for MLA), e.g. np.empty((L, 2, T, H, D));
 - KV.paged(layers): vLLM's per-layer paged caches, one tensor per layer:
-  flash-attention [2, num_blocks, block_size, H, D], FlashInfer
-  [num_blocks, 2, block_size, H, D], MLA [num_blocks, block_size, D] or
-  [num_blocks, 1, block_size, D]; which tokens go where is the slot mapping
-  given to each store/retrieve (slot = block_id * block_size + offset).
+  [2, B, N, H, D], [B, 2, N, H, D], packed [B, H, N, 2D] (NHD or HND memory
+  order), MLA [B, N, D] or [B, 1, N, D]; which tokens go where is the slot
+  mapping given to each store/retrieve (slot = block_id * block_size +
+  offset).
 
 Arrays are only inspected, never imported: torch need not be installed for
 numpy use.  A KV keeps references to its arrays so they outlive the
@@ -101,6 +101,47 @@ def _nonneg(arr):
                          % (arr.shape, arr.strides))
 
 
+_ACCEPTED = ("accepted per-layer KV caches (B blocks, N tokens per block, H heads, D head "
+             "size): [2, B, N, H, D], [B, 2, N, H, D], packed [B, H, N, 2D], MLA [B, N, D] or "
+             "[B, 1, N, D]; any strides (NHD or HND order, padded blocks) with each head's D "
+             "elements contiguous and no overlap")
+
+
+def _layout_error(arr, what):
+    return ValueError("kvstash: cannot describe KV memory of shape %s, strides %s (in "
+                      "elements): %s. %s." % (arr.shape, arr.strides, what, _ACCEPTED))
+
+
+def _guess_layout(shape, num_planes):
+    nd = len(shape)
+    if nd == 5 and shape[0] == 2 and num_planes in (None, 2):
+        return "flash_attn"
+    if nd == 5 and shape[1] == 2 and num_planes in (None, 2):
+        return "flashinfer"
+    if nd == 3 and num_planes in (None, 1):
+        return "mla"
+    if nd == 4 and shape[1] == 1 and num_planes in (None, 1):
+        return "mla"
+    if nd == 4 and shape[3] % 2 == 0 and num_planes in (None, 2):
+        return "packed"
+    raise ValueError("kvstash: cannot tell the layout of paged KV of shape %s%s. %s; or "
+                     "pass layout= flash_attn, flashinfer, packed or mla."
+                     % (shape, "" if num_planes is None else " with %d plane(s)" % num_planes,
+                        _ACCEPTED))
+
+
+def _disjoint(dims, itemsize):
+    """Whether (extent, stride in bytes) dimensions address distinct
+    elements: sorted by stride, each stride must clear everything the
+    smaller ones span."""
+    span = 0
+    for extent, stride in sorted((d for d in dims if d[0] > 1), key=lambda d: d[1]):
+        if stride < max(span, itemsize):
+            return False
+        span = stride * (extent - 1) + max(span, itemsize)
+    return True
+
+
 class KV:
     """A description of KV memory, host or CUDA.  Build it with
     KV.contiguous() or KV.paged(); pass it to Engine.store/retrieve together
@@ -109,7 +150,8 @@ class KV:
 
     def __init__(self, layer_ptrs, *, num_slots, row_elems, itemsize, num_planes,
                  slot_stride, plane_stride, block_size=0, block_stride=0, mem=HOST,
-                 device=0, direct=False, arrays=(), dtype=None):
+                 device=0, direct=False, arrays=(), dtype=None, head_stride=0,
+                 num_heads=1, layout="contiguous"):
         self.layer_ptrs = [int(p) for p in layer_ptrs]
         self.num_layers = len(self.layer_ptrs)
         self.num_slots = int(num_slots)
@@ -120,6 +162,12 @@ class KV:
         self.plane_stride = int(plane_stride)    # bytes
         self.block_size = int(block_size)        # slots per block; 0: one block
         self.block_stride = int(block_stride)    # bytes
+        self.head_stride = int(head_stride)      # bytes; 0: heads contiguous
+        self.num_heads = int(num_heads)
+        self.head_elems = self.row_elems // max(1, self.num_heads)
+        self.layout = layout
+        if self.head_stride:
+            _lib.require_head_stride()
         self.mem = mem
         self.device = int(device)
         self.direct = bool(direct)
@@ -139,11 +187,13 @@ class KV:
         return all(_Array(a).writable() for a in self._arrays)
 
     def __repr__(self):
-        return ("KV(%d layers, %s, %d slots%s, row %d B, planes %d)"
-                % (self.num_layers, "cuda:%d" % self.device if self.is_cuda else "host",
-                   self.num_slots,
+        return ("KV(%s, %d layers, %s, %d slots%s, row %d B%s, planes %d)"
+                % (self.layout, self.num_layers,
+                   "cuda:%d" % self.device if self.is_cuda else "host", self.num_slots,
                    ", blocks of %d" % self.block_size if self.block_size else "",
-                   self.row_bytes, self.num_planes))
+                   self.row_bytes,
+                   ", heads %d B apart" % self.head_stride if self.head_stride else "",
+                   self.num_planes))
 
     # ---- constructors ---------------------------------------------------
 
@@ -186,16 +236,24 @@ class KV:
 
     @classmethod
     def paged(cls, layers, layout="auto", num_planes=None, direct=False):
-        """vLLM's paged caches, one array per layer (all alike):
+        """vLLM's paged caches, one array per layer (all alike), by logical
+        shape (B blocks, N tokens per block, H KV heads, D head size):
 
-        "flash_attn" [2, num_blocks, block_size, heads, head_dim]
-        "flashinfer" [num_blocks, 2, block_size, heads, head_dim]
-        "mla"        [num_blocks, block_size, dim] or [num_blocks, 1, block_size, dim]
-        "auto"       the first of these the shape fits (num_planes, when
-                     given, decides between K/V and MLA).
+        "flash_attn" [2, B, N, H, D]   (vLLM <= 0.22 FlashAttention)
+        "flashinfer" [B, 2, N, H, D]   (FlashInfer, Triton; FlashAttention
+                                        0.23-0.25)
+        "packed"     [B, H, N, 2*D]    (vLLM >= 0.26, every non-MLA backend:
+                                        K in the first D of the last dim, V
+                                        in the second)
+        "mla"        [B, N, D] or [B, 1, N, D]
+        "auto"       the first of these the shape fits; num_planes (2 for
+                     K/V, 1 for MLA), when given, decides between a packed
+                     [B, 1, N, 2D] and an MLA [B, 1, N, D].
 
-        The heads x head_dim of a token must be contiguous (vLLM's NHD
-        layout); strides are read from the arrays, so padded blocks work."""
+        Any memory order the strides describe is accepted (NHD or HND,
+        padded or strided blocks) as long as each head's D elements are
+        contiguous and no two elements share an address; anything else is
+        refused with a message naming the shape and strides."""
         layers = list(layers)
         if not layers:
             raise ValueError("kvstash: KV.paged needs at least one layer")
@@ -209,48 +267,68 @@ class KV:
                                  % (a.shape, a.strides, b.shape, b.strides))
         _nonneg(a)
         shape, st, nd = a.shape, a.strides, len(a.shape)
+        if num_planes not in (None, 1, 2):
+            raise ValueError("kvstash: num_planes must be 1 or 2, not %r" % (num_planes,))
         if layout == "auto":
-            if nd == 5 and shape[0] == 2 and num_planes in (None, 2):
-                layout = "flash_attn"
-            elif nd == 5 and shape[1] == 2 and num_planes in (None, 2):
-                layout = "flashinfer"
-            elif nd == 3 or (nd == 4 and shape[1] == 1):
-                layout = "mla"
-            else:
-                raise ValueError("kvstash: cannot tell the layout of paged KV of shape %s; "
-                                 "pass layout= flash_attn, flashinfer or mla" % (shape,))
+            layout = _guess_layout(shape, num_planes)
+        # Roles of the dimensions: block, slot, plane (a dimension, or the
+        # last one split in two), head (None: one head) and element.
+        split = False
         if layout == "flash_attn":
             if nd != 5 or shape[0] != 2:
-                raise ValueError("kvstash: flash_attn layout is [2, blocks, block_size, "
-                                 "heads, head_dim]; got %s" % (shape,))
-            planes, plane_dim, block_dim, slot_dim = 2, 0, 1, 2
+                raise _layout_error(a, "flash_attn is [2, blocks, block_size, heads, "
+                                       "head_dim]")
+            planes, plane_d, block_d, slot_d, head_d, elem_d = 2, 0, 1, 2, 3, 4
         elif layout == "flashinfer":
             if nd != 5 or shape[1] != 2:
-                raise ValueError("kvstash: flashinfer layout is [blocks, 2, block_size, "
-                                 "heads, head_dim]; got %s" % (shape,))
-            planes, plane_dim, block_dim, slot_dim = 2, 1, 0, 2
+                raise _layout_error(a, "flashinfer is [blocks, 2, block_size, heads, "
+                                       "head_dim]")
+            planes, plane_d, block_d, slot_d, head_d, elem_d = 2, 1, 0, 2, 3, 4
+        elif layout == "packed":
+            if nd != 4 or shape[3] % 2:
+                raise _layout_error(a, "packed is [blocks, heads, block_size, 2 * head_dim]")
+            planes, plane_d, block_d, slot_d, head_d, elem_d = 2, None, 0, 2, 1, 3
+            split = True
         elif layout == "mla":
             if nd == 3:
-                planes, plane_dim, block_dim, slot_dim = 1, None, 0, 1
+                planes, plane_d, block_d, slot_d, head_d, elem_d = 1, None, 0, 1, None, 2
             elif nd == 4 and shape[1] == 1:
-                planes, plane_dim, block_dim, slot_dim = 1, None, 0, 2
+                planes, plane_d, block_d, slot_d, head_d, elem_d = 1, None, 0, 2, None, 3
             else:
-                raise ValueError("kvstash: mla layout is [blocks, block_size, dim]; got %s"
-                                 % (shape,))
+                raise _layout_error(a, "mla is [blocks, block_size, dim] or [blocks, 1, "
+                                       "block_size, dim]")
         else:
-            raise ValueError("kvstash: unknown paged layout %r" % (layout,))
+            raise ValueError("kvstash: unknown paged layout %r (accepted: auto, flash_attn, "
+                             "flashinfer, packed, mla)" % (layout,))
         if num_planes is not None and num_planes != planes:
             raise ValueError("kvstash: layout %s has %d plane(s), the namespace %d"
                              % (layout, planes, num_planes))
-        row = _rows_contiguous(a, slot_dim + 1)
         it = a.itemsize
-        block_size = shape[slot_dim]
-        return cls([x.ptr for x in arrs], num_slots=shape[block_dim] * block_size,
-                   row_elems=row, itemsize=it, num_planes=planes,
-                   slot_stride=st[slot_dim] * it,
-                   plane_stride=st[plane_dim] * it if plane_dim is not None else 0,
-                   block_size=block_size, block_stride=st[block_dim] * it, mem=a.mem,
-                   device=a.device, direct=direct, arrays=layers, dtype=a.dtype)
+        head_elems = shape[elem_d] // 2 if split else shape[elem_d]
+        heads = shape[head_d] if head_d is not None else 1
+        if head_elems > 1 and st[elem_d] != 1:
+            raise _layout_error(a, "each head's head_dim elements must be contiguous "
+                                   "(stride 1 in the last dimension)")
+        if split:
+            plane_stride = head_elems * it
+        else:
+            plane_stride = st[plane_d] * it if plane_d is not None else 0
+        head_stride = st[head_d] * it if (head_d is not None and heads > 1) else 0
+        if head_stride == head_elems * it:
+            head_stride = 0              # heads contiguous: the row is one run
+        dims = [(planes, plane_stride), (shape[block_d], st[block_d] * it),
+                (shape[slot_d], st[slot_d] * it), (heads, head_stride or head_elems * it),
+                (head_elems, it)]
+        if not _disjoint(dims, it):
+            raise _layout_error(a, "no two elements may share an address (the strides "
+                                   "overlap)")
+        block_size = shape[slot_d]
+        return cls([x.ptr for x in arrs], num_slots=shape[block_d] * block_size,
+                   row_elems=heads * head_elems, itemsize=it, num_planes=planes,
+                   slot_stride=st[slot_d] * it, plane_stride=plane_stride,
+                   block_size=block_size, block_stride=st[block_d] * it, mem=a.mem,
+                   device=a.device, direct=direct, arrays=layers, dtype=a.dtype,
+                   head_stride=head_stride, num_heads=heads, layout=layout)
 
     # ---- the C description ----------------------------------------------
 
@@ -268,6 +346,7 @@ class KV:
         d.slot_stride = self.slot_stride
         d.block_stride = self.block_stride
         d.plane_stride = self.plane_stride
+        d.head_stride = self.head_stride
         slots = None
         if slot_mapping is not None:
             slots = as_slot_array(slot_mapping)

@@ -271,3 +271,84 @@ def test_second_process_reads_what_this_one_stored(engine, store):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "ok %d" % toks.size in out.stdout
+
+
+def test_close_while_other_threads_call(store):
+    """close() racing lookups, stores, retrieves and stats in other threads:
+    each call finishes or raises EngineClosedError, nothing is freed under a
+    call in flight.  Run in a child process with a deadline, so a hang or a
+    crash (SIGFPE, SIGSEGV) fails the test instead of the test run."""
+    code = textwrap.dedent("""
+        import sys, threading, numpy as np, kvstash
+        sys.path.insert(0, %r)
+        from conftest import GEO, CHUNK
+        L, H, D = GEO["num_layers"], GEO["num_kv_heads"], GEO["head_dim"]
+        cfg = kvstash.Config.load({"chunk_size": CHUNK, "gds_io_threads": 2,
+                                   "local_cpu": True})
+        toks = np.arange(4 * CHUNK, dtype=np.uint32)
+        src = np.ones((L, 2, toks.size, H, D), np.float16)
+        calls = [0]
+        def hammer(eng, kind, stop):
+            dst = np.zeros_like(src)
+            while not stop.is_set():
+                try:
+                    if kind == 0:
+                        eng.lookup(toks)
+                    elif kind == 1:
+                        eng.store(toks, src, wait=True)
+                    elif kind == 2:
+                        eng.stats(); eng.metrics()
+                    else:
+                        eng.retrieve(toks, dst)
+                    calls[0] += 1
+                except kvstash.EngineClosedError:
+                    return
+        for it in range(60):
+            eng = kvstash.Engine(cfg, **GEO)
+            stop = threading.Event()
+            ts = [threading.Thread(target=hammer, args=(eng, k %% 4, stop)) for k in range(8)]
+            for t in ts:
+                t.start()
+            eng.close()
+            stop.set()
+            for t in ts:
+                t.join()
+            assert eng.closed
+            try:
+                eng.lookup(toks)
+                raise SystemExit("a lookup after close() did not raise")
+            except kvstash.EngineClosedError as e:
+                assert "closed" in str(e)
+        print("ok", calls[0])
+    """ % os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail("close() racing calls in other threads hung: %s" % (e.stderr,))
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.startswith("ok ")
+
+
+@pytest.mark.parametrize("field", ["model", "variant", "salt"])
+def test_nul_bytes_in_namespace_strings_are_refused(store, field):
+    """A NUL byte would cut the C string there: salts "a\\0x" and "a\\0y"
+    would be one tenant.  Refused with the field named."""
+    cfg = kvstash.Config.load({"chunk_size": CHUNK})
+    geo = dict(GEO)
+    geo[field] = "tenant\0a"
+    with pytest.raises(ValueError, match="%s contains a NUL byte" % field):
+        kvstash.Engine(cfg, **geo)
+    geo[field] = "tenant"
+    with kvstash.Engine(cfg, **geo) as eng:
+        assert eng.lookup(prompt(CHUNK)) == 0
+
+
+def test_nul_bytes_in_config_values_are_refused(store):
+    """Config.set hands C strings to the library: namespace_salt "a\\0b"
+    would become "a".  Refused, the key named."""
+    with pytest.raises(kvstash.ConfigError, match="namespace_salt.*NUL"):
+        kvstash.Config.load({"chunk_size": CHUNK, "namespace_salt": "tenant\0a"})
+    with pytest.raises(kvstash.ConfigError, match="NUL"):
+        kvstash.Config.load({"namespace_salt\0x": "tenant"})

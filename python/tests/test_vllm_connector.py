@@ -20,6 +20,9 @@ CHUNK = 16
 def env(store, monkeypatch):
     monkeypatch.setenv("LMCACHE_CHUNK_SIZE", str(CHUNK))
     monkeypatch.setenv("LMCACHE_LOCAL_CPU", "False")
+    # Lookups answer in the step they are asked, however loaded the machine
+    # (the deadline has tests of its own).
+    monkeypatch.setenv("LMCACHE_LOOKUP_TIMEOUT_MS", "30000")
     return store
 
 
@@ -313,14 +316,25 @@ def test_unsupported_layout_is_refused(env):
     cfg = VllmConfig(ModelConfig("m", "float16", 2, 2, 8), CacheConfig(4), ParallelConfig(),
                      KVTransferConfig())
     w = KvstashConnector(cfg, KVConnectorRole.WORKER,
-                         KVCacheConfig(8, [KVCacheGroupSpec([layer_name(0), layer_name(1)])]))
-    hnd = np.zeros((2, 8, 2, 4, 8), np.float16).transpose(0, 1, 3, 2, 4)  # HND strides
-    with pytest.raises(ValueError, match="NHD"):
-        w.register_kv_caches({layer_name(0): hnd, layer_name(1): hnd})
+                         KVCacheConfig(8, kv_cache_groups=[
+                             KVCacheGroupSpec([layer_name(0), layer_name(1)])]))
+    # head_dim not contiguous: every message names shape, strides, what is accepted
+    bad = np.zeros((2, 8, 4, 2, 16), np.float16)[..., ::2]
+    with pytest.raises(ValueError, match=r"shape \(2, 8, 4, 2, 8\), strides .*accepted"):
+        w.register_kv_caches({layer_name(0): bad, layer_name(1): bad})
+    # overlapping strides (a broadcast view)
+    over = np.broadcast_to(np.zeros((1, 4, 2, 8), np.float16), (2, 8, 4, 2, 8))
+    with pytest.raises(ValueError, match="overlap"):
+        w.register_kv_caches({layer_name(0): over, layer_name(1): over})
+    # the model's heads, not another split of the same row
+    other = np.zeros((8, 4, 4, 8), np.float16)          # packed, 4 heads of 4
+    with pytest.raises(ValueError, match="heads"):
+        w.register_kv_caches({layer_name(0): other, layer_name(1): other})
     with pytest.raises(ValueError, match="layers"):
         w.register_kv_caches({layer_name(0): np.zeros((2, 8, 4, 2, 8), np.float16)})
+    with pytest.raises(ValueError, match="cannot tell the layout"):
+        kvstash.KV.paged([np.zeros((3, 8, 4, 2, 8), np.float16)])
     assert KvstashConnector.get_required_kvcache_layout(cfg) == "NHD"
-    assert KvstashConnector.requires_piecewise_for_cudagraph({}) is True
     w.shutdown()
 
 

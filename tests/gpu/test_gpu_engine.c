@@ -5,12 +5,18 @@
  * reverse (the GPU's checksums are the CPU's), a corrupted file that must
  * leave the caller's memory untouched, staging exhaustion, ordering after
  * the caller's stream, layer-by-layer waiting, CPU tier hits, and the
- * cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
- * machine should show; unset: either, reported).  Exits 77 only where there
- * is no GPU. */
+ * every vLLM cache layout (tests/common/kv_layouts.h: per-plane, packed NHD
+ * and HND, MLA, padded blocks) stored from each and loaded into each other,
+ * on the GPU and across host and GPU, every byte checked by index
+ * arithmetic, the cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
+ * machine should show; unset: either, reported), and authenticated chunks
+ * (auth_key_file: the pieces' SHA-256 computed on the GPU match the host's;
+ * a forged payload is a miss).  Exits 77 only where there is no GPU. */
 #include "gpu_util.h"
 
+#include "checksum.h"
 #include "chunk_file.h"
+#include "kv_layouts.h"
 
 #include <fcntl.h>
 #include <string.h>
@@ -244,6 +250,192 @@ static void test_roundtrips(void)
     roundtrip("fp16 1x3 (6-byte rows), block 1", fp16, 64 * 2, false, 1, false);
 }
 
+/* ---- every vLLM layout into every other ------------------------------------ */
+
+/* A cache of one layout (tests/common/kv_layouts.h) on the GPU or in host
+ * memory (the gt_cache's host mirror is then the memory itself). */
+typedef struct lcache {
+    const tl_layout *lo;
+    tl_geom g;
+    bool on_host;
+    gt_cache c;
+    void **before;   /* the content as filled: c.host, or a copy of it */
+    int64_t *slots;
+    kvs_kv kv;
+} lcache;
+
+static void lcache_make(lcache *p, const tl_layout *lo, const tl_geom *g, uint32_t layers,
+                        size_t ntok, bool on_host, unsigned neg_one_in)
+{
+    memset(p, 0, sizeof *p);
+    p->lo = lo;
+    p->g = *g;
+    p->on_host = on_host;
+    const uint64_t nslots = g->blocks * g->block_size;
+    uint64_t *perm = malloc(nslots * sizeof *perm);
+    for (uint64_t i = 0; i < nslots; i++)
+        perm[i] = i;
+    p->slots = malloc(ntok * sizeof *p->slots);
+    for (size_t i = 0; i < ntok; i++) {
+        uint64_t j = i + gt_rand() % (nslots - i), x = perm[i];
+        perm[i] = perm[j];
+        perm[j] = x;
+        p->slots[i] = neg_one_in && gt_rand() % neg_one_in == 0 ? -1 - (int64_t)(gt_rand() % 4)
+                                                                : (int64_t)perm[i];
+    }
+    free(perm);
+    gt_cache_alloc(&p->c, layers, tl_layer_bytes(lo, g));
+    for (uint32_t l = 0; l < layers; l++)
+        gt_fill(p->c.host[l], p->c.bytes);
+    p->before = p->c.host;
+    if (!on_host) {
+        gt_cache_upload(&p->c);
+    } else {
+        p->before = malloc(layers * sizeof *p->before);
+        for (uint32_t l = 0; l < layers; l++) {
+            p->before[l] = malloc(p->c.bytes);
+            memcpy(p->before[l], p->c.host[l], p->c.bytes);
+        }
+    }
+    p->kv = (kvs_kv){.mem = on_host ? KVS_MEM_HOST : KVS_MEM_CUDA, .device = 0,
+                     .num_layers = layers, .layers = on_host ? p->c.host : p->c.dev,
+                     .slot_mapping = p->slots};
+    tl_describe(lo, g, &p->kv);
+}
+
+static void lcache_free(lcache *p)
+{
+    if (p->on_host) {
+        for (uint32_t l = 0; l < p->c.layers; l++)
+            free(p->before[l]);
+        free(p->before);
+    }
+    gt_cache_free(&p->c);
+    free(p->slots);
+}
+
+/* b's memory after loading tokens [0, loaded) of a: a's head rows at b's
+ * slots (negative slots: nothing), every other byte as it was. */
+static void lcheck(const char *what, const lcache *a, const lcache *b, size_t loaded)
+{
+    const uint32_t layers = b->c.layers;
+    const uint64_t planes = tl_is_mla(b->lo) ? 1 : 2, head = b->g.dim * b->g.esize;
+    void **got = malloc(layers * sizeof *got);
+    for (uint32_t l = 0; l < layers; l++) {
+        got[l] = malloc(b->c.bytes);
+        if (b->on_host)
+            memcpy(got[l], b->c.host[l], b->c.bytes);
+    }
+    if (!b->on_host)
+        gt_cache_download(&b->c, got);
+    size_t wrong = 0;
+    for (uint32_t l = 0; l < layers; l++) {
+        char *want = b->before[l];
+        for (size_t t = 0; t < loaded; t++) {
+            if (b->slots[t] < 0)
+                continue;
+            for (uint64_t p = 0; p < planes; p++)
+                for (uint64_t h = 0; h < b->g.heads; h++)
+                    memcpy(want + tl_offset(b->lo, &b->g, p, (uint64_t)b->slots[t], h, 0),
+                           (const char *)a->c.host[l] +
+                               tl_offset(a->lo, &a->g, p, (uint64_t)a->slots[t], h, 0),
+                           head);
+        }
+        if (memcmp(want, got[l], b->c.bytes) != 0) {
+            size_t i = 0;
+            while (((const char *)want)[i] == ((const char *)got[l])[i])
+                i++;
+            if (wrong++ == 0)
+                fprintf(stderr, "%s: layer %u differs first at byte %zu\n", what, l, i);
+        }
+    }
+    CHECK_MSG(wrong == 0, "%s: %zu layers differ from the reference", what, wrong);
+    for (uint32_t l = 0; l < layers; l++)
+        free(got[l]);
+    free(got);
+}
+
+/* One store from a (layout si, host or GPU) and one retrieve into b. */
+static void lcase(kvs_engine *e, const tl_layout *los, size_t si, size_t di, const tl_geom *g,
+                  uint32_t layers, size_t ntok, bool src_host, bool dst_host)
+{
+    char what[200];
+    snprintf(what, sizeof what, "%s %s %s -> %s %s", g->esize == 1 ? "1-byte" : "", los[si].name,
+             src_host ? "(host)" : "(GPU)", los[di].name, dst_host ? "(host)" : "(GPU)");
+    uint32_t *t = malloc(ntok * sizeof *t);
+    tokens_of(t, ntok, gt_rand());
+    lcache a, b;
+    lcache_make(&a, &los[si], g, layers, ntok, src_host, 0);
+    lcache_make(&b, &los[di], g, layers, ntok, dst_host, 8);
+    const size_t whole = ntok / 64 * 64;
+    size_t stored = store_wait(e, t, ntok, &a.kv, NULL);
+    CHECK_MSG(stored == whole, "%s: stored %zu of %zu tokens", what, stored, whole);
+    size_t loaded = retrieve(e, t, ntok, &b.kv);
+    CHECK_MSG(loaded == whole, "%s: loaded %zu of %zu tokens", what, loaded, whole);
+    lcheck(what, &a, &b, loaded);
+    lcache_free(&a);
+    lcache_free(&b);
+    free(t);
+}
+
+static void layout_matrix(const char *name, kvs_namespace ns, const tl_layout *los, size_t n,
+                          const tl_geom *g, size_t ntok, bool all_pairs)
+{
+    fix f;
+    fix_open(&f, "layouts", NULL);
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    int before = gt_failures;
+    size_t cases = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++)
+            if (all_pairs || j == (i + 3) % n) {
+                lcase(e, los, i, j, g, ns.num_layers, ntok, false, false);
+                cases++;
+            }
+        /* host <-> GPU: the two memories share one store */
+        lcase(e, los, i, (i + 1) % n, g, ns.num_layers, ntok, true, false);
+        lcase(e, los, i, (i + 2) % n, g, ns.num_layers, ntok, false, true);
+        cases += 2;
+    }
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 0 && s.miss_io == 0);
+    printf("layouts %-34s %3zu store/retrieve pairs of %zu layouts: %s\n", name, cases, n,
+           gt_failures == before ? "ok" : "FAILED");
+    kvs_engine_close(e);
+    fix_close(&f, false);
+}
+
+static void test_layouts(void)
+{
+    const size_t ntok = 64 * 3 + 10;
+    kvs_namespace mha = {.model = "gpu/layouts", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                         .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                         .world_size = 1, .rank = 0};
+    tl_geom g = {.blocks = ntok / 16 + 8, .block_size = 16, .heads = 8, .dim = 128, .esize = 2,
+                 .pad = 64};
+    layout_matrix("bf16 8x128, block 16", mha, TL_MHA, TL_NMHA, &g, ntok, true);
+    /* narrow accesses: 20-byte and 3-byte head rows, odd padding */
+    kvs_namespace odd = mha;
+    odd.dtype = KVS_DTYPE_FP32, odd.num_kv_heads = 3, odd.head_dim = 5;
+    g = (tl_geom){.blocks = ntok / 8 + 8, .block_size = 8, .heads = 3, .dim = 5, .esize = 4,
+                  .pad = 3};
+    layout_matrix("fp32 3x5, block 8", odd, TL_MHA, TL_NMHA, &g, ntok, false);
+    odd.dtype = KVS_DTYPE_FP8_E4M3, odd.num_kv_heads = 2, odd.head_dim = 3;
+    g = (tl_geom){.blocks = ntok / 16 + 8, .block_size = 16, .heads = 2, .dim = 3, .esize = 1,
+                  .pad = 5};
+    layout_matrix("fp8 2x3, block 16", odd, TL_MHA, TL_NMHA, &g, ntok, false);
+    kvs_namespace mla = {.model = "gpu/layouts-mla", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                         .num_kv_heads = 1, .head_dim = 576, .layout = KVS_LAYOUT_MLA,
+                         .world_size = 1, .rank = 0};
+    g = (tl_geom){.blocks = ntok / 64 + 8, .block_size = 64, .heads = 1, .dim = 576, .esize = 2,
+                  .pad = 8};
+    layout_matrix("mla bf16 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
+    mla.dtype = KVS_DTYPE_FP8_E4M3;
+    g.esize = 1, g.pad = 1;
+    layout_matrix("mla fp8 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
+}
+
 /* Files written from host memory load into GPU memory and the reverse: the
  * GPU's checksums and layout are the CPU's. */
 static void test_host_interop(void)
@@ -347,6 +539,109 @@ static void test_corrupt(void)
     pcache_free(&a);
     pcache_free(&b);
     free(t);
+    fix_close(&f, false);
+}
+
+/* Path of chunk idx of prompt t (chunk size 64). */
+static void chunk_file_path(const fix *f, kvs_engine *e, const uint32_t *t, size_t n, int idx,
+                            char *path, size_t len)
+{
+    uint8_t keys[8][KVS_KEY_BYTES];
+    size_t nk = 0;
+    CHECK(kvs_chunk_keys(t, n, 64, keys, 8, &nk) == KVS_OK && (size_t)idx < nk);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        sprintf(hex + 2 * i, "%02x", keys[idx][i]);
+    snprintf(path, len, "%s/%s/%.2s/%.2s/%s", f->dir, kvs_engine_namespace_id(e), hex, hex + 2,
+             hex);
+}
+
+/* Authenticated chunks on GPU memory: the GPU's piece digests (capture and
+ * retrieve) are the host's, in both directions; a payload edit with every
+ * checksum made right again is a miss (miss_unauthenticated), and the
+ * prefix before it loads. */
+static void test_auth(void)
+{
+    fix f;
+    fix_open(&f, "auth", NULL);
+    char key[8192];
+    snprintf(key, sizeof key, "%s.key", f.dir);
+    int kfd = open(key, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CHECK(kfd >= 0);
+    uint8_t kb[32];
+    gt_fill(kb, sizeof kb);
+    CHECK(write(kfd, kb, sizeof kb) == (ssize_t)sizeof kb);
+    close(kfd);
+    CHECK(kvs_config_set(f.cfg, "auth_key_file", key) == KVS_OK);
+    kvs_namespace ns = {.model = "gpu/auth", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                        .num_kv_heads = 2, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    kvs_engine *e = NULL;
+    CHECK_MSG(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK, "%s", kvs_last_error());
+    const size_t n = 64 * 4;
+    uint32_t *t1 = malloc(n * 4), *t2 = malloc(n * 4);
+    tokens_of(t1, n, gt_rand());
+    tokens_of(t2, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    kvs_kv hkv = a.kv;
+    hkv.mem = KVS_MEM_HOST;
+    hkv.layers = a.c.host;
+    CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
+    CHECK(retrieve(e, t1, n, &b.kv) == n);
+    check_loaded("auth: host store, GPU retrieve", &a, &b, n);
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
+    CHECK(retrieve(e, t2, n, &b.kv) == n);
+    check_loaded("auth: GPU store, GPU retrieve", &a, &b, n);
+    void **hb = malloc(ns.num_layers * sizeof *hb);
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        hb[l] = calloc(1, b.c.bytes);
+    kvs_kv hkv2 = b.kv;
+    hkv2.mem = KVS_MEM_HOST;
+    hkv2.layers = hb;
+    CHECK(retrieve(e, t2, n, &hkv2) == n);
+    kvs_stats s = stats_of(e);
+    CHECK_MSG(s.miss_unauthenticated == 0, "%llu unauthenticated",
+              (unsigned long long)s.miss_unauthenticated);
+
+    /* forge chunk 1 of t2: one payload byte, sums and header checksum redone */
+    char path[8192];
+    chunk_file_path(&f, e, t2, n, 1, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    CHECK_MSG(fd >= 0, "open %s", path);
+    uint64_t payload = kvs_engine_chunk_bytes(e);
+    uint64_t padded = kvs__padded_payload(payload);
+    uint8_t *file = malloc(KVS_PAYLOAD_OFFSET + padded);
+    CHECK(pread(fd, file, KVS_PAYLOAD_OFFSET + padded, 0) == (ssize_t)(KVS_PAYLOAD_OFFSET + padded));
+    file[KVS_PAYLOAD_OFFSET + gt_rand() % payload] ^= 0x10;
+    kvs_chunk_header h;
+    CHECK(kvs__header_decode(file, KVS_HEADER_BYTES, &h) == KVS_REJECT_NONE);
+    for (uint32_t i = 0; i < h.segment_count; i++) {
+        uint64_t o = (uint64_t)i * h.segment_bytes;
+        uint64_t m = padded - o < h.segment_bytes ? padded - o : h.segment_bytes;
+        h.segment_sums[i] = kvs__checksum(file + KVS_PAYLOAD_OFFSET + o, m);
+    }
+    kvs__header_encode(&h, file);
+    CHECK(pwrite(fd, file, KVS_PAYLOAD_OFFSET + padded, 0) == (ssize_t)(KVS_PAYLOAD_OFFSET + padded));
+    close(fd);
+    free(file);
+    kvs_engine_close(e);
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    size_t loaded = retrieve(e, t2, n, &b.kv);
+    CHECK_MSG(loaded == 64, "loaded %zu tokens past a forged chunk", loaded);
+    s = stats_of(e);
+    CHECK(s.miss_unauthenticated >= 1 && s.miss_checksum == 0);
+    printf("auth: GPU digests match the host's both ways; a forged payload is a miss: ok\n");
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        free(hb[l]);
+    free(hb);
+    kvs_engine_close(e);
+    unlink(key);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t1);
+    free(t2);
     fix_close(&f, false);
 }
 
@@ -585,8 +880,12 @@ int main(int argc, char **argv)
         test_roundtrips();
     if (!*only || strstr(only, "interop"))
         test_host_interop();
+    if (!*only || strstr(only, "layouts"))
+        test_layouts();
     if (!*only || strstr(only, "corrupt"))
         test_corrupt();
+    if (!*only || strstr(only, "auth"))
+        test_auth();
     if (!*only || strstr(only, "exhaust"))
         test_staging_exhaustion();
     if (!*only || strstr(only, "stream"))

@@ -2,12 +2,16 @@
  * random data every run: XXH3 segment sums against libxxhash (and the
  * library's kvs__checksum) on many lengths and offsets; gather and scatter
  * against src/kvmap.c on flash-attention, FlashInfer and MLA layouts with
- * padded rows, 1-, 2- and 4-byte elements, random slot mappings with
+ * padded rows and on every layout of tests/common/kv_layouts.h (vLLM's
+ * per-plane, packed NHD/HND and MLA caches, padded blocks, strided heads:
+ * src/kvmap.c is checked on those by index arithmetic in test_kv_layouts),
+ * 1-, 2- and 4-byte elements, random slot mappings with
  * negative slots, partial ranges and every access width; outputs poisoned
  * before each run.  Exits 77 only where there is no GPU. */
 #include "gpu_util.h"
 
 #include "checksum.h"
+#include "kv_layouts.h"
 #include "kvmap.h"
 #include "kvs_cuda.h"
 
@@ -188,6 +192,8 @@ typedef struct cfg {
     const char *name;
     layout_kind kind;
     uint32_t layers, heads, dim, esize, block, tokens;
+    const tl_layout *tl; /* when set: this vLLM layout (kind unused), blocks */
+    uint32_t pad;        /* padded by pad elements */
 } cfg;
 
 static kvs_dtype dtype_of(uint32_t esize)
@@ -197,10 +203,10 @@ static kvs_dtype dtype_of(uint32_t esize)
 
 static void run_copy_case(const cfg *c)
 {
+    const bool mla = c->tl ? tl_is_mla(c->tl) : c->kind == L_MLA;
     kvs_namespace nsd = {.model = "gpu-test", .dtype = dtype_of(c->esize),
-                         .num_layers = c->layers, .num_kv_heads = c->kind == L_MLA ? 1 : c->heads,
-                         .head_dim = c->dim, .layout = c->kind == L_MLA ? KVS_LAYOUT_MLA
-                                                                        : KVS_LAYOUT_MHA,
+                         .num_layers = c->layers, .num_kv_heads = mla ? 1 : c->heads,
+                         .head_dim = c->dim, .layout = mla ? KVS_LAYOUT_MLA : KVS_LAYOUT_MHA,
                          .world_size = 1, .rank = 0};
     kvs_ns ns;
     if (kvs__ns_init(&ns, &nsd, c->tokens, NULL) != KVS_OK) {
@@ -223,7 +229,15 @@ static void run_copy_case(const cfg *c)
         block_stride = B * slot_stride;
         plane_stride = nblocks * block_stride;
     }
-    const uint64_t layer_bytes = (P - 1) * plane_stride + nblocks * block_stride;
+    uint64_t layer_bytes = (P - 1) * plane_stride + nblocks * block_stride;
+    kvs_kv desc = {.num_slots = num_slots, .block_size = B, .slot_stride = slot_stride,
+                   .block_stride = block_stride, .plane_stride = plane_stride};
+    if (c->tl) {
+        const tl_geom g = {.blocks = nblocks, .block_size = B, .heads = mla ? 1 : c->heads,
+                           .dim = c->dim, .esize = c->esize, .pad = c->pad};
+        tl_describe(c->tl, &g, &desc);
+        layer_bytes = tl_layer_bytes(c->tl, &g);
+    }
 
     /* slots: distinct, random, about 1 in 8 negative */
     int64_t *slots = malloc(prompt * sizeof *slots);
@@ -242,21 +256,28 @@ static void run_copy_case(const cfg *c)
     void **after = malloc(c->layers * sizeof *after);
     for (uint32_t l = 0; l < c->layers; l++)
         after[l] = malloc(layer_bytes);
-    kvs_kv hkv = {.mem = KVS_MEM_HOST, .num_layers = c->layers, .layers = cache.host,
-                  .num_slots = num_slots, .block_size = B, .slot_stride = slot_stride,
-                  .block_stride = block_stride, .plane_stride = plane_stride,
-                  .slot_mapping = slots};
+    kvs_kv hkv = desc;
+    hkv.mem = KVS_MEM_HOST;
+    hkv.num_layers = c->layers;
+    hkv.layers = cache.host;
+    hkv.slot_mapping = slots;
     kvs_kvmap m;
     if (kvs__kvmap_init(&m, &ns, &hkv, prompt) != KVS_OK) {
         fprintf(stderr, "%s: kvmap: %s\n", c->name, kvs_last_error());
         gt_failures++;
         goto out;
     }
+    /* the strides as the engine resolves them (defaults filled in) */
+    slot_stride = m.kv.slot_stride;
+    block_stride = m.kv.block_stride;
+    plane_stride = m.kv.plane_stride;
+    const uint64_t head_bytes = m.head_bytes, head_stride = m.kv.head_stride;
+    const uint64_t bsz = m.kv.block_size;
     uint64_t *dlayers;
     int64_t *dslots;
     CU(cudaMalloc((void **)&dlayers, c->layers * 8));
     CU(cudaMalloc((void **)&dslots, prompt * 8));
-    uint64_t *addrs = malloc((c->layers + 4) * 8);
+    uint64_t *addrs = malloc((c->layers + 6) * 8);
     for (uint32_t l = 0; l < c->layers; l++)
         addrs[l] = (uint64_t)(uintptr_t)cache.dev[l];
     CU(cudaMemcpy(dlayers, addrs, c->layers * 8, cudaMemcpyHostToDevice));
@@ -265,7 +286,9 @@ static void run_copy_case(const cfg *c)
     addrs[c->layers + 1] = slot_stride;
     addrs[c->layers + 2] = block_stride;
     addrs[c->layers + 3] = plane_stride;
-    const uint32_t vec = kvs_cuda_vec_bytes(addrs, c->layers + 4);
+    addrs[c->layers + 4] = head_bytes;
+    addrs[c->layers + 5] = head_stride;
+    const uint32_t vec = kvs_cuda_vec_bytes(addrs, c->layers + (m.rows_contiguous ? 4 : 6));
     const uint64_t payload = kvs__ns_payload_bytes(&ns, (uint32_t)T);
     char *dstage, *hstage = malloc(payload + 4096), *ref = malloc(payload + 4096);
     CU(cudaMalloc((void **)&dstage, payload + 4096));
@@ -274,11 +297,12 @@ static void run_copy_case(const cfg *c)
 
     for (uint32_t w = vec; w >= 1; w /= 2) {
         for (int rep = 0; rep < 3; rep++) {
-            kvs_cuda_chunk ch = {.layers = dlayers, .slots = dslots, .t0 = t0, .block_size = B,
+            kvs_cuda_chunk ch = {.layers = dlayers, .slots = dslots, .t0 = t0, .block_size = bsz,
                                  .slot_stride = slot_stride, .block_stride = block_stride,
                                  .plane_stride = plane_stride, .num_layers = c->layers,
                                  .num_planes = (uint32_t)P, .tokens = (uint32_t)T,
-                                 .row_bytes = (uint32_t)row, .vec_bytes = w};
+                                 .row_bytes = (uint32_t)row, .vec_bytes = w,
+                                 .head_bytes = (uint32_t)head_bytes, .head_stride = head_stride};
             if (rep == 2)
                 ch.slots = NULL; /* identity: token i in slot i */
             uint64_t off = 0, len = payload;
@@ -338,15 +362,22 @@ static void run_copy_case(const cfg *c)
             break;
     }
     /* arguments the launcher refuses */
-    kvs_cuda_chunk bad = {.layers = dlayers, .block_size = B, .slot_stride = slot_stride,
+    kvs_cuda_chunk bad = {.layers = dlayers, .block_size = bsz, .slot_stride = slot_stride,
                           .block_stride = block_stride, .plane_stride = plane_stride,
                           .num_layers = c->layers, .num_planes = (uint32_t)P,
-                          .tokens = (uint32_t)T, .row_bytes = (uint32_t)row, .vec_bytes = 3};
+                          .tokens = (uint32_t)T, .row_bytes = (uint32_t)row, .vec_bytes = 3,
+                          .head_bytes = (uint32_t)head_bytes, .head_stride = head_stride};
     CHECK(kvs_cuda_gather(&bad, 0, payload, dstage, 0) != 0);
     bad.vec_bytes = 1;
     CHECK(kvs_cuda_gather(&bad, 0, payload + 1, dstage, 0) != 0);
-    printf("copy: %-28s rows of %4llu bytes, widths %2u..1, ok\n", c->name,
-           (unsigned long long)row, vec);
+    if (!m.rows_contiguous && vec < 16) {
+        /* strided heads: a width the head rows do not allow is refused */
+        bad.vec_bytes = vec * 2;
+        CHECK(kvs_cuda_gather(&bad, 0, payload - payload % (vec * 2), dstage, 0) != 0);
+    }
+    if (!c->tl) /* the layout matrix prints one line per geometry */
+        printf("copy: %-28s rows of %4llu bytes, widths %2u..1, ok\n", c->name,
+               (unsigned long long)row, vec);
     cudaFree(dgate);
     cudaFree(dstage);
     cudaFree(dlayers);
@@ -368,19 +399,45 @@ out:
 static void test_copies(void)
 {
     static const cfg cases[] = {
-        {"flash-attn bf16 8x128", L_FLASH, 4, 8, 128, 2, 16, 64},
-        {"flash-attn fp8 2x64", L_FLASH, 3, 2, 64, 1, 16, 48},
-        {"flash-attn fp32 3x5", L_FLASH, 2, 3, 5, 4, 8, 33},
-        {"flash-attn bf16 1x3 block 1", L_FLASH, 2, 1, 3, 2, 1, 20},
-        {"flash-attn fp8 1x1 block 7", L_FLASH, 2, 1, 1, 1, 7, 29},
-        {"flashinfer bf16 4x64", L_FLASHINFER, 3, 4, 64, 2, 16, 40},
-        {"mla bf16 576", L_MLA, 3, 1, 576, 2, 64, 100},
-        {"mla fp8 576", L_MLA, 2, 1, 576, 1, 16, 64},
-        {"mla fp32 7", L_MLA, 2, 1, 7, 4, 5, 17},
-        {"padded slots bf16 2x64", L_PADDED, 2, 2, 64, 2, 16, 50},
+        {"flash-attn bf16 8x128", L_FLASH, 4, 8, 128, 2, 16, 64, NULL, 0},
+        {"flash-attn fp8 2x64", L_FLASH, 3, 2, 64, 1, 16, 48, NULL, 0},
+        {"flash-attn fp32 3x5", L_FLASH, 2, 3, 5, 4, 8, 33, NULL, 0},
+        {"flash-attn bf16 1x3 block 1", L_FLASH, 2, 1, 3, 2, 1, 20, NULL, 0},
+        {"flash-attn fp8 1x1 block 7", L_FLASH, 2, 1, 1, 1, 7, 29, NULL, 0},
+        {"flashinfer bf16 4x64", L_FLASHINFER, 3, 4, 64, 2, 16, 40, NULL, 0},
+        {"mla bf16 576", L_MLA, 3, 1, 576, 2, 64, 100, NULL, 0},
+        {"mla fp8 576", L_MLA, 2, 1, 576, 1, 16, 64, NULL, 0},
+        {"mla fp32 7", L_MLA, 2, 1, 7, 4, 5, 17, NULL, 0},
+        {"padded slots bf16 2x64", L_PADDED, 2, 2, 64, 2, 16, 50, NULL, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_copy_case(&cases[i]);
+    /* every layout of vLLM 0.11.1..0.33 (tests/common/kv_layouts.h), in
+     * geometries whose head rows allow 16-, 8-, 4-, 2- and 1-byte accesses,
+     * padded by amounts that lower the width of the block stride */
+    static const struct {
+        const char *what;
+        uint32_t layers, heads, dim, esize, block, tokens, pad;
+    } geoms[] = {
+        {"bf16 8x128", 3, 8, 128, 2, 16, 64, 64},
+        {"fp8 4x64", 2, 4, 64, 1, 16, 48, 5},
+        {"bf16 2x4", 2, 2, 4, 2, 8, 40, 2},
+        {"fp32 3x5", 2, 3, 5, 4, 4, 33, 1},
+        {"fp8 2x3", 2, 2, 3, 1, 16, 20, 7},
+    };
+    char name[128];
+    for (size_t gi = 0; gi < sizeof geoms / sizeof *geoms; gi++) {
+        int before = gt_failures;
+        for (size_t li = 0; li < TL_NMHA + TL_NMLA; li++) {
+            const tl_layout *tl = li < TL_NMHA ? &TL_MHA[li] : &TL_MLA[li - TL_NMHA];
+            snprintf(name, sizeof name, "%s %s", tl->name, geoms[gi].what);
+            cfg c = {name, L_FLASH, geoms[gi].layers, geoms[gi].heads, geoms[gi].dim,
+                     geoms[gi].esize, geoms[gi].block, geoms[gi].tokens, tl, geoms[gi].pad};
+            run_copy_case(&c);
+        }
+        printf("copy: %zu vLLM layouts (per-plane, packed NHD/HND, MLA, padded), %s: %s\n",
+               TL_NMHA + TL_NMLA, geoms[gi].what, gt_failures == before ? "ok" : "FAILED");
+    }
 }
 
 int main(void)

@@ -6,7 +6,7 @@ BUILD=${1:?usage: $0 BUILD_DIR}
 PREFIX=$(mktemp -d "${TMPDIR:-/tmp}/kvs-install-XXXXXX")
 trap 'rm -rf "$PREFIX"' EXIT
 cmake --install "$BUILD" --prefix "$PREFIX" >/dev/null
-for f in include/kvstash.h bin/kvstash; do
+for f in include/kvstash.h bin/kvstash share/man/man1/kvstash.1; do
     [ -e "$PREFIX/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
 pc=$(find "$PREFIX" -name kvstash.pc)

@@ -452,6 +452,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->file_mode, 0644);
     assert_false(cfg->durable_writes);
     assert_null(cfg->namespace_salt);
+    assert_null(cfg->auth_key_file);
+    assert_false(cfg->strict_ownership);
+    assert_null(cfg->store_uid);
+    assert_null(cfg->store_gid);
     assert_int_equal(cfg->log_level, KVS_LOG_INFO);
     for (int i = 0; i < KVS_CFG_NKEYS; i++)
         assert_int_equal(cfg->source[i], KVS_SOURCE_DEFAULT);
@@ -482,6 +486,7 @@ static const struct every {
     {"weka_path", "LMCACHE_WEKA_PATH", "file:///mnt/a/, /mnt/b", "/mnt/a,/mnt/b"},
     {"cufile_buffer_size", "LMCACHE_CUFILE_BUFFER_SIZE", "8192", "8192"},
     {"save_unfull_chunk", "LMCACHE_SAVE_UNFULL_CHUNK", "yes", "true"},
+    {"lookup_timeout_ms", "LMCACHE_LOOKUP_TIMEOUT_MS", "20", "20"},
     {"gds_io_threads", "KVSTASH_GDS_IO_THREADS", "32", "32"},
     {"use_direct_io", "KVSTASH_USE_DIRECT_IO", "off", "false"},
     {"io_path", "KVSTASH_IO_PATH", "POSIX", "posix"},
@@ -501,6 +506,10 @@ static const struct every {
     {"file_mode", "KVSTASH_FILE_MODE", "600", "0600"},
     {"durable_writes", "KVSTASH_DURABLE_WRITES", "TRUE", "true"},
     {"namespace_salt", "KVSTASH_NAMESPACE_SALT", "tenant-a", "tenant-a"},
+    {"auth_key_file", "KVSTASH_AUTH_KEY_FILE", "/etc/kvstash/key", "/etc/kvstash/key"},
+    {"strict_ownership", "KVSTASH_STRICT_OWNERSHIP", "on", "true"},
+    {"store_uid", "KVSTASH_STORE_UID", "kvstash", "kvstash"},
+    {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
 };
 
@@ -710,6 +719,88 @@ static void test_stray_entry(void **state)
     kvs_config_free(cfg);
 }
 
+/* ---- sizes and ages: one grammar with the CLI ------------------------------- */
+
+static void test_sizes_and_ages(void **state)
+{
+    (void)state;
+    /* in the configuration, from a file and from the environment */
+    setenv("LMCACHE_CONFIG_FILE", tmp_file("u.yaml", "cufile_buffer_size: 8GiB\n"
+                                                     "extra_config:\n"
+                                                     "  max_store_size: 2TiB\n"
+                                                     "  collect_interval_s: 5m\n"
+                                                     "  io_timeout_ms: 2.5s\n"),
+           1);
+    setenv("KVSTASH_MIN_FREE_SPACE", "500 MB", 1);
+    setenv("KVSTASH_MAX_PENDING_STORE_SIZE", "0.1", 1);
+    setenv("KVSTASH_TMP_GRACE_S", "1d", 1);
+    kvs_config *cfg = load_ok();
+    assert_int_equal(cfg->cufile_buffer_size, 8192);
+    assert_true(cfg->max_store_size == 2199.023255552);
+    assert_int_equal(cfg->collect_interval_s, 300);
+    assert_int_equal(cfg->io_timeout_ms, 2500);
+    assert_true(cfg->min_free_space == 0.5);
+    assert_true(cfg->max_pending_store_size == 0.1); /* exact decimal, one rounding */
+    assert_int_equal(cfg->tmp_grace_s, 86400);
+    assert_string_equal(get(cfg, "collect_interval_s"), "300");
+    kvs_config_free(cfg);
+
+    /* the same grammar through the API the CLI uses */
+    static const struct {
+        const char *text;
+        uint64_t bytes;
+    } sizes[] = {
+        {"10GB", 10000000000ull}, {"10", 10000000000ull}, {"1.5TiB", 1649267441664ull},
+        {"500 MB", 500000000ull}, {"2k", 2000},           {"1kib", 1024},
+        {" 7B ", 7},              {".5G", 500000000ull},  {"1e3", 1000000000000ull},
+        {"0", 0},                 {"-0", 0},              {"16EiB", 0},
+    };
+    for (size_t i = 0; i < KVS_ARRAY_LEN(sizes); i++) {
+        uint64_t v = 12345;
+        if (sizes[i].bytes == 0 && strcmp(sizes[i].text, "0") && strcmp(sizes[i].text, "-0")) {
+            assert_int_equal(kvs_parse_size(sizes[i].text, &v), KVS_ERR_INVALID);
+            assert_has(kvs_last_error(), "is not a size");
+            assert_int_equal(v, 12345);
+            continue;
+        }
+        assert_ok(kvs_parse_size(sizes[i].text, &v));
+        assert_int_equal(v, sizes[i].bytes);
+    }
+    static const struct {
+        const char *text;
+        uint64_t seconds;
+    } ages[] = {
+        {"90", 90}, {"90s", 90}, {"30m", 1800}, {"30min", 1800}, {"12h", 43200},
+        {"7d", 604800}, {"2w", 1209600}, {"1.5m", 90}, {"2000ms", 2}, {"0", 0},
+    };
+    for (size_t i = 0; i < KVS_ARRAY_LEN(ages); i++) {
+        uint64_t v = 0;
+        assert_ok(kvs_parse_age(ages[i].text, &v));
+        assert_int_equal(v, ages[i].seconds);
+    }
+    static const struct {
+        const char *text, *needle;
+        int age;
+    } bad[] = {
+        {"", "is not a size", 0},          {"GB", "is not a size", 0},
+        {"-1GB", "is negative", 0},        {"nan", "is not a size", 0},
+        {"inf", "is not a size", 0},       {"0x10", "is not a size", 0},
+        {"1e30GB", "is too large", 0},     {"18446744073709551616B", "is too large", 0},
+        {"10 GB extra", "is not a size", 0}, {"7 days", "is not an age", 1},
+        {"1.5s", "is not a whole number of seconds", 1}, {"-1s", "is negative", 1},
+        {"10GB", "is not an age", 1},
+    };
+    for (size_t i = 0; i < KVS_ARRAY_LEN(bad); i++) {
+        uint64_t v = 777;
+        kvs_status st = bad[i].age ? kvs_parse_age(bad[i].text, &v)
+                                   : kvs_parse_size(bad[i].text, &v);
+        assert_int_equal(st, KVS_ERR_INVALID);
+        assert_has(kvs_last_error(), bad[i].needle);
+        assert_int_equal(v, 777);
+    }
+    assert_int_equal(kvs_parse_size(NULL, NULL), KVS_ERR_INVALID);
+}
+
 /* ---- rejections ------------------------------------------------------------ */
 
 static const struct reject {
@@ -735,14 +826,20 @@ static const struct reject {
     {"LMCACHE_LOCAL_CPU", "", {"local_cpu", "is empty"}},
     {"LMCACHE_MAX_LOCAL_CPU_SIZE", "-1", {"max_local_cpu_size: \"-1\"", "out of range",
                                           "0..65536 GB"}},
-    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "nan", {"\"nan\"", "is not a number"}},
-    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "inf", {"is not a number"}},
-    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "1e999", {"is not a finite number"}},
-    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "5GB", {"\"5GB\"", "is not a number"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "nan", {"\"nan\"", "is not a size", "such as 500MB"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "inf", {"is not a size"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "1e999", {"is out of range"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "5 parsecs", {"\"5 parsecs\"", "is not a size"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "0x10", {"is not a size"}},
+    {"LMCACHE_MAX_LOCAL_CPU_SIZE", "65537GB", {"is out of range", "0..65536 GB"}},
     {"LMCACHE_CUFILE_BUFFER_SIZE", "0",
      {"cufile_buffer_size: \"0\" from LMCACHE_CUFILE_BUFFER_SIZE", "1..1048576 MiB"}},
-    {"LMCACHE_CUFILE_BUFFER_SIZE", "-8192", {"not a positive integer"}},
-    {"LMCACHE_CUFILE_BUFFER_SIZE", "8GiB", {"not a positive integer"}},
+    {"LMCACHE_CUFILE_BUFFER_SIZE", "-8192", {"is out of range"}},
+    {"LMCACHE_CUFILE_BUFFER_SIZE", "8GB", {"is not a whole number of MiB"}},
+    {"LMCACHE_CUFILE_BUFFER_SIZE", "2TiB", {"is out of range", "1..1048576 MiB"}},
+    {"KVSTASH_LEASE_TTL_S", "1.5s", {"lease_ttl_s", "is not a whole number of seconds"}},
+    {"KVSTASH_TMP_GRACE_S", "10 fortnights", {"tmp_grace_s", "is not an age", "such as 90s"}},
+    {"KVSTASH_IO_TIMEOUT_MS", "0.5ms", {"is not a whole number of ms"}},
     {"LMCACHE_GDS_BUFFER_SIZE", "0",
      {"gds_buffer_size (alias of cufile_buffer_size): \"0\" from LMCACHE_GDS_BUFFER_SIZE"}},
     {"LMCACHE_SAVE_UNFULL_CHUNK", "2", {"save_unfull_chunk", "not a boolean"}},
@@ -771,7 +868,7 @@ static const struct reject {
     {"KVSTASH_IO_TIMEOUT_MS", "0", {"1..3600000 ms"}},
     {"KVSTASH_STORE_TIMEOUT_MS", "3600001", {"store_timeout_ms", "out of range"}},
     {"KVSTASH_NEGATIVE_CACHE_MS", "600001", {"0..600000 ms"}},
-    {"KVSTASH_NEGATIVE_CACHE_MS", "-1", {"is not a non-negative integer"}},
+    {"KVSTASH_NEGATIVE_CACHE_MS", "-1", {"is out of range"}},
     {"KVSTASH_MAX_PENDING_STORE_SIZE", "0", {"more than 0, up to 65536 GB"}},
     {"KVSTASH_MAX_STORE_SIZE", "-1", {"max_store_size", "0..1000000000 GB"}},
     {"KVSTASH_STORE_HIGH_WATERMARK", "0", {"store_high_watermark", "more than 0, up to 1)"}},
@@ -1457,6 +1554,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sizes_and_ages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seed_env_example, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seed_yaml_examples, setup, teardown),
         cmocka_unit_test_setup_teardown(test_seed_yaml_indented_properly, setup, teardown),
