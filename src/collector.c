@@ -868,6 +868,13 @@ static void append_log(const kvs_collect_params *p, const kvs_collect_result *r,
         io->renameat(dfd, LOG_FILE, LOG_FILE ".1", 0);
     int fd = kvs__meta_open(dfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND,
                             p->file_mode ? p->file_mode : 0644);
+    if ((fd == -KVS_ENOTREG || fd == -ELOOP) && io->fstatat(dfd, LOG_FILE, &st) == 0 &&
+        !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)) {
+        /* not a log: move it out of the way (only that entry), start anew */
+        kvs__unlink_examined(dfd, LOG_FILE, &st);
+        fd = kvs__meta_open(dfd, LOG_FILE, O_WRONLY | O_CREAT | O_APPEND,
+                            p->file_mode ? p->file_mode : 0644);
+    }
     io->close(dfd);
     if (fd < 0) {
         static int logged;

@@ -406,8 +406,18 @@ static kvs_status create(kvs_lease *l, int dfd)
     int rc;
     random_hex(hex, 8);
     snprintf(tmp, sizeof tmp, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    int fd = -ENOENT;
     if (io->renameat(dfd, LEASE_SPARE, tmp, 0) == 0) {
-        int fd = open_file(dfd, tmp);
+        fd = open_file(dfd, tmp);
+        if (fd == -KVS_ENOTREG || fd == -ELOOP || fd == -EISDIR) {
+            /* Not a spare anyone made (a FIFO, a symlink, a folder planted
+             * there): it is under our private name now, removed (a folder
+             * is left there), and a file made instead. */
+            io->unlinkat(dfd, tmp, 0);
+            fd = -ENOENT;
+        }
+    }
+    if (fd != -ENOENT) {
         rc = fd < 0 ? fd : write_fd(l, fd, false);
         if (fd >= 0 && io->close(fd) != 0 && rc == 0)
             rc = -errno;
@@ -535,6 +545,18 @@ static kvs_status lease_try_in(kvs_lease *l, int dfd)
 {
     char text[LEASE_MAX_BYTES];
     int n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
+    if (n == -KVS_ENOTREG || n == -ELOOP) {
+        /* A FIFO, socket or symlink is no holder's lease (a holder writes a
+         * regular file): remove that entry, only it, and take the lease. */
+        struct stat st;
+        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0 && !S_ISREG(st.st_mode) &&
+            !S_ISDIR(st.st_mode)) {
+            kvs__log(KVS_LOG_WARN, "the lease %s %s; removed it", l->path,
+                     kvs__meta_strerror(-n));
+            kvs__unlink_examined(dfd, KVS_LEASE_FILE, &st);
+            n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
+        }
+    }
     if (n == -ENOENT)
         return create(l, dfd);
     if (n < 0)
