@@ -720,7 +720,10 @@ void kvs__lease_release(kvs_lease *l)
 void kvs__lease_prepare(kvs_lease *l)
 {
     char text[LEASE_MAX_BYTES], tmp[64];
-    int dfd = lease_dir(l, true);
+    /* Only where .kvstash exists: its first maker is the first collection
+     * (whose release leaves the spare), not whoever opens the store first
+     * (strict_ownership judges .kvstash by its owner). */
+    int dfd = lease_dir(l, false);
     if (dfd < 0)
         return;
     if (read_name(dfd, LEASE_SPARE, text, sizeof text) == -ENOENT) {

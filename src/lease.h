@@ -67,10 +67,10 @@ bool kvs__lease_valid(const kvs_lease *l);
  * so taking the lease again needs no new inode. */
 void kvs__lease_release(kvs_lease *l);
 
-/* Makes the spare lease file of l's root if there is none: a collector
- * does at start, while the filesystem has room, so that taking the lease
- * later never needs a new inode or block.  Errors are ignored (the first
- * take creates a file, or reports why it cannot). */
+/* Makes the spare lease file of l's root if there is none (and .kvstash
+ * exists): a collector does at start, while the filesystem has room, so
+ * that taking the lease later never needs a new inode or block.  Errors are
+ * ignored (the first take creates a file, or reports why it cannot). */
 void kvs__lease_prepare(kvs_lease *l);
 
 /* The state of the lease of root, one line for operators: "free" or "held
