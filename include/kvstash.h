@@ -148,7 +148,8 @@ typedef enum kvs_log_level {
  * possibly concurrently; it must not call back into kvstash. */
 typedef void (*kvs_log_fn)(void *ctx, kvs_log_level level, const char *msg);
 
-/* Process-wide: routes log lines to fn (NULL: standard error, the default)
+/* Process-wide: routes log lines to fn (NULL: standard error, the default,
+ * as "kvstash <level> <UTC ISO 8601 time>: <line>")
  * and drops lines above max_level (default KVS_LOG_INFO, or the level set by
  * the log_level configuration key when an engine opens). */
 KVS_API void kvs_set_log_handler(kvs_log_fn fn, void *ctx);
@@ -217,6 +218,13 @@ KVS_API kvs_status kvs_config_to_json(const kvs_config *cfg, char **json_out);
  * Markdown reference page (docs/config.md). */
 KVS_API kvs_status kvs_config_to_text(const kvs_config *cfg, char **text_out);
 KVS_API kvs_status kvs_config_reference_markdown(char **markdown_out);
+
+/* The unknown settings the loaders met and warned about (keys and
+ * extra_config entries of files, LMCACHE_* and KVSTASH_* variables), each
+ * with the nearest known name where one is close, separated by "; "; NULL
+ * when there were none.  Owned by cfg: valid until cfg is changed or freed.
+ * With the key strict on, any of them makes the load fail instead. */
+KVS_API const char *kvs_config_unknown(const kvs_config *cfg);
 
 KVS_API kvs_status kvs_config_copy(const kvs_config *cfg,
                                    kvs_config **copy_out);
@@ -612,9 +620,11 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(bytes_cpu_hit, counter, "kvstash_bytes_total", "op=\"cpu_hit\"",               \
       "payload bytes served from the CPU tier")                                      \
     X(retrieve_ns, counter, "kvstash_retrieve_seconds_total", "",                    \
-      "nanoseconds spent in retrieves (exported in seconds)")                        \
+      "nanoseconds from each retrieve call to its completion, summed over "          \
+      "retrieves (exported in seconds)")                                             \
     X(store_ns, counter, "kvstash_store_write_seconds_total", "",                    \
-      "nanoseconds spent writing chunks (exported in seconds)")                      \
+      "nanoseconds I/O workers spent on chunk writes, from taking a chunk off the "  \
+      "queue to publishing it, summed over chunks (exported in seconds)")            \
     X(cpu_inserts, counter, "kvstash_cpu_tier_inserts_total", "",                    \
       "chunks put in the CPU tier")                                                  \
     X(cpu_evictions, counter, "kvstash_cpu_tier_evictions_total", "",                \
@@ -644,7 +654,22 @@ KVS_API void kvs_op_free(kvs_op *op);
       "collector runs this engine made")                                             \
     X(store_used_bytes, gauge, "kvstash_store_used_bytes", "",                       \
       "bytes of chunk files on the store: the last measurement plus the "            \
-      "filesystem's growth since")
+      "filesystem's growth since")                                                   \
+    X(store_queue_ns, counter, "kvstash_store_queue_seconds_total", "",              \
+      "nanoseconds chunks waited in the store queue before an I/O worker took "      \
+      "them, summed over chunks (exported in seconds)")                              \
+    X(store_op_ns, counter, "kvstash_store_seconds_total", "",                       \
+      "nanoseconds from each store call to the end of its last chunk, summed over "  \
+      "stores (exported in seconds)")
+
+/*
+ * The fields of KVS_STATS_FIELDS that describe the whole store rather than
+ * one engine: every engine on a store reports the same value, so the
+ * Prometheus text labels them store="<first store path>" instead of
+ * namespace="...", and engines of one process merge into one series (a sum
+ * over namespaces would count the store once per engine).
+ */
+#define KVS_STATS_STORE_WIDE(X) X(store_used_bytes)
 
 typedef struct kvs_stats {
 #define KVS_STATS_FIELD_(name, kind, metric, labels, help) uint64_t name;
@@ -659,7 +684,8 @@ KVS_API kvs_status kvs_engine_stats(kvs_engine *engine, kvs_stats *stats_out,
 /* The same as one JSON object {"name": value, ...}. */
 KVS_API kvs_status kvs_engine_stats_json(kvs_engine *engine, char **json_out);
 /* The same in the Prometheus text exposition format (version 0.0.4), with
- * labels namespace="<id>" added to every sample. */
+ * the label namespace="<id>" added to every sample, except those of
+ * KVS_STATS_STORE_WIDE, which carry store="<first store path>" instead. */
 KVS_API kvs_status kvs_engine_metrics(kvs_engine *engine, char **text_out);
 
 /* ------------------------------------------------------------------------ */

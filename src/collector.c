@@ -379,10 +379,12 @@ kvs_status kvs__walk(kvs_walk *w)
         if (stop)
             break;
     }
+    static int skipped_logged;
     if (w->skipped)
-        kvs__log(KVS_LOG_WARN, "store walk: skipped %" PRIu64 " folders that are not part of the "
-                 "store's layout (<namespace>/<xx>/<yy>/<chunk>); they are never entered",
-                 w->skipped);
+        kvs__log_once(&skipped_logged, KVS_LOG_WARN,
+                      "store walk: skipped %" PRIu64 " folders that are not part of the store's "
+                      "layout (<namespace>/<xx>/<yy>/<chunk>); they are never entered (logged "
+                      "once)", w->skipped);
     return KVS_OK;
 }
 

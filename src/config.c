@@ -208,11 +208,15 @@ static const cfg_field fields[] = {
     },
     [KVS_CFG_MAX_PENDING_STORE_SIZE] = {
         .name = "max_pending_store_size", .env = "KVSTASH_MAX_PENDING_STORE_SIZE",
-        .type = T_GB, .flags = F_EXTRA | F_MIN_EXCL, .unit = "GB", .def = "4",
+        .type = T_GB, .flags = F_EXTRA | F_MIN_EXCL, .unit = "GB", .def = "20",
         .min = 0, .max = 65536,
         FIELD(max_pending_store_size),
-        .doc = "Stores queued or being written; stores past it are dropped and "
-               "counted, never waited for.",
+        .doc = "Stores queued or being written; chunks past it are dropped, counted and "
+               "logged, never waited for. The default holds two 65536-token prompts of "
+               "Llama-3.1-8B in bf16 (8.6 GB each). It allocates nothing itself: a queued "
+               "chunk holds the caller's memory (host stores) or its GPU staging slice "
+               "(bounded by cufile_buffer_size), and the CPU tier is bounded by "
+               "max_local_cpu_size.",
     },
     [KVS_CFG_MAX_STORE_SIZE] = {
         .name = "max_store_size", .env = "KVSTASH_MAX_STORE_SIZE",
@@ -353,7 +357,17 @@ static const cfg_field fields[] = {
         .type = T_ENUM, .flags = F_EXTRA, .def = "info", .names = log_level_names,
         FIELD(log_level),
         .doc = "Most verbose log lines printed once an engine opens (warn is "
-               "accepted for warning).",
+               "accepted for warning). LMCACHE_LOG_LEVEL (LMCache's variable) is read "
+               "too; KVSTASH_LOG_LEVEL wins over it. Inside Python the lines go to the "
+               "logger \"kvstash\" at this level.",
+    },
+    [KVS_CFG_STRICT] = {
+        .name = "strict", .env = "KVSTASH_STRICT",
+        .type = T_BOOL, .flags = F_EXTRA, .def = "false",
+        FIELD(strict),
+        .doc = "Unknown keys, extra_config entries and LMCACHE_*/KVSTASH_* variables "
+               "are errors rather than warnings (kvstash --strict; kvstash.strict in "
+               "the vLLM connector's extra config).",
     },
 };
 
@@ -393,7 +407,10 @@ static const char *const lmcache_unused_extra[] = {
 static const char *const kvstash_other_vars[] = {
     "KVSTASH_LIBRARY",
     "KVSTASH_METRICS_PORT",
+    "KVSTASH_METRICS_HOST",
 };
+/* LMCache's log level variable: read as log_level, before KVSTASH_LOG_LEVEL. */
+#define ENV_LMCACHE_LOG_LEVEL "LMCACHE_LOG_LEVEL"
 #define API_SOURCE "kvs_config_set()"
 #define CONFIG_FILE_MAX (1u << 20)
 #define JSON_EXAMPLE "{\"gds_io_threads\": 32}"
@@ -405,6 +422,7 @@ static const char *const kvstash_other_vars[] = {
 typedef struct cfg_box {
     struct kvs_config pub;       /* first: a kvs_config * points here */
     char *origin[KVS_CFG_NKEYS]; /* "path:line" or a variable; NULL: default, api */
+    char *unknown;               /* "; "-separated unknown settings seen; NULL: none */
 } cfg_box;
 
 static cfg_box *box_of(const kvs_config *cfg)
@@ -496,6 +514,7 @@ static void box_free(cfg_box *b)
     }
     for (size_t i = 0; i < KVS_MAX_STORE_PATHS; i++)
         kvs__free(b->pub.store_paths[i]);
+    kvs__free(b->unknown);
     kvs__free(b);
 }
 
@@ -518,6 +537,9 @@ static kvs_status box_copy(const cfg_box *src, cfg_box **out)
         b->origin[i] = NULL;
     }
     memset(b->pub.store_paths, 0, sizeof b->pub.store_paths);
+    b->unknown = NULL;
+    if (src->unknown && !(b->unknown = kvs__strdup(src->unknown)))
+        goto fail;
 
     for (size_t i = 0; i < KVS_CFG_NKEYS; i++) {
         const cfg_field *f = &fields[i];
@@ -1352,8 +1374,27 @@ static kvs_status apply_node(applier *a, const cfg_field *f, bool alias, const y
                       line, col, v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE);
 }
 
+/* Remembers an unknown setting (for strict and kvs_config_unknown). */
+static kvs_status note_unknown(cfg_box *b, const char *fmt, ...) KVS_PRINTF(2, 3);
+static kvs_status note_unknown(cfg_box *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (b->unknown && strstr(b->unknown, line))
+        return KVS_OK;
+    char *all = b->unknown ? kvs__asprintf("%s; %s", b->unknown, line) : kvs__strdup(line);
+    if (!all)
+        return nomem();
+    kvs__free(b->unknown);
+    b->unknown = all;
+    return KVS_OK;
+}
+
 /* A key kvstash does not read: a warning, with the nearest known key. */
-static void ignore_key(const applier *a, const yaml_node_t *k, const char *name, size_t n,
+static kvs_status ignore_key(const applier *a, const yaml_node_t *k, const char *name, size_t n,
                        bool in_extra)
 {
     size_t line, col;
@@ -1364,9 +1405,14 @@ static void ignore_key(const applier *a, const yaml_node_t *k, const char *name,
     if (in_list(lmcache_unused, name, n) || in_list(lmcache_unused_extra, name, n))
         kvs__log(KVS_LOG_WARN, "%s %s in %s:%zu:%zu is an LMCache setting kvstash does not "
                  "use; ignored", what, q, a->src_name, line, col);
-    else
+    else {
+        const char *dym = suggest_key(name, n, in_extra, hint, sizeof hint);
         kvs__log(KVS_LOG_WARN, "unknown %s %s in %s:%zu:%zu%s; ignored", what, q,
-                 a->src_name, line, col, suggest_key(name, n, in_extra, hint, sizeof hint));
+                 a->src_name, line, col, dym);
+        return note_unknown(a->box, "%s %s in %s:%zu:%zu%s", what, q, a->src_name, line,
+                            col, dym);
+    }
+    return KVS_OK;
 }
 
 /* The entries of extra_config (a mapping, or null for none). */
@@ -1408,8 +1454,8 @@ static kvs_status walk_extra(applier *a, const yaml_node_t *map)
                      "key, not an extra_config entry; ignored (move it out of "
                      "extra_config)", quote(name, n, false, q, sizeof q), a->src_name,
                      line, col);
-        } else {
-            ignore_key(a, k, name, n, true);
+        } else if ((st = ignore_key(a, k, name, n, true))) {
+            return st;
         }
     }
     return KVS_OK;
@@ -1435,7 +1481,8 @@ static kvs_status walk_top(applier *a, const yaml_node_t *map, const yaml_node_t
         }
         const cfg_field *f = find_field(name, n, &alias);
         if (!f) {
-            ignore_key(a, k, name, n, false);
+            if ((st = ignore_key(a, k, name, n, false)))
+                return st;
             continue;
         }
         if (f->flags & F_EXTRA) {
@@ -1678,7 +1725,7 @@ static kvs_status apply_var(applier *a, const cfg_field *f, bool alias)
 static bool known_var(const char *name, size_t n)
 {
     if (name_is(ENV_CONFIG_FILE, name, n) || name_is(ENV_EXTRA_CONFIG, name, n) ||
-        name_is(ENV_EXPERIMENTAL, name, n))
+        name_is(ENV_EXPERIMENTAL, name, n) || name_is(ENV_LMCACHE_LOG_LEVEL, name, n))
         return true;
     for (size_t i = 0; i < sizeof kvstash_other_vars / sizeof *kvstash_other_vars; i++)
         if (name_is(kvstash_other_vars[i], name, n))
@@ -1692,8 +1739,9 @@ static bool known_var(const char *name, size_t n)
 
 /* Warns about LMCACHE_* and KVSTASH_* variables no key reads, suggesting the
  * variable of the key nearest to what follows the prefix. */
-static void warn_unknown_vars(void)
+static kvs_status warn_unknown_vars(cfg_box *b)
 {
+    kvs_status st;
     for (char **e = environ; *e; e++) {
         const char *name = *e;
         size_t n = strcspn(name, "="), ln = n - 8;
@@ -1703,6 +1751,8 @@ static void warn_unknown_vars(void)
             continue;
         if (ln >= sizeof lower) {
             kvs__log(KVS_LOG_WARN, "unknown environment variable %.*s; ignored", (int)n, name);
+            if ((st = note_unknown(b, "environment variable %.*s", (int)KVS_MIN(n, 200), name)))
+                return st;
             continue;
         }
         for (size_t i = 0; i < ln; i++)
@@ -1721,9 +1771,14 @@ static void warn_unknown_vars(void)
         consider(&sg, lower, ln, "extra_config", ENV_EXTRA_CONFIG);
         consider(&sg, lower, ln, "config_file", ENV_CONFIG_FILE);
         consider(&sg, lower, ln, "use_experimental", ENV_EXPERIMENTAL);
+        consider(&sg, lower, ln, "log_level", ENV_LMCACHE_LOG_LEVEL);
+        const char *dym = did_you_mean(&sg, ln, hint, sizeof hint);
         kvs__log(KVS_LOG_WARN, "unknown environment variable %.*s%s; ignored", (int)n, name,
-                 did_you_mean(&sg, ln, hint, sizeof hint));
+                 dym);
+        if ((st = note_unknown(b, "environment variable %.*s%s", (int)n, name, dym)))
+            return st;
     }
+    return KVS_OK;
 }
 
 static kvs_status apply_env_into(cfg_box *b)
@@ -1739,6 +1794,12 @@ static kvs_status apply_env_into(cfg_box *b)
         if ((st = apply_var(&a, &fields[i], false)) || (st = apply_var(&a, &fields[i], true)))
             return st;
     }
+    if ((json = getenv(ENV_LMCACHE_LOG_LEVEL))) {
+        a.src_name = ENV_LMCACHE_LOG_LEVEL;
+        if ((st = apply_text(&a, &fields[KVS_CFG_LOG_LEVEL], false, json, strlen(json), 0, 0,
+                             false)))
+            return st;
+    }
     if ((json = getenv(ENV_EXTRA_CONFIG))) {
         a.src_name = ENV_EXTRA_CONFIG;
         if ((st = apply_json(&a, json)))
@@ -1751,8 +1812,7 @@ static kvs_status apply_env_into(cfg_box *b)
         if ((st = apply_var(&a, &fields[i], false)) || (st = apply_var(&a, &fields[i], true)))
             return st;
     }
-    warn_unknown_vars();
-    return KVS_OK;
+    return warn_unknown_vars(b);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1866,6 +1926,11 @@ out:
     return st;
 }
 
+const char *kvs_config_unknown(const kvs_config *cfg)
+{
+    return cfg ? box_of(cfg)->unknown : NULL;
+}
+
 kvs_status kvs__config_resolve_paths(kvs_config *cfg)
 {
     if (!cfg)
@@ -1880,6 +1945,13 @@ static kvs_status finish(cfg_box *b)
     kvs_status st = check_cross(b);
     if (st)
         return st;
+    if (b->pub.strict && b->unknown) {
+        char o[320];
+        return kvs__fail(KVS_ERR_CONFIG, "unknown settings: %s; strict is on (%s), so they "
+                         "are errors: fix or remove them, or turn strict off (environment "
+                         "variable KVSTASH_STRICT)", b->unknown,
+                         origin_text(b, KVS_CFG_STRICT, o, sizeof o));
+    }
     if (b->pub.weka_path)
         origin_text(b, KVS_CFG_WEKA_PATH, where, sizeof where);
     else
@@ -2282,7 +2354,11 @@ kvs_status kvs_config_reference_markdown(char **markdown_out)
         "is `store_low_watermark` not below `store_high_watermark`. Unknown keys and unknown\n"
         "`LMCACHE_*`/`KVSTASH_*` variables are warnings naming the nearest known key; the\n"
         "LMCache settings kvstash does not use (listed at the end) are warnings too. A key\n"
-        "given twice in one mapping is a warning, and the last one wins.\n"
+        "given twice in one mapping is a warning, and the last one wins. With `strict` on\n"
+        "(`KVSTASH_STRICT=1`, `kvstash --strict`, `kvstash.strict` in the vLLM connector)\n"
+        "unknown keys and variables are errors instead, and the vLLM connector refuses a\n"
+        "configuration that names no store path while other `LMCACHE_*` settings are set\n"
+        "(docs/operator.md).\n"
         "\n"
         "## The example of the LMCache Weka docs\n"
         "\n"

@@ -57,6 +57,7 @@ typedef enum kvs_config_key {
     KVS_CFG_STORE_UID,
     KVS_CFG_STORE_GID,
     KVS_CFG_LOG_LEVEL,
+    KVS_CFG_STRICT,
     KVS_CFG_NKEYS
 } kvs_config_key;
 
@@ -102,6 +103,7 @@ struct kvs_config {
     char *store_gid;              /* strict_ownership: the group of a
                                      group-shared store; NULL: none */
     kvs_log_level log_level;
+    bool strict;                  /* unknown keys and variables are errors */
 
     /* derived at parse time */
     uint32_t num_store_paths;                  /* >= 1 after resolution */

@@ -133,6 +133,21 @@ out:
     return verdict;
 }
 
+/* Filesystems that live on one machine: a store there is not shared
+ * between nodes (tmpfs and friends not even across a reboot). */
+static bool local_fs(const char *type)
+{
+    static const char *const local[] = {
+        "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "ramfs", "zfs", "f2fs",
+        "overlay", "vfat", "exfat", "ntfs", "ntfs3", "reiserfs", "jfs", "bcachefs",
+        "squashfs", "devtmpfs", NULL,
+    };
+    for (const char *const *t = local; *t; t++)
+        if (strcmp(type, *t) == 0)
+            return true;
+    return false;
+}
+
 kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out)
 {
     if (!cfg || !report_out)
@@ -168,6 +183,11 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
         fs_type(path, type, sizeof type, mnt, sizeof mnt);
         kvs_buf_printf(&b, "  filesystem: %s (mounted at %s)%s\n", type, mnt,
                        strcmp(type, "wekafs") == 0 ? " - WekaFS" : "");
+        if (local_fs(type))
+            kvs_buf_printf(&b, "  warning: %s is a local filesystem, not a shared one: only "
+                           "processes on this machine share this store; other nodes "
+                           "recompute what this one stored (point weka_path at the shared "
+                           "mount, e.g. WekaFS, NFS, Lustre, GPFS, CephFS)\n", type);
         struct statvfs vfs;
         if (statvfs(path, &vfs) == 0) {
             double freeb = (double)vfs.f_bavail * vfs.f_frsize, total = (double)vfs.f_blocks * vfs.f_frsize;

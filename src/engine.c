@@ -246,6 +246,32 @@ static void compute_result(kvs_op *op)
     op->result = r;
 }
 
+/* The line LMCache users know from its retrieves, one per retrieve that
+ * loads anything: tokens loaded of those asked for (chunks already in the
+ * caller's memory are neither), bytes, time, rate. */
+static void log_retrieve(const kvs_op *op, uint64_t ns)
+{
+    const kvs_op_result *r = &op->result;
+    if (r->chunks_done == 0 || !kvs__log_enabled(KVS_LOG_INFO))
+        return;
+    uint64_t asked = 0, inplace = 0;
+    for (uint32_t i = 0; i < op->nchunks; i++) {
+        if (atomic_load(&op->chunks[i].state) == KVS_CH_INPLACE)
+            inplace += op->chunks[i].tokens;
+        else
+            asked += op->chunks[i].tokens;
+    }
+    uint64_t loaded = r->tokens >= inplace ? r->tokens - inplace : 0;
+    double ms = (double)ns / 1e6;
+    kvs__log(KVS_LOG_INFO,
+             "retrieved %llu of %llu tokens to load (%llu already in place), %u chunks, "
+             "%.1f MiB in %.1f ms (%.2f GB/s)%s%s",
+             (unsigned long long)loaded, (unsigned long long)asked,
+             (unsigned long long)inplace, r->chunks_done, (double)r->bytes / 1048576.0, ms,
+             ns ? (double)r->bytes / (double)ns : 0.0,
+             r->status ? "; ended early: " : "", r->status ? kvs_strerror(r->status) : "");
+}
+
 static void op_complete_locked(kvs_op *op)
 {
     pthread_cond_broadcast(&op->cv);
@@ -254,9 +280,13 @@ static void op_complete_locked(kvs_op *op)
     compute_result(op);
     op->complete = true;
     kvs_engine *e = op->engine;
+    uint64_t ns = kvs__now_ns() - op->t_start;
     if (op->kind == KVS_OP_RETRIEVE) {
         KVS_STAT_ADD(e, retrieve_hit_tokens, op->result.tokens);
-        KVS_STAT_ADD(e, retrieve_ns, kvs__now_ns() - op->t_start);
+        KVS_STAT_ADD(e, retrieve_ns, ns);
+        log_retrieve(op, ns);
+    } else {
+        KVS_STAT_ADD(e, store_op_ns, ns);
     }
 }
 
@@ -772,6 +802,13 @@ static void write_fail(kvs_xchunk *c, int err, const char *what)
     chunk_fail(c, write_errno_reason(err));
 }
 
+/* Worker time on a chunk write: each task adds its own span before it can
+ * resolve the chunk (after which the op, and maybe the engine, may go). */
+static void busy_since(kvs_engine *e, uint64_t t0)
+{
+    KVS_STAT_ADD(e, store_ns, kvs__now_ns() - t0);
+}
+
 static void end_store_chunk(kvs_xchunk *c)
 {
     kvs_engine *e = c->op->engine;
@@ -781,7 +818,6 @@ static void end_store_chunk(kvs_xchunk *c)
     kvs__dev_stage_free(e->dev, c->stage);
     c->stage = NULL;
     atomic_fetch_sub(&e->pending_bytes, c->payload);
-    KVS_STAT_ADD(e, store_ns, kvs__now_ns() - c->t_start);
     if (atomic_fetch_sub(&e->pending_chunks, 1) == 1) {
         pthread_mutex_lock(&e->mu);
         pthread_cond_broadcast(&e->idle_cv);
@@ -790,7 +826,7 @@ static void end_store_chunk(kvs_xchunk *c)
     chunk_resolve(c);
 }
 
-static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
+static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
 {
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
@@ -844,6 +880,7 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
         kvs__store_discard(&e->store, c->key, c->tmp_suffix);
         if (atomic_load(&c->state) == KVS_CH_PENDING)
             chunk_settle(c, KVS_CH_CANCELLED);
+        busy_since(e, t0);
         end_store_chunk(c);
         return;
     }
@@ -861,10 +898,11 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w)
     } else {
         write_fail(c, -rc, "publish (rename)");
     }
+    busy_since(e, t0);
     end_store_chunk(c);
 }
 
-static void write_piece_dev(kvs_xpiece *p, kvs_worker *w)
+static void write_piece_dev(kvs_xpiece *p, kvs_worker *w, uint64_t t0)
 {
     kvs_xchunk *c = p->chunk;
     kvs_engine *e = c->op->engine;
@@ -884,17 +922,20 @@ static void write_piece_dev(kvs_xpiece *p, kvs_worker *w)
     }
     if (!done) /* never publish a chunk with a piece missing */
         chunk_settle(c, KVS_CH_CANCELLED);
-    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
-        finish_write_chunk(c, w);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1) {
+        finish_write_chunk(c, w, t0);
+        return;
+    }
+    busy_since(e, t0);
 }
 
-static void write_piece(kvs_xpiece *p, kvs_worker *w)
+static void write_piece(kvs_xpiece *p, kvs_worker *w, uint64_t t0)
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
     if (op->dev) {
-        write_piece_dev(p, w);
+        write_piece_dev(p, w, t0);
         return;
     }
     const uint64_t end = p->off + p->len;
@@ -943,13 +984,16 @@ static void write_piece(kvs_xpiece *p, kvs_worker *w)
     }
     if (blk < end) /* never publish a chunk with a piece missing */
         chunk_settle(c, KVS_CH_CANCELLED);
-    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
-        finish_write_chunk(c, w);
+    if (atomic_fetch_sub(&c->pieces_left, 1) == 1) {
+        finish_write_chunk(c, w, t0);
+        return;
+    }
+    busy_since(e, t0);
 }
 
 static void write_piece_task(kvs_task *t, kvs_worker *w)
 {
-    write_piece(KVS_CONTAINER(t, kvs_xpiece, task), w);
+    write_piece(KVS_CONTAINER(t, kvs_xpiece, task), w, kvs__now_ns());
 }
 
 static void write_create_task(kvs_task *t, kvs_worker *w)
@@ -957,8 +1001,11 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     kvs_xchunk *c = KVS_CONTAINER(t, kvs_xchunk, task);
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
+    uint64_t t0 = kvs__now_ns();
+    KVS_STAT_ADD(e, store_queue_ns, t0 - c->t_start);
     if (chunk_stopped(c)) {
         chunk_settle(c, KVS_CH_CANCELLED);
+        busy_since(e, t0);
         end_store_chunk(c);
         return;
     }
@@ -970,6 +1017,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
         chunk_settle(c, KVS_CH_PRESENT);
         kvs__index_set_present(e->index, c->key, 0);
         KVS_STAT_ADD(e, chunks_store_present, 1);
+        busy_since(e, t0);
         end_store_chunk(c);
         return;
     }
@@ -978,6 +1026,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix, &c->fd_direct);
     if (fd < 0) {
         write_fail(c, -fd, "create");
+        busy_since(e, t0);
         end_store_chunk(c);
         return;
     }
@@ -991,7 +1040,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
         kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_WRITE);
-    write_piece(&c->pieces[0], w);
+    write_piece(&c->pieces[0], w, t0);
 }
 
 /* ---- operation setup ----------------------------------------------------------- */
@@ -1519,6 +1568,39 @@ static uint32_t capture_dev(kvs_op *op, uint32_t nwrite)
     return dropped;
 }
 
+/* Chunks a store call did not queue, with the reason and what to change;
+ * rate-limited, since a backlog drops chunks of every store that follows. */
+static void log_dropped(kvs_engine *e, uint32_t nchunks, uint32_t full, uint32_t unhealthy,
+                        uint32_t floor, uint32_t staging)
+{
+    static kvs_log_limit limit;
+    char why[768];
+    size_t w = 0;
+    if (full)
+        w += (size_t)snprintf(why + w, sizeof why - w,
+                              "%s%u: store queue full (%.3g GB pending of "
+                              "max_pending_store_size %.3g GB; the store writes slower "
+                              "than chunks arrive)", w ? "; " : "", full,
+                              (double)atomic_load(&e->pending_bytes) / 1e9,
+                              e->cfg->max_pending_store_size);
+    if (unhealthy && w < sizeof why)
+        w += (size_t)snprintf(why + w, sizeof why - w,
+                              "%s%u: store marked unhealthy after repeated I/O failures",
+                              w ? "; " : "", unhealthy);
+    if (floor && w < sizeof why)
+        w += (size_t)snprintf(why + w, sizeof why - w,
+                              "%s%u: store full (max_store_size or min_free_space) until "
+                              "the collector makes room", w ? "; " : "", floor);
+    if (staging && w < sizeof why)
+        snprintf(why + w, sizeof why - w,
+                 "%s%u: GPU staging full or failed (cufile_buffer_size %llu MiB)",
+                 w ? "; " : "", staging, (unsigned long long)e->cfg->cufile_buffer_size);
+    kvs__log_limited(&limit, KVS_LOG_WARN,
+                     "store: %u of %u chunks not stored (%s); counted in "
+                     "kvstash_store_failures_total", full + unhealthy + floor + staging,
+                     nchunks, why);
+}
+
 kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, const kvs_kv *kv,
                      kvs_op **op_out)
 {
@@ -1546,7 +1628,7 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
                       "min_free_space): new chunks are not stored until the collector makes "
                       "room (counted in kvstash_store_failures_total{reason=\"nospace\"})");
     }
-    uint32_t nwrite = 0;
+    uint32_t nwrite = 0, n_full = 0, n_unhealthy = 0, n_floor = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
         kvs_xchunk *c = &op->chunks[i];
         c->t_start = now;
@@ -1564,17 +1646,28 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
             atomic_fetch_sub(&e->pending_bytes, c->payload);
             kvs__index_forget(e->index, c->key);
             atomic_store(&c->state, KVS_CH_DROPPED);
-            if (below_floor && !unhealthy)
+            if (below_floor && !unhealthy) {
                 KVS_STAT_ADD(e, store_failed_nospace, 1);
-            else
+                n_floor++;
+            } else {
                 KVS_STAT_ADD(e, store_dropped, 1);
+                if (unhealthy)
+                    n_unhealthy++;
+                else
+                    n_full++;
+            }
             continue;
         }
         atomic_fetch_add(&e->pending_chunks, 1);
         nwrite++;
     }
-    if (op->dev && nwrite)
-        nwrite -= capture_dev(op, nwrite);
+    uint32_t n_staging = 0;
+    if (op->dev && nwrite) {
+        n_staging = capture_dev(op, nwrite);
+        nwrite -= n_staging;
+    }
+    if (n_full || n_unhealthy || n_floor || n_staging)
+        log_dropped(e, op->nchunks, n_full, n_unhealthy, n_floor, n_staging);
     atomic_store(&op->chunks_left, nwrite);
     atomic_fetch_add(&op->refs, (int)nwrite);
     for (uint32_t i = 0; i < op->nchunks; i++)
@@ -1942,11 +2035,11 @@ static kvs_status check_ownership(kvs_engine *e)
                              "others (chown/chmod it, or turn strict_ownership off)",
                              e->store.ns_path[i], why);
     }
-    for (uint32_t i = 0; i < e->store.npaths; i++) {
+    for (uint32_t i = 0; i < e->store.nroot_fds; i++) {
         char meta[KVS_PATH_MAX];
         snprintf(meta, sizeof meta, "%s/%s", e->store.root[i], KVS_META_DIR);
-        struct stat st;
-        if (lstat(meta, &st) != 0) {
+        struct stat st; /* from the root's descriptor, as every use of it */
+        if (fstatat(e->store.root_fd[i], KVS_META_DIR, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             if (errno == ENOENT)
                 continue; /* made later by this user: then it is ours */
             return kvs__fail(KVS_ERR_IO, "strict_ownership: cannot stat %s: %s", meta,
@@ -2041,9 +2134,12 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     }
     e->stats.direct_io = __atomic_load_n(&e->store.direct, __ATOMIC_RELAXED);
     kvs__log(KVS_LOG_INFO,
-             "engine open: store %s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
+             "engine open: store %s%s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
              "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s%s%s",
-             e->store.root[0], e->store.npaths > 1 ? " (+more)" : "", e->ns.dir,
+             e->store.root[0], e->store.npaths > 1 ? " (+more)" : "",
+             e->cfg->weka_path ? "" : " (weka_path unset: the local default folder, shared "
+                                     "with no other machine)",
+             e->ns.dir,
              e->store.direct_reason, threads, (unsigned long long)e->chunk_payload,
              e->cpu ? "on" : "off", kvs__checksum_impl(),
              e->auth_key ? ", chunks authenticated (HMAC-SHA256, auth_key_file)" : "",

@@ -108,7 +108,7 @@ struct kvs_xchunk {
     int reason;                    /* offset of the miss/failure counter */
     kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
     kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
-    uint64_t t_start;
+    uint64_t t_start;              /* monotonic ns: the op's start */
     kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */
     kvs_dev_file *dfile;           /* CUDA: cuFile registration of fd */
     uint8_t *auth;                 /* auth on: the MAC's input, the header

@@ -60,6 +60,19 @@ void kvs__log_once(int *once, kvs_log_level level, const char *fmt, ...)
     KVS_PRINTF(3, 4);
 bool kvs__log_enabled(kvs_log_level level);
 
+/* A rate limit for lines that can repeat per request: at most one line per
+ * interval, the next one saying how many were held back meanwhile.  Zero-
+ * initialized static storage is a valid limiter. */
+typedef struct kvs_log_limit {
+    _Atomic uint64_t next_ns;     /* monotonic; no line before it */
+    _Atomic uint64_t suppressed;  /* lines held back since the last one */
+} kvs_log_limit;
+#define KVS_LOG_INTERVAL_NS (10ull * 1000000000ull)
+/* Logs when `lim` lets a line through, appending "(N similar lines held
+ * back in the last 10 s)" when some were; returns whether it logged. */
+bool kvs__log_limited(kvs_log_limit *lim, kvs_log_level level, const char *fmt, ...)
+    KVS_PRINTF(3, 4);
+
 /* ---- alloc.c ------------------------------------------------------------ */
 
 void *kvs__malloc(size_t size);

@@ -5,7 +5,9 @@
  * data path; gauges are computed when read.  All three forms are generated
  * from KVS_STATS_FIELDS in kvstash.h, so they cannot disagree.  Reading
  * costs no I/O (no directory scans: the store's size is whatever the
- * collector last measured).
+ * collector last measured).  Values of the whole store (KVS_STATS_STORE_WIDE)
+ * are labelled with the store rather than the namespace, so that several
+ * engines of one store give one series, not one per namespace.
  */
 #include "engine.h"
 
@@ -68,6 +70,32 @@ static bool is_ns_field(const char *name)
     return n > 3 && strcmp(name + n - 3, "_ns") == 0;
 }
 
+static bool store_wide(const char *name)
+{
+#define KVS_WIDE_(field) if (strcmp(name, #field) == 0) return true;
+    KVS_STATS_STORE_WIDE(KVS_WIDE_)
+#undef KVS_WIDE_
+    return false;
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void label_escape(const char *s, char *out, size_t cap)
+{
+    size_t w = 0;
+    for (; *s && w + 3 < cap; s++) {
+        if (*s == '\\' || *s == '"') {
+            out[w++] = '\\';
+            out[w++] = *s;
+        } else if (*s == '\n') {
+            out[w++] = '\\';
+            out[w++] = 'n';
+        } else {
+            out[w++] = *s;
+        }
+    }
+    out[w] = '\0';
+}
+
 kvs_status kvs_engine_metrics(kvs_engine *e, char **text_out)
 {
     if (!e || !text_out)
@@ -77,12 +105,19 @@ kvs_status kvs_engine_metrics(kvs_engine *e, char **text_out)
     kvs_buf b = {0};
     const char *last_metric = "";
     const char *ns = e->ns.dir;
+    char store[3 * KVS_PATH_MAX];
+    label_escape(e->store.root[0], store, sizeof store);
 #define KVS_PROM_(name, kind, metric, labels, help)                                        \
     if (strcmp(last_metric, metric) != 0) {                                                \
         kvs_buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, #kind);     \
         last_metric = metric;                                                              \
     }                                                                                      \
-    kvs_buf_printf(&b, "%s{namespace=\"%s\"%s%s} ", metric, ns, labels[0] ? "," : "", labels); \
+    if (store_wide(#name))                                                                 \
+        kvs_buf_printf(&b, "%s{store=\"%s\"%s%s} ", metric, store, labels[0] ? "," : "",     \
+                       labels);                                                            \
+    else                                                                                   \
+        kvs_buf_printf(&b, "%s{namespace=\"%s\"%s%s} ", metric, ns, labels[0] ? "," : "",    \
+                       labels);                                                            \
     if (is_ns_field(#name))                                                                \
         kvs_buf_printf(&b, "%.9f\n", (double)s.name / 1e9);                                 \
     else                                                                                   \

@@ -255,9 +255,11 @@ static void opt_lines(FILE *f, const cli_opt *o)
 
 void cli_print_usage(FILE *f)
 {
-    fprintf(f, "usage: kvstash COMMAND [options]\n"
+    fprintf(f, "usage: kvstash [--strict] COMMAND [options]\n"
                "       kvstash COMMAND --help\n"
                "       kvstash --version\n\n"
+               "--strict: unknown configuration keys and LMCACHE_*/KVSTASH_* variables are\n"
+               "errors (exit 2), not warnings.\n\n"
                "commands:\n");
     for (const cli_cmd *c = cli_commands; c->name; c++) {
         fprintf(f, "  %-10s", c->name);
@@ -328,13 +330,16 @@ void cli_print_man(FILE *f)
                ".TH KVSTASH 1 \"\" \"kvstash %s\" \"User Commands\"\n"
                ".SH NAME\nkvstash \\- KV cache of LLM inference engines on a shared "
                "filesystem: configuration, diagnosis, store administration\n"
-               ".SH SYNOPSIS\n.B kvstash\n.I COMMAND\n[\\fIoptions\\fR]\n.br\n"
+               ".SH SYNOPSIS\n.B kvstash\n[\\fB\\-\\-strict\\fR]\n.I COMMAND\n"
+               "[\\fIoptions\\fR]\n.br\n"
                ".B kvstash\n.I COMMAND\n.B \\-\\-help\n.br\n.B kvstash \\-\\-version\n"
                ".SH DESCRIPTION\n",
             kvs_version_string());
     roff(f, "kvstash is the command line tool of libkvstash, which offloads the KV cache of "
             "LLM inference engines (vLLM) to a shared filesystem. It reads the same "
-            "configuration as the engines and uses only the library's public API.");
+            "configuration as the engines and uses only the library's public API. With "
+            "--strict before the command, unknown configuration keys and LMCACHE_*/KVSTASH_* "
+            "variables are errors (exit status 2) rather than warnings.");
     fputs("\n.SH COMMANDS\n", f);
     for (const cli_cmd *c = cli_commands; c->name; c++) {
         fputs(".SS \"", f);

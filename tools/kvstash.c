@@ -256,6 +256,13 @@ int cmd_help(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* --strict before the command: unknown settings are errors (the key
+     * strict, set the way KVSTASH_STRICT would, so every command loads it) */
+    if (argc > 1 && !strcmp(argv[1], "--strict")) {
+        setenv("KVSTASH_STRICT", "1", 1);
+        argc--;
+        argv++;
+    }
     if (argc < 2) {
         cli_print_usage(stderr);
         return EXIT_USAGE;

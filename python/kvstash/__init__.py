@@ -14,8 +14,6 @@ library is found: KVSTASH_LIBRARY, the copy bundled in the package by
 The vLLM connector is kvstash.vllm.KvstashConnector.
 """
 
-import logging as _logging
-
 from . import _lib
 from ._lib import (ConfigError, EngineClosedError, InvalidArgumentError, KvstashError,
                    KvstashTimeoutError, NotFoundError, UnsupportedError)
@@ -32,7 +30,7 @@ __all__ = [
     "version", "library_path", "build_info", "log_to_python", "parse_dtype",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def version():
@@ -59,23 +57,9 @@ def build_info():
     }
 
 
-_LEVELS = {0: _logging.ERROR, 1: _logging.WARNING, 2: _logging.INFO, 3: _logging.DEBUG}
-_log_cb = None
-
-
-def log_to_python(logger="kvstash"):
+def log_to_python(logger="kvstash", level=None):
     """Routes the library's log lines to a Python logger (default
-    logging.getLogger("kvstash")) instead of standard error."""
-    global _log_cb
-    log = _logging.getLogger(logger) if isinstance(logger, str) else logger
-
-    def emit(_ctx, level, msg):
-        try:
-            log.log(_LEVELS.get(level, _logging.INFO), "%s", msg.decode("utf-8", "replace"))
-        except Exception:
-            pass
-
-    cb = _lib.LOG_FN(emit)
-    _lib.load().kvs_set_log_handler(cb, None)
-    _log_cb = cb  # the library holds the pointer: keep the callback alive
-    return log
+    logging.getLogger("kvstash")) instead of standard error; level (a
+    log_level name) sets both sides' level.  See kvstash/_log.py."""
+    from . import _log
+    return _log.bridge(level, logger)

@@ -131,6 +131,16 @@ class Config:
             return _lib.take_string(out.value)
         return entry["value"]
 
+    def unknown(self):
+        """The unknown settings the loaders warned about, each with the
+        nearest known name where one is close ("; "-separated), or None
+        (kvs_config_unknown)."""
+        fn = _lib.load().kvs_config_unknown
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = [ctypes.c_void_p]
+        text = fn(self._handle())
+        return text.decode("utf-8", "replace") if text else None
+
     def source(self, key):
         """Where key's value came from: "default", "file", "env" or "api"."""
         out = ctypes.c_void_p()

@@ -6,7 +6,9 @@ tensor-parallel rank in a scheduler, one per tenant), and the text format
 wants each metric family once, so merge() regroups the samples of several
 renderings under one HELP/TYPE header per family.  serve() exposes the
 merged text over HTTP for Prometheus to scrape (GET /metrics), from a daemon
-thread of this process.
+thread of this process, on the loopback address unless told otherwise.
+Values of the whole store (labelled store="...", not namespace) are the same
+in every engine on that store, so merge() keeps one series of each.
 """
 
 import http.server
@@ -41,6 +43,7 @@ def merge(texts):
             samples[name] = []
         return name
 
+    seen = set()
     for text in texts:
         family = None
         for line in text.splitlines():
@@ -52,6 +55,12 @@ def merge(texts):
                 name = line.split("{", 1)[0].split(" ", 1)[0]
                 if family is None or not name.startswith(family):
                     family = family_of(name)
+                series = line.rsplit(" ", 1)[0]
+                if series in seen:
+                    # a value of the whole store (store="..." label) that
+                    # every engine on it reports: one series, not one each
+                    continue
+                seen.add(series)
                 samples[family].append(line)
     out = []
     for family in order:
@@ -93,11 +102,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve(port, host="0.0.0.0", sources=None):
+def serve(port, host="127.0.0.1", sources=None):
     """Serves GET /metrics on host:port from a daemon thread and returns the
     server (server.shutdown() stops it; port 0 picks a free port, see
-    server.server_address).  sources: a list of engines, or None for every
-    registered engine at each scrape."""
+    server.server_address).  host defaults to the loopback address: pass
+    "0.0.0.0" (or one interface's address) for Prometheus on another
+    machine.  sources: a list of engines, or None for every registered
+    engine at each scrape."""
     server = http.server.ThreadingHTTPServer((host, int(port)), _Handler)
     server.daemon_threads = True
     server.kvs_sources = sources

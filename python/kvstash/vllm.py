@@ -66,6 +66,7 @@ import numpy as np
 
 from . import _lib
 from . import metrics as _metrics
+from . import _log, checks as _checks, vllm_stats as _vstats  # ops hooks (issue 11)
 from .config import Config
 from .engine import Engine
 from .kv import KV, as_token_array, slot_mapping_from_blocks
@@ -114,7 +115,8 @@ log = logging.getLogger("vllm.kvstash" if HAVE_VLLM else "kvstash.vllm")
 # kv_connector_extra_config keys the connector itself reads; every other
 # "kvstash.<key>" or "lmcache.<key>" is a configuration key (Config.set).
 _OWN_KEYS = ("layerwise", "metrics_port", "variant", "lookup_all_ranks",
-             "load_failure_policy", "piecewise_cudagraph")
+             "load_failure_policy", "piecewise_cudagraph",
+             "metrics_host", "event_medium")  # the last two: ops (issue 11)
 _PREFIXES = ("kvstash.", "lmcache.")
 
 
@@ -355,7 +357,12 @@ class KvstashConnector(KVConnectorBase_V1):
         self._metrics_port = _own_setting(extra, "metrics_port",
                                           os.environ.get("KVSTASH_METRICS_PORT"))
         self._metrics_server = None
+        _log.bridge()   # ops: the library's lines (config warnings first) in Python logging
         self._config = Config.load(overrides)
+        _log.bridge(self._config.get("log_level"))
+        _checks.check_store_path(self._config, overrides=overrides)
+        self._metrics_host = _own_setting(extra, "metrics_host",
+                                          os.environ.get("KVSTASH_METRICS_HOST", "127.0.0.1"))
 
         mc, pc = vllm_config.model_config, vllm_config.parallel_config
         self._check_parallelism(pc)
@@ -382,6 +389,11 @@ class KvstashConnector(KVConnectorBase_V1):
                 "revision=%s" % revision if revision else "", str(variant or "")) if x)
         self._policy = self._settle_failure_policy(tc, extra)
 
+        # ops: stats, histograms and KV events (kvstash/vllm_stats.py)
+        self._obs = _vstats.Observer(tp=self._tp, stores_per_op=1 if self._mla else self._tp,
+                                     block_size=self._block_size,
+                                     medium=_own_setting(extra, "event_medium", _vstats.MEDIUM),
+                                     log=log)
         # Scheduler side
         self._lookup_engines = []
         self._lookup_pool = None
@@ -529,8 +541,8 @@ class KvstashConnector(KVConnectorBase_V1):
             return
         try:
             port = int(self._metrics_port) + port_offset
-            self._metrics_server = _metrics.serve(port)
-            log.info("kvstash metrics at http://0.0.0.0:%d/metrics", port)
+            self._metrics_server = _metrics.serve(port, host=self._metrics_host)
+            log.info("kvstash metrics at http://%s:%d/metrics", self._metrics_host, port)
         except (OSError, ValueError) as e:
             log.warning("kvstash: cannot serve metrics on port %s+%d: %s",
                         self._metrics_port, port_offset, e)
@@ -588,6 +600,7 @@ class KvstashConnector(KVConnectorBase_V1):
             self._pending[rid] = job
         if job["done"].wait(self._lookup_wait_s):
             self._pending.pop(rid, None)
+            self._obs.lookup(rid, time.monotonic() - job["started"], job["hit"])
             return job["hit"]
         if time.monotonic() - job["started"] > self._lookup_give_up_s:
             self._pending.pop(rid, None)
@@ -613,7 +626,10 @@ class KvstashConnector(KVConnectorBase_V1):
         # worker does not write it again.
         self._lookups[rid] = (int(num_computed_tokens), hit)
         load_to = hit // self._align * self._align
-        return max(0, load_to - int(num_computed_tokens)), False
+        need = max(0, load_to - int(num_computed_tokens))
+        self._obs.hit_line(rid, len(request.prompt_token_ids), hit, int(num_computed_tokens),
+                           need)
+        return need, False
 
     def update_state_after_alloc(self, request, blocks, num_external_tokens):
         rid = request.request_id
@@ -626,6 +642,7 @@ class KvstashConnector(KVConnectorBase_V1):
         t = self._tracked.get(rid)
         if t is None:
             t = self._tracked[rid] = _Tracked(prompt=as_token_array(request.prompt_token_ids))
+        self._obs.note_request(request)
         found = self._lookups.pop(rid, None)
         t.load = None
         if found is None:
@@ -773,6 +790,7 @@ class KvstashConnector(KVConnectorBase_V1):
         holder; vLLM lets the others keep the block as computed, so they
         never store again), and its chunks from there on are stored again
         once recomputed (the bad file was set aside by the library)."""
+        self._obs.on_connector_output(connector_output)
         invalid = getattr(connector_output, "invalid_block_ids", None)
         if not invalid:
             return
@@ -794,6 +812,7 @@ class KvstashConnector(KVConnectorBase_V1):
         # Stores capture their KV before wait_for_save returns, so the blocks
         # may be freed at once.
         self._forget(request.request_id)
+        self._obs.forget_request(request.request_id)
         return False, None
 
     # ---- worker side -----------------------------------------------------------
@@ -875,6 +894,7 @@ class KvstashConnector(KVConnectorBase_V1):
                 self._fail(m, m.load_start)
                 continue
             self._loads.append(_Load(meta=m, op=op, loaded=m.load_end))
+            self._obs.started(op, "load", m.req_id, m.load_start, m.load_end)
         if not self._layerwise or getattr(meta, "load_now", False):
             # No per-layer waits will come (FULL CUDA graph, or layerwise
             # off): everything is in place before the forward starts.
@@ -915,6 +935,7 @@ class KvstashConnector(KVConnectorBase_V1):
         n_layers = self._kv.num_layers if self._kv is not None else 0
         for ld in loads:
             m = ld.meta
+            res = None
             try:
                 res = ld.op.wait()
                 good = min(ld.loaded, res.tokens)
@@ -922,6 +943,7 @@ class KvstashConnector(KVConnectorBase_V1):
                 log.warning("kvstash: request %s: load failed: %s", m.req_id, e)
                 good = 0
             finally:
+                self._obs.finished(ld.op, res, max(0, good - m.load_start))
                 ld.op.free()
             if len(ld.layers_waited) < n_layers:
                 if good > m.load_start:
@@ -979,18 +1001,21 @@ class KvstashConnector(KVConnectorBase_V1):
             except _lib.KvstashError as e:
                 log.warning("kvstash: request %s: store skipped: %s", m.req_id, e)
                 continue
+            self._obs.started(op, "store", m.req_id, m.store_start, m.store_end)
             if self._kv.is_cuda:
                 self._stores.append(op)      # captured; the writes go on
             else:
                 with op:                     # host memory is vLLM's again after this
-                    op.wait()
+                    self._obs.finished(op, op.wait())
 
     def _reap_stores(self):
         keep = []
         for op in self._stores:
-            if op.poll() is None:
+            res = op.poll()
+            if res is None:
                 keep.append(op)
             else:
+                self._obs.finished(op, res)
                 op.free()
         self._stores = keep
 
@@ -1049,6 +1074,23 @@ class KvstashConnector(KVConnectorBase_V1):
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
             self._metrics_server = None
+
+    # ---- ops: stats, metrics and events (kvstash/vllm_stats.py) ---------------------
+
+    def get_kv_connector_stats(self):
+        return self._obs.take_stats([self._engine] + self._lookup_engines)
+
+    @classmethod
+    def build_kv_connector_stats(cls, data=None):
+        return _vstats.build_kv_connector_stats(data)
+
+    @classmethod
+    def build_prom_metrics(cls, vllm_config, metric_types, labelnames, per_engine_labelvalues):
+        return _vstats.build_prom_metrics(vllm_config, metric_types, labelnames,
+                                          per_engine_labelvalues)
+
+    def take_events(self):
+        return self._obs.take_events()
 
     # ---- class-level hooks ---------------------------------------------------------
 

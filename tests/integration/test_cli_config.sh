@@ -56,6 +56,27 @@ printf 'chunk_sise: 256\n' >"$WORK/typo.yaml"
 LMCACHE_CONFIG_FILE="$WORK/typo.yaml" "$KVSTASH" config >/dev/null 2>"$WORK/err" && grep -q 'chunk_size' "$WORK/err" &&
     ok "unknown key warned with the nearest key" || fail "typo warning: $(cat "$WORK/err")"
 
+# --strict (issue 11): the same typo is an error naming it and the nearest key
+LMCACHE_CONFIG_FILE="$WORK/typo.yaml" "$KVSTASH" --strict config >/dev/null 2>"$WORK/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q 'key "chunk_sise" in .*typo.yaml.*(did you mean "chunk_size"?).*strict is on' "$WORK/err" &&
+    ok "--strict: unknown key is an error" || fail "--strict: rc $rc, $(cat "$WORK/err")"
+LMCACHE_WEKA_PAHT=/mnt/weka "$KVSTASH" --strict config >/dev/null 2>"$WORK/err"
+rc=$?
+[ $rc -eq 2 ] && grep -q 'LMCACHE_WEKA_PAHT (did you mean "LMCACHE_WEKA_PATH"?)' "$WORK/err" &&
+    ok "--strict: misspelt variable is an error" || fail "--strict var: rc $rc, $(cat "$WORK/err")"
+"$KVSTASH" --strict config >/dev/null 2>"$WORK/err" && ok "--strict: a clean environment loads" ||
+    fail "--strict clean: $(cat "$WORK/err")"
+
+# doctor says when the store is on a filesystem only this machine sees
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    d=$(mktemp -d /dev/shm/kvs-doctor-XXXXXX)
+    LMCACHE_WEKA_PATH="$d" "$KVSTASH" doctor >"$WORK/doc" 2>&1
+    grep -q 'warning: tmpfs is a local filesystem, not a shared one' "$WORK/doc" &&
+        ok "doctor warns about a local filesystem" || fail "doctor: $(cat "$WORK/doc")"
+    rm -rf "$d"
+fi
+
 if "$KVSTASH" config --markdown | cmp -s - "$DOCS"; then ok "docs/config.md is current"
 else fail "docs/config.md differs from kvstash config --markdown"; fi
 finish

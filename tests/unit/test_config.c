@@ -439,7 +439,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->io_timeout_ms, 5000);
     assert_int_equal(cfg->store_timeout_ms, 30000);
     assert_int_equal(cfg->negative_cache_ms, 1000);
-    assert_true(cfg->max_pending_store_size == 4.0);
+    assert_true(cfg->max_pending_store_size == 20.0);
+    /* a 65536-token prompt of Llama-3.1-8B in bf16 (32 layers x K,V x 8 heads
+     * x 128 x 2 bytes = 128 KiB a token) fits, twice (issue 11) */
+    assert_true(cfg->max_pending_store_size * 1e9 >= 2.0 * 65536 * 32 * 2 * 8 * 128 * 2);
     assert_true(cfg->max_store_size == 0.0);
     assert_true(cfg->store_high_watermark == 0.90);
     assert_true(cfg->store_low_watermark == 0.80);
@@ -511,6 +514,7 @@ static const struct every {
     {"store_uid", "KVSTASH_STORE_UID", "kvstash", "kvstash"},
     {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
+    {"strict", "KVSTASH_STRICT", "on", "true"},
 };
 
 _Static_assert(sizeof every / sizeof every[0] == KVS_CFG_NKEYS, "a row per key");
@@ -1152,6 +1156,63 @@ static void test_unknown_variables(void **state)
     kvs_config_free(cfg);
 }
 
+/* LMCache's LMCACHE_LOG_LEVEL sets log_level; KVSTASH_LOG_LEVEL wins. */
+static void test_lmcache_log_level(void **state)
+{
+    (void)state;
+    setenv("LMCACHE_LOG_LEVEL", "DEBUG", 1);
+    kvs_config *cfg = load_ok();
+    assert_int_equal(cfg->log_level, KVS_LOG_DEBUG);
+    assert_int_equal(source_of(cfg, "log_level"), KVS_SOURCE_ENV);
+    assert_null(kvs_config_unknown(cfg));
+    kvs_config_free(cfg);
+    setenv("KVSTASH_LOG_LEVEL", "error", 1);
+    cfg = load_ok();
+    assert_int_equal(cfg->log_level, KVS_LOG_ERROR);
+    kvs_config_free(cfg);
+    assert_string_equal(tu_logs(), "");
+    setenv("LMCACHE_LOG_LEVEL", "LOUD", 1);
+    const char *msg = load_fails();
+    assert_has(msg, "LMCACHE_LOG_LEVEL");
+    assert_has(msg, "debug");
+}
+
+/* A misspelt store path variable is remembered with the nearest known
+ * name, and strict turns it into an error (issue 11: it used to send the
+ * cache silently to the home folder). */
+static void test_unknown_remembered_and_strict(void **state)
+{
+    (void)state;
+    setenv("LMCACHE_WEKA_PAHT", "/mnt/weka/cache", 1);
+    kvs_config *cfg = load_ok();
+    assert_null(cfg->weka_path);
+    const char *u = kvs_config_unknown(cfg);
+    assert_non_null(u);
+    assert_has(u, "LMCACHE_WEKA_PAHT (did you mean \"LMCACHE_WEKA_PATH\"?)");
+    /* turning strict on afterwards fails and leaves cfg as it was */
+    assert_int_equal(kvs_config_set(cfg, "strict", "true"), KVS_ERR_CONFIG);
+    assert_has(kvs_last_error(), "LMCACHE_WEKA_PAHT");
+    assert_false(cfg->strict);
+    kvs_config_free(cfg);
+
+    setenv("KVSTASH_STRICT", "1", 1);
+    const char *msg = load_fails();
+    assert_has(msg, "unknown settings: environment variable LMCACHE_WEKA_PAHT (did you mean "
+                    "\"LMCACHE_WEKA_PATH\"?)");
+    assert_has(msg, "strict is on (from KVSTASH_STRICT)");
+
+    /* an unknown key of a file too */
+    unsetenv("LMCACHE_WEKA_PAHT");
+    setenv("LMCACHE_CONFIG_FILE", tmp_file("typo.yaml", "weka_pth: /mnt/weka\n"), 1);
+    msg = load_fails();
+    assert_has(msg, "key \"weka_pth\" in ");
+    assert_has(msg, "(did you mean \"weka_path\"?)");
+    unsetenv("KVSTASH_STRICT");
+    cfg = load_ok();
+    assert_has(kvs_config_unknown(cfg), "weka_pth");
+    kvs_config_free(cfg);
+}
+
 static void test_file_forms(void **state)
 {
     (void)state;
@@ -1395,7 +1456,7 @@ static void test_get(void **state)
     assert_int_equal(kvs_config_get(cfg, "gds_io_thread", &v, NULL), KVS_ERR_NOT_FOUND);
     assert_has(kvs_last_error(), "(did you mean \"gds_io_threads\"?)");
     assert_ptr_equal(v, (char *)(uintptr_t)0x1);
-    assert_string_equal(get(cfg, "max_pending_store_size"), "4");
+    assert_string_equal(get(cfg, "max_pending_store_size"), "20");
     assert_string_equal(get(cfg, "log_level"), "info");
     assert_string_equal(get(cfg, "use_direct_io"), "true");
     kvs_config_free(cfg);
@@ -1484,6 +1545,7 @@ static void set_full_env(void)
     setenv("LMCACHE_EXTRA_CONFIG", "{\"gds_io_threads\": 16, \"namespace_salt\": \"s\"}", 1);
     setenv("KVSTASH_LOG_LEVEL", "debug", 1);
     setenv("LMCACHE_CHUNK_SISE", "1", 1); /* and a warning */
+    setenv("KVSTASH_STRICT", "off", 1);       /* good-full.yaml turns it on */
 }
 
 /* Fails allocation n = 1, 2, ... of op until a run makes fewer than n: each
@@ -1519,6 +1581,9 @@ static void test_alloc_failures(void **state)
     ALLOC_LOOP(kvs_config_load(&cfg), DROP_CFG, assert_null(cfg));
     ALLOC_LOOP(kvs_config_new(&cfg), DROP_CFG, assert_null(cfg));
 
+    /* good-full.yaml turns strict on: applying it below would fail on the
+     * unknown variable, which has served its purpose in the loads above */
+    unsetenv("LMCACHE_CHUNK_SISE");
     assert_ok(kvs_config_load(&base));
     before = json_of(base);
 #define UNCHANGED                                                                   \
@@ -1572,6 +1637,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_use_experimental, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_variables, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lmcache_log_level, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_remembered_and_strict, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermarks, setup, teardown),

@@ -728,6 +728,61 @@ static void test_stats_forms(void **state)
     kvs_engine_close(e);
 }
 
+/* Issue 11: dropped stores are logged with their reason (rate-limited), a
+ * retrieve that loads says so in one line, the store time counters mean
+ * what their names say, and the store-wide gauge is not per namespace. */
+static void test_ops_logs_and_times(void **state)
+{
+    fixture *f = *state;
+    const uint64_t chunk = (uint64_t)LAYERS * 2 * 16 * ROW;
+    char gb[64];
+    snprintf(gb, sizeof gb, "%.12g", (double)chunk * 2.5 / 1e9);
+    assert_int_equal(kvs_config_set(f->cfg, "extra_config.max_pending_store_size", gb), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "log_level", "info"), KVS_OK);
+    tu_capture_logs(1);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    uint32_t t[256];
+    make_tokens(t, 256, 11);
+    kvbuf b;
+    kvbuf_init(&b, 256, 2);
+    fill_rows(&b, t);
+    kvs_op_result r;
+    store_wait(e, t, 256, &b.kv, &r);
+    assert_int_equal(r.chunks_done, 2);
+    assert_int_equal(r.chunks_failed, 14);
+    store_wait(e, t + 32, 224, &b.kv, &r); /* more drops, inside the 10 s window */
+    const char *logs = tu_logs();
+    const char *line = strstr(logs, "store: 14 of 16 chunks not stored (14: store queue full");
+    assert_non_null(line);
+    assert_non_null(strstr(line, "max_pending_store_size"));
+    if (strstr(strchr(line, '\n'), "chunks not stored")) /* the second store: held back */
+        fail_msg("logs: %s", logs);
+
+    kvs_stats s;
+    assert_int_equal(kvs_engine_stats(e, &s, sizeof s), KVS_OK);
+    assert_int_equal(s.store_dropped, 14 + 12);
+    assert_true(s.store_op_ns > 0);
+    assert_true(s.store_ns > 0);
+    /* worker time: never more than the workers (3) for as long as the stores ran */
+    assert_true(s.store_ns <= 3 * s.store_op_ns + 1000000);
+
+    size_t got = 0;
+    assert_int_equal(kvs_retrieve(e, t, 256, &b.kv, &got), KVS_OK);
+    assert_int_equal(got, 32);
+    assert_non_null(strstr(tu_logs(), "retrieved 32 of 256 tokens to load (0 already in "
+                                      "place), 2 chunks, "));
+    char *prom = NULL;
+    assert_int_equal(kvs_engine_metrics(e, &prom), KVS_OK);
+    assert_non_null(strstr(prom, "kvstash_store_used_bytes{store=\""));
+    assert_null(strstr(prom, "kvstash_store_used_bytes{namespace="));
+    assert_non_null(strstr(prom, "kvstash_store_seconds_total{namespace="));
+    kvs_free(prom);
+    kvs_engine_close(e);
+    tu_capture_logs(0);
+    free(b.mem);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +796,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
