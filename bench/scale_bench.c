@@ -106,7 +106,7 @@ static void *gen_thread(void *arg)
             h.segment_sums[0] = kvs__checksum(buf + 4096, 4096);
             kvs__header_encode(&h, buf);
             uint64_t suffix;
-            int fd = kvs__store_create_temp(g->store, key, &suffix);
+            int fd = kvs__store_create_temp(g->store, key, &suffix, NULL);
             if (fd < 0 || pwrite(fd, buf, 8192, 0) != 8192 || close(fd) != 0 ||
                 kvs__store_publish(g->store, key, suffix) < 0) {
                 __atomic_fetch_add(&g->failed, 1, __ATOMIC_RELAXED);

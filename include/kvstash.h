@@ -653,7 +653,8 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(collections, counter, "kvstash_collections_total", "",                         \
       "collector runs this engine made")                                             \
     X(store_used_bytes, gauge, "kvstash_store_used_bytes", "",                       \
-      "bytes of chunk files on the store, as last measured")                         \
+      "bytes of chunk files on the store: the last measurement plus the "            \
+      "filesystem's growth since")                                                   \
     X(store_queue_ns, counter, "kvstash_store_queue_seconds_total", "",              \
       "nanoseconds chunks waited in the store queue before an I/O worker took "      \
       "them, summed over chunks (exported in seconds)")                              \
@@ -778,7 +779,8 @@ typedef struct kvs_usage {
     uint64_t high_bytes;        /* eviction starts above this ... */
     uint64_t low_bytes;         /* ... and goes down to this */
     uint64_t min_free_bytes;    /* min_free_space, per filesystem */
-    int measured;               /* 1: walked now; 0: the collector's record */
+    int measured;               /* 1: walked now (asked, or the record was
+                                   missing or outgrown); 0: the record */
     int64_t last_pass_wall_ns;  /* when a collector last measured every path
                                    (the oldest path's time); 0: never */
     double last_pass_seconds;   /* how long that pass took */
@@ -787,8 +789,12 @@ typedef struct kvs_usage {
 } kvs_usage;
 
 /* How full the store is.  measure = 0: what the collector last recorded
- * (.kvstash/usage.json on each path; no walk, fast at any size; zeros for a
- * path never measured); measure = 1: walks the store now. */
+ * (.kvstash/usage.json on each path; no walk, fast at any size), unless a
+ * path was never measured or its filesystem's usage moved by more than an
+ * eighth of the record (at least 16 MiB) since: then it walks, as with
+ * measure = 1 (usage_out->measured says which).  measure = 1: walks the
+ * store now.  A walk is recorded in usage.json, so later calls and the
+ * engines' store_used_bytes show it. */
 KVS_API kvs_status kvs_admin_usage(kvs_admin *admin, int measure, kvs_usage *usage_out);
 
 /* Who holds the collector lease of store path `index`, one line: "free" or

@@ -294,19 +294,26 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
     u.low_bytes = (uint64_t)(cfg->store_low_watermark * (double)u.max_bytes);
     u.min_free_bytes = (uint64_t)(cfg->min_free_space * 1e9);
     u.path_count = a->n;
-    u.measured = measure != 0;
     bool all_recorded = true;
     for (uint32_t r = 0; r < a->n; r++) {
         kvs_path_usage *p = &u.paths[r];
         p->path = a->paths[r];
         p->store_id = a->ids[r];
         struct statvfs v;
+        uint64_t fs_used = 0;
         if (kvs__io()->statvfs(a->paths[r], &v) == 0) {
             p->fs_size_bytes = (uint64_t)v.f_blocks * v.f_frsize;
             p->fs_free_bytes = (uint64_t)v.f_bavail * v.f_frsize;
+            fs_used = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
         }
         kvs_usage_record rec;
-        if (kvs__usage_read(a->paths[r], &rec) == 0) {
+        int rc = kvs__usage_read(a->paths[r], &rec);
+        /* A record the store has outgrown (or shrunk from) since is not its
+         * size: measure instead of showing it (a short-lived writer, such as
+         * `kvstash store`, may have written gigabytes after the last pass). */
+        if (rc != 0 || kvs__usage_stale(&rec, fs_used))
+            measure = 1;
+        if (rc == 0) {
             if (!u.last_pass_wall_ns || (int64_t)rec.pass_end_wall_ns < u.last_pass_wall_ns)
                 u.last_pass_wall_ns = (int64_t)rec.pass_end_wall_ns;
             u.last_pass_seconds = KVS_MAX(u.last_pass_seconds, (double)rec.pass_ns / 1e9);
@@ -322,6 +329,7 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
     }
     if (!all_recorded)
         u.last_pass_wall_ns = 0;
+    u.measured = measure != 0;
     if (measure) {
         list_ctx l;
         kvs_status st = list_walk(a, NULL, &l);
@@ -335,6 +343,13 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
             u.namespaces = KVS_MAX(u.namespaces, l.ns_per_path[r]);
         }
         u.temp_files = l.temp_files;
+        /* What later calls (du, doctor, the engines' store_used_bytes) show:
+         * this measurement, until a collector's pass replaces it.  Failing
+         * to write it (a read-only mount) changes nothing shown now. */
+        for (uint32_t r = 0; r < a->n; r++)
+            kvs__usage_record_measure(a->paths[r], l.used[r], l.chunks[r],
+                                      r == 0 ? l.temp_files : 0, l.ns_per_path[r],
+                                      cfg->file_mode);
         list_clear(&l);
     }
     for (uint32_t r = 0; r < a->n; r++) {
@@ -760,9 +775,9 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
         v->rootfd[r] = r < a->n ? kvs__root_open(a->paths[r]) : -ENOENT;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->report_mu, NULL);
-    pthread_cond_init(&v->cv_items, NULL);
-    pthread_cond_init(&v->cv_space, NULL);
-    pthread_cond_init(&v->cv_done, NULL);
+    kvs__cond_init(&v->cv_items);
+    kvs__cond_init(&v->cv_space);
+    kvs__cond_init(&v->cv_done);
     uint64_t t0 = kvs__now_ns();
     kvs_status st = KVS_OK;
     pthread_t producer;
@@ -784,14 +799,7 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     /* Report progress from this thread until every worker is done. */
     pthread_mutex_lock(&v->mu);
     while (v->workers_left > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&v->cv_done, &v->mu, &ts);
+        kvs__cond_wait_until(&v->cv_done, &v->mu, kvs__now_ns() + 100000000u);
         if (o->progress) {
             uint64_t done = v->rep.files, total = v->counted ? v->total : 0, b = v->rep.bytes;
             pthread_mutex_unlock(&v->mu);

@@ -6,6 +6,7 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,44 @@ uint64_t kvs__now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int kvs__cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    int rc = pthread_condattr_init(&attr);
+    if (rc)
+        return rc;
+    rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (!rc)
+        rc = pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+    return rc;
+}
+
+static void mono_abs(uint64_t deadline_ns, struct timespec *ts)
+{
+    ts->tv_sec = (time_t)(deadline_ns / 1000000000u);
+    ts->tv_nsec = (long)(deadline_ns % 1000000000u);
+}
+
+void kvs__mono_timespec_in(uint64_t ns, struct timespec *ts)
+{
+    mono_abs(kvs__now_ns() + KVS_MIN(ns, 3600ull * 1000000000u), ts);
+}
+
+int kvs__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline_ns)
+{
+    if (kvs__now_ns() >= deadline_ns)
+        return ETIMEDOUT;
+    struct timespec ts;
+    /* Far deadlines (UINT64_MAX: "none") are capped so tv_sec cannot wrap;
+     * the callers loop on their condition and wait again. */
+    mono_abs(KVS_MIN(deadline_ns, kvs__now_ns() + 3600ull * 1000000000u), &ts);
+    /* pthread_cond_clockwait names the clock itself, so even a condition
+     * variable initialised without kvs__cond_init waits on the monotonic
+     * clock. */
+    return pthread_cond_clockwait(cv, mu, CLOCK_MONOTONIC, &ts);
 }
 
 uint64_t kvs__wall_ns(void)

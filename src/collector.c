@@ -452,6 +452,38 @@ static uint64_t json_u64(const char *text, const char *key, bool *found)
     return strtoull(p + strlen(pat), NULL, 10);
 }
 
+#define STALE_MIN_BYTES (16ull << 20)
+
+uint64_t kvs__usage_growth(const kvs_usage_record *r, uint64_t fs_used_now)
+{
+    return fs_used_now > r->fs_used_baseline ? fs_used_now - r->fs_used_baseline : 0;
+}
+
+bool kvs__usage_stale(const kvs_usage_record *r, uint64_t fs_used_now)
+{
+    uint64_t moved = fs_used_now > r->fs_used_baseline ? fs_used_now - r->fs_used_baseline
+                                                       : r->fs_used_baseline - fs_used_now;
+    return r->fs_used_baseline && moved > KVS_MAX(r->used_bytes / 8, STALE_MIN_BYTES);
+}
+
+int kvs__usage_record_measure(const char *root, uint64_t used, uint64_t chunks, uint64_t temps,
+                              uint64_t namespaces, uint32_t file_mode)
+{
+    kvs_usage_record u;
+    memset(&u, 0, sizeof u);
+    struct statvfs v;
+    if (kvs__io()->statvfs(root, &v) == 0)
+        u.fs_used_baseline = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
+    u.used_bytes = used;
+    u.chunks = chunks;
+    u.temp_files = temps;
+    u.namespaces = namespaces;
+    u.pass_end_wall_ns = kvs__wall_ns();
+    u.pid = (uint64_t)getpid();
+    gethostname(u.host, sizeof u.host - 1);
+    return kvs__usage_write(root, &u, file_mode);
+}
+
 int kvs__usage_read(const char *root, kvs_usage_record *u)
 {
     char text[1024];
@@ -556,7 +588,21 @@ static int cand_cmp(const void *a, const void *b)
 typedef struct fs_info {
     uint64_t size, free, used;
     uint64_t id;           /* f_fsid; 0 with size 0: unknown */
+    uint64_t files, ifree; /* inodes in all and free (f_files 0: unlimited, as
+                              on btrfs: no inode floor) */
 } fs_info;
+
+/* The free-space floor holds for inodes as for bytes: a filesystem with
+ * floor/size of its bytes free but fewer of its inodes is below the floor
+ * too (a store of small chunks runs out of inodes first, and then no write
+ * succeeds however many bytes are free).  The inode floor is the same
+ * fraction of the inodes. */
+static uint64_t inode_floor(const fs_info *f, uint64_t floor_bytes)
+{
+    if (!f->files || !f->size)
+        return 0;
+    return (uint64_t)((double)f->files * (double)floor_bytes / (double)f->size);
+}
 
 static void fs_query(const char *root, fs_info *f)
 {
@@ -568,6 +614,8 @@ static void fs_query(const char *root, fs_info *f)
     f->free = (uint64_t)v.f_bavail * v.f_frsize;
     f->used = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
     f->id = (uint64_t)v.f_fsid;
+    f->files = (uint64_t)v.f_files;
+    f->ifree = (uint64_t)v.f_favail;
 }
 
 typedef struct run {
@@ -937,11 +985,12 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
                 continue;
             uint64_t floor = KVS_MIN(p->floor_bytes, fs0[g].size / 2);
             uint32_t mask = 0;
-            uint64_t freed_here = 0;
+            uint64_t freed_here = 0, freed_files_here = 0;
             for (uint32_t i = 0; i < p->nroots; i++) {
                 if (group[i] == g) {
                     mask |= 1u << i;
                     freed_here += total_freed[i] + x->freed[i];
+                    freed_files_here += total_freed_files[i] + x->freed_files[i];
                 }
             }
             /* What this collection removed counts as free even before the
@@ -949,10 +998,27 @@ kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
             fs_info now;
             fs_query(p->roots[g], &now);
             uint64_t free_now = KVS_MAX(now.free, fs0[g].free + freed_here);
-            if (free_now >= floor)
+            double margin = 1.0 + KVS_MAX(p->high - p->low, 0.05);
+            uint64_t need = 0;
+            if (free_now < floor)
+                need = (uint64_t)((double)floor * margin) - free_now;
+            /* Inodes: files to remove, at the average size of a chunk here. */
+            uint64_t ifloor = inode_floor(&now, floor);
+            uint64_t ifree_now = KVS_MAX(now.ifree, fs0[g].ifree + freed_files_here);
+            if (ifree_now < ifloor) {
+                uint64_t bytes = 0, files = 0;
+                for (uint32_t i = 0; i < p->nroots; i++) {
+                    if (group[i] == g) {
+                        bytes += x->used[i];
+                        files += x->chunks[i];
+                    }
+                }
+                uint64_t avg = files ? KVS_MAX(bytes / files, (uint64_t)1) : 1;
+                uint64_t ineed = (uint64_t)((double)ifloor * margin) - ifree_now;
+                need = KVS_MAX(need, ineed * avg);
+            }
+            if (!need)
                 continue;
-            uint64_t want = (uint64_t)((double)floor * (1.0 + KVS_MAX(p->high - p->low, 0.05)));
-            uint64_t need = want - free_now;
             if (evict_from(x, mask, need) < need) {
                 if (more_candidates(x, mask))
                     again = true;
@@ -1094,6 +1160,13 @@ struct kvs_collector {
     pthread_cond_t cv;
     bool stop;                               /* under mu */
     uint32_t kicks;                          /* under mu: roots with ENOSPC */
+    /* Stopping with urgent work (ENOSPC, below the floor, at the cap): the
+     * engine asks for one more round first (drain), the thread says when a
+     * round that began after the request ended (drained); under mu. */
+    bool drain, drain_seen, drained;
+    bool exited;                             /* under mu: the thread is done */
+    char outcome[320];                       /* under mu: the last round's result */
+    uint64_t round_evicted;                  /* under mu: chunks that round evicted */
     /* After a collection for ENOSPC on a path (thread only): until the
      * filesystem shows the space it freed, or FREE_LAG_NS passed, further
      * ENOSPC there is the same shortage, not a new one. */
@@ -1107,10 +1180,16 @@ struct kvs_collector {
     kvs_usage_record rec[KVS_MAX_STORE_PATHS];
     bool have_rec[KVS_MAX_STORE_PATHS];
     struct timespec rec_mtime[KVS_MAX_STORE_PATHS];
+    /* When that pass ended, by our monotonic clock: the record's wall time
+     * is another host's clock, so it only ever makes the pass look older
+     * than when we first saw its record, never newer (a host whose clock is
+     * ahead must not stop collection for as long as it is ahead). */
+    uint64_t rec_end_mono[KVS_MAX_STORE_PATHS];
     ino_t rec_ino[KVS_MAX_STORE_PATHS];
     uint64_t fs_low[KVS_MAX_STORE_PATHS];    /* least fs usage seen since rec */
     int floor_logged;
     int fail_logged;
+    bool urgent_at_start;                    /* look() found urgent work at start */
 
     atomic_bool refuse;                      /* free space below the floor */
     _Atomic uint64_t evictions, evicted_bytes, orphans_removed, collections, used_bytes;
@@ -1130,17 +1209,10 @@ static void collector_unref(kvs_collector *c)
 /* Waits up to ns or until stopped or kicked; true when stopped. */
 static bool collector_wait(kvs_collector *c, uint64_t ns, bool wake_on_kick)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec += (long)(ns % 1000000000u);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    uint64_t deadline = kvs__now_ns() + ns;
     pthread_mutex_lock(&c->mu);
-    while (!c->stop && !(wake_on_kick && c->kicks)) {
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) != 0)
+    while (!c->stop && !(wake_on_kick && (c->kicks || c->drain))) {
+        if (kvs__cond_wait_until(&c->cv, &c->mu, deadline) != 0)
             break;
     }
     bool stop = c->stop;
@@ -1155,8 +1227,12 @@ static int collector_tick(void *ctx, bool *urgent)
     kvs_collector *c = ctx;
     pthread_mutex_lock(&c->mu);
     bool stop = c->stop;
-    if (c->kicks)
+    if (c->kicks || c->drain)
         *urgent = true;
+    if (c->drain && !c->drain_seen) { /* responsive: worth waiting for */
+        c->drain_seen = true;
+        pthread_cond_broadcast(&c->cv);
+    }
     pthread_mutex_unlock(&c->mu);
     if (stop)
         return 1;
@@ -1173,7 +1249,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
 {
     const kvs_config *cfg = c->cfg;
     fs_info fs[KVS_MAX_STORE_PATHS];
-    uint64_t now_wall = kvs__wall_ns();
+    uint64_t now_wall = kvs__wall_ns(), now = kvs__now_ns();
     bool have_all = true, starved = false, refuse = false, evicted_last = false;
     uint64_t last_end = UINT64_MAX, last_dur = 0, used = 0;
     for (uint32_t i = 0; i < c->nroots; i++) {
@@ -1185,6 +1261,10 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
                 st.st_mtim.tv_sec != c->rec_mtime[i].tv_sec ||
                 st.st_mtim.tv_nsec != c->rec_mtime[i].tv_nsec) {
                 c->have_rec[i] = kvs__usage_read(c->roots[i], &c->rec[i]) == 0;
+                uint64_t age = now_wall > c->rec[i].pass_end_wall_ns
+                                   ? now_wall - c->rec[i].pass_end_wall_ns
+                                   : 0;
+                c->rec_end_mono[i] = now - KVS_MIN(age, now);
                 c->rec_ino[i] = st.st_ino;
                 c->rec_mtime[i] = st.st_mtim;
                 c->fs_low[i] = c->rec[i].fs_used_baseline;
@@ -1197,7 +1277,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
             continue;
         }
         used += c->rec[i].used_bytes;
-        last_end = KVS_MIN(last_end, c->rec[i].pass_end_wall_ns);
+        last_end = KVS_MIN(last_end, c->rec_end_mono[i]);
         last_dur = KVS_MAX(last_dur, c->rec[i].pass_ns);
         starved |= c->rec[i].starved != 0;
         evicted_last |= c->rec[i].evicted_files != 0;
@@ -1221,7 +1301,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
                               "min_free_space (%.3f GB) is more than half of the filesystem of "
                               "%s (%.3f GB); keeping half of it free instead",
                               (double)c->floor / 1e9, c->roots[i], (double)fs[i].size / 1e9);
-            refuse |= fs[i].free < floor;
+            refuse |= fs[i].free < floor || fs[i].ifree < inode_floor(&fs[i], floor);
         }
     }
     /* At the cap itself the collector is not keeping up: stop adding until
@@ -1234,12 +1314,15 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         refuse = true;
     }
     atomic_store(&c->refuse, refuse);
+    /* store_used_bytes: the last measurement plus what the filesystem grew
+     * since, the figure the cap is enforced on (a measurement alone can be
+     * far behind: taken before a short-lived writer stored gigabytes). */
     if (have_all)
-        atomic_store(&c->used_bytes, used);
+        atomic_store(&c->used_bytes, est);
     uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
     /* Collect at most a third of the time, even when something (another
      * tenant of the filesystem) keeps the estimate above the watermark. */
-    bool recent = have_all && now_wall < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
+    bool recent = have_all && now < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
     if (kicks) {
         *why = "a write failed for lack of space";
         return DUE_URGENT;
@@ -1249,13 +1332,17 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
         return DUE_URGENT;
     }
     bool settling = have_all && evicted_last &&
-                    now_wall < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
-    if (refuse && !settling && !(starved && now_wall < last_end + interval)) {
+                    now < last_end + KVS_MAX(FREE_LAG_NS, 2 * last_dur);
+    if (refuse && !settling && !(starved && now < last_end + interval)) {
         *why = "free space is below min_free_space";
         return DUE_URGENT;
     }
-    if (!have_all || now_wall >= last_end + interval) {
+    if (!have_all || now >= last_end + interval) {
         *why = "periodic measurement";
+        return DUE_BACKGROUND;
+    }
+    if (!recent && !settling && est - used > KVS_MAX(used / 8, STALE_MIN_BYTES)) {
+        *why = "the store grew by an eighth since it was measured";
         return DUE_BACKGROUND;
     }
     return DUE_NO;
@@ -1271,11 +1358,25 @@ static void *collector_main(void *arg)
      * at the same moment. */
     uint64_t jitter = 0;
     kvs__io()->getrandom(&jitter, sizeof jitter);
-    bool stopped = collector_wait(c, TICK_NS / 2 + jitter % TICK_NS, false);
+    /* The lease file is made now, while there is room: taking it later
+     * needs no inode or block, so a full filesystem can still be collected. */
+    for (uint32_t i = 0; i < c->nroots; i++)
+        kvs__lease_prepare(&c->leases[i]);
+    /* Urgent work found at start (below the floor, at the cap) is not
+     * postponed: a short-lived process may not be there later. */
+    bool stopped = c->urgent_at_start ? false
+                                      : collector_wait(c, TICK_NS / 2 + jitter % TICK_NS, false);
     while (!stopped) {
         pthread_mutex_lock(&c->mu);
         uint32_t kicks = c->kicks;
+        bool drain_req = c->drain;
+        if (drain_req) {
+            c->drain_seen = true;
+            pthread_cond_broadcast(&c->cv);
+        }
         pthread_mutex_unlock(&c->mu);
+        char outcome[sizeof c->outcome] = "";
+        uint64_t evicted_now = 0;
         /* Right after a collection made room on a path, writes can still
          * fail for a few seconds: ext4 and XFS release the blocks of removed
          * files at their next journal commit.  Those failures are not a new
@@ -1297,7 +1398,19 @@ static void *collector_main(void *arg)
         }
         const char *why = NULL;
         due d = look(c, kicks, &why);
-        if (d != DUE_NO && kvs__leases_try(c->leases, c->nroots) == KVS_OK) {
+        kvs_status lst = d != DUE_NO ? kvs__leases_try(c->leases, c->nroots) : KVS_ERR_BUSY;
+        if (d != DUE_NO && lst != KVS_OK) {
+            if (lst == KVS_ERR_BUSY)
+                snprintf(outcome, sizeof outcome,
+                         "another instance holds the collector lease (%s); it collects",
+                         c->leases[0].holder);
+            else
+                snprintf(outcome, sizeof outcome, "cannot take the collector lease: %s",
+                         kvs_last_error());
+            if (lst != KVS_ERR_BUSY)
+                kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", outcome);
+        }
+        if (d != DUE_NO && lst == KVS_OK) {
             pthread_mutex_lock(&c->mu);
             kicks = c->kicks;
             c->kicks = 0;
@@ -1322,6 +1435,15 @@ static void *collector_main(void *arg)
                     c->quiet_low[i] = r.fs_used_low[i];
                 }
             }
+            evicted_now = st ? 0 : r.evicted_files;
+            if (st)
+                snprintf(outcome, sizeof outcome, "collection failed: %s", kvs_last_error());
+            else
+                snprintf(outcome, sizeof outcome,
+                         "evicted %" PRIu64 " chunks (%.3f GB)%s; the store holds %.3f GB",
+                         r.evicted_files, (double)r.evicted_bytes / 1e9,
+                         r.starved ? ", and nothing more of the store is left to evict" : "",
+                         (double)r.used_after / 1e9);
             if (st) {
                 kvs__log_once(&c->fail_logged, KVS_LOG_WARN, "collector: %s", kvs_last_error());
             } else if (!r.lease_lost && r.passes) {
@@ -1344,8 +1466,23 @@ static void *collector_main(void *arg)
             c->kicks = 0;
             pthread_mutex_unlock(&c->mu);
         }
+        pthread_mutex_lock(&c->mu);
+        if (outcome[0]) {
+            memcpy(c->outcome, outcome, sizeof outcome);
+            c->round_evicted = evicted_now;
+        }
+        if (drain_req) {
+            c->drain = false;
+            c->drained = true;
+            pthread_cond_broadcast(&c->cv);
+        }
+        pthread_mutex_unlock(&c->mu);
         stopped = collector_wait(c, TICK_NS, true);
     }
+    pthread_mutex_lock(&c->mu);
+    c->exited = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     collector_unref(c);
     return NULL;
 }
@@ -1372,7 +1509,13 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
         c->leases[i].file_mode = c->cfg->file_mode;
     }
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cv, NULL);
+    kvs__cond_init(&c->cv);
+    /* One look now, before the thread exists: stores are refused from the
+     * first one when the filesystem is below the floor or the store at its
+     * cap (a short-lived `kvstash store` would otherwise fill it before the
+     * collector's first tick), and urgent work starts without the jitter. */
+    const char *why = NULL;
+    c->urgent_at_start = look(c, 0, &why) == DUE_URGENT;
     atomic_init(&c->refs, 2);
     if (pthread_create(&c->thread, NULL, collector_main, c) != 0) {
         atomic_store(&c->refs, 1);
@@ -1383,20 +1526,63 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
     return KVS_OK;
 }
 
+#define DRAIN_NS (10ull * 1000000000u)
+#define DRAIN_START_NS (2000000000u)
+
 void kvs__collector_stop(kvs_collector *c)
 {
     if (!c)
         return;
     pthread_mutex_lock(&c->mu);
+    /* A process that exits right after its writes failed for lack of space,
+     * or while below the floor or at the cap (a `kvstash store` on a nearly
+     * full filesystem), lets its collector make room first, for at most
+     * DRAIN_NS, and says what came of it. */
+    bool pending = c->kicks || atomic_load(&c->refuse);
+    if (pending) {
+        c->drain = true;
+        c->drain_seen = c->drained = false;
+        pthread_cond_broadcast(&c->cv);
+        /* A thread that shows no sign of life within 2 s is stuck
+         * in a filesystem call (a hung mount): no waiting on it. */
+        uint64_t t0 = kvs__now_ns();
+        while (!c->drained && !c->drain_seen &&
+               kvs__cond_wait_until(&c->cv, &c->mu, t0 + DRAIN_START_NS) == 0) {
+        }
+        while (c->drain_seen && !c->drained &&
+               kvs__cond_wait_until(&c->cv, &c->mu, t0 + DRAIN_NS) == 0) {
+        }
+        bool still = atomic_load(&c->refuse) && !c->round_evicted;
+        if (still || !c->drained)
+            kvs__log(KVS_LOG_WARN,
+                     "collector: closing while %s on %s%s: %s%s",
+                     c->kicks ? "writes fail for lack of space" : "the store is at its limits",
+                     c->roots[0], c->nroots > 1 ? " and its other paths" : "",
+                     c->drained ? (c->outcome[0] ? c->outcome : "nothing collected")
+                                : "the collection did not finish in 10 s",
+                     still ? "; stores stay refused until an instance or `kvstash gc` makes "
+                             "room (see min_free_space and max_store_size)"
+                           : "");
+        else if (c->outcome[0])
+            kvs__log(KVS_LOG_INFO, "collector: before closing: %s", c->outcome);
+    }
     c->stop = true;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     /* A pass notices between folders; a filesystem call that hangs keeps
      * the thread, which then cleans up after itself. */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 2;
-    if (pthread_timedjoin_np(c->thread, NULL, &ts) != 0)
+    /* The bounded join, on the monotonic clock: the thread says it is done
+     * under mu (pthread_timedjoin_np waits on the wall clock, and
+     * ThreadSanitizer does not know pthread_clockjoin_np). */
+    uint64_t deadline = kvs__now_ns() + 2000000000u;
+    pthread_mutex_lock(&c->mu);
+    while (!c->exited && kvs__cond_wait_until(&c->cv, &c->mu, deadline) == 0) {
+    }
+    bool exited = c->exited;
+    pthread_mutex_unlock(&c->mu);
+    if (exited)
+        pthread_join(c->thread, NULL); /* it only has to return */
+    else
         pthread_detach(c->thread);
     collector_unref(c);
 }

@@ -96,6 +96,19 @@ typedef struct kvs_usage_record {
 } kvs_usage_record;
 
 int kvs__usage_read(const char *root, kvs_usage_record *r);   /* 0 or -errno */
+
+/* A record no longer describes the store once its filesystem's usage moved
+ * by more than an eighth of what it recorded (at least 16 MiB) since: the
+ * store (or another tenant) wrote or removed that much since the pass, so
+ * the record is not shown as the store's size (kvstash du measures again,
+ * doctor shows the change, the collector measures again). */
+bool kvs__usage_stale(const kvs_usage_record *r, uint64_t fs_used_now);
+/* How much the filesystem's usage grew since the record (0 if it shrank). */
+uint64_t kvs__usage_growth(const kvs_usage_record *r, uint64_t fs_used_now);
+/* Records a measurement made outside a collection (kvstash du --measure)
+ * on path `root`: used bytes, chunks, temporary files, namespaces. */
+int kvs__usage_record_measure(const char *root, uint64_t used, uint64_t chunks, uint64_t temps,
+                              uint64_t namespaces, uint32_t file_mode);
 /* file_mode: of the file and of .kvstash if it is made (0: 0644). */
 int kvs__usage_write(const char *root, const kvs_usage_record *r, uint32_t file_mode);
 /* lstat of usage.json (to see whether it changed); 0 or -errno. */

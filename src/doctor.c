@@ -219,11 +219,33 @@ kvs_status kvs_doctor(const kvs_config *cfg, char **report_out, int *healthy_out
         kvs_usage_record rec;
         if (kvs__usage_read(path, &rec) == 0) {
             uint64_t now = kvs__wall_ns();
-            kvs_buf_printf(&b, "  store usage: %.3f GB in %llu chunks, measured %.0f s ago by %s\n",
-                           (double)rec.used_bytes / 1e9, (unsigned long long)rec.chunks,
-                           now > rec.pass_end_wall_ns ? (double)(now - rec.pass_end_wall_ns) / 1e9
-                                                      : 0.0,
-                           rec.host[0] ? rec.host : "?");
+            struct statvfs v;
+            uint64_t fs_used = 0;
+            if (kvs__io()->statvfs(path, &v) == 0)
+                fs_used = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize;
+            double ago = now > rec.pass_end_wall_ns
+                             ? (double)(now - rec.pass_end_wall_ns) / 1e9
+                             : 0.0;
+            uint64_t grew = kvs__usage_growth(&rec, fs_used);
+            uint64_t fell = fs_used < rec.fs_used_baseline ? rec.fs_used_baseline - fs_used : 0;
+            if (kvs__usage_stale(&rec, fs_used))
+                /* The record is behind the store: say so, with the change,
+                 * rather than show an old size as the store's. */
+                kvs_buf_printf(&b,
+                               "  store usage: about %.3f GB: %.3f GB in %llu chunks measured "
+                               "%.0f s ago by %s, and the filesystem's usage %s %.3f GB since "
+                               "(this store's writes or removals, or another tenant's; `kvstash "
+                               "du` measures it now)\n",
+                               (double)(rec.used_bytes + grew - KVS_MIN(fell, rec.used_bytes)) /
+                                   1e9,
+                               (double)rec.used_bytes / 1e9, (unsigned long long)rec.chunks, ago,
+                               rec.host[0] ? rec.host : "?", grew ? "grew" : "fell",
+                               (double)(grew ? grew : fell) / 1e9);
+            else
+                kvs_buf_printf(&b,
+                               "  store usage: %.3f GB in %llu chunks, measured %.0f s ago by %s\n",
+                               (double)rec.used_bytes / 1e9, (unsigned long long)rec.chunks, ago,
+                               rec.host[0] ? rec.host : "?");
         } else {
             kvs_buf_printf(&b, "  store usage: not measured yet (an engine's collector does)\n");
         }

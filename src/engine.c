@@ -635,7 +635,7 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
         if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen) {
             struct iovec iov[MAX_DIRECT_IOV];
             int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
                 if (!direct_begin(op))
@@ -701,7 +701,7 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         chunk_settle(c, KVS_CH_CANCELLED);
         goto resolve;
     }
-    int fd = kvs__store_open_read(&e->store, c->key, &c->st);
+    int fd = kvs__store_open_read(&e->store, c->key, &c->st, &c->fd_direct);
     const struct stat st = c->st;
     if (fd < 0) {
         int err = -fd;
@@ -951,7 +951,7 @@ static void write_piece(kvs_xpiece *p, kvs_worker *w, uint64_t t0)
         if (op->direct && data_len == blen && !c->cpu) {
             struct iovec iov[MAX_DIRECT_IOV];
             int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       e->store.direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
                                        MAX_DIRECT_IOV);
             if (n > 0) {
                 if (!direct_begin(op))
@@ -1023,7 +1023,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     }
     if (pr == KVS_PROBE_BAD)
         kvs__store_remove(&e->store, c->key);
-    int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix);
+    int fd = kvs__store_create_temp(&e->store, c->key, &c->tmp_suffix, &c->fd_direct);
     if (fd < 0) {
         write_fail(c, -fd, "create");
         busy_since(e, t0);
@@ -1123,7 +1123,7 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
     atomic_init(&op->refs, 1);
     atomic_init(&op->cut, n);
     pthread_mutex_init(&op->mu, NULL);
-    pthread_cond_init(&op->cv, NULL);
+    kvs__cond_init(&op->cv);
     engine_ref(e);
 
     size_t T = e->ns.chunk_size;
@@ -1401,19 +1401,6 @@ static void op_abandon(kvs_op *op, bool count_timeout)
                         ETIMEDOUT);
 }
 
-static void deadline_to_timespec(uint64_t deadline_ns, struct timespec *ts)
-{
-    uint64_t now = kvs__now_ns();
-    uint64_t left = deadline_ns > now ? deadline_ns - now : 0;
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += (time_t)(left / 1000000000u);
-    ts->tv_nsec += (long)(left % 1000000000u);
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out)
 {
     if (!op)
@@ -1431,9 +1418,7 @@ kvs_status kvs_op_wait(kvs_op *op, int64_t timeout_ms, kvs_op_result *result_out
     while (!op->complete) {
         if (kvs__now_ns() >= deadline)
             break;
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+        kvs__cond_wait_until(&op->cv, &op->mu, deadline);
     }
     if (!op->complete) {
         pthread_mutex_unlock(&op->mu);
@@ -1473,9 +1458,7 @@ kvs_status kvs_op_wait_layer(kvs_op *op, uint32_t layer, size_t *loaded_tokens_o
             pthread_mutex_lock(&op->mu);
             continue;
         }
-        struct timespec ts;
-        deadline_to_timespec(op->deadline_ns, &ts);
-        pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+        kvs__cond_wait_until(&op->cv, &op->mu, op->deadline_ns);
     }
     size_t tokens = 0;
     for (uint32_t i = 0; i < op->nchunks; i++) {
@@ -1507,9 +1490,7 @@ void kvs_op_free(kvs_op *op)
         /* Zero-copy I/O may still be in flight on the caller's memory. */
         pthread_mutex_lock(&op->mu);
         while (atomic_load(&op->direct_io) > 0) {
-            struct timespec ts;
-            deadline_to_timespec(kvs__now_ns() + 10000000u, &ts);
-            pthread_cond_timedwait(&op->cv, &op->mu, &ts);
+            kvs__cond_wait_until(&op->cv, &op->mu, kvs__now_ns() + 10000000u);
         }
         pthread_mutex_unlock(&op->mu);
     }
@@ -1778,7 +1759,7 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
     if (!b)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory probing the store");
     pthread_mutex_init(&b->mu, NULL);
-    pthread_cond_init(&b->cv, NULL);
+    kvs__cond_init(&b->cv);
     b->engine = e;
     b->n = n;
     b->refs = 1 + (int)n;
@@ -1794,9 +1775,7 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
         kvs__pool_submit(e->pool, &b->items[i].task, KVS_PRIO_READ);
     pthread_mutex_lock(&b->mu);
     while (b->ndone < b->n && kvs__now_ns() < deadline) {
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        kvs__cond_wait_until(&b->cv, &b->mu, deadline);
     }
     uint32_t present = 0;
     while (present < n && b->items[present].done && b->items[present].result == KVS_PROBE_PRESENT)
@@ -2094,7 +2073,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     if (!e)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory opening an engine");
     pthread_mutex_init(&e->mu, NULL);
-    pthread_cond_init(&e->idle_cv, NULL);
+    kvs__cond_init(&e->idle_cv);
     atomic_init(&e->refs, 1);
     kvs_status st = kvs_config_copy(cfg, &e->cfg);
     if (st)
@@ -2153,7 +2132,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
         kvs__pool_destroy(e->pool, 0);
         goto fail;
     }
-    e->stats.direct_io = e->store.direct;
+    e->stats.direct_io = __atomic_load_n(&e->store.direct, __ATOMIC_RELAXED);
     kvs__log(KVS_LOG_INFO,
              "engine open: store %s%s%s, namespace %s, data path posix (O_DIRECT %s), %u I/O "
              "threads, %llu-byte chunks, CPU tier %s, checksums xxh3/%s%s%s",
@@ -2190,9 +2169,7 @@ void kvs_engine_close(kvs_engine *e)
     uint64_t deadline = kvs__now_ns() + e->store_timeout_ns;
     pthread_mutex_lock(&e->mu);
     while (atomic_load(&e->pending_chunks) > 0 && kvs__now_ns() < deadline) {
-        struct timespec ts;
-        deadline_to_timespec(deadline, &ts);
-        pthread_cond_timedwait(&e->idle_cv, &e->mu, &ts);
+        kvs__cond_wait_until(&e->idle_cv, &e->mu, deadline);
     }
     uint64_t left = atomic_load(&e->pending_chunks);
     pthread_mutex_unlock(&e->mu);

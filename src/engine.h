@@ -98,6 +98,7 @@ struct kvs_xchunk {
     kvs_xpiece *pieces;
     kvs_slot_cover cover;
     int fd;
+    bool fd_direct;                /* fd has O_DIRECT: align zero-copy transfers */
     struct stat st;                /* retrieve: the file opened (quarantine
                                       removes only that one) */
     uint64_t tmp_suffix;           /* store: temporary file name */

@@ -17,10 +17,12 @@
 
 #include "kvstash.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #if defined(__GNUC__)
 #define KVS_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -92,6 +94,19 @@ uint64_t kvs__alloc_fail_at(uint64_t nth, bool sticky);
 
 uint64_t kvs__now_ns(void);      /* CLOCK_MONOTONIC */
 uint64_t kvs__wall_ns(void);     /* CLOCK_REALTIME */
+
+/* Every deadline of the library is a kvs__now_ns() value and every timed
+ * wait goes through these two, so a wall clock stepped (NTP, an operator)
+ * neither stretches nor cuts a wait: a deadline of 300 ms stays 300 ms when
+ * the wall clock goes back 20 s.  kvs__cond_init makes the condition
+ * variable's timed waits use CLOCK_MONOTONIC; kvs__cond_wait_until waits
+ * until it is signalled or the monotonic deadline passed (0 or ETIMEDOUT;
+ * spurious wake-ups return 0 as pthread_cond_wait's do). */
+int kvs__cond_init(pthread_cond_t *cv);
+int kvs__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline_ns);
+/* The same deadline for pthread_clockjoin_np and friends: an absolute
+ * CLOCK_MONOTONIC time ns from now (capped at an hour). */
+void kvs__mono_timespec_in(uint64_t ns, struct timespec *ts);
 
 /* ---- a growable string, for reports and JSON ---------------------------- */
 

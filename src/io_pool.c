@@ -162,7 +162,7 @@ kvs_status kvs__pool_create(uint32_t threads, uint32_t spare, size_t bounce_byte
         return kvs__fail(KVS_ERR_NOMEM, "out of memory creating the I/O pool");
     }
     pthread_cond_init(&p->work_cv, NULL);
-    pthread_cond_init(&p->exit_cv, NULL);
+    kvs__cond_init(&p->exit_cv);
     pthread_mutex_lock(&p->mu);
     for (uint32_t i = 0; i < threads; i++) {
         if (!start_thread(p)) {
@@ -236,22 +236,14 @@ uint32_t kvs__pool_destroy(kvs_pool *p, uint64_t timeout_ns)
 {
     if (!p)
         return 0;
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    uint64_t add = timeout_ns > 3600ull * 1000000000ull ? 3600ull * 1000000000ull : timeout_ns;
-    deadline.tv_sec += (time_t)(add / 1000000000u);
-    deadline.tv_nsec += (long)(add % 1000000000u);
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    uint64_t deadline = kvs__now_ns() + KVS_MIN(timeout_ns, 3600ull * 1000000000u);
     pthread_mutex_lock(&p->mu);
     p->stopping = true;
     pthread_cond_broadcast(&p->work_cv);
     while (p->alive > 0) {
         if (timeout_ns == UINT64_MAX)
             pthread_cond_wait(&p->exit_cv, &p->mu);
-        else if (pthread_cond_timedwait(&p->exit_cv, &p->mu, &deadline) == ETIMEDOUT)
+        else if (kvs__cond_wait_until(&p->exit_cv, &p->mu, deadline) == ETIMEDOUT)
             break;
     }
     uint32_t stuck = p->alive;

@@ -3,23 +3,47 @@
  *
  * The file holds text lines: a nonce naming this holding, a generation that
  * every renewal bumps, and who holds it (host, boot id, pid namespace, pid,
- * process start time, purpose).  The protocol:
+ * process start time, purpose).  It is always LEASE_FILE_BYTES long
+ * (padded).  Its inode is made once and then only renamed or rewritten in
+ * place, none of which needs a new inode or a new block, so a store whose
+ * filesystem ran out of inodes or space can still be collected: the lease
+ * is what lets the collector make room (docs/capacity.md).  A collector
+ * makes a spare (collector.lease.spare) when it starts, while there is
+ * room; a release turns the lease back into the spare.  The protocol:
  *
- *   create   write a temporary file, rename it to the lease name with
- *            RENAME_NOREPLACE (link() where the filesystem lacks it): of
- *            several creators exactly one succeeds.
- *   renew    every ttl/3: check the file still carries our nonce, write the
- *            next generation to a temporary file and rename it over the
- *            lease.  The holder acts only until (start of its last renewal)
- *            + ttl - grace by its monotonic clock, and drops the lease if a
- *            renewal took longer than 2 * grace.
+ *   create   (no lease file: free) rename the spare to a private name (of
+ *            several contenders one wins it; without a spare, write a new
+ *            temporary file), write our content into it, and rename it to
+ *            the lease name with RENAME_NOREPLACE (link() where the
+ *            filesystem lacks it): of several creators exactly one succeeds;
+ *            the others keep their inode as the spare.
+ *   renew    every ttl/3: open the file, check it still carries our nonce,
+ *            write the next generation over it through the same descriptor.
+ *            The holder acts only until (start of its last renewal) + ttl -
+ *            grace by its monotonic clock, and drops the lease if a renewal
+ *            took longer than 2 * grace.
  *   observe  a contender hashes the content it reads; when the same content
  *            has been there for ttl + 2 * grace by the contender's own
  *            monotonic clock, the holder stopped renewing before its
  *            holding ran out (a renewal is due every ttl/3).
  *   take     rename the lease to a private name (one contender wins), check
  *            that it is the content observed (a late renewal would differ:
- *            then it is put back), remove it, create our own.
+ *            then it is put back), write our content into it, and rename it
+ *            back with RENAME_NOREPLACE (if someone created a lease file
+ *            while the name was away, theirs wins and ours is removed).
+ *   release  (while the holding is good by more than grace) rename the
+ *            lease to a private name, check it is ours (else put it back),
+ *            rename it to the spare.
+ *
+ * A renewal writes in place, so a renewal that stalls between its check
+ * and its write could land in a file a contender took meanwhile.  It cannot
+ * land there unnoticed: the contender takes only ttl + 2 * grace after the
+ * content it watched appeared, which is after the holder's renewal started
+ * + 3 * grace, so such a renewal took longer than 2 * grace and its holder
+ * gives the lease up; the contender then finds a foreign nonce at its next
+ * renewal and gives it up too (a lost ttl, never two holders).  A release
+ * is not written in place: "free" content landing late in a file a
+ * contender took would hand the lease to a third at once.
  *
  * No step compares wall clocks of two hosts, so clock skew cannot make two
  * holders; only the rates of the clocks matter.  Wall times in the file are
@@ -45,6 +69,8 @@
 #include <unistd.h>
 
 #define LEASE_MAX_BYTES 2048
+#define LEASE_FILE_BYTES 1024 /* every version of the file: rewrites need no block */
+#define LEASE_SPARE KVS_LEASE_FILE ".spare"
 #define ABANDONED_SKEW_NS (300ull * 1000000000ull)
 
 static int64_t wall_offset;
@@ -90,11 +116,6 @@ static int lease_dir(const kvs_lease *l, bool create)
     int dfd = kvs__meta_dir_open(rfd, create, l->file_mode);
     kvs__io()->close(rfd);
     return dfd;
-}
-
-static int read_lease(int dfd, const char *name, char *buf, size_t cap)
-{
-    return kvs__meta_read(dfd, name, buf, cap);
 }
 
 /* Process start time of pid in clock ticks since boot; 0 when unknown. */
@@ -146,6 +167,7 @@ static void self_identity(identity *id)
 /* ---- the file ------------------------------------------------------------- */
 
 typedef struct lease_text {
+    bool free;            /* released: take at once */
     char nonce[33];
     uint64_t generation;
     identity owner;
@@ -184,6 +206,10 @@ static void parse(const char *text, lease_text *t)
     for (const char *line = text; line && *line; line = strchr(line, '\n')) {
         if (*line == '\n')
             line++;
+        char state[16] = "";
+        word(line, "state", state, sizeof state);
+        if (strcmp(state, "free") == 0)
+            t->free = true;
         word(line, "nonce", t->nonce, sizeof t->nonce);
         word(line, "host", t->owner.host, sizeof t->owner.host);
         word(line, "boot_id", t->owner.boot_id, sizeof t->owner.boot_id);
@@ -199,10 +225,36 @@ static void parse(const char *text, lease_text *t)
         number(line, "acquired_wall_ns", &t->acquired_wall_ns);
         number(line, "renewed_wall_ns", &t->renewed_wall_ns);
     }
-    t->parsed = strlen(t->nonce) == 32;
+    t->parsed = strlen(t->nonce) == 32 || t->free;
 }
 
-static int format(const kvs_lease *l, char *buf, size_t cap)
+static int format_held(const kvs_lease *l, char *buf, size_t cap);
+
+/* The content of the file, padded with newlines to LEASE_FILE_BYTES: ours
+ * while held, or (free) the free state this holding leaves behind (its
+ * nonce and generation keep each free content distinct). */
+static int format(const kvs_lease *l, bool free_state, char *buf, size_t cap)
+{
+    int n;
+    if (free_state) {
+        n = snprintf(buf, cap,
+                     "kvstash-lease 1\nstate free\nreleased %s %" PRIu64 "\nrenewed_wall_ns %" PRIu64
+                     "\n",
+                     l->nonce, l->generation, lease_wall_ns());
+    } else {
+        n = format_held(l, buf, cap);
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return n;
+    if ((size_t)n < LEASE_FILE_BYTES && cap > LEASE_FILE_BYTES) {
+        memset(buf + n, '\n', LEASE_FILE_BYTES - (size_t)n);
+        n = LEASE_FILE_BYTES;
+        buf[n] = '\0';
+    }
+    return n;
+}
+
+static int format_held(const kvs_lease *l, char *buf, size_t cap)
 {
     identity me;
     self_identity(&me);
@@ -226,14 +278,55 @@ static void random_hex(char *out, size_t bytes)
     kvs__hex(r, bytes, out);
 }
 
-/* Writes the next content to a fresh temporary file in dfd; 0 or -errno. */
-static int write_temp(const kvs_lease *l, int dfd, char *tmp, size_t cap)
+/* Opens the lease file (or our private name for it) in dfd for reading and
+ * writing: a regular file only, no symlink, never blocking on a FIFO. */
+static int open_file(int dfd, const char *name)
+{
+    return kvs__meta_open(dfd, name, O_RDWR, 0);
+}
+
+/* Reads through fd; length or -errno. */
+static int read_fd(int fd, char *buf, size_t cap)
+{
+    const kvs_io_ops *io = kvs__io();
+    size_t len = 0;
+    while (len < cap - 1) {
+        ssize_t n = io->pread(fd, buf + len, cap - 1 - len, (off_t)len);
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return (int)len;
+}
+
+/* The whole file named `name` in dfd; length or -errno. */
+static int read_name(int dfd, const char *name, char *buf, size_t cap)
+{
+    return kvs__meta_read(dfd, name, buf, cap);
+}
+
+/* Writes content over the file through fd, in place; 0 or -errno. */
+static int write_fd(const kvs_lease *l, int fd, bool free_state)
+{
+    char text[LEASE_MAX_BYTES];
+    int len = format(l, free_state, text, sizeof text);
+    if (kvs__pwrite_full(fd, text, (size_t)len, 0) != 0)
+        return -errno;
+    return 0;
+}
+
+/* Writes content to a fresh temporary file in dfd; 0 or -errno.  The only
+ * step that needs a new inode: used where no lease file exists yet. */
+static int write_temp(const kvs_lease *l, int dfd, bool free_state, char *tmp, size_t cap)
 {
     const kvs_io_ops *io = kvs__io();
     char hex[17], text[LEASE_MAX_BYTES];
     random_hex(hex, 8);
     snprintf(tmp, cap, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
-    int len = format(l, text, sizeof text);
+    int len = format(l, free_state, text, sizeof text);
     int fd = kvs__meta_open(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)l->file_mode);
     if (fd < 0)
         return fd;
@@ -248,6 +341,23 @@ static int write_temp(const kvs_lease *l, int dfd, char *tmp, size_t cap)
         return -err;
     }
     return 0;
+}
+
+/* Puts `from` at the lease name unless a lease file is there: 0, or
+ * -EEXIST, or another -errno. */
+static int publish(int dfd, const char *from)
+{
+    const kvs_io_ops *io = kvs__io();
+    if (io->renameat(dfd, from, KVS_LEASE_FILE, 1) == 0)
+        return 0;
+    int err = errno;
+    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
+        if (io->linkat(dfd, from, KVS_LEASE_FILE) != 0)
+            return -errno;
+        io->unlinkat(dfd, from, 0);
+        return 0;
+    }
+    return -err;
 }
 
 /* ---- the protocol --------------------------------------------------------- */
@@ -275,44 +385,78 @@ static void start_holding(kvs_lease *l, uint64_t t_start)
     l->renew_after = t_start + l->ttl_ns / 3;
 }
 
-/* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error. */
+static void new_holding(kvs_lease *l)
+{
+    random_hex(l->nonce, 16);
+    l->generation = 1;
+    l->acquired_wall_ns = lease_wall_ns();
+}
+
+/* KVS_OK created; KVS_ERR_BUSY someone else did; else an I/O error.  The
+ * spare file (collector.lease.spare, left by the last release or made when a
+ * collector started) is used when there is one: renamed to a private name
+ * (one contender wins it), written in place, published.  Only without a
+ * spare is a new file (a new inode) created. */
 static kvs_status create(kvs_lease *l, int dfd)
 {
     const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
-    random_hex(l->nonce, 16);
-    l->generation = 1;
-    l->acquired_wall_ns = lease_wall_ns();
-    char tmp[64];
-    int rc = write_temp(l, dfd, tmp, sizeof tmp);
-    if (rc)
-        return kvs__fail(kvs__errno_status(-rc), "cannot write a lease file in %s: %s", l->dir,
-                         kvs__meta_strerror(-rc));
-    if (io->renameat(dfd, tmp, KVS_LEASE_FILE, 1) == 0) {
+    new_holding(l);
+    char tmp[64], hex[17];
+    int rc;
+    random_hex(hex, 8);
+    snprintf(tmp, sizeof tmp, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    int fd = -ENOENT;
+    if (io->renameat(dfd, LEASE_SPARE, tmp, 0) == 0) {
+        fd = open_file(dfd, tmp);
+        if (fd == -KVS_ENOTREG || fd == -ELOOP || fd == -EISDIR) {
+            /* Not a spare anyone made (a FIFO, a symlink, a folder planted
+             * there): it is under our private name now, removed (a folder
+             * is left there), and a file made instead. */
+            io->unlinkat(dfd, tmp, 0);
+            fd = -ENOENT;
+        }
+    }
+    if (fd != -ENOENT) {
+        rc = fd < 0 ? fd : write_fd(l, fd, false);
+        if (fd >= 0 && io->close(fd) != 0 && rc == 0)
+            rc = -errno;
+        if (rc) {
+            io->renameat(dfd, tmp, LEASE_SPARE, 0);
+            return kvs__fail(kvs__errno_status(-rc), "cannot write the lease %s: it %s",
+                             l->path, kvs__meta_strerror(-rc));
+        }
+    } else {
+        rc = write_temp(l, dfd, false, tmp, sizeof tmp);
+        if (rc)
+            return kvs__fail(kvs__errno_status(-rc),
+                             "cannot write a lease file in %s: it %s (there is no lease file "
+                             "to reuse: a collector makes one when it starts with room to "
+                             "spare)",
+                             l->dir, kvs__meta_strerror(-rc));
+    }
+    rc = publish(dfd, tmp);
+    if (rc == 0) {
         start_holding(l, t_start);
         return KVS_OK;
     }
-    int err = errno;
-    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) {
-        err = io->linkat(dfd, tmp, KVS_LEASE_FILE) == 0 ? 0 : errno;
+    /* Keep the inode for the next taker rather than give it back. */
+    if (io->renameat(dfd, tmp, LEASE_SPARE, 0) != 0)
         io->unlinkat(dfd, tmp, 0);
-        if (err == 0) {
-            start_holding(l, t_start);
-            return KVS_OK;
-        }
-    } else {
-        io->unlinkat(dfd, tmp, 0);
-    }
-    if (err == EEXIST) {
+    if (rc == -EEXIST) {
         snprintf(l->holder, sizeof l->holder, "another process created it first");
         return KVS_ERR_BUSY;
     }
-    return kvs__fail(kvs__errno_status(err), "cannot create the lease %s: %s", l->path,
-                     strerror(err));
+    return kvs__fail(kvs__errno_status(-rc), "cannot create the lease %s: %s", l->path,
+                     strerror(-rc));
 }
 
 static void describe(const lease_text *t, uint64_t mtime_wall, char *out, size_t cap)
 {
+    if (t->free) {
+        snprintf(out, cap, "free");
+        return;
+    }
     if (!t->parsed) {
         snprintf(out, cap, "held (unreadable lease file)");
         return;
@@ -346,6 +490,7 @@ static kvs_status take_over(kvs_lease *l, int dfd, uint64_t observed, const char
 {
     const kvs_io_ops *io = kvs__io();
     char priv[64], hex[17], text[LEASE_MAX_BYTES];
+    uint64_t t_start = kvs__now_ns();
     random_hex(hex, 8);
     snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
     if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) != 0) {
@@ -354,25 +499,52 @@ static kvs_status take_over(kvs_lease *l, int dfd, uint64_t observed, const char
         return kvs__fail(kvs__errno_status(errno), "cannot take over the lease %s: %s", l->path,
                          strerror(errno));
     }
-    int n = read_lease(dfd, priv, text, sizeof text);
+    /* The file is ours alone under this name: check it, then write into the
+     * same inode (no new inode or block, so this works on a full
+     * filesystem) and put it back. */
+    int fd = open_file(dfd, priv);
+    int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
     if (n < 0 || kvs__checksum(text, (size_t)n) != observed) {
         /* It changed after we looked: the holder renewed late, it is alive. */
-        if (io->renameat(dfd, priv, KVS_LEASE_FILE, 1) != 0)
+        if (fd >= 0)
+            io->close(fd);
+        if (publish(dfd, priv) != 0)
             io->unlinkat(dfd, priv, 0);
         l->seen = false;
         return KVS_ERR_BUSY;
     }
-    io->unlinkat(dfd, priv, 0);
-    kvs_status st = create(l, dfd);
-    if (st == KVS_OK)
+    new_holding(l);
+    int rc = write_fd(l, fd, false);
+    if (io->close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc != 0) {
+        /* Back under the lease name whatever it now says: a torn content
+         * is a new content, taken ttl + 2 * grace from now at the latest. */
+        if (publish(dfd, priv) != 0)
+            io->unlinkat(dfd, priv, 0);
+        l->seen = false;
+        return kvs__fail(kvs__errno_status(-rc), "cannot write the lease %s: %s", l->path,
+                         strerror(-rc));
+    }
+    rc = publish(dfd, priv);
+    if (rc != 0) {
+        /* Someone created a new lease file while ours was away: theirs. */
+        io->unlinkat(dfd, priv, 0);
+        if (rc == -EEXIST)
+            return KVS_ERR_BUSY;
+        return kvs__fail(kvs__errno_status(-rc), "cannot put back the lease %s: %s", l->path,
+                         strerror(-rc));
+    }
+    start_holding(l, t_start);
+    if (why)
         kvs__log(KVS_LOG_INFO, "took over the collector lease %s (%s)", l->path, why);
-    return st;
+    return KVS_OK;
 }
 
 static kvs_status lease_try_in(kvs_lease *l, int dfd)
 {
     char text[LEASE_MAX_BYTES];
-    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    int n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
     if (n == -KVS_ENOTREG || n == -ELOOP) {
         /* A FIFO, socket or symlink is no holder's lease (a holder writes a
          * regular file): remove that entry, only it, and take the lease. */
@@ -382,7 +554,7 @@ static kvs_status lease_try_in(kvs_lease *l, int dfd)
             kvs__log(KVS_LOG_WARN, "the lease %s %s; removed it", l->path,
                      kvs__meta_strerror(-n));
             kvs__unlink_examined(dfd, KVS_LEASE_FILE, &st);
-            n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+            n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
         }
     }
     if (n == -ENOENT)
@@ -453,37 +625,15 @@ static kvs_status lose(kvs_lease *l, const char *why)
     return KVS_ERR_BUSY;
 }
 
-static kvs_status keep_in(kvs_lease *l, int dfd, uint64_t t_start)
+/* Opens the lease file itself (through its folder); fd or -errno. */
+static int open_lease(const kvs_lease *l)
 {
-    const kvs_io_ops *io = kvs__io();
-    char text[LEASE_MAX_BYTES];
-    int n = dfd >= 0 ? read_lease(dfd, KVS_LEASE_FILE, text, sizeof text) : dfd;
-    lease_text t;
-    if (n >= 0)
-        parse(text, &t);
-    if (n == -ENOENT || (n >= 0 && strcmp(t.nonce, l->nonce) != 0))
-        return lose(l, "another process holds it now");
-    if (n < 0) {
-        /* Try again soon; the holding stays good until valid_until. */
-        l->renew_after = t_start + l->grace_ns / 4;
-        return KVS_OK;
-    }
-    l->generation++;
-    char tmp[64];
-    int rc = write_temp(l, dfd, tmp, sizeof tmp);
-    if (rc == 0 && io->renameat(dfd, tmp, KVS_LEASE_FILE, 0) != 0) {
-        rc = -errno;
-        io->unlinkat(dfd, tmp, 0);
-    }
-    if (rc) {
-        l->renew_after = t_start + l->grace_ns / 4;
-        return KVS_OK;
-    }
-    if (kvs__now_ns() - t_start > 2 * l->grace_ns)
-        return lose(l, "a renewal took longer than the safety margin");
-    l->valid_until = t_start + l->ttl_ns - l->grace_ns;
-    l->renew_after = t_start + l->ttl_ns / 3;
-    return KVS_OK;
+    int dfd = lease_dir(l, false);
+    if (dfd < 0)
+        return dfd;
+    int fd = open_file(dfd, KVS_LEASE_FILE);
+    kvs__io()->close(dfd);
+    return fd;
 }
 
 kvs_status kvs__lease_keep(kvs_lease *l)
@@ -495,11 +645,38 @@ kvs_status kvs__lease_keep(kvs_lease *l)
         return lose(l, "it ran out before it could be renewed");
     if (t_start < l->renew_after)
         return KVS_OK;
-    int dfd = lease_dir(l, false);
-    kvs_status st = keep_in(l, dfd, t_start);
-    if (dfd >= 0)
-        kvs__io()->close(dfd);
-    return st;
+    const kvs_io_ops *io = kvs__io();
+    char text[LEASE_MAX_BYTES];
+    int fd = open_lease(l);
+    int n = fd < 0 ? fd : read_fd(fd, text, sizeof text);
+    lease_text t;
+    if (n >= 0)
+        parse(text, &t);
+    if (n == -ENOENT || (n >= 0 && strcmp(t.nonce, l->nonce) != 0)) {
+        if (fd >= 0)
+            io->close(fd);
+        return lose(l, "another process holds it now");
+    }
+    int rc = n < 0 ? n : 0;
+    /* Write only while the check is fresh (see the top of this file). */
+    if (rc == 0 && kvs__now_ns() - t_start > l->grace_ns)
+        rc = -ETIMEDOUT;
+    if (rc == 0) {
+        l->generation++;
+        rc = write_fd(l, fd, false);
+    }
+    if (fd >= 0 && io->close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc) {
+        /* Try again soon; the holding stays good until valid_until. */
+        l->renew_after = t_start + l->grace_ns / 4;
+        return KVS_OK;
+    }
+    if (kvs__now_ns() - t_start > 2 * l->grace_ns)
+        return lose(l, "a renewal took longer than the safety margin");
+    l->valid_until = t_start + l->ttl_ns - l->grace_ns;
+    l->renew_after = t_start + l->ttl_ns / 3;
+    return KVS_OK;
 }
 
 void kvs__lease_release(kvs_lease *l)
@@ -507,18 +684,56 @@ void kvs__lease_release(kvs_lease *l)
     if (!l->held)
         return;
     l->held = false;
-    if (kvs__now_ns() >= l->valid_until)
-        return; /* it may be someone else's now */
+    /* Past valid_until (or nearly) it may be someone else's by now: leave
+     * it, to be taken over as a silent holder's. */
+    if (kvs__now_ns() + l->grace_ns >= l->valid_until)
+        return;
     int dfd = lease_dir(l, false);
     if (dfd < 0)
         return;
-    char text[LEASE_MAX_BYTES];
-    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
-    if (n >= 0) {
+    const kvs_io_ops *io = kvs__io();
+    char priv[64], hex[17], text[LEASE_MAX_BYTES];
+    random_hex(hex, 8);
+    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    /* Renamed away first, so it is ours alone while we look at it; then
+     * kept as the spare: the next taker needs no new inode. */
+    if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) == 0) {
+        int n = read_name(dfd, priv, text, sizeof text);
         lease_text t;
-        parse(text, &t);
-        if (strcmp(t.nonce, l->nonce) == 0)
-            kvs__io()->unlinkat(dfd, KVS_LEASE_FILE, 0);
+        if (n >= 0)
+            parse(text, &t);
+        if (n >= 0 && strcmp(t.nonce, l->nonce) == 0) {
+            if (io->renameat(dfd, priv, LEASE_SPARE, 0) != 0)
+                io->unlinkat(dfd, priv, 0);
+        } else if (publish(dfd, priv) != 0) {
+            /* Not ours (taken over meanwhile): back, unless a new one is
+             * there already. */
+            io->unlinkat(dfd, priv, 0);
+        }
+    }
+    io->close(dfd);
+}
+
+/* Makes the spare lease file if there is none: a collector does at start,
+ * while the filesystem has room, so that taking the lease later never
+ * needs a new inode. */
+void kvs__lease_prepare(kvs_lease *l)
+{
+    char text[LEASE_MAX_BYTES], tmp[64];
+    /* Only where .kvstash exists: its first maker is the first collection
+     * (whose release leaves the spare), not whoever opens the store first
+     * (strict_ownership judges .kvstash by its owner). */
+    int dfd = lease_dir(l, false);
+    if (dfd < 0)
+        return;
+    if (read_name(dfd, LEASE_SPARE, text, sizeof text) == -ENOENT) {
+        kvs_lease blank = *l;
+        random_hex(blank.nonce, 16);
+        blank.generation = 0;
+        /* No room: the first take creates one, or says why it cannot. */
+        if (write_temp(&blank, dfd, true, tmp, sizeof tmp) == 0 &&
+            kvs__io()->renameat(dfd, tmp, LEASE_SPARE, 1) != 0)
+            kvs__io()->unlinkat(dfd, tmp, 0);
     }
     kvs__io()->close(dfd);
 }
@@ -533,7 +748,7 @@ char *kvs__lease_describe(const char *root)
         return kvs__strdup("free");
     if (dfd < 0)
         return kvs__asprintf("unknown (%s " KVS_META_DIR " %s)", root, kvs__meta_strerror(-dfd));
-    int n = read_lease(dfd, KVS_LEASE_FILE, text, sizeof text);
+    int n = read_name(dfd, KVS_LEASE_FILE, text, sizeof text);
     char *out = NULL;
     if (n == -ENOENT) {
         out = kvs__strdup("free");

@@ -2,9 +2,14 @@
  * lease.h - the collector lease: one holder at a time for a store path,
  * across every process and every host that mounts it.
  *
- * A lease is the file <root>/.kvstash/collector.lease.  It is created with a
- * rename that refuses to replace, renewed by replacing it with a new
- * generation, and taken over from a holder that stopped renewing.  Expiry is
+ * A lease is the file <root>/.kvstash/collector.lease.  Its inode is made
+ * once (a spare, collector.lease.spare, when a collector starts) and then
+ * only renamed or rewritten in place: taken by renaming the spare to a
+ * private name, writing it and publishing it with a rename that refuses to
+ * replace; renewed by writing the next generation over it; taken over from
+ * a holder that stopped renewing by renaming it away first; released by
+ * renaming it back to the spare.  No step needs a new inode or block once
+ * the spare exists, so a full filesystem does not lock the collector out.  Expiry is
  * judged only by each process's own monotonic clock, never by comparing wall
  * clocks of different hosts; docs/capacity.md gives the argument.
  */
@@ -58,8 +63,15 @@ kvs_status kvs__lease_keep(kvs_lease *l);
 /* Held, and this process's clock says the holding has not run out. */
 bool kvs__lease_valid(const kvs_lease *l);
 
-/* Gives the lease back (removes the file if it is still ours). */
+/* Gives the lease back: the file, if it is still ours, becomes the spare,
+ * so taking the lease again needs no new inode. */
 void kvs__lease_release(kvs_lease *l);
+
+/* Makes the spare lease file of l's root if there is none (and .kvstash
+ * exists): a collector does at start, while the filesystem has room, so
+ * that taking the lease later never needs a new inode or block.  Errors are
+ * ignored (the first take creates a file, or reports why it cannot). */
+void kvs__lease_prepare(kvs_lease *l);
 
 /* The state of the lease of root, one line for operators: "free" or "held
  * by HOST pid N (PURPOSE), renewed S s ago, generation G".  Caller frees. */

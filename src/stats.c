@@ -28,7 +28,7 @@ static void snapshot(kvs_engine *e, kvs_stats *s)
     s->index_entries = kvs__index_present(e->index);
     s->pending_stores = atomic_load(&e->pending_chunks);
     s->pending_store_bytes = atomic_load(&e->pending_bytes);
-    s->direct_io = e->store.direct;
+    s->direct_io = __atomic_load_n(&e->store.direct, __ATOMIC_RELAXED);
     kvs__collector_stats(e->collector, s);
     kvs_dev *dev = __atomic_load_n(&e->dev, __ATOMIC_ACQUIRE);
     s->cufile_active = kvs__dev_cufile_active(dev);

@@ -336,7 +336,7 @@ static void probe_direct(kvs_fstore *s)
     snprintf(tmp, sizeof tmp, ".direct-probe.%016llx" KVS_TMP_SUFFIX, (unsigned long long)r);
     void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
     if (!buf) {
-        s->direct = false;
+        __atomic_store_n(&s->direct, false, __ATOMIC_RELEASE);
         snprintf(s->direct_reason, sizeof s->direct_reason, "off: out of memory for the probe");
         return;
     }
@@ -362,12 +362,23 @@ static void probe_direct(kvs_fstore *s)
     } else {
         err = errno;
     }
-    s->direct = err == 0;
-    if (s->direct)
+    /* No room is no answer: the filesystem did not get to say whether it
+     * takes O_DIRECT.  Off for now, and asked again once a second from the
+     * store path, so an engine opened on a full filesystem does not stay
+     * off for life. */
+    bool no_room = err == ENOSPC || err == EDQUOT;
+    __atomic_store_n(&s->direct_retry_ns, no_room ? kvs__now_ns() + 1000000000u : 0,
+                     __ATOMIC_RELAXED);
+    if (err == 0)
         snprintf(s->direct_reason, sizeof s->direct_reason, "on: probe write and read passed");
+    else if (no_room)
+        snprintf(s->direct_reason, sizeof s->direct_reason,
+                 "off for now: no room for the probe (%s: %s); probed again when stores find "
+                 "room", step, strerror(err));
     else
         snprintf(s->direct_reason, sizeof s->direct_reason,
                  "off: the filesystem refused O_DIRECT (%s: %s)", step, strerror(err));
+    __atomic_store_n(&s->direct, err == 0, __ATOMIC_RELEASE);
     kvs__free(buf);
 }
 
@@ -686,8 +697,12 @@ kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_byte
     return KVS_PROBE_PRESENT;
 }
 
-int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
+int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out,
+                         bool *direct_out)
 {
+    bool direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
+    if (direct_out)
+        *direct_out = direct;
     const kvs_io_ops *io = kvs__io();
     char rel[8 + KVS_KEY_HEX];
     leaf_rel(key, rel);
@@ -695,7 +710,7 @@ int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out)
     kvs__hex(key, KVS_KEY_BYTES, rel + 6);
     int dfd = ns_fd_of(s, key);
     /* O_NONBLOCK: a FIFO planted under a chunk name must not block us. */
-    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (s->direct ? O_DIRECT : 0);
+    int flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | (direct ? O_DIRECT : 0);
     int fd = -1;
     if (__atomic_load_n(&s->noatime, __ATOMIC_RELAXED)) {
         fd = io->open_beneath(dfd, rel, flags | O_NOATIME, 0);
@@ -780,9 +795,21 @@ static int make_leaf(kvs_fstore *s, const uint8_t *key)
     return rc;
 }
 
-int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out)
+int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out,
+                           bool *direct_out)
 {
     const kvs_io_ops *io = kvs__io();
+    uint64_t retry = __atomic_load_n(&s->direct_retry_ns, __ATOMIC_RELAXED);
+    if (retry && kvs__now_ns() >= retry &&
+        !__atomic_exchange_n(&s->direct_probing, true, __ATOMIC_ACQUIRE)) {
+        probe_direct(s);
+        __atomic_store_n(&s->direct_probing, false, __ATOMIC_RELEASE);
+        if (__atomic_load_n(&s->direct, __ATOMIC_RELAXED))
+            kvs__log(KVS_LOG_INFO, "store %s: O_DIRECT %s", s->root[0], s->direct_reason);
+    }
+    bool direct = __atomic_load_n(&s->direct, __ATOMIC_ACQUIRE);
+    if (direct_out)
+        *direct_out = direct;
     char rel[8 + 2 * KVS_KEY_BYTES + 24];
     int dfd = ns_fd_of(s, key);
     bool made = false;
@@ -793,7 +820,7 @@ int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_o
         leaf_rel(key, rel);
         rel[5] = '/';
         temp_name(key, suffix, rel + 6);
-        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (s->direct ? O_DIRECT : 0);
+        int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0);
         int fd = io->open_beneath(dfd, rel, flags, (mode_t)s->file_mode);
         if (fd >= 0) {
             *suffix_out = suffix;
@@ -962,7 +989,7 @@ kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const k
     if (!j)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory opening the store");
     pthread_mutex_init(&j->mu, NULL);
-    pthread_cond_init(&j->cv, NULL);
+    kvs__cond_init(&j->cv);
     j->refs = 2;
     kvs_status st = kvs_config_copy(cfg, &j->cfg);
     j->ns = *ns;
@@ -987,17 +1014,7 @@ kvs_status kvs__store_open_bounded(kvs_fstore *s, const kvs_config *cfg, const k
     uint64_t deadline = kvs__now_ns() + timeout_ns;
     pthread_mutex_lock(&j->mu);
     while (!j->done && kvs__now_ns() < deadline) {
-        uint64_t left = deadline - kvs__now_ns();
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        left = KVS_MIN(left, (uint64_t)3600 * 1000000000u);
-        ts.tv_sec += (time_t)(left / 1000000000u);
-        ts.tv_nsec += (long)(left % 1000000000u);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        kvs__cond_wait_until(&j->cv, &j->mu, deadline);
     }
     if (!j->done) {
         st = kvs__fail(KVS_ERR_TIMEOUT,

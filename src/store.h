@@ -98,8 +98,13 @@ typedef struct kvs_fstore {
     uint32_t nroot_fds;                    /* root_fd[0..nroot_fds) are open */
     uint64_t root_id[KVS_MAX_STORE_PATHS]; /* store ids: which root holds a key */
     const kvs_ns *ns;                      /* the engine's, to remake its folder */
-    bool direct;                           /* O_DIRECT in use */
+    bool direct;                           /* O_DIRECT in use (__atomic: a
+                                              re-probe may turn it on) */
     char direct_reason[160];               /* why O_DIRECT is on or off */
+    uint64_t direct_retry_ns;              /* __atomic, monotonic ns: probe
+                                              again after this (the last probe
+                                              found no room); 0: decided */
+    bool direct_probing;                   /* __atomic: a re-probe runs */
     uint32_t file_mode;
     bool durable;
     bool noatime;                          /* O_NOATIME accepted so far */
@@ -150,13 +155,18 @@ kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_byte
 
 /* Opens a chunk for reading: no symlink anywhere below the namespace
  * folder (-ELOOP), no FIFOs or directories (-EISDIR).  Returns fd >= 0 or
- * -errno. */
-int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out);
+ * -errno; *direct_out (may be NULL) says whether fd has O_DIRECT (then
+ * transfers to caller memory must be aligned). */
+int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out,
+                         bool *direct_out);
 
 /* Creates a unique temporary file next to the chunk's final name, making
  * the fan-out folders as needed.  Returns fd >= 0 (and *suffix_out names
- * it) or -errno. */
-int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out);
+ * it, *direct_out says whether it has O_DIRECT) or -errno.  An O_DIRECT
+ * probe that found no room (ENOSPC, EDQUOT) at open is repeated here, at
+ * most once a second, until it can decide. */
+int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_out,
+                           bool *direct_out);
 void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suffix, char *buf);
 
 /* Publishes a complete temporary file under the final name.  0: published;

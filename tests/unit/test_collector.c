@@ -651,6 +651,253 @@ static void test_free_space_floor(void **state)
     umount2(f->dir, MNT_DETACH);
 }
 
+/* ---- a filesystem out of inodes: the capacity system must not lock itself out ----- */
+
+static bool mount_tmpfs_opts(const char *dir, const char *opts)
+{
+    return mount("tmpfs", dir, "tmpfs", 0, opts) == 0;
+}
+
+static uint64_t free_inodes(const char *dir)
+{
+    struct statvfs v;
+    statvfs(dir, &v);
+    return (uint64_t)v.f_favail;
+}
+
+/* Another tenant takes inodes (empty files in <dir>/tenant) until `leave`
+ * are left, or every last one (leave 0: until creating fails). */
+static int fill_inodes(const char *dir, uint64_t leave)
+{
+    char sub[4200], path[4300];
+    snprintf(sub, sizeof sub, "%s/tenant", dir);
+    mkdir(sub, 0755);
+    int n = 0;
+    while (free_inodes(dir) > leave) {
+        snprintf(path, sizeof path, "%s/f%d", sub, n);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0)
+            break;
+        close(fd);
+        n++;
+    }
+    return n;
+}
+
+static void empty_tenant(const char *dir, int n)
+{
+    char path[4300];
+    for (int i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/tenant/f%d", dir, i);
+        unlink(path);
+    }
+}
+
+/* Stores `prompts` prompts of 2 tiny chunks; returns the chunks stored. */
+static size_t store_tiny(kvs_engine *e, uint32_t seed0, int prompts)
+{
+    size_t stored = 0;
+    for (int i = 0; i < prompts; i++) {
+        uint32_t tokens[2 * CHUNK];
+        make_tokens(tokens, 2 * CHUNK, seed0 + (uint32_t)i);
+        kvs_op_result r;
+        store_prompt(e, tokens, 2, &r);
+        stored += r.chunks_done + r.chunks_present;
+    }
+    return stored;
+}
+
+/* Gives the collector a moment to start (it makes the spare lease file
+ * then, while there is room); not an assertion: the test is about what happens
+ * once the inodes are gone. */
+static void let_collector_start(const char *dir)
+{
+    char path[4300];
+    snprintf(path, sizeof path, "%s/.kvstash/collector.lease.spare", dir);
+    for (int i = 0; i < 200 && !exists(path); i++)
+        usleep(10000);
+}
+
+/* Every inode taken (chunks of the store, then another tenant's files): the
+ * engine's writes fail with ENOSPC and its collector must take the lease
+ * without creating a file, evict, and let stores succeed again.  On main
+ * taking the lease created a file, so nothing was ever evicted. */
+static void test_out_of_inodes_engine(void **state)
+{
+    fixture *f = *state;
+    if (!mount_tmpfs_opts(f->dir, "size=64m,nr_inodes=600,mode=0755")) {
+        print_message("skipped: cannot mount a tmpfs here (%s); needs root\n", strerror(errno));
+        skip();
+    }
+    assert_int_equal(kvs_config_set(f->cfg, "max_store_size", "1"), KVS_OK);
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    let_collector_start(f->dir);
+    size_t stored = store_tiny(e, 1, 60);
+    int tenant = fill_inodes(f->dir, 0);
+    assert_int_equal(free_inodes(f->dir), 0);
+    /* A write now fails for lack of an inode: that starts a collection. */
+    size_t failed_store = store_tiny(e, 5000, 1);
+    kvs_stats s = wait_stats(e, 10.0, evicted);
+    print_message("%zu chunks stored, then %d tenant files took every inode; a store got %zu "
+                  "chunks in; %llu writes failed for space, %llu evicted, %llu free inodes\n",
+                  stored, tenant, failed_store, (unsigned long long)s.store_failed_nospace,
+                  (unsigned long long)s.evictions, (unsigned long long)free_inodes(f->dir));
+    assert_true(stored >= 100);
+    assert_true(s.store_failed_nospace > 0);
+    assert_true(s.evictions > 0);
+    /* and stores work again */
+    size_t again = 0;
+    for (int attempt = 0; attempt < 25 && again < 2; attempt++) {
+        again = store_tiny(e, 9000 + (uint32_t)attempt, 1);
+        if (again < 2)
+            usleep(300000);
+    }
+    assert_int_equal(again, 2);
+    kvs_engine_close(e);
+    empty_tenant(f->dir, tenant);
+    umount2(f->dir, MNT_DETACH);
+}
+
+/* The same for `kvstash gc` (kvs_admin_gc) on a filesystem with no inode
+ * left: it takes the lease in place and evicts. */
+static void test_out_of_inodes_gc(void **state)
+{
+    fixture *f = *state;
+    if (!mount_tmpfs_opts(f->dir, "size=64m,nr_inodes=400,mode=0755")) {
+        print_message("skipped: cannot mount a tmpfs here (%s); needs root\n", strerror(errno));
+        skip();
+    }
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    let_collector_start(f->dir);
+    size_t stored = store_tiny(e, 1, 40);
+    kvs_engine_close(e);
+    int tenant = fill_inodes(f->dir, 0);
+    assert_int_equal(free_inodes(f->dir), 0);
+    kvs_admin *a = admin_of(f);
+    kvs_gc_options o = {.flags = KVS_GC_TO_SIZE, .to_bytes = 0, .lease_wait_ms = 5000};
+    kvs_gc_report rep;
+    kvs_status st = kvs_admin_gc(a, &o, &rep);
+    print_message("gc to 0 on a filesystem with no free inode: %s (%s); %llu of %zu chunks "
+                  "removed\n",
+                  kvs_strerror(st), st ? kvs_last_error() : "-",
+                  (unsigned long long)(st ? 0 : rep.files_removed), stored);
+    assert_int_equal(st, KVS_OK);
+    assert_int_equal(rep.files_removed, stored);
+    kvs_admin_close(a);
+    empty_tenant(f->dir, tenant);
+    umount2(f->dir, MNT_DETACH);
+}
+
+/* Plenty of bytes free but few inodes: below min_free_space as far as
+ * inodes go (the same fraction), so stores are refused and chunks evicted
+ * until the inodes are back above it. */
+static void test_inode_floor(void **state)
+{
+    fixture *f = *state;
+    if (!mount_tmpfs_opts(f->dir, "size=64m,nr_inodes=800,mode=0755")) {
+        print_message("skipped: cannot mount a tmpfs here (%s); needs root\n", strerror(errno));
+        skip();
+    }
+    /* 16 MB of 64 MB: a quarter, so 200 of the 800 inodes are the floor */
+    assert_int_equal(kvs_config_set(f->cfg, "min_free_space", "0.016"), KVS_OK);
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    size_t stored = store_tiny(e, 1, 60);
+    int tenant = fill_inodes(f->dir, 100);
+    uint64_t low = free_inodes(f->dir);
+    assert_true(free_bytes(f->dir) > 40000000); /* bytes are not the problem */
+    kvs_stats s = wait_stats(e, 10.0, evicted);
+    for (int i = 0; i < 100 && free_inodes(f->dir) < 200; i++)
+        usleep(50000);
+    kvs_engine_stats(e, &s, sizeof s);
+    print_message("%zu chunks stored; a tenant left %llu of 800 inodes free (floor 200); "
+                  "%llu evictions, %llu free inodes after\n",
+                  stored, (unsigned long long)low, (unsigned long long)s.evictions,
+                  (unsigned long long)free_inodes(f->dir));
+    assert_true(s.evictions > 0);
+    assert_true(free_inodes(f->dir) >= 200);
+    kvs_engine_close(e);
+    empty_tenant(f->dir, tenant);
+    umount2(f->dir, MNT_DETACH);
+}
+
+/* An engine opened while the filesystem had no inode for the O_DIRECT
+ * probe turns O_DIRECT on once there is room again. */
+static void test_direct_probe_recovers(void **state)
+{
+    fixture *f = *state;
+    if (!mount_tmpfs_opts(f->dir, "size=64m,nr_inodes=200,mode=0755")) {
+        print_message("skipped: cannot mount a tmpfs here (%s); needs root\n", strerror(errno));
+        skip();
+    }
+    assert_int_equal(kvs_config_set(f->cfg, "use_direct_io", "true"), KVS_OK);
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    kvs_stats s;
+    kvs_engine_stats(e, &s, sizeof s);
+    kvs_engine_close(e);
+    if (!s.direct_io) {
+        print_message("skipped: this tmpfs does not take O_DIRECT\n");
+        skip();
+    }
+    int tenant = fill_inodes(f->dir, 0);
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    kvs_engine_stats(e, &s, sizeof s);
+    assert_int_equal(s.direct_io, 0); /* no room for the probe */
+    empty_tenant(f->dir, tenant);
+    size_t stored = 0;
+    for (int i = 0; i < 30 && !s.direct_io; i++) {
+        usleep(100000);
+        stored += store_tiny(e, 100 + (uint32_t)i, 1);
+        kvs_engine_stats(e, &s, sizeof s);
+    }
+    print_message("O_DIRECT after room came back: %s (%zu chunks stored meanwhile)\n",
+                  s.direct_io ? "on" : "off", stored);
+    assert_int_equal(s.direct_io, 1);
+    /* and chunks written either way read back */
+    uint32_t tokens[2 * CHUNK];
+    make_tokens(tokens, 2 * CHUNK, 100);
+    size_t hit = 0;
+    assert_int_equal(kvs_lookup(e, tokens, 2 * CHUNK, &hit), KVS_OK);
+    assert_int_equal(hit, 2 * CHUNK);
+    kvs_engine_close(e);
+    umount2(f->dir, MNT_DETACH);
+}
+
+/* ---- clocks -------------------------------------------------------------------------- */
+
+/* A usage.json written by a host whose wall clock is an hour ahead: its
+ * pass "ended" in the future.  Collection must go on as if it ended when
+ * this instance first saw it (on main nothing was collected for the
+ * hour). */
+static void test_usage_from_future_host(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e = NULL;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    size_t stored = store_tiny(e, 1, 20);
+    kvs_engine_close(e);
+    assert_int_equal(stored, 40);
+    struct statvfs v;
+    statvfs(f->dir, &v);
+    kvs_usage_record u = {.used_bytes = 40 * FILE_BYTES, .chunks = 40, .namespaces = 1,
+                          .fs_used_baseline = (uint64_t)(v.f_blocks - v.f_bfree) * v.f_frsize,
+                          .pass_end_wall_ns = kvs__wall_ns() + 3600ull * 1000000000u,
+                          .pass_ns = 1000000, .evicted_files = 1, .pid = 1};
+    snprintf(u.host, sizeof u.host, "ahead-by-an-hour");
+    assert_int_equal(kvs__usage_write(f->dir, &u, 0644), 0);
+    /* a cap of 200 KB: 320 KB stored is over it */
+    assert_int_equal(kvs_config_set(f->cfg, "max_store_size", "0.0002"), KVS_OK);
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    kvs_stats s = wait_stats(e, 10.0, evicted);
+    print_message("usage.json from a host an hour ahead, store over its cap: %llu evictions\n",
+                  (unsigned long long)s.evictions);
+    assert_true(s.evictions > 0);
+    kvs_engine_close(e);
+}
+
 /* ---- several store paths -------------------------------------------------------------- */
 
 static void test_rendezvous_mapping(void **state)
@@ -840,6 +1087,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_evicted_before_open, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enospc_before_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_space_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_inodes_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_out_of_inodes_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inode_floor, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_direct_probe_recovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_from_future_host, setup, teardown),
         cmocka_unit_test(test_rendezvous_mapping),
         cmocka_unit_test_setup_teardown(test_two_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_engine_collector_enforces_cap, setup, teardown),

@@ -334,6 +334,36 @@ static void test_four_processes_never_overlap(void **state)
     assert_int_equal(overlaps, 0);
 }
 
+/* Released, the lease's inode waits as the spare and the next taker reuses
+ * it (no new inode); a FIFO planted as the spare is removed, not waited on. */
+static void test_spare_reused(void **state)
+{
+    (void)state;
+    kvs_lease a, b;
+    kvs__lease_init(&a, dir, 30, "a");
+    kvs__lease_init(&b, dir, 30, "b");
+    assert_int_equal(kvs__lease_try(&a), KVS_OK);
+    char lease[4200], spare[4200];
+    snprintf(lease, sizeof lease, "%s/.kvstash/collector.lease", dir);
+    snprintf(spare, sizeof spare, "%s/.kvstash/collector.lease.spare", dir);
+    struct stat held;
+    assert_int_equal(stat(lease, &held), 0);
+    kvs__lease_release(&a);
+    struct stat st;
+    assert_int_equal(stat(spare, &st), 0);
+    assert_int_equal(st.st_ino, held.st_ino);
+    assert_int_equal(kvs__lease_try(&b), KVS_OK);
+    assert_int_equal(stat(lease, &st), 0);
+    assert_int_equal(st.st_ino, held.st_ino); /* the same inode, again */
+    kvs__lease_release(&b);
+    unlink(spare);
+    assert_int_equal(mkfifo(spare, 0644), 0);
+    assert_int_equal(kvs__lease_try(&a), KVS_OK);
+    kvs__lease_release(&a);
+    assert_int_equal(stat(spare, &st), 0);
+    assert_true(S_ISREG(st.st_mode));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +375,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigkilled_holder_same_machine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sigkilled_holder_elsewhere, setup, teardown),
         cmocka_unit_test_setup_teardown(test_four_processes_never_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spare_reused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
