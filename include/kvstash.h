@@ -660,7 +660,18 @@ KVS_API void kvs_op_free(kvs_op *op);
       "them, summed over chunks (exported in seconds)")                              \
     X(store_op_ns, counter, "kvstash_store_seconds_total", "",                       \
       "nanoseconds from each store call to the end of its last chunk, summed over "  \
-      "stores (exported in seconds)")
+      "stores (exported in seconds)")                                                \
+    X(xfer_io_ns, counter, "kvstash_transfer_seconds_total", "phase=\"io\"",         \
+      "nanoseconds host-memory pieces spent in read and write system calls on "      \
+      "chunk payloads, summed over I/O workers (exported in seconds)")               \
+    X(xfer_checksum_ns, counter, "kvstash_transfer_seconds_total",                   \
+      "phase=\"checksum\"", "nanoseconds host-memory pieces spent computing and "    \
+      "verifying payload checksums (and auth digests), summed over I/O workers "     \
+      "(exported in seconds)")                                                       \
+    X(xfer_copy_ns, counter, "kvstash_transfer_seconds_total", "phase=\"copy\"",     \
+      "nanoseconds host-memory transfers spent copying between buffers and KV "      \
+      "memory (scatter, gather, CPU tier), summed over threads (exported in "        \
+      "seconds)")
 
 /*
  * The fields of KVS_STATS_FIELDS that describe the whole store rather than

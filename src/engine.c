@@ -1,25 +1,21 @@
 /*
- * engine.c - the public engine API and the host data path.
+ * engine.c - the public engine API, lifetimes and the op/chunk control flow.
  *
  * An engine is one namespace on one store.  Its operations are built from
  * chunks, and each chunk from pieces (tasks of piece_bytes) that the I/O
- * pool runs in parallel, each moving block_bytes per system call through
- * the worker's own bounce buffer:
+ * pool runs in parallel:
  *
  *   retrieve: open + header check (one task per chunk), then pieces that
- *             read, verify each segment's checksum, and only then copy the
- *             bytes into the caller's KV memory;
+ *             read, verify each segment's checksum, and only then place the
+ *             bytes in the caller's KV memory;
  *   store:    probe + create a temporary file (one task per chunk), then
- *             pieces that copy from the caller's memory, checksum and write;
- *             the last piece writes the header and publishes the file.
+ *             pieces that take the caller's bytes, checksum and write; the
+ *             last piece writes the header and publishes the file.
  *
- * Why the bounce buffer rather than reading straight into the caller's
- * memory: a read that hangs on a sick filesystem can only ever write the
- * worker's buffer, so a retrieve can give up at its deadline and return
- * what it has, and nothing unverified ever lands in the caller's KV cache.
- * Blocks are sized to stay in the core's cache between the read, the
- * checksum and the copy.  Callers who accept the borrowing rules get the
- * zero-copy path with KVS_KV_DIRECT.
+ * How a piece's bytes move (host memory through bounce buffers or in place,
+ * GPU memory through staging) is the transfer implementation's business
+ * (xfer.h), chosen once per op in op_new; this file never asks which one
+ * it has.
  *
  * A retrieve reports the longest prefix of chunks that arrived whole and
  * verified.  The first chunk that fails cuts the op: later chunks stop
@@ -34,6 +30,7 @@
 
 #include "checksum.h"
 #include "io_ops.h"
+#include "xfer.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -51,16 +48,37 @@
 #define KVS_CONTAINER(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 #define STAT_OFF(field) offsetof(kvs_stats, field)
-#define MAX_DIRECT_IOV 64
 
 /* How long the store stays marked unhealthy after failure_threshold
  * consecutive I/O failures; then one request is let through to test it. */
 #define UNHEALTHY_COOLDOWN_NS (5ull * 1000000000ull)
 
-static void stat_add_off(kvs_engine *e, size_t off, uint64_t n)
+/* The kvs_stats counter of each failure reason. */
+static const size_t reason_stat[KVS_REASON_COUNT] = {
+    [KVS_MISS_ABSENT] = STAT_OFF(miss_absent),
+    [KVS_MISS_VANISHED] = STAT_OFF(miss_vanished),
+    [KVS_MISS_NOT_REGULAR] = STAT_OFF(miss_not_regular),
+    [KVS_MISS_OWNERSHIP] = STAT_OFF(miss_ownership),
+    [KVS_MISS_TRUNCATED] = STAT_OFF(miss_truncated),
+    [KVS_MISS_VERSION] = STAT_OFF(miss_version),
+    [KVS_MISS_FOREIGN] = STAT_OFF(miss_foreign),
+    [KVS_MISS_BAD_HEADER] = STAT_OFF(miss_bad_header),
+    [KVS_MISS_CHECKSUM] = STAT_OFF(miss_checksum),
+    [KVS_MISS_UNAUTHENTICATED] = STAT_OFF(miss_unauthenticated),
+    [KVS_MISS_NOMEM] = STAT_OFF(miss_nomem),
+    [KVS_MISS_IO] = STAT_OFF(miss_io),
+    [KVS_MISS_TIMEOUT] = STAT_OFF(miss_timeout),
+    [KVS_STORE_FAILED_IO] = STAT_OFF(store_failed_io),
+    [KVS_STORE_FAILED_NOSPACE] = STAT_OFF(store_failed_nospace),
+    [KVS_STORE_FAILED_TIMEOUT] = STAT_OFF(store_failed_timeout),
+};
+
+static void count_reason(kvs_engine *e, kvs_reason r)
 {
-    uint64_t *field = (uint64_t *)(void *)((char *)&e->stats + off);
-    __atomic_fetch_add(field, n, __ATOMIC_RELAXED);
+    if (r <= KVS_REASON_NONE || r >= KVS_REASON_COUNT)
+        return;
+    uint64_t *field = (uint64_t *)(void *)((char *)&e->stats + reason_stat[r]);
+    __atomic_fetch_add(field, 1, __ATOMIC_RELAXED);
 }
 
 /* ---- lifetimes ----------------------------------------------------------- */
@@ -97,7 +115,8 @@ static void engine_unref(kvs_engine *e)
 static void op_destroy(kvs_op *op)
 {
     kvs_engine *e = op->engine;
-    kvs__dev_op_end(op->dev);
+    if (op->xfer && op->xfer->op_end)
+        op->xfer->op_end(op);
     kvs__kvmap_clear(&op->map);
     kvs__free(op->layer_left);
     kvs__free(op->auth_mem);
@@ -146,11 +165,11 @@ static void note_io_failure(kvs_engine *e, const char *what, int err)
 
 /* ---- copies into and out of caller memory -------------------------------- */
 
-/* A copy to or from caller memory happens only between copy_begin and
- * copy_end, and never once the op is cancelled; cancelling waits for the
+/* A copy to or from caller memory happens only between kvs__op_copy_begin
+ * and kvs__op_copy_end, and never once the op is cancelled; cancelling waits for the
  * copies under way (each a memcpy of one block), so after kvs_op_wait gives
  * up or kvs_op_free returns, the caller's memory is the caller's again. */
-static bool copy_begin(kvs_op *op)
+bool kvs__op_copy_begin(kvs_op *op)
 {
     atomic_fetch_add(&op->copiers, 1);
     if (atomic_load(&op->cancelled)) {
@@ -160,7 +179,7 @@ static bool copy_begin(kvs_op *op)
     return true;
 }
 
-static void copy_end(kvs_op *op)
+void kvs__op_copy_end(kvs_op *op)
 {
     atomic_fetch_sub(&op->copiers, 1);
 }
@@ -177,7 +196,7 @@ static void cancel_copies(kvs_op *op)
  * the op sleeps (kvs_op_free) instead of spinning, and only on these: a
  * task stuck opening a file or reading its header into a worker's buffer
  * does not hold the caller's memory, so it does not hold up the caller. */
-static void direct_end(kvs_op *op)
+void kvs__op_direct_end(kvs_op *op)
 {
     if (atomic_fetch_sub(&op->direct_io, 1) == 1 && atomic_load(&op->cancelled)) {
         pthread_mutex_lock(&op->mu);
@@ -186,11 +205,11 @@ static void direct_end(kvs_op *op)
     }
 }
 
-static bool direct_begin(kvs_op *op)
+bool kvs__op_direct_begin(kvs_op *op)
 {
     atomic_fetch_add(&op->direct_io, 1);
     if (atomic_load(&op->cancelled)) {
-        direct_end(op);
+        kvs__op_direct_end(op);
         return false;
     }
     return true;
@@ -316,16 +335,16 @@ static void cut_at(kvs_op *op, uint32_t idx)
         ;
 }
 
-/* A chunk failed for a reason counted at reason_off in the stats. */
-static void chunk_fail(kvs_xchunk *c, size_t reason_off)
+/* A chunk failed for a reason, counted in the stats. */
+static void chunk_fail(kvs_xchunk *c, kvs_reason reason)
 {
     kvs_op *op = c->op;
     if (!chunk_settle(c, KVS_CH_FAILED))
         return;
-    c->reason = (int)reason_off;
+    c->reason = reason;
     if (op->kind == KVS_OP_RETRIEVE)
         cut_at(op, c->idx);
-    stat_add_off(op->engine, reason_off, 1);
+    count_reason(op->engine, reason);
 }
 
 static bool chunk_stopped(const kvs_xchunk *c)
@@ -333,6 +352,11 @@ static bool chunk_stopped(const kvs_xchunk *c)
     const kvs_op *op = c->op;
     return atomic_load(&c->state) != KVS_CH_PENDING || atomic_load(&op->cancelled) ||
            (op->kind == KVS_OP_RETRIEVE && c->idx > atomic_load(&op->cut));
+}
+
+bool kvs__xchunk_stopped(const kvs_xchunk *c)
+{
+    return chunk_stopped(c);
 }
 
 /* Releases the layer counts of a retrieve piece that finished or will never
@@ -358,48 +382,6 @@ static void retire_all_pieces(kvs_xchunk *c)
 
 /* ---- verification ---------------------------------------------------------- */
 
-/* Where the SHA-256 of the auth piece at payload offset off goes in the
- * MAC's input (auth on). */
-static uint8_t *seg_digest(const kvs_xchunk *c, uint64_t off)
-{
-    return c->auth + KVS_HEADER_BYTES + 32 * (off / KVS_AUTH_SEGMENT_BYTES);
-}
-
-/* SHA-256 of every auth piece of [off, off + len), a whole number of them
- * or the payload's tail. */
-static void digest_range(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
-{
-    for (uint64_t o = 0; o < len; o += KVS_AUTH_SEGMENT_BYTES)
-        kvs__segment_sha256(data + o, KVS_MIN((uint64_t)KVS_AUTH_SEGMENT_BYTES, len - o),
-                            seg_digest(c, off + o));
-}
-
-/* Verifies the segments of payload range [off, off+len) held at data; with
- * auth on, also keeps their SHA-256 for the chunk's MAC. */
-static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
-{
-    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
-        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        uint64_t i = (off + o) / c->seg_bytes;
-        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
-            return false;
-        if (c->auth)
-            digest_range(c, off + o, data + o, n);
-    }
-    return true;
-}
-
-static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
-{
-    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
-        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
-        uint64_t i = (off + o) / c->seg_bytes;
-        c->hdr.segment_sums[i] = kvs__checksum(data + o, n);
-        if (c->auth)
-            digest_range(c, off + o, data + o, n);
-    }
-}
-
 /* auth on: whether the tag of chunk c (header kept at open) verifies over
  * the segment digests its pieces computed. */
 static bool chunk_authentic(const kvs_xchunk *c)
@@ -419,79 +401,31 @@ static void piece_done(kvs_op *op, const kvs_xpiece *p)
         piece_retire(op, p);
 }
 
-static bool verify_regions(const kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
-{
-    for (int i = 0; i < n; i++) {
-        if (!verify_segments(c, off, iov[i].iov_base, iov[i].iov_len))
-            return false;
-        off += iov[i].iov_len;
-    }
-    return true;
-}
-
-static void fill_regions(kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
-{
-    for (int i = 0; i < n; i++) {
-        fill_segments(c, off, iov[i].iov_base, iov[i].iov_len);
-        off += iov[i].iov_len;
-    }
-}
-
-/* preadv/pwritev of the whole range, continuing after short transfers. */
-static int rw_iov_full(int fd, struct iovec *iov, int n, off_t off, bool write)
-{
-    const kvs_io_ops *io = kvs__io();
-    int retries = 0;
-    while (n > 0) {
-        ssize_t r = write ? io->pwritev(fd, iov, n, off) : io->preadv(fd, iov, n, off);
-        if (r < 0) {
-            if ((errno == EINTR || errno == EAGAIN) && ++retries < 16)
-                continue;
-            return -1;
-        }
-        if (r == 0) {
-            errno = write ? EIO : ENODATA;
-            return -1;
-        }
-        off += r;
-        while (n > 0 && (size_t)r >= iov->iov_len) {
-            r -= (ssize_t)iov->iov_len;
-            iov++;
-            n--;
-        }
-        if (n > 0) {
-            iov->iov_base = (char *)iov->iov_base + r;
-            iov->iov_len -= (size_t)r;
-        }
-    }
-    return 0;
-}
-
 /* ---- retrieve ---------------------------------------------------------------- */
 
-static size_t read_errno_reason(int err)
+static kvs_reason read_errno_reason(int err)
 {
     switch (err) {
     case ENOENT:
-    case ESTALE: return STAT_OFF(miss_vanished);
-    case ENODATA: return STAT_OFF(miss_truncated);
-    case ENOMEM: return STAT_OFF(miss_nomem);
-    default: return STAT_OFF(miss_io);
+    case ESTALE: return KVS_MISS_VANISHED;
+    case ENODATA: return KVS_MISS_TRUNCATED;
+    case ENOMEM: return KVS_MISS_NOMEM;
+    default: return KVS_MISS_IO;
     }
 }
 
-static size_t reject_reason(kvs_reject r)
+static kvs_reason reject_reason(kvs_reject r)
 {
     switch (r) {
-    case KVS_REJECT_VERSION: return STAT_OFF(miss_version);
-    case KVS_REJECT_FOREIGN: return STAT_OFF(miss_foreign);
-    case KVS_REJECT_TRUNCATED: return STAT_OFF(miss_truncated);
-    case KVS_REJECT_CHECKSUM: return STAT_OFF(miss_checksum);
-    case KVS_REJECT_AUTH: return STAT_OFF(miss_unauthenticated);
+    case KVS_REJECT_VERSION: return KVS_MISS_VERSION;
+    case KVS_REJECT_FOREIGN: return KVS_MISS_FOREIGN;
+    case KVS_REJECT_TRUNCATED: return KVS_MISS_TRUNCATED;
+    case KVS_REJECT_CHECKSUM: return KVS_MISS_CHECKSUM;
+    case KVS_REJECT_AUTH: return KVS_MISS_UNAUTHENTICATED;
     case KVS_REJECT_BAD_HEADER:
     case KVS_REJECT_NONE: break;
     }
-    return STAT_OFF(miss_bad_header);
+    return KVS_MISS_BAD_HEADER;
 }
 
 /* A file that is provably wrong under its name is removed, so that the next
@@ -512,10 +446,10 @@ static void quarantine(kvs_xchunk *c, kvs_reject why)
     kvs__index_forget(e->index, c->key);
 }
 
-static void read_fail(kvs_xchunk *c, size_t reason, int err)
+static void read_fail(kvs_xchunk *c, kvs_reason reason, int err)
 {
     kvs_engine *e = c->op->engine;
-    if (reason == STAT_OFF(miss_io)) {
+    if (reason == KVS_MISS_IO) {
         static int logged;
         char path[KVS_PATH_MAX];
         kvs__store_chunk_path(&e->store, c->key, path);
@@ -525,7 +459,7 @@ static void read_fail(kvs_xchunk *c, size_t reason, int err)
          * that chunk, not a sign of a failing store. */
         if (err != EACCES && err != EPERM)
             note_io_failure(e, "read", err);
-    } else if (reason == STAT_OFF(miss_vanished)) {
+    } else if (reason == KVS_MISS_VANISHED) {
         kvs__index_forget(e->index, c->key);
     }
     chunk_fail(c, reason);
@@ -535,13 +469,13 @@ static void finish_read_chunk(kvs_xchunk *c)
 {
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
-    kvs__dev_file_close(e->dev, c->dfile);
-    c->dfile = NULL;
+    if (op->xfer->file_close)
+        op->xfer->file_close(c);
     kvs__io()->close(c->fd);
     c->fd = -1;
     if (e->auth_key) {
         if (atomic_load(&c->state) == KVS_CH_PENDING && !chunk_authentic(c)) {
-            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            chunk_fail(c, KVS_MISS_UNAUTHENTICATED);
             quarantine(c, KVS_REJECT_AUTH);
         }
         retire_all_pieces(c);
@@ -558,129 +492,32 @@ static void finish_read_chunk(kvs_xchunk *c)
     chunk_resolve(c);
 }
 
-/* ---- the device data path (CUDA memory: dev.h moves the bytes) ---------------- */
-
-static bool dev_hook_stopped(void *ctx)
-{
-    return chunk_stopped(ctx);
-}
-
-static bool dev_hook_begin(void *ctx)
-{
-    return copy_begin(((kvs_xchunk *)ctx)->op);
-}
-
-static void dev_hook_end(void *ctx)
-{
-    copy_end(((kvs_xchunk *)ctx)->op);
-}
-
-static kvs_dev_chunk dev_chunk(const kvs_xchunk *c)
-{
-    return (kvs_dev_chunk){c->t0, c->tokens, c->payload, c->padded, c->seg_bytes};
-}
-
-static void read_piece_dev(kvs_xpiece *p)
-{
-    kvs_xchunk *c = p->chunk;
-    kvs_op *op = c->op;
-    kvs_engine *e = op->engine;
-    bool done = false;
-    if (!chunk_stopped(c)) {
-        kvs_dev_hooks h = {dev_hook_stopped, dev_hook_begin, dev_hook_end, c};
-        kvs_dev_chunk dc = dev_chunk(c);
-        int err = 0;
-        switch (kvs__dev_read_piece(op->dev, &dc, c->fd, c->dfile, c->hdr.segment_sums, p->off,
-                                    p->len, c->auth ? seg_digest(c, p->off) : NULL, &h, &err)) {
-        case KVS_DEV_OK:
-            done = true;
-            KVS_STAT_ADD(e, bytes_read, p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off));
-            break;
-        case KVS_DEV_IO: read_fail(c, read_errno_reason(err), err); break;
-        case KVS_DEV_CHECKSUM:
-            chunk_fail(c, STAT_OFF(miss_checksum));
-            quarantine(c, KVS_REJECT_CHECKSUM);
-            break;
-        case KVS_DEV_NOMEM: chunk_fail(c, STAT_OFF(miss_nomem)); break;
-        case KVS_DEV_CUDA: chunk_fail(c, STAT_OFF(miss_io)); break;
-        case KVS_DEV_STOPPED: break;
-        }
-    }
-    if (!done)
-        chunk_settle(c, KVS_CH_CANCELLED);
-    piece_done(op, p);
-    if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
-        finish_read_chunk(c);
-}
-
+/* One piece through the op's transfer (xfer.h); its outcome settles the
+ * chunk, and the last piece finishes it. */
 static void read_piece(kvs_xpiece *p, kvs_worker *w)
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
     kvs_engine *e = op->engine;
-    if (op->dev) {
-        read_piece_dev(p);
-        return;
-    }
-    const uint64_t end = p->off + p->len;
-    char *bounce = w->bounce;
-    uint64_t blk = p->off;
-    for (; blk < end; blk += e->block_bytes) {
-        if (chunk_stopped(c))
-            break;
-        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
-        uint64_t data_len = blk >= c->payload ? 0 : KVS_MIN(blen, c->payload - blk);
-        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
-        bool done = false;
-        if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen) {
-            struct iovec iov[MAX_DIRECT_IOV];
-            int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
-                                       MAX_DIRECT_IOV);
-            if (n > 0) {
-                if (!direct_begin(op))
-                    break;
-                struct iovec v[MAX_DIRECT_IOV];
-                memcpy(v, iov, (size_t)n * sizeof *iov);
-                int rc = rw_iov_full(c->fd, v, n, foff, false);
-                int err = errno;
-                bool good = rc == 0 && verify_regions(c, blk, iov, n);
-                direct_end(op);
-                if (rc != 0) {
-                    read_fail(c, read_errno_reason(err), err);
-                    break;
-                }
-                if (!good) {
-                    chunk_fail(c, STAT_OFF(miss_checksum));
-                    quarantine(c, KVS_REJECT_CHECKSUM);
-                    break;
-                }
-                done = true;
-            }
-        }
-        if (!done) {
-            if (kvs__pread_full(c->fd, bounce, blen, foff) != 0) {
-                read_fail(c, read_errno_reason(errno), errno);
-                break;
-            }
-            if (!verify_segments(c, blk, bounce, blen)) {
-                chunk_fail(c, STAT_OFF(miss_checksum));
-                quarantine(c, KVS_REJECT_CHECKSUM);
-                break;
-            }
-            if (data_len) {
-                if (!copy_begin(op))
-                    break;
-                kvs__kvmap_scatter(&op->map, c->t0, c->tokens, blk, bounce, data_len);
-                copy_end(op);
-            }
-        }
-        KVS_STAT_ADD(e, bytes_read, data_len);
+    uint64_t delivered = 0;
+    int err = 0;
+    kvs_xfer_rc rc = op->xfer->read_piece(p, w, &delivered, &err);
+    KVS_STAT_ADD(e, bytes_read, delivered);
+    switch (rc) {
+    case KVS_XFER_OK:
+    case KVS_XFER_STOPPED: break;
+    case KVS_XFER_IO: read_fail(c, read_errno_reason(err), err); break;
+    case KVS_XFER_CHECKSUM:
+        chunk_fail(c, KVS_MISS_CHECKSUM);
+        quarantine(c, KVS_REJECT_CHECKSUM);
+        break;
+    case KVS_XFER_NOMEM: chunk_fail(c, KVS_MISS_NOMEM); break;
+    case KVS_XFER_DEVICE: chunk_fail(c, KVS_MISS_IO); break;
     }
     /* A piece that stopped early leaves its chunk incomplete: whatever
      * stopped it (a failure elsewhere, the cut, the deadline) has settled
      * the chunk already, or this does. */
-    if (blk < end)
+    if (rc != KVS_XFER_OK)
         chunk_settle(c, KVS_CH_CANCELLED);
     piece_done(op, p);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1)
@@ -712,13 +549,13 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
                  * about them again rather than trust the index. */
                 for (uint32_t k = c->idx; k < op->nchunks; k++)
                     kvs__index_forget(e->index, op->chunks[k].key);
-                chunk_fail(c, STAT_OFF(miss_vanished));
+                chunk_fail(c, KVS_MISS_VANISHED);
             } else {
                 kvs__index_set_absent(e->index, c->key, kvs__now_ns() + e->negative_ns);
-                chunk_fail(c, STAT_OFF(miss_absent));
+                chunk_fail(c, KVS_MISS_ABSENT);
             }
         } else if (err == ELOOP || err == EISDIR || err == ENXIO || err == ENODEV) {
-            chunk_fail(c, STAT_OFF(miss_not_regular));
+            chunk_fail(c, KVS_MISS_NOT_REGULAR);
         } else {
             read_fail(c, read_errno_reason(err), err);
         }
@@ -732,11 +569,11 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         kvs__store_chunk_path(&e->store, c->key, path);
         kvs__log_once(&logged, KVS_LOG_WARN, "strict_ownership: chunk file %s is %s; not served "
                       "(further cases are counted in kvstash_chunk_misses_total)", path, why);
-        chunk_fail(c, STAT_OFF(miss_ownership));
+        chunk_fail(c, KVS_MISS_OWNERSHIP);
         goto close_resolve;
     }
     if ((uint64_t)st.st_size != kvs__file_bytes(c->payload)) {
-        chunk_fail(c, STAT_OFF(miss_truncated));
+        chunk_fail(c, KVS_MISS_TRUNCATED);
         quarantine(c, KVS_REJECT_TRUNCATED);
         goto close_resolve;
     }
@@ -754,14 +591,14 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     }
     if (e->auth_key) {
         if (c->hdr.auth_algo != KVS_AUTH_HMAC_SHA256) {
-            chunk_fail(c, STAT_OFF(miss_unauthenticated));
+            chunk_fail(c, KVS_MISS_UNAUTHENTICATED);
             quarantine(c, KVS_REJECT_AUTH);
             goto close_resolve;
         }
         memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
     }
-    if (op->dev)
-        c->dfile = kvs__dev_file_open(e->dev, fd);
+    if (op->xfer->file_open)
+        op->xfer->file_open(c);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
         kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
@@ -778,10 +615,9 @@ resolve:
 
 /* ---- store ------------------------------------------------------------------- */
 
-static size_t write_errno_reason(int err)
+static kvs_reason write_errno_reason(int err)
 {
-    return err == ENOSPC || err == EDQUOT ? STAT_OFF(store_failed_nospace)
-                                          : STAT_OFF(store_failed_io);
+    return err == ENOSPC || err == EDQUOT ? KVS_STORE_FAILED_NOSPACE : KVS_STORE_FAILED_IO;
 }
 
 static void write_fail(kvs_xchunk *c, int err, const char *what)
@@ -815,8 +651,8 @@ static void end_store_chunk(kvs_xchunk *c)
     int s = atomic_load(&c->state);
     if (s != KVS_CH_OK && s != KVS_CH_PRESENT)
         kvs__index_forget(e->index, c->key);
-    kvs__dev_stage_free(e->dev, c->stage);
-    c->stage = NULL;
+    if (c->op->xfer->chunk_end)
+        c->op->xfer->chunk_end(c);
     atomic_fetch_sub(&e->pending_bytes, c->payload);
     if (atomic_fetch_sub(&e->pending_chunks, 1) == 1) {
         pthread_mutex_lock(&e->mu);
@@ -845,14 +681,13 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
         if (e->auth_key) {
             uint8_t tag[KVS_AUTH_TAG_BYTES];
             memcpy(c->auth, w->bounce, KVS_HEADER_BYTES);
-            /* CUDA memory: the capture hashed the pieces on the GPU */
-            if (c->stage && kvs__dev_stage_digests(e->dev, c->stage, c->auth + KVS_HEADER_BYTES,
-                                                   kvs__auth_segment_count(c->payload)) != KVS_DEV_OK) {
-                chunk_fail(c, STAT_OFF(store_failed_io));
+            /* a transfer whose pieces did not hash (a capture did) */
+            if (op->xfer->digests && op->xfer->digests(c) != KVS_XFER_OK) {
+                chunk_fail(c, KVS_STORE_FAILED_IO);
                 ok = false;
             } else if (kvs__chunk_mac(e->auth_key, e->auth_key_len, c->auth,
                                kvs__auth_segment_count(c->payload), tag) != 0) {
-                chunk_fail(c, STAT_OFF(store_failed_io));
+                chunk_fail(c, KVS_STORE_FAILED_IO);
                 ok = false;
             } else {
                 kvs__header_set_tag(w->bounce, tag);
@@ -868,8 +703,8 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
             ok = false;
         }
     }
-    kvs__dev_file_close(e->dev, c->dfile);
-    c->dfile = NULL;
+    if (op->xfer->file_close)
+        op->xfer->file_close(c);
     if (io->close(c->fd) != 0 && ok) {
         /* NFS-like filesystems report deferred write errors at close. */
         write_fail(c, errno, "close");
@@ -902,87 +737,21 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
     end_store_chunk(c);
 }
 
-static void write_piece_dev(kvs_xpiece *p, kvs_worker *w, uint64_t t0)
-{
-    kvs_xchunk *c = p->chunk;
-    kvs_engine *e = c->op->engine;
-    bool done = false;
-    if (!chunk_stopped(c)) {
-        uint64_t data_len = p->off >= c->payload ? 0 : KVS_MIN(p->len, c->payload - p->off);
-        void *cpu = c->cpu ? (char *)kvs__cpu_entry_data(c->cpu) + p->off : NULL;
-        int err = 0;
-        kvs_dev_rc rc = kvs__dev_write_piece(e->dev, c->stage, c->fd, c->dfile, p->off, p->len,
-                                             data_len, cpu, &err);
-        if (rc == KVS_DEV_OK)
-            done = true;
-        else if (rc == KVS_DEV_IO)
-            write_fail(c, err, "write");
-        else if (rc != KVS_DEV_STOPPED)
-            chunk_fail(c, STAT_OFF(store_failed_io));
-    }
-    if (!done) /* never publish a chunk with a piece missing */
-        chunk_settle(c, KVS_CH_CANCELLED);
-    if (atomic_fetch_sub(&c->pieces_left, 1) == 1) {
-        finish_write_chunk(c, w, t0);
-        return;
-    }
-    busy_since(e, t0);
-}
-
+/* One piece through the op's transfer (xfer.h), filling the CPU tier's
+ * entry on the way when one is being written; the last piece finishes the
+ * chunk. */
 static void write_piece(kvs_xpiece *p, kvs_worker *w, uint64_t t0)
 {
     kvs_xchunk *c = p->chunk;
-    kvs_op *op = c->op;
-    kvs_engine *e = op->engine;
-    if (op->dev) {
-        write_piece_dev(p, w, t0);
-        return;
-    }
-    const uint64_t end = p->off + p->len;
-    char *bounce = w->bounce;
-    uint64_t blk = p->off;
-    for (; blk < end; blk += e->block_bytes) {
-        if (chunk_stopped(c))
-            break;
-        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
-        uint64_t data_len = blk >= c->payload ? 0 : KVS_MIN(blen, c->payload - blk);
-        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
-        bool done = false;
-        if (op->direct && data_len == blen && !c->cpu) {
-            struct iovec iov[MAX_DIRECT_IOV];
-            int n = kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                                       c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
-                                       MAX_DIRECT_IOV);
-            if (n > 0) {
-                if (!direct_begin(op))
-                    break;
-                fill_regions(c, blk, iov, n);
-                int rc = rw_iov_full(c->fd, iov, n, foff, true);
-                int err = errno;
-                direct_end(op);
-                if (rc != 0) {
-                    write_fail(c, err, "write");
-                    break;
-                }
-                done = true;
-            }
-        }
-        if (!done) {
-            if (!copy_begin(op))
-                break;
-            kvs__kvmap_gather(&op->map, c->t0, c->tokens, blk, bounce, data_len);
-            copy_end(op);
-            memset(bounce + data_len, 0, blen - data_len);
-            fill_segments(c, blk, bounce, blen);
-            if (c->cpu && data_len)
-                memcpy((char *)kvs__cpu_entry_data(c->cpu) + blk, bounce, data_len);
-            if (kvs__pwrite_full(c->fd, bounce, blen, foff) != 0) {
-                write_fail(c, errno, "write");
-                break;
-            }
-        }
-    }
-    if (blk < end) /* never publish a chunk with a piece missing */
+    kvs_engine *e = c->op->engine;
+    int err = 0;
+    void *cpu = c->cpu ? kvs__cpu_entry_data(c->cpu) : NULL;
+    kvs_xfer_rc rc = c->op->xfer->write_piece(p, w, cpu, &err);
+    if (rc == KVS_XFER_IO)
+        write_fail(c, err, "write");
+    else if (rc != KVS_XFER_OK && rc != KVS_XFER_STOPPED)
+        chunk_fail(c, KVS_STORE_FAILED_IO);
+    if (rc != KVS_XFER_OK) /* never publish a chunk with a piece missing */
         chunk_settle(c, KVS_CH_CANCELLED);
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1) {
         finish_write_chunk(c, w, t0);
@@ -1033,9 +802,9 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     c->fd = fd;
     if (e->cpu)
         c->cpu = kvs__cpu_tier_begin(e->cpu, c->key, c->payload);
-    if (op->dev) /* captured: the header holds the sums computed on the GPU */
-        c->dfile = kvs__dev_file_open(e->dev, fd);
-    else
+    if (op->xfer->file_open)
+        op->xfer->file_open(c);
+    if (!op->xfer->capture) /* a capture set the header up with its sums */
         kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
     atomic_store(&c->pieces_left, c->npieces);
     for (uint32_t i = 1; i < c->npieces; i++)
@@ -1068,39 +837,6 @@ static uint32_t op_chunk_count(const kvs_engine *e, size_t num_tokens)
     return (uint32_t)n;
 }
 
-/* Binds the engine to the CUDA device of its first CUDA operation: staging,
- * streams and the data path choice (dev.h). */
-static kvs_status engine_dev(kvs_engine *e, int device)
-{
-    kvs_status st = KVS_OK;
-    pthread_mutex_lock(&e->mu);
-    if (!e->dev) {
-        kvs_dev_params p = {
-            .cfg = e->cfg,
-            .store = &e->store,
-            .slots = e->cfg->gds_io_threads + 2,
-            .slot_bytes = KVS_MAX(e->piece_bytes,
-                                  kvs__dev_piece_bytes(e->block_bytes,
-                                                       kvs__padded_payload(e->chunk_payload),
-                                                       false)),
-            .block_bytes = e->block_bytes,
-            .chunk_padded = kvs__padded_payload(e->chunk_payload),
-            .auth = e->auth_key != NULL,
-        };
-        kvs_dev *d = NULL;
-        st = kvs__dev_open(&p, device, &d);
-        if (!st)
-            __atomic_store_n(&e->dev, d, __ATOMIC_RELEASE);
-    } else if (kvs__dev_device(e->dev) != device) {
-        st = kvs__fail(KVS_ERR_INVALID,
-                       "kv.device %d: this engine works on cuda:%d, the device of its first GPU "
-                       "operation",
-                       device, kvs__dev_device(e->dev));
-    }
-    pthread_mutex_unlock(&e->mu);
-    return st;
-}
-
 static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens,
                          size_t num_tokens, const kvs_kv *kv, kvs_op **out)
 {
@@ -1117,6 +853,8 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
     op->engine = e;
     op->nchunks = n;
     op->direct = kv->mem == KVS_MEM_HOST && (kv->flags & KVS_KV_DIRECT);
+    /* the one place that looks at where the caller's memory is */
+    op->xfer = kv->mem == KVS_MEM_CUDA ? &kvs__xfer_dev : &kvs__xfer_host;
     op->t_start = kvs__now_ns();
     op->deadline_ns = op->t_start + (kind == KVS_OP_RETRIEVE ? e->io_timeout_ns
                                                              : e->store_timeout_ns);
@@ -1128,13 +866,8 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
 
     size_t T = e->ns.chunk_size;
     uint64_t total_pieces = 0;
-    /* CUDA ops size their pieces for the device path (dev.h) */
-    const uint64_t piece_bytes =
-        kv->mem != KVS_MEM_CUDA
-            ? e->piece_bytes
-            : KVS_MAX(e->piece_bytes, kvs__dev_piece_bytes(e->block_bytes,
-                                                           kvs__padded_payload(e->chunk_payload),
-                                                           kind == KVS_OP_STORE));
+    /* each transfer sizes its pieces (the device path larger ones) */
+    const uint64_t piece_bytes = op->xfer->piece_bytes(e, kind);
     op->chunks = kvs__calloc(n ? n : 1, sizeof *op->chunks);
     if (!op->chunks)
         goto nomem;
@@ -1196,13 +929,8 @@ static kvs_status op_new(kvs_engine *e, kvs_op_kind kind, const uint32_t *tokens
             a += KVS_HEADER_BYTES + 32 * (size_t)kvs__auth_segment_count(c->payload);
         }
     }
-    if (kv->mem == KVS_MEM_CUDA) {
-        st = engine_dev(e, kv->device);
-        if (!st)
-            st = kvs__dev_op_begin(e->dev, &op->map, &op->dev);
-        if (st)
-            goto fail;
-    }
+    if (op->xfer->op_begin && (st = op->xfer->op_begin(op, kv)))
+        goto fail;
     *out = op;
     return KVS_OK;
 nomem:
@@ -1240,30 +968,29 @@ kvs_status kvs_kv_check(kvs_engine *e, const kvs_kv *kv)
     return KVS_OK;
 }
 
-/* CPU tier hits into GPU memory, before any read is queued, so that a hit
- * that cannot be placed (no staging) cuts the prefix before any task can
- * complete the op. */
-static void put_cpu_hits_dev(kvs_op *op, kvs_cpu_entry **hits, uint32_t n)
+/* CPU tier hits 0..n-1 into the caller's memory, through the transfer.
+ * One that cannot be placed (no staging) is a miss that cuts the prefix;
+ * with hits_first this runs before any read is queued, so such a cut
+ * happens before any task can complete the op. */
+static void put_cpu_hits(kvs_op *op, kvs_cpu_entry **hits, uint32_t n)
 {
     kvs_engine *e = op->engine;
     for (uint32_t k = 0; k < n; k++) {
         if (!hits[k])
             continue;
         kvs_xchunk *c = &op->chunks[k];
-        kvs_dev_chunk dc = dev_chunk(c);
-        kvs_dev_hooks h = {dev_hook_stopped, dev_hook_begin, dev_hook_end, c};
-        kvs_dev_rc rc = k < atomic_load(&op->cut)
-                            ? kvs__dev_put_host(op->dev, &dc, kvs__cpu_entry_data(hits[k]), &h)
-                            : KVS_DEV_STOPPED;
+        kvs_xfer_rc rc = !op->xfer->hits_first || k < atomic_load(&op->cut)
+                             ? op->xfer->put_host(c, kvs__cpu_entry_data(hits[k]))
+                             : KVS_XFER_STOPPED;
         kvs__cpu_tier_release(e->cpu, hits[k]);
         hits[k] = NULL;
-        if (rc == KVS_DEV_OK) {
+        if (rc == KVS_XFER_OK) {
             KVS_STAT_ADD(e, hits_cpu, 1);
             KVS_STAT_ADD(e, bytes_cpu_hit, c->payload);
             continue;
         }
         atomic_store(&c->state, KVS_CH_FAILED);
-        c->reason = (int)STAT_OFF(miss_nomem);
+        c->reason = KVS_MISS_NOMEM;
         KVS_STAT_ADD(e, miss_nomem, 1);
         cut_at(op, k);
     }
@@ -1325,8 +1052,8 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
         atomic_store(&op->chunks[k].state, KVS_CH_CANCELLED);
     atomic_store(&op->cut, i);
 
-    if (op->dev)
-        put_cpu_hits_dev(op, cpu_hits, i);
+    if (op->xfer->hits_first)
+        put_cpu_hits(op, cpu_hits, i);
 
     /* Layer counts and references before any task can run. */
     atomic_store(&op->chunks_left, nread);
@@ -1343,16 +1070,7 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
         if (atomic_load(&op->chunks[k].state) == KVS_CH_PENDING)
             kvs__pool_submit(e->pool, &op->chunks[k].task, KVS_PRIO_READ);
 
-    for (uint32_t k = 0; k < i; k++) {
-        if (!cpu_hits[k])
-            continue;
-        kvs_xchunk *c = &op->chunks[k];
-        kvs__kvmap_scatter(&op->map, c->t0, c->tokens, 0, kvs__cpu_entry_data(cpu_hits[k]),
-                           c->payload);
-        kvs__cpu_tier_release(e->cpu, cpu_hits[k]);
-        KVS_STAT_ADD(e, hits_cpu, 1);
-        KVS_STAT_ADD(e, bytes_cpu_hit, c->payload);
-    }
+    put_cpu_hits(op, cpu_hits, i); /* those left, overlapping the reads */
     kvs__free(cpu_hits);
     if (nread == 0) {
         pthread_mutex_lock(&op->mu);
@@ -1375,8 +1093,7 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
 static void op_abandon(kvs_op *op, bool count_timeout)
 {
     kvs_engine *e = op->engine;
-    size_t reason = op->kind == KVS_OP_RETRIEVE ? STAT_OFF(miss_timeout)
-                                                : STAT_OFF(store_failed_timeout);
+    kvs_reason reason = op->kind == KVS_OP_RETRIEVE ? KVS_MISS_TIMEOUT : KVS_STORE_FAILED_TIMEOUT;
     uint32_t timed_out = 0;
     cancel_copies(op);
     pthread_mutex_lock(&op->mu);
@@ -1385,8 +1102,8 @@ static void op_abandon(kvs_op *op, bool count_timeout)
             kvs_xchunk *c = &op->chunks[i];
             if (chunk_settle(c, count_timeout ? KVS_CH_FAILED : KVS_CH_CANCELLED) &&
                 count_timeout) {
-                c->reason = (int)reason;
-                stat_add_off(e, reason, 1);
+                c->reason = reason;
+                count_reason(e, reason);
                 timed_out++;
             }
         }
@@ -1483,8 +1200,8 @@ void kvs_op_free(kvs_op *op)
     if (!complete) {
         if (op->kind == KVS_OP_RETRIEVE)
             op_abandon(op, false);
-        else if (!op->dev) /* GPU stores were captured: they go on */
-            cancel_copies(op); /* host memory is the caller's again */
+        else if (!op->xfer->capture) /* captured stores go on on their own */
+            cancel_copies(op);         /* host memory is the caller's again */
     }
     if (op->direct) {
         /* Zero-copy I/O may still be in flight on the caller's memory. */
@@ -1515,33 +1232,29 @@ kvs_status kvs_retrieve(kvs_engine *e, const uint32_t *tokens, size_t num_tokens
     return KVS_OK;
 }
 
-/* Gathers each chunk to be written from GPU memory into its own staging
- * area and computes its checksums there, so kvs_store returns with the
- * caller's memory free.  A chunk without staging is dropped and counted like
- * one the store queue has no room for.  Returns how many were dropped. */
-static uint32_t capture_dev(kvs_op *op, uint32_t nwrite)
+/* Transfers that capture (xfer.h) take each chunk to be written before
+ * kvs_store returns, so the caller's memory is free at once.  A chunk that
+ * finds no room is dropped and counted like one the store queue has no
+ * room for; a capture that fails as a whole fails its chunks.  Returns how
+ * many were dropped or failed. */
+static uint32_t capture(kvs_op *op, uint32_t nwrite)
 {
-    static int logged;
+    const kvs_xfer_ops *x = op->xfer;
     kvs_engine *e = op->engine;
     uint32_t dropped = 0;
-    kvs_dev_rc rc = kvs__dev_capture_begin(op->dev, nwrite);
-    bool begun = rc == KVS_DEV_OK;
+    kvs_xfer_rc rc = x->capture_begin(op, nwrite);
+    bool begun = rc == KVS_XFER_OK;
     for (uint32_t i = 0; i < op->nchunks; i++) {
         kvs_xchunk *c = &op->chunks[i];
         if (atomic_load(&c->state) != KVS_CH_PENDING)
             continue;
         kvs__header_init(&c->hdr, &e->ns, c->key, c->tokens);
-        if (rc == KVS_DEV_OK) {
-            kvs_dev_chunk dc = dev_chunk(c);
-            kvs_dev_rc r = kvs__dev_capture(op->dev, &dc, c->hdr.segment_sums, &c->stage);
-            if (r == KVS_DEV_OK)
+        if (rc == KVS_XFER_OK) {
+            kvs_xfer_rc r = x->capture(c);
+            if (r == KVS_XFER_OK)
                 continue;
-            if (r != KVS_DEV_NOMEM)
+            if (r != KVS_XFER_NOMEM)
                 rc = r;
-            kvs__log_once(&logged, KVS_LOG_WARN,
-                          "GPU staging is full (cufile_buffer_size %llu MiB); chunks that do not "
-                          "fit are not stored (counted in kvstash_store_failures_total)",
-                          (unsigned long long)e->cfg->cufile_buffer_size);
         }
         atomic_store(&c->state, KVS_CH_DROPPED);
         atomic_fetch_sub(&e->pending_bytes, c->payload);
@@ -1550,13 +1263,13 @@ static uint32_t capture_dev(kvs_op *op, uint32_t nwrite)
         KVS_STAT_ADD(e, store_dropped, 1);
         dropped++;
     }
-    if (begun && kvs__dev_capture_end(op->dev) != KVS_DEV_OK) {
+    if (begun && x->capture_end(op) != KVS_XFER_OK) {
         for (uint32_t i = 0; i < op->nchunks; i++) {
             kvs_xchunk *c = &op->chunks[i];
             if (atomic_load(&c->state) != KVS_CH_PENDING)
                 continue;
-            kvs__dev_stage_free(e->dev, c->stage);
-            c->stage = NULL;
+            if (x->chunk_end)
+                x->chunk_end(c);
             atomic_store(&c->state, KVS_CH_FAILED);
             atomic_fetch_sub(&e->pending_bytes, c->payload);
             atomic_fetch_sub(&e->pending_chunks, 1);
@@ -1662,8 +1375,8 @@ kvs_status kvs_store(kvs_engine *e, const uint32_t *tokens, size_t num_tokens, c
         nwrite++;
     }
     uint32_t n_staging = 0;
-    if (op->dev && nwrite) {
-        n_staging = capture_dev(op, nwrite);
+    if (op->xfer->capture && nwrite) {
+        n_staging = capture(op, nwrite);
         nwrite -= n_staging;
     }
     if (n_full || n_unhealthy || n_floor || n_staging)

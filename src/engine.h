@@ -1,6 +1,7 @@
 /*
  * engine.h - the engine and its operations, shared by engine.c (the public
- * entry points and the host data path), stats.c and the device data paths.
+ * entry points and the op/chunk control flow), stats.c and the transfer
+ * implementations (xfer.h).
  */
 #ifndef KVS_ENGINE_H
 #define KVS_ENGINE_H
@@ -73,8 +74,32 @@ typedef enum kvs_chunk_state {
     KVS_CH_CANCELLED,    /* after the first missing chunk, or op freed */
 } kvs_chunk_state;
 
+/* Why a chunk was a miss (retrieve) or was not stored (store): each reason
+ * is counted in one kvs_stats field (engine.c's reason_stat table). */
+typedef enum kvs_reason {
+    KVS_REASON_NONE = 0,
+    KVS_MISS_ABSENT,
+    KVS_MISS_VANISHED,
+    KVS_MISS_NOT_REGULAR,
+    KVS_MISS_OWNERSHIP,
+    KVS_MISS_TRUNCATED,
+    KVS_MISS_VERSION,
+    KVS_MISS_FOREIGN,
+    KVS_MISS_BAD_HEADER,
+    KVS_MISS_CHECKSUM,
+    KVS_MISS_UNAUTHENTICATED,
+    KVS_MISS_NOMEM,
+    KVS_MISS_IO,
+    KVS_MISS_TIMEOUT,
+    KVS_STORE_FAILED_IO,
+    KVS_STORE_FAILED_NOSPACE,
+    KVS_STORE_FAILED_TIMEOUT,
+    KVS_REASON_COUNT
+} kvs_reason;
+
 typedef struct kvs_op kvs_op;
 typedef struct kvs_xchunk kvs_xchunk;
+struct kvs_xfer_ops;
 
 typedef struct kvs_xpiece {
     kvs_task task;
@@ -105,7 +130,7 @@ struct kvs_xchunk {
     bool index_said_present;       /* retrieve: for "vanished" vs "absent" */
     _Atomic uint32_t pieces_left;
     _Atomic int state;             /* kvs_chunk_state */
-    int reason;                    /* offset of the miss/failure counter */
+    kvs_reason reason;             /* why it failed (KVS_CH_FAILED) */
     kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
     kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
     uint64_t t_start;              /* monotonic ns: the op's start */
@@ -124,6 +149,7 @@ struct kvs_op {
     pthread_cond_t cv;             /* completion and layer progress */
     _Atomic int refs;              /* 1 for the handle + 1 per unresolved chunk */
     kvs_kvmap map;
+    const struct kvs_xfer_ops *xfer; /* moves its pieces (xfer.h) */
     kvs_dev_op *dev;               /* CUDA memory: the op's device tables */
     bool direct;                   /* KVS_KV_DIRECT on host memory */
     uint32_t nchunks;

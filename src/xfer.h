@@ -1,0 +1,121 @@
+/*
+ * xfer.h - moving a piece of a chunk between the caller's KV memory and a
+ * chunk file: the one interface between the engine's control flow and a
+ * data path.
+ *
+ * engine.c decides which chunks move, opens and checks the files, splits
+ * chunks into pieces for the I/O pool, settles chunks and publishes them.
+ * A transfer implementation moves the bytes of one piece and checks them:
+ * on retrieve it reads the piece, verifies every segment against the
+ * header's sums and only then delivers it into the caller's memory (or,
+ * where the caller allowed it with KVS_KV_DIRECT, reads in place and
+ * verifies there); on store it takes the bytes from the caller (or from a
+ * copy captured at call time), computes the sums into the header and writes
+ * the piece.  The engine picks one table per op (op_new) and never asks
+ * which one it has.
+ *
+ * Two implementations: host memory (xfer_host.c, the POSIX path through
+ * io_posix.c) and CUDA device memory (xfer_dev.c over dev.h: cuFile or the
+ * pinned bounce ring, kernels for checksums, gather and scatter).  A codec
+ * (compression) would be a third: capture encodes after the gather at
+ * store time, read_piece decodes before the scatter, piece by piece so
+ * layers still arrive in order; the file's size is then not the logical
+ * size, which only the implementation and the header know.
+ *
+ * Threads: read_piece and write_piece run on I/O workers, several pieces of
+ * one chunk at once; put_host and capture run on the caller's thread.
+ * Every implementation brackets its accesses to the caller's memory with
+ * kvs__op_copy_begin/end (copies that take a block's time) or
+ * kvs__op_direct_begin/end (system calls on that memory), and stops when
+ * kvs__xchunk_stopped says so.
+ */
+#ifndef KVS_XFER_H
+#define KVS_XFER_H
+
+#include "engine.h"
+
+/* How a transfer step ended; the engine turns it into a counted reason. */
+typedef enum kvs_xfer_rc {
+    KVS_XFER_OK = 0,
+    KVS_XFER_STOPPED,  /* the chunk stopped (a failure elsewhere, the cut, the
+                          deadline) or the op was cancelled: count nothing */
+    KVS_XFER_IO,       /* a read or write failed; errno in *err */
+    KVS_XFER_CHECKSUM, /* a segment read did not verify */
+    KVS_XFER_NOMEM,    /* no memory or staging for it */
+    KVS_XFER_DEVICE,   /* the device failed (logged by the implementation) */
+} kvs_xfer_rc;
+
+typedef struct kvs_xfer_ops {
+    const char *name;
+    /* Bytes of one piece of op kind `kind` (a multiple of block_bytes). */
+    uint64_t (*piece_bytes)(const kvs_engine *e, kvs_op_kind kind);
+    /* Per-op state (op_new, caller's thread) and its release (op_destroy).
+     * Optional. */
+    kvs_status (*op_begin)(kvs_op *op, const kvs_kv *kv);
+    void (*op_end)(kvs_op *op);
+
+    /* Retrieve.  file_open: the chunk file c->fd passed its header checks
+     * (worker); optional.  read_piece: read, verify and deliver piece p;
+     * *delivered: payload bytes that reached the caller's memory verified.
+     * put_host: a CPU tier hit's payload into the caller's memory (caller's
+     * thread).  hits_first: put_host can fail (staging), so CPU tier hits
+     * are placed before any read is queued and a failure cuts the prefix
+     * before a read can complete the op; otherwise they are copied after
+     * the reads are queued, overlapping them. */
+    void (*file_open)(kvs_xchunk *c);
+    kvs_xfer_rc (*read_piece)(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err);
+    kvs_xfer_rc (*put_host)(kvs_xchunk *c, const void *payload);
+    bool hits_first;
+
+    /* Store.  capture_begin/capture/capture_end (optional, caller's
+     * thread): take a copy of each chunk to be written before kvs_store
+     * returns (computing c->hdr.segment_sums), so the caller's memory is
+     * free at once; capture returns KVS_XFER_NOMEM for a chunk that has no
+     * room (dropped), and a failed capture_end fails every captured chunk.
+     * Without capture the caller's memory stays borrowed until the op
+     * completes.  write_piece: the piece's bytes to c->fd at their offset,
+     * sums into c->hdr (unless captured), and a copy of the payload bytes
+     * into cpu_copy + p->off when cpu_copy is not NULL (the CPU tier's
+     * write-through, from wherever the bytes are hot).  digests (auth on,
+     * optional): the per-segment SHA-256 into c->auth after the header,
+     * for an implementation whose pieces did not compute them.  chunk_end:
+     * the chunk's store is over, whatever happened (release a capture). */
+    kvs_xfer_rc (*capture_begin)(kvs_op *op, uint32_t nchunks);
+    kvs_xfer_rc (*capture)(kvs_xchunk *c);
+    kvs_xfer_rc (*capture_end)(kvs_op *op);
+    kvs_xfer_rc (*write_piece)(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err);
+    kvs_xfer_rc (*digests)(kvs_xchunk *c);
+    void (*chunk_end)(kvs_xchunk *c);
+
+    /* Either direction: c->fd is about to be closed; optional. */
+    void (*file_close)(kvs_xchunk *c);
+} kvs_xfer_ops;
+
+extern const kvs_xfer_ops kvs__xfer_host;
+extern const kvs_xfer_ops kvs__xfer_dev;
+
+/* ---- what the engine offers implementations (engine.c) ------------------ */
+
+/* Whether chunk c should stop moving bytes (settled, cut, or cancelled). */
+bool kvs__xchunk_stopped(const kvs_xchunk *c);
+/* A copy of one block to or from caller memory; false: cancelled, do not. */
+bool kvs__op_copy_begin(kvs_op *op);
+void kvs__op_copy_end(kvs_op *op);
+/* A system call on caller memory (KVS_KV_DIRECT); false: cancelled. */
+bool kvs__op_direct_begin(kvs_op *op);
+void kvs__op_direct_end(kvs_op *op);
+
+/* Where the SHA-256 of the auth piece at payload offset off goes in the
+ * MAC's input (auth on). */
+static inline uint8_t *kvs__xchunk_seg_digest(const kvs_xchunk *c, uint64_t off)
+{
+    return c->auth + KVS_HEADER_BYTES + 32 * (off / KVS_AUTH_SEGMENT_BYTES);
+}
+
+/* Payload bytes (not padding) in [off, off + len) of chunk c. */
+static inline uint64_t kvs__xchunk_data_len(const kvs_xchunk *c, uint64_t off, uint64_t len)
+{
+    return off >= c->payload ? 0 : KVS_MIN(len, c->payload - off);
+}
+
+#endif

@@ -1,0 +1,270 @@
+/*
+ * xfer_host.c - the transfer implementation for host memory (xfer.h).
+ *
+ * Each piece moves block_bytes per system call through the worker's own
+ * bounce buffer:
+ *
+ *   retrieve: pread into the bounce buffer, verify each segment's checksum
+ *             there while the block is in the core's cache, and only then
+ *             scatter it into the caller's rows;
+ *   store:    gather the caller's rows into the bounce buffer, checksum
+ *             them there, copy them into the CPU tier's entry if one is
+ *             being filled, and pwrite.
+ *
+ * Why the bounce buffer rather than the caller's memory: a read that hangs
+ * on a sick filesystem can only ever write the worker's buffer, so a
+ * retrieve can give up at its deadline and return what it has, and nothing
+ * unverified ever lands in the caller's KV cache.  Callers who accept the
+ * borrowing rules (KVS_KV_DIRECT) get the zero-copy path: the block's rows
+ * are read into (written from) their memory with one preadv (pwritev) and
+ * checksummed there, one copy per byte.
+ */
+#include "xfer.h"
+
+#include "checksum.h"
+#include "io_ops.h"
+#include "io_posix.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define MAX_DIRECT_IOV 64
+
+/* Where a piece's worker time goes (kvs_stats xfer_io_ns, _checksum_ns,
+ * _copy_ns): a lap per phase, added to the engine once per piece.  Two
+ * clock reads per phase per block (256 KiB or more) cost nothing
+ * measurable. */
+typedef struct laps {
+    uint64_t t, io, sum, copy;
+} laps;
+
+static void lap(laps *l, uint64_t *phase)
+{
+    uint64_t now = kvs__now_ns();
+    *phase += now - l->t;
+    l->t = now;
+}
+
+static void laps_add(kvs_engine *e, const laps *l)
+{
+    KVS_STAT_ADD(e, xfer_io_ns, l->io);
+    KVS_STAT_ADD(e, xfer_checksum_ns, l->sum);
+    KVS_STAT_ADD(e, xfer_copy_ns, l->copy);
+}
+
+/* SHA-256 of every auth piece of [off, off + len), a whole number of them
+ * or the payload's tail. */
+static void digest_range(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += KVS_AUTH_SEGMENT_BYTES)
+        kvs__segment_sha256(data + o, KVS_MIN((uint64_t)KVS_AUTH_SEGMENT_BYTES, len - o),
+                            kvs__xchunk_seg_digest(c, off + o));
+}
+
+/* Verifies the segments of payload range [off, off+len) held at data; with
+ * auth on, also keeps their SHA-256 for the chunk's MAC. */
+static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
+        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
+        uint64_t i = (off + o) / c->seg_bytes;
+        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
+            return false;
+        if (c->auth)
+            digest_range(c, off + o, data + o, n);
+    }
+    return true;
+}
+
+static void fill_segments(kvs_xchunk *c, uint64_t off, const char *data, uint64_t len)
+{
+    for (uint64_t o = 0; o < len; o += c->seg_bytes) {
+        uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
+        uint64_t i = (off + o) / c->seg_bytes;
+        c->hdr.segment_sums[i] = kvs__checksum(data + o, n);
+        if (c->auth)
+            digest_range(c, off + o, data + o, n);
+    }
+}
+
+static bool verify_regions(const kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!verify_segments(c, off, iov[i].iov_base, iov[i].iov_len))
+            return false;
+        off += iov[i].iov_len;
+    }
+    return true;
+}
+
+static void fill_regions(kvs_xchunk *c, uint64_t off, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fill_segments(c, off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+}
+
+/* The block [blk, blk + blen) as regions of the caller's memory, for the
+ * zero-copy path; 0 when it cannot go that way. */
+static int direct_regions(const kvs_xchunk *c, uint64_t blk, uint64_t blen, struct iovec *iov)
+{
+    const kvs_op *op = c->op;
+    return kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
+                              c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
+                              MAX_DIRECT_IOV);
+}
+
+static uint64_t host_piece_bytes(const kvs_engine *e, kvs_op_kind kind)
+{
+    (void)kind;
+    return e->piece_bytes;
+}
+
+static kvs_xfer_rc read_blocks(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err,
+                               laps *l)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    const kvs_engine *e = op->engine;
+    const uint64_t end = p->off + p->len;
+    char *bounce = w->bounce;
+    for (uint64_t blk = p->off; blk < end; blk += e->block_bytes) {
+        if (kvs__xchunk_stopped(c))
+            return KVS_XFER_STOPPED;
+        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
+        uint64_t data_len = kvs__xchunk_data_len(c, blk, blen);
+        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
+        struct iovec iov[MAX_DIRECT_IOV];
+        int n = 0;
+        if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen)
+            n = direct_regions(c, blk, blen, iov);
+        if (n > 0) {
+            if (!kvs__op_direct_begin(op))
+                return KVS_XFER_STOPPED;
+            struct iovec v[MAX_DIRECT_IOV];
+            memcpy(v, iov, (size_t)n * sizeof *iov);
+            l->t = kvs__now_ns();
+            int rc = kvs__posix_rw_full(c->fd, v, n, foff, false);
+            *err = errno;
+            lap(l, &l->io);
+            bool good = rc == 0 && verify_regions(c, blk, iov, n);
+            lap(l, &l->sum);
+            kvs__op_direct_end(op);
+            if (rc != 0)
+                return KVS_XFER_IO;
+            if (!good)
+                return KVS_XFER_CHECKSUM;
+        } else {
+            l->t = kvs__now_ns();
+            if (kvs__pread_full(c->fd, bounce, blen, foff) != 0) {
+                *err = errno;
+                return KVS_XFER_IO;
+            }
+            lap(l, &l->io);
+            bool good = verify_segments(c, blk, bounce, blen);
+            lap(l, &l->sum);
+            if (!good)
+                return KVS_XFER_CHECKSUM;
+            if (data_len) {
+                if (!kvs__op_copy_begin(op))
+                    return KVS_XFER_STOPPED;
+                kvs__kvmap_scatter(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+                kvs__op_copy_end(op);
+                lap(l, &l->copy);
+            }
+        }
+        *delivered += data_len;
+    }
+    return KVS_XFER_OK;
+}
+
+static kvs_xfer_rc host_read_piece(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err)
+{
+    laps l = {0};
+    kvs_xfer_rc rc = read_blocks(p, w, delivered, err, &l);
+    laps_add(p->chunk->op->engine, &l);
+    return rc;
+}
+
+/* The caller's thread, which owns its memory: nothing to bracket. */
+static kvs_xfer_rc host_put_host(kvs_xchunk *c, const void *payload)
+{
+    laps l = {.t = kvs__now_ns()};
+    kvs__kvmap_scatter(&c->op->map, c->t0, c->tokens, 0, payload, c->payload);
+    lap(&l, &l.copy);
+    laps_add(c->op->engine, &l);
+    return KVS_XFER_OK;
+}
+
+static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err, laps *l)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    const kvs_engine *e = op->engine;
+    const uint64_t end = p->off + p->len;
+    char *bounce = w->bounce;
+    for (uint64_t blk = p->off; blk < end; blk += e->block_bytes) {
+        if (kvs__xchunk_stopped(c))
+            return KVS_XFER_STOPPED;
+        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
+        uint64_t data_len = kvs__xchunk_data_len(c, blk, blen);
+        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
+        struct iovec iov[MAX_DIRECT_IOV];
+        int n = 0;
+        /* With a CPU tier entry to fill, the bounce path copies into it
+         * from the cache-hot block. */
+        if (op->direct && data_len == blen && !cpu_copy)
+            n = direct_regions(c, blk, blen, iov);
+        if (n > 0) {
+            if (!kvs__op_direct_begin(op))
+                return KVS_XFER_STOPPED;
+            l->t = kvs__now_ns();
+            fill_regions(c, blk, iov, n);
+            lap(l, &l->sum);
+            int rc = kvs__posix_rw_full(c->fd, iov, n, foff, true);
+            *err = errno;
+            lap(l, &l->io);
+            kvs__op_direct_end(op);
+            if (rc != 0)
+                return KVS_XFER_IO;
+        } else {
+            if (!kvs__op_copy_begin(op))
+                return KVS_XFER_STOPPED;
+            l->t = kvs__now_ns();
+            kvs__kvmap_gather(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+            kvs__op_copy_end(op);
+            memset(bounce + data_len, 0, blen - data_len);
+            lap(l, &l->copy);
+            fill_segments(c, blk, bounce, blen);
+            lap(l, &l->sum);
+            if (cpu_copy && data_len) {
+                memcpy((char *)cpu_copy + blk, bounce, data_len);
+                lap(l, &l->copy);
+            }
+            if (kvs__pwrite_full(c->fd, bounce, blen, foff) != 0) {
+                *err = errno;
+                return KVS_XFER_IO;
+            }
+            lap(l, &l->io);
+        }
+    }
+    return KVS_XFER_OK;
+}
+
+static kvs_xfer_rc host_write_piece(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err)
+{
+    laps l = {0};
+    kvs_xfer_rc rc = write_blocks(p, w, cpu_copy, err, &l);
+    laps_add(p->chunk->op->engine, &l);
+    return rc;
+}
+
+const kvs_xfer_ops kvs__xfer_host = {
+    .name = "host",
+    .piece_bytes = host_piece_bytes,
+    .read_piece = host_read_piece,
+    .put_host = host_put_host,
+    .hits_first = false,
+    .write_piece = host_write_piece,
+};
