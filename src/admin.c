@@ -37,15 +37,6 @@ struct kvs_admin {
     bool all_ids;                            /* every path has an id (n > 1) */
 };
 
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
-    va_end(ap);
-}
-
 kvs_status kvs_admin_open(const kvs_config *cfg, kvs_admin **admin_out)
 {
     if (!cfg || !admin_out)
@@ -175,7 +166,7 @@ static kvs_status list_walk(kvs_admin *a, const char *only_ns, list_ctx *l)
         for (uint32_t i = 0; i < l->w.nns; i++) {
             char p[KVS_PATH_MAX];
             struct stat sb;
-            pathf(p, "%s/%s", a->paths[r], l->w.ns_names[i]);
+            kvs__pathf(p, "%s/%s", a->paths[r], l->w.ns_names[i]);
             if (kvs__io()->stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
                 l->ns_per_path[r]++;
         }
@@ -672,8 +663,9 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         }
     }
     /* Valid: but is it where readers look? */
-    char leaf[8];
-    snprintf(leaf, sizeof leaf, "/%02x/%02x/", it->key[0], it->key[1]);
+    char fan[KVS_FANOUT_LEN], leaf[KVS_FANOUT_LEN + 2];
+    kvs__fanout(it->key, fan);
+    snprintf(leaf, sizeof leaf, "/%s/", fan);
     if (!strstr(it->path, leaf)) {
         snprintf(why, wlen, "misplaced (not in the folder its key maps to)");
         verdict = V_MISPLACED;
@@ -1069,7 +1061,7 @@ kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *fi
     kvs_status st = KVS_OK;
     for (uint32_t r = 0; r < a->n; r++) {
         char from[KVS_PATH_MAX], to[96];
-        pathf(from, "%s/%s", a->paths[r], ns);
+        kvs__pathf(from, "%s/%s", a->paths[r], ns);
         int rfd = kvs__root_open(a->paths[r]);
         if (rfd < 0) {
             st = kvs__fail(kvs__errno_status(-rfd), "cannot open store path %s: %s", a->paths[r],

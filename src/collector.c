@@ -58,50 +58,9 @@
 #define USAGE_FILE "usage.json"
 #define LOG_FILE "collector.log"
 
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
-    va_end(ap);
-}
-
-/* ---- names ----------------------------------------------------------------- */
-
 static bool hex_lower(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-static bool all_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!hex_lower(s[i]))
-            return false;
-    return true;
-}
-
-bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES])
-{
-    if (strlen(name) != 2 * KVS_KEY_BYTES || !all_hex(name, 2 * KVS_KEY_BYTES))
-        return false;
-    return kvs__unhex(name, key, KVS_KEY_BYTES) == 0;
-}
-
-bool kvs__is_temp_name(const char *name)
-{
-    size_t n = strlen(name);
-    const size_t tail = 1 + 16 + 4; /* ".<16 hex>.tmp" */
-    if (n < tail + 1 || strcmp(name + n - 4, KVS_TMP_SUFFIX) != 0)
-        return false;
-    return name[n - tail] == '.' && all_hex(name + n - 20, 16);
-}
-
-bool kvs__is_ns_dir_name(const char *name)
-{
-    size_t n = strlen(name);
-    return n >= 18 && name[0] != '.' && name[n - 17] == '-' && all_hex(name + n - 16, 16);
 }
 
 static bool two_hex(const char *name, unsigned *v)
@@ -164,7 +123,7 @@ static int emit(kvs_walk *w, kvs_walk_entry *e, int dfd, const char *dir, const 
                 kvs_entry_kind kind)
 {
     char path[KVS_PATH_MAX];
-    pathf(path, "%s/%s", dir, name);
+    kvs__pathf(path, "%s/%s", dir, name);
     e->path = path;
     e->name = path + strlen(dir) + 1;
     e->dirfd = dfd;
@@ -281,7 +240,7 @@ static int walk_ns(kvs_walk *w, kvs_walk_entry *e, int rootfd, const char *root,
     char nsdir[KVS_PATH_MAX], xdir[KVS_PATH_MAX], leaf[KVS_PATH_MAX], name[3];
     if (intern_ns(w, ns, &e->ns) != 0)
         return -1;
-    pathf(nsdir, "%s/%s", root, ns);
+    kvs__pathf(nsdir, "%s/%s", root, ns);
     bits256 xs, ys;
     DIR *nd, *xd;
     int stop = list_hex_dirs(w, e, rootfd, ns, nsdir, &xs, &nd);
@@ -289,13 +248,13 @@ static int walk_ns(kvs_walk *w, kvs_walk_entry *e, int rootfd, const char *root,
         if (!(xs.b[x / 8] & (1u << (x % 8))))
             continue;
         snprintf(name, sizeof name, "%02x", x);
-        pathf(xdir, "%s/%s", nsdir, name);
+        kvs__pathf(xdir, "%s/%s", nsdir, name);
         stop = list_hex_dirs(w, e, dirfd(nd), name, xdir, &ys, &xd);
         for (unsigned y = 0; !stop && xd && y < 256; y++) {
             if (!(ys.b[y / 8] & (1u << (y % 8))))
                 continue;
             snprintf(name, sizeof name, "%02x", y);
-            pathf(leaf, "%s/%s", xdir, name);
+            kvs__pathf(leaf, "%s/%s", xdir, name);
             stop = walk_leaf(w, e, dirfd(xd), name, leaf);
         }
         if (xd)
@@ -360,7 +319,7 @@ kvs_status kvs__walk(kvs_walk *w)
             /* .kvstash: only its temporary files (a symlink there is not
              * entered: open_dir_at refuses it). */
             char mdir[KVS_PATH_MAX];
-            pathf(mdir, "%s/" KVS_META_DIR, root);
+            kvs__pathf(mdir, "%s/" KVS_META_DIR, root);
             bits256 unused;
             DIR *md;
             stop = list_hex_dirs(w, &e, rootfd, KVS_META_DIR, mdir, &unused, &md);
@@ -672,7 +631,9 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
     }
     char path[KVS_PATH_MAX], hex[KVS_KEY_HEX], rel[KVS_PATH_MAX];
     kvs__hex(key, KVS_KEY_BYTES, hex);
-    pathf(path, "%s/%s/%02x/%02x/%s", p->roots[root], ns, key[0], key[1], hex);
+    char fan[KVS_FANOUT_LEN];
+    kvs__fanout(key, fan);
+    kvs__pathf(path, "%s/%s/%s/%s", p->roots[root], ns, fan, hex);
     if (!p->dry_run) {
         /* Through the folders' descriptors, no symlink followed, and only
          * the very file the scan saw (a swapped folder or a file published
@@ -680,7 +641,7 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
         const kvs_io_ops *io = kvs__io();
         if (x->rootfd[root] < 0)
             return true;
-        pathf(rel, "%s/%02x/%02x", ns, key[0], key[1]);
+        kvs__pathf(rel, "%s/%s", ns, fan);
         int leaf = io->open_beneath(x->rootfd[root], rel,
                                     O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (leaf < 0)

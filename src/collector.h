@@ -16,16 +16,6 @@
 
 #include <stdatomic.h>
 
-/* ---- names on the store --------------------------------------------------- */
-
-/* 64 lowercase hex digits: a chunk file; fills key. */
-bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES]);
-/* "<anything>.<16 hex>.tmp": a temporary file of a writer (chunks, the
- * NAMESPACE file, O_DIRECT probes, doctor probes, lease and usage files). */
-bool kvs__is_temp_name(const char *name);
-/* "<model>-<16 hex>": a namespace folder. */
-bool kvs__is_ns_dir_name(const char *name);
-
 /* ---- walking every file of the store ------------------------------------ */
 
 typedef enum kvs_entry_kind {
