@@ -383,10 +383,9 @@ static int cufile_probe(const char *dir, bool direct, char *base, uint64_t a, ui
                         char *why, size_t wlen)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX];
-    uint64_t r = 0;
-    io->getrandom(&r, sizeof r);
-    snprintf(path, sizeof path, "%s/.kvstash-cufile-probe.%016llx.tmp", dir, (unsigned long long)r);
+    char path[KVS_PATH_MAX], name[64];
+    kvs__temp_name(name, sizeof name, ".kvstash-cufile-probe", kvs__temp_suffix());
+    kvs__pathf(path, "%s/%s", dir, name);
     int rc = -1;
     void *fh = NULL;
     char *host = NULL;
