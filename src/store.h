@@ -1,5 +1,12 @@
 /*
- * store.h - chunk files on the shared mount: paths, publishing, probing.
+ * store.h - the store's on-disk protocol beyond the chunk payload: every
+ * name the library makes on the mount (paths, the fan-out, temporary
+ * names, and their parsing), the .kvstash/ files and their
+ * write-to-temp-then-rename helper, the O_DIRECT probe, and the life of a
+ * chunk file (unique temporary, publication that never replaces, removal
+ * of the file examined).  One room, so that writers, the collector, verify
+ * and doctor cannot disagree on what lives on the mount; the format inside
+ * a chunk file is chunk_file.h's.  See docs/architecture.md.
  */
 #ifndef KVS_STORE_H
 #define KVS_STORE_H
