@@ -515,6 +515,10 @@ static const struct every {
     {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
     {"strict", "KVSTASH_STRICT", "on", "true"},
+    {"dev_piece_mb", "KVSTASH_DEV_PIECE_MB", "16", "16"},
+    {"dev_unit_kb", "KVSTASH_DEV_UNIT_KB", "512", "512"},
+    {"dev_ring", "KVSTASH_DEV_RING", "8", "8"},
+    {"dev_pinned", "KVSTASH_DEV_PINNED", "alloc", "alloc"},
 };
 
 _Static_assert(sizeof every / sizeof every[0] == KVS_CFG_NKEYS, "a row per key");
