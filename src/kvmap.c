@@ -17,11 +17,53 @@
  * each stride at least the span of the smaller ones.  That admits every
  * permutation of a dense or padded tensor, which is all vLLM allocates,
  * and a scatter can then never write one token's KV over another's.
+ *
+ * A scatter writes the caller's KV memory, which nobody reads again before
+ * the next layer's attention (or a copy to the GPU), so long runs go with
+ * non-temporal stores: without them each destination line is first read
+ * into the cache (a write-allocate) and then written back, a third memory
+ * pass that made the copy half of a retrieve, and of a CPU tier hit, run
+ * well below memcpy, whose large copies stream the same way.
  */
 #include "kvmap.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
+/* Runs at least this long are streamed (a short run's partial lines would
+ * cost more in write-combining flushes than they save). */
+#define STREAM_MIN_BYTES 4096u
+
+/* memcpy into memory that will not be read soon: 16-byte non-temporal
+ * stores from the first 16-byte boundary of dst on (SSE2, in every x86-64);
+ * elsewhere plain memcpy.  The caller fences (kvs__kvmap_scatter). */
+static void copy_stream(char *dst, const char *src, uint64_t n)
+{
+#if defined(__x86_64__)
+    if (n >= STREAM_MIN_BYTES) {
+        uint64_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+        memcpy(dst, src, head);
+        dst += head;
+        src += head;
+        n -= head;
+        for (; n >= 64; n -= 64, dst += 64, src += 64) {
+            __m128i a = _mm_loadu_si128((const __m128i *)(const void *)src);
+            __m128i b = _mm_loadu_si128((const __m128i *)(const void *)(src + 16));
+            __m128i c = _mm_loadu_si128((const __m128i *)(const void *)(src + 32));
+            __m128i d = _mm_loadu_si128((const __m128i *)(const void *)(src + 48));
+            _mm_stream_si128((__m128i *)(void *)dst, a);
+            _mm_stream_si128((__m128i *)(void *)(dst + 16), b);
+            _mm_stream_si128((__m128i *)(void *)(dst + 32), c);
+            _mm_stream_si128((__m128i *)(void *)(dst + 48), d);
+        }
+    }
+#endif
+    memcpy(dst, src, n);
+}
 
 static uint64_t slot_of(const kvs_kvmap *m, size_t token)
 {
@@ -259,7 +301,7 @@ static void scatter_run(void *ctx, char *addr, uint64_t pos, uint64_t n)
 {
     copy_ctx *c = ctx;
     if (addr)
-        memcpy(addr, c->buf + (pos - c->base), n);
+        copy_stream(addr, c->buf + (pos - c->base), n);
 }
 
 static void gather_run(void *ctx, char *addr, uint64_t pos, uint64_t n)
@@ -276,6 +318,9 @@ void kvs__kvmap_scatter(const kvs_kvmap *m, size_t t0, uint32_t tokens, uint64_t
 {
     copy_ctx c = {(char *)src, off};
     walk(m, t0, tokens, off, len, scatter_run, &c);
+#if defined(__x86_64__)
+    _mm_sfence(); /* the streamed stores are visible before anyone is told */
+#endif
 }
 
 void kvs__kvmap_gather(const kvs_kvmap *m, size_t t0, uint32_t tokens, uint64_t off, void *dst,

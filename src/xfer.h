@@ -20,7 +20,10 @@
  * (compression) would be a third: capture encodes after the gather at
  * store time, read_piece decodes before the scatter, piece by piece so
  * layers still arrive in order; the file's size is then not the logical
- * size, which only the implementation and the header know.
+ * size, which only the implementation and the header know.  (One thing a
+ * codec will still change outside its table: read_open_task checks the
+ * file's size against the logical payload before it reads the header; with
+ * a stored size in the header that check moves after the header decode.)
  *
  * Threads: read_piece and write_piece run on I/O workers, several pieces of
  * one chunk at once; put_host and capture run on the caller's thread.

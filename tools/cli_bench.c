@@ -1,7 +1,9 @@
 /*
  * cli_bench.c - `kvstash bench`: throughput of store and retrieve on host
  * memory beside the memcpy ceiling measured in the same run with the same
- * thread count, lookup latency for a long prompt, and key hashing speed.
+ * thread count, a CPU tier hit beside its own interleaved memcpy rounds,
+ * where each path's worker time went (the engine's kvs_stats xfer_*_ns),
+ * lookup latency for a long prompt, and key hashing speed.
  *
  * With --device cuda:N the KV lives in a paged GPU cache (vLLM's layout,
  * per-plane or packed NHD/HND with --layout, shuffled blocks) and the

@@ -474,6 +474,60 @@ static void test_partial_ranges(void **state)
         partial_ranges(&MLA_LAYOUTS[i]);
 }
 
+/* Long runs are scattered with streamed (non-temporal) stores from the
+ * destination's first 16-byte boundary on: every misalignment of the
+ * caller's memory and every length around the threshold lands exactly the
+ * bytes of its range, and nothing next to it. */
+static void test_streamed_scatter(void **state)
+{
+    (void)state;
+    const uint32_t heads = 8, dim = 128, tokens = 16; /* 2 KiB rows, 32 KiB planes */
+    kvs_namespace nsd = {.model = "test/stream", .dtype = KVS_DTYPE_BF16, .num_layers = 1,
+                         .num_kv_heads = heads, .head_dim = dim, .layout = KVS_LAYOUT_MHA,
+                         .world_size = 1};
+    kvs_ns ns;
+    assert_int_equal(kvs__ns_init(&ns, &nsd, tokens, NULL), KVS_OK);
+    const size_t payload = 2 * (size_t)tokens * ns.row_bytes, guard = 64;
+    uint8_t *want = malloc(payload), *got = malloc(payload);
+    uint8_t *mem = malloc(payload + 2 * guard + 16);
+    assert_non_null(want);
+    assert_non_null(got);
+    assert_non_null(mem);
+    for (size_t i = 0; i < payload; i++)
+        want[i] = (uint8_t)next_rand();
+    for (size_t mis = 0; mis < 16; mis++) {
+        uint8_t *base = mem + guard + mis;
+        void *layers[1] = {base};
+        kvs_kv kv = {.mem = KVS_MEM_HOST, .num_layers = 1, .layers = layers,
+                     .num_slots = tokens};
+        kvs_kvmap m;
+        assert_int_equal(kvs__kvmap_init(&m, &ns, &kv, tokens), KVS_OK);
+        memset(mem, 0x5c, payload + 2 * guard + 16);
+        /* lengths around the threshold and odd ones, cut anywhere */
+        static const size_t lens[] = {4095, 4096, 4097, 1, 8191, 12345, 64, 4111, 20000};
+        size_t off = 0;
+        for (size_t k = 0; off < payload; k++) {
+            size_t len = KVS_MIN(lens[k % (sizeof lens / sizeof *lens)], payload - off);
+            kvs__kvmap_scatter(&m, 0, tokens, off, want + off, len);
+            off += len;
+        }
+        kvs__kvmap_gather(&m, 0, tokens, 0, got, payload);
+        if (memcmp(got, want, payload) != 0)
+            fail_msg("misalignment %zu: scattered bytes differ", mis);
+        for (size_t i = 0; i < guard + mis; i++)
+            if (mem[i] != 0x5c)
+                fail_msg("misalignment %zu: byte %zu before the KV written", mis, i);
+        for (size_t i = guard + mis + payload; i < payload + 2 * guard + 16; i++)
+            if (mem[i] != 0x5c)
+                fail_msg("misalignment %zu: byte %zu after the KV written", mis, i);
+        kvs__kvmap_clear(&m);
+    }
+    free(want);
+    free(got);
+    free(mem);
+    kvs__ns_clear(&ns);
+}
+
 /* ---- refusals ----------------------------------------------------------- */
 
 /* kvs_kv_check, kvs_store and kvs_retrieve all refuse kv, naming each of
@@ -582,6 +636,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partial_ranges),
+        cmocka_unit_test(test_streamed_scatter),
         cmocka_unit_test_setup_teardown(test_mha_every_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mla_every_pair, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_tier, setup, teardown),
