@@ -2164,6 +2164,26 @@ kvs_status kvs_config_set(kvs_config *cfg, const char *key, const char *value)
     return commit(cfg, a.box, st);
 }
 
+/* The one place a setting's unit is turned into the library's units: the
+ * table's unit names the scale. */
+uint64_t kvs__config_canon(const kvs_config *cfg, kvs_config_key key)
+{
+    static const struct {
+        const char *unit;
+        uint64_t scale;
+    } scales[] = {
+        {"ms", 1000000u}, {"seconds", 1000000000u}, {"MiB", 1u << 20}, {"KiB", 1u << 10},
+    };
+    const cfg_field *f = &fields[key];
+    cfg_val v = get_val(cfg, f);
+    if (f->type == T_GB)
+        return (uint64_t)(v.d * 1e9);
+    for (size_t i = 0; f->unit && i < KVS_ARRAY_LEN(scales); i++)
+        if (!strcmp(f->unit, scales[i].unit))
+            return v.u * scales[i].scale;
+    return v.u;
+}
+
 kvs_status kvs_config_get(const kvs_config *cfg, const char *key, char **value_out,
                           kvs_config_source *source_out)
 {

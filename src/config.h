@@ -128,6 +128,12 @@ struct kvs_config {
     kvs_config_source source[KVS_CFG_NKEYS];   /* where each value came from */
 };
 
+/* A numeric setting in the library's units, converted in this one place
+ * from the unit of its row in the table: bytes for sizes (GB are 10^9
+ * bytes, MiB, KiB), nanoseconds for times (ms, seconds), the number itself
+ * for counts.  For T_UINT and T_GB keys (a fraction has no unit). */
+uint64_t kvs__config_canon(const kvs_config *cfg, kvs_config_key key);
+
 /* Resolves weka_path (or the default folder: $XDG_CACHE_HOME/kvstash, else
  * $HOME/.cache/kvstash, else ./kvstash-cache) into store_paths.  Called by
  * every loader; exposed for tests. */
