@@ -280,10 +280,10 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
     kvs_usage u;
     memset(&u, 0, sizeof u);
     const kvs_config *cfg = a->cfg;
-    u.max_bytes = (uint64_t)(cfg->max_store_size * 1e9);
+    u.max_bytes = kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE);
     u.high_bytes = (uint64_t)(cfg->store_high_watermark * (double)u.max_bytes);
     u.low_bytes = (uint64_t)(cfg->store_low_watermark * (double)u.max_bytes);
-    u.min_free_bytes = (uint64_t)(cfg->min_free_space * 1e9);
+    u.min_free_bytes = kvs__config_canon(cfg, KVS_CFG_MIN_FREE_SPACE);
     u.path_count = a->n;
     bool all_recorded = true;
     for (uint32_t r = 0; r < a->n; r++) {
@@ -851,17 +851,12 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
     bool explicit_ = opts->flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN);
     if (!explicit_ && opts->namespace_id)
         return kvs__fail(KVS_ERR_INVALID, "kvs_admin_gc: a namespace needs a size or an age");
-    uint32_t order[KVS_MAX_STORE_PATHS];
-    kvs__roots_order((char *const *)a->paths, a->n, order);
     const char *roots[KVS_MAX_STORE_PATHS];
     kvs_lease *leases = kvs__calloc(a->n, sizeof *leases);
     if (!leases)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory");
-    for (uint32_t i = 0; i < a->n; i++) {
-        roots[i] = a->paths[order[i]];
-        kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, "kvstash gc");
-        leases[i].file_mode = cfg->file_mode;
-    }
+    kvs_collect_params p;
+    kvs__collect_params_init(&p, cfg, "kvstash gc", roots, leases, NULL);
     /* Wait for the lease: a dead holder's expires after lease_ttl_s. */
     uint64_t deadline = kvs__now_ns() + (uint64_t)opts->lease_wait_ms * 1000000u;
     kvs_status st;
@@ -887,25 +882,23 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
         return st;
     }
     gc_cb cb = {.o = opts};
-    kvs_collect_params p = {
-        .roots = roots, .nroots = a->n, .leases = leases, .only_ns = opts->namespace_id,
-        .high = cfg->store_high_watermark, .low = cfg->store_low_watermark,
-        .target_bytes = KVS_NO_TARGET,
-        .tmp_grace_ns = opts->tmp_grace_ms ? opts->tmp_grace_ms * 1000000u
-                                           : (uint64_t)cfg->tmp_grace_s * 1000000000u,
-        .dry_run = opts->flags & KVS_GC_DRY_RUN, .purpose = "kvstash gc", .file_mode = cfg->file_mode, .urgent = true,
-        .on_evict = opts->on_file ? gc_on_evict : NULL, .on_evict_ctx = &cb,
-    };
+    p.only_ns = opts->namespace_id;
+    if (opts->tmp_grace_ms)
+        p.tmp_grace_ns = opts->tmp_grace_ms * 1000000u;
+    p.dry_run = opts->flags & KVS_GC_DRY_RUN;
+    p.urgent = true;
+    p.on_evict = opts->on_file ? gc_on_evict : NULL;
+    p.on_evict_ctx = &cb;
     if (opts->flags & KVS_GC_DRY_RUN)
         p.max_candidates = 1u << 22;
     if (explicit_) {
+        /* An explicit size or age replaces the configured limits. */
+        p.cap_bytes = 0;
+        p.floor_bytes = 0;
         if (opts->flags & KVS_GC_TO_SIZE)
             p.target_bytes = opts->to_bytes;
         if (opts->flags & KVS_GC_OLDER_THAN)
             p.older_than_ns = opts->older_than_s ? opts->older_than_s * 1000000000u : 1;
-    } else {
-        p.cap_bytes = (uint64_t)(cfg->max_store_size * 1e9);
-        p.floor_bytes = (uint64_t)(cfg->min_free_space * 1e9);
     }
     p.record = !p.only_ns;
     kvs_collect_result r;

@@ -851,6 +851,30 @@ static void append_log(const kvs_collect_params *p, const kvs_collect_result *r,
     io->close(fd);
 }
 
+void kvs__collect_params_init(kvs_collect_params *p, const kvs_config *cfg,
+                              const char *purpose, const char **roots, kvs_lease *leases,
+                              uint32_t *map)
+{
+    uint32_t n = cfg->num_store_paths, order[KVS_MAX_STORE_PATHS];
+    kvs__roots_order(cfg->store_paths, n, order);
+    for (uint32_t i = 0; i < n; i++) {
+        roots[i] = cfg->store_paths[order[i]];
+        if (map)
+            map[order[i]] = i;
+        kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, purpose);
+        leases[i].file_mode = cfg->file_mode;
+    }
+    *p = (kvs_collect_params){
+        .roots = roots, .nroots = n, .leases = leases,
+        .cap_bytes = kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE),
+        .high = cfg->store_high_watermark, .low = cfg->store_low_watermark,
+        .floor_bytes = kvs__config_canon(cfg, KVS_CFG_MIN_FREE_SPACE),
+        .target_bytes = KVS_NO_TARGET,
+        .tmp_grace_ns = kvs__config_canon(cfg, KVS_CFG_TMP_GRACE_S),
+        .purpose = purpose, .file_mode = cfg->file_mode,
+    };
+}
+
 kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
 {
     if (!p->nroots || p->nroots > KVS_MAX_STORE_PATHS)
@@ -1114,7 +1138,9 @@ struct kvs_collector {
     const char *roots[KVS_MAX_STORE_PATHS];  /* in store-id order */
     uint32_t map[KVS_MAX_STORE_PATHS];       /* engine path index -> roots index */
     kvs_lease leases[KVS_MAX_STORE_PATHS];
-    uint64_t cap, floor;                     /* bytes */
+    uint64_t cap, floor;                     /* bytes (of base) */
+    kvs_collect_params base;                 /* the configured collection
+                                                (kvs__collect_params_init) */
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -1280,7 +1306,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
      * far behind: taken before a short-lived writer stored gigabytes). */
     if (have_all)
         atomic_store(&c->used_bytes, est);
-    uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
+    uint64_t interval = kvs__config_canon(cfg, KVS_CFG_COLLECT_INTERVAL_S);
     /* Collect at most a third of the time, even when something (another
      * tenant of the filesystem) keeps the estimate above the watermark. */
     bool recent = have_all && now < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
@@ -1312,7 +1338,6 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
 static void *collector_main(void *arg)
 {
     kvs_collector *c = arg;
-    const kvs_config *cfg = c->cfg;
     /* Named, for top -H and for tests that fault the engine's own calls. */
     pthread_setname_np(pthread_self(), "kvs-collector");
     /* A little jitter so that instances started together do not all look
@@ -1376,15 +1401,12 @@ static void *collector_main(void *arg)
             kicks = c->kicks;
             c->kicks = 0;
             pthread_mutex_unlock(&c->mu);
-            kvs_collect_params p = {
-                .roots = c->roots, .nroots = c->nroots, .leases = c->leases,
-                .cap_bytes = c->cap, .high = cfg->store_high_watermark,
-                .low = cfg->store_low_watermark, .floor_bytes = c->floor,
-                .target_bytes = KVS_NO_TARGET, .nospace_mask = kicks,
-                .tmp_grace_ns = (uint64_t)cfg->tmp_grace_s * 1000000000u, .record = true,
-                .purpose = "engine", .file_mode = cfg->file_mode, .tick = collector_tick, .tick_ctx = c,
-                .urgent = d == DUE_URGENT || kicks,
-            };
+            kvs_collect_params p = c->base;
+            p.nospace_mask = kicks;
+            p.record = true;
+            p.tick = collector_tick;
+            p.tick_ctx = c;
+            p.urgent = d == DUE_URGENT || kicks;
             kvs_collect_result r;
             kvs_status st = kvs__collect(&p, &r);
             kvs__leases_release(c->leases, c->nroots);
@@ -1459,16 +1481,9 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
         return st;
     }
     c->nroots = c->cfg->num_store_paths;
-    c->cap = (uint64_t)(c->cfg->max_store_size * 1e9);
-    c->floor = (uint64_t)(c->cfg->min_free_space * 1e9);
-    uint32_t order[KVS_MAX_STORE_PATHS];
-    kvs__roots_order(c->cfg->store_paths, c->nroots, order);
-    for (uint32_t i = 0; i < c->nroots; i++) {
-        c->roots[i] = c->cfg->store_paths[order[i]];
-        c->map[order[i]] = i;
-        kvs__lease_init(&c->leases[i], c->roots[i], c->cfg->lease_ttl_s, "engine");
-        c->leases[i].file_mode = c->cfg->file_mode;
-    }
+    kvs__collect_params_init(&c->base, c->cfg, "engine", c->roots, c->leases, c->map);
+    c->cap = c->base.cap_bytes;
+    c->floor = c->base.floor_bytes;
     pthread_mutex_init(&c->mu, NULL);
     kvs__cond_init(&c->cv);
     /* One look now, before the thread exists: stores are refused from the

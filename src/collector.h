@@ -162,6 +162,19 @@ typedef struct kvs_collect_result {
 /* Runs one collection (one or more passes).  The caller holds the leases. */
 kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r);
 
+/* The one builder of a collection from the configuration, shared by the
+ * engines' collector and kvs_admin_gc so the two cannot drift apart: the
+ * store paths in the order every collector takes their leases
+ * (kvs__roots_order) with those leases initialised (lease_ttl_s,
+ * file_mode, purpose), and the configured policy in bytes and nanoseconds
+ * (cap and watermarks, free-space floor, orphan age, file mode).  roots[]
+ * and leases[] have num_store_paths entries; map (may be NULL) gets, for
+ * each path in weka_path order, its index in roots.  The caller adds what
+ * is particular to it (only_ns, a target, an age, tick, dry_run, ...). */
+void kvs__collect_params_init(kvs_collect_params *p, const kvs_config *cfg,
+                              const char *purpose, const char **roots, kvs_lease *leases,
+                              uint32_t *map);
+
 /* The order in which every instance takes the leases of these paths: by
  * store id, so two collectors never hold one path each. */
 void kvs__roots_order(char *const *paths, uint32_t n, uint32_t *order);
