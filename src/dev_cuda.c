@@ -158,7 +158,8 @@ uint64_t kvs__dev_piece_bytes(const kvs_config *cfg, uint64_t block_bytes, uint6
     /* Stores: one piece per chunk (pieces of one file would contend for its
      * inode lock, and the write ring makes any length fit a slot).
      * Retrieves: pieces of about 8 MiB, so several workers read a chunk. */
-    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20) : KVS_MIN(padded, (uint64_t)cfg->dev_piece_mb << 20);
+    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20)
+                          : KVS_MIN(padded, kvs__config_canon(cfg, KVS_CFG_DEV_PIECE_MB));
     return KVS_ALIGN_UP(KVS_MAX(want, block_bytes), block_bytes);
 }
 
@@ -549,7 +550,7 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
         goto cuda;
 
     uint64_t blk = p->block_bytes;
-    d->unit = KVS_ALIGN_UP(KVS_MAX((uint64_t)p->cfg->dev_unit_kb << 10, blk), blk);
+    d->unit = KVS_ALIGN_UP(KVS_MAX(kvs__config_canon(p->cfg, KVS_CFG_DEV_UNIT_KB), blk), blk);
     d->unit = KVS_MAX(d->unit, KVS_ALIGN_UP((p->slot_bytes + MAX_UNITS - 1) / MAX_UNITS, blk));
     d->unit = KVS_MIN(d->unit, p->slot_bytes); /* both multiples of blk */
     d->ring = (uint32_t)KVS_MIN(KVS_MIN((uint64_t)p->cfg->dev_ring, (uint64_t)MAX_UNITS),
@@ -557,7 +558,7 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     d->host_registered = p->cfg->dev_pinned == KVS_DEV_PINNED_REGISTER;
     d->nslots = p->slots;
     uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
-    uint64_t want = (uint64_t)p->cfg->cufile_buffer_size << 20;
+    uint64_t want = kvs__config_canon(p->cfg, KVS_CFG_CUFILE_BUFFER_SIZE);
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
     uint64_t dig = p->auth ? KVS_ALIGN_UP(p->chunk_padded / KVS_AUTH_SEGMENT_BYTES * 32 + 32,
