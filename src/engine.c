@@ -1860,15 +1860,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     *engine_out = e;
     return KVS_OK;
 fail:
-    free_auth_key(e);
-    kvs__cpu_tier_destroy(e->cpu);
-    kvs__index_destroy(e->index);
-    kvs__store_close(&e->store);
-    kvs__ns_clear(&e->ns);
-    kvs_config_free(e->cfg);
-    pthread_cond_destroy(&e->idle_cv);
-    pthread_mutex_destroy(&e->mu);
-    kvs__free(e);
+    engine_free(e); /* one teardown list: what was not made yet is NULL */
     return st;
 }
 
