@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -476,8 +475,7 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
     snprintf(out->name, sizeof out->name, "%s", ns);
     char *text = read_identity(v->a, ns);
     size_t nl = strlen(ns);
-    if (text && text[0] && nl >= 16) {
-        SHA256((const unsigned char *)text, strlen(text), out->id);
+    if (text && text[0] && nl >= 16 && kvs__ns_id_of_text(text, out->id) == KVS_OK) {
         char hex[17];
         kvs__hex(out->id, 8, hex);
         out->have = strcmp(ns + nl - 16, hex) == 0;
@@ -584,33 +582,36 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         goto out;
     }
     *bytes += KVS_HEADER_BYTES;
-    kvs_chunk_header h;
-    kvs_reject rej = kvs__header_decode(*buf, KVS_HEADER_BYTES, &h);
-    if (rej != KVS_REJECT_NONE) {
-        snprintf(why, wlen, "%s", kvs__reject_name(rej));
-        verdict = V_BAD;
-        goto out;
-    }
-    char nshex[17];
-    kvs__hex(h.namespace_id, 8, nshex);
-    size_t nl = strlen(it->ns);
-    ns_ident ni;
-    ident_of(v, it->ns, &ni);
     /* Judged by its own header against the folder's name (the namespace id
      * that readers ask for); NAMESPACE.json counts only where it hashes to
      * that name (ident_of): an edited one is ignored, never a reason to
-     * condemn chunks that engines would serve. */
-    if (memcmp(h.key, it->key, KVS_KEY_BYTES) != 0 || nl < 16 ||
-        strcmp(it->ns + nl - 16, nshex) != 0 || (ni.have && memcmp(ni.id, h.namespace_id, 32))) {
+     * condemn chunks that engines would serve.  The rules are the readers'
+     * (chunk_file.h). */
+    size_t nl = strlen(it->ns);
+    ns_ident ni;
+    ident_of(v, it->ns, &ni);
+    uint8_t folder_id[8];
+    kvs_chunk_want wanted = {.key = it->key, .ns_id = ni.have ? ni.id : folder_id,
+                           .ns_id_len = ni.have ? sizeof ni.id : sizeof folder_id};
+    kvs_chunk_header h;
+    kvs_reject rej = nl < 16 || kvs__unhex(it->ns + nl - 16, folder_id, sizeof folder_id) != 0
+                         ? KVS_REJECT_FOREIGN
+                         : kvs__chunk_check_header(*buf, (uint64_t)st.st_size, &wanted, &h);
+    if (rej == KVS_REJECT_FOREIGN) {
         snprintf(why, wlen, "%s (the header names another key or namespace)",
                  kvs__reject_name(KVS_REJECT_FOREIGN));
         verdict = V_BAD;
         goto out;
     }
-    uint64_t file_bytes = kvs__file_bytes(h.payload_bytes);
-    if ((uint64_t)st.st_size != file_bytes) {
+    if (rej == KVS_REJECT_TRUNCATED) {
         snprintf(why, wlen, "%s (%lld bytes, the header says %" PRIu64 ")",
-                 kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size, file_bytes);
+                 kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size,
+                 kvs__file_bytes(h.payload_bytes));
+        verdict = V_BAD;
+        goto out;
+    }
+    if (rej != KVS_REJECT_NONE) {
+        snprintf(why, wlen, "%s", kvs__reject_name(rej));
         verdict = V_BAD;
         goto out;
     }
@@ -655,7 +656,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
             goto out;
         }
         *bytes += n;
-        if (kvs__checksum(*buf, n) != h.segment_sums[i]) {
+        if (!kvs__segment_ok(&h, i, *buf, n)) {
             snprintf(why, wlen, "%s (segment %" PRIu64 " at payload byte %" PRIu64 ")",
                      kvs__reject_name(KVS_REJECT_CHECKSUM), i, off);
             verdict = V_BAD;
