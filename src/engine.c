@@ -581,9 +581,8 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         read_fail(c, read_errno_reason(errno), errno);
         goto close_resolve;
     }
-    kvs_reject rej = kvs__header_decode(w->bounce, KVS_HEADER_BYTES, &c->hdr);
-    if (rej == KVS_REJECT_NONE)
-        rej = kvs__header_matches(&c->hdr, &e->ns, c->key, c->tokens);
+    kvs_chunk_want want = {.key = c->key, .ns = &e->ns, .tokens = c->tokens};
+    kvs_reject rej = kvs__chunk_check_header(w->bounce, (uint64_t)st.st_size, &want, &c->hdr);
     if (rej != KVS_REJECT_NONE) {
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
