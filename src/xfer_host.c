@@ -115,9 +115,17 @@ static int direct_regions(const kvs_xchunk *c, uint64_t blk, uint64_t blen, stru
                               MAX_DIRECT_IOV);
 }
 
+/* A store writes a chunk per piece: buffered writes to one file take the
+ * file's lock (ext4, XFS and most others hold the inode lock for the whole
+ * write), so pieces of one chunk on several workers wait for each other,
+ * while workers on different chunks' files do not.  A retrieve splits
+ * chunks: reads share the lock, and smaller pieces let layers arrive in
+ * order. */
 static uint64_t host_piece_bytes(const kvs_engine *e, kvs_op_kind kind)
 {
-    (void)kind;
+    if (kind == KVS_OP_STORE)
+        return KVS_MAX(e->piece_bytes,
+                       KVS_ALIGN_UP(kvs__padded_payload(e->chunk_payload), e->block_bytes));
     return e->piece_bytes;
 }
 

@@ -322,6 +322,110 @@ static int run_cpu_hits(kvs_config *cfg, const kvs_namespace *ns, cli_kvbuf *src
     return rc;
 }
 
+/* The kernel's part alone: T threads pwrite new files (as a store does,
+ * after the previous round's files were removed) and pread them back from
+ * the page cache, in 256 KiB calls (the engine's block) into one buffer per
+ * thread, with no checksum and no copy.  What the store and the bounce
+ * retrieve pay the kernel, measured beside them. */
+#define RAW_BLOCK ((size_t)256 << 10)
+
+typedef struct raw_job {
+    const char *dir;
+    size_t nfiles, fbytes;
+    unsigned nthreads, id;
+    bool write;
+    int err;
+} raw_job;
+
+static void *raw_thread(void *arg)
+{
+    raw_job *j = arg;
+    char *buf = aligned_alloc(4096, RAW_BLOCK);
+    if (!buf) {
+        j->err = ENOMEM;
+        return NULL;
+    }
+    memset(buf, 0x3c, RAW_BLOCK);
+    char path[4200];
+    for (size_t f = j->id; f < j->nfiles && !j->err; f += j->nthreads) {
+        if (snprintf(path, sizeof path, "%s/raw-%zu", j->dir, f) >= (int)sizeof path) {
+            j->err = ENAMETOOLONG;
+            break;
+        }
+        int fd = j->write ? open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)
+                          : open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            j->err = errno;
+            break;
+        }
+        for (size_t off = 0; off < j->fbytes && !j->err; off += RAW_BLOCK) {
+            ssize_t r = j->write ? pwrite(fd, buf, RAW_BLOCK, (off_t)off)
+                                 : pread(fd, buf, RAW_BLOCK, (off_t)off);
+            if (r != (ssize_t)RAW_BLOCK)
+                j->err = r < 0 ? errno : EIO;
+        }
+        close(fd);
+    }
+    free(buf);
+    return NULL;
+}
+
+static double raw_gbps(const char *dir, size_t nfiles, size_t fbytes, unsigned threads, bool write)
+{
+    pthread_t th[256];
+    raw_job jobs[256];
+    double t0 = cli_now();
+    for (unsigned i = 0; i < threads; i++) {
+        jobs[i] = (raw_job){dir, nfiles, fbytes, threads, i, write, 0};
+        pthread_create(&th[i], NULL, raw_thread, &jobs[i]);
+    }
+    int err = 0;
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].err)
+            err = jobs[i].err;
+    }
+    if (err) {
+        fprintf(stderr, "kvstash: bench: raw %s in %s: %s\n", write ? "pwrite" : "pread", dir,
+                strerror(err));
+        return -1;
+    }
+    return (double)fbytes * (double)nfiles / (cli_now() - t0) / 1e9;
+}
+
+static void raw_unlink(const char *dir, size_t nfiles)
+{
+    char path[4200];
+    for (size_t f = 0; f < nfiles; f++) {
+        if (snprintf(path, sizeof path, "%s/raw-%zu", dir, f) < (int)sizeof path)
+            unlink(path);
+    }
+}
+
+/* Fills wr and rd (GB/s, one per round); files in a new folder beside the
+ * namespace's, removed at the end. */
+static int run_raw(const char *ns_path, size_t nfiles, size_t fbytes, unsigned threads,
+                   uint64_t rounds, double *wr, double *rd)
+{
+    char dir[4096];
+    if (snprintf(dir, sizeof dir, "%s.raw-XXXXXX", ns_path) >= (int)sizeof dir || !mkdtemp(dir)) {
+        fprintf(stderr, "kvstash: bench: cannot create %s: %s\n", dir, strerror(errno));
+        return EXIT_IO;
+    }
+    fbytes = (fbytes + RAW_BLOCK - 1) / RAW_BLOCK * RAW_BLOCK;
+    int rc = EXIT_OK;
+    for (uint64_t r = 0; r < rounds && !rc; r++) {
+        raw_unlink(dir, nfiles);
+        wr[r] = raw_gbps(dir, nfiles, fbytes, threads, true);
+        rd[r] = wr[r] < 0 ? -1 : raw_gbps(dir, nfiles, fbytes, threads, false);
+        if (rd[r] < 0)
+            rc = EXIT_IO;
+    }
+    raw_unlink(dir, nfiles);
+    rmdir(dir);
+    return rc;
+}
+
 /* One line per path: where its worker time went, from the engine's timers,
  * as the rate of one thread while in each phase (bytes / phase time) and
  * the phase's share of the three. */
@@ -739,6 +843,14 @@ int cmd_bench(int argc, char **argv)
     rows[nrows++] = (row){"retrieve (verified, via bounce buffers)", median(rt, o.rounds), ceiling,
                           "GB/s"};
     rows[nrows++] = (row){"retrieve (verified, zero-copy KVS_KV_DIRECT)", median(rd, o.rounds),
+                          ceiling, "GB/s"};
+    double rw[MAX_ROUNDS], rr[MAX_ROUNDS];
+    if ((rc = run_raw(kvs_engine_namespace_path(e), nchunks, chunk_bytes, threads, o.rounds, rw,
+                      rr)))
+        goto out;
+    rows[nrows++] = (row){"kernel alone: pwrite new files, 256 KiB calls", median(rw, o.rounds),
+                          ceiling, "GB/s"};
+    rows[nrows++] = (row){"kernel alone: pread page cache, 256 KiB calls", median(rr, o.rounds),
                           ceiling, "GB/s"};
     size_t removed;
     kvs_remove(e, tokens, n, &removed);
