@@ -45,8 +45,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define KVS_CONTAINER(ptr, type, member) \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 #define STAT_OFF(field) offsetof(kvs_stats, field)
 
 /* How long the store stays marked unhealthy after failure_threshold

@@ -38,6 +38,9 @@
 
 #define KVS_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define KVS_MIN(a, b) ((a) < (b) ? (a) : (b))
+/* The structure that embeds *ptr as its member (intrusive tasks, io_pool.h). */
+#define KVS_CONTAINER(ptr, type, member) \
+    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
 #define KVS_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define KVS_ALIGN_UP(x, a) (((x) + ((a) - 1)) / (a) * (a))
 
