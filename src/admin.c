@@ -16,6 +16,7 @@
 #include "checksum.h"
 #include "chunk_file.h"
 #include "io_ops.h"
+#include "io_pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -363,7 +364,12 @@ kvs_status kvs_admin_lease(kvs_admin *a, uint32_t index, char **text_out)
 
 /* ---- verification ------------------------------------------------------------------ */
 
+/* Files handed to the pool and not yet judged, at most: the walk waits
+ * for room, so memory stays bounded however large the store. */
 #define VQ_CAP 256
+/* Each worker's buffer: a header, and segments up to this size (a chunk of
+ * up to 448 MiB); a larger segment gets a buffer of its own. */
+#define VERIFY_BUF_BYTES (1u << 20)
 
 typedef struct vitem {
     char *path;
@@ -388,14 +394,12 @@ typedef struct verify_ctx {
     kvs_admin *a;
     const kvs_verify_options *o;
     int rootfd[KVS_MAX_STORE_PATHS];   /* store paths, resolved once; -errno */
+    kvs_pool *pool;            /* the I/O pool's workers judge the files */
     pthread_mutex_t mu;
-    pthread_cond_t cv_items;   /* items queued, or the producer finished */
-    pthread_cond_t cv_space;   /* room in the queue */
+    pthread_cond_t cv_space;   /* fewer than VQ_CAP files in flight */
     pthread_cond_t cv_done;    /* progress for the caller */
-    vitem q[VQ_CAP];
-    uint32_t head, count;
+    uint32_t inflight;         /* files submitted and not yet judged */
     bool produced;             /* the walk ended */
-    uint32_t workers_left;
     uint64_t total;            /* files found by the walk */
     bool counted;
     ns_ident *idents;          /* under mu */
@@ -405,16 +409,30 @@ typedef struct verify_ctx {
     kvs_status walk_status;
 } verify_ctx;
 
+/* One file to judge, as a task of the pool. */
+typedef struct vtask {
+    kvs_task task;
+    verify_ctx *v;
+    vitem it;
+} vtask;
+
+static void verify_task(kvs_task *t, kvs_worker *w);
+
 static int verify_enqueue(void *ctx, const kvs_walk_entry *e)
 {
     verify_ctx *v = ctx;
     if (e->kind != KVS_ENTRY_CHUNK)
         return 0;
+    vtask *vt = kvs__calloc(1, sizeof *vt);
+    if (!vt)
+        return 1;
     vitem it;
     memset(&it, 0, sizeof it);
     it.path = kvs__strdup(e->path);
-    if (!it.path)
+    if (!it.path) {
+        kvs__free(vt);
         return 1;
+    }
     it.root = e->root;
     memcpy(it.key, e->key, sizeof it.key);
     /* the namespace is the path component after the root */
@@ -422,14 +440,16 @@ static int verify_enqueue(void *ctx, const kvs_walk_entry *e)
     const char *rest = e->path + strlen(root) + 1;
     size_t k = strcspn(rest, "/");
     snprintf(it.ns, sizeof it.ns, "%.*s", (int)KVS_MIN(k, sizeof it.ns - 1), rest);
+    vt->v = v;
+    vt->it = it;
+    vt->task.fn = verify_task;
     pthread_mutex_lock(&v->mu);
-    while (v->count == VQ_CAP)
+    while (v->inflight == VQ_CAP)
         pthread_cond_wait(&v->cv_space, &v->mu);
-    v->q[(v->head + v->count) % VQ_CAP] = it;
-    v->count++;
+    v->inflight++;
     v->total++;
-    pthread_cond_signal(&v->cv_items);
     pthread_mutex_unlock(&v->mu);
+    kvs__pool_submit(v->pool, &vt->task, KVS_PRIO_READ);
     return 0;
 }
 
@@ -444,7 +464,6 @@ static void *verify_producer(void *arg)
     v->walk_status = st;
     v->produced = true;
     v->counted = true;
-    pthread_cond_broadcast(&v->cv_items);
     pthread_cond_broadcast(&v->cv_done);
     pthread_mutex_unlock(&v->mu);
     return NULL;
@@ -507,11 +526,11 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
 
 typedef enum vverdict { V_OK, V_BAD, V_UNREADABLE, V_MISPLACED, V_VANISHED } vverdict;
 
-static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t *cap,
-                           uint64_t *bytes, char *why, size_t wlen, int *leaf_out,
-                           struct stat *examined)
+static vverdict check_file(verify_ctx *v, const vitem *it, kvs_worker *w, uint64_t *bytes,
+                           char *why, size_t wlen, int *leaf_out, struct stat *examined)
 {
     const kvs_io_ops *io = kvs__io();
+    uint8_t *buf = w->bounce, *own = NULL; /* the worker's, or one of our own */
     /* The folder the walk found it in, from the root's descriptor without
      * following a symlink (a folder swapped since is refused), then the
      * file by name: what is removed later is exactly what was examined. */
@@ -560,23 +579,13 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         verdict = V_BAD;
         goto out;
     }
-    if (*cap < KVS_HEADER_BYTES) {
-        uint8_t *nb = kvs__realloc(*buf, KVS_HEADER_BYTES);
-        if (!nb) {
-            snprintf(why, wlen, "unreadable: out of memory");
-            verdict = V_UNREADABLE;
-            goto out;
-        }
-        *buf = nb;
-        *cap = KVS_HEADER_BYTES;
-    }
     if ((uint64_t)st.st_size < KVS_HEADER_BYTES) {
         snprintf(why, wlen, "truncated (%lld bytes, shorter than a header)",
                  (long long)st.st_size);
         verdict = V_BAD;
         goto out;
     }
-    if (kvs__pread_full(fd, *buf, KVS_HEADER_BYTES, 0) != 0) {
+    if (kvs__pread_full(fd, buf, KVS_HEADER_BYTES, 0) != 0) {
         snprintf(why, wlen, "unreadable: header read: %s", strerror(errno));
         verdict = errno == ENODATA ? V_BAD : V_UNREADABLE;
         goto out;
@@ -596,7 +605,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
     kvs_chunk_header h;
     kvs_reject rej = nl < 16 || kvs__unhex(it->ns + nl - 16, folder_id, sizeof folder_id) != 0
                          ? KVS_REJECT_FOREIGN
-                         : kvs__chunk_check_header(*buf, (uint64_t)st.st_size, &wanted, &h);
+                         : kvs__chunk_check_header(buf, (uint64_t)st.st_size, &wanted, &h);
     if (rej == KVS_REJECT_FOREIGN) {
         snprintf(why, wlen, "%s (the header names another key or namespace)",
                  kvs__reject_name(KVS_REJECT_FOREIGN));
@@ -635,20 +644,18 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         goto out;
     }
     uint64_t padded = kvs__padded_payload(h.payload_bytes);
-    if (*cap < h.segment_bytes) {
-        uint8_t *nb = kvs__realloc(*buf, h.segment_bytes);
-        if (!nb) {
+    if (w->bounce_bytes < h.segment_bytes) {
+        buf = own = kvs__malloc(h.segment_bytes);
+        if (!own) {
             snprintf(why, wlen, "unreadable: out of memory for a %u-byte segment",
                      h.segment_bytes);
             verdict = V_UNREADABLE;
             goto out;
         }
-        *buf = nb;
-        *cap = h.segment_bytes;
     }
     for (uint64_t off = 0, i = 0; off < padded; off += h.segment_bytes, i++) {
         uint64_t n = KVS_MIN((uint64_t)h.segment_bytes, padded - off);
-        if (kvs__pread_full(fd, *buf, n, (off_t)(KVS_PAYLOAD_OFFSET + off)) != 0) {
+        if (kvs__pread_full(fd, buf, n, (off_t)(KVS_PAYLOAD_OFFSET + off)) != 0) {
             int err = errno;
             snprintf(why, wlen, "unreadable: payload read at %" PRIu64 ": %s", off,
                      strerror(err));
@@ -656,7 +663,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
             goto out;
         }
         *bytes += n;
-        if (!kvs__segment_ok(&h, i, *buf, n)) {
+        if (!kvs__segment_ok(&h, i, buf, n)) {
             snprintf(why, wlen, "%s (segment %" PRIu64 " at payload byte %" PRIu64 ")",
                      kvs__reject_name(KVS_REJECT_CHECKSUM), i, off);
             verdict = V_BAD;
@@ -679,66 +686,52 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
     }
 out:
     io->close(fd);
+    kvs__free(own);
     return verdict;
 }
 
-static void *verify_worker(void *arg)
+/* Judges one file on a worker of the pool, reports it, and lets the walk
+ * submit another. */
+static void verify_task(kvs_task *t, kvs_worker *w)
 {
-    verify_ctx *v = arg;
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    for (;;) {
-        pthread_mutex_lock(&v->mu);
-        while (v->count == 0 && !v->produced)
-            pthread_cond_wait(&v->cv_items, &v->mu);
-        if (v->count == 0) {
-            pthread_mutex_unlock(&v->mu);
-            break;
-        }
-        vitem it = v->q[v->head];
-        v->head = (v->head + 1) % VQ_CAP;
-        v->count--;
-        pthread_cond_signal(&v->cv_space);
-        pthread_mutex_unlock(&v->mu);
-
-        char why[512] = "";
-        uint64_t bytes = 0;
-        int leaf = -1;
-        struct stat examined;
-        vverdict vd = check_file(v, &it, &buf, &cap, &bytes, why, sizeof why, &leaf, &examined);
-        bool removed = false;
-        if ((vd == V_BAD || vd == V_MISPLACED) && v->o->remove_bad && leaf >= 0)
-            removed = kvs__unlink_examined(leaf, strrchr(it.path, '/') + 1, &examined) == 0;
-        if (leaf >= 0)
-            kvs__io()->close(leaf);
-        if (vd != V_OK && vd != V_VANISHED && v->o->bad_file) {
-            if (removed)
-                strncat(why, "; removed", sizeof why - strlen(why) - 1);
-            pthread_mutex_lock(&v->report_mu);
-            v->o->bad_file(v->o->ctx, it.path, why);
-            pthread_mutex_unlock(&v->report_mu);
-        }
-        pthread_mutex_lock(&v->mu);
-        kvs_verify_report *r = &v->rep;
-        r->files++;
-        r->bytes += bytes;
-        r->removed += removed;
-        switch (vd) {
-        case V_OK: r->ok++; break;
-        case V_BAD: r->bad++; break;
-        case V_UNREADABLE: r->unreadable++; break;
-        case V_MISPLACED: r->misplaced++; break;
-        case V_VANISHED: r->vanished++; break;
-        }
-        pthread_mutex_unlock(&v->mu);
-        kvs__free(it.path);
+    vtask *vt = KVS_CONTAINER(t, vtask, task);
+    verify_ctx *v = vt->v;
+    vitem *it = &vt->it;
+    char why[512] = "";
+    uint64_t bytes = 0;
+    int leaf = -1;
+    struct stat examined;
+    vverdict vd = check_file(v, it, w, &bytes, why, sizeof why, &leaf, &examined);
+    bool removed = false;
+    if ((vd == V_BAD || vd == V_MISPLACED) && v->o->remove_bad && leaf >= 0)
+        removed = kvs__unlink_examined(leaf, strrchr(it->path, '/') + 1, &examined) == 0;
+    if (leaf >= 0)
+        kvs__io()->close(leaf);
+    if (vd != V_OK && vd != V_VANISHED && v->o->bad_file) {
+        if (removed)
+            strncat(why, "; removed", sizeof why - strlen(why) - 1);
+        pthread_mutex_lock(&v->report_mu);
+        v->o->bad_file(v->o->ctx, it->path, why);
+        pthread_mutex_unlock(&v->report_mu);
     }
-    kvs__free(buf);
+    kvs__free(it->path);
+    kvs__free(vt);
     pthread_mutex_lock(&v->mu);
-    v->workers_left--;
+    kvs_verify_report *r = &v->rep;
+    r->files++;
+    r->bytes += bytes;
+    r->removed += removed;
+    switch (vd) {
+    case V_OK: r->ok++; break;
+    case V_BAD: r->bad++; break;
+    case V_UNREADABLE: r->unreadable++; break;
+    case V_MISPLACED: r->misplaced++; break;
+    case V_VANISHED: r->vanished++; break;
+    }
+    v->inflight--;
+    pthread_cond_signal(&v->cv_space);
     pthread_cond_broadcast(&v->cv_done);
     pthread_mutex_unlock(&v->mu);
-    return NULL;
 }
 
 kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
@@ -756,42 +749,32 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     uint32_t threads = o->threads ? o->threads : a->cfg->gds_io_threads;
     threads = KVS_MAX(1u, KVS_MIN(threads, 256u));
     verify_ctx *v = kvs__calloc(1, sizeof *v);
-    pthread_t *tid = kvs__calloc(threads, sizeof *tid);
-    if (!v || !tid) {
-        kvs__free(v);
-        kvs__free(tid);
+    if (!v)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory starting a verification");
-    }
     v->a = a;
     v->o = o;
     for (uint32_t r = 0; r < KVS_MAX_STORE_PATHS; r++)
         v->rootfd[r] = r < a->n ? kvs__root_open(a->paths[r]) : -ENOENT;
     pthread_mutex_init(&v->mu, NULL);
     pthread_mutex_init(&v->report_mu, NULL);
-    kvs__cond_init(&v->cv_items);
     kvs__cond_init(&v->cv_space);
     kvs__cond_init(&v->cv_done);
     uint64_t t0 = kvs__now_ns();
     kvs_status st = KVS_OK;
     pthread_t producer;
-    uint32_t started = 0;
-    v->workers_left = threads;
-    for (; started < threads; started++)
-        if (pthread_create(&tid[started], NULL, verify_worker, v) != 0)
-            break;
-    bool have_producer = started == threads &&
-                         pthread_create(&producer, NULL, verify_producer, v) == 0;
+    /* The files are judged on an I/O pool (io_pool.c, the engine's kind):
+     * one pool implementation, one stall and stop story. */
+    bool have_producer =
+        kvs__pool_create(threads, 0, VERIFY_BUF_BYTES, UINT64_MAX, &v->pool) == KVS_OK &&
+        pthread_create(&producer, NULL, verify_producer, v) == 0;
     if (!have_producer) {
         st = kvs__fail(KVS_ERR_NOMEM, "cannot start verification threads");
-        pthread_mutex_lock(&v->mu);
         v->produced = true;
-        v->workers_left = started;
-        pthread_cond_broadcast(&v->cv_items);
-        pthread_mutex_unlock(&v->mu);
     }
-    /* Report progress from this thread until every worker is done. */
+    /* Report progress from this thread until the walk ended and every file
+     * handed out is judged. */
     pthread_mutex_lock(&v->mu);
-    while (v->workers_left > 0) {
+    while (!v->produced || v->inflight > 0) {
         kvs__cond_wait_until(&v->cv_done, &v->mu, kvs__now_ns() + 100000000u);
         if (o->progress) {
             uint64_t done = v->rep.files, total = v->counted ? v->total : 0, b = v->rep.bytes;
@@ -803,8 +786,7 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     pthread_mutex_unlock(&v->mu);
     if (have_producer)
         pthread_join(producer, NULL);
-    for (uint32_t i = 0; i < started; i++)
-        pthread_join(tid[i], NULL);
+    kvs__pool_destroy(v->pool, UINT64_MAX); /* idle: nothing in flight */
     if (o->progress)
         o->progress(o->ctx, v->rep.files, v->total, v->rep.bytes);
     if (!st)
@@ -812,7 +794,6 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
     v->rep.seconds = (double)(kvs__now_ns() - t0) / 1e9;
     if (!st)
         *report_out = v->rep;
-    pthread_cond_destroy(&v->cv_items);
     pthread_cond_destroy(&v->cv_space);
     pthread_cond_destroy(&v->cv_done);
     pthread_mutex_destroy(&v->report_mu);
@@ -822,7 +803,6 @@ kvs_status kvs_admin_verify(kvs_admin *a, const kvs_verify_options *opts,
         if (v->rootfd[r] >= 0)
             kvs__io()->close(v->rootfd[r]);
     kvs__free(v);
-    kvs__free(tid);
     return st;
 }
 
