@@ -11,7 +11,7 @@
  * identity, key, length, every segment checksum) and also whether the file
  * is where its key maps, since a misplaced file is never read.
  */
-#include "collector.h"
+#include "collect.h"
 
 #include "checksum.h"
 #include "chunk_file.h"

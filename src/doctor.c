@@ -13,7 +13,7 @@
 #include "config.h"
 #include "checksum.h"
 #include "chunk_file.h"
-#include "collector.h"
+#include "collect.h"
 #include "dev.h"
 #include "io_ops.h"
 
