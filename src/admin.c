@@ -905,26 +905,6 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
 
 /* ---- removing a namespace ----------------------------------------------------------- */
 
-/* Opens folder `name` of parent for listing, following no symlink. */
-static DIR *open_dir_at(int parent, const char *name)
-{
-    int fd = kvs__io()->open_beneath(parent, name,
-                                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                                     0);
-    if (fd < 0) {
-        if (errno == EXDEV)
-            errno = ELOOP;
-        return NULL;
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int err = errno;
-        kvs__io()->close(fd);
-        errno = err;
-    }
-    return d;
-}
-
 /* Folders of a namespace below its own: <xx>/<yy>. */
 #define NS_DEPTH 3
 
@@ -943,7 +923,7 @@ static int remove_tree(int parent, const char *name, uint64_t *files, uint64_t *
         char name[256];
     } lv[NS_DEPTH];
     struct stat st;
-    lv[0].d = open_dir_at(parent, name);
+    lv[0].d = kvs__open_dir_at(parent, name);
     if (!lv[0].d) {
         int err = errno;
         if (err == ENOENT)
@@ -985,7 +965,7 @@ static int remove_tree(int parent, const char *name, uint64_t *files, uint64_t *
             (*skipped)++;
             continue;
         }
-        DIR *child = open_dir_at(dfd, n);
+        DIR *child = kvs__open_dir_at(dfd, n);
         if (!child) {
             if ((errno == ELOOP || errno == ENOTDIR) && io->unlinkat(dfd, n, 0) == 0)
                 (*files)++; /* swapped for a link or a file since the listing */
@@ -1006,7 +986,7 @@ static int remove_tree(int parent, const char *name, uint64_t *files, uint64_t *
 static void remove_trash(int mfd, uint64_t *files, uint64_t *skipped)
 {
     const kvs_io_ops *io = kvs__io();
-    DIR *d = open_dir_at(mfd, ".");
+    DIR *d = kvs__open_dir_at(mfd, ".");
     if (!d)
         return;
     char names[16][256];

@@ -110,7 +110,7 @@ typedef struct bits256 {
 /* Opens the folder `name` of parent for listing, following no symlink (a
  * folder swapped for a symlink mid-walk is refused, not followed).  NULL
  * with errno set. */
-static DIR *open_dir_at(int parent, const char *name)
+DIR *kvs__open_dir_at(int parent, const char *name)
 {
     const kvs_io_ops *io = kvs__io();
     int fd = io->open_beneath(parent, name,
@@ -148,7 +148,7 @@ static int list_hex_dirs(kvs_walk *w, kvs_walk_entry *e, int parent, const char 
     const kvs_io_ops *io = kvs__io();
     memset(out, 0, sizeof *out);
     *d_out = NULL;
-    DIR *d = open_dir_at(parent, name);
+    DIR *d = kvs__open_dir_at(parent, name);
     if (!d) {
         note_error(w, errno);
         return 0;
@@ -173,7 +173,7 @@ static int walk_leaf(kvs_walk *w, kvs_walk_entry *e, int parent, const char *nam
                      const char *dir)
 {
     const kvs_io_ops *io = kvs__io();
-    DIR *d = open_dir_at(parent, name);
+    DIR *d = kvs__open_dir_at(parent, name);
     if (!d) {
         note_error(w, errno);
         return 0;
@@ -249,7 +249,7 @@ kvs_status kvs__walk(kvs_walk *w)
             note_error(w, -rootfd);
             continue;
         }
-        DIR *d = open_dir_at(rootfd, ".");
+        DIR *d = kvs__open_dir_at(rootfd, ".");
         if (!d) {
             note_error(w, errno);
             io->close(rootfd);

@@ -8,7 +8,13 @@
 
 #include "store.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
+
+/* Opens the folder `name` of the folder parent for listing, following no
+ * symlink (a folder swapped for a symlink is refused, ELOOP, not
+ * followed) and never blocking on a FIFO.  NULL with errno set. */
+DIR *kvs__open_dir_at(int parent, const char *name);
 
 /* ---- walking every file of the store ------------------------------------ */
 
