@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -36,15 +35,6 @@ struct kvs_admin {
     uint64_t ids[KVS_MAX_STORE_PATHS];       /* 0: none */
     bool all_ids;                            /* every path has an id (n > 1) */
 };
-
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
-    va_end(ap);
-}
 
 kvs_status kvs_admin_open(const kvs_config *cfg, kvs_admin **admin_out)
 {
@@ -175,7 +165,7 @@ static kvs_status list_walk(kvs_admin *a, const char *only_ns, list_ctx *l)
         for (uint32_t i = 0; i < l->w.nns; i++) {
             char p[KVS_PATH_MAX];
             struct stat sb;
-            pathf(p, "%s/%s", a->paths[r], l->w.ns_names[i]);
+            kvs__pathf(p, "%s/%s", a->paths[r], l->w.ns_names[i]);
             if (kvs__io()->stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
                 l->ns_per_path[r]++;
         }
@@ -289,10 +279,10 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
     kvs_usage u;
     memset(&u, 0, sizeof u);
     const kvs_config *cfg = a->cfg;
-    u.max_bytes = (uint64_t)(cfg->max_store_size * 1e9);
+    u.max_bytes = kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE);
     u.high_bytes = (uint64_t)(cfg->store_high_watermark * (double)u.max_bytes);
     u.low_bytes = (uint64_t)(cfg->store_low_watermark * (double)u.max_bytes);
-    u.min_free_bytes = (uint64_t)(cfg->min_free_space * 1e9);
+    u.min_free_bytes = kvs__config_canon(cfg, KVS_CFG_MIN_FREE_SPACE);
     u.path_count = a->n;
     bool all_recorded = true;
     for (uint32_t r = 0; r < a->n; r++) {
@@ -485,8 +475,7 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
     snprintf(out->name, sizeof out->name, "%s", ns);
     char *text = read_identity(v->a, ns);
     size_t nl = strlen(ns);
-    if (text && text[0] && nl >= 16) {
-        SHA256((const unsigned char *)text, strlen(text), out->id);
+    if (text && text[0] && nl >= 16 && kvs__ns_id_of_text(text, out->id) == KVS_OK) {
         char hex[17];
         kvs__hex(out->id, 8, hex);
         out->have = strcmp(ns + nl - 16, hex) == 0;
@@ -593,33 +582,36 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         goto out;
     }
     *bytes += KVS_HEADER_BYTES;
-    kvs_chunk_header h;
-    kvs_reject rej = kvs__header_decode(*buf, KVS_HEADER_BYTES, &h);
-    if (rej != KVS_REJECT_NONE) {
-        snprintf(why, wlen, "%s", kvs__reject_name(rej));
-        verdict = V_BAD;
-        goto out;
-    }
-    char nshex[17];
-    kvs__hex(h.namespace_id, 8, nshex);
-    size_t nl = strlen(it->ns);
-    ns_ident ni;
-    ident_of(v, it->ns, &ni);
     /* Judged by its own header against the folder's name (the namespace id
      * that readers ask for); NAMESPACE.json counts only where it hashes to
      * that name (ident_of): an edited one is ignored, never a reason to
-     * condemn chunks that engines would serve. */
-    if (memcmp(h.key, it->key, KVS_KEY_BYTES) != 0 || nl < 16 ||
-        strcmp(it->ns + nl - 16, nshex) != 0 || (ni.have && memcmp(ni.id, h.namespace_id, 32))) {
+     * condemn chunks that engines would serve.  The rules are the readers'
+     * (chunk_file.h). */
+    size_t nl = strlen(it->ns);
+    ns_ident ni;
+    ident_of(v, it->ns, &ni);
+    uint8_t folder_id[8];
+    kvs_chunk_want wanted = {.key = it->key, .ns_id = ni.have ? ni.id : folder_id,
+                           .ns_id_len = ni.have ? sizeof ni.id : sizeof folder_id};
+    kvs_chunk_header h;
+    kvs_reject rej = nl < 16 || kvs__unhex(it->ns + nl - 16, folder_id, sizeof folder_id) != 0
+                         ? KVS_REJECT_FOREIGN
+                         : kvs__chunk_check_header(*buf, (uint64_t)st.st_size, &wanted, &h);
+    if (rej == KVS_REJECT_FOREIGN) {
         snprintf(why, wlen, "%s (the header names another key or namespace)",
                  kvs__reject_name(KVS_REJECT_FOREIGN));
         verdict = V_BAD;
         goto out;
     }
-    uint64_t file_bytes = kvs__file_bytes(h.payload_bytes);
-    if ((uint64_t)st.st_size != file_bytes) {
+    if (rej == KVS_REJECT_TRUNCATED) {
         snprintf(why, wlen, "%s (%lld bytes, the header says %" PRIu64 ")",
-                 kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size, file_bytes);
+                 kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size,
+                 kvs__file_bytes(h.payload_bytes));
+        verdict = V_BAD;
+        goto out;
+    }
+    if (rej != KVS_REJECT_NONE) {
+        snprintf(why, wlen, "%s", kvs__reject_name(rej));
         verdict = V_BAD;
         goto out;
     }
@@ -664,7 +656,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
             goto out;
         }
         *bytes += n;
-        if (kvs__checksum(*buf, n) != h.segment_sums[i]) {
+        if (!kvs__segment_ok(&h, i, *buf, n)) {
             snprintf(why, wlen, "%s (segment %" PRIu64 " at payload byte %" PRIu64 ")",
                      kvs__reject_name(KVS_REJECT_CHECKSUM), i, off);
             verdict = V_BAD;
@@ -672,8 +664,9 @@ static vverdict check_file(verify_ctx *v, const vitem *it, uint8_t **buf, size_t
         }
     }
     /* Valid: but is it where readers look? */
-    char leaf[8];
-    snprintf(leaf, sizeof leaf, "/%02x/%02x/", it->key[0], it->key[1]);
+    char fan[KVS_FANOUT_LEN], leaf[KVS_FANOUT_LEN + 2];
+    kvs__fanout(it->key, fan);
+    snprintf(leaf, sizeof leaf, "/%s/", fan);
     if (!strstr(it->path, leaf)) {
         snprintf(why, wlen, "misplaced (not in the folder its key maps to)");
         verdict = V_MISPLACED;
@@ -859,17 +852,12 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
     bool explicit_ = opts->flags & (KVS_GC_TO_SIZE | KVS_GC_OLDER_THAN);
     if (!explicit_ && opts->namespace_id)
         return kvs__fail(KVS_ERR_INVALID, "kvs_admin_gc: a namespace needs a size or an age");
-    uint32_t order[KVS_MAX_STORE_PATHS];
-    kvs__roots_order((char *const *)a->paths, a->n, order);
     const char *roots[KVS_MAX_STORE_PATHS];
     kvs_lease *leases = kvs__calloc(a->n, sizeof *leases);
     if (!leases)
         return kvs__fail(KVS_ERR_NOMEM, "out of memory");
-    for (uint32_t i = 0; i < a->n; i++) {
-        roots[i] = a->paths[order[i]];
-        kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, "kvstash gc");
-        leases[i].file_mode = cfg->file_mode;
-    }
+    kvs_collect_params p;
+    kvs__collect_params_init(&p, cfg, "kvstash gc", roots, leases, NULL);
     /* Wait for the lease: a dead holder's expires after lease_ttl_s. */
     uint64_t deadline = kvs__now_ns() + (uint64_t)opts->lease_wait_ms * 1000000u;
     kvs_status st;
@@ -895,25 +883,23 @@ kvs_status kvs_admin_gc(kvs_admin *a, const kvs_gc_options *opts, kvs_gc_report 
         return st;
     }
     gc_cb cb = {.o = opts};
-    kvs_collect_params p = {
-        .roots = roots, .nroots = a->n, .leases = leases, .only_ns = opts->namespace_id,
-        .high = cfg->store_high_watermark, .low = cfg->store_low_watermark,
-        .target_bytes = KVS_NO_TARGET,
-        .tmp_grace_ns = opts->tmp_grace_ms ? opts->tmp_grace_ms * 1000000u
-                                           : (uint64_t)cfg->tmp_grace_s * 1000000000u,
-        .dry_run = opts->flags & KVS_GC_DRY_RUN, .purpose = "kvstash gc", .file_mode = cfg->file_mode, .urgent = true,
-        .on_evict = opts->on_file ? gc_on_evict : NULL, .on_evict_ctx = &cb,
-    };
+    p.only_ns = opts->namespace_id;
+    if (opts->tmp_grace_ms)
+        p.tmp_grace_ns = opts->tmp_grace_ms * 1000000u;
+    p.dry_run = opts->flags & KVS_GC_DRY_RUN;
+    p.urgent = true;
+    p.on_evict = opts->on_file ? gc_on_evict : NULL;
+    p.on_evict_ctx = &cb;
     if (opts->flags & KVS_GC_DRY_RUN)
         p.max_candidates = 1u << 22;
     if (explicit_) {
+        /* An explicit size or age replaces the configured limits. */
+        p.cap_bytes = 0;
+        p.floor_bytes = 0;
         if (opts->flags & KVS_GC_TO_SIZE)
             p.target_bytes = opts->to_bytes;
         if (opts->flags & KVS_GC_OLDER_THAN)
             p.older_than_ns = opts->older_than_s ? opts->older_than_s * 1000000000u : 1;
-    } else {
-        p.cap_bytes = (uint64_t)(cfg->max_store_size * 1e9);
-        p.floor_bytes = (uint64_t)(cfg->min_free_space * 1e9);
     }
     p.record = !p.only_ns;
     kvs_collect_result r;
@@ -1069,7 +1055,7 @@ kvs_status kvs_admin_remove_namespace(kvs_admin *a, const char *ns, uint64_t *fi
     kvs_status st = KVS_OK;
     for (uint32_t r = 0; r < a->n; r++) {
         char from[KVS_PATH_MAX], to[96];
-        pathf(from, "%s/%s", a->paths[r], ns);
+        kvs__pathf(from, "%s/%s", a->paths[r], ns);
         int rfd = kvs__root_open(a->paths[r]);
         if (rfd < 0) {
             st = kvs__fail(kvs__errno_status(-rfd), "cannot open store path %s: %s", a->paths[r],

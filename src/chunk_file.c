@@ -231,6 +231,24 @@ kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
     return KVS_REJECT_NONE;
 }
 
+kvs_reject kvs__chunk_check_header(const uint8_t *raw, uint64_t file_size,
+                                   const kvs_chunk_want *want, kvs_chunk_header *h)
+{
+    kvs_reject r = kvs__header_decode(raw, KVS_HEADER_BYTES, h);
+    if (r != KVS_REJECT_NONE)
+        return r;
+    if (want->ns)
+        r = kvs__header_matches(h, want->ns, want->key, want->tokens);
+    else if (memcmp(h->key, want->key, KVS_KEY_BYTES) != 0 ||
+             memcmp(h->namespace_id, want->ns_id, KVS_MIN(want->ns_id_len, (size_t)32)) != 0)
+        r = KVS_REJECT_FOREIGN;
+    if (r != KVS_REJECT_NONE)
+        return r;
+    if (file_size != kvs__file_bytes(h->payload_bytes))
+        return KVS_REJECT_TRUNCATED;
+    return KVS_REJECT_NONE;
+}
+
 int kvs__chunk_mac(const uint8_t *key, size_t key_len, uint8_t *in, uint32_t segment_count,
                    uint8_t tag_out[KVS_AUTH_TAG_BYTES])
 {

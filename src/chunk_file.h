@@ -24,6 +24,7 @@
 #ifndef KVS_CHUNK_FILE_H
 #define KVS_CHUNK_FILE_H
 
+#include "checksum.h"
 #include "key.h"
 
 #define KVS_HEADER_BYTES 4096u
@@ -114,6 +115,41 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
 /* Checks a decoded header against what a reader asked for. */
 kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
                                const uint8_t key[KVS_KEY_BYTES], uint32_t tokens);
+
+/* ---- the rules for a valid chunk file --------------------------------------
+ *
+ * Written here once; a reader (engine.c and the transfer implementations)
+ * and kvs_admin_verify judge every file by them, so verify can never call
+ * a file good that a reader refuses, or the other way round:
+ *   1. its header decodes (kvs__header_decode);
+ *   2. it is the chunk wanted: its key and namespace id, and the geometry
+ *      and token count where the caller knows them (kvs__header_matches);
+ *   3. the file is as long as its header says (kvs__file_bytes);
+ *   4. every payload segment hashes to its sum (kvs__segment_ok).
+ * With auth_key_file, a reader also checks the MAC (kvs__chunk_mac). */
+
+typedef struct kvs_chunk_want {
+    const uint8_t *key;      /* KVS_KEY_BYTES */
+    /* A reader knows its namespace: id, geometry and the chunk's tokens. */
+    const kvs_ns *ns;        /* NULL: only the id below is known */
+    uint32_t tokens;         /* with ns */
+    /* Without ns (verify): the first ns_id_len bytes of the namespace id
+     * (8, from the folder's name; 32 where NAMESPACE.json matches it). */
+    const uint8_t *ns_id;
+    size_t ns_id_len;
+} kvs_chunk_want;
+
+/* Rules 1 to 3 on a file's raw header (KVS_HEADER_BYTES) and its length;
+ * fills *h (decoded) when rule 1 holds. */
+kvs_reject kvs__chunk_check_header(const uint8_t *raw, uint64_t file_size,
+                                   const kvs_chunk_want *want, kvs_chunk_header *h);
+
+/* Rule 4 for segment i, whose n bytes are at data. */
+static inline bool kvs__segment_ok(const kvs_chunk_header *h, uint64_t i, const void *data,
+                                   size_t n)
+{
+    return kvs__checksum(data, n) == h->segment_sums[i];
+}
 
 /* Number of KVS_AUTH_SEGMENT_BYTES pieces of a payload's padded bytes. */
 static inline uint32_t kvs__auth_segment_count(uint64_t payload)

@@ -58,50 +58,9 @@
 #define USAGE_FILE "usage.json"
 #define LOG_FILE "collector.log"
 
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
-    va_end(ap);
-}
-
-/* ---- names ----------------------------------------------------------------- */
-
 static bool hex_lower(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-}
-
-static bool all_hex(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!hex_lower(s[i]))
-            return false;
-    return true;
-}
-
-bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES])
-{
-    if (strlen(name) != 2 * KVS_KEY_BYTES || !all_hex(name, 2 * KVS_KEY_BYTES))
-        return false;
-    return kvs__unhex(name, key, KVS_KEY_BYTES) == 0;
-}
-
-bool kvs__is_temp_name(const char *name)
-{
-    size_t n = strlen(name);
-    const size_t tail = 1 + 16 + 4; /* ".<16 hex>.tmp" */
-    if (n < tail + 1 || strcmp(name + n - 4, KVS_TMP_SUFFIX) != 0)
-        return false;
-    return name[n - tail] == '.' && all_hex(name + n - 20, 16);
-}
-
-bool kvs__is_ns_dir_name(const char *name)
-{
-    size_t n = strlen(name);
-    return n >= 18 && name[0] != '.' && name[n - 17] == '-' && all_hex(name + n - 16, 16);
 }
 
 static bool two_hex(const char *name, unsigned *v)
@@ -164,7 +123,7 @@ static int emit(kvs_walk *w, kvs_walk_entry *e, int dfd, const char *dir, const 
                 kvs_entry_kind kind)
 {
     char path[KVS_PATH_MAX];
-    pathf(path, "%s/%s", dir, name);
+    kvs__pathf(path, "%s/%s", dir, name);
     e->path = path;
     e->name = path + strlen(dir) + 1;
     e->dirfd = dfd;
@@ -281,7 +240,7 @@ static int walk_ns(kvs_walk *w, kvs_walk_entry *e, int rootfd, const char *root,
     char nsdir[KVS_PATH_MAX], xdir[KVS_PATH_MAX], leaf[KVS_PATH_MAX], name[3];
     if (intern_ns(w, ns, &e->ns) != 0)
         return -1;
-    pathf(nsdir, "%s/%s", root, ns);
+    kvs__pathf(nsdir, "%s/%s", root, ns);
     bits256 xs, ys;
     DIR *nd, *xd;
     int stop = list_hex_dirs(w, e, rootfd, ns, nsdir, &xs, &nd);
@@ -289,13 +248,13 @@ static int walk_ns(kvs_walk *w, kvs_walk_entry *e, int rootfd, const char *root,
         if (!(xs.b[x / 8] & (1u << (x % 8))))
             continue;
         snprintf(name, sizeof name, "%02x", x);
-        pathf(xdir, "%s/%s", nsdir, name);
+        kvs__pathf(xdir, "%s/%s", nsdir, name);
         stop = list_hex_dirs(w, e, dirfd(nd), name, xdir, &ys, &xd);
         for (unsigned y = 0; !stop && xd && y < 256; y++) {
             if (!(ys.b[y / 8] & (1u << (y % 8))))
                 continue;
             snprintf(name, sizeof name, "%02x", y);
-            pathf(leaf, "%s/%s", xdir, name);
+            kvs__pathf(leaf, "%s/%s", xdir, name);
             stop = walk_leaf(w, e, dirfd(xd), name, leaf);
         }
         if (xd)
@@ -360,7 +319,7 @@ kvs_status kvs__walk(kvs_walk *w)
             /* .kvstash: only its temporary files (a symlink there is not
              * entered: open_dir_at refuses it). */
             char mdir[KVS_PATH_MAX];
-            pathf(mdir, "%s/" KVS_META_DIR, root);
+            kvs__pathf(mdir, "%s/" KVS_META_DIR, root);
             bits256 unused;
             DIR *md;
             stop = list_hex_dirs(w, &e, rootfd, KVS_META_DIR, mdir, &unused, &md);
@@ -672,7 +631,9 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
     }
     char path[KVS_PATH_MAX], hex[KVS_KEY_HEX], rel[KVS_PATH_MAX];
     kvs__hex(key, KVS_KEY_BYTES, hex);
-    pathf(path, "%s/%s/%02x/%02x/%s", p->roots[root], ns, key[0], key[1], hex);
+    char fan[KVS_FANOUT_LEN];
+    kvs__fanout(key, fan);
+    kvs__pathf(path, "%s/%s/%s/%s", p->roots[root], ns, fan, hex);
     if (!p->dry_run) {
         /* Through the folders' descriptors, no symlink followed, and only
          * the very file the scan saw (a swapped folder or a file published
@@ -680,7 +641,7 @@ static bool evict(run *x, uint32_t root, const char *ns, const uint8_t *key, int
         const kvs_io_ops *io = kvs__io();
         if (x->rootfd[root] < 0)
             return true;
-        pathf(rel, "%s/%02x/%02x", ns, key[0], key[1]);
+        kvs__pathf(rel, "%s/%s", ns, fan);
         int leaf = io->open_beneath(x->rootfd[root], rel,
                                     O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0);
         if (leaf < 0)
@@ -888,6 +849,30 @@ static void append_log(const kvs_collect_params *p, const kvs_collect_result *r,
         /* informative only */
     }
     io->close(fd);
+}
+
+void kvs__collect_params_init(kvs_collect_params *p, const kvs_config *cfg,
+                              const char *purpose, const char **roots, kvs_lease *leases,
+                              uint32_t *map)
+{
+    uint32_t n = cfg->num_store_paths, order[KVS_MAX_STORE_PATHS];
+    kvs__roots_order(cfg->store_paths, n, order);
+    for (uint32_t i = 0; i < n; i++) {
+        roots[i] = cfg->store_paths[order[i]];
+        if (map)
+            map[order[i]] = i;
+        kvs__lease_init(&leases[i], roots[i], cfg->lease_ttl_s, purpose);
+        leases[i].file_mode = cfg->file_mode;
+    }
+    *p = (kvs_collect_params){
+        .roots = roots, .nroots = n, .leases = leases,
+        .cap_bytes = kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE),
+        .high = cfg->store_high_watermark, .low = cfg->store_low_watermark,
+        .floor_bytes = kvs__config_canon(cfg, KVS_CFG_MIN_FREE_SPACE),
+        .target_bytes = KVS_NO_TARGET,
+        .tmp_grace_ns = kvs__config_canon(cfg, KVS_CFG_TMP_GRACE_S),
+        .purpose = purpose, .file_mode = cfg->file_mode,
+    };
 }
 
 kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r)
@@ -1153,7 +1138,9 @@ struct kvs_collector {
     const char *roots[KVS_MAX_STORE_PATHS];  /* in store-id order */
     uint32_t map[KVS_MAX_STORE_PATHS];       /* engine path index -> roots index */
     kvs_lease leases[KVS_MAX_STORE_PATHS];
-    uint64_t cap, floor;                     /* bytes */
+    uint64_t cap, floor;                     /* bytes (of base) */
+    kvs_collect_params base;                 /* the configured collection
+                                                (kvs__collect_params_init) */
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -1319,7 +1306,7 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
      * far behind: taken before a short-lived writer stored gigabytes). */
     if (have_all)
         atomic_store(&c->used_bytes, est);
-    uint64_t interval = (uint64_t)cfg->collect_interval_s * 1000000000u;
+    uint64_t interval = kvs__config_canon(cfg, KVS_CFG_COLLECT_INTERVAL_S);
     /* Collect at most a third of the time, even when something (another
      * tenant of the filesystem) keeps the estimate above the watermark. */
     bool recent = have_all && now < last_end + KVS_MAX(MIN_GAP_NS, 2 * last_dur);
@@ -1351,7 +1338,6 @@ static due look(kvs_collector *c, uint32_t kicks, const char **why)
 static void *collector_main(void *arg)
 {
     kvs_collector *c = arg;
-    const kvs_config *cfg = c->cfg;
     /* Named, for top -H and for tests that fault the engine's own calls. */
     pthread_setname_np(pthread_self(), "kvs-collector");
     /* A little jitter so that instances started together do not all look
@@ -1415,15 +1401,12 @@ static void *collector_main(void *arg)
             kicks = c->kicks;
             c->kicks = 0;
             pthread_mutex_unlock(&c->mu);
-            kvs_collect_params p = {
-                .roots = c->roots, .nroots = c->nroots, .leases = c->leases,
-                .cap_bytes = c->cap, .high = cfg->store_high_watermark,
-                .low = cfg->store_low_watermark, .floor_bytes = c->floor,
-                .target_bytes = KVS_NO_TARGET, .nospace_mask = kicks,
-                .tmp_grace_ns = (uint64_t)cfg->tmp_grace_s * 1000000000u, .record = true,
-                .purpose = "engine", .file_mode = cfg->file_mode, .tick = collector_tick, .tick_ctx = c,
-                .urgent = d == DUE_URGENT || kicks,
-            };
+            kvs_collect_params p = c->base;
+            p.nospace_mask = kicks;
+            p.record = true;
+            p.tick = collector_tick;
+            p.tick_ctx = c;
+            p.urgent = d == DUE_URGENT || kicks;
             kvs_collect_result r;
             kvs_status st = kvs__collect(&p, &r);
             kvs__leases_release(c->leases, c->nroots);
@@ -1498,16 +1481,9 @@ kvs_status kvs__collector_start(const kvs_config *cfg, kvs_collector **out)
         return st;
     }
     c->nroots = c->cfg->num_store_paths;
-    c->cap = (uint64_t)(c->cfg->max_store_size * 1e9);
-    c->floor = (uint64_t)(c->cfg->min_free_space * 1e9);
-    uint32_t order[KVS_MAX_STORE_PATHS];
-    kvs__roots_order(c->cfg->store_paths, c->nroots, order);
-    for (uint32_t i = 0; i < c->nroots; i++) {
-        c->roots[i] = c->cfg->store_paths[order[i]];
-        c->map[order[i]] = i;
-        kvs__lease_init(&c->leases[i], c->roots[i], c->cfg->lease_ttl_s, "engine");
-        c->leases[i].file_mode = c->cfg->file_mode;
-    }
+    kvs__collect_params_init(&c->base, c->cfg, "engine", c->roots, c->leases, c->map);
+    c->cap = c->base.cap_bytes;
+    c->floor = c->base.floor_bytes;
     pthread_mutex_init(&c->mu, NULL);
     kvs__cond_init(&c->cv);
     /* One look now, before the thread exists: stores are refused from the

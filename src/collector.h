@@ -16,16 +16,6 @@
 
 #include <stdatomic.h>
 
-/* ---- names on the store --------------------------------------------------- */
-
-/* 64 lowercase hex digits: a chunk file; fills key. */
-bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES]);
-/* "<anything>.<16 hex>.tmp": a temporary file of a writer (chunks, the
- * NAMESPACE file, O_DIRECT probes, doctor probes, lease and usage files). */
-bool kvs__is_temp_name(const char *name);
-/* "<model>-<16 hex>": a namespace folder. */
-bool kvs__is_ns_dir_name(const char *name);
-
 /* ---- walking every file of the store ------------------------------------ */
 
 typedef enum kvs_entry_kind {
@@ -171,6 +161,19 @@ typedef struct kvs_collect_result {
 
 /* Runs one collection (one or more passes).  The caller holds the leases. */
 kvs_status kvs__collect(const kvs_collect_params *p, kvs_collect_result *r);
+
+/* The one builder of a collection from the configuration, shared by the
+ * engines' collector and kvs_admin_gc so the two cannot drift apart: the
+ * store paths in the order every collector takes their leases
+ * (kvs__roots_order) with those leases initialised (lease_ttl_s,
+ * file_mode, purpose), and the configured policy in bytes and nanoseconds
+ * (cap and watermarks, free-space floor, orphan age, file mode).  roots[]
+ * and leases[] have num_store_paths entries; map (may be NULL) gets, for
+ * each path in weka_path order, its index in roots.  The caller adds what
+ * is particular to it (only_ns, a target, an age, tick, dry_run, ...). */
+void kvs__collect_params_init(kvs_collect_params *p, const kvs_config *cfg,
+                              const char *purpose, const char **roots, kvs_lease *leases,
+                              uint32_t *map);
 
 /* The order in which every instance takes the leases of these paths: by
  * store id, so two collectors never hold one path each. */

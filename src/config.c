@@ -91,6 +91,12 @@ static const cfg_name io_path_names[] = {
     {NULL, 0, false},
 };
 
+static const cfg_name dev_pinned_names[] = {
+    {"register", KVS_DEV_PINNED_REGISTER, false},
+    {"alloc", KVS_DEV_PINNED_ALLOC, false},
+    {NULL, 0, false},
+};
+
 static const cfg_name log_level_names[] = {
     {"error", KVS_LOG_ERROR, false},
     {"warning", KVS_LOG_WARN, false},
@@ -103,6 +109,7 @@ static const cfg_name log_level_names[] = {
 _Static_assert(sizeof(kvs_io_path_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_direct_io_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_log_level) == sizeof(uint32_t), "enum fields are 32-bit");
+_Static_assert(sizeof(kvs_dev_pinned_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 
 #define FIELD(m)                                                                   \
     .offset = offsetof(struct kvs_config, m),                                      \
@@ -368,6 +375,36 @@ static const cfg_field fields[] = {
         .doc = "Unknown keys, extra_config entries and LMCACHE_*/KVSTASH_* variables "
                "are errors rather than warnings (kvstash --strict; kvstash.strict in "
                "the vLLM connector's extra config).",
+    },
+    /* Benchmark tuning of the device path (docs/gpu.md); the defaults are
+     * the measured best (bench/RESULTS.md).  Read by a CUDA build only. */
+    [KVS_CFG_DEV_PIECE_MB] = {
+        .name = "dev_piece_mb", .env = "KVSTASH_DEV_PIECE_MB",
+        .type = T_UINT, .flags = F_EXTRA, .unit = "MiB", .def = "8", .min = 1, .max = 4096,
+        FIELD(dev_piece_mb),
+        .doc = "Benchmark tuning, GPU memory: bytes of one retrieve piece (several I/O "
+               "threads read one chunk in pieces).",
+    },
+    [KVS_CFG_DEV_UNIT_KB] = {
+        .name = "dev_unit_kb", .env = "KVSTASH_DEV_UNIT_KB",
+        .type = T_UINT, .flags = F_EXTRA, .unit = "KiB", .def = "1024", .min = 1, .max = 4096,
+        FIELD(dev_unit_kb),
+        .doc = "Benchmark tuning, GPU memory: bytes per system call and per copy of the "
+               "pinned bounce path.",
+    },
+    [KVS_CFG_DEV_RING] = {
+        .name = "dev_ring", .env = "KVSTASH_DEV_RING",
+        .type = T_UINT, .flags = F_EXTRA, .unit = "units", .def = "4", .min = 1, .max = 4096,
+        FIELD(dev_ring),
+        .doc = "Benchmark tuning, GPU memory: units of the pinned bounce path in flight "
+               "per staging slot.",
+    },
+    [KVS_CFG_DEV_PINNED] = {
+        .name = "dev_pinned", .env = "KVSTASH_DEV_PINNED",
+        .type = T_ENUM, .flags = F_EXTRA, .def = "register", .names = dev_pinned_names,
+        FIELD(dev_pinned),
+        .doc = "Benchmark tuning, GPU memory: register pins ordinary (huge-page) memory "
+               "with cudaHostRegister; alloc takes the pinned slices from cudaHostAlloc.",
     },
 };
 
@@ -2125,6 +2162,26 @@ kvs_status kvs_config_set(kvs_config *cfg, const char *key, const char *value)
     else
         st = apply_json(&a, value);
     return commit(cfg, a.box, st);
+}
+
+/* The one place a setting's unit is turned into the library's units: the
+ * table's unit names the scale. */
+uint64_t kvs__config_canon(const kvs_config *cfg, kvs_config_key key)
+{
+    static const struct {
+        const char *unit;
+        uint64_t scale;
+    } scales[] = {
+        {"ms", 1000000u}, {"seconds", 1000000000u}, {"MiB", 1u << 20}, {"KiB", 1u << 10},
+    };
+    const cfg_field *f = &fields[key];
+    cfg_val v = get_val(cfg, f);
+    if (f->type == T_GB)
+        return (uint64_t)(v.d * 1e9);
+    for (size_t i = 0; f->unit && i < KVS_ARRAY_LEN(scales); i++)
+        if (!strcmp(f->unit, scales[i].unit))
+            return v.u * scales[i].scale;
+    return v.u;
 }
 
 kvs_status kvs_config_get(const kvs_config *cfg, const char *key, char **value_out,

@@ -23,6 +23,11 @@ typedef enum kvs_direct_io_mode {
     KVS_DIRECT_IO_ON = 1,   /* O_DIRECT where the filesystem supports it */
 } kvs_direct_io_mode;
 
+typedef enum kvs_dev_pinned_mode {
+    KVS_DEV_PINNED_REGISTER = 0, /* ordinary (huge-page) memory, cudaHostRegister */
+    KVS_DEV_PINNED_ALLOC = 1,    /* cudaHostAlloc */
+} kvs_dev_pinned_mode;
+
 /* Index of every key in the table, in table order. */
 typedef enum kvs_config_key {
     KVS_CFG_CHUNK_SIZE,
@@ -58,6 +63,10 @@ typedef enum kvs_config_key {
     KVS_CFG_STORE_GID,
     KVS_CFG_LOG_LEVEL,
     KVS_CFG_STRICT,
+    KVS_CFG_DEV_PIECE_MB,
+    KVS_CFG_DEV_UNIT_KB,
+    KVS_CFG_DEV_RING,
+    KVS_CFG_DEV_PINNED,
     KVS_CFG_NKEYS
 } kvs_config_key;
 
@@ -105,12 +114,25 @@ struct kvs_config {
     kvs_log_level log_level;
     bool strict;                  /* unknown keys and variables are errors */
 
+    /* benchmark tuning of the device data path (dev_cuda.c); the defaults
+     * are the measured best (bench/RESULTS.md) */
+    uint32_t dev_piece_mb;        /* MiB per retrieve piece */
+    uint32_t dev_unit_kb;         /* KiB per system call and copy */
+    uint32_t dev_ring;            /* units in flight per slot */
+    kvs_dev_pinned_mode dev_pinned;
+
     /* derived at parse time */
     uint32_t num_store_paths;                  /* >= 1 after resolution */
     char *store_paths[KVS_MAX_STORE_PATHS];    /* absolute, no trailing '/' */
 
     kvs_config_source source[KVS_CFG_NKEYS];   /* where each value came from */
 };
+
+/* A numeric setting in the library's units, converted in this one place
+ * from the unit of its row in the table: bytes for sizes (GB are 10^9
+ * bytes, MiB, KiB), nanoseconds for times (ms, seconds), the number itself
+ * for counts.  For T_UINT and T_GB keys (a fraction has no unit). */
+uint64_t kvs__config_canon(const kvs_config *cfg, kvs_config_key key);
 
 /* Resolves weka_path (or the default folder: $XDG_CACHE_HOME/kvstash, else
  * $HOME/.cache/kvstash, else ./kvstash-cache) into store_paths.  Called by

@@ -62,8 +62,9 @@ typedef struct kvs_dev_params {
 bool kvs__dev_built(void);
 
 /* Piece size of CUDA ops (a multiple of block_bytes): stores write a chunk
- * per piece, retrieves read about 8 MiB per piece. */
-uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store);
+ * per piece, retrieves read about cfg->dev_piece_mb per piece. */
+uint64_t kvs__dev_piece_bytes(const kvs_config *cfg, uint64_t block_bytes, uint64_t padded,
+                              bool store);
 
 /* Binds to CUDA device `device`: staging, streams, and the data path choice
  * (io_path: auto runs the cuFile self-test, logged with its reason). */

@@ -52,7 +52,6 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define UNIT_BYTES (1ull << 20)  /* one system call and one copy */
 #define MAX_UNITS 64             /* per piece */
 #define SMALL_BYTES 4096u        /* per slot: expected sums and the verdict */
 #define SUMS_MAX (KVS_MAX_SEGMENTS)
@@ -151,59 +150,16 @@ bool kvs__dev_built(void)
     return true;
 }
 
-/* Tuning knobs for benchmarks (not configuration: the defaults are the
- * measured best, bench/RESULTS.md): KVSTASH_DEV_PIECE_MB, the retrieve piece,
- * and KVSTASH_DEV_UNIT_KB, the bytes per system call and copy.  Read once. */
-static uint64_t knob(const char *name, uint64_t def, uint64_t scale)
-{
-    const char *v = getenv(name);
-    char *end = NULL;
-    unsigned long long n = v ? strtoull(v, &end, 10) : 0;
-    return n && end && !*end && n <= 4096 ? n * scale : def;
-}
-
-static uint64_t piece_knob(void)
-{
-    static _Atomic uint64_t v;
-    uint64_t x = atomic_load(&v);
-    if (!x)
-        atomic_store(&v, x = knob("KVSTASH_DEV_PIECE_MB", 8ull << 20, 1ull << 20));
-    return x;
-}
-
-static uint32_t ring_knob(void)
-{
-    static _Atomic uint32_t v;
-    uint32_t x = atomic_load(&v);
-    if (!x)
-        atomic_store(&v, x = (uint32_t)knob("KVSTASH_DEV_RING", 4, 1));
-    return x;
-}
-
-static uint64_t unit_knob(void)
-{
-    static _Atomic uint64_t v;
-    uint64_t x = atomic_load(&v);
-    if (!x)
-        atomic_store(&v, x = knob("KVSTASH_DEV_UNIT_KB", UNIT_BYTES, 1024));
-    return x;
-}
-
-/* KVSTASH_DEV_PINNED: "alloc" takes the pinned slices from cudaHostAlloc,
- * "register" allocates ordinary (huge-page) memory and pins it with
- * cudaHostRegister.  See bench/RESULTS.md for which is the default and why. */
-static bool register_knob(void)
-{
-    const char *v = getenv("KVSTASH_DEV_PINNED");
-    return !(v && strcmp(v, "alloc") == 0);
-}
-
-uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store)
+/* The tuning of this path (dev_piece_mb, dev_unit_kb, dev_ring, dev_pinned)
+ * is benchmark configuration, in the one table (config.c). */
+uint64_t kvs__dev_piece_bytes(const kvs_config *cfg, uint64_t block_bytes, uint64_t padded,
+                              bool store)
 {
     /* Stores: one piece per chunk (pieces of one file would contend for its
      * inode lock, and the write ring makes any length fit a slot).
      * Retrieves: pieces of about 8 MiB, so several workers read a chunk. */
-    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20) : KVS_MIN(padded, piece_knob());
+    uint64_t want = store ? KVS_MIN(padded, (uint64_t)64 << 20)
+                          : KVS_MIN(padded, kvs__config_canon(cfg, KVS_CFG_DEV_PIECE_MB));
     return KVS_ALIGN_UP(KVS_MAX(want, block_bytes), block_bytes);
 }
 
@@ -383,10 +339,9 @@ static int cufile_probe(const char *dir, bool direct, char *base, uint64_t a, ui
                         char *why, size_t wlen)
 {
     const kvs_io_ops *io = kvs__io();
-    char path[KVS_PATH_MAX];
-    uint64_t r = 0;
-    io->getrandom(&r, sizeof r);
-    snprintf(path, sizeof path, "%s/.kvstash-cufile-probe.%016llx.tmp", dir, (unsigned long long)r);
+    char path[KVS_PATH_MAX], name[64];
+    kvs__temp_name(name, sizeof name, ".kvstash-cufile-probe", kvs__temp_suffix());
+    kvs__pathf(path, "%s/%s", dir, name);
     int rc = -1;
     void *fh = NULL;
     char *host = NULL;
@@ -595,15 +550,15 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
         goto cuda;
 
     uint64_t blk = p->block_bytes;
-    d->unit = KVS_ALIGN_UP(KVS_MAX(unit_knob(), blk), blk);
+    d->unit = KVS_ALIGN_UP(KVS_MAX(kvs__config_canon(p->cfg, KVS_CFG_DEV_UNIT_KB), blk), blk);
     d->unit = KVS_MAX(d->unit, KVS_ALIGN_UP((p->slot_bytes + MAX_UNITS - 1) / MAX_UNITS, blk));
     d->unit = KVS_MIN(d->unit, p->slot_bytes); /* both multiples of blk */
-    d->ring = (uint32_t)KVS_MIN(KVS_MIN((uint64_t)ring_knob(), (uint64_t)MAX_UNITS),
+    d->ring = (uint32_t)KVS_MIN(KVS_MIN((uint64_t)p->cfg->dev_ring, (uint64_t)MAX_UNITS),
                                 p->slot_bytes / d->unit);
-    d->host_registered = register_knob();
+    d->host_registered = p->cfg->dev_pinned == KVS_DEV_PINNED_REGISTER;
     d->nslots = p->slots;
     uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
-    uint64_t want = (uint64_t)p->cfg->cufile_buffer_size << 20;
+    uint64_t want = kvs__config_canon(p->cfg, KVS_CFG_CUFILE_BUFFER_SIZE);
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
     uint64_t dig = p->auth ? KVS_ALIGN_UP(p->chunk_padded / KVS_AUTH_SEGMENT_BYTES * 32 + 32,

@@ -9,9 +9,10 @@ bool kvs__dev_built(void)
     return false;
 }
 
-uint64_t kvs__dev_piece_bytes(uint64_t block_bytes, uint64_t padded, bool store)
+uint64_t kvs__dev_piece_bytes(const kvs_config *cfg, uint64_t block_bytes, uint64_t padded,
+                              bool store)
 {
-    (void)padded, (void)store;
+    (void)cfg, (void)padded, (void)store;
     return block_bytes;
 }
 

@@ -581,9 +581,8 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         read_fail(c, read_errno_reason(errno), errno);
         goto close_resolve;
     }
-    kvs_reject rej = kvs__header_decode(w->bounce, KVS_HEADER_BYTES, &c->hdr);
-    if (rej == KVS_REJECT_NONE)
-        rej = kvs__header_matches(&c->hdr, &e->ns, c->key, c->tokens);
+    kvs_chunk_want want = {.key = c->key, .ns = &e->ns, .tokens = c->tokens};
+    kvs_reject rej = kvs__chunk_check_header(w->bounce, (uint64_t)st.st_size, &want, &c->hdr);
     if (rej != KVS_REJECT_NONE) {
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
@@ -1802,7 +1801,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     }
     /* Bounded: a hung mount fails the open instead of hanging the caller. */
     st = kvs__store_open_bounded(&e->store, e->cfg, &e->ns,
-                                 (uint64_t)e->cfg->store_timeout_ms * 1000000u);
+                                 kvs__config_canon(e->cfg, KVS_CFG_STORE_TIMEOUT_MS));
     if (st)
         goto fail;
     if (e->cfg->strict_ownership) {
@@ -1814,7 +1813,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     if (st)
         goto fail;
     if (e->cfg->local_cpu && e->cfg->max_local_cpu_size > 0) {
-        st = kvs__cpu_tier_create((uint64_t)(e->cfg->max_local_cpu_size * 1e9), NULL, &e->cpu);
+        st = kvs__cpu_tier_create(kvs__config_canon(e->cfg, KVS_CFG_MAX_LOCAL_CPU_SIZE), NULL, &e->cpu);
         if (st)
             goto fail;
     }
@@ -1829,11 +1828,11 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     uint64_t piece = KVS_ALIGN_UP((padded + threads - 1) / threads, e->block_bytes);
     e->piece_bytes = KVS_MIN(KVS_MAX(piece, e->block_bytes),
                              KVS_ALIGN_UP((uint64_t)16 << 20, e->block_bytes));
-    e->negative_ns = (uint64_t)e->cfg->negative_cache_ms * 1000000u;
-    e->io_timeout_ns = (uint64_t)e->cfg->io_timeout_ms * 1000000u;
-    e->store_timeout_ns = (uint64_t)e->cfg->store_timeout_ms * 1000000u;
-    e->access_interval_ns = (uint64_t)e->cfg->access_interval_s * 1000000000u;
-    e->max_pending_bytes = (uint64_t)(e->cfg->max_pending_store_size * 1e9);
+    e->negative_ns = kvs__config_canon(e->cfg, KVS_CFG_NEGATIVE_CACHE_MS);
+    e->io_timeout_ns = kvs__config_canon(e->cfg, KVS_CFG_IO_TIMEOUT_MS);
+    e->store_timeout_ns = kvs__config_canon(e->cfg, KVS_CFG_STORE_TIMEOUT_MS);
+    e->access_interval_ns = kvs__config_canon(e->cfg, KVS_CFG_ACCESS_INTERVAL_S);
+    e->max_pending_bytes = kvs__config_canon(e->cfg, KVS_CFG_MAX_PENDING_STORE_SIZE);
     if (e->max_pending_bytes < e->chunk_payload)
         e->max_pending_bytes = e->chunk_payload;
 
@@ -1860,15 +1859,7 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     *engine_out = e;
     return KVS_OK;
 fail:
-    free_auth_key(e);
-    kvs__cpu_tier_destroy(e->cpu);
-    kvs__index_destroy(e->index);
-    kvs__store_close(&e->store);
-    kvs__ns_clear(&e->ns);
-    kvs_config_free(e->cfg);
-    pthread_cond_destroy(&e->idle_cv);
-    pthread_mutex_destroy(&e->mu);
-    kvs__free(e);
+    engine_free(e); /* one teardown list: what was not made yet is NULL */
     return st;
 }
 

@@ -60,6 +60,11 @@ static kvs_status sha256_parts(const void *a, size_t alen, const void *b, size_t
     return KVS_OK;
 }
 
+kvs_status kvs__ns_id_of_text(const char *text, uint8_t id_out[32])
+{
+    return sha256_parts(text, strlen(text), NULL, 0, id_out);
+}
+
 kvs_status kvs__chunk_key(const uint8_t parent[KVS_KEY_BYTES], const uint32_t *tokens,
                           size_t n, uint8_t key_out[KVS_KEY_BYTES])
 {
@@ -358,7 +363,7 @@ kvs_status kvs__ns_init(kvs_ns *out, const kvs_namespace *ns, uint32_t chunk_siz
         kvs__ns_clear(&n);
         return kvs__fail(KVS_ERR_NOMEM, "out of memory describing the namespace");
     }
-    kvs_status st = sha256_parts(canon, strlen(canon), NULL, 0, n.id);
+    kvs_status st = kvs__ns_id_of_text(canon, n.id);
     kvs__free(canon);
     if (st) {
         kvs__ns_clear(&n);

@@ -44,6 +44,10 @@ char *kvs__ns_describe_json(const kvs_ns *ns);
 uint64_t kvs__ns_payload_bytes(const kvs_ns *ns, uint32_t tokens);
 
 /* key = SHA-256(parent || tokens as LE u32).  parent may be NULL (zeros). */
+/* The namespace id of an identity text (NAMESPACE.json without its
+ * newline): its SHA-256, as kvs__ns_init computes it. */
+kvs_status kvs__ns_id_of_text(const char *text, uint8_t id_out[32]);
+
 kvs_status kvs__chunk_key(const uint8_t parent[KVS_KEY_BYTES], const uint32_t *tokens,
                           size_t n, uint8_t key_out[KVS_KEY_BYTES]);
 

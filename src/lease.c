@@ -87,15 +87,6 @@ static uint64_t lease_wall_ns(void)
 
 /* Paths: kvs__lease_init refuses nothing, but roots were checked for length
  * by the store, so these never truncate. */
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- who we are ----------------------------------------------------------- */
 
 typedef struct identity {
@@ -323,9 +314,8 @@ static int write_fd(const kvs_lease *l, int fd, bool free_state)
 static int write_temp(const kvs_lease *l, int dfd, bool free_state, char *tmp, size_t cap)
 {
     const kvs_io_ops *io = kvs__io();
-    char hex[17], text[LEASE_MAX_BYTES];
-    random_hex(hex, 8);
-    snprintf(tmp, cap, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    char text[LEASE_MAX_BYTES];
+    kvs__temp_name(tmp, cap, KVS_LEASE_FILE, kvs__temp_suffix());
     int len = format(l, free_state, text, sizeof text);
     int fd = kvs__meta_open(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)l->file_mode);
     if (fd < 0)
@@ -365,10 +355,10 @@ static int publish(int dfd, const char *from)
 void kvs__lease_init(kvs_lease *l, const char *root, uint32_t ttl_s, const char *purpose)
 {
     memset(l, 0, sizeof *l);
-    pathf(l->root, "%s", root);
+    kvs__pathf(l->root, "%s", root);
     l->file_mode = 0644;
-    pathf(l->dir, "%s/" KVS_META_DIR, root);
-    pathf(l->path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
+    kvs__pathf(l->dir, "%s/" KVS_META_DIR, root);
+    kvs__pathf(l->path, "%s/" KVS_META_DIR "/" KVS_LEASE_FILE, root);
     l->ttl_ns = (uint64_t)(ttl_s ? ttl_s : 1) * 1000000000u;
     l->grace_ns = KVS_MAX(l->ttl_ns / 10, (uint64_t)100000000u);
     snprintf(l->purpose, sizeof l->purpose, "%s", purpose ? purpose : "collector");
@@ -402,10 +392,9 @@ static kvs_status create(kvs_lease *l, int dfd)
     const kvs_io_ops *io = kvs__io();
     uint64_t t_start = kvs__now_ns();
     new_holding(l);
-    char tmp[64], hex[17];
+    char tmp[64];
     int rc;
-    random_hex(hex, 8);
-    snprintf(tmp, sizeof tmp, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    kvs__temp_name(tmp, sizeof tmp, KVS_LEASE_FILE, kvs__temp_suffix());
     int fd = -ENOENT;
     if (io->renameat(dfd, LEASE_SPARE, tmp, 0) == 0) {
         fd = open_file(dfd, tmp);
@@ -489,10 +478,9 @@ static bool holder_gone(const lease_text *t)
 static kvs_status take_over(kvs_lease *l, int dfd, uint64_t observed, const char *why)
 {
     const kvs_io_ops *io = kvs__io();
-    char priv[64], hex[17], text[LEASE_MAX_BYTES];
+    char priv[64], text[LEASE_MAX_BYTES];
     uint64_t t_start = kvs__now_ns();
-    random_hex(hex, 8);
-    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    kvs__temp_name(priv, sizeof priv, KVS_LEASE_FILE, kvs__temp_suffix());
     if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) != 0) {
         if (errno == ENOENT)
             return KVS_ERR_BUSY; /* another contender moved first */
@@ -692,9 +680,8 @@ void kvs__lease_release(kvs_lease *l)
     if (dfd < 0)
         return;
     const kvs_io_ops *io = kvs__io();
-    char priv[64], hex[17], text[LEASE_MAX_BYTES];
-    random_hex(hex, 8);
-    snprintf(priv, sizeof priv, KVS_LEASE_FILE ".%s" KVS_TMP_SUFFIX, hex);
+    char priv[64], text[LEASE_MAX_BYTES];
+    kvs__temp_name(priv, sizeof priv, KVS_LEASE_FILE, kvs__temp_suffix());
     /* Renamed away first, so it is ours alone while we look at it; then
      * kept as the spare: the next taker needs no new inode. */
     if (io->renameat(dfd, KVS_LEASE_FILE, priv, 0) == 0) {

@@ -41,15 +41,107 @@
 #include <string.h>
 #include <unistd.h>
 
+/* ---- names on the mount (store.h) ----------------------------------------- */
+
 /* Every path is built here.  store_open refuses roots long enough to make
  * any of them overflow, so truncation cannot happen. */
-static void pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
-static void pathf(char *buf, const char *fmt, ...)
+void kvs__pathf(char *buf, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, KVS_PATH_MAX, fmt, ap);
     va_end(ap);
+}
+
+uint64_t kvs__temp_suffix(void)
+{
+    uint64_t r = 0;
+    if (kvs__io()->getrandom(&r, sizeof r) != 0)
+        r = kvs__now_ns() ^ ((uint64_t)getpid() << 40);
+    return r;
+}
+
+bool kvs__temp_name(char *buf, size_t cap, const char *prefix, uint64_t suffix)
+{
+    int n = snprintf(buf, cap, "%s.%016llx" KVS_TMP_SUFFIX, prefix, (unsigned long long)suffix);
+    return n >= 0 && (size_t)n < cap;
+}
+
+static bool hex_lower(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
+static bool all_hex(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!hex_lower(s[i]))
+            return false;
+    return true;
+}
+
+bool kvs__is_temp_name(const char *name)
+{
+    size_t n = strlen(name);
+    const size_t tail = 1 + 16 + 4; /* ".<16 hex>.tmp" */
+    if (n < tail + 1 || strcmp(name + n - 4, KVS_TMP_SUFFIX) != 0)
+        return false;
+    return name[n - tail] == '.' && all_hex(name + n - 20, 16);
+}
+
+bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES])
+{
+    if (strlen(name) != 2 * KVS_KEY_BYTES || !all_hex(name, 2 * KVS_KEY_BYTES))
+        return false;
+    return kvs__unhex(name, key, KVS_KEY_BYTES) == 0;
+}
+
+bool kvs__is_ns_dir_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 18 && name[0] != '.' && name[n - 17] == '-' && all_hex(name + n - 16, 16);
+}
+
+void kvs__fanout(const uint8_t *key, char buf[KVS_FANOUT_LEN])
+{
+    snprintf(buf, KVS_FANOUT_LEN, "%02x/%02x", key[0], key[1]);
+}
+
+/* Writes and reads back one aligned block with O_DIRECT: the only reliable
+ * answer to "does this filesystem take O_DIRECT". */
+int kvs__direct_probe(int dirfd, const char *prefix, const char **step_out)
+{
+    const kvs_io_ops *io = kvs__io();
+    char tmp[NAME_MAX + 1];
+    kvs__temp_name(tmp, sizeof tmp, prefix, kvs__temp_suffix());
+    void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
+    *step_out = "allocate";
+    if (!buf)
+        return ENOMEM;
+    memset(buf, 0x5a, KVS_FILE_ALIGN);
+    int fd = io->open_beneath(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT,
+                              0600);
+    *step_out = "create";
+    int err = 0;
+    if (fd >= 0) {
+        *step_out = "write";
+        if (kvs__pwrite_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
+            err = errno;
+        io->close(fd);
+        if (!err) {
+            *step_out = "read";
+            fd = io->open_beneath(dirfd, tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
+            if (fd < 0 || kvs__pread_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
+                err = errno;
+            if (fd >= 0)
+                io->close(fd);
+        }
+        io->unlinkat(dirfd, tmp, 0);
+    } else {
+        err = errno;
+    }
+    kvs__free(buf);
+    return err;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -221,12 +313,17 @@ int kvs__meta_read(int dirfd, const char *name, char *buf, size_t cap)
     return rc ? rc : (int)len;
 }
 
-static void meta_temp_name(const char *name, char *buf, size_t cap)
+
+/* A metadata file's temporary name: ".<name>.<16 hex>.tmp"; -ENAMETOOLONG
+ * where the name leaves no room for it. */
+static int meta_temp_name(const char *name, char *buf, size_t cap)
 {
-    uint64_t r = 0;
-    if (kvs__io()->getrandom(&r, sizeof r) != 0)
-        r = kvs__now_ns() ^ ((uint64_t)getpid() << 40);
-    snprintf(buf, cap, ".%s.%016llx" KVS_TMP_SUFFIX, name, (unsigned long long)r);
+    char prefix[NAME_MAX + 1];
+    int n = snprintf(prefix, sizeof prefix, ".%s", name);
+    if (n < 0 || (size_t)n >= sizeof prefix ||
+        !kvs__temp_name(buf, cap, prefix, kvs__temp_suffix()))
+        return -ENAMETOOLONG;
+    return 0;
 }
 
 int kvs__meta_write(int dirfd, const char *name, const void *data, size_t len,
@@ -234,8 +331,10 @@ int kvs__meta_write(int dirfd, const char *name, const void *data, size_t len,
 {
     const kvs_io_ops *io = kvs__io();
     char tmp[NAME_MAX + 1];
-    meta_temp_name(name, tmp, sizeof tmp);
-    int fd = kvs__meta_open(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)file_mode);
+    int fd = meta_temp_name(name, tmp, sizeof tmp);
+    if (fd < 0)
+        return fd;
+    fd = kvs__meta_open(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL, (mode_t)file_mode);
     if (fd < 0)
         return fd;
     int rc = kvs__pwrite_full(fd, data, len, 0) == 0 ? 0 : -errno;
@@ -278,7 +377,9 @@ int kvs__unlink_examined(int dirfd, const char *name, const struct stat *examine
     /* Set it aside under a name only we know, then look again: what we
      * moved is the file examined, or it goes back. */
     char priv[NAME_MAX + 1];
-    meta_temp_name(name, priv, sizeof priv);
+    int rc = meta_temp_name(name, priv, sizeof priv);
+    if (rc < 0)
+        return rc;
     if (io->renameat(dirfd, name, priv, 0) != 0)
         return errno == ENOENT || errno == ESTALE ? 1 : -errno;
     if (io->fstatat(dirfd, priv, &now) == 0 && same_file(&now, examined)) {
@@ -325,42 +426,16 @@ static kvs_status write_namespace_file(kvs_fstore *s, uint32_t p, const kvs_ns *
     return KVS_OK;
 }
 
-/* Writes and reads back one aligned block with O_DIRECT in the namespace
- * folder: the only reliable answer to "does this filesystem take O_DIRECT". */
+/* Asks kvs__direct_probe about the first namespace folder and records the
+ * verdict and its reason. */
 static void probe_direct(kvs_fstore *s)
 {
-    const kvs_io_ops *io = kvs__io();
-    char tmp[64];
-    uint64_t r = 0;
-    io->getrandom(&r, sizeof r);
-    snprintf(tmp, sizeof tmp, ".direct-probe.%016llx" KVS_TMP_SUFFIX, (unsigned long long)r);
-    void *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, KVS_FILE_ALIGN);
-    if (!buf) {
+    const char *step = "";
+    int err = kvs__direct_probe(s->ns_fd[0], ".direct-probe", &step);
+    if (err == ENOMEM) {
         __atomic_store_n(&s->direct, false, __ATOMIC_RELEASE);
         snprintf(s->direct_reason, sizeof s->direct_reason, "off: out of memory for the probe");
         return;
-    }
-    memset(buf, 0x5a, KVS_FILE_ALIGN);
-    int fd = io->open_beneath(s->ns_fd[0], tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_DIRECT,
-                              0600);
-    const char *step = "open";
-    int err = 0;
-    if (fd >= 0) {
-        step = "write";
-        if (kvs__pwrite_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
-            err = errno;
-        io->close(fd);
-        if (!err) {
-            step = "read";
-            fd = io->open_beneath(s->ns_fd[0], tmp, O_RDONLY | O_CLOEXEC | O_DIRECT, 0);
-            if (fd < 0 || kvs__pread_full(fd, buf, KVS_FILE_ALIGN, 0) != 0)
-                err = errno;
-            if (fd >= 0)
-                io->close(fd);
-        }
-        io->unlinkat(s->ns_fd[0], tmp, 0);
-    } else {
-        err = errno;
     }
     /* No room is no answer: the filesystem did not get to say whether it
      * takes O_DIRECT.  Off for now, and asked again once a second from the
@@ -379,7 +454,6 @@ static void probe_direct(kvs_fstore *s)
         snprintf(s->direct_reason, sizeof s->direct_reason,
                  "off: the filesystem refused O_DIRECT (%s: %s)", step, strerror(err));
     __atomic_store_n(&s->direct, err == 0, __ATOMIC_RELEASE);
-    kvs__free(buf);
 }
 
 /* ---- store ids ------------------------------------------------------------ */
@@ -635,18 +709,13 @@ uint32_t kvs__store_path_index(const kvs_fstore *s, const uint8_t *key)
     return kvs__store_pick(s->root_id, s->npaths, key);
 }
 
-/* Names relative to the namespace folder: "xx/yy" and "xx/yy/<name>". */
-static void leaf_rel(const uint8_t *key, char *buf)
-{
-    snprintf(buf, 8, "%02x/%02x", key[0], key[1]);
-}
-
+/* A chunk's temporary name in its fan-out folder: ".<key hex>.<suffix>.tmp". */
 static void temp_name(const uint8_t *key, uint64_t suffix, char *buf)
 {
-    char hex[KVS_KEY_HEX];
-    kvs__hex(key, KVS_KEY_BYTES, hex);
-    snprintf(buf, 2 * KVS_KEY_BYTES + 24, ".%s.%016llx" KVS_TMP_SUFFIX, hex,
-             (unsigned long long)suffix);
+    char prefix[KVS_KEY_HEX + 1];
+    prefix[0] = '.';
+    kvs__hex(key, KVS_KEY_BYTES, prefix + 1);
+    kvs__temp_name(buf, 2 * KVS_KEY_BYTES + 24, prefix, suffix);
 }
 
 static int ns_fd_of(const kvs_fstore *s, const uint8_t *key)
@@ -658,7 +727,7 @@ static int ns_fd_of(const kvs_fstore *s, const uint8_t *key)
 static int open_leaf(const kvs_fstore *s, const uint8_t *key)
 {
     char rel[8];
-    leaf_rel(key, rel);
+    kvs__fanout(key, rel);
     int fd = kvs__io()->open_beneath(ns_fd_of(s, key), rel, O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
     return fd >= 0 ? fd : -errno;
 }
@@ -667,17 +736,17 @@ void kvs__store_chunk_path(const kvs_fstore *s, const uint8_t *key, char *buf)
 {
     char hex[KVS_KEY_HEX];
     kvs__hex(key, KVS_KEY_BYTES, hex);
-    pathf(buf, "%s/%02x/%02x/%s", s->ns_path[kvs__store_path_index(s, key)],
-             key[0], key[1], hex);
+    char fan[KVS_FANOUT_LEN];
+    kvs__fanout(key, fan);
+    kvs__pathf(buf, "%s/%s/%s", s->ns_path[kvs__store_path_index(s, key)], fan, hex);
 }
 
 void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suffix, char *buf)
 {
-    char hex[KVS_KEY_HEX];
-    kvs__hex(key, KVS_KEY_BYTES, hex);
-    pathf(buf, "%s/%02x/%02x/.%s.%016llx" KVS_TMP_SUFFIX,
-             s->ns_path[kvs__store_path_index(s, key)], key[0], key[1], hex,
-             (unsigned long long)suffix);
+    char fan[KVS_FANOUT_LEN], name[2 * KVS_KEY_BYTES + 24];
+    kvs__fanout(key, fan);
+    temp_name(key, suffix, name);
+    kvs__pathf(buf, "%s/%s/%s", s->ns_path[kvs__store_path_index(s, key)], fan, name);
 }
 
 kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out)
@@ -705,7 +774,7 @@ int kvs__store_open_read(kvs_fstore *s, const uint8_t *key, struct stat *st_out,
         *direct_out = direct;
     const kvs_io_ops *io = kvs__io();
     char rel[8 + KVS_KEY_HEX];
-    leaf_rel(key, rel);
+    kvs__fanout(key, rel);
     rel[5] = '/';
     kvs__hex(key, KVS_KEY_BYTES, rel + 6);
     int dfd = ns_fd_of(s, key);
@@ -771,7 +840,7 @@ static int make_leaf(kvs_fstore *s, const uint8_t *key)
     const kvs_io_ops *io = kvs__io();
     mode_t mode = dir_mode(s->file_mode);
     char rel[8];
-    leaf_rel(key, rel);
+    kvs__fanout(key, rel);
     uint32_t p = kvs__store_path_index(s, key);
     int dfd = s->ns_fd[p];
     rel[2] = '\0';
@@ -817,7 +886,7 @@ int kvs__store_create_temp(kvs_fstore *s, const uint8_t *key, uint64_t *suffix_o
         uint64_t suffix = 0;
         if (io->getrandom(&suffix, sizeof suffix) != 0)
             return -errno;
-        leaf_rel(key, rel);
+        kvs__fanout(key, rel);
         rel[5] = '/';
         temp_name(key, suffix, rel + 6);
         int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | (direct ? O_DIRECT : 0);

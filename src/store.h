@@ -1,5 +1,12 @@
 /*
- * store.h - chunk files on the shared mount: paths, publishing, probing.
+ * store.h - the store's on-disk protocol beyond the chunk payload: every
+ * name the library makes on the mount (paths, the fan-out, temporary
+ * names, and their parsing), the .kvstash/ files and their
+ * write-to-temp-then-rename helper, the O_DIRECT probe, and the life of a
+ * chunk file (unique temporary, publication that never replaces, removal
+ * of the file examined).  One room, so that writers, the collector, verify
+ * and doctor cannot disagree on what lives on the mount; the format inside
+ * a chunk file is chunk_file.h's.  See docs/architecture.md.
  */
 #ifndef KVS_STORE_H
 #define KVS_STORE_H
@@ -19,6 +26,46 @@
  * the last usage measurement and the collector's log. */
 #define KVS_META_DIR ".kvstash"
 #define KVS_STORE_ID_FILE "store-id"
+
+/* ---- names on the mount ---------------------------------------------------
+ *
+ * The grammar of every name the library makes in a store is written here
+ * and parsed here, once.  A temporary file of any kind (a chunk being
+ * written, a metadata file being replaced, the lease's private names, the
+ * O_DIRECT and cuFile probes) is "<prefix>.<16 hex>.tmp": the orphan
+ * collector removes exactly the names kvs__is_temp_name accepts, so a
+ * writer that made its own name could leave files nobody ever collects. */
+
+/* snprintf into a KVS_PATH_MAX buffer (the one path builder).  Store paths
+ * are refused at open when long enough to make a path overflow. */
+void kvs__pathf(char *buf, const char *fmt, ...) KVS_PRINTF(2, 3);
+
+/* 64 random bits for a temporary name (getrandom; the clock and the pid
+ * where that fails). */
+uint64_t kvs__temp_suffix(void);
+/* "<prefix>.<suffix as 16 lowercase hex>.tmp" into buf (cap bytes); false
+ * if it did not fit (truncated). */
+bool kvs__temp_name(char *buf, size_t cap, const char *prefix, uint64_t suffix);
+
+/* "<anything>.<16 hex>.tmp": a temporary file (see above). */
+bool kvs__is_temp_name(const char *name);
+/* 64 lowercase hex digits: a chunk file; fills key. */
+bool kvs__is_chunk_name(const char *name, uint8_t key[KVS_KEY_BYTES]);
+/* "<model>-<16 hex>": a namespace folder. */
+bool kvs__is_ns_dir_name(const char *name);
+
+/* The fan-out folder of a key below its namespace folder: "xx/yy", the
+ * key's first two bytes in hex (so 65536 leaf folders share the chunks). */
+#define KVS_FANOUT_LEN 6
+void kvs__fanout(const uint8_t *key, char buf[KVS_FANOUT_LEN]);
+
+/* Does the filesystem of dirfd take O_DIRECT?  Creates a temporary file
+ * named from prefix, writes and reads back one aligned block with
+ * O_DIRECT, removes it.  The one probe: the engine (kvs__store_open) and
+ * `kvstash doctor` both ask it, so they cannot disagree.  Returns 0 (it
+ * does) or the errno of the step that failed, named in *step_out ("create",
+ * "write", "read"; "create" with ENOSPC or EDQUOT means no answer yet). */
+int kvs__direct_probe(int dirfd, const char *prefix, const char **step_out);
 
 /* ---- metadata files -------------------------------------------------------
  *

@@ -58,7 +58,8 @@ static kvs_xfer_rc from_dev(kvs_dev_rc rc)
 static uint64_t dev_piece_bytes(const kvs_engine *e, kvs_op_kind kind)
 {
     return KVS_MAX(e->piece_bytes,
-                   kvs__dev_piece_bytes(e->block_bytes, kvs__padded_payload(e->chunk_payload),
+                   kvs__dev_piece_bytes(e->cfg, e->block_bytes,
+                                        kvs__padded_payload(e->chunk_payload),
                                         kind == KVS_OP_STORE));
 }
 
@@ -74,7 +75,7 @@ static kvs_status engine_dev(kvs_engine *e, int device)
             .store = &e->store,
             .slots = e->cfg->gds_io_threads + 2,
             .slot_bytes = KVS_MAX(e->piece_bytes,
-                                  kvs__dev_piece_bytes(e->block_bytes,
+                                  kvs__dev_piece_bytes(e->cfg, e->block_bytes,
                                                        kvs__padded_payload(e->chunk_payload),
                                                        false)),
             .block_bytes = e->block_bytes,

@@ -68,7 +68,7 @@ static bool verify_segments(const kvs_xchunk *c, uint64_t off, const char *data,
     for (uint64_t o = 0; o < len; o += c->seg_bytes) {
         uint64_t n = KVS_MIN((uint64_t)c->seg_bytes, len - o);
         uint64_t i = (off + o) / c->seg_bytes;
-        if (kvs__checksum(data + o, n) != c->hdr.segment_sums[i])
+        if (!kvs__segment_ok(&c->hdr, i, data + o, n))
             return false;
         if (c->auth)
             digest_range(c, off + o, data + o, n);

@@ -64,6 +64,61 @@ static void test_roundtrip(void **state)
     kvs__ns_clear(&ns);
 }
 
+/* The one validator (chunk_file.h rules 1-4), as a reader calls it (with
+ * its namespace) and as verify does (key and namespace id only). */
+static void test_check_header(void **state)
+{
+    (void)state;
+    kvs_ns ns = make_ns("m", 4);
+    uint8_t key[32], other[32];
+    memset(key, 0xab, 32);
+    memset(other, 0xac, 32);
+    kvs_chunk_header h, d;
+    kvs__header_init(&h, &ns, key, 256);
+    uint8_t buf[KVS_HEADER_BYTES];
+    kvs__header_encode(&h, buf);
+    uint64_t size = kvs__file_bytes(h.payload_bytes);
+    kvs_chunk_want reader = {.key = key, .ns = &ns, .tokens = 256};
+    kvs_chunk_want verify8 = {.key = key, .ns_id = ns.id, .ns_id_len = 8};
+    kvs_chunk_want verify32 = {.key = key, .ns_id = ns.id, .ns_id_len = 32};
+    assert_int_equal(kvs__chunk_check_header(buf, size, &reader, &d), KVS_REJECT_NONE);
+    assert_int_equal(kvs__chunk_check_header(buf, size, &verify8, &d), KVS_REJECT_NONE);
+    assert_int_equal(kvs__chunk_check_header(buf, size, &verify32, &d), KVS_REJECT_NONE);
+    /* rule 3: a file of another length than its header says */
+    assert_int_equal(kvs__chunk_check_header(buf, size - 4096, &verify8, &d),
+                     KVS_REJECT_TRUNCATED);
+    assert_int_equal(kvs__chunk_check_header(buf, size + 1, &reader, &d), KVS_REJECT_TRUNCATED);
+    /* rule 2: another key, token count, or namespace id (its first bytes
+     * or only its tail) */
+    kvs_chunk_want k2 = verify8;
+    k2.key = other;
+    assert_int_equal(kvs__chunk_check_header(buf, size, &k2, &d), KVS_REJECT_FOREIGN);
+    kvs_chunk_want t2 = reader;
+    t2.tokens = 255;
+    assert_int_equal(kvs__chunk_check_header(buf, size, &t2, &d), KVS_REJECT_FOREIGN);
+    uint8_t id[32];
+    memcpy(id, ns.id, 32);
+    id[31] ^= 1;
+    kvs_chunk_want n8 = {.key = key, .ns_id = id, .ns_id_len = 8};
+    kvs_chunk_want n32 = {.key = key, .ns_id = id, .ns_id_len = 32};
+    assert_int_equal(kvs__chunk_check_header(buf, size, &n8, &d), KVS_REJECT_NONE);
+    assert_int_equal(kvs__chunk_check_header(buf, size, &n32, &d), KVS_REJECT_FOREIGN);
+    id[0] ^= 1;
+    assert_int_equal(kvs__chunk_check_header(buf, size, &n8, &d), KVS_REJECT_FOREIGN);
+    /* rule 1 comes first: a damaged header is that, whatever its size */
+    buf[100] ^= 1;
+    assert_int_equal(kvs__chunk_check_header(buf, size + 1, &reader, &d),
+                     KVS_REJECT_BAD_HEADER);
+    /* rule 4 */
+    uint8_t seg[4096];
+    memset(seg, 7, sizeof seg);
+    d.segment_sums[3] = kvs__checksum(seg, sizeof seg);
+    assert_true(kvs__segment_ok(&d, 3, seg, sizeof seg));
+    seg[4095] ^= 1;
+    assert_false(kvs__segment_ok(&d, 3, seg, sizeof seg));
+    kvs__ns_clear(&ns);
+}
+
 static void test_every_bit_flip_is_caught(void **state)
 {
     (void)state;
@@ -108,6 +163,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_segments),
         cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_check_header),
         cmocka_unit_test(test_every_bit_flip_is_caught),
         cmocka_unit_test(test_version_and_size),
     };

@@ -515,6 +515,10 @@ static const struct every {
     {"store_gid", "KVSTASH_STORE_GID", "1001", "1001"},
     {"log_level", "KVSTASH_LOG_LEVEL", "warn", "warning"},
     {"strict", "KVSTASH_STRICT", "on", "true"},
+    {"dev_piece_mb", "KVSTASH_DEV_PIECE_MB", "16", "16"},
+    {"dev_unit_kb", "KVSTASH_DEV_UNIT_KB", "512", "512"},
+    {"dev_ring", "KVSTASH_DEV_RING", "8", "8"},
+    {"dev_pinned", "KVSTASH_DEV_PINNED", "alloc", "alloc"},
 };
 
 _Static_assert(sizeof every / sizeof every[0] == KVS_CFG_NKEYS, "a row per key");
@@ -568,6 +572,30 @@ static void test_every_key_from_file(void **state)
     assert_ok(kvs_config_new(&cfg));
     assert_ok(kvs_config_apply_file(cfg, data("good-full.yaml")));
     assert_every(cfg, KVS_SOURCE_FILE);
+    kvs_config_free(cfg);
+}
+
+/* Every numeric setting reaches the library in bytes or nanoseconds through
+ * kvs__config_canon, converted from the unit of its row. */
+static void test_canonical_units(void **state)
+{
+    (void)state;
+    kvs_config *cfg = NULL;
+    assert_ok(kvs_config_new(&cfg));
+    assert_true(kvs__config_canon(cfg, KVS_CFG_IO_TIMEOUT_MS) == 5000ull * 1000000u);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_TMP_GRACE_S) == 600ull * 1000000000u);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE) == 0);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_CUFILE_BUFFER_SIZE) == 1024ull << 20);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_DEV_UNIT_KB) == 1024ull << 10);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_GDS_IO_THREADS) == 4);
+    assert_ok(kvs_config_set(cfg, "max_store_size", "20"));
+    assert_ok(kvs_config_set(cfg, "min_free_space", "2.5"));
+    assert_ok(kvs_config_set(cfg, "lease_ttl_s", "7"));
+    assert_ok(kvs_config_set(cfg, "max_local_cpu_size", "0.001"));
+    assert_true(kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE) == 20000000000ull);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_MIN_FREE_SPACE) == 2500000000ull);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_LEASE_TTL_S) == 7000000000ull);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_MAX_LOCAL_CPU_SIZE) == 1000000ull);
     kvs_config_free(cfg);
 }
 
@@ -1627,6 +1655,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_every_key_from_env, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_key_from_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_every_key_from_api, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_canonical_units, setup, teardown),
         cmocka_unit_test_setup_teardown(test_precedence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stray_entry, setup, teardown),
