@@ -205,6 +205,7 @@ _PROTOTYPES = {
     "kvs_retrieve_start": (ctypes.c_int, [_p, _u32p, ctypes.c_size_t,
                                           ctypes.POINTER(KvDesc), _pp]),
     "kvs_remove": (ctypes.c_int, [_p, _u32p, ctypes.c_size_t, _sizep]),
+    "kvs_kv_check": (ctypes.c_int, [_p, ctypes.POINTER(KvDesc)]),
     "kvs_op_wait": (ctypes.c_int, [_p, ctypes.c_int64, ctypes.POINTER(OpResult)]),
     "kvs_op_wait_layer": (ctypes.c_int, [_p, ctypes.c_uint32, _sizep]),
     "kvs_op_free": (None, [_p]),

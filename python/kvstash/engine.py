@@ -304,6 +304,15 @@ class Engine:
 
     # ---- the API --------------------------------------------------------
 
+    def check_kv(self, kv):
+        """Checks, without touching the memory, that kv describes KV this
+        engine can read and write (strides that do not overlap, rows of the
+        namespace's size); raises KvstashError naming the strides otherwise."""
+        kv = self._as_kv(kv)
+        desc, _ = kv.c_desc(None, None)
+        with _InFlight(self) as h:
+            _lib.check(_lib.load().kvs_kv_check(h, ctypes.byref(desc)))
+
     def lookup(self, tokens):
         """Leading tokens available as whole chunks (CPU tier or store)."""
         toks = as_token_array(tokens)

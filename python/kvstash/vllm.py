@@ -850,6 +850,7 @@ class KvstashConnector(KVConnectorBase_V1):
         self._engine = Engine(self._config, rank=self._rank, **self._geo)
         if self._engine.dtype_size != self._kv.itemsize:
             raise ValueError("kvstash: the KV cache is %s, the namespace %s" % (have, want))
+        self._engine.check_kv(self._kv)     # refused now, not at the first request
         _metrics.register(self._engine)
         self._start_metrics(1 + int(getattr(self._vcfg.parallel_config, "rank", 0) or 0))
         log.info("kvstash: registered %d layers (%r), namespace %s, rank %d%s", len(names),

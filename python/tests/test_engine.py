@@ -352,3 +352,21 @@ def test_nul_bytes_in_config_values_are_refused(store):
         kvstash.Config.load({"chunk_size": CHUNK, "namespace_salt": "tenant\0a"})
     with pytest.raises(kvstash.ConfigError, match="NUL"):
         kvstash.Config.load({"namespace_salt\0x": "tenant"})
+
+
+def test_check_kv_refuses_before_any_request(engine):
+    """check_kv runs the library's own judgement of a description (the one
+    the connector applies in register_kv_caches) without a request: a
+    vLLM-shaped packed cache passes; a description whose V plane starts
+    inside the K head row is refused naming the strides."""
+    blocks, bs = 4, CHUNK
+    good = [np.zeros((blocks, H, bs, 2 * D), np.float16) for _ in range(L)]
+    engine.check_kv(kvstash.KV.paged(good, num_planes=2))
+    bufs = [np.zeros(blocks * bs * H * 2 * D, np.float16) for _ in range(L)]
+    row = 2 * D * 2                                  # bytes of one head's K|V
+    bad = kvstash.KV([b.ctypes.data for b in bufs], num_slots=blocks * bs, row_elems=H * D,
+                     itemsize=2, num_planes=2, slot_stride=H * row, plane_stride=D,
+                     block_size=bs, block_stride=bs * H * row, head_stride=row,
+                     num_heads=H, arrays=bufs, dtype="float16", layout="packed")
+    with pytest.raises(kvstash.KvstashError, match="stride"):
+        engine.check_kv(bad)
