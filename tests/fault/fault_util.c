@@ -158,8 +158,15 @@ static int walk_one(const char *path, const struct stat *st, int flag, struct FT
     if (flag == FTW_D || flag == FTW_DP)
         return 0;
     const char *name = path + ftw->base;
-    if (strstr(path, "/.kvstash/")) /* the collector's lease, log, usage, store id */
+    if (strstr(path, "/.kvstash/")) {
+        /* The collector's lease, log, usage, store id; a temporary file
+         * there (".tmp" ending: the lease or usage.json being rewritten) is
+         * a write a killed process left, an orphan like any other. */
+        size_t n = strlen(name);
+        if (flag == FTW_F && n > 4 && strcmp(name + n - 4, ".tmp") == 0)
+            r->temps++;
         return 0;
+    }
     if (flag == FTW_F && is_final_name(name)) {
         r->finals++;
         r->final_bytes += (uint64_t)st->st_size;

@@ -40,7 +40,8 @@ void fu_tokens(uint32_t *t, size_t n, uint32_t seed, uint32_t shared_seed, size_
 typedef struct fu_store_report {
     size_t finals;      /* files under a final (64 hex) name */
     size_t bad_finals;  /* of which do not verify */
-    size_t temps;       /* temporary files (".<...>.tmp") */
+    size_t temps;       /* temporary files (".<...>.tmp", and "*.tmp" in
+                           .kvstash) */
     size_t others;      /* anything else but NAMESPACE.json and folders */
     uint64_t final_bytes;
     char first_bad[512];  /* the first bad final or unexpected path */
