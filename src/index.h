@@ -1,5 +1,8 @@
 /*
- * index.h - what this engine knows about chunks on the store.
+ * index.h - what this engine knows about chunks on the store: a cache of
+ * the store, never its truth (other instances add and remove files), so
+ * PRESENT means "try it" and ABSENT expires after negative_cache_ms.  It
+ * saves a metadata call per lookup; index.c says how.
  */
 #ifndef KVS_INDEX_H
 #define KVS_INDEX_H

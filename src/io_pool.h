@@ -1,5 +1,9 @@
 /*
- * io_pool.h - the I/O worker threads (gds_io_threads of them).
+ * io_pool.h - the I/O worker threads (gds_io_threads of them): intrusive
+ * tasks in three queues (reads first), a bounce buffer per worker, spare
+ * workers when all are stuck in a filesystem call.  The one pool of the
+ * library: the engine's chunk transfers and lookups, and kvstash verify,
+ * run on it (io_pool.c says why it is built so).
  */
 #ifndef KVS_IO_POOL_H
 #define KVS_IO_POOL_H

@@ -1,5 +1,8 @@
 /*
- * key.h - chunk keys and namespace identity.
+ * key.h - chunk keys and namespace identity: a key is SHA-256 over its
+ * parent's key and its tokens, the same on every machine; a namespace id
+ * is SHA-256 over everything that must match for KV to be reusable, so a
+ * file of one namespace is never a hit in another (key.c says more).
  */
 #ifndef KVS_KEY_H
 #define KVS_KEY_H
