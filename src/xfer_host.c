@@ -105,14 +105,35 @@ static void fill_regions(kvs_xchunk *c, uint64_t off, const struct iovec *iov, i
     }
 }
 
-/* The block [blk, blk + blen) as regions of the caller's memory, for the
- * zero-copy path; 0 when it cannot go that way. */
-static int direct_regions(const kvs_xchunk *c, uint64_t blk, uint64_t blen, struct iovec *iov)
+/* One block of a piece: a bounce buffer's worth of the payload, how much of
+ * it the chunk's tokens fill, and, for the zero-copy path, the regions of
+ * the caller's memory it maps to (niov 0: it cannot go that way). */
+typedef struct hblock {
+    uint64_t off;      /* bytes into the payload */
+    uint64_t len;      /* bytes, at most block_bytes */
+    uint64_t data_len; /* of len, the bytes of the chunk's tokens */
+    off_t foff;        /* its offset in the file */
+    int niov;
+    struct iovec iov[MAX_DIRECT_IOV];
+} hblock;
+
+/* The block of piece p at payload offset off, mapped for the zero-copy path
+ * when `direct` and the tokens fill it; KVS_XFER_STOPPED once the chunk is. */
+static kvs_xfer_rc block_at(const kvs_xpiece *p, uint64_t off, bool direct, hblock *b)
 {
-    const kvs_op *op = c->op;
-    return kvs__kvmap_regions(&op->map, c->t0, c->tokens, blk, blen,
-                              c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, iov,
-                              MAX_DIRECT_IOV);
+    const kvs_xchunk *c = p->chunk;
+    if (kvs__xchunk_stopped(c))
+        return KVS_XFER_STOPPED;
+    b->off = off;
+    b->len = KVS_MIN(c->op->engine->block_bytes, p->off + p->len - off);
+    b->data_len = kvs__xchunk_data_len(c, off, b->len);
+    b->foff = (off_t)(KVS_PAYLOAD_OFFSET + off);
+    b->niov = 0;
+    if (direct && b->data_len == b->len)
+        b->niov = kvs__kvmap_regions(&c->op->map, c->t0, c->tokens, off, b->len,
+                                     c->fd_direct ? KVS_FILE_ALIGN : 1, c->seg_bytes, b->iov,
+                                     MAX_DIRECT_IOV);
+    return KVS_XFER_OK;
 }
 
 /* A store writes a chunk per piece: buffered writes to one file take the
@@ -134,19 +155,17 @@ static kvs_xfer_rc read_blocks(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
-    const kvs_engine *e = op->engine;
-    const uint64_t end = p->off + p->len;
     char *bounce = w->bounce;
-    for (uint64_t blk = p->off; blk < end; blk += e->block_bytes) {
-        if (kvs__xchunk_stopped(c))
-            return KVS_XFER_STOPPED;
-        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
-        uint64_t data_len = kvs__xchunk_data_len(c, blk, blen);
-        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
-        struct iovec iov[MAX_DIRECT_IOV];
-        int n = 0;
-        if (op->direct && c->cover == KVS_SLOTS_ALL && data_len == blen)
-            n = direct_regions(c, blk, blen, iov);
+    const bool direct = op->direct && c->cover == KVS_SLOTS_ALL;
+    hblock b;
+    for (uint64_t at = p->off; at < p->off + p->len; at += b.len) {
+        kvs_xfer_rc st = block_at(p, at, direct, &b);
+        if (st != KVS_XFER_OK)
+            return st;
+        const uint64_t blk = b.off, blen = b.len, data_len = b.data_len;
+        const off_t foff = b.foff;
+        const struct iovec *iov = b.iov;
+        const int n = b.niov;
         if (n > 0) {
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
@@ -209,21 +228,19 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
-    const kvs_engine *e = op->engine;
-    const uint64_t end = p->off + p->len;
     char *bounce = w->bounce;
-    for (uint64_t blk = p->off; blk < end; blk += e->block_bytes) {
-        if (kvs__xchunk_stopped(c))
-            return KVS_XFER_STOPPED;
-        uint64_t blen = KVS_MIN(e->block_bytes, end - blk);
-        uint64_t data_len = kvs__xchunk_data_len(c, blk, blen);
-        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + blk);
-        struct iovec iov[MAX_DIRECT_IOV];
-        int n = 0;
-        /* With a CPU tier entry to fill, the bounce path copies into it
-         * from the cache-hot block. */
-        if (op->direct && data_len == blen && !cpu_copy)
-            n = direct_regions(c, blk, blen, iov);
+    /* With a CPU tier entry to fill, the bounce path copies into it from
+     * the cache-hot block. */
+    const bool direct = op->direct && !cpu_copy;
+    hblock b;
+    for (uint64_t at = p->off; at < p->off + p->len; at += b.len) {
+        kvs_xfer_rc st = block_at(p, at, direct, &b);
+        if (st != KVS_XFER_OK)
+            return st;
+        const uint64_t blk = b.off, blen = b.len, data_len = b.data_len;
+        const off_t foff = b.foff;
+        struct iovec *iov = b.iov;
+        const int n = b.niov;
         if (n > 0) {
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
