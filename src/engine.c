@@ -1503,6 +1503,31 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
 
 #define PROBE_BATCH_MAX 64u
 
+/* Tokens of chunk i of a prompt of num_tokens (T per chunk; the last may
+ * be partial). */
+static inline uint32_t chunk_tokens(size_t T, size_t num_tokens, uint32_t i)
+{
+    return (uint32_t)KVS_MIN(T, num_tokens - (size_t)i * T);
+}
+
+/* Extends the prompt's key chain: keys[*hashed..upto) and their token
+ * counts, each key over its parent's. */
+static kvs_status hash_chunks(const kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
+                              uint32_t upto, uint8_t (*keys)[KVS_KEY_BYTES], uint32_t *ntok,
+                              uint32_t *hashed)
+{
+    const size_t T = e->ns.chunk_size;
+    for (; *hashed < upto; (*hashed)++) {
+        uint32_t i = *hashed;
+        ntok[i] = chunk_tokens(T, num_tokens, i);
+        kvs_status st = kvs__chunk_key(i ? keys[i - 1] : NULL, tokens + (size_t)i * T, ntok[i],
+                                       keys[i]);
+        if (st)
+            return st;
+    }
+    return KVS_OK;
+}
+
 kvs_status kvs_lookup(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
                       size_t *hit_tokens_out)
 {
@@ -1529,14 +1554,9 @@ kvs_status kvs_lookup(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
     uint32_t hit = 0;     /* chunks[0..hit) are available */
     uint32_t batch = 1;
     while (hit < n) {
-        while (hashed <= hit) {
-            ntok[hashed] = (uint32_t)KVS_MIN(T, num_tokens - (size_t)hashed * T);
-            st = kvs__chunk_key(hashed ? keys[hashed - 1] : NULL, tokens + (size_t)hashed * T,
-                                ntok[hashed], keys[hashed]);
-            if (st)
-                goto out;
-            hashed++;
-        }
+        st = hash_chunks(e, tokens, num_tokens, hit + 1, keys, ntok, &hashed);
+        if (st)
+            goto out;
         if (kvs__cpu_tier_contains(e->cpu, keys[hit])) {
             hit++;
             continue;
@@ -1557,14 +1577,9 @@ kvs_status kvs_lookup(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
         /* Unknown: ask the store about this chunk and, if the prefix keeps
          * going, about twice as many next time. */
         uint32_t m = KVS_MIN(batch, n - hit);
-        while (hashed < hit + m) {
-            ntok[hashed] = (uint32_t)KVS_MIN(T, num_tokens - (size_t)hashed * T);
-            st = kvs__chunk_key(keys[hashed - 1], tokens + (size_t)hashed * T, ntok[hashed],
-                                keys[hashed]);
-            if (st)
-                goto out;
-            hashed++;
-        }
+        st = hash_chunks(e, tokens, num_tokens, hit + m, keys, ntok, &hashed);
+        if (st)
+            goto out;
         uint32_t present = 0;
         st = probe_prefix(e, keys + hit, ntok + hit, m, deadline, &present);
         if (st)
@@ -1576,7 +1591,7 @@ kvs_status kvs_lookup(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
     }
     size_t hit_tokens = 0;
     for (uint32_t i = 0; i < hit; i++)
-        hit_tokens += (size_t)KVS_MIN(T, num_tokens - (size_t)i * T);
+        hit_tokens += chunk_tokens(T, num_tokens, i);
     KVS_STAT_ADD(e, lookup_hit_tokens, hit_tokens);
     *hit_tokens_out = hit_tokens;
 out:
@@ -1597,7 +1612,7 @@ kvs_status kvs_remove(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
     size_t removed = 0;
     int first_err = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint32_t nt = (uint32_t)KVS_MIN(T, num_tokens - (size_t)i * T);
+        uint32_t nt = chunk_tokens(T, num_tokens, i);
         st = kvs__chunk_key(i ? parent : NULL, tokens + (size_t)i * T, nt, key);
         if (st)
             return st;
