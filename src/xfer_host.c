@@ -162,20 +162,16 @@ static kvs_xfer_rc read_blocks(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered
         kvs_xfer_rc st = block_at(p, at, direct, &b);
         if (st != KVS_XFER_OK)
             return st;
-        const uint64_t blk = b.off, blen = b.len, data_len = b.data_len;
-        const off_t foff = b.foff;
-        const struct iovec *iov = b.iov;
-        const int n = b.niov;
-        if (n > 0) {
+        if (b.niov > 0) {
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
             struct iovec v[MAX_DIRECT_IOV];
-            memcpy(v, iov, (size_t)n * sizeof *iov);
+            memcpy(v, b.iov, (size_t)b.niov * sizeof *b.iov);
             l->t = kvs__now_ns();
-            int rc = kvs__posix_rw_full(c->fd, v, n, foff, false);
+            int rc = kvs__posix_rw_full(c->fd, v, b.niov, b.foff, false);
             *err = errno;
             lap(l, &l->io);
-            bool good = rc == 0 && verify_regions(c, blk, iov, n);
+            bool good = rc == 0 && verify_regions(c, b.off, b.iov, b.niov);
             lap(l, &l->sum);
             kvs__op_direct_end(op);
             if (rc != 0)
@@ -184,34 +180,39 @@ static kvs_xfer_rc read_blocks(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered
                 return KVS_XFER_CHECKSUM;
         } else {
             l->t = kvs__now_ns();
-            if (kvs__pread_full(c->fd, bounce, blen, foff) != 0) {
+            if (kvs__pread_full(c->fd, bounce, b.len, b.foff) != 0) {
                 *err = errno;
                 return KVS_XFER_IO;
             }
             lap(l, &l->io);
-            bool good = verify_segments(c, blk, bounce, blen);
+            bool good = verify_segments(c, b.off, bounce, b.len);
             lap(l, &l->sum);
             if (!good)
                 return KVS_XFER_CHECKSUM;
-            if (data_len) {
+            if (b.data_len) {
                 if (!kvs__op_copy_begin(op))
                     return KVS_XFER_STOPPED;
-                kvs__kvmap_scatter(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+                kvs__kvmap_scatter(&op->map, c->t0, c->tokens, b.off, bounce, b.data_len);
                 kvs__op_copy_end(op);
                 lap(l, &l->copy);
             }
         }
-        *delivered += data_len;
+        *delivered += b.data_len;
     }
     return KVS_XFER_OK;
+}
+
+/* Adds a piece's laps to the engine's timers and passes its outcome on. */
+static kvs_xfer_rc piece_done(const kvs_xpiece *p, const laps *l, kvs_xfer_rc rc)
+{
+    laps_add(p->chunk->op->engine, l);
+    return rc;
 }
 
 static kvs_xfer_rc host_read_piece(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err)
 {
     laps l = {0};
-    kvs_xfer_rc rc = read_blocks(p, w, delivered, err, &l);
-    laps_add(p->chunk->op->engine, &l);
-    return rc;
+    return piece_done(p, &l, read_blocks(p, w, delivered, err, &l));
 }
 
 /* The caller's thread, which owns its memory: nothing to bracket. */
@@ -237,17 +238,13 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
         kvs_xfer_rc st = block_at(p, at, direct, &b);
         if (st != KVS_XFER_OK)
             return st;
-        const uint64_t blk = b.off, blen = b.len, data_len = b.data_len;
-        const off_t foff = b.foff;
-        struct iovec *iov = b.iov;
-        const int n = b.niov;
-        if (n > 0) {
+        if (b.niov > 0) {
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
             l->t = kvs__now_ns();
-            fill_regions(c, blk, iov, n);
+            fill_regions(c, b.off, b.iov, b.niov);
             lap(l, &l->sum);
-            int rc = kvs__posix_rw_full(c->fd, iov, n, foff, true);
+            int rc = kvs__posix_rw_full(c->fd, b.iov, b.niov, b.foff, true);
             *err = errno;
             lap(l, &l->io);
             kvs__op_direct_end(op);
@@ -257,17 +254,17 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
             if (!kvs__op_copy_begin(op))
                 return KVS_XFER_STOPPED;
             l->t = kvs__now_ns();
-            kvs__kvmap_gather(&op->map, c->t0, c->tokens, blk, bounce, data_len);
+            kvs__kvmap_gather(&op->map, c->t0, c->tokens, b.off, bounce, b.data_len);
             kvs__op_copy_end(op);
-            memset(bounce + data_len, 0, blen - data_len);
+            memset(bounce + b.data_len, 0, b.len - b.data_len);
             lap(l, &l->copy);
-            fill_segments(c, blk, bounce, blen);
+            fill_segments(c, b.off, bounce, b.len);
             lap(l, &l->sum);
-            if (cpu_copy && data_len) {
-                memcpy((char *)cpu_copy + blk, bounce, data_len);
+            if (cpu_copy && b.data_len) {
+                memcpy((char *)cpu_copy + b.off, bounce, b.data_len);
                 lap(l, &l->copy);
             }
-            if (kvs__pwrite_full(c->fd, bounce, blen, foff) != 0) {
+            if (kvs__pwrite_full(c->fd, bounce, b.len, b.foff) != 0) {
                 *err = errno;
                 return KVS_XFER_IO;
             }
@@ -280,9 +277,7 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
 static kvs_xfer_rc host_write_piece(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err)
 {
     laps l = {0};
-    kvs_xfer_rc rc = write_blocks(p, w, cpu_copy, err, &l);
-    laps_add(p->chunk->op->engine, &l);
-    return rc;
+    return piece_done(p, &l, write_blocks(p, w, cpu_copy, err, &l));
 }
 
 const kvs_xfer_ops kvs__xfer_host = {
