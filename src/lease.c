@@ -440,6 +440,16 @@ static kvs_status create(kvs_lease *l, int dfd)
                      strerror(-rc));
 }
 
+/* The lease file's mtime in wall-clock ns (when it was last written), 0 if
+ * it cannot be read. */
+static uint64_t lease_mtime(int dfd)
+{
+    struct stat st;
+    if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) != 0)
+        return 0;
+    return (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+}
+
 static void describe(const lease_text *t, uint64_t mtime_wall, char *out, size_t cap)
 {
     if (t->free) {
@@ -559,10 +569,7 @@ static kvs_status lease_try_in(kvs_lease *l, int dfd)
     }
     lease_text t;
     parse(text, &t);
-    struct stat st;
-    uint64_t mtime = 0;
-    if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
-        mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
+    uint64_t mtime = lease_mtime(dfd);
     describe(&t, mtime, l->holder, sizeof l->holder);
     /* The longer of our ttl and the holder's decides. */
     uint64_t ttl = KVS_MAX(l->ttl_ns, t.ttl_ms * 1000000u);
@@ -744,11 +751,7 @@ char *kvs__lease_describe(const char *root)
     } else {
         lease_text t;
         parse(text, &t);
-        struct stat st;
-        uint64_t mtime = 0;
-        if (kvs__io()->fstatat(dfd, KVS_LEASE_FILE, &st) == 0)
-            mtime = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-        describe(&t, mtime, desc, sizeof desc);
+        describe(&t, lease_mtime(dfd), desc, sizeof desc);
         out = kvs__strdup(desc);
     }
     kvs__io()->close(dfd);
