@@ -98,13 +98,7 @@ static void kv_init(kv *b, uint8_t seed)
 {
     for (size_t i = 0; i < sizeof b->mem; i++)
         b->mem[i] = (uint8_t)(i * 131 + seed);
-    for (int l = 0; l < LAYERS; l++)
-        b->layers[l] = b->mem + (size_t)l * 2 * NTOK * ROW;
-    memset(&b->kv, 0, sizeof b->kv);
-    b->kv.mem = KVS_MEM_HOST;
-    b->kv.num_layers = LAYERS;
-    b->kv.layers = b->layers;
-    b->kv.num_slots = NTOK;
+    tu_kv_contiguous(&b->kv, b->mem, b->layers, LAYERS, 2, NTOK, ROW);
 }
 
 static void tokens(uint32_t *t, uint32_t seed)

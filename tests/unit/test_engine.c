@@ -72,13 +72,7 @@ static void kvbuf_init(kvbuf *b, size_t n, uint32_t planes)
     b->n = n;
     b->planes = planes;
     b->mem = malloc((size_t)LAYERS * planes * n * ROW);
-    for (int l = 0; l < LAYERS; l++)
-        b->layers[l] = b->mem + (size_t)l * planes * n * ROW;
-    memset(&b->kv, 0, sizeof b->kv);
-    b->kv.mem = KVS_MEM_HOST;
-    b->kv.num_layers = LAYERS;
-    b->kv.layers = b->layers;
-    b->kv.num_slots = n;
+    tu_kv_contiguous(&b->kv, b->mem, b->layers, LAYERS, planes, n, ROW);
 }
 
 static uint8_t *row_of(kvbuf *b, int l, int p, size_t t)

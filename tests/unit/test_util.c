@@ -127,6 +127,18 @@ const char *tu_logs(void)
     return log_text ? log_text : "";
 }
 
+void tu_kv_contiguous(kvs_kv *kv, uint8_t *mem, void **layers, uint32_t num_layers,
+                      uint32_t planes, size_t num_tokens, size_t row_bytes)
+{
+    for (uint32_t l = 0; l < num_layers; l++)
+        layers[l] = mem + (size_t)l * planes * num_tokens * row_bytes;
+    memset(kv, 0, sizeof *kv);
+    kv->mem = KVS_MEM_HOST;
+    kv->num_layers = num_layers;
+    kv->layers = layers;
+    kv->num_slots = num_tokens;
+}
+
 void tu_clear_env(void)
 {
     for (;;) {

@@ -10,6 +10,12 @@
 
 #include "kvstash.h"
 
+/* Describes the contiguous host buffer mem, [layer][plane][token][row] of
+ * num_tokens tokens, as *kv (slot i = token i); layers receives the
+ * num_layers layer pointers and must outlive kv. */
+void tu_kv_contiguous(kvs_kv *kv, uint8_t *mem, void **layers, uint32_t num_layers,
+                      uint32_t planes, size_t num_tokens, size_t row_bytes);
+
 /* A fresh directory under $TMPDIR (or /tmp); removed by tu_rmtree. */
 char *tu_mkdtemp(const char *tag);
 /* rm -rf, refusing anything outside the temporary folder. */
