@@ -1834,8 +1834,8 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     e->chunk_payload = kvs__ns_payload_bytes(&e->ns, e->ns.chunk_size);
     uint32_t seg = kvs__segment_bytes(e->chunk_payload);
     uint32_t threads = e->cfg->gds_io_threads;
-    /* One system call moves a block: large enough to amortize the call,
-     * small enough to stay in cache between read, checksum and copy. */
+    /* A block: one system call of the device path's staging, and the unit
+     * that pieces are multiples of. */
     e->block_bytes = KVS_MAX((uint64_t)256 * 1024, (uint64_t)seg);
     uint64_t padded = kvs__padded_payload(e->chunk_payload);
     uint64_t piece = KVS_ALIGN_UP((padded + threads - 1) / threads, e->block_bytes);
@@ -1849,7 +1849,16 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     if (e->max_pending_bytes < e->chunk_payload)
         e->max_pending_bytes = e->chunk_payload;
 
-    st = kvs__pool_create(threads, threads, e->block_bytes, e->io_timeout_ns, &e->pool);
+    /* The host path's calls are larger: the kernel's cost per call and per
+     * page-cache folio falls with their size, and a store's writes, ending
+     * on 2 MiB file offsets, leave files in 2 MiB folios that reads copy
+     * out fastest (xfer_host.c; measured in docs/design.md). */
+    e->host_read_block = KVS_MAX((uint64_t)1 << 20, (uint64_t)seg);
+    e->host_write_block = KVS_MAX((uint64_t)2 << 20, (uint64_t)seg);
+    /* room for either, after the write path's carry (xfer_host.c) */
+    uint64_t bounce = KVS_MAX(e->block_bytes, KVS_MAX(e->host_read_block, e->host_write_block));
+    st = kvs__pool_create(threads, threads, bounce + KVS_PAYLOAD_OFFSET, e->io_timeout_ns,
+                          &e->pool);
     if (st)
         goto fail;
     st = kvs__collector_start(e->cfg, &e->collector);

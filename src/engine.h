@@ -41,7 +41,9 @@ struct kvs_engine {
     size_t auth_key_len;
 
     uint64_t chunk_payload;        /* bytes of a full chunk's payload */
-    uint64_t block_bytes;          /* one I/O call: the workers' bounce size */
+    uint64_t block_bytes;          /* one I/O call of the device path's staging */
+    uint64_t host_read_block;      /* one read call of the host path */
+    uint64_t host_write_block;     /* one write call of the host path (file-aligned) */
     uint64_t piece_bytes;          /* one task: a multiple of block_bytes */
     uint64_t negative_ns;          /* negative cache lifetime */
     uint64_t io_timeout_ns;

@@ -1,15 +1,16 @@
 /*
  * xfer_host.c - the transfer implementation for host memory (xfer.h).
  *
- * Each piece moves block_bytes per system call through the worker's own
- * bounce buffer:
+ * Each piece moves a block per system call through the worker's own
+ * bounce buffer (1 MiB reads, 2 MiB writes: engine.c):
  *
  *   retrieve: pread into the bounce buffer, verify each segment's checksum
  *             there while the block is in the core's cache, and only then
  *             scatter it into the caller's rows;
  *   store:    gather the caller's rows into the bounce buffer, checksum
  *             them there, copy them into the CPU tier's entry if one is
- *             being filled, and pwrite.
+ *             being filled, and pwrite, each write ending on a multiple of
+ *             the block in the file (see write_blocks).
  *
  * Why the bounce buffer rather than the caller's memory: a read that hangs
  * on a sick filesystem can only ever write the worker's buffer, so a
@@ -32,7 +33,7 @@
 
 /* Where a piece's worker time goes (kvs_stats xfer_io_ns, _checksum_ns,
  * _copy_ns): a lap per phase, added to the engine once per piece.  Two
- * clock reads per phase per block (256 KiB or more) cost nothing
+ * clock reads per phase per block (1 MiB or more) cost nothing
  * measurable. */
 typedef struct laps {
     uint64_t t, io, sum, copy;
@@ -119,13 +120,14 @@ typedef struct hblock {
 
 /* The block of piece p at payload offset off, mapped for the zero-copy path
  * when `direct` and the tokens fill it; KVS_XFER_STOPPED once the chunk is. */
-static kvs_xfer_rc block_at(const kvs_xpiece *p, uint64_t off, bool direct, hblock *b)
+static kvs_xfer_rc block_at(const kvs_xpiece *p, uint64_t off, uint64_t block, bool direct,
+                            hblock *b)
 {
     const kvs_xchunk *c = p->chunk;
     if (kvs__xchunk_stopped(c))
         return KVS_XFER_STOPPED;
     b->off = off;
-    b->len = KVS_MIN(c->op->engine->block_bytes, p->off + p->len - off);
+    b->len = KVS_MIN(block, p->off + p->len - off);
     b->data_len = kvs__xchunk_data_len(c, off, b->len);
     b->foff = (off_t)(KVS_PAYLOAD_OFFSET + off);
     b->niov = 0;
@@ -159,7 +161,7 @@ static kvs_xfer_rc read_blocks(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered
     const bool direct = op->direct && c->cover == KVS_SLOTS_ALL;
     hblock b;
     for (uint64_t at = p->off; at < p->off + p->len; at += b.len) {
-        kvs_xfer_rc st = block_at(p, at, direct, &b);
+        kvs_xfer_rc st = block_at(p, at, op->engine->host_read_block, direct, &b);
         if (st != KVS_XFER_OK)
             return st;
         if (b.niov > 0) {
@@ -225,20 +227,50 @@ static kvs_xfer_rc host_put_host(kvs_xchunk *c, const void *payload)
     return KVS_XFER_OK;
 }
 
+/* A store's writes end at file offsets that are multiples of the write
+ * block, not payload offsets: the page cache gives a buffered write folios
+ * as large as the write and as aligned as its file offset, and the payload
+ * starts KVS_PAYLOAD_OFFSET into the file, so payload-aligned writes of any
+ * size would leave every file in small folios (and reads of small folios
+ * run at two thirds of the speed of reads of 2 MiB ones on the build VM,
+ * docs/design.md).  So the worker's buffer is [carry][block]: each block
+ * is gathered and hashed after a carry of KVS_PAYLOAD_OFFSET bytes, and all
+ * but its last KVS_PAYLOAD_OFFSET bytes are written together with the
+ * carry; those stay behind as the next block's carry. */
+#define CARRY ((uint64_t)KVS_PAYLOAD_OFFSET)
+
+/* Writes the carry that the bounce path left behind, if any. */
+static int flush_carry(kvs_xchunk *c, char *carry, uint64_t *held, off_t end)
+{
+    if (!*held)
+        return 0;
+    int rc = kvs__pwrite_full(c->fd, carry, *held, end - (off_t)*held);
+    *held = 0;
+    return rc;
+}
+
 static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err, laps *l)
 {
     kvs_xchunk *c = p->chunk;
     kvs_op *op = c->op;
-    char *bounce = w->bounce;
+    char *carry = w->bounce, *blk = carry + CARRY;
+    uint64_t held = 0; /* bytes in carry, the file's bytes just before the block */
     /* With a CPU tier entry to fill, the bounce path copies into it from
      * the cache-hot block. */
     const bool direct = op->direct && !cpu_copy;
+    const uint64_t end = p->off + p->len;
     hblock b;
-    for (uint64_t at = p->off; at < p->off + p->len; at += b.len) {
-        kvs_xfer_rc st = block_at(p, at, direct, &b);
+    for (uint64_t at = p->off; at < end; at += b.len) {
+        kvs_xfer_rc st = block_at(p, at, op->engine->host_write_block, direct, &b);
         if (st != KVS_XFER_OK)
             return st;
         if (b.niov > 0) {
+            l->t = kvs__now_ns();
+            if (flush_carry(c, carry, &held, b.foff) != 0) {
+                *err = errno;
+                return KVS_XFER_IO;
+            }
+            lap(l, &l->io);
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
             l->t = kvs__now_ns();
@@ -254,20 +286,25 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
             if (!kvs__op_copy_begin(op))
                 return KVS_XFER_STOPPED;
             l->t = kvs__now_ns();
-            kvs__kvmap_gather(&op->map, c->t0, c->tokens, b.off, bounce, b.data_len);
+            kvs__kvmap_gather(&op->map, c->t0, c->tokens, b.off, blk, b.data_len);
             kvs__op_copy_end(op);
-            memset(bounce + b.data_len, 0, b.len - b.data_len);
+            memset(blk + b.data_len, 0, b.len - b.data_len);
             lap(l, &l->copy);
-            fill_segments(c, b.off, bounce, b.len);
+            fill_segments(c, b.off, blk, b.len);
             lap(l, &l->sum);
             if (cpu_copy && b.data_len) {
-                memcpy((char *)cpu_copy + b.off, bounce, b.data_len);
+                memcpy((char *)cpu_copy + b.off, blk, b.data_len);
                 lap(l, &l->copy);
             }
-            if (kvs__pwrite_full(c->fd, bounce, b.len, b.foff) != 0) {
+            /* the last block writes all it has; any other keeps its tail */
+            uint64_t keep = b.off + b.len == end ? 0 : KVS_MIN(CARRY, b.len);
+            uint64_t n = held + b.len - keep;
+            if (n && kvs__pwrite_full(c->fd, blk - held, n, b.foff - (off_t)held) != 0) {
                 *err = errno;
                 return KVS_XFER_IO;
             }
+            memcpy(carry + CARRY - keep, blk + b.len - keep, keep);
+            held = keep;
             lap(l, &l->io);
         }
     }

@@ -7,6 +7,7 @@
 #include "chunk_file.h"
 #include "config.h"
 #include "engine.h"
+#include "io_ops.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -777,6 +778,135 @@ static void test_ops_logs_and_times(void **state)
     free(b.mem);
 }
 
+/* The payload writes of one store, as the I/O table saw them. */
+#define MAX_WRITES 4096
+static struct wrec {
+    int fd;
+    off_t off;
+    size_t n;
+} wlog[MAX_WRITES];
+static size_t nwlog;
+static pthread_mutex_t wlog_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void wlog_add(int fd, off_t off, size_t n)
+{
+    pthread_mutex_lock(&wlog_mu);
+    if (off >= (off_t)KVS_PAYLOAD_OFFSET && nwlog < MAX_WRITES)
+        wlog[nwlog++] = (struct wrec){fd, off, n};
+    pthread_mutex_unlock(&wlog_mu);
+}
+
+static ssize_t logged_pwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    ssize_t r = kvs__io_posix.pwrite(fd, buf, n, off);
+    if (r > 0)
+        wlog_add(fd, off, (size_t)r);
+    return r;
+}
+
+static ssize_t logged_pwritev(int fd, const struct iovec *iov, int iovcnt, off_t off)
+{
+    ssize_t r = kvs__io_posix.pwritev(fd, iov, iovcnt, off);
+    if (r > 0)
+        wlog_add(fd, off, (size_t)r);
+    return r;
+}
+
+/* Chunk files whose payload was written front to back with every write
+ * but a file's last ending on a multiple of `block` in the file;
+ * -1 when a write broke that. */
+static int files_written_aligned(uint64_t file_bytes, uint64_t block)
+{
+    off_t next[1024] = {0};
+    int done = 0;
+    for (size_t i = 0; i < nwlog; i++) {
+        const struct wrec *w = &wlog[i];
+        if (w->fd < 0 || w->fd >= 1024)
+            return -1;
+        if (w->off == (off_t)KVS_PAYLOAD_OFFSET)
+            next[w->fd] = w->off;
+        uint64_t end = (uint64_t)w->off + w->n;
+        if (w->off != next[w->fd] || (end != file_bytes && end % block != 0)) {
+            print_error("write of %zu bytes at %lld (expected at %lld, ending on a multiple of "
+                        "%llu or at %llu)\n", w->n, (long long)w->off, (long long)next[w->fd],
+                        (unsigned long long)block, (unsigned long long)file_bytes);
+            return -1;
+        }
+        next[w->fd] = (off_t)end;
+        done += end == file_bytes;
+    }
+    return done;
+}
+
+/* A host store writes chunk files in calls that end on file offsets that
+ * are multiples of the write block (the payload starts 4 KiB into the
+ * file), so that the page cache can fill a file with folios as large as
+ * the block, which later reads copy out at up to half again the speed of
+ * small ones (docs/design.md); from the worker's buffer, with and without
+ * the CPU tier filling, and every byte lands where a retrieve verifies
+ * it, also through KVS_KV_DIRECT. */
+static void test_store_writes_file_aligned(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(kvs_config_set(f->cfg, "chunk_size", "256"), KVS_OK);
+    kvs_namespace ns = {.model = "test/blocks", .dtype = KVS_DTYPE_BF16, .num_layers = 5,
+                        .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    const uint64_t row = 8 * 128 * 2, T = 256, n = 2 * T + 20;
+    const uint64_t payload = 5 * 2 * T * row; /* 5 MiB: 2.5 write blocks */
+    uint32_t t[2 * 256 + 20];
+    uint8_t *src = malloc(5 * 2 * n * row), *dst = malloc(5 * 2 * n * row);
+    void *sl[5], *dl[5];
+    kvs_kv skv, dkv;
+    tu_kv_contiguous(&skv, src, sl, 5, 2, n, row);
+    tu_kv_contiguous(&dkv, dst, dl, 5, 2, n, row);
+    for (uint64_t i = 0; i < 5 * 2 * n * row; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 13);
+    kvs_io_ops ops = kvs__io_posix;
+    ops.pwrite = logged_pwrite;
+    ops.pwritev = logged_pwritev;
+    for (int mode = 0; mode < 3; mode++) { /* bounce, bounce + CPU tier, KVS_KV_DIRECT */
+        assert_int_equal(kvs_config_set(f->cfg, "local_cpu", mode == 1 ? "true" : "false"),
+                         KVS_OK);
+        kvs_engine *e;
+        assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+        assert_true(payload > 2 * e->host_write_block);
+        make_tokens(t, n, 40 + (uint32_t)mode);
+        skv.flags = mode == 2 ? KVS_KV_DIRECT : 0;
+        nwlog = 0;
+        const kvs_io_ops *old = kvs__io_set(&ops);
+        kvs_op_result r;
+        store_wait(e, t, n, &skv, &r);
+        kvs__io_set(old);
+        assert_int_equal(r.chunks_done, 2);
+        if (mode < 2)
+            assert_int_equal(files_written_aligned(KVS_PAYLOAD_OFFSET + payload,
+                                                   e->host_write_block), 2);
+        kvs_engine_close(e);
+        /* A fresh engine: no CPU tier entry, the bytes come from the files. */
+        assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "false"), KVS_OK);
+        assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+        for (int direct = 0; direct < 2; direct++) {
+            memset(dst, 0xee, 5 * 2 * n * row);
+            dkv.flags = direct ? KVS_KV_DIRECT : 0;
+            size_t loaded = 0;
+            assert_int_equal(kvs_retrieve(e, t, n, &dkv, &loaded), KVS_OK);
+            assert_int_equal(loaded, 2 * T);
+            for (int l = 0; l < 5; l++)
+                for (int p = 0; p < 2; p++) {
+                    uint64_t at = ((uint64_t)l * 2 + (uint64_t)p) * n * row;
+                    assert_memory_equal(src + at, dst + at, 2 * T * row);
+                }
+        }
+        kvs_stats s;
+        kvs_engine_stats(e, &s, sizeof s);
+        assert_int_equal(s.miss_checksum, 0);
+        kvs_engine_close(e);
+    }
+    free(src);
+    free(dst);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -791,6 +921,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_writes_file_aligned, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
