@@ -29,7 +29,10 @@
 #include <errno.h>
 #include <string.h>
 
-#define MAX_DIRECT_IOV 64
+/* Regions of the caller's memory one zero-copy call may take: a 2 MiB
+ * block of a paged cache with 16-token pages of 2 KiB rows is 64 of them;
+ * a block with more goes through the bounce buffer. */
+#define MAX_DIRECT_IOV 256
 
 /* Where a piece's worker time goes (kvs_stats xfer_io_ns, _checksum_ns,
  * _copy_ns): a lap per phase, added to the engine once per piece.  Two
