@@ -851,6 +851,7 @@ int cmd_bench(int argc, char **argv)
     if ((rc = run_raw(kvs_engine_namespace_path(e), nchunks, chunk_bytes, threads, o.rounds, rw,
                       rr)))
         goto out;
+    const double raw_w = median(rw, o.rounds), raw_r = median(rr, o.rounds);
     rows[nrows++] = (row){"kernel alone: pwrite new files, 2 MiB calls", median(rw, o.rounds),
                           ceiling, "GB/s"};
     rows[nrows++] = (row){"kernel alone: pread page cache, 1 MiB calls", median(rr, o.rounds),
@@ -942,10 +943,13 @@ int cmd_bench(int argc, char **argv)
     double ratio = median(rt, o.rounds) / ceiling;
     double rdir = median(rd, o.rounds) / ceiling, rst = median(st, o.rounds) / ceiling;
     double rcpu = median(ch, o.rounds) / ceiling_cpu;
-    printf("\ngoal: retrieve >= 0.80 of the memcpy ceiling: %.2f, %s (KVS_KV_DIRECT: %.2f, %s)\n",
-           ratio, ratio >= 0.80 ? "met" : "NOT met", rdir, rdir >= 0.80 ? "met" : "NOT met");
-    printf("goal: store >= 0.50 of the memcpy ceiling: %.2f, %s\n", rst,
-           rst >= 0.50 ? "met" : "NOT met");
+    printf("\ngoal: retrieve >= 0.80 of the memcpy ceiling: %.2f, %s (KVS_KV_DIRECT: %.2f, %s); "
+           "%.2f of the kernel's pread alone\n",
+           ratio, ratio >= 0.80 ? "met" : "NOT met", rdir, rdir >= 0.80 ? "met" : "NOT met",
+           median(rt, o.rounds) / raw_r);
+    printf("goal: store >= 0.50 of the memcpy ceiling: %.2f, %s; %.2f of the kernel's pwrite "
+           "alone (itself %.2f of memcpy)\n",
+           rst, rst >= 0.50 ? "met" : "NOT met", median(st, o.rounds) / raw_w, raw_w / ceiling);
     printf("goal: CPU tier hit >= 0.90 of the memcpy ceiling: %.2f, %s\n", rcpu,
            rcpu >= 0.90 ? "met" : "NOT met");
 out:
