@@ -172,6 +172,11 @@ static int posix_fstatat(int dirfd, const char *name, struct stat *st)
     return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
 }
 
+static int posix_allocate(int fd, off_t off, off_t len)
+{
+    return fallocate(fd, 0, off, len);
+}
+
 const kvs_io_ops kvs__io_posix = {
     .open = posix_open,
     .close = close,
@@ -182,6 +187,7 @@ const kvs_io_ops kvs__io_posix = {
     .fstat = fstat,
     .stat = posix_stat,
     .fsync = fsync,
+    .fallocate = posix_allocate,
     .mkdir = posix_mkdir,
     .rename = rename,
     .rename_noreplace = posix_rename_noreplace,
@@ -267,6 +273,11 @@ static int r_stat(const char *path, struct stat *st)
 static int r_fsync(int fd)
 {
     RETRY(int, cur()->fsync(fd));
+}
+
+static int r_fallocate(int fd, off_t off, off_t len)
+{
+    RETRY(int, cur()->fallocate(fd, off, len));
 }
 
 static int r_mkdir(const char *path, mode_t mode)
@@ -380,6 +391,7 @@ static const kvs_io_ops retrying = {
     .fstat = r_fstat,
     .stat = r_stat,
     .fsync = r_fsync,
+    .fallocate = r_fallocate,
     .mkdir = r_mkdir,
     .rename = r_rename,
     .rename_noreplace = r_rename_noreplace,

@@ -35,6 +35,9 @@ typedef struct kvs_io_ops {
     int (*fstat)(int fd, struct stat *st);
     int (*stat)(const char *path, struct stat *st);   /* no symlink follow */
     int (*fsync)(int fd);
+    /* Allocates [off, off + len) of a file (fallocate mode 0, the size
+     * grows to cover it); EOPNOTSUPP where the filesystem cannot. */
+    int (*fallocate)(int fd, off_t off, off_t len);
     int (*mkdir)(const char *path, mode_t mode);
     int (*rename)(const char *from, const char *to);
     /* rename that fails with EEXIST instead of replacing (renameat2

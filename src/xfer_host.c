@@ -252,6 +252,23 @@ static int flush_carry(kvs_xchunk *c, char *carry, uint64_t *held, off_t end)
     return rc;
 }
 
+/* Allocates the piece's range of the file before it is written.  On the
+ * build VM's ext4 that takes a store from 0.38-0.51 to 0.60-0.62 of memcpy
+ * (docs/design.md): the buffered writes then fill blocks that exist instead
+ * of reserving delayed allocations folio by folio.  A filesystem that
+ * cannot (EOPNOTSUPP, or anything else but a full store) still takes the
+ * writes; a full one fails the chunk before any byte is copied. */
+static kvs_xfer_rc reserve(const kvs_xpiece *p, int *err)
+{
+    const kvs_xchunk *c = p->chunk;
+    if (kvs__io()->fallocate(c->fd, (off_t)(KVS_PAYLOAD_OFFSET + p->off), (off_t)p->len) == 0)
+        return KVS_XFER_OK;
+    if (errno != ENOSPC && errno != EDQUOT)
+        return KVS_XFER_OK;
+    *err = errno;
+    return KVS_XFER_IO;
+}
+
 static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err, laps *l)
 {
     kvs_xchunk *c = p->chunk;
@@ -262,6 +279,11 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
      * the cache-hot block. */
     const bool direct = op->direct && !cpu_copy;
     const uint64_t end = p->off + p->len;
+    l->t = kvs__now_ns();
+    kvs_xfer_rc got = reserve(p, err);
+    lap(l, &l->io);
+    if (got != KVS_XFER_OK)
+        return got;
     hblock b;
     for (uint64_t at = p->off; at < end; at += b.len) {
         kvs_xfer_rc st = block_at(p, at, op->engine->host_write_block, direct, &b);

@@ -196,6 +196,11 @@ static int f_fsync(int fd)
     META("fsync", -1, real()->fsync(fd));
 }
 
+static int f_fallocate(int fd, off_t off, off_t len)
+{
+    META("fallocate", -1, real()->fallocate(fd, off, len));
+}
+
 static int f_mkdir(const char *path, mode_t mode)
 {
     META("mkdir", -1, real()->mkdir(path, mode));
@@ -310,6 +315,7 @@ static const kvs_io_ops fault_ops = {
     .fstat = f_fstat,
     .stat = f_stat,
     .fsync = f_fsync,
+    .fallocate = f_fallocate,
     .mkdir = f_mkdir,
     .rename = f_rename,
     .rename_noreplace = f_rename_noreplace,
