@@ -279,9 +279,13 @@ int main(int argc, char **argv)
     printf("healthy mount: store %u chunks, retrieve %zu tokens in %.0f ms\n", r.chunks_done, got,
            ms);
 
-    /* Slow: every read waits 100 ms; a retrieve returns the verified
-     * prefix that arrived by its deadline. */
-    int delay = getenv("KVS_FUSE_DELAY_MS") ? atoi(getenv("KVS_FUSE_DELAY_MS")) : 45;
+    /* Slow: every data call waits; a retrieve returns the verified prefix
+     * that arrived by its deadline.  A chunk here (1 MiB) is a header read
+     * and one read per piece (host reads take up to 1 MiB a call), so on two
+     * workers the four chunks take about six delays: 70 ms a call brings the
+     * first chunk in about 140 ms and the last well after the 300 ms
+     * deadline. */
+    int delay = getenv("KVS_FUSE_DELAY_MS") ? atoi(getenv("KVS_FUSE_DELAY_MS")) : 70;
     char cmd[64];
     snprintf(cmd, sizeof cmd, "delay %d data", delay);
     control(cmd);
