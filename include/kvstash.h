@@ -614,9 +614,9 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(store_failed_timeout, counter, "kvstash_store_failures_total",                 \
       "reason=\"timeout\"", "chunk writes past their deadline")                      \
     X(bytes_read, counter, "kvstash_bytes_total", "op=\"read\"",                     \
-      "payload bytes read from the store")                                           \
+      "payload bytes read from the store (logical: as delivered, decompressed)")     \
     X(bytes_written, counter, "kvstash_bytes_total", "op=\"write\"",                 \
-      "payload bytes written to the store")                                          \
+      "payload bytes written to the store (logical: before compression)")            \
     X(bytes_cpu_hit, counter, "kvstash_bytes_total", "op=\"cpu_hit\"",               \
       "payload bytes served from the CPU tier")                                      \
     X(retrieve_ns, counter, "kvstash_retrieve_seconds_total", "",                    \
@@ -671,7 +671,16 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(xfer_copy_ns, counter, "kvstash_transfer_seconds_total", "phase=\"copy\"",     \
       "nanoseconds host-memory transfers spent copying between buffers and KV "      \
       "memory (scatter, gather, CPU tier), summed over threads (exported in "        \
-      "seconds)")
+      "seconds)")                                                                    \
+    X(stored_bytes_read, counter, "kvstash_stored_bytes_total", "op=\"read\"",        \
+      "chunk file bytes read from the store as stored: compressed frames where "     \
+      "chunks are compressed (docs/codec.md), the payload otherwise")                \
+    X(stored_bytes_written, counter, "kvstash_stored_bytes_total", "op=\"write\"",    \
+      "chunk file bytes written to the store as stored: compressed frames where "    \
+      "chunks are compressed, the payload otherwise")                                \
+    X(chunks_stored_compressed, counter, "kvstash_chunks_stored_compressed_total",   \
+      "", "chunk files this engine published compressed (a subset of "               \
+      "kvstash_chunks_stored_total)")
 
 /*
  * The fields of KVS_STATS_FIELDS that describe the whole store rather than

@@ -144,7 +144,7 @@ static void test_version_and_size(void **state)
     uint8_t key[32] = {9};
     kvs_chunk_header h, d;
     kvs__header_init(&h, &ns, key, 256);
-    h.format_version = KVS_FORMAT_VERSION + 1;
+    h.format_version = KVS_FORMAT_VERSION_CODEC + 1;
     uint8_t buf[KVS_HEADER_BYTES];
     kvs__header_encode(&h, buf);
     assert_int_equal(kvs__header_decode(buf, sizeof buf, &d), KVS_REJECT_VERSION);
