@@ -13,6 +13,7 @@
 #include "codec.h"
 #include "config.h"
 #include "engine.h"
+#include "xfer.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -503,9 +504,58 @@ static void test_capacity_counts_stored(void **state)
     kvs_config_free(off);
 }
 
+/* Which stores compress, as the device path asks (xfer.h): auto on GPU
+ * memory only, on on both, off never, and never with auth_key_file. */
+static void test_compress_rule(void **state)
+{
+    fixture *f = *state;
+    static const struct {
+        const char *codec;
+        bool key, host, device;
+    } rule[] = {
+        {"auto", false, false, true}, {"on", false, true, true},  {"off", false, false, false},
+        {"auto", true, false, false}, {"off", true, false, false},
+    };
+    char key[4200];
+    snprintf(key, sizeof key, "%s/key", f->dir);
+    int fd = open(key, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "0123456789abcdef0123456789abcdef", 32), 32);
+    close(fd);
+    for (size_t i = 0; i < sizeof rule / sizeof rule[0]; i++) {
+        kvs_config *c = config(f, rule[i].codec);
+        if (rule[i].key)
+            assert_int_equal(kvs_config_set(c, "auth_key_file", key), KVS_OK);
+        kvs_engine *e;
+        assert_int_equal(kvs_engine_open(c, &f->ns, &e), KVS_OK);
+        assert_int_equal(kvs__xfer_compress(e, false), rule[i].host);
+        assert_int_equal(kvs__xfer_compress(e, true), rule[i].device);
+        kvs_engine_close(e);
+        kvs_config_free(c);
+    }
+    /* a reader with a key: a compressed file is unauthenticated, removed */
+    kvs_config *on = config(f, "on"), *keyed = config(f, "auto");
+    assert_int_equal(kvs_config_set(keyed, "auth_key_file", key), KVS_OK);
+    kv *src = malloc(sizeof *src);
+    kv_init(src, 9, false);
+    uint32_t t[NTOK];
+    tokens(t, 9);
+    store(f, on, t, src, NULL);
+    kvs_stats r;
+    assert_int_equal(load(f, keyed, t, src, 0, &r), 0);
+    assert_int_equal(r.miss_unauthenticated, 1);
+    char path[4096];
+    chunk_path(f, on, t, 0, path);
+    assert_int_equal(access(path, F_OK), -1);
+    free(src);
+    kvs_config_free(on);
+    kvs_config_free(keyed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_compress_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
