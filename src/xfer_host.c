@@ -374,7 +374,9 @@ static kvs_xfer_rc write_frames(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
     uint32_t elem = (uint32_t)kvs_dtype_size((kvs_dtype)h->dtype);
     uint64_t cap = KVS_ALIGN_UP(kvs__codec_area_bound(c->payload, h->segment_bytes),
                                 (uint64_t)KVS_FILE_ALIGN);
-    if (cap == 0 || h->segment_bytes > w->bounce_bytes)
+    /* frame offsets are 32-bit: a chunk whose frames could pass 4 GiB is
+     * stored plain */
+    if (cap == 0 || cap > UINT32_MAX || h->segment_bytes > w->bounce_bytes)
         return KVS_XFER_OK;
     char *area = kvs__aligned_alloc(KVS_FILE_ALIGN, cap);
     if (!area)
