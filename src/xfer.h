@@ -30,14 +30,19 @@
  *     frame's stored bytes against c->hdr.segment_sums[i], decodes, and only
  *     then delivers; a frame that does not decode is KVS_XFER_CHECKSUM (a
  *     miss counted as a checksum failure, the file quarantined), never
- *     delivered.  *delivered stays logical bytes.
+ *     delivered.  *delivered stays logical bytes (kvstash_bytes_total); the
+ *     engine counts the file bytes (kvstash_stored_bytes_total) itself.  An
+ *     implementation declares that it decodes with reads_codec; without it a
+ *     compressed file is a miss (reason version) left in place.
  *   store: kvs__xfer_compress() says whether this store should compress.
  *     An implementation that compresses a chunk sets c->frames (off, len of
  *     each frame from KVS_FRAMES_OFFSET), c->hdr.segment_sums[i] (XXH3 of
  *     frame i's stored bytes) and kvs__header_set_codec(&c->hdr, stored, 0),
  *     and writes the frame area at KVS_FRAMES_OFFSET padded with zeros to a
  *     multiple of 4096; finish_write_chunk then writes the table block and
- *     the header (table_sum filled there).  A chunk that does not compress
+ *     the header (table_sum filled there; with a capture, the header the
+ *     capture set up is kept, so capture may make these settings).  A
+ *     chunk that does not compress
  *     enough (kvs__codec_worth) is written plain as always.  Authenticated
  *     chunks are never compressed.  The CPU tier always holds logical bytes.
  *
