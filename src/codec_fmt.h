@@ -245,29 +245,38 @@ KVS_HD uint32_t kvs__codec_huff_pass(kvs_codec_huff_work *wk, uint32_t m, uint8_
     return maxlen;
 }
 
-/* hist: count of each symbol; len[256] receives the code lengths (0 for
- * absent symbols).  Returns the number of distinct symbols. */
-KVS_HD uint32_t kvs__codec_build_lengths(const uint32_t *hist, uint8_t *len,
-                                         kvs_codec_huff_work *wk)
+/* Sorts the present symbols of wk->cnt by (count, symbol) into wk->order;
+ * returns how many there are.  Insertion sort: scanning symbols in
+ * increasing order and inserting after equal counts keeps ties in symbol
+ * order. */
+KVS_HD uint32_t kvs__codec_sort_leaves(kvs_codec_huff_work *wk)
 {
     uint32_t m = 0, s, i;
     for (s = 0; s < 256; s++) {
-        len[s] = 0;
-        wk->cnt[s] = hist[s];
-    }
-    /* Insertion sort of the present symbols by (count, symbol): scanning
-     * symbols in increasing order and inserting after equal counts keeps
-     * ties in symbol order. */
-    for (s = 0; s < 256; s++) {
-        if (hist[s] == 0)
+        uint64_t c = wk->cnt[s];
+        if (c == 0)
             continue;
         i = m++;
-        while (i > 0 && wk->cnt[wk->order[i - 1]] > hist[s]) {
+        while (i > 0 && wk->cnt[wk->order[i - 1]] > c) {
             wk->order[i] = wk->order[i - 1];
             i--;
         }
         wk->order[i] = (uint16_t)s;
     }
+    return m;
+}
+
+/* hist: count of each symbol; len[256] receives the code lengths (0 for
+ * absent symbols).  Returns the number of distinct symbols. */
+KVS_HD uint32_t kvs__codec_build_lengths(const uint32_t *hist, uint8_t *len,
+                                         kvs_codec_huff_work *wk)
+{
+    uint32_t m, s, i;
+    for (s = 0; s < 256; s++) {
+        len[s] = 0;
+        wk->cnt[s] = hist[s];
+    }
+    m = kvs__codec_sort_leaves(wk);
     if (m == 0)
         return 0;
     if (m == 1) {
@@ -275,12 +284,14 @@ KVS_HD uint32_t kvs__codec_build_lengths(const uint32_t *hist, uint8_t *len,
         return 1;
     }
     while (kvs__codec_huff_pass(wk, m, len) > KVS_CODEC_MAX_BITS) {
-        /* Halving rounding up keeps the (count, symbol) order of the leaves
-         * (x <= y implies ceil(x/2) <= ceil(y/2)), so the sort stands. */
         for (i = 0; i < m; i++) {
             uint32_t sym = wk->order[i];
             wk->cnt[sym] = (wk->cnt[sym] + 1) >> 1;
         }
+        /* Sort again: halving keeps the order of counts but can make two
+         * different counts equal (3 and 4 both give 2), and equal counts
+         * must then be ordered by symbol. */
+        kvs__codec_sort_leaves(wk);
     }
     return m;
 }

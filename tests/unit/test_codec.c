@@ -271,6 +271,90 @@ static void test_deterministic_ties(void **state)
     assert_int_equal(table[1], 0);
 }
 
+/* The rule of docs/codec.md written the slow, literal way: join the two
+ * nodes of smallest (weight, id), leaf id = symbol, k-th internal node id =
+ * 256 + k; halve the counts (rounding up) while a code passes 12 bits. */
+static void reference_lengths(const uint32_t *hist, uint8_t *len)
+{
+    uint64_t cnt[256];
+    for (int s = 0; s < 256; s++)
+        cnt[s] = hist[s];
+    for (;;) {
+        uint64_t w[512];
+        int id[512], parent[512], alive[512], nodes = 0, live = 0;
+        int leaf_node[256];
+        for (int s = 0; s < 256; s++) {
+            leaf_node[s] = -1;
+            if (cnt[s]) {
+                w[nodes] = cnt[s], id[nodes] = s, alive[nodes] = 1, parent[nodes] = -1;
+                leaf_node[s] = nodes++;
+                live++;
+            }
+        }
+        memset(len, 0, 256);
+        if (live == 0)
+            return;
+        if (live == 1) {
+            for (int s = 0; s < 256; s++)
+                if (cnt[s])
+                    len[s] = 1;
+            return;
+        }
+        for (int k = 0; live > 1; k++) {
+            int pick[2];
+            for (int j = 0; j < 2; j++) {
+                int best = -1;
+                for (int i = 0; i < nodes; i++)
+                    if (alive[i] && (best < 0 || w[i] < w[best] ||
+                                     (w[i] == w[best] && id[i] < id[best])))
+                        best = i;
+                alive[best] = 0;
+                pick[j] = best;
+            }
+            w[nodes] = w[pick[0]] + w[pick[1]], id[nodes] = 256 + k, alive[nodes] = 1;
+            parent[nodes] = -1;
+            parent[pick[0]] = parent[pick[1]] = nodes++;
+            live--;
+        }
+        int max = 0;
+        for (int s = 0; s < 256; s++) {
+            if (leaf_node[s] < 0)
+                continue;
+            int d = 0;
+            for (int i = leaf_node[s]; parent[i] >= 0; i = parent[i])
+                d++;
+            len[s] = (uint8_t)d;
+            if (d > max)
+                max = d;
+        }
+        if (max <= 12)
+            return;
+        for (int s = 0; s < 256; s++)
+            cnt[s] = (cnt[s] + 1) / 2;
+    }
+}
+
+static void test_builder_follows_the_rule(void **state)
+{
+    (void)state;
+    uint32_t hist[256];
+    uint8_t a[256], b[256];
+    kvs_codec_huff_work wk;
+    for (int t = 0; t < 300; t++) {
+        int kind = t % 4;
+        for (int s = 0; s < 256; s++) {
+            uint32_t r = rnd();
+            hist[s] = kind == 0 ? r % 8                        /* many ties */
+                    : kind == 1 ? (r % 3 ? 0 : r % 1000)       /* sparse */
+                    : kind == 2 ? (r % 2 ? 0 : 1u << (r % 28)) /* forces the limit */
+                    : (s < 2 + t % 7 ? r % 5 + 1 : 0);         /* few symbols */
+        }
+        kvs__codec_build_lengths(hist, a, &wk);
+        reference_lengths(hist, b);
+        assert_memory_equal(a, b, 256);
+    }
+}
+
 /* ---- corruption ---------------------------------------------------------------- */
 
 static int decode_copy(const uint8_t *f, size_t len, uint32_t nbytes, uint32_t elem)
@@ -298,11 +382,26 @@ static int decode_copy(const uint8_t *f, size_t len, uint32_t nbytes, uint32_t e
 static void test_corrupt_frames(void **state)
 {
     (void)state;
-    const uint32_t n = 3000, nbytes = 2 * n; /* 12 sub-blocks, the last 184 symbols */
-    uint8_t *buf = malloc(nbytes);
-    fill_kv(buf, n, 2, 0);
+    /* 12 sub-blocks, the last one short; n chosen so that the bitstream
+     * does not end exactly at the frame length (there is padding to damage) */
+    uint32_t n = 3000, nbytes = 2 * n;
+    uint8_t *buf = malloc(2 * 3100);
     size_t len;
-    uint8_t *f = encode(buf, nbytes, 2, &len);
+    uint8_t *f = NULL;
+    for (;; n++) {
+        nbytes = 2 * n;
+        fill_kv(buf, n, 2, 0);
+        f = encode(buf, nbytes, 2, &len);
+        kvs_codec_layout l0 = {0};
+        assert_int_equal(kvs__codec_layout_of(nbytes, 2, &l0), 0);
+        uint64_t w0 = 0;
+        for (uint32_t k = 0; k < l0.nsub; k++)
+            w0 += f[l0.words_off + k];
+        if (f[0] == KVS_CODEC_MODE_HUFF && l0.bits_off + 4 * w0 < len)
+            break;
+        assert_true(n < 3100);
+        free(f);
+    }
     assert_int_equal(f[0], KVS_CODEC_MODE_HUFF);
     assert_int_equal(decode_copy(f, len, nbytes, 2), 0);
     kvs_codec_layout l = {0};
@@ -577,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_short_frames),
         cmocka_unit_test(test_length_limit),
         cmocka_unit_test(test_deterministic_ties),
+        cmocka_unit_test(test_builder_follows_the_rule),
         cmocka_unit_test(test_corrupt_frames),
         cmocka_unit_test(test_hand_made_frame),
         cmocka_unit_test(test_chunk),
