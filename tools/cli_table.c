@@ -37,6 +37,9 @@ const cli_opt cli_geometry_opts[] = {
     {"rank", "R", 1, "tensor-parallel rank (default 0)"},
     {"salt", "S", 1, "tenancy salt (default: namespace_salt of the configuration)"},
     {"device", "D", 1, "cpu (default) or cuda:N: where the KV buffer lives"},
+    {"content", "C", 1, "payload content: random (default; does not compress) or kv (bf16-like, "
+                         "a few exponent values, compresses as trained KV does under codec); "
+                         "store and retrieve --verify must use the same"},
     {"layout", "L", 1, "the cuda:N cache's layout: planes (default; vLLM before 0.26, "
                        "[2, blocks, 16, heads, dim]), packed-nhd or packed-hnd (vLLM 0.26 on: "
                        "(blocks, heads, 16, 2 * dim), NHD or HND memory order)"},
