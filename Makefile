@@ -61,7 +61,7 @@ test-fast: build
 # something new is merged, minimized, back into tests/fuzz/corpus/<target>.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = header config_yaml extra_json env
+FUZZ_TARGETS  = header config_yaml extra_json env codec
 build-fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKVS_FUZZ=ON -DKVS_WITH_CUDA=OFF $(CMAKE_ARGS)
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
