@@ -371,7 +371,7 @@ static const char *damage_name[] = {
  * without sums). */
 static int damage(uint8_t *fr, uint32_t *len, uint32_t elem, uint32_t nbytes, enum damage d)
 {
-    kvs_codec_layout l;
+    kvs_codec_layout l = {0};
     kvs__codec_layout_of(nbytes, elem, &l);
     int huff = fr[0] == KVS_CODEC_MODE_HUFF;
     uint64_t words = 0;
