@@ -103,6 +103,36 @@ kvs_cuda_status kvs_cuda_segment_sums(const void *data, uint64_t len, uint32_t s
 kvs_cuda_status kvs_cuda_sha256_pieces(const void *data, uint64_t len, uint32_t piece_bytes,
                                        uint8_t *digests, void *stream);
 
+/*
+ * The exp-huff codec (CODEC.md; cuda/kvs_codec.cu).  encode: frames of
+ * frame_bytes logical bytes of data[0, total) into out, packed (each frame
+ * 16-aligned, in order, no gaps); out_off, lens, stored_total and sums
+ * (XXH3-64 of each stored frame) are device outputs; scratch holds
+ * kvs_cuda_codec_scratch_bytes(total, frame_bytes, elem) bytes.  decode:
+ * nframes stored frames (frame i at stored + off[i], len[i] bytes) into
+ * out + i * frame_bytes (total logical bytes in all); each frame that breaks
+ * a rule, or whose sum differs from expected[i] (when expected is given),
+ * adds 1 to *bad (device word, not cleared here).
+ */
+uint64_t kvs_cuda_codec_scratch_bytes(uint64_t total, uint32_t frame_bytes, uint32_t elem);
+kvs_cuda_status kvs_cuda_codec_encode(const void *data, uint64_t total, uint32_t frame_bytes,
+                                      uint32_t elem, void *out, uint32_t *out_off, uint32_t *lens,
+                                      uint64_t *stored_total, uint64_t *sums, void *scratch,
+                                      void *stream);
+kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint32_t *off, const uint32_t *len,
+                                      uint32_t nframes, uint32_t frame_bytes, uint64_t total,
+                                      uint32_t elem, const uint64_t *expected, void *out,
+                                      uint32_t *bad, void *stream);
+
+/*
+ * The store capture's codec step (cuda/kvs_stage.cu): copies src to dst
+ * (len bytes, a multiple of 16, both 16-aligned) only when *stored (device)
+ * > limit, that is when the encoded frames are not small enough to be
+ * stored and the plain payload must take their place.
+ */
+kvs_cuda_status kvs_cuda_copy_unless_within(void *dst, const void *src, uint64_t len,
+                                            const uint64_t *stored, uint64_t limit, void *stream);
+
 /* The text of a kvs_cuda_status (cudaGetErrorString). */
 const char *kvs_cuda_strerror(kvs_cuda_status st);
 
