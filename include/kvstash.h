@@ -680,7 +680,10 @@ KVS_API void kvs_op_free(kvs_op *op);
       "chunks are compressed, the payload otherwise")                                \
     X(chunks_stored_compressed, counter, "kvstash_chunks_stored_compressed_total",   \
       "", "chunk files this engine published compressed (a subset of "               \
-      "kvstash_chunks_stored_total)")
+      "kvstash_chunks_stored_total)")                                                \
+    X(xfer_codec_ns, counter, "kvstash_codec_seconds_total", "",                     \
+      "nanoseconds host-memory transfers spent encoding and decoding compressed "    \
+      "chunks on the CPU, summed over I/O workers (exported in seconds)")
 
 /*
  * The fields of KVS_STATS_FIELDS that describe the whole store rather than

@@ -38,6 +38,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -294,28 +295,24 @@ kvs_reject kvs__chunk_check_header(const uint8_t *raw, uint64_t file_size,
 }
 
 kvs_reject kvs__chunk_check_table(const kvs_chunk_header *h, const uint8_t *block,
-                                  kvs_chunk_frames *f)
+                                  kvs_chunk_frames *f, char *why, size_t why_len)
 {
-    if (h->format_version != KVS_FORMAT_VERSION_CODEC || h->segment_count > KVS_MAX_SEGMENTS ||
-        kvs__checksum(block, KVS_CODEC_TABLE_BYTES) != h->table_sum)
-        return KVS_REJECT_BAD_HEADER;
-    uint32_t elem = (uint32_t)kvs_dtype_size((kvs_dtype)h->dtype);
-    uint64_t end = 0;
-    for (uint32_t i = 0; i < h->segment_count; i++) {
-        uint32_t off = get32(block + 8 * i), len = get32(block + 8 * i + 4);
-        uint32_t nbytes = kvs__frame_nbytes(h, i);
-        if (off % KVS_CODEC_FRAME_ALIGN || len % KVS_CODEC_FRAME_ALIGN ||
-            len < KVS_CODEC_MIN_FRAME || nbytes == 0 ||
-            len > kvs__codec_frame_bound(nbytes, elem) || off < end ||
-            (uint64_t)off + len > h->stored_bytes)
-            return KVS_REJECT_BAD_HEADER;
-        f->off[i] = off;
-        f->len[i] = len;
-        end = (uint64_t)off + len;
+    char scratch[8];
+    if (!why) {
+        why = scratch;
+        why_len = sizeof scratch;
     }
-    for (size_t i = 8 * (size_t)h->segment_count; i < KVS_CODEC_TABLE_BYTES; i++)
-        if (block[i])
-            return KVS_REJECT_BAD_HEADER;
+    if (h->format_version != KVS_FORMAT_VERSION_CODEC || h->segment_count > KVS_MAX_SEGMENTS) {
+        snprintf(why, why_len, "not a compressed chunk");
+        return KVS_REJECT_BAD_HEADER;
+    }
+    if (kvs__checksum(block, KVS_CODEC_TABLE_BYTES) != h->table_sum) {
+        snprintf(why, why_len, "the frame table does not match its sum in the header");
+        return KVS_REJECT_BAD_HEADER;
+    }
+    if (kvs__codec_table_parse(block, h->stored_bytes, h->segment_count, h->payload_bytes,
+                               h->segment_bytes, f->f, why, why_len) != 0)
+        return KVS_REJECT_BAD_HEADER;
     return KVS_REJECT_NONE;
 }
 
@@ -325,8 +322,8 @@ uint64_t kvs__chunk_encode_table(const kvs_chunk_header *h, const kvs_chunk_fram
     memset(block, 0, KVS_CODEC_TABLE_BYTES);
     uint32_t n = KVS_MIN(h->segment_count, KVS_MAX_SEGMENTS);
     for (uint32_t i = 0; i < n; i++) {
-        put32(block + 8 * i, f->off[i]);
-        put32(block + 8 * i + 4, f->len[i]);
+        put32(block + 8 * i, f->f[i].off);
+        put32(block + 8 * i + 4, f->f[i].len);
     }
     return kvs__checksum(block, KVS_CODEC_TABLE_BYTES);
 }

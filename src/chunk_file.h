@@ -40,6 +40,7 @@
 #define KVS_CHUNK_FILE_H
 
 #include "checksum.h"
+#include "codec.h"
 #include "key.h"
 
 #define KVS_HEADER_BYTES 4096u
@@ -97,10 +98,9 @@ typedef struct kvs_chunk_header {
 } kvs_chunk_header;
 
 /* The frame table of a compressed chunk: frame i's stored bytes are at file
- * offset KVS_FRAMES_OFFSET + off[i], len[i] of them. */
+ * offset KVS_FRAMES_OFFSET + f[i].off, f[i].len of them (codec.h). */
 typedef struct kvs_chunk_frames {
-    uint32_t off[KVS_MAX_SEGMENTS];
-    uint32_t len[KVS_MAX_SEGMENTS];
+    kvs_codec_frame f[KVS_MAX_SEGMENTS];
 } kvs_chunk_frames;
 
 /* Why a file is not served (each maps to a miss counter). */
@@ -165,19 +165,19 @@ static inline uint32_t kvs__frame_nbytes(const kvs_chunk_header *h, uint32_t i)
 static inline void kvs__frames_range(const kvs_chunk_frames *f, uint32_t first, uint32_t n,
                                      uint64_t *lo, uint64_t *hi)
 {
-    *lo = f->off[first];
-    *hi = (uint64_t)f->off[first + n - 1] + f->len[first + n - 1];
+    kvs__codec_frame_range(f->f, first, n, lo, hi);
 }
 
 /* A compressed chunk's frame table: checks the 4096-byte block at `block`
- * against h (decoded, version 2): its sum (table_sum), then every entry:
- * offsets multiples of 16 in increasing order without overlap, lengths of
- * at least 256, multiples of 16 and at most what the encoder can produce for
- * the frame's logical bytes (kvs__codec_frame_bound), everything inside
- * stored_bytes, and the entries past segment_count zero.  Fills *f.
- * KVS_REJECT_NONE or KVS_REJECT_BAD_HEADER. */
+ * against h (decoded, version 2): its sum (table_sum), then every entry by
+ * kvs__codec_table_parse (offsets multiples of 16 in increasing order
+ * without overlap, lengths of at least 256, multiples of 16 and at most
+ * what the encoder can produce for the frame's logical bytes, everything
+ * inside stored_bytes, the entries past segment_count zero).  Fills *f;
+ * why (may be NULL) receives what is wrong.  KVS_REJECT_NONE or
+ * KVS_REJECT_BAD_HEADER. */
 kvs_reject kvs__chunk_check_table(const kvs_chunk_header *h, const uint8_t *block,
-                                  kvs_chunk_frames *f);
+                                  kvs_chunk_frames *f, char *why, size_t why_len);
 
 /* Encodes f's first h->segment_count entries into block[4096]; returns the
  * block's sum (for h->table_sum). */
@@ -188,15 +188,6 @@ uint64_t kvs__chunk_encode_table(const kvs_chunk_header *h, const kvs_chunk_fram
  * version 2, codec, stored_bytes; table_sum from kvs__chunk_encode_table. */
 void kvs__header_set_codec(kvs_chunk_header *h, uint64_t stored_bytes, uint64_t table_sum);
 
-/* The writer's rule: whether a frame area of `stored` bytes is worth a
- * compressed file for a payload (smaller than the padded payload by at
- * least 1/32, and a shorter file than the plain one). */
-static inline bool kvs__codec_worth(uint64_t payload, uint64_t stored)
-{
-    uint64_t padded = kvs__padded_payload(payload);
-    return stored <= padded - padded / 32 &&
-           kvs__file_bytes_codec(stored) < kvs__file_bytes(payload);
-}
 /* The segment size for a payload: 64 KiB doubled until at most
  * KVS_MAX_SEGMENTS segments cover the padded payload. */
 uint32_t kvs__segment_bytes(uint64_t payload);

@@ -596,11 +596,16 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
             read_fail(c, read_errno_reason(errno), errno);
             goto close_resolve;
         }
-        rej = kvs__chunk_check_table(&c->hdr, table, &c->frames);
+        rej = kvs__chunk_check_table(&c->hdr, table, &c->frames, NULL, 0);
     }
     if (rej != KVS_REJECT_NONE) {
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
+        goto close_resolve;
+    }
+    if (c->hdr.codec && !op->xfer->reads_codec) {
+        /* a good file this data path cannot decode: another reader may */
+        chunk_fail(c, KVS_MISS_VERSION);
         goto close_resolve;
     }
     if (e->auth_key) {

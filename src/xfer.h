@@ -82,6 +82,9 @@ typedef struct kvs_xfer_ops {
      * before a read can complete the op; otherwise they are copied after
      * the reads are queued, overlapping them. */
     void (*file_open)(kvs_xchunk *c);
+    /* read_piece takes compressed chunks (hdr.codec != 0); without it such
+     * a file is a miss counted as another format version, left in place. */
+    bool reads_codec;
     kvs_xfer_rc (*read_piece)(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err);
     kvs_xfer_rc (*put_host)(kvs_xchunk *c, const void *payload);
     bool hits_first;
