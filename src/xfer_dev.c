@@ -52,8 +52,8 @@ static kvs_dev_chunk dev_chunk(const kvs_xchunk *c)
 static void frame_pairs(const kvs_xchunk *c, uint32_t *pairs)
 {
     for (uint32_t i = 0; i < c->hdr.segment_count && i < KVS_MAX_SEGMENTS; i++) {
-        pairs[2 * i] = c->frames.off[i];
-        pairs[2 * i + 1] = c->frames.len[i];
+        pairs[2 * i] = c->frames.f[i].off;
+        pairs[2 * i + 1] = c->frames.f[i].len;
     }
 }
 
@@ -62,8 +62,8 @@ static void frame_pairs(const kvs_xchunk *c, uint32_t *pairs)
 static void set_coded(kvs_xchunk *c, const kvs_dev_coded *k)
 {
     for (uint32_t i = 0; i < k->nframes && i < KVS_MAX_SEGMENTS; i++) {
-        c->frames.off[i] = k->off[i];
-        c->frames.len[i] = k->len[i];
+        c->frames.f[i].off = k->off[i];
+        c->frames.f[i].len = k->len[i];
     }
     kvs__header_set_codec(&c->hdr, k->stored_bytes, 0);
 }
@@ -247,6 +247,7 @@ const kvs_xfer_ops kvs__xfer_dev = {
     .op_begin = dev_op_begin,
     .op_end = dev_op_end,
     .file_open = dev_file_open,
+    .reads_codec = true,
     .read_piece = dev_read_piece,
     .put_host = dev_put_host,
     .hits_first = true,
