@@ -774,6 +774,12 @@ typedef struct kvs_ns_usage {
     int64_t oldest_access_ns;   /* last access of the least recently used
                                    chunk, wall clock ns; 0 without chunks */
     int64_t newest_access_ns;   /* ... of the most recently used chunk */
+    /* bytes is what the files take (stored: compressed chunks count their
+     * compressed size); logical_bytes is the KV they hold (the payloads,
+     * uncompressed), from the file's size where it is a plain full chunk of
+     * the namespace, else from its header (docs/capacity.md) */
+    uint64_t logical_bytes;
+    uint64_t compressed_chunks; /* chunk files stored compressed (format 2) */
 } kvs_ns_usage;
 
 /* Walks the store and describes each namespace, sorted by id.  *list_out is
@@ -809,6 +815,11 @@ typedef struct kvs_usage {
     double last_pass_seconds;   /* how long that pass took */
     uint32_t path_count;
     kvs_path_usage paths[KVS_ADMIN_MAX_PATHS];
+    /* measured = 1 only (a walk; the collector's record has stored bytes
+     * alone): the KV the chunk files hold, uncompressed, and how many of
+     * them are compressed (docs/capacity.md); 0 otherwise */
+    uint64_t logical_bytes;
+    uint64_t compressed_chunks;
 } kvs_usage;
 
 /* How full the store is.  measure = 0: what the collector last recorded
