@@ -24,8 +24,9 @@
  * expected sums are given): one block of 128 threads per frame checks the
  * header, unpacks the lengths, checks them (0..12, one at least, Kraft) and
  * builds the 4096-entry decode table in shared memory: each symbol's
- * place in canonical order comes from warp ballots, and each table entry
- * finds its code by a binary search over the codes' left-justified starts.
+ * place in canonical order comes from warp ballots, and each thread fills
+ * a run of 32 entries (in code order) from one binary search over the
+ * codes' left-justified starts and a walk.
  * Then one thread per sub-block, its first word from a prefix sum of the
  * u8 word counts, decodes its 256 symbols 8 at a time, merges them with the
  * raw bytes and stores 8 elements at once.  Every rule of the format is
@@ -629,21 +630,24 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         }
     }
     __syncthreads();
-    for (uint32_t i = tid; i < kTable; i += kDecThreads) {
-        const uint32_t v = brev_bits(i, kBits); /* the 12 next bits, first bit as MSB */
-        uint16_t e = 0;
-        if (v < kraft) {
-            uint32_t lo = 0, hi = present; /* last position with start <= v */
-            while (hi - lo > 1) {
-                const uint32_t mid = (lo + hi) / 2;
-                if (sm.sorted_start[mid] <= v)
-                    lo = mid;
-                else
-                    hi = mid;
-            }
-            e = sm.sorted_entry[lo];
+    /* v: the next 12 bits read with the first bit as MSB, the entry's index
+     * bit-reversed; each thread fills a run of kRun values of v, finding the
+     * code of the first by binary search and walking on from there */
+    constexpr uint32_t kRun = kTable / kDecThreads;
+    for (uint32_t v0 = tid * kRun; v0 < kTable; v0 += kDecThreads * kRun) {
+        uint32_t lo = 0, hi = present; /* last position with start <= v0 */
+        while (hi - lo > 1) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (sm.sorted_start[mid] <= v0)
+                lo = mid;
+            else
+                hi = mid;
         }
-        sm.table[i] = e;
+        for (uint32_t v = v0; v < v0 + kRun; v++) {
+            while (lo + 1 < present && sm.sorted_start[lo + 1] <= v)
+                lo++;
+            sm.table[brev_bits(v, kBits)] = v < kraft ? sm.sorted_entry[lo] : 0;
+        }
     }
     bool fail = any_nonzero(fr, lay.planes_off + lay.planes_len, lay.words_off) ||
                 any_nonzero(fr, lay.words_off + nsub, lay.bits_off);
@@ -668,7 +672,8 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         const uint32_t *wp = bits + first;
         const uint32_t e0 = k * kSub, cnt = min(kSub, n - e0);
         uint64_t buf = 0;
-        uint32_t avail = 0, idx = 0;
+        uint32_t avail = 0, idx = 0; /* bits in buf; words moved into buf */
+        uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
         for (uint32_t g = 0; g < cnt && !fail; g += 8) {
             const uint32_t m = min(8u, cnt - g);
             uint32_t sy[8];
@@ -677,8 +682,10 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
                 sy[j] = 0;
                 if ((uint32_t)j < m) {
                     if (avail < kBits && idx < wc) {
-                        buf |= (uint64_t)wp[idx++] << avail;
+                        buf |= (uint64_t)next << avail;
                         avail += 32;
+                        idx++;
+                        next = idx < wc ? wp[idx] : 0;
                     }
                     const uint32_t ent = sm.table[buf & (kTable - 1)];
                     uint32_t l = ent >> 8;
