@@ -454,15 +454,12 @@ static uint64_t stored_room(uint64_t slot_bytes)
                         (uint64_t)KVS_FILE_ALIGN);
 }
 
-/* The encoded frame area of a payload can take at most this: every frame
- * raw (kvs__codec_frame_bound). */
+/* Room for the encoded frame area of a payload: every frame raw at the
+ * bound of a whole frame (kvs__codec_frame_bound), which is what
+ * kvs_cuda_codec_encode asks of its output buffer. */
 static uint64_t frames_bound(uint64_t payload, uint32_t seg, uint32_t elem)
 {
-    if (payload == 0)
-        return 0;
-    uint64_t full = (payload - 1) / seg;
-    return full * kvs__codec_frame_bound(seg, elem) +
-           kvs__codec_frame_bound((uint32_t)(payload - full * seg), elem);
+    return (payload + seg - 1) / seg * kvs__codec_frame_bound(seg, elem);
 }
 
 /* The codec's part of a stage: the frames or the plain padded payload,
