@@ -16,7 +16,7 @@ rm -rf "$WORK"; mkdir -p "$WORK/gpu" "$WORK/e2e" "$FINAL"
 date -u +%FT%TZ | tee "$WORK/when.txt"
 start=$(date +%s)
 
-OUT=$WORK/gpu timeout "${GPU_BENCH_S:-260}" "$ROOT/bench/gpu_bench.sh" "${GPU_BENCH_MODE:-untuned}" \
+OUT=$WORK/gpu timeout "${GPU_BENCH_S:-300}" "$ROOT/bench/gpu_bench.sh" "${GPU_BENCH_MODE:-untuned}" \
     >"$WORK/gpu.log" 2>&1
 echo "gpu_bench.sh exit $? after $(( $(date +%s) - start )) s" | tee -a "$WORK/when.txt"
 grep -E "^(==|PASS|ok|not ok)|FAIL|passed|failed" "$WORK/gpu.log" | head -60
