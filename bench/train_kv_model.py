@@ -143,6 +143,19 @@ class MiniLlama(torch.nn.Module):
         return s.head(s._rms(x, s.norm)), kv
 
 
+def recast(model, conf, device, dtype, mini):
+    """model's weights in a model built in dtype.  Built, not cast with
+    .to(dtype): transformers keeps the rotary inv_freq buffer (not in the
+    state_dict) in fp32 when the model is built in bf16/fp16, as
+    bench/e2e_transformers.py builds it; .to() would round it too."""
+    if mini:
+        m = copy.deepcopy(model).to(dtype=dtype)
+    else:
+        m = hf_model(conf, device, dtype)
+        m.load_state_dict(model.state_dict())
+    return m.eval()
+
+
 def logits_of(model, x):
     if isinstance(model, MiniLlama):
         return model(x)[0]
@@ -411,10 +424,10 @@ def main():
     nseq = min(a.dump_seqs, len(vab) // a.seq)
     seqs = [va[i * a.seq:(i + 1) * a.seq] for i in range(nseq)]
     model.eval()
-    mb = copy.deepcopy(model).to(dtype=torch.bfloat16).eval()
+    mb = recast(model, conf, device, torch.bfloat16, a.mini)
     mh = None
     if device == "cuda":  # (torch on the CPU may lack fp16 matmul: the smoke test casts)
-        mh = copy.deepcopy(model).to(dtype=torch.float16).eval()
+        mh = recast(model, conf, device, torch.float16, a.mini)
     del model
     dumps = {}
     t0 = time.time()
@@ -430,7 +443,7 @@ def main():
         rc = llama_8b_config(a.random_layers)
         torch.manual_seed(1234)
         rb = hf_model(rc, device, torch.bfloat16).eval()
-        rh = copy.deepcopy(rb).to(dtype=torch.float16).eval()  # the same weights, in fp16
+        rh = recast(rb, rc, device, torch.float16, False)  # the same weights, in fp16
         ids = torch.from_numpy(np.random.default_rng(a.random_tokens).integers(
             0, rc["vocab_size"], a.random_tokens))
         dumps["random8b"] = write_dumps(rb, [ids], "random8b", dumpdir, device, rh)
