@@ -159,7 +159,7 @@ def recast(model, conf, device, dtype, mini):
 def logits_of(model, x):
     if isinstance(model, MiniLlama):
         return model(x)[0]
-    return model(input_ids=x).logits
+    return model(input_ids=x, use_cache=False).logits
 
 
 @torch.no_grad()
