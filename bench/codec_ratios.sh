@@ -47,7 +47,8 @@ TOOL=${KVS_CODEC_RATIO:-}
 find_tool() { find "$1" -maxdepth 3 -name kvs_codec_ratio -type f -perm -u+x 2>/dev/null | head -1; }
 [ -z "$TOOL" ] && [ -d "$BUILD" ] && TOOL=$(find_tool "$BUILD")
 if [ -z "$TOOL" ] && grep -q kvs_codec_ratio "$ROOT/CMakeLists.txt" 2>/dev/null; then
-    if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1 && [ ! -e /usr/include/xxhash.h ]; then
+    if ls "$ROOT"/.deps/*.deb >/dev/null 2>&1 && ! { [ -e /usr/include/xxhash.h ] &&
+            [ -e /usr/include/zstd.h ] && [ -e /usr/include/lz4.h ] && [ -e /usr/include/yaml.h ]; }; then
         D=/tmp/deps
         mkdir -p $D
         for f in "$ROOT"/.deps/*.deb; do dpkg -x "$f" $D; done
@@ -63,10 +64,13 @@ if [ -z "$TOOL" ] && grep -q kvs_codec_ratio "$ROOT/CMakeLists.txt" 2>/dev/null;
     B=$BUILD
     [ -f "$B/CMakeCache.txt" ] || B=/tmp/kvs-ratio-build
     log "building kvs_codec_ratio in $B"
-    { [ -f "$B/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release; } \
+    { [ -f "$B/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$B" -DCMAKE_BUILD_TYPE=Release -DKVS_WITH_CUDA=OFF -DKVS_BUILD_TESTS=OFF; } \
         >>"$LOG" 2>&1 && cmake --build "$B" -j "$(nproc)" --target kvs_codec_ratio >>"$LOG" 2>&1
     TOOL=$(find_tool "$B")
 fi
+# the libraries bench/gpu_bench.sh's build linked, when it took them from .deps
+[ -d /tmp/deps/usr/lib/x86_64-linux-gnu ] &&
+    export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/tmp/deps/usr/lib/x86_64-linux-gnu
 if [ -n "$TOOL" ]; then log "ratio tool: $TOOL"; else log "no kvs_codec_ratio: the script's own estimates only"; fi
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee -a "$LOG"
