@@ -1067,6 +1067,9 @@ static void codec_layers(void)
     CHECK(kvs_config_set(f.cfg, "codec", "on") == KVS_OK);
     CHECK(kvs_config_set(f.cfg, "chunk_size", "512") == KVS_OK);
     CHECK(kvs_config_set(f.cfg, "dev_piece_mb", "2") == KVS_OK);
+    /* three 12 MiB chunks, each staged gathered and encoded: more than the
+     * default 64 MiB of staging, which would drop one (by design) */
+    CHECK(kvs_config_set(f.cfg, "cufile_buffer_size", "512") == KVS_OK);
     kvs_namespace ns = codec_ns;
     ns.num_layers = 6;
     kvs_engine *e = NULL;
