@@ -81,6 +81,8 @@ static const cli_opt bench_opts[] = {
     {"direct-io", NULL, 'd', "also retrieve with O_DIRECT (from the disk)"},
     {"auth", NULL, 'a', "also measure authenticated chunks (auth_key_file, a random key in a "
                          "temporary file), same run"},
+    {"data", "KIND", 'D', "payload: random (default; does not compress) or bf16 (synthetic bf16 "
+                          "KV; with --device also measures codec off and on, same run)"},
     {0},
 };
 

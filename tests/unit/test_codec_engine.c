@@ -488,13 +488,12 @@ static void test_capacity_counts_stored(void **state)
     kvs_admin_close(a);
     /* the same KV stored plain is above the watermark: the collection evicts */
     kvs_config *off = config(f, "off");
-    assert_int_equal(kvs_config_set(off, "max_store_size", max), KVS_OK);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(off, &f->ns, &e), KVS_OK);
-    kvs_engine_close(e);
     uint32_t t2[NTOK];
     tokens(t2, 8);
+    /* stored before the limit is set: an engine over its watermark may drop
+     * stores, and whether it does depends on when its collector runs */
     store(f, off, t2, src, NULL);
+    assert_int_equal(kvs_config_set(off, "max_store_size", max), KVS_OK);
     assert_int_equal(kvs_admin_open(off, &a), KVS_OK);
     assert_int_equal(kvs_admin_gc(a, &go, &gr), KVS_OK);
     assert_true(gr.files_removed > 0);
