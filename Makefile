@@ -14,7 +14,7 @@ CMAKE_ARGS ?=
 DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
                python3-numpy python3-venv python3-pip libfuse3-dev fuse3 \
-               glusterfs-server glusterfs-client
+               glusterfs-server glusterfs-client libzstd-dev liblz4-dev
 
 .PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install wheel
 
@@ -61,7 +61,7 @@ test-fast: build
 # something new is merged, minimized, back into tests/fuzz/corpus/<target>.
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS  = header config_yaml extra_json env
+FUZZ_TARGETS  = header config_yaml extra_json env codec
 build-fuzz: deps
 	CC=clang cmake -S . -B $(FUZZ_BUILD) -DKVS_FUZZ=ON -DKVS_WITH_CUDA=OFF $(CMAKE_ARGS)
 	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
