@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # bench/gpu_bench.sh - kvstash on a GPU machine, in one go: build, GPU tests
 # (kernels, engine, cuFile with and without the udev entry it needs here),
-# the CLI round trip with --verify, doctor, then the benchmark table:
+# the CLI round trip with --verify, doctor, the GPU codec's test and its
+# encode/decode GB/s ($OUT/codec.json), then the benchmark table:
 # pinned copy ceilings, kvstash retrieve/store to and from a paged GPU cache
 # (Llama-3.1-8B shape: 32 MiB chunks, 128 chunks = 4 GiB = 32k tokens) with
 # files in /dev/shm, in the per-plane layout and again in vLLM 0.26+'s packed
-# NHD layout (each run with its own ceilings), the same from the disk with O_DIRECT beside dd, and
+# NHD layout (each run with its own ceilings), codec off vs on on synthetic
+# bf16 KV (issue 13: retrieve in logical KV bytes beside the pinned
+# host-to-device ceiling; store on vs off), the same from the disk with O_DIRECT beside dd, and
 # PyTorch baselines (torch.save/torch.load per chunk; LMCache's POSIX
 # fallback emulated: mmap then a copy from pageable memory, 4 threads).
 #
@@ -84,6 +87,11 @@ tests() {
     timeout 120 "$BUILD/tests/test_gpu_kernels" 2>&1 | tail -30
     log "test_gpu_sha256 (the auth digests kernel against OpenSSL; its GB/s)"
     timeout 120 "$BUILD/tests/test_gpu_sha256" 2>&1 | tail -8
+    log "test_gpu_codec (GPU codec frames == CPU codec frames; corrupted frames counted bad)"
+    timeout 180 "$BUILD/tests/test_gpu_codec" 2>&1 | tail -12
+    log "codec bench: GPU encode/decode GB/s of logical bytes beside cudaMemcpy D2D (2 GiB per dtype)"
+    rm -f "$OUT/codec.json"
+    timeout 120 "$BUILD/tests/test_gpu_codec" bench "$OUT/codec.json" 2>&1 | tail -6
     log "test_gpu_engine (no udev entry: cuFile must fall back cleanly)"
     udev_off
     mkdir -p "$DISK"
@@ -116,6 +124,13 @@ bench() {
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
         timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
         --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
+    rm -rf "$SHM"
+    log "kvstash bench, codec off vs on (issue 13), files in /dev/shm, synthetic bf16 KV, $CHUNKS chunks"
+    rm -rf "$SHM"; mkdir -p "$SHM"
+    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
+        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
+        --rounds 3 --data bf16 2>&1 | grep -v "engine open" | tee "$OUT/bench_codec.log" |
+        grep -E "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
     rm -rf "$SHM"
     log "kvstash bench, files in /dev/shm, packed NHD GPU cache (vLLM 0.26+: heads strided)"
     rm -rf "$SHM"; mkdir -p "$SHM"

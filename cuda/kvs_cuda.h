@@ -11,7 +11,10 @@
  *            function as the CPU's kvs__checksum, optionally compared with
  *            expected sums so that a later scatter can be gated on the result
  *            without a round trip to the host;
- *   sha256   SHA-256 of fixed-size pieces, for the chunk MACs.
+ *   sha256   SHA-256 of fixed-size pieces, for the chunk MACs;
+ *   codec    the exp-huff codec's frames (CODEC.md, src/codec_fmt.h):
+ *            encode, bit-identical to the CPU encoder, and a decoder that
+ *            is bounds-safe on any input.
  *
  * The addressing is exactly that of src/kvmap.c: payload row r of a chunk of
  * T tokens is (layer r / (P*T), plane (r / T) % P, token r % T); its head
@@ -102,6 +105,62 @@ kvs_cuda_status kvs_cuda_segment_sums(const void *data, uint64_t len, uint32_t s
  */
 kvs_cuda_status kvs_cuda_sha256_pieces(const void *data, uint64_t len, uint32_t piece_bytes,
                                        uint8_t *digests, void *stream);
+
+/*
+ * The exp-huff codec.  Frame i of a logical range of total bytes is bytes
+ * [i * frame_bytes, min((i + 1) * frame_bytes, total)); nframes =
+ * ceil(total / frame_bytes).  frame_bytes is a multiple of 16 and at most
+ * KVS_CUDA_CODEC_MAX_FRAME, total a multiple of elem (1, 2 or 4); every
+ * device buffer of data, stored bytes or output is 16-byte aligned.
+ */
+#define KVS_CUDA_CODEC_MAX_FRAME (1u << 30)
+
+/* Bytes of the scratch buffer kvs_cuda_codec_encode needs for these
+ * arguments (a worst-case slot per frame), or 0 when they are invalid. */
+uint64_t kvs_cuda_codec_scratch_bytes(uint64_t total, uint32_t frame_bytes, uint32_t elem);
+
+/*
+ * Encodes the frames of data (device) into out (device): frame i's stored
+ * bytes go to out + out_off[i], lens[i] bytes (>= 256, a multiple of 16),
+ * packed in order without gaps; *stored_total receives their sum; sums[i]
+ * (may be NULL) the XXH3-64 of frame i's stored bytes.  out_off, lens,
+ * stored_total and sums are device memory written by the launcher's own
+ * kernels.  out needs room for the worst case, nframes *
+ * kvs__codec_frame_bound(frame_bytes, elem) bytes; scratch (device) is
+ * kvs_cuda_codec_scratch_bytes bytes.  The stored frames are bit-identical
+ * to kvs__codec_encode_frame's.  Rejected (cudaErrorInvalidValue): the
+ * worst case over 4 GiB (offsets are u32).
+ */
+kvs_cuda_status kvs_cuda_codec_encode(const void *data, uint64_t total, uint32_t frame_bytes,
+                                      uint32_t elem, void *out, uint32_t *out_off, uint32_t *lens,
+                                      uint64_t *stored_total, uint64_t *sums, void *scratch,
+                                      void *stream);
+
+/*
+ * Decodes nframes stored frames (frame i at stored + off[i], len[i] bytes;
+ * off and len device arrays that the caller has checked to lie inside its
+ * buffer, e.g. with the CPU's frame-table check) into out (device; frame
+ * i's logical bytes at out + i * frame_bytes, total bytes in all).  A frame
+ * that breaks any rule of the format adds 1 to *bad (device word, not
+ * cleared here) and writes nothing outside its own output range (which may
+ * hold garbage then).  When expected (device, may be NULL) is given, the
+ * XXH3-64 of each stored frame is checked first and each mismatch adds 1
+ * to *bad too (a corrupted frame may thus count twice): a scatter gated on
+ * *bad == 0 sees only verified, decodable frames.
+ */
+kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint32_t *off, const uint32_t *len,
+                                      uint32_t nframes, uint32_t frame_bytes, uint64_t total,
+                                      uint32_t elem, const uint64_t *expected, void *out,
+                                      uint32_t *bad, void *stream);
+
+/*
+ * The store capture's codec step (cuda/kvs_stage.cu): copies src to dst
+ * (len bytes, a multiple of 16, both 16-aligned) only when *stored (device)
+ * > limit, that is when the encoded frames are not small enough to be
+ * stored and the plain payload must take their place.
+ */
+kvs_cuda_status kvs_cuda_copy_unless_within(void *dst, const void *src, uint64_t len,
+                                            const uint64_t *stored, uint64_t limit, void *stream);
 
 /* The text of a kvs_cuda_status (cudaGetErrorString). */
 const char *kvs_cuda_strerror(kvs_cuda_status st);

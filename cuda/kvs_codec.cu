@@ -1,0 +1,797 @@
+/*
+ * kvs_codec.cu - the exp-huff codec (CODEC.md, src/codec_fmt.h) on the GPU:
+ * frames bit-identical to the CPU encoder's, and a decoder that is
+ * bounds-safe on any input.
+ *
+ * Encode, three kernels:
+ *   encode_kernel  one block of 256 threads per frame: a histogram of the
+ *                  symbols in shared memory (one per warp, then summed), the
+ *                  code lengths from codec_fmt.h's builder run by one thread
+ *                  (its work area in shared memory), canonical codes, then
+ *                  one thread per 256-symbol sub-block counts its bits; a
+ *                  block-wide prefix sum of the word counts gives each
+ *                  sub-block's first word, the mode follows from the sizes
+ *                  (huff only when strictly shorter than raw, as on the CPU)
+ *                  and the frame is written into its worst-case slot of the
+ *                  scratch buffer, raw planes coalesced, each sub-block's
+ *                  words by its thread.
+ *   offsets_kernel one block: the packed offsets (prefix sum of the
+ *                  lengths, all multiples of 16) and the stored total.
+ *   pack_kernel    one block per frame: copies the slot to its packed place
+ *                  and hashes it (XXH3-64, kvs_xxh3.cuh).
+ *
+ * Decode, one kernel (plus the XXH3 check of kvs_xxh3.cuh first when
+ * expected sums are given): one block of 128 threads per frame checks the
+ * header, unpacks the lengths, checks them (0..12, one at least, Kraft) and
+ * builds the 4096-entry decode table in shared memory: each symbol's
+ * place in canonical order comes from warp ballots, and each thread fills
+ * a run of 32 entries (in code order) from one binary search over the
+ * codes' left-justified starts and a walk.
+ * Then one thread per sub-block, its first word from a prefix sum of the
+ * u8 word counts, decodes its 256 symbols 8 at a time, merges them with the
+ * raw bytes and stores 8 elements at once.  Every rule of the format is
+ * checked (see decode_kernel); a frame that breaks one adds 1 to *bad and
+ * writes only inside its own output range.
+ */
+#include "kvs_cuda.h"
+
+#include "kvs_xxh3.cuh"
+
+#include <cuda_runtime.h>
+
+#include "codec_fmt.h"
+
+namespace {
+
+constexpr int kEncThreads = 256;
+constexpr int kDecThreads = 128;
+constexpr int kScanThreads = 1024;
+constexpr uint32_t kSub = KVS_CODEC_SUB;
+constexpr uint32_t kBits = KVS_CODEC_MAX_BITS;
+constexpr uint32_t kTable = KVS_CODEC_TABLE_SIZE;
+
+/* Exclusive prefix sum of v over the block's NT threads (every thread
+ * calls); *total receives the sum of all.  Uses and reuses `tmp` (NT/32
+ * words + 1). */
+template <int NT>
+__device__ __forceinline__ uint32_t block_scan(uint32_t v, uint32_t *tmp, uint32_t *total)
+{
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint32_t x = v;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+        const uint32_t y = __shfl_up_sync(0xffffffffu, x, d);
+        if (lane >= d)
+            x += y;
+    }
+    __syncthreads(); /* tmp may still be read by a previous call */
+    if (lane == 31)
+        tmp[warp] = x;
+    __syncthreads();
+    if (warp == 0) {
+        uint32_t w = lane < NT / 32 ? tmp[lane] : 0;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+            const uint32_t y = __shfl_up_sync(0xffffffffu, w, d);
+            if (lane >= d)
+                w += y;
+        }
+        if (lane < NT / 32)
+            tmp[lane] = w; /* inclusive prefix of the warps */
+    }
+    __syncthreads();
+    *total = tmp[NT / 32 - 1];
+    return x - v + (warp ? tmp[warp - 1] : 0);
+}
+
+/* Canonical order of the 256 code lengths in len[]: for each present symbol
+ * its left-justified start (code << (12 - length)) and its position in
+ * (length, symbol) order, in start[] and pos[]; returns through the shared
+ * words kraft (sum of 2^(12 - length)) and present (symbols of nonzero
+ * length), and sets *bad when a length exceeds 12.  blockDim.x is a
+ * multiple of 32 and at most 256; every thread calls. */
+struct canon_smem {
+    uint16_t grp[8][kBits + 1]; /* symbols of each length per group of 32 */
+    uint8_t rank[256];          /* rank among the group's symbols of its length */
+    uint32_t base_start[kBits + 2];
+    uint32_t base_pos[kBits + 2];
+};
+
+__device__ void canonical(const uint8_t *len, canon_smem &cs, uint16_t *start, uint8_t *pos,
+                          int *bad)
+{
+    const int lane = threadIdx.x & 31;
+    for (int s = threadIdx.x; s < 256; s += blockDim.x) {
+        const uint32_t l = len[s];
+        if (l > kBits)
+            *bad = 1;
+        for (uint32_t b = 1; b <= kBits; b++) {
+            const uint32_t m = __ballot_sync(0xffffffffu, l == b);
+            if (lane == 0)
+                cs.grp[s >> 5][b] = (uint16_t)__popc(m);
+            if (l == b)
+                cs.rank[s] = (uint8_t)__popc(m & ((1u << lane) - 1));
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        uint32_t st = 0, ps = 0;
+        for (uint32_t b = 1; b <= kBits; b++) {
+            cs.base_start[b] = st;
+            cs.base_pos[b] = ps;
+            uint32_t c = 0;
+            for (int g = 0; g < 8; g++)
+                c += cs.grp[g][b];
+            st += c << (kBits - b);
+            ps += c;
+        }
+        cs.base_start[kBits + 1] = st; /* the Kraft sum, in units of 2^-12 */
+        cs.base_pos[kBits + 1] = ps;   /* symbols present */
+    }
+    __syncthreads();
+    for (int s = threadIdx.x; s < 256; s += blockDim.x) {
+        const uint32_t l = len[s];
+        if (l == 0 || l > kBits)
+            continue;
+        uint32_t r = cs.rank[s];
+        for (int g = 0; g < (s >> 5); g++)
+            r += cs.grp[g][l];
+        start[s] = (uint16_t)(cs.base_start[l] + (r << (kBits - l)));
+        pos[s] = (uint8_t)(cs.base_pos[l] + r);
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ uint32_t brev_bits(uint32_t v, uint32_t bits)
+{
+    return __brev(v) >> (32 - bits);
+}
+
+/* Symbol and raw bytes of element e of a frame (little-endian, elem bytes). */
+__device__ __forceinline__ uint32_t sym_of(uint32_t v, uint32_t elem)
+{
+    return elem == 1 ? v & 0xFFu : elem == 2 ? (v >> 7) & 0xFFu : (v >> 23) & 0xFFu;
+}
+
+/* 8 bytes from p: one 8-byte load where aligned, bytes otherwise. */
+__device__ __forceinline__ uint64_t load8(const uint8_t *p)
+{
+    if (((uintptr_t)p & 7) == 0)
+        return *(const uint64_t *)p;
+    uint64_t v = 0;
+#pragma unroll
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+__device__ __forceinline__ void store4(uint8_t *p, uint32_t v)
+{
+    if (((uintptr_t)p & 3) == 0) {
+        *(uint32_t *)p = v;
+    } else {
+        p[0] = (uint8_t)v;
+        p[1] = (uint8_t)(v >> 8);
+        p[2] = (uint8_t)(v >> 16);
+        p[3] = (uint8_t)(v >> 24);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* encode                                                                     */
+
+struct enc_smem {
+    union {
+        uint32_t hist[kEncThreads / 32][256];
+        kvs_codec_huff_work work;
+    } u;
+    uint32_t freq[256];
+    uint8_t len[256];
+    uint16_t start[256];
+    uint8_t pos[256];
+    uint16_t rcode[256];
+    canon_smem cs;
+    uint32_t scan[kEncThreads / 32 + 1];
+    int bad;
+};
+
+/* The elements of a frame as symbols, 16 input bytes at a time:
+ * f(first element index, symbol) for each. */
+__device__ __forceinline__ void symbols16(const uint4 &q, uint32_t elem, uint32_t *sy, int *cnt)
+{
+    const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+    if (elem == 1) {
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            sy[i] = (w[i >> 2] >> (8 * (i & 3))) & 0xFFu;
+        *cnt = 16;
+    } else if (elem == 2) {
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            sy[i] = ((w[i >> 1] >> (16 * (i & 1))) >> 7) & 0xFFu;
+        *cnt = 8;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            sy[i] = (w[i] >> 23) & 0xFFu;
+        *cnt = 4;
+    }
+}
+
+__device__ __forceinline__ uint32_t elem_at(const uint8_t *p, uint32_t elem)
+{
+    return elem == 1 ? p[0] : elem == 2 ? *(const uint16_t *)p : *(const uint32_t *)p;
+}
+
+__global__ void __launch_bounds__(kEncThreads)
+encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_bytes,
+              uint32_t elem, uint8_t *__restrict__ slots, uint64_t slot_bytes,
+              uint32_t *__restrict__ lens)
+{
+    __shared__ enc_smem sm;
+    const int tid = threadIdx.x, warp = tid >> 5;
+    const uint64_t f = blockIdx.x;
+    const uint8_t *in = data + f * frame_bytes;
+    const uint64_t rest = total - f * frame_bytes;
+    const uint32_t nbytes = rest < frame_bytes ? (uint32_t)rest : frame_bytes;
+    uint8_t *out = slots + f * slot_bytes;
+    kvs_codec_layout lay = {};
+    kvs__codec_layout_of(nbytes, elem, &lay); /* elem and nbytes checked by the launcher */
+    const uint32_t n = lay.n, nsub = lay.nsub;
+    const uint32_t nvec = nbytes / 16, vec_elems = 16 / elem;
+
+    /* 1. histogram, one per warp */
+    for (int i = tid; i < (kEncThreads / 32) * 256; i += kEncThreads)
+        (&sm.u.hist[0][0])[i] = 0;
+    __syncthreads();
+    for (uint32_t v = tid; v < nvec; v += kEncThreads) {
+        const uint4 q = ((const uint4 *)in)[v];
+        uint32_t sy[16];
+        int c;
+        symbols16(q, elem, sy, &c);
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            if (i < c)
+                atomicAdd(&sm.u.hist[warp][sy[i]], 1u);
+    }
+    for (uint32_t e = nvec * vec_elems + tid; e < n; e += kEncThreads)
+        atomicAdd(&sm.u.hist[warp][sym_of(elem_at(in + (uint64_t)e * elem, elem), elem)], 1u);
+    __syncthreads();
+    {
+        uint32_t c = 0;
+#pragma unroll
+        for (int w = 0; w < kEncThreads / 32; w++)
+            c += sm.u.hist[w][tid];
+        sm.freq[tid] = c;
+    }
+    __syncthreads();
+
+    /* 2. code lengths (the shared builder, one thread), canonical codes */
+    if (tid == 0) {
+        kvs__codec_build_lengths(sm.freq, sm.len, &sm.u.work);
+        sm.bad = 0;
+    }
+    __syncthreads();
+    canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
+    {
+        const uint32_t l = sm.len[tid];
+        sm.rcode[tid] = l ? (uint16_t)brev_bits(sm.start[tid] >> (kBits - l), l) : 0;
+    }
+    __syncthreads();
+
+    /* 3. words of each sub-block; the huff length */
+    uint32_t words_total = 0;
+    for (uint32_t base = 0; base < nsub; base += kEncThreads) {
+        const uint32_t k = base + tid;
+        uint32_t bits = 0;
+        if (k < nsub) {
+            const uint32_t e0 = k * kSub, e1 = min(e0 + kSub, n);
+            const uint32_t v1 = min((uint64_t)e1 * elem / 16, (uint64_t)nvec);
+            uint32_t e = e0;
+            for (uint32_t v = e0 * elem / 16; v < v1; v++, e += vec_elems) {
+                uint32_t sy[16];
+                int c;
+                symbols16(((const uint4 *)in)[v], elem, sy, &c);
+#pragma unroll
+                for (int i = 0; i < 16; i++)
+                    if (i < c)
+                        bits += sm.len[sy[i]];
+            }
+            for (; e < e1; e++)
+                bits += sm.len[sym_of(elem_at(in + (uint64_t)e * elem, elem), elem)];
+            /* words[k], written now: raw mode overwrites it with data */
+            out[lay.words_off + k] = (uint8_t)((bits + 31) / 32);
+        }
+        uint32_t t;
+        block_scan<kEncThreads>((bits + 31) / 32, sm.scan, &t);
+        words_total += t;
+    }
+    const uint64_t huff_len = kvs__codec_huff_len(&lay, words_total);
+    const bool huff = kvs__codec_use_huff(huff_len, nbytes);
+
+    if (!huff) {
+        /* raw: header, the bytes, zeros */
+        const uint64_t len = kvs__codec_raw_len(nbytes);
+        if (tid == 0) {
+            *(uint32_t *)out = KVS_CODEC_MODE_RAW | elem << 8;
+            *(uint32_t *)(out + 4) = nbytes;
+            lens[f] = (uint32_t)len;
+        }
+        const uint32_t n8 = nbytes / 8;
+        for (uint32_t i = tid; i < n8; i += kEncThreads)
+            *(uint64_t *)(out + 8 + 8 * (uint64_t)i) = *(const uint64_t *)(in + 8 * (uint64_t)i);
+        for (uint64_t i = 8 * (uint64_t)n8 + tid; i < nbytes; i += kEncThreads)
+            out[8 + i] = in[i];
+        for (uint64_t i = 8 + (uint64_t)nbytes + tid; i < len; i += kEncThreads)
+            out[i] = 0;
+        return;
+    }
+
+    /* 4. huff: header and lengths */
+    if (tid == 0) {
+        *(uint32_t *)out = KVS_CODEC_MODE_HUFF | elem << 8;
+        *(uint32_t *)(out + 4) = nbytes;
+        lens[f] = (uint32_t)huff_len;
+    }
+    if (tid < 128)
+        out[KVS_CODEC_LENGTHS_OFF + tid] = (uint8_t)(sm.len[2 * tid] | sm.len[2 * tid + 1] << 4);
+
+    /* raw planes, 4 elements per thread and step (coalesced), zero padding */
+    if (elem > 1) {
+        uint8_t *planes = out + KVS_CODEC_PLANES_OFF;
+        const uint32_t n4 = n / 4;
+        for (uint32_t g = tid; g < n4; g += kEncThreads) {
+            if (elem == 2) {
+                const uint2 q = *(const uint2 *)(in + 8 * (uint64_t)g);
+                const uint32_t a = q.x, b = q.y;
+                const uint32_t r = ((a >> 8) & 0x80u) | (a & 0x7Fu) |
+                                   (((a >> 24) & 0x80u) | ((a >> 16) & 0x7Fu)) << 8 |
+                                   (((b >> 8) & 0x80u) | (b & 0x7Fu)) << 16 |
+                                   (((b >> 24) & 0x80u) | ((b >> 16) & 0x7Fu)) << 24;
+                *(uint32_t *)(planes + 4 * (uint64_t)g) = r;
+            } else {
+                const uint4 q = *(const uint4 *)(in + 16 * (uint64_t)g);
+                const uint32_t w[4] = {q.x, q.y, q.z, q.w};
+                uint32_t r0 = 0, r1 = 0, r2 = 0;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    r0 |= (w[i] & 0xFFu) << (8 * i);
+                    r1 |= ((w[i] >> 8) & 0xFFu) << (8 * i);
+                    r2 |= (((w[i] >> 24) & 0x80u) | ((w[i] >> 16) & 0x7Fu)) << (8 * i);
+                }
+                store4(planes + 4 * (uint64_t)g, r0);
+                store4(planes + n + 4 * (uint64_t)g, r1);
+                store4(planes + 2 * (uint64_t)n + 4 * (uint64_t)g, r2);
+            }
+        }
+        for (uint32_t e = 4 * n4 + tid; e < n; e += kEncThreads) {
+            uint8_t raw[3];
+            kvs__codec_split(elem_at(in + (uint64_t)e * elem, elem), elem, raw);
+            for (uint32_t j = 0; j + 1 < elem; j++)
+                planes[(uint64_t)j * n + e] = raw[j];
+        }
+    }
+    for (uint64_t i = lay.planes_off + lay.planes_len + tid; i < lay.words_off; i += kEncThreads)
+        out[i] = 0;
+    for (uint64_t i = lay.words_off + nsub + tid; i < lay.bits_off; i += kEncThreads)
+        out[i] = 0;
+
+    /* 5. the bitstream: each thread its sub-block's words */
+    uint32_t carry = 0;
+    for (uint32_t base = 0; base < nsub; base += kEncThreads) {
+        const uint32_t k = base + tid;
+        const uint32_t wc = k < nsub ? out[lay.words_off + k] : 0;
+        uint32_t t;
+        const uint32_t first = carry + block_scan<kEncThreads>(wc, sm.scan, &t);
+        carry += t;
+        if (k >= nsub)
+            continue;
+        uint32_t *wp = (uint32_t *)(out + lay.bits_off) + first;
+        uint64_t acc = 0;
+        uint32_t nb = 0;
+        const uint32_t e0 = k * kSub, e1 = min(e0 + kSub, n);
+        const uint32_t v1 = min((uint64_t)e1 * elem / 16, (uint64_t)nvec);
+        uint32_t e = e0;
+        for (uint32_t v = e0 * elem / 16; v < v1; v++, e += vec_elems) {
+            uint32_t sy[16];
+            int c;
+            symbols16(((const uint4 *)in)[v], elem, sy, &c);
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                if (i < c) {
+                    acc |= (uint64_t)sm.rcode[sy[i]] << nb;
+                    nb += sm.len[sy[i]];
+                    if (nb >= 32) {
+                        *wp++ = (uint32_t)acc;
+                        acc >>= 32;
+                        nb -= 32;
+                    }
+                }
+            }
+        }
+        for (; e < e1; e++) {
+            const uint32_t s = sym_of(elem_at(in + (uint64_t)e * elem, elem), elem);
+            acc |= (uint64_t)sm.rcode[s] << nb;
+            nb += sm.len[s];
+            if (nb >= 32) {
+                *wp++ = (uint32_t)acc;
+                acc >>= 32;
+                nb -= 32;
+            }
+        }
+        if (nb)
+            *wp = (uint32_t)acc;
+    }
+    for (uint64_t i = lay.bits_off + 4 * (uint64_t)words_total + tid; i < huff_len;
+         i += kEncThreads)
+        out[i] = 0;
+}
+
+__global__ void __launch_bounds__(kScanThreads)
+offsets_kernel(const uint32_t *__restrict__ lens, uint32_t nframes, uint32_t *__restrict__ off,
+               uint64_t *__restrict__ stored_total)
+{
+    __shared__ uint32_t tmp[kScanThreads / 32 + 1];
+    uint32_t carry = 0;
+    for (uint32_t base = 0; base < nframes; base += kScanThreads) {
+        const uint32_t i = base + threadIdx.x;
+        const uint32_t l = i < nframes ? lens[i] : 0;
+        uint32_t t;
+        const uint32_t o = carry + block_scan<kScanThreads>(l, tmp, &t);
+        if (i < nframes)
+            off[i] = o;
+        carry += t;
+    }
+    if (threadIdx.x == 0)
+        *stored_total = carry;
+}
+
+__global__ void __launch_bounds__(kXxhThreads)
+pack_kernel(const uint8_t *__restrict__ slots, uint64_t slot_bytes,
+            const uint32_t *__restrict__ lens, const uint32_t *__restrict__ off,
+            uint8_t *__restrict__ out, uint64_t *__restrict__ sums)
+{
+    const uint64_t f = blockIdx.x;
+    const uint8_t *src = slots + f * slot_bytes;
+    const uint32_t len = lens[f];
+    uint4 *dst = (uint4 *)(out + off[f]);
+    for (uint32_t i = threadIdx.x; i < len / 16; i += kXxhThreads)
+        dst[i] = ((const uint4 *)src)[i];
+    const uint64_t h = xxh3_long(src, len);
+    if (threadIdx.x == 0 && sums)
+        sums[f] = h;
+}
+
+/* ------------------------------------------------------------------------ */
+/* decode                                                                     */
+
+__global__ void __launch_bounds__(kXxhThreads)
+check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ off,
+             const uint32_t *__restrict__ len, const uint64_t *__restrict__ expected,
+             uint32_t *bad)
+{
+    const uint64_t f = blockIdx.x;
+    const uint32_t o = off[f], l = len[f];
+    /* a frame too short or misaligned for the hash fails in decode_kernel */
+    if (l < KVS_CODEC_MIN_FRAME || l % 16 || o % 16)
+        return;
+    const uint64_t h = xxh3_long(stored + o, l);
+    if (threadIdx.x == 0 && h != expected[f])
+        atomicAdd(bad, 1u);
+}
+
+struct dec_smem {
+    uint16_t table[kTable];
+    uint8_t len[256];
+    uint16_t start[256];
+    uint8_t pos[256];
+    uint16_t sorted_start[256];
+    uint16_t sorted_entry[256];
+    canon_smem cs;
+    uint32_t scan[kDecThreads / 32 + 1];
+    int bad;
+};
+
+/* 8 elements of elem bytes from 8 symbols and raw plane bytes r0..r2
+ * (byte i of each is element i's), stored at dst (aligned to 8 * elem). */
+__device__ __forceinline__ void store8(uint8_t *dst, const uint32_t *sy, uint32_t elem,
+                                       uint64_t r0, uint64_t r1, uint64_t r2)
+{
+    if (elem == 1) {
+        uint64_t v = 0;
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+            v |= (uint64_t)sy[i] << (8 * i);
+        *(uint64_t *)dst = v;
+    } else if (elem == 2) {
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint32_t a = (uint32_t)(r0 >> (16 * i)) & 0xFFu;
+            const uint32_t b = (uint32_t)(r0 >> (16 * i + 8)) & 0xFFu;
+            const uint32_t ea = (a & 0x80u) << 8 | sy[2 * i] << 7 | (a & 0x7Fu);
+            const uint32_t eb = (b & 0x80u) << 8 | sy[2 * i + 1] << 7 | (b & 0x7Fu);
+            w[i] = ea | eb << 16;
+        }
+        *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
+    } else {
+        uint32_t w[8];
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t a = (uint32_t)(r0 >> (8 * i)) & 0xFFu;
+            const uint32_t b = (uint32_t)(r1 >> (8 * i)) & 0xFFu;
+            const uint32_t c = (uint32_t)(r2 >> (8 * i)) & 0xFFu;
+            w[i] = (c & 0x80u) << 24 | sy[i] << 23 | (c & 0x7Fu) << 16 | b << 8 | a;
+        }
+        *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
+        *(uint4 *)(dst + 16) = make_uint4(w[4], w[5], w[6], w[7]);
+    }
+}
+
+/* Nonzero when any byte of p[a, b) is nonzero; the block's threads share
+ * the range. */
+__device__ __forceinline__ bool any_nonzero(const uint8_t *p, uint64_t a, uint64_t b)
+{
+    bool nz = false;
+    for (uint64_t i = a + threadIdx.x; i < b; i += blockDim.x)
+        nz |= p[i] != 0;
+    return nz;
+}
+
+/*
+ * Rules checked (CODEC.md), any failure = the frame adds 1 to *bad:
+ * length >= 256, a multiple of 16, offset a multiple of 16; mode 0 or 1;
+ * elem as given; reserved 0; nbytes what the frame index implies.  Raw: the
+ * bytes and zero padding inside len.  Huff: lengths 0..12, one at least,
+ * Kraft sum <= 1; raw-plane and words padding zero; W inside len; each
+ * sub-block's words inside len, each symbol's code valid and inside the
+ * sub-block's words, all words used, the last word's unused bits zero; the
+ * bytes after the bitstream up to len zero.
+ */
+__global__ void __launch_bounds__(kDecThreads)
+decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ offs,
+              const uint32_t *__restrict__ lens, uint32_t frame_bytes, uint64_t total,
+              uint32_t elem, uint8_t *__restrict__ out, uint32_t *bad)
+{
+    __shared__ dec_smem sm;
+    const int tid = threadIdx.x;
+    const uint64_t f = blockIdx.x;
+    const uint64_t rest = total - f * frame_bytes;
+    const uint32_t nbytes = rest < frame_bytes ? (uint32_t)rest : frame_bytes;
+    uint8_t *dst = out + f * frame_bytes;
+    const uint32_t o = offs[f], L = lens[f];
+    const uint8_t *fr = stored + o;
+
+    if (L < KVS_CODEC_MIN_FRAME || L % 16 || o % 16) {
+        if (tid == 0)
+            atomicAdd(bad, 1u);
+        return;
+    }
+    const uint32_t h0 = *(const uint32_t *)fr, h1 = *(const uint32_t *)(fr + 4);
+    const uint32_t mode = h0 & 0xFFu;
+    if ((mode != KVS_CODEC_MODE_RAW && mode != KVS_CODEC_MODE_HUFF) || (h0 >> 8 & 0xFFu) != elem ||
+        (h0 >> 16) != 0 || h1 != nbytes) {
+        if (tid == 0)
+            atomicAdd(bad, 1u);
+        return;
+    }
+    if (tid == 0)
+        sm.bad = 0;
+    __syncthreads();
+
+    if (mode == KVS_CODEC_MODE_RAW) {
+        const uint64_t end = 8 + (uint64_t)nbytes;
+        if (end > L) {
+            if (tid == 0)
+                atomicAdd(bad, 1u);
+            return;
+        }
+        const uint32_t n8 = nbytes / 8;
+        for (uint32_t i = tid; i < n8; i += kDecThreads)
+            *(uint64_t *)(dst + 8 * (uint64_t)i) = *(const uint64_t *)(fr + 8 + 8 * (uint64_t)i);
+        for (uint64_t i = 8 * (uint64_t)n8 + tid; i < nbytes; i += kDecThreads)
+            dst[i] = fr[8 + i];
+        if (any_nonzero(fr, end, L))
+            sm.bad = 1;
+        __syncthreads();
+        if (tid == 0 && sm.bad)
+            atomicAdd(bad, 1u);
+        return;
+    }
+
+    kvs_codec_layout lay = {};
+    kvs__codec_layout_of(nbytes, elem, &lay);
+    const uint32_t n = lay.n, nsub = lay.nsub;
+    if (lay.bits_off > L) {
+        if (tid == 0)
+            atomicAdd(bad, 1u);
+        return;
+    }
+
+    /* the code: lengths, their checks, the decode table */
+    for (int i = tid; i < 128; i += kDecThreads) {
+        const uint8_t b = fr[KVS_CODEC_LENGTHS_OFF + i];
+        sm.len[2 * i] = b & 0x0Fu;
+        sm.len[2 * i + 1] = b >> 4;
+    }
+    __syncthreads();
+    canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
+    const uint32_t kraft = sm.cs.base_start[kBits + 1], present = sm.cs.base_pos[kBits + 1];
+    if (sm.bad || present == 0 || kraft > kTable) {
+        if (tid == 0)
+            atomicAdd(bad, 1u);
+        return;
+    }
+    for (int s = tid; s < 256; s += kDecThreads) {
+        const uint32_t l = sm.len[s];
+        if (l) {
+            sm.sorted_start[sm.pos[s]] = sm.start[s];
+            sm.sorted_entry[sm.pos[s]] = (uint16_t)(s | l << 8);
+        }
+    }
+    __syncthreads();
+    /* v: the next 12 bits read with the first bit as MSB, the entry's index
+     * bit-reversed; each thread fills a run of kRun values of v, finding the
+     * code of the first by binary search and walking on from there */
+    constexpr uint32_t kRun = kTable / kDecThreads;
+    for (uint32_t v0 = tid * kRun; v0 < kTable; v0 += kDecThreads * kRun) {
+        uint32_t lo = 0, hi = present; /* last position with start <= v0 */
+        while (hi - lo > 1) {
+            const uint32_t mid = (lo + hi) / 2;
+            if (sm.sorted_start[mid] <= v0)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        for (uint32_t v = v0; v < v0 + kRun; v++) {
+            while (lo + 1 < present && sm.sorted_start[lo + 1] <= v)
+                lo++;
+            sm.table[brev_bits(v, kBits)] = v < kraft ? sm.sorted_entry[lo] : 0;
+        }
+    }
+    bool fail = any_nonzero(fr, lay.planes_off + lay.planes_len, lay.words_off) ||
+                any_nonzero(fr, lay.words_off + nsub, lay.bits_off);
+    __syncthreads();
+
+    /* the sub-blocks */
+    const uint8_t *planes = fr + KVS_CODEC_PLANES_OFF;
+    const uint32_t *bits = (const uint32_t *)(fr + lay.bits_off);
+    uint32_t carry = 0;
+    for (uint32_t base = 0; base < nsub; base += kDecThreads) {
+        const uint32_t k = base + tid;
+        const uint32_t wc = k < nsub ? fr[lay.words_off + k] : 0;
+        uint32_t t;
+        const uint32_t first = carry + block_scan<kDecThreads>(wc, sm.scan, &t);
+        carry += t;
+        if (k >= nsub || fail)
+            continue;
+        if (wc > KVS_CODEC_SUB_MAX_WORDS || lay.bits_off + 4 * ((uint64_t)first + wc) > L) {
+            fail = true;
+            continue;
+        }
+        const uint32_t *wp = bits + first;
+        const uint32_t e0 = k * kSub, cnt = min(kSub, n - e0);
+        uint64_t buf = 0;
+        uint32_t avail = 0, idx = 0; /* bits in buf; words moved into buf */
+        uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
+        for (uint32_t g = 0; g < cnt && !fail; g += 8) {
+            const uint32_t m = min(8u, cnt - g);
+            uint32_t sy[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                sy[j] = 0;
+                if ((uint32_t)j < m) {
+                    if (avail < kBits && idx < wc) {
+                        buf |= (uint64_t)next << avail;
+                        avail += 32;
+                        idx++;
+                        next = idx < wc ? wp[idx] : 0;
+                    }
+                    const uint32_t ent = sm.table[buf & (kTable - 1)];
+                    uint32_t l = ent >> 8;
+                    if (ent == 0 || l > avail) {
+                        fail = true;
+                        l = 0;
+                    }
+                    sy[j] = ent & 0xFFu;
+                    buf >>= l;
+                    avail -= l;
+                }
+            }
+            if (fail)
+                break;
+            const uint64_t e = e0 + g;
+            if (m == 8) {
+                uint64_t r0 = 0, r1 = 0, r2 = 0;
+                if (elem >= 2)
+                    r0 = load8(planes + e);
+                if (elem == 4) {
+                    r1 = load8(planes + n + e);
+                    r2 = load8(planes + 2 * (uint64_t)n + e);
+                }
+                store8(dst + e * elem, sy, elem, r0, r1, r2);
+            } else {
+                for (uint32_t j = 0; j < m; j++) {
+                    uint8_t raw[3] = {0, 0, 0};
+                    for (uint32_t p = 0; p + 1 < elem; p++)
+                        raw[p] = planes[(uint64_t)p * n + e + j];
+                    kvs__codec_store_elem(dst + (e + j) * elem,
+                                          kvs__codec_merge(sy[j], raw, elem), elem);
+                }
+            }
+        }
+        if (!fail && (idx != wc || avail >= 32 || buf != 0))
+            fail = true;
+    }
+    if (fail || any_nonzero(fr, lay.bits_off + 4 * (uint64_t)carry, L))
+        sm.bad = 1;
+    __syncthreads();
+    if (tid == 0 && sm.bad)
+        atomicAdd(bad, 1u);
+}
+
+/* A frame's slot in the encoder's scratch: room for its raw form and for
+ * everything before the bitstream (the word counts are written there
+ * before the mode is decided). */
+uint64_t slot_bytes_of(uint32_t frame_bytes, uint32_t elem)
+{
+    kvs_codec_layout lay = {};
+    kvs__codec_layout_of(frame_bytes, elem, &lay);
+    const uint64_t raw = kvs__codec_frame_bound(frame_bytes, elem);
+    return kvs__codec_align(raw > lay.bits_off ? raw : lay.bits_off, 16);
+}
+
+} // namespace
+
+extern "C" uint64_t kvs_cuda_codec_scratch_bytes(uint64_t total, uint32_t frame_bytes,
+                                                 uint32_t elem)
+{
+    if (frame_bytes == 0 || !kvs__codec_elem_ok(elem) || frame_bytes % elem)
+        return 0;
+    return (total + frame_bytes - 1) / frame_bytes * slot_bytes_of(frame_bytes, elem);
+}
+
+extern "C" kvs_cuda_status kvs_cuda_codec_encode(const void *data, uint64_t total,
+                                                 uint32_t frame_bytes, uint32_t elem, void *out,
+                                                 uint32_t *out_off, uint32_t *lens,
+                                                 uint64_t *stored_total, uint64_t *sums,
+                                                 void *scratch, void *stream)
+{
+    if (!data || !out || !out_off || !lens || !stored_total || !scratch || total == 0 ||
+        !kvs__codec_elem_ok(elem) || total % elem || frame_bytes == 0 || frame_bytes % 16 ||
+        frame_bytes > KVS_CUDA_CODEC_MAX_FRAME || (uintptr_t)data % 16 || (uintptr_t)out % 16 ||
+        (uintptr_t)scratch % 16)
+        return cudaErrorInvalidValue;
+    const uint64_t nframes = (total + frame_bytes - 1) / frame_bytes;
+    const uint64_t slot = slot_bytes_of(frame_bytes, elem);
+    if (nframes * slot > UINT32_MAX)
+        return cudaErrorInvalidValue; /* offsets are u32 */
+    cudaStream_t s = (cudaStream_t)stream;
+    encode_kernel<<<(unsigned)nframes, kEncThreads, 0, s>>>(
+        (const uint8_t *)data, total, frame_bytes, elem, (uint8_t *)scratch, slot, lens);
+    offsets_kernel<<<1, kScanThreads, 0, s>>>(lens, (uint32_t)nframes, out_off, stored_total);
+    pack_kernel<<<(unsigned)nframes, kXxhThreads, 0, s>>>((const uint8_t *)scratch, slot, lens,
+                                                          out_off, (uint8_t *)out, sums);
+    return (kvs_cuda_status)cudaGetLastError();
+}
+
+extern "C" kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint32_t *off,
+                                                 const uint32_t *len, uint32_t nframes,
+                                                 uint32_t frame_bytes, uint64_t total,
+                                                 uint32_t elem, const uint64_t *expected,
+                                                 void *out, uint32_t *bad, void *stream)
+{
+    if (!stored || !off || !len || !out || !bad || total == 0 || !kvs__codec_elem_ok(elem) ||
+        total % elem || frame_bytes == 0 || frame_bytes % 16 ||
+        frame_bytes > KVS_CUDA_CODEC_MAX_FRAME || (uintptr_t)stored % 16 ||
+        (uintptr_t)out % 16 || (total + frame_bytes - 1) / frame_bytes != nframes ||
+        nframes > 0x7fffffffu)
+        return cudaErrorInvalidValue;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (expected)
+        check_kernel<<<nframes, kXxhThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
+                                                    bad);
+    decode_kernel<<<nframes, kDecThreads, 0, s>>>((const uint8_t *)stored, off, len, frame_bytes,
+                                                  total, elem, (uint8_t *)out, bad);
+    return (kvs_cuda_status)cudaGetLastError();
+}
