@@ -551,12 +551,49 @@ static void test_compress_rule(void **state)
     kvs_config_free(keyed);
 }
 
+/* codec on with the CPU tier: the tier's copy (filled while encoding) holds
+ * the logical bytes, and a hit from it is bit-identical. */
+static void test_cpu_tier_holds_logical(void **state)
+{
+    fixture *f = *state;
+    kvs_config *on = config(f, "on");
+    assert_int_equal(kvs_config_set(on, "local_cpu", "true"), KVS_OK);
+    assert_int_equal(kvs_config_set(on, "max_local_cpu_size", "0.1"), KVS_OK);
+    kv *src = malloc(sizeof *src), *dst = malloc(sizeof *dst);
+    kv_init(src, 11, false);
+    uint32_t t[NTOK];
+    tokens(t, 11);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(on, &f->ns, &e), KVS_OK);
+    kvs_op *op = NULL;
+    kvs_op_result r;
+    assert_int_equal(kvs_store(e, t, NTOK, &src->kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+    kvs_op_free(op);
+    assert_int_equal(r.tokens, NTOK);
+    kv_init(dst, 0, true);
+    memset(dst->mem, 0xee, sizeof dst->mem);
+    size_t n = 0;
+    assert_int_equal(kvs_retrieve(e, t, NTOK, &dst->kv, &n), KVS_OK);
+    assert_int_equal(n, NTOK);
+    assert_memory_equal(dst->mem, src->mem, sizeof src->mem);
+    kvs_stats s;
+    assert_int_equal(kvs_engine_stats(e, &s, sizeof s), KVS_OK);
+    assert_int_equal(s.chunks_stored_compressed, NCHUNK);
+    assert_int_equal(s.hits_cpu, NCHUNK);
+    kvs_engine_close(e);
+    free(src);
+    free(dst);
+    kvs_config_free(on);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_compress_rule, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plain_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_tier_holds_logical, setup, teardown),
         cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operator_view, setup, teardown),
         cmocka_unit_test_setup_teardown(test_capacity_counts_stored, setup, teardown),
