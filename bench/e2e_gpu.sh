@@ -16,7 +16,10 @@
 # the machine's disk, read back from the page cache, the fastest of the
 # places bench/RESULTS.md measured there), E2E_EXTRA (LMCACHE_EXTRA_CONFIG
 # JSON), E2E_IO_PATH (default posix; cuFile's compatibility mode is slower
-# there), KVSTASH_LIBRARY (a libkvstash.so built with CUDA: no build here).
+# there), E2E_CODEC (codec of process A's store, default auto: compressed on
+# the GPU; the 8B restore also times the hit on plain files, codec off, in
+# the same process: --compare-plain), KVSTASH_LIBRARY (a libkvstash.so built
+# with CUDA: no build here).
 set -uo pipefail
 MODE=${1:-quick}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -99,15 +102,17 @@ export CUBLAS_WORKSPACE_CONFIG=:4096:8
 # max_pending_store_size: a 32k-token store is 4.3 GB of KV in flight at once.
 export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io": false, "max_pending_store_size": 8}'}
 export KVSTASH_IO_PATH=${E2E_IO_PATH:-posix}
+export KVSTASH_CODEC=${E2E_CODEC:-auto}
 STORE=${E2E_STORE:-/root/kvs-e2e-store}
 STATUS=0
 
-e2e() {  # e2e NAME MODEL PREFIXES
+e2e() {  # e2e NAME MODEL PREFIXES [restore options]
     local name=$1 model=$2 prefixes=$3
+    shift 3
     rm -rf "$STORE"
     mkdir -p "$STORE"
     export LMCACHE_WEKA_PATH=$STORE
-    log "e2e $name: process A stores ($model, prefixes $prefixes)"
+    log "e2e $name: process A stores ($model, prefixes $prefixes, codec $KVSTASH_CODEC)"
     python3 bench/e2e_transformers.py store --model "$model" --prefix "$prefixes" \
         --out "$OUT/$name-a.json" 2>&1 | tee -a "$OUT/e2e.log" | grep -v "^kvstash info" \
         | tee -a "$OUT/summary.txt"
@@ -115,7 +120,7 @@ e2e() {  # e2e NAME MODEL PREFIXES
     variant=$(python3 -c "import json; print(json.load(open('$OUT/$name-a.json'))['variant'])")
     log "e2e $name: process B restores"
     python3 bench/e2e_transformers.py restore --model "$model" --prefix "$prefixes" \
-        --expect-variant "$variant" --out "$OUT/$name-b.json" 2>&1 | tee -a "$OUT/e2e.log" \
+        --expect-variant "$variant" --out "$OUT/$name-b.json" "$@" 2>&1 | tee -a "$OUT/e2e.log" \
         | grep -v "^kvstash info" | tee -a "$OUT/summary.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || STATUS=1
 }
@@ -124,7 +129,7 @@ e2e small small 2048
 if [ "$MODE" = full ] && [ "$STATUS" -ne 0 ] && [ -z "${E2E_FORCE:-}" ]; then
     log "the small model failed: not running the 8B one (E2E_FORCE=1 runs it anyway)"
 elif [ "$MODE" = full ]; then
-    e2e llama8b 8b 8192,32768
+    e2e llama8b 8b 8192,32768 --compare-plain
 fi
 # Layer-pipelined loading on vLLM 0.33's packed layout (docs/vllm.md): last,
 # so it never takes time from the end-to-end runs.

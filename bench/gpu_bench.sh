@@ -6,7 +6,9 @@
 # pinned copy ceilings, kvstash retrieve/store to and from a paged GPU cache
 # (Llama-3.1-8B shape: 32 MiB chunks, 128 chunks = 4 GiB = 32k tokens) with
 # files in /dev/shm, in the per-plane layout and again in vLLM 0.26+'s packed
-# NHD layout (each run with its own ceilings), the same from the disk with O_DIRECT beside dd, and
+# NHD layout (each run with its own ceilings), codec off vs on on synthetic
+# bf16 KV (issue 13: retrieve in logical KV bytes beside the pinned
+# host-to-device ceiling; store on vs off), the same from the disk with O_DIRECT beside dd, and
 # PyTorch baselines (torch.save/torch.load per chunk; LMCache's POSIX
 # fallback emulated: mmap then a copy from pageable memory, 4 threads).
 #
@@ -122,6 +124,13 @@ bench() {
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
         timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
         --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
+    rm -rf "$SHM"
+    log "kvstash bench, codec off vs on (issue 13), files in /dev/shm, synthetic bf16 KV, $CHUNKS chunks"
+    rm -rf "$SHM"; mkdir -p "$SHM"
+    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
+        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
+        --rounds 3 --data bf16 2>&1 | grep -v "engine open" | tee "$OUT/bench_codec.log" |
+        grep -E "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
     rm -rf "$SHM"
     log "kvstash bench, files in /dev/shm, packed NHD GPU cache (vLLM 0.26+: heads strided)"
     rm -rf "$SHM"; mkdir -p "$SHM"

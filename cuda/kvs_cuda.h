@@ -153,6 +153,15 @@ kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint32_t *off, c
                                       uint32_t elem, const uint64_t *expected, void *out,
                                       uint32_t *bad, void *stream);
 
+/*
+ * The store capture's codec step (cuda/kvs_stage.cu): copies src to dst
+ * (len bytes, a multiple of 16, both 16-aligned) only when *stored (device)
+ * > limit, that is when the encoded frames are not small enough to be
+ * stored and the plain payload must take their place.
+ */
+kvs_cuda_status kvs_cuda_copy_unless_within(void *dst, const void *src, uint64_t len,
+                                            const uint64_t *stored, uint64_t limit, void *stream);
+
 /* The text of a kvs_cuda_status (cudaGetErrorString). */
 const char *kvs_cuda_strerror(kvs_cuda_status st);
 

@@ -614,9 +614,9 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(store_failed_timeout, counter, "kvstash_store_failures_total",                 \
       "reason=\"timeout\"", "chunk writes past their deadline")                      \
     X(bytes_read, counter, "kvstash_bytes_total", "op=\"read\"",                     \
-      "payload bytes read from the store")                                           \
+      "payload bytes read from the store (logical: as delivered, decompressed)")     \
     X(bytes_written, counter, "kvstash_bytes_total", "op=\"write\"",                 \
-      "payload bytes written to the store")                                          \
+      "payload bytes written to the store (logical: before compression)")            \
     X(bytes_cpu_hit, counter, "kvstash_bytes_total", "op=\"cpu_hit\"",               \
       "payload bytes served from the CPU tier")                                      \
     X(retrieve_ns, counter, "kvstash_retrieve_seconds_total", "",                    \
@@ -671,7 +671,19 @@ KVS_API void kvs_op_free(kvs_op *op);
     X(xfer_copy_ns, counter, "kvstash_transfer_seconds_total", "phase=\"copy\"",     \
       "nanoseconds host-memory transfers spent copying between buffers and KV "      \
       "memory (scatter, gather, CPU tier), summed over threads (exported in "        \
-      "seconds)")
+      "seconds)")                                                                    \
+    X(stored_bytes_read, counter, "kvstash_stored_bytes_total", "op=\"read\"",        \
+      "chunk file bytes read from the store as stored: compressed frames where "     \
+      "chunks are compressed (docs/codec.md), the payload otherwise")                \
+    X(stored_bytes_written, counter, "kvstash_stored_bytes_total", "op=\"write\"",    \
+      "chunk file bytes written to the store as stored: compressed frames where "    \
+      "chunks are compressed, the payload otherwise")                                \
+    X(chunks_stored_compressed, counter, "kvstash_chunks_stored_compressed_total",   \
+      "", "chunk files this engine published compressed (a subset of "               \
+      "kvstash_chunks_stored_total)")                                                \
+    X(xfer_codec_ns, counter, "kvstash_codec_seconds_total", "",                     \
+      "nanoseconds host-memory transfers spent encoding and decoding compressed "    \
+      "chunks on the CPU, summed over I/O workers (exported in seconds)")
 
 /*
  * The fields of KVS_STATS_FIELDS that describe the whole store rather than
@@ -762,6 +774,12 @@ typedef struct kvs_ns_usage {
     int64_t oldest_access_ns;   /* last access of the least recently used
                                    chunk, wall clock ns; 0 without chunks */
     int64_t newest_access_ns;   /* ... of the most recently used chunk */
+    /* bytes is what the files take (stored: compressed chunks count their
+     * compressed size); logical_bytes is the KV they hold (the payloads,
+     * uncompressed), from the file's size where it is a plain full chunk of
+     * the namespace, else from its header (docs/capacity.md) */
+    uint64_t logical_bytes;
+    uint64_t compressed_chunks; /* chunk files stored compressed (format 2) */
 } kvs_ns_usage;
 
 /* Walks the store and describes each namespace, sorted by id.  *list_out is
@@ -797,6 +815,11 @@ typedef struct kvs_usage {
     double last_pass_seconds;   /* how long that pass took */
     uint32_t path_count;
     kvs_path_usage paths[KVS_ADMIN_MAX_PATHS];
+    /* measured = 1 only (a walk; the collector's record has stored bytes
+     * alone): the KV the chunk files hold, uncompressed, and how many of
+     * them are compressed (docs/capacity.md); 0 otherwise */
+    uint64_t logical_bytes;
+    uint64_t compressed_chunks;
 } kvs_usage;
 
 /* How full the store is.  measure = 0: what the collector last recorded

@@ -94,6 +94,9 @@ const char *kvs_admin_path(const kvs_admin *a, uint32_t index)
 typedef struct ns_acc {
     uint64_t chunks, bytes, temp_files, temp_bytes;
     int64_t oldest, newest;
+    uint64_t logical, compressed;
+    int shape;                 /* 0: not looked up; 1: full_file known; -1: unknown */
+    uint64_t full_file, full_payload; /* a plain full chunk's file and payload */
 } ns_acc;
 
 typedef struct list_ctx {
@@ -103,8 +106,82 @@ typedef struct list_ctx {
     uint64_t used[KVS_MAX_STORE_PATHS], chunks[KVS_MAX_STORE_PATHS];
     uint64_t temp_files;
     uint32_t ns_per_path[KVS_MAX_STORE_PATHS];
+    uint64_t logical, compressed;
+    kvs_admin *admin;
     bool nomem;
 } list_ctx;
+
+static char *read_identity(kvs_admin *a, const char *ns);
+static uint64_t ident_u64(const char *text, const char *key);
+
+/* The file and payload bytes of a full chunk of namespace folder ns, stored
+ * plain, from its NAMESPACE.json (dtype, layout and geometry); false when
+ * that is missing or does not parse. */
+static bool full_chunk_of(kvs_admin *a, const char *ns, uint64_t *file, uint64_t *payload)
+{
+    char *text = read_identity(a, ns);
+    bool ok = false;
+    const char *d = text ? strstr(text, "\"dtype\":\"") : NULL;
+    if (d) {
+        char name[16] = "";
+        d += strlen("\"dtype\":\"");
+        size_t n = strcspn(d, "\"");
+        kvs_dtype dt;
+        if (n < sizeof name) {
+            memcpy(name, d, n);
+            name[n] = '\0';
+        }
+        bool mla = strstr(text, "\"layout\":\"mla\"") != NULL;
+        uint64_t layers = ident_u64(text, "num_layers"), heads = ident_u64(text, "num_kv_heads"),
+                 dim = ident_u64(text, "head_dim"), chunk = ident_u64(text, "chunk_size");
+        if (kvs_dtype_parse(name, &dt) == KVS_OK && layers && heads && dim && chunk &&
+            layers < (1u << 16) && heads < (1u << 16) && dim < (1u << 20) && chunk < (1u << 24)) {
+            uint64_t row = (mla ? 1 : heads) * dim * kvs_dtype_size(dt);
+            *payload = (mla ? 1 : 2) * layers * chunk * row;
+            *file = kvs__file_bytes(*payload);
+            ok = *payload <= KVS_MAX_PAYLOAD_BYTES;
+        }
+    }
+    kvs__free(text);
+    return ok;
+}
+
+/* The logical (uncompressed payload) bytes of a chunk file of `size` bytes
+ * in folder e: a plain full chunk of its namespace by its size alone, else
+ * by the first bytes of its header (compressed files and partial chunks);
+ * *compressed: it is stored compressed.  0 for what has no valid start. */
+static uint64_t logical_of(const ns_acc *a, const kvs_walk_entry *e, uint64_t size,
+                           bool *compressed)
+{
+    *compressed = false;
+    if (a && a->shape == 1 && size == a->full_file)
+        return a->full_payload;
+    const kvs_io_ops *io = kvs__io();
+    int fd = io->open_beneath(e->dirfd, e->name,
+                              O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOATIME, 0);
+    if (fd < 0 && errno == EPERM)
+        fd = io->open_beneath(e->dirfd, e->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                              0);
+    if (fd < 0)
+        return 0;
+    uint8_t h[512];
+    uint64_t logical = 0;
+    if (kvs__pread_full(fd, h, sizeof h, 0) == 0 && memcmp(h, KVS_MAGIC, 8) == 0) {
+        uint32_t version = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 |
+                           (uint32_t)h[11] << 24;
+        for (int i = 7; i >= 0; i--)
+            logical = logical << 8 | h[96 + i];
+        if (version == KVS_FORMAT_VERSION_CODEC)
+            *compressed = true;
+        else if (version != KVS_FORMAT_VERSION)
+            logical = 0;
+        if (logical > KVS_MAX_PAYLOAD_BYTES)
+            logical = 0;
+    }
+    io->close(fd);
+    return logical;
+}
+
 
 static ns_acc *acc_for(list_ctx *l, uint32_t ns)
 {
@@ -150,12 +227,22 @@ static int list_entry(void *ctx, const kvs_walk_entry *e)
         a->newest = t;
     a->chunks++;
     a->bytes += size;
+    if (a->shape == 0)
+        a->shape = full_chunk_of(l->admin, l->w.ns_names[e->ns], &a->full_file,
+                                 &a->full_payload) ? 1 : -1;
+    bool compressed;
+    uint64_t logical = logical_of(a, e, size, &compressed);
+    a->logical += logical;
+    a->compressed += compressed;
+    l->logical += logical;
+    l->compressed += compressed;
     return 0;
 }
 
 static kvs_status list_walk(kvs_admin *a, const char *only_ns, list_ctx *l)
 {
     memset(l, 0, sizeof *l);
+    l->admin = a;
     l->w = (kvs_walk){.roots = a->paths, .nroots = a->n, .only_ns = only_ns, .stat_files = true,
                       .on_entry = list_entry, .ctx = l};
     kvs_status st = kvs__walk(&l->w);
@@ -259,6 +346,8 @@ kvs_status kvs_admin_list(kvs_admin *a, kvs_ns_usage **list_out, size_t *count_o
             u->temp_bytes = acc->temp_bytes;
             u->oldest_access_ns = acc->chunks ? acc->oldest : 0;
             u->newest_access_ns = acc->chunks ? acc->newest : 0;
+            u->logical_bytes = acc->logical;
+            u->compressed_chunks = acc->compressed;
         }
         qsort(out, n, sizeof *out, ns_usage_cmp);
         *list_out = out;
@@ -334,6 +423,8 @@ kvs_status kvs_admin_usage(kvs_admin *a, int measure, kvs_usage *usage_out)
             u.namespaces = KVS_MAX(u.namespaces, l.ns_per_path[r]);
         }
         u.temp_files = l.temp_files;
+        u.logical_bytes = l.logical;
+        u.compressed_chunks = l.compressed;
         /* What later calls (du, doctor, the engines' store_used_bytes) show:
          * this measurement, until a collector's pass replaces it.  Failing
          * to write it (a read-only mount) changes nothing shown now. */
@@ -526,6 +617,64 @@ static void ident_of(verify_ctx *v, const char *ns, ns_ident *out)
 
 typedef enum vverdict { V_OK, V_BAD, V_UNREADABLE, V_MISPLACED, V_VANISHED } vverdict;
 
+/* A compressed chunk (docs/codec.md) by the readers' rules (chunk_file.h):
+ * its frame table, then each frame's stored bytes against its sum, and that
+ * every frame decodes to its logical bytes.  tbl: a 4096-byte buffer. */
+static vverdict check_frames(int fd, const kvs_chunk_header *h, uint8_t *tbl, uint64_t *bytes,
+                             char *why, size_t wlen)
+{
+    if (kvs__pread_full(fd, tbl, KVS_FRAME_TABLE_BYTES, KVS_FRAME_TABLE_OFFSET) != 0) {
+        int err = errno;
+        snprintf(why, wlen, "unreadable: frame table read: %s", strerror(err));
+        return err == ENODATA ? V_BAD : V_UNREADABLE;
+    }
+    *bytes += KVS_FRAME_TABLE_BYTES;
+    kvs_chunk_frames *fr = kvs__malloc(sizeof *fr);
+    uint64_t bound = kvs__codec_frame_bound(h->segment_bytes, 1);
+    uint8_t *frame = kvs__malloc(bound + h->segment_bytes);
+    vverdict verdict = V_OK;
+    if (!fr || !frame) {
+        snprintf(why, wlen, "unreadable: out of memory for a %u-byte frame", h->segment_bytes);
+        verdict = V_UNREADABLE;
+        goto out;
+    }
+    char what[256];
+    if (kvs__chunk_check_table(h, tbl, fr, what, sizeof what) != KVS_REJECT_NONE) {
+        snprintf(why, wlen, "%s (frame table: %s)", kvs__reject_name(KVS_REJECT_BAD_HEADER),
+                 what);
+        verdict = V_BAD;
+        goto out;
+    }
+    uint32_t elem = (uint32_t)kvs_dtype_size((kvs_dtype)h->dtype);
+    for (uint32_t i = 0; i < h->segment_count; i++) {
+        uint32_t off = fr->f[i].off, len = fr->f[i].len;
+        if (kvs__pread_full(fd, frame, len, (off_t)(KVS_FRAMES_OFFSET + (uint64_t)off)) != 0) {
+            int err = errno;
+            snprintf(why, wlen, "unreadable: frame %u read at stored byte %u: %s", i, off,
+                     strerror(err));
+            verdict = err == ENODATA ? V_BAD : V_UNREADABLE;
+            goto out;
+        }
+        *bytes += len;
+        if (!kvs__segment_ok(h, i, frame, len)) {
+            snprintf(why, wlen, "%s (frame %u at stored byte %u)",
+                     kvs__reject_name(KVS_REJECT_CHECKSUM), i, off);
+            verdict = V_BAD;
+            goto out;
+        }
+        if (kvs__codec_decode_frame(frame, len, kvs__frame_nbytes(h, i), elem, frame + bound) != 0) {
+            snprintf(why, wlen, "frame %u does not decode (its stored bytes match their sum: "
+                     "written wrong, not damaged since)", i);
+            verdict = V_BAD;
+            goto out;
+        }
+    }
+out:
+    kvs__free(fr);
+    kvs__free(frame);
+    return verdict;
+}
+
 static vverdict check_file(verify_ctx *v, const vitem *it, kvs_worker *w, uint64_t *bytes,
                            char *why, size_t wlen, int *leaf_out, struct stat *examined)
 {
@@ -615,7 +764,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, kvs_worker *w, uint64
     if (rej == KVS_REJECT_TRUNCATED) {
         snprintf(why, wlen, "%s (%lld bytes, the header says %" PRIu64 ")",
                  kvs__reject_name(KVS_REJECT_TRUNCATED), (long long)st.st_size,
-                 kvs__file_bytes(h.payload_bytes));
+                 kvs__chunk_file_bytes(&h));
         verdict = V_BAD;
         goto out;
     }
@@ -642,6 +791,12 @@ static vverdict check_file(verify_ctx *v, const vitem *it, kvs_worker *w, uint64
             verdict = V_UNREADABLE;
         }
         goto out;
+    }
+    if (h.codec) {
+        verdict = check_frames(fd, &h, buf, bytes, why, wlen);
+        if (verdict != V_OK)
+            goto out;
+        goto placed;
     }
     uint64_t padded = kvs__padded_payload(h.payload_bytes);
     if (w->bounce_bytes < h.segment_bytes) {
@@ -670,6 +825,7 @@ static vverdict check_file(verify_ctx *v, const vitem *it, kvs_worker *w, uint64
             goto out;
         }
     }
+placed:
     /* Valid: but is it where readers look? */
     char fan[KVS_FANOUT_LEN], leaf[KVS_FANOUT_LEN + 2];
     kvs__fanout(it->key, fan);

@@ -8,7 +8,11 @@
  *    12  header_bytes u32 (4096)    4    204  model char[128]
  *    16  header_checksum u64        8    332  auth_algo u32 (0: none)
  *                                       336  auth_tag [32]
- *                                       368  reserved (zero) up to 512
+ *                                       368  codec u32 (v2; 0 in v1)
+ *                                       372  reserved u32 (0)
+ *                                       376  stored_bytes u64 (v2)
+ *                                       384  table_sum u64 (v2)
+ *                                       392  reserved (zero) up to 512
  *    24  namespace_id [32]         32    512  segment checksums u64[count]
  *    56  key [32]                  32         then zeros to 4096
  *    88  tokens u32, chunk_size u32
@@ -28,16 +32,27 @@
 #include "chunk_file.h"
 
 #include "checksum.h"
+#include "codec_fmt.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #define AUTH_ALGO_OFF 332
 #define AUTH_TAG_OFF 336
+#define CODEC_OFF 368
+#define CODEC_RESERVED_OFF 372
+#define STORED_BYTES_OFF 376
+#define TABLE_SUM_OFF 384
+#define RESERVED_END 512
+
+_Static_assert(KVS_MAX_SEGMENTS <= KVS_CODEC_TABLE_ENTRIES, "a frame per segment in the table");
+_Static_assert(KVS_FRAME_TABLE_OFFSET == KVS_CODEC_TABLE_OFFSET &&
+               KVS_FRAMES_OFFSET == KVS_CODEC_FRAMES_OFFSET, "one layout");
 
 const char *kvs__reject_name(kvs_reject r)
 {
@@ -156,6 +171,9 @@ void kvs__header_encode(const kvs_chunk_header *h, uint8_t *out)
     memcpy(out + 204, h->model, 128);
     put32(out + AUTH_ALGO_OFF, h->auth_algo);
     memcpy(out + AUTH_TAG_OFF, h->auth_tag, KVS_AUTH_TAG_BYTES);
+    put32(out + CODEC_OFF, h->codec);
+    put64(out + STORED_BYTES_OFF, h->stored_bytes);
+    put64(out + TABLE_SUM_OFF, h->table_sum);
     uint32_t n = KVS_MIN(h->segment_count, KVS_MAX_SEGMENTS);
     for (uint32_t i = 0; i < n; i++)
         put64(out + KVS_SEGMENT_TABLE_OFFSET + 8 * i, h->segment_sums[i]);
@@ -167,7 +185,7 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
     if (len < KVS_HEADER_BYTES || memcmp(in, KVS_MAGIC, 8) != 0)
         return KVS_REJECT_BAD_HEADER;
     uint32_t version = get32(in + 8);
-    if (version != KVS_FORMAT_VERSION)
+    if (version != KVS_FORMAT_VERSION && version != KVS_FORMAT_VERSION_CODEC)
         return KVS_REJECT_VERSION;
     if (get32(in + 12) != KVS_HEADER_BYTES || get64(in + 104) != KVS_PAYLOAD_OFFSET)
         return KVS_REJECT_BAD_HEADER;
@@ -200,6 +218,15 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
     h->model[127] = '\0';
     h->auth_algo = get32(in + AUTH_ALGO_OFF);
     memcpy(h->auth_tag, in + AUTH_TAG_OFF, KVS_AUTH_TAG_BYTES);
+    h->codec = get32(in + CODEC_OFF);
+    h->stored_bytes = get64(in + STORED_BYTES_OFF);
+    h->table_sum = get64(in + TABLE_SUM_OFF);
+    for (size_t i = CODEC_RESERVED_OFF; i < STORED_BYTES_OFF; i++)
+        if (in[i])
+            return KVS_REJECT_BAD_HEADER;
+    for (size_t i = TABLE_SUM_OFF + 8; i < RESERVED_END; i++)
+        if (in[i])
+            return KVS_REJECT_BAD_HEADER;
 
     /* The header must describe itself consistently before anything in it is
      * used to size a read. */
@@ -212,6 +239,24 @@ kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h
         h->segment_bytes != kvs__segment_bytes(h->payload_bytes) ||
         h->segment_count != kvs__segment_count(h->payload_bytes, h->segment_bytes))
         return KVS_REJECT_BAD_HEADER;
+    if (version == KVS_FORMAT_VERSION) {
+        if (h->codec != KVS_CODEC_NONE || h->stored_bytes || h->table_sum)
+            return KVS_REJECT_BAD_HEADER;
+    } else {
+        /* Compressed: one codec, never authenticated (docs/codec.md), an
+         * element size the codec knows, and a frame area that can hold the
+         * frames: at least the smallest frame each, at most the largest the
+         * encoder makes each plus a block's alignment gap. */
+        size_t elem = kvs_dtype_size((kvs_dtype)h->dtype);
+        uint64_t most = (uint64_t)h->segment_count *
+                        (kvs__codec_frame_bound(h->segment_bytes, (uint32_t)elem) +
+                         KVS_FILE_ALIGN);
+        if (h->codec != KVS_CODEC_EXP_HUFF || h->auth_algo != KVS_AUTH_NONE ||
+            !kvs__codec_elem_ok((uint32_t)elem) || h->row_bytes % elem ||
+            h->stored_bytes < (uint64_t)h->segment_count * KVS_CODEC_MIN_FRAME ||
+            h->stored_bytes > most)
+            return KVS_REJECT_BAD_HEADER;
+    }
     for (uint32_t i = 0; i < h->segment_count; i++)
         h->segment_sums[i] = get64(in + KVS_SEGMENT_TABLE_OFFSET + 8 * i);
     return KVS_REJECT_NONE;
@@ -244,9 +289,51 @@ kvs_reject kvs__chunk_check_header(const uint8_t *raw, uint64_t file_size,
         r = KVS_REJECT_FOREIGN;
     if (r != KVS_REJECT_NONE)
         return r;
-    if (file_size != kvs__file_bytes(h->payload_bytes))
+    if (file_size != kvs__chunk_file_bytes(h))
         return KVS_REJECT_TRUNCATED;
     return KVS_REJECT_NONE;
+}
+
+kvs_reject kvs__chunk_check_table(const kvs_chunk_header *h, const uint8_t *block,
+                                  kvs_chunk_frames *f, char *why, size_t why_len)
+{
+    char scratch[8];
+    if (!why) {
+        why = scratch;
+        why_len = sizeof scratch;
+    }
+    if (h->format_version != KVS_FORMAT_VERSION_CODEC || h->segment_count > KVS_MAX_SEGMENTS) {
+        snprintf(why, why_len, "not a compressed chunk");
+        return KVS_REJECT_BAD_HEADER;
+    }
+    if (kvs__checksum(block, KVS_CODEC_TABLE_BYTES) != h->table_sum) {
+        snprintf(why, why_len, "the frame table does not match its sum in the header");
+        return KVS_REJECT_BAD_HEADER;
+    }
+    if (kvs__codec_table_parse(block, h->stored_bytes, h->segment_count, h->payload_bytes,
+                               h->segment_bytes, f->f, why, why_len) != 0)
+        return KVS_REJECT_BAD_HEADER;
+    return KVS_REJECT_NONE;
+}
+
+uint64_t kvs__chunk_encode_table(const kvs_chunk_header *h, const kvs_chunk_frames *f,
+                                 uint8_t *block)
+{
+    memset(block, 0, KVS_CODEC_TABLE_BYTES);
+    uint32_t n = KVS_MIN(h->segment_count, KVS_MAX_SEGMENTS);
+    for (uint32_t i = 0; i < n; i++) {
+        put32(block + 8 * i, f->f[i].off);
+        put32(block + 8 * i + 4, f->f[i].len);
+    }
+    return kvs__checksum(block, KVS_CODEC_TABLE_BYTES);
+}
+
+void kvs__header_set_codec(kvs_chunk_header *h, uint64_t stored_bytes, uint64_t table_sum)
+{
+    h->format_version = KVS_FORMAT_VERSION_CODEC;
+    h->codec = KVS_CODEC_EXP_HUFF;
+    h->stored_bytes = stored_bytes;
+    h->table_sum = table_sum;
 }
 
 int kvs__chunk_mac(const uint8_t *key, size_t key_len, uint8_t *in, uint32_t segment_count,

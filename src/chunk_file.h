@@ -20,11 +20,27 @@
  * next to the data; only the short HMAC needs the key.  Small pieces give a
  * GPU enough threads; a checksum segment (64 KiB or more, a power of two)
  * always holds whole pieces.  Readers without a key ignore the tag.
+ *
+ * Compressed chunks (format_version 2, docs/codec.md, CODEC.md):
+ *
+ *   [0, 4096)            header; codec, stored_bytes and table_sum set
+ *   [4096, 8192)         frame table: {u32 off, u32 len} per segment, rest 0
+ *   [8192, 8192 + S)     frame area (S = stored_bytes): frame i, at 8192 +
+ *                        off[i], decodes to payload bytes [i*seg, (i+1)*seg)
+ *   up to 8192 + pad(S)  zeros
+ *
+ * payload_bytes, segment_bytes and segment_count keep their meaning (the
+ * logical payload), and segment_sums[i] is the XXH3-64 of frame i's stored
+ * bytes.  Plain chunks stay format_version 1; readers take both.  The
+ * namespace id does not change (a compressed and a plain file of one chunk
+ * are the same KV), nor does KVS_FORMAT_VERSION, which names the namespace
+ * scheme.
  */
 #ifndef KVS_CHUNK_FILE_H
 #define KVS_CHUNK_FILE_H
 
 #include "checksum.h"
+#include "codec.h"
 #include "key.h"
 
 #define KVS_HEADER_BYTES 4096u
@@ -42,6 +58,11 @@
 #define KVS_AUTH_KEY_MIN 32u
 #define KVS_AUTH_KEY_MAX 4096u
 #define KVS_AUTH_SEGMENT_BYTES (16u * 1024u)
+/* format_version of a compressed chunk (plain ones: KVS_FORMAT_VERSION) */
+#define KVS_FORMAT_VERSION_CODEC 2u
+#define KVS_FRAME_TABLE_OFFSET 4096u
+#define KVS_FRAME_TABLE_BYTES 4096u
+#define KVS_FRAMES_OFFSET 8192u
 
 /* The decoded header. */
 typedef struct kvs_chunk_header {
@@ -69,8 +90,18 @@ typedef struct kvs_chunk_header {
     char model[128];          /* NUL-padded, informative (truncated) */
     uint32_t auth_algo;       /* KVS_AUTH_*; 0 in files of older writers */
     uint8_t auth_tag[KVS_AUTH_TAG_BYTES];
-    uint64_t segment_sums[KVS_MAX_SEGMENTS];
+    /* format_version 2 only (0 in version 1) */
+    uint32_t codec;           /* KVS_CODEC_EXP_HUFF */
+    uint64_t stored_bytes;    /* bytes of the frame area, not padded */
+    uint64_t table_sum;       /* XXH3-64 of the 4096-byte frame table block */
+    uint64_t segment_sums[KVS_MAX_SEGMENTS]; /* v2: of each stored frame */
 } kvs_chunk_header;
+
+/* The frame table of a compressed chunk: frame i's stored bytes are at file
+ * offset KVS_FRAMES_OFFSET + f[i].off, f[i].len of them (codec.h). */
+typedef struct kvs_chunk_frames {
+    kvs_codec_frame f[KVS_MAX_SEGMENTS];
+} kvs_chunk_frames;
 
 /* Why a file is not served (each maps to a miss counter). */
 typedef enum kvs_reject {
@@ -95,6 +126,67 @@ static inline uint64_t kvs__file_bytes(uint64_t payload)
 {
     return KVS_PAYLOAD_OFFSET + kvs__padded_payload(payload);
 }
+
+/* The length of a compressed file whose frame area is stored bytes. */
+static inline uint64_t kvs__file_bytes_codec(uint64_t stored)
+{
+    return KVS_FRAMES_OFFSET + KVS_ALIGN_UP(stored, (uint64_t)KVS_FILE_ALIGN);
+}
+
+/* The file length a decoded header says (either version). */
+static inline uint64_t kvs__chunk_file_bytes(const kvs_chunk_header *h)
+{
+    return h->codec ? kvs__file_bytes_codec(h->stored_bytes) : kvs__file_bytes(h->payload_bytes);
+}
+
+/* Whether a file of `size` bytes can be a chunk of `payload` logical bytes,
+ * plain or compressed: the cheap test of a probe (metadata only), before any
+ * header is read.  A compressed file is never longer than a plain one (the
+ * writer's rule), and holds at least one 4096-byte block of frames. */
+static inline bool kvs__chunk_size_plausible(uint64_t payload, uint64_t size)
+{
+    return size == kvs__file_bytes(payload) ||
+           (size % KVS_FILE_ALIGN == 0 && size >= KVS_FRAMES_OFFSET + KVS_FILE_ALIGN &&
+            size < kvs__file_bytes(payload));
+}
+
+/* Logical payload bytes of segment (frame) i. */
+static inline uint32_t kvs__frame_nbytes(const kvs_chunk_header *h, uint32_t i)
+{
+    uint64_t lo = (uint64_t)i * h->segment_bytes;
+    return lo >= h->payload_bytes ? 0
+                                  : (uint32_t)KVS_MIN((uint64_t)h->segment_bytes,
+                                                      h->payload_bytes - lo);
+}
+
+/* The stored range [*lo, *hi) (relative to KVS_FRAMES_OFFSET) of frames
+ * [first, first + n), n >= 1: from the first one's start to the last one's
+ * end (frames are in order; gaps between them are read too). */
+static inline void kvs__frames_range(const kvs_chunk_frames *f, uint32_t first, uint32_t n,
+                                     uint64_t *lo, uint64_t *hi)
+{
+    kvs__codec_frame_range(f->f, first, n, lo, hi);
+}
+
+/* A compressed chunk's frame table: checks the 4096-byte block at `block`
+ * against h (decoded, version 2): its sum (table_sum), then every entry by
+ * kvs__codec_table_parse (offsets multiples of 16 in increasing order
+ * without overlap, lengths of at least 256, multiples of 16 and at most
+ * what the encoder can produce for the frame's logical bytes, everything
+ * inside stored_bytes, the entries past segment_count zero).  Fills *f;
+ * why (may be NULL) receives what is wrong.  KVS_REJECT_NONE or
+ * KVS_REJECT_BAD_HEADER. */
+kvs_reject kvs__chunk_check_table(const kvs_chunk_header *h, const uint8_t *block,
+                                  kvs_chunk_frames *f, char *why, size_t why_len);
+
+/* Encodes f's first h->segment_count entries into block[4096]; returns the
+ * block's sum (for h->table_sum). */
+uint64_t kvs__chunk_encode_table(const kvs_chunk_header *h, const kvs_chunk_frames *f,
+                                 uint8_t *block);
+
+/* Turns an initialized header (kvs__header_init) into a compressed chunk's:
+ * version 2, codec, stored_bytes; table_sum from kvs__chunk_encode_table. */
+void kvs__header_set_codec(kvs_chunk_header *h, uint64_t stored_bytes, uint64_t table_sum);
 
 /* The segment size for a payload: 64 KiB doubled until at most
  * KVS_MAX_SEGMENTS segments cover the padded payload. */
@@ -124,8 +216,12 @@ kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
  *   1. its header decodes (kvs__header_decode);
  *   2. it is the chunk wanted: its key and namespace id, and the geometry
  *      and token count where the caller knows them (kvs__header_matches);
- *   3. the file is as long as its header says (kvs__file_bytes);
- *   4. every payload segment hashes to its sum (kvs__segment_ok).
+ *   3. the file is as long as its header says (kvs__chunk_file_bytes);
+ *   4. every payload segment hashes to its sum (kvs__segment_ok);
+ * and for a compressed file (version 2):
+ *   5. its frame table verifies (kvs__chunk_check_table), each stored frame
+ *      hashes to its segment's sum (rule 4 on the frame's stored bytes), and
+ *      every frame decodes (kvs__codec_decode_frame) to its logical bytes.
  * With auth_key_file, a reader also checks the MAC (kvs__chunk_mac). */
 
 typedef struct kvs_chunk_want {

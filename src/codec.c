@@ -185,31 +185,51 @@ static int all_zero(const uint8_t *p, uint64_t n)
 /* Decodes the m symbols of one sub-block from words[0, nw) into sym[].
  * Bits past the last word read as zero (nothing outside is touched); the
  * checks after the loop refuse a sub-block that needed them. */
+static inline uint64_t load_le64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
 static int decode_sub(const uint8_t *words, uint32_t nw, uint32_t m, const uint16_t *table,
                       uint8_t *sym)
 {
-    uint64_t buf = 0;
-    uint32_t cnt = 0, wi = 0, used = 0;
-    for (uint32_t i = 0; i < m; i++) {
-        if (cnt < KVS_CODEC_MAX_BITS) {
-            uint64_t w = wi < nw ? kvs__codec_load_u32(words + 4 * (size_t)wi) : 0;
-            wi++;
-            buf |= w << cnt;
-            cnt += 32;
+    /* The sub-block's words in a zero-padded copy: m symbols of at most 12
+     * bits never reach past byte 384, and an 8-byte load from there stays
+     * inside, so the loop needs no bounds checks. */
+    uint8_t local[4 * KVS_CODEC_SUB_MAX_WORDS + 16];
+    memcpy(local, words, 4 * (size_t)nw);
+    memset(local + 4 * (size_t)nw, 0, sizeof local - 4 * (size_t)nw);
+    uint32_t pos = 0, i = 0;
+    /* one 64-bit load serves four symbols (>= 57 bits after the shift) */
+    for (; i + 4 <= m; i += 4) {
+        uint64_t v = load_le64(local + (pos >> 3)) >> (pos & 7);
+        for (int k = 0; k < 4; k++) {
+            uint16_t e = table[v & (KVS_CODEC_TABLE_SIZE - 1)];
+            if (!e)
+                return -1;
+            uint32_t bl = (uint32_t)e >> 8;
+            sym[i + k] = (uint8_t)e;
+            v >>= bl;
+            pos += bl;
         }
-        uint16_t e = table[buf & (KVS_CODEC_TABLE_SIZE - 1)];
+    }
+    for (; i < m; i++) {
+        uint64_t v = load_le64(local + (pos >> 3)) >> (pos & 7);
+        uint16_t e = table[v & (KVS_CODEC_TABLE_SIZE - 1)];
         if (!e)
             return -1;
-        uint32_t bl = (uint32_t)e >> 8;
         sym[i] = (uint8_t)e;
-        buf >>= bl;
-        cnt -= bl;
-        used += bl;
+        pos += (uint32_t)e >> 8;
     }
-    /* exactly ceil(used / 32) words, the unused bits of the last one zero
-     * (all loaded words are then consumed: the rest of buf is what is left
-     * of the last one) */
-    if (used > 32 * nw || used + 32 <= 32 * nw || buf != 0)
+    /* exactly ceil(pos / 32) words, the unused bits of the last one zero */
+    if (pos > 32 * nw || pos + 32 <= 32 * nw)
+        return -1;
+    if (pos % 32 && kvs__codec_load_u32(local + 4 * (pos / 32)) >> (pos % 32))
         return -1;
     return 0;
 }

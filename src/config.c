@@ -97,6 +97,13 @@ static const cfg_name dev_pinned_names[] = {
     {NULL, 0, false},
 };
 
+static const cfg_name codec_names[] = {
+    {"auto", KVS_CODEC_MODE_AUTO, false},
+    {"on", KVS_CODEC_MODE_ON, false},
+    {"off", KVS_CODEC_MODE_OFF, false},
+    {NULL, 0, false},
+};
+
 static const cfg_name log_level_names[] = {
     {"error", KVS_LOG_ERROR, false},
     {"warning", KVS_LOG_WARN, false},
@@ -110,6 +117,7 @@ _Static_assert(sizeof(kvs_io_path_mode) == sizeof(uint32_t), "enum fields are 32
 _Static_assert(sizeof(kvs_direct_io_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_log_level) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_dev_pinned_mode) == sizeof(uint32_t), "enum fields are 32-bit");
+_Static_assert(sizeof(kvs_codec_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 
 #define FIELD(m)                                                                   \
     .offset = offsetof(struct kvs_config, m),                                      \
@@ -405,6 +413,17 @@ static const cfg_field fields[] = {
         FIELD(dev_pinned),
         .doc = "Benchmark tuning, GPU memory: register pins ordinary (huge-page) memory "
                "with cudaHostRegister; alloc takes the pinned slices from cudaHostAlloc.",
+    },
+    [KVS_CFG_CODEC] = {
+        .name = "codec", .env = "KVSTASH_CODEC",
+        .type = T_ENUM, .flags = F_EXTRA, .def = "auto", .names = codec_names,
+        FIELD(codec),
+        .doc = "Lossless compression of stored chunks (docs/codec.md): auto compresses "
+               "chunks stored from GPU memory (encoded on the GPU) and not those stored "
+               "from host memory; on compresses on both paths (host memory: encoded on "
+               "the CPU, slower); off never compresses. Readers take compressed and "
+               "plain files whatever this says. Not with auth_key_file: on is an error "
+               "there and auto means off.",
     },
 };
 
@@ -1859,6 +1878,16 @@ static kvs_status apply_env_into(cfg_box *b)
 static kvs_status check_cross(const cfg_box *b)
 {
     const struct kvs_config *c = &b->pub;
+    if (c->codec == KVS_CODEC_MODE_ON && c->auth_key_file && c->auth_key_file[0]) {
+        char oc[320], oa[320];
+        return kvs__fail(KVS_ERR_CONFIG,
+                         "extra_config.codec (on, %s) cannot be used with "
+                         "extra_config.auth_key_file (%s): authenticated chunks are never "
+                         "compressed (docs/codec.md); set codec to auto or off "
+                         "(environment variables KVSTASH_CODEC and KVSTASH_AUTH_KEY_FILE)",
+                         origin_text(b, KVS_CFG_CODEC, oc, sizeof oc),
+                         origin_text(b, KVS_CFG_AUTH_KEY_FILE, oa, sizeof oa));
+    }
     if (c->store_low_watermark < c->store_high_watermark)
         return KVS_OK;
     char lo[32], hi[32], olo[320], ohi[320];

@@ -23,6 +23,15 @@ typedef enum kvs_direct_io_mode {
     KVS_DIRECT_IO_ON = 1,   /* O_DIRECT where the filesystem supports it */
 } kvs_direct_io_mode;
 
+/* codec: whether chunks are stored compressed (docs/codec.md).  Readers
+ * take compressed and plain files whatever the setting. */
+typedef enum kvs_codec_mode {
+    KVS_CODEC_MODE_AUTO = 0, /* compress what is stored from CUDA memory (GPU
+                                encode), not from host memory; off with auth */
+    KVS_CODEC_MODE_ON = 1,   /* compress on both paths (CPU encode on host) */
+    KVS_CODEC_MODE_OFF = 2,  /* never compress */
+} kvs_codec_mode;
+
 typedef enum kvs_dev_pinned_mode {
     KVS_DEV_PINNED_REGISTER = 0, /* ordinary (huge-page) memory, cudaHostRegister */
     KVS_DEV_PINNED_ALLOC = 1,    /* cudaHostAlloc */
@@ -67,6 +76,7 @@ typedef enum kvs_config_key {
     KVS_CFG_DEV_UNIT_KB,
     KVS_CFG_DEV_RING,
     KVS_CFG_DEV_PINNED,
+    KVS_CFG_CODEC,
     KVS_CFG_NKEYS
 } kvs_config_key;
 
@@ -120,6 +130,8 @@ struct kvs_config {
     uint32_t dev_unit_kb;         /* KiB per system call and copy */
     uint32_t dev_ring;            /* units in flight per slot */
     kvs_dev_pinned_mode dev_pinned;
+
+    kvs_codec_mode codec;         /* compression of stored chunks */
 
     /* derived at parse time */
     uint32_t num_store_paths;                  /* >= 1 after resolution */

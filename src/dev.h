@@ -56,6 +56,11 @@ typedef struct kvs_dev_params {
     uint64_t chunk_padded;    /* padded payload of a full chunk */
     bool auth;                /* authenticated chunks: SHA-256 of every
                                  KVS_AUTH_SEGMENT_BYTES piece on the GPU */
+    bool codec;               /* stores compress (codec auto or on, auth
+                                 off): GPU encode at capture */
+    bool cpu_tier;            /* stores also fill a CPU tier entry, which
+                                 takes the logical bytes from staging */
+    uint32_t elem;            /* dtype size: the codec's element */
 } kvs_dev_params;
 
 /* True when this build has the CUDA data path. */
@@ -93,7 +98,12 @@ typedef struct kvs_dev_chunk {
     uint32_t tokens;
     uint64_t payload;   /* payload bytes */
     uint64_t padded;    /* payload rounded up to 4096 */
-    uint32_t seg_bytes; /* checksum segment */
+    uint32_t seg_bytes; /* checksum segment (a codec frame) */
+    /* Retrieve of a compressed chunk (format version 2): the frame table,
+     * {off, len} per frame (host, segment_count pairs, offsets from the
+     * frame area's start); NULL for a plain chunk. */
+    const uint32_t *frames;
+    uint64_t stored;    /* the frame area's bytes (with frames) */
 } kvs_dev_chunk;
 
 /* How a piece asks its op whether to go on, and brackets its writes into the
@@ -110,7 +120,11 @@ typedef struct kvs_dev_hooks {
  * sums) and scatters the payload part into the op's KV memory.  Returns when
  * the bytes are in place (or were never written).  digests_out (host, NULL
  * when auth is off): receives the SHA-256 of each KVS_AUTH_SEGMENT_BYTES
- * piece of the range, computed on the GPU from the bytes verified. */
+ * piece of the range, computed on the GPU from the bytes verified.
+ * A compressed chunk (c->frames): off is a multiple of seg_bytes; the
+ * stored bytes of the range's frames are read, verified against sums (the
+ * frame sums) and decoded on the GPU, and the scatter is gated on both; a
+ * frame that fails either is KVS_DEV_CHECKSUM, nothing written. */
 kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
                                const uint64_t *sums, uint64_t off, uint64_t len,
                                uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out);
@@ -129,9 +143,28 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
                             kvs_dev_stage **stage_out);
 kvs_dev_rc kvs__dev_capture_end(kvs_dev_op *o);
 
+/* How a captured chunk is stored, known after capture_end: plain (codec
+ * KVS_CODEC_NONE: its sums are the segment sums of the padded payload) or
+ * compressed (the sums are the frame sums; the pieces write the frame
+ * area, stored_bytes padded with zeros to 4096, at KVS_FRAMES_OFFSET; the
+ * caller writes the header and the frame table, from off and len: nframes
+ * entries, offsets from the frame area's start; valid as long as the
+ * stage). */
+typedef struct kvs_dev_coded {
+    uint32_t codec;
+    uint64_t stored_bytes;
+    uint32_t nframes;
+    const uint32_t *off;
+    const uint32_t *len;
+} kvs_dev_coded;
+void kvs__dev_stage_coded(const kvs_dev_stage *s, kvs_dev_coded *out);
+
 /* Writes padded payload [off, off + len) of a captured chunk to fd; when
  * cpu_copy is not NULL, also copies the payload part (data_len bytes) there
- * (the CPU tier's entry at off). */
+ * (the CPU tier's entry at off: logical bytes, compressed or not).  A
+ * compressed chunk's table block and frames are written, whole, by the
+ * piece at off 0 (the file's layout is not the payload's); every piece
+ * copies its own logical bytes to cpu_copy. */
 kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *s, int fd, kvs_dev_file *f,
                                 uint64_t off, uint64_t len, uint64_t data_len, void *cpu_copy,
                                 int *err_out);

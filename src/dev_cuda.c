@@ -35,6 +35,7 @@
 #include "dev.h"
 
 #include "chunk_file.h"
+#include "codec_fmt.h"
 #include "io_cufile.h"
 #include "io_ops.h"
 #include "kvs_cuda.h"
@@ -53,9 +54,23 @@
 #include <unistd.h>
 
 #define MAX_UNITS 64             /* per piece */
-#define SMALL_BYTES 4096u        /* per slot: expected sums and the verdict */
 #define SUMS_MAX (KVS_MAX_SEGMENTS)
+/* Per slot, host and device alike: the expected sums, the verdict, and a
+ * compressed piece's frame offsets and lengths. */
+#define SMALL_BYTES 8192u
+#define SMALL_FLAG (SUMS_MAX * 8u)   /* 3584 */
+#define SMALL_OFF 4096u
+#define SMALL_LEN 6144u
 #define PROBE_BYTES (64u * 1024u)
+/* Per captured chunk (device, then one copy to pinned memory per capture
+ * batch): its plain segment sums, and with the codec the frame sums,
+ * offsets and lengths and the frame area's size. */
+#define META_PLAIN 0u
+#define META_FSUMS (SUMS_MAX * 8u)
+#define META_OFF (2u * SUMS_MAX * 8u)
+#define META_LEN (META_OFF + SUMS_MAX * 4u)
+#define META_STORED (META_LEN + SUMS_MAX * 4u)
+#define META_BYTES 12288u
 
 typedef struct dev_slot {
     struct dev_slot *next;      /* free list */
@@ -65,10 +80,15 @@ typedef struct dev_slot {
     cudaStream_t stream;
     cudaEvent_t ev[MAX_UNITS];  /* blocking-sync: a waiting worker sleeps */
     cudaEvent_t done;
+    char *sdev;                 /* arena + sdev_off: a compressed piece's
+                                   stored bytes, read before decoding */
+    uint64_t sdev_off;
     uint64_t *host_sums;        /* pinned */
     uint32_t *host_flag;        /* pinned */
+    uint32_t *host_foff, *host_flen;
     uint64_t *dev_sums;
     uint32_t *dev_flag;
+    uint32_t *dev_foff, *dev_flen;
     uint8_t *host_digests;      /* auth: pinned, a piece's SHA-256s */
     uint8_t *dev_digests;       /* auth: the same on the device */
 } dev_slot;
@@ -79,7 +99,9 @@ typedef struct extent {
 
 typedef struct cap_item {
     uint64_t *dst;
+    kvs_dev_stage *stage;
     uint32_t nseg;
+    bool codec;                  /* encoded at capture */
 } cap_item;
 
 struct kvs_dev {
@@ -107,12 +129,21 @@ struct kvs_dev {
 
     pthread_mutex_t cap_mu;      /* one capture at a time */
     cudaStream_t cap_stream;
-    uint64_t *cap_sums;          /* pinned, cap_max * SUMS_MAX */
+    char *cap_meta;              /* pinned, cap_max * META_BYTES */
+    char *cap_meta_dev;          /* the same on the device */
     cap_item *cap_items;
     uint32_t cap_max, cap_n;
     bool cap_failed;
 
     cudaStream_t ctl;            /* op tables */
+
+    /* the codec (dev.h: p.codec) */
+    uint64_t stored_cap;         /* a slot's room for stored bytes */
+    char *gbuf;                  /* arena: a chunk gathered before encoding
+                                    (the capture stream's, one at a time) */
+    char *scratch;               /* arena: the encoder's scratch */
+    uint64_t scratch_bytes;
+    int logged_codec;
 
     bool cufile;                 /* the cuFile path is in use */
     bool host_registered;        /* slot_host is registered, not HostAlloc'd */
@@ -135,9 +166,20 @@ struct kvs_dev_op {
 
 struct kvs_dev_stage {
     uint64_t off, bytes;         /* the extent in the arena */
-    char *dev;                   /* arena + off: the padded payload */
-    uint64_t *dev_sums;          /* after the payload */
-    uint8_t *dev_digests;        /* auth: after the sums; else NULL */
+    char *dev;                   /* the padded payload (logical bytes); with
+                                    the codec and no CPU tier, set at
+                                    capture_end only if the chunk stays plain */
+    uint8_t *dev_digests;        /* auth: after the payload; else NULL */
+    char *enc;                   /* codec: the table block, then the frames
+                                    (or the plain payload, see copy_unless) */
+    uint64_t padded;
+    bool coded;                  /* capture_end: stored compressed */
+    bool broken;                 /* capture_end: the encoder's output did not
+                                    pass the checks: fail the write */
+    uint64_t stored;             /* frame area bytes */
+    uint32_t nframes;
+    uint32_t foff[SUMS_MAX];     /* the frame table (coded) */
+    uint32_t flen[SUMS_MAX];
 };
 
 struct kvs_dev_file {
@@ -395,6 +437,63 @@ out:
     return rc;
 }
 
+/* ---- sizes ---------------------------------------------------------------- */
+
+/* A slot's room for the stored bytes of a compressed piece of up to
+ * slot_bytes logical bytes: every frame raw (KVS_CODEC_FRAME_HDR and the
+ * 16-byte alignment on top, at least KVS_CODEC_MIN_FRAME), a gap of up to
+ * 4095 bytes before each frame (CODEC.md lets a writer align frames), and
+ * the window's alignment to 4096 at both ends. */
+static uint64_t stored_room(uint64_t slot_bytes)
+{
+    const uint64_t frames = slot_bytes / KVS_MIN_SEGMENT_BYTES + 1;
+    return KVS_ALIGN_UP(slot_bytes +
+                            frames * (KVS_CODEC_FRAME_HDR + KVS_CODEC_FRAME_ALIGN +
+                                      KVS_CODEC_MIN_FRAME + KVS_FILE_ALIGN) +
+                            2 * KVS_FILE_ALIGN,
+                        (uint64_t)KVS_FILE_ALIGN);
+}
+
+/* Room for the encoded frame area of a payload: every frame raw at the
+ * bound of a whole frame (kvs__codec_frame_bound), which is what
+ * kvs_cuda_codec_encode asks of its output buffer. */
+static uint64_t frames_bound(uint64_t payload, uint32_t seg, uint32_t elem)
+{
+    return (payload + seg - 1) / seg * kvs__codec_frame_bound(seg, elem);
+}
+
+/* The codec's part of a stage: the frames or the plain padded payload,
+ * whichever can be larger, padded to the file alignment. */
+static uint64_t enc_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t padded)
+{
+    uint32_t seg = kvs__segment_bytes(payload);
+    uint64_t frames = KVS_ALIGN_UP(frames_bound(payload, seg, p->elem), (uint64_t)KVS_FILE_ALIGN);
+    return KVS_MAX(frames, padded);
+}
+
+/* A captured chunk's extent: without the codec the padded payload and the
+ * auth digests; with it the encoded area, after the logical payload when
+ * a CPU tier needs that too. */
+static uint64_t stage_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t padded)
+{
+    if (!p->codec) {
+        uint64_t ndig = p->auth ? kvs__auth_segment_count(payload) : 0;
+        return padded + KVS_ALIGN_UP(ndig * 32, (uint64_t)KVS_FILE_ALIGN);
+    }
+    return (p->cpu_tier ? padded : 0) + enc_bytes(p, payload, padded);
+}
+
+/* The writer's rule (kvs__codec_worth: smaller than the padded payload by
+ * 1/32, and a shorter file) as a bound the device can test: a frame area of
+ * at most this many bytes is stored compressed, above it the chunk stays
+ * plain.  0: never (a payload of one block cannot give a shorter file). */
+static uint64_t coded_limit(uint64_t padded)
+{
+    if (padded < KVS_FRAMES_OFFSET + KVS_FILE_ALIGN)
+        return 0;
+    return KVS_MIN(padded - padded / 32, padded - KVS_FRAMES_OFFSET);
+}
+
 /* ---- open and close ------------------------------------------------------- */
 
 /* The pinned host slices.  Ordinary memory pinned with cudaHostRegister
@@ -473,7 +572,8 @@ static void dev_destroy(kvs_dev *d)
     cudaFreeHost(d->dig_host);
     pinned_free(d, d->slot_host);
     cudaFreeHost(d->small_host);
-    cudaFreeHost(d->cap_sums);
+    cudaFreeHost(d->cap_meta);
+    cudaFree(d->cap_meta_dev);
     dev_leave(d, prev);
     kvs__free(d->cap_items);
     kvs__free(d->slots);
@@ -557,14 +657,23 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
                                 p->slot_bytes / d->unit);
     d->host_registered = p->cfg->dev_pinned == KVS_DEV_PINNED_REGISTER;
     d->nslots = p->slots;
-    uint64_t slots_bytes = (uint64_t)d->nslots * p->slot_bytes;
+    d->stored_cap = stored_room(p->slot_bytes);
+    const uint64_t slot_span = p->slot_bytes + d->stored_cap;
+    uint64_t slots_bytes = (uint64_t)d->nslots * slot_span;
+    /* The codec's gather buffer and encoder scratch, one of each (captures
+     * run one at a time on one stream), after the slots. */
+    uint64_t codec_bytes = 0;
+    if (p->codec) {
+        uint32_t seg = kvs__segment_bytes(p->chunk_padded);
+        d->scratch_bytes = KVS_ALIGN_UP(kvs_cuda_codec_scratch_bytes(p->chunk_padded, seg, p->elem),
+                                        (uint64_t)KVS_FILE_ALIGN);
+        codec_bytes = p->chunk_padded + d->scratch_bytes;
+    }
     uint64_t want = kvs__config_canon(p->cfg, KVS_CFG_CUFILE_BUFFER_SIZE);
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
-    uint64_t dig = p->auth ? KVS_ALIGN_UP(p->chunk_padded / KVS_AUTH_SEGMENT_BYTES * 32 + 32,
-                                          (uint64_t)KVS_FILE_ALIGN)
-                           : 0;
-    uint64_t need = slots_bytes + 2 * (p->chunk_padded + KVS_FILE_ALIGN + dig);
+    uint64_t need = slots_bytes + codec_bytes +
+                    2 * stage_bytes(&d->p, p->chunk_padded, p->chunk_padded);
     d->arena_bytes = KVS_ALIGN_UP(KVS_MAX(want, need), (uint64_t)2 << 20);
     if (d->arena_bytes > want)
         kvs__log(KVS_LOG_INFO,
@@ -599,17 +708,30 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     }
     d->capfree = 16;
     d->nfree = 1;
-    d->free_ext[0] = (extent){slots_bytes, d->arena_bytes - slots_bytes};
+    d->free_ext[0] = (extent){slots_bytes + codec_bytes,
+                              d->arena_bytes - slots_bytes - codec_bytes};
+    if (p->codec) {
+        d->gbuf = d->arena + slots_bytes;
+        d->scratch = d->gbuf + p->chunk_padded;
+    }
     what = "creating streams and events";
     for (uint32_t i = 0; i < d->nslots; i++) {
         dev_slot *s = &d->slots[i];
-        s->dev_off = (uint64_t)i * p->slot_bytes;
+        s->dev_off = (uint64_t)i * slot_span;
         s->dev = d->arena + s->dev_off;
+        s->sdev_off = s->dev_off + p->slot_bytes;
+        s->sdev = d->arena + s->sdev_off;
         s->host = d->slot_host + (uint64_t)i * p->slot_bytes;
-        s->host_sums = (uint64_t *)(d->small_host + (size_t)i * SMALL_BYTES);
-        s->host_flag = (uint32_t *)(s->host_sums + SUMS_MAX);
-        s->dev_sums = (uint64_t *)(d->small_dev + (size_t)i * SMALL_BYTES);
-        s->dev_flag = (uint32_t *)(s->dev_sums + SUMS_MAX);
+        char *sh = d->small_host + (size_t)i * SMALL_BYTES;
+        char *sd = d->small_dev + (size_t)i * SMALL_BYTES;
+        s->host_sums = (uint64_t *)sh;
+        s->host_flag = (uint32_t *)(sh + SMALL_FLAG);
+        s->host_foff = (uint32_t *)(sh + SMALL_OFF);
+        s->host_flen = (uint32_t *)(sh + SMALL_LEN);
+        s->dev_sums = (uint64_t *)sd;
+        s->dev_flag = (uint32_t *)(sd + SMALL_FLAG);
+        s->dev_foff = (uint32_t *)(sd + SMALL_OFF);
+        s->dev_flen = (uint32_t *)(sd + SMALL_LEN);
         if (p->auth) {
             s->host_digests = d->dig_host + (size_t)i * d->dig_bytes;
             s->dev_digests = d->dig_dev + (size_t)i * d->dig_bytes;
@@ -636,10 +758,13 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess)
         snprintf(prop.name, sizeof prop.name, "?");
     kvs__log(KVS_LOG_INFO,
-             "GPU data path on cuda:%d (%s): %s; %llu MiB VRAM staging, %u slots of %llu KiB, "
-             "%llu KiB per transfer, checksums verified on the GPU",
+             "GPU data path on cuda:%d (%s): %s; %llu MiB VRAM staging, %u slots of %llu KiB "
+             "(+%llu KiB for compressed reads), %llu KiB per transfer, checksums verified on "
+             "the GPU; stores %s",
              device, prop.name, d->reason, (unsigned long long)(d->arena_bytes >> 20), d->nslots,
-             (unsigned long long)(p->slot_bytes >> 10), (unsigned long long)(d->unit >> 10));
+             (unsigned long long)(p->slot_bytes >> 10), (unsigned long long)(d->stored_cap >> 10),
+             (unsigned long long)(d->unit >> 10),
+             p->codec ? "compressed on the GPU where it pays (codec)" : "plain (codec off)");
     dev_leave(d, prev);
     *out = d;
     return KVS_OK;
@@ -847,24 +972,62 @@ void kvs__dev_file_close(kvs_dev *d, kvs_dev_file *f)
 
 /* ---- retrieve --------------------------------------------------------------- */
 
-/* Verifies the slot's [0, len) against the expected sums and, on the
- * device, only if they all match, scatters its payload part; waits. */
-static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk *c,
-                                 const uint64_t *sums, uint64_t off, uint64_t len,
-                                 uint8_t *digests_out, const kvs_dev_hooks *h)
+/* Queues on the slot's stream the check of a plain piece: the expected sums
+ * go up and a kernel counts the segments of the slot's [0, len) that do not
+ * match them into the slot's flag. */
+static cudaError_t queue_verify(dev_slot *s, const kvs_dev_chunk *c, const uint64_t *sums,
+                                uint64_t off, uint64_t len)
 {
-    kvs_dev *d = o->d;
     const uint32_t seg = c->seg_bytes;
     const uint32_t nseg = (uint32_t)((len + seg - 1) / seg);
     memcpy(s->host_sums, sums + off / seg, nseg * sizeof(uint64_t));
-    cudaError_t e;
+    cudaError_t e = cudaMemcpyAsync(s->dev_sums, s->host_sums, nseg * sizeof(uint64_t),
+                                    cudaMemcpyHostToDevice, s->stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(s->dev_flag, 0, sizeof(uint32_t), s->stream);
+    if (e == cudaSuccess)
+        e = (cudaError_t)kvs_cuda_segment_sums(s->dev, len, seg, NULL, s->dev_sums, s->dev_flag,
+                                               s->stream);
+    return e;
+}
+
+/* Queues the decode of a compressed piece: nf frames from frame i0, their
+ * stored bytes in the slot's stored area at offsets relative to wlo, into
+ * the slot's logical area (data_len bytes); frames that fail their sum or
+ * any rule of the format count into the flag. */
+static cudaError_t queue_decode(kvs_dev *d, dev_slot *s, const kvs_dev_chunk *c,
+                                const uint64_t *sums, uint32_t i0, uint32_t nf, uint64_t wlo,
+                                uint64_t data_len)
+{
+    memcpy(s->host_sums, sums + i0, nf * sizeof(uint64_t));
+    for (uint32_t k = 0; k < nf; k++) {
+        s->host_foff[k] = (uint32_t)(c->frames[2 * (i0 + k)] - wlo);
+        s->host_flen[k] = c->frames[2 * (i0 + k) + 1];
+    }
+    /* sums, offsets and lengths are one range of the small area (the flag
+     * inside it is cleared after) */
+    cudaError_t e = cudaMemcpyAsync(s->dev_sums, s->host_sums, SMALL_BYTES,
+                                    cudaMemcpyHostToDevice, s->stream);
+    if (e == cudaSuccess)
+        e = cudaMemsetAsync(s->dev_flag, 0, sizeof(uint32_t), s->stream);
+    if (e == cudaSuccess)
+        e = (cudaError_t)kvs_cuda_codec_decode(s->sdev, s->dev_foff, s->dev_flen, nf,
+                                               c->seg_bytes, data_len, d->p.elem, s->dev_sums,
+                                               s->dev, s->dev_flag, s->stream);
+    return e;
+}
+
+/* After queue_verify or queue_decode: on the device, only if the flag is
+ * still 0, scatters the slot's payload part into the caller's memory
+ * (ordered after the op's start on the caller's stream); reads the verdict
+ * back and waits. */
+static kvs_dev_rc scatter_gated(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk *c, uint64_t off,
+                                uint64_t len, uint8_t *digests_out, const kvs_dev_hooks *h)
+{
+    kvs_dev *d = o->d;
+    cudaError_t e = cudaStreamWaitEvent(s->stream, o->start, 0);
     const char *what = "queuing the verification";
-    if ((e = cudaMemcpyAsync(s->dev_sums, s->host_sums, nseg * sizeof(uint64_t),
-                             cudaMemcpyHostToDevice, s->stream)) != cudaSuccess ||
-        (e = cudaMemsetAsync(s->dev_flag, 0, sizeof(uint32_t), s->stream)) != cudaSuccess ||
-        (e = (cudaError_t)kvs_cuda_segment_sums(s->dev, len, seg, NULL, s->dev_sums, s->dev_flag,
-                                                s->stream)) != cudaSuccess ||
-        (e = cudaStreamWaitEvent(s->stream, o->start, 0)) != cudaSuccess)
+    if (e != cudaSuccess)
         return cuda_rc(d, e, what);
     /* auth: the pieces' SHA-256 from the same staging bytes, back to the
      * host with the verdict (the MAC itself is checked there, per chunk) */
@@ -903,33 +1066,27 @@ static kvs_dev_rc verify_scatter(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk
     return KVS_DEV_OK;
 }
 
-kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
-                               const uint64_t *sums, uint64_t off, uint64_t len,
-                               uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out)
+/* Reads file bytes [foff, foff + len) into VRAM at arena offset dst_off:
+ * through cuFile when f is given (falling back for good on a failure), else
+ * 1 MiB units pread into the slot's pinned ring, each copied up on the
+ * slot's stream as soon as it is read. */
+static kvs_dev_rc read_range(kvs_dev *d, dev_slot *s, int fd, kvs_dev_file *f, uint64_t foff,
+                             uint64_t dst_off, uint64_t len, const kvs_dev_hooks *h,
+                             uint64_t *t_pread, uint64_t *t_ring, int *err_out)
 {
-    kvs_dev *d = o->d;
-    if (len > d->p.slot_bytes || off % c->seg_bytes || off % KVS_AUTH_SEGMENT_BYTES)
-        return KVS_DEV_NOMEM; /* a piece the slots were not sized for */
-    dev_slot *s = slot_get(d);
-    if (!s)
-        return KVS_DEV_NOMEM;
-    cudaSetDevice(d->device);
-    kvs_dev_rc rc = KVS_DEV_OK;
     bool use_cufile = f != NULL;
     /* Host side: a ring of `ring` units, reused as soon as its copy to VRAM
      * is done, so what the CPU writes is still in cache when the copy engine
-     * reads it; VRAM side: the whole piece, verified then scattered. */
+     * reads it; VRAM side: the whole range. */
     const uint32_t ring = d->ring;
-    uint64_t k = 0, t_pread = 0, t_ring = 0, t0;
+    uint64_t k = 0, t0;
     for (uint64_t u = 0; u < len; u += d->unit) {
-        if (h->stopped(h->ctx)) {
-            rc = KVS_DEV_STOPPED;
-            break;
-        }
+        if (h->stopped(h->ctx))
+            return KVS_DEV_STOPPED;
         uint64_t n = KVS_MIN(d->unit, len - u);
-        off_t foff = (off_t)(KVS_PAYLOAD_OFFSET + off + u);
+        off_t fo = (off_t)(foff + u);
         if (use_cufile) {
-            ssize_t r = kvs__cufile_read(f->handle, d->arena, n, foff, (off_t)(s->dev_off + u));
+            ssize_t r = kvs__cufile_read(f->handle, d->arena, n, fo, (off_t)(dst_off + u));
             if (r == (ssize_t)n)
                 continue;
             note_fallback(d, r < 0 ? (int)-r : ENODATA, "cuFileRead");
@@ -939,31 +1096,95 @@ kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kv
         t0 = kvs__now_ns();
         if (k >= ring) {
             cudaError_t e = cudaEventSynchronize(s->ev[k % ring]);
-            if (e != cudaSuccess) {
-                rc = cuda_rc(d, e, "waiting for a copy to the staging buffer");
-                break;
-            }
+            if (e != cudaSuccess)
+                return cuda_rc(d, e, "waiting for a copy to the staging buffer");
         }
         uint64_t t1 = kvs__now_ns();
-        t_ring += t1 - t0;
-        if (kvs__pread_full(fd, hbuf, n, foff) != 0) {
+        *t_ring += t1 - t0;
+        if (kvs__pread_full(fd, hbuf, n, fo) != 0) {
             *err_out = errno;
-            rc = KVS_DEV_IO;
-            break;
+            return KVS_DEV_IO;
         }
-        t_pread += kvs__now_ns() - t1;
-        cudaError_t e = cudaMemcpyAsync(s->dev + u, hbuf, n, cudaMemcpyHostToDevice, s->stream);
+        *t_pread += kvs__now_ns() - t1;
+        cudaError_t e = cudaMemcpyAsync(d->arena + dst_off + u, hbuf, n, cudaMemcpyHostToDevice,
+                                        s->stream);
         if (e == cudaSuccess)
             e = cudaEventRecord(s->ev[k % ring], s->stream);
-        if (e != cudaSuccess) {
-            rc = cuda_rc(d, e, "cudaMemcpyAsync to the staging buffer");
-            break;
-        }
+        if (e != cudaSuccess)
+            return cuda_rc(d, e, "cudaMemcpyAsync to the staging buffer");
         k++;
     }
-    t0 = kvs__now_ns();
-    if (rc == KVS_DEV_OK)
-        rc = verify_scatter(o, s, c, sums, off, len, digests_out, h);
+    return KVS_DEV_OK;
+}
+
+/* The frames of a compressed piece and the window of the file that holds
+ * them: frames [*i0, *i0 + *nf), stored bytes [*wlo, *wlo + *wlen) of the
+ * frame area (4096-aligned).  KVS_DEV_CHECKSUM when the table breaks the
+ * format's rules for these frames (the engine checked the table's sum, so
+ * only a writer's bug gets here), KVS_DEV_NOMEM when they do not fit the
+ * slot. */
+static kvs_dev_rc coded_window(const kvs_dev *d, const kvs_dev_chunk *c, uint64_t off,
+                               uint64_t data_len, uint32_t *i0, uint32_t *nf, uint64_t *wlo,
+                               uint64_t *wlen)
+{
+    const uint32_t seg = c->seg_bytes;
+    *i0 = (uint32_t)(off / seg);
+    *nf = (uint32_t)((data_len + seg - 1) / seg);
+    if (*nf == 0 || *nf > SUMS_MAX)
+        return KVS_DEV_NOMEM;
+    uint64_t end = 0;
+    for (uint32_t k = 0; k < *nf; k++) {
+        uint64_t fo = c->frames[2 * (*i0 + k)], fl = c->frames[2 * (*i0 + k) + 1];
+        if ((k && fo < end) || fo % KVS_CODEC_FRAME_ALIGN || fl < KVS_CODEC_MIN_FRAME ||
+            fl % KVS_CODEC_FRAME_ALIGN || fo + fl > c->stored)
+            return KVS_DEV_CHECKSUM;
+        end = fo + fl;
+    }
+    uint64_t lo = c->frames[2 * *i0];
+    *wlo = lo / KVS_FILE_ALIGN * KVS_FILE_ALIGN;
+    *wlen = KVS_ALIGN_UP(end, (uint64_t)KVS_FILE_ALIGN) - *wlo;
+    return *wlen > d->stored_cap ? KVS_DEV_NOMEM : KVS_DEV_OK;
+}
+
+kvs_dev_rc kvs__dev_read_piece(kvs_dev_op *o, const kvs_dev_chunk *c, int fd, kvs_dev_file *f,
+                               const uint64_t *sums, uint64_t off, uint64_t len,
+                               uint8_t *digests_out, const kvs_dev_hooks *h, int *err_out)
+{
+    kvs_dev *d = o->d;
+    if (len > d->p.slot_bytes || off % c->seg_bytes || off % KVS_AUTH_SEGMENT_BYTES)
+        return KVS_DEV_NOMEM; /* a piece the slots were not sized for */
+    const uint64_t data_len = off < c->payload ? KVS_MIN(len, c->payload - off) : 0;
+    uint32_t i0 = 0, nf = 0;
+    uint64_t wlo = 0, wlen = 0;
+    if (c->frames) {
+        /* authenticated chunks are never compressed; a reader with a key
+         * refuses version 2 before any piece */
+        if (digests_out || data_len == 0)
+            return KVS_DEV_CHECKSUM;
+        kvs_dev_rc wr = coded_window(d, c, off, data_len, &i0, &nf, &wlo, &wlen);
+        if (wr != KVS_DEV_OK)
+            return wr;
+    }
+    dev_slot *s = slot_get(d);
+    if (!s)
+        return KVS_DEV_NOMEM;
+    cudaSetDevice(d->device);
+    uint64_t t_pread = 0, t_ring = 0;
+    kvs_dev_rc rc;
+    if (!c->frames)
+        rc = read_range(d, s, fd, f, KVS_PAYLOAD_OFFSET + off, s->dev_off, len, h, &t_pread,
+                        &t_ring, err_out);
+    else
+        rc = read_range(d, s, fd, f, KVS_CODEC_FRAMES_OFFSET + wlo, s->sdev_off, wlen, h,
+                        &t_pread, &t_ring, err_out);
+    uint64_t t0 = kvs__now_ns();
+    if (rc == KVS_DEV_OK) {
+        cudaError_t e = c->frames ? queue_decode(d, s, c, sums, i0, nf, wlo, data_len)
+                                  : queue_verify(s, c, sums, off, len);
+        rc = e != cudaSuccess ? cuda_rc(d, e, c->frames ? "queuing the decode"
+                                                         : "queuing the verification")
+                              : scatter_gated(o, s, c, off, len, digests_out, h);
+    }
     atomic_fetch_add(&d->n_read, 1);
     atomic_fetch_add(&d->ns_pread, t_pread);
     atomic_fetch_add(&d->ns_ring, t_ring);
@@ -1022,15 +1243,19 @@ kvs_dev_rc kvs__dev_capture_begin(kvs_dev_op *o, uint32_t max_chunks)
     void *prev = dev_enter(d);
     kvs_dev_rc rc = KVS_DEV_OK;
     if (max_chunks > d->cap_max) {
-        cudaFreeHost(d->cap_sums);
-        d->cap_sums = NULL;
+        cudaFreeHost(d->cap_meta);
+        cudaFree(d->cap_meta_dev);
+        d->cap_meta = d->cap_meta_dev = NULL;
         kvs__free(d->cap_items);
         d->cap_items = kvs__malloc(max_chunks * sizeof *d->cap_items);
-        cudaError_t e = cudaHostAlloc((void **)&d->cap_sums,
-                                      (size_t)max_chunks * SUMS_MAX * sizeof(uint64_t),
-                                      cudaHostAllocPortable);
+        size_t bytes = (size_t)max_chunks * META_BYTES;
+        cudaError_t e = cudaHostAlloc((void **)&d->cap_meta, bytes, cudaHostAllocPortable);
+        if (e == cudaSuccess)
+            e = cudaMalloc((void **)&d->cap_meta_dev, bytes);
         if (e != cudaSuccess || !d->cap_items) {
-            d->cap_sums = NULL;
+            cudaGetLastError();
+            cudaFreeHost(d->cap_meta);
+            d->cap_meta = d->cap_meta_dev = NULL;
             d->cap_max = 0;
             rc = KVS_DEV_NOMEM;
         } else {
@@ -1050,6 +1275,28 @@ kvs_dev_rc kvs__dev_capture_begin(kvs_dev_op *o, uint32_t max_chunks)
     return rc;
 }
 
+/* The codec steps of a capture, on the capture stream after the gather of
+ * the chunk into L (padded, sums computed): encode L into the stage's
+ * frame area (zeroed first: the file's padding after the frames) and,
+ * where the stage keeps no logical copy, the plain payload over the frames
+ * when they are not small enough (decided on the device, so nothing waits
+ * here). */
+static cudaError_t capture_encode(kvs_dev *d, kvs_dev_stage *s, const kvs_dev_chunk *c,
+                                  const char *L, char *meta, uint64_t enc_len)
+{
+    uint32_t *off = (uint32_t *)(meta + META_OFF), *len = (uint32_t *)(meta + META_LEN);
+    uint64_t *stored = (uint64_t *)(meta + META_STORED);
+    cudaError_t e = cudaMemsetAsync(s->enc, 0, enc_len, d->cap_stream);
+    if (e == cudaSuccess)
+        e = (cudaError_t)kvs_cuda_codec_encode(L, c->payload, c->seg_bytes, d->p.elem, s->enc, off,
+                                               len, stored, (uint64_t *)(meta + META_FSUMS),
+                                               d->scratch, d->cap_stream);
+    if (e == cudaSuccess && L != s->dev)
+        e = (cudaError_t)kvs_cuda_copy_unless_within(s->enc, L, c->padded, stored,
+                                                     coded_limit(c->padded), d->cap_stream);
+    return e;
+}
+
 kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sums_out,
                             kvs_dev_stage **stage_out)
 {
@@ -1057,52 +1304,152 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     if (d->cap_n >= d->cap_max)
         return KVS_DEV_NOMEM;
     uint32_t nseg = kvs__segment_count(c->payload, c->seg_bytes);
-    uint64_t ndig = d->p.auth ? kvs__auth_segment_count(c->payload) : 0;
-    uint64_t bytes = c->padded + KVS_FILE_ALIGN + KVS_ALIGN_UP(ndig * 32, (uint64_t)KVS_FILE_ALIGN);
+    const bool codec = d->p.codec && c->padded <= d->p.chunk_padded && nseg <= SUMS_MAX &&
+                       coded_limit(c->padded) > 0;
+    kvs_dev_params pp = d->p;
+    pp.codec = codec;
+    uint64_t bytes = stage_bytes(&pp, c->payload, c->padded);
     uint64_t off;
     if (!arena_alloc(d, bytes, &off))
         return KVS_DEV_NOMEM;
-    kvs_dev_stage *s = kvs__malloc(sizeof *s);
+    kvs_dev_stage *s = kvs__calloc(1, sizeof *s);
     if (!s) {
         arena_free(d, off, bytes);
         return KVS_DEV_NOMEM;
     }
     s->off = off;
     s->bytes = bytes;
-    s->dev = d->arena + off;
-    s->dev_sums = (uint64_t *)(s->dev + c->padded);
-    s->dev_digests = ndig ? (uint8_t *)s->dev + c->padded + KVS_FILE_ALIGN : NULL;
+    s->padded = c->padded;
+    char *base = d->arena + off;
+    uint64_t ndig = !codec && d->p.auth ? kvs__auth_segment_count(c->payload) : 0;
+    /* where the chunk is gathered: its own logical area, or with the codec
+     * and no CPU tier the shared gather buffer (the stage then holds only
+     * what is written) */
+    char *L;
+    if (!codec) {
+        s->dev = L = base;
+        s->dev_digests = ndig ? (uint8_t *)base + c->padded : NULL;
+    } else if (d->p.cpu_tier) {
+        s->dev = L = base;
+        s->enc = base + c->padded;
+    } else {
+        s->enc = base;
+        L = d->gbuf;
+    }
+    char *meta = d->cap_meta_dev + (size_t)d->cap_n * META_BYTES;
     void *prev = dev_enter(d);
     kvs_cuda_chunk ch = chunk_of(o, c);
-    cudaError_t e = (cudaError_t)kvs_cuda_gather(&ch, 0, c->payload, s->dev, d->cap_stream);
+    const char *what = "the gather kernel";
+    cudaError_t e = (cudaError_t)kvs_cuda_gather(&ch, 0, c->payload, L, d->cap_stream);
     if (e == cudaSuccess && c->padded > c->payload)
-        e = cudaMemsetAsync(s->dev + c->payload, 0, c->padded - c->payload, d->cap_stream);
+        e = cudaMemsetAsync(L + c->payload, 0, c->padded - c->payload, d->cap_stream);
     if (e == cudaSuccess)
-        e = (cudaError_t)kvs_cuda_segment_sums(s->dev, c->padded, c->seg_bytes, s->dev_sums, NULL,
-                                               NULL, d->cap_stream);
+        e = (cudaError_t)kvs_cuda_segment_sums(L, c->padded, c->seg_bytes,
+                                               (uint64_t *)(meta + META_PLAIN), NULL, NULL,
+                                               d->cap_stream);
     if (e == cudaSuccess && ndig)
         e = (cudaError_t)kvs_cuda_sha256_pieces(s->dev, c->padded, KVS_AUTH_SEGMENT_BYTES,
                                                 s->dev_digests, d->cap_stream);
-    uint64_t *host = d->cap_sums + (size_t)d->cap_n * SUMS_MAX;
-    if (e == cudaSuccess)
-        e = cudaMemcpyAsync(host, s->dev_sums, nseg * sizeof(uint64_t), cudaMemcpyDeviceToHost,
-                            d->cap_stream);
+    bool coded = codec;
+    if (e == cudaSuccess && codec) {
+        what = "the encoder";
+        e = capture_encode(d, s, c, L, meta, bytes - (uint64_t)(s->enc - base));
+        if (e != cudaSuccess) {
+            /* a launch refused (an error of the kernel itself would show at
+             * the synchronization and fail the batch): keep the chunk
+             * plain, copied into the stage where the stage has no logical
+             * area of its own (the copy is ordered after whatever ran) */
+            kvs__log_once(&d->logged_codec, KVS_LOG_WARN,
+                          "the GPU encoder failed on cuda:%d (%s, error %d); chunks are "
+                          "stored uncompressed",
+                          d->device, cudaGetErrorString(e), (int)e);
+            cudaGetLastError();
+            coded = false;
+            e = L == s->dev ? cudaSuccess
+                            : cudaMemcpyAsync(s->enc, L, c->padded, cudaMemcpyDeviceToDevice,
+                                              d->cap_stream);
+            what = "copying a chunk to staging";
+        }
+    }
     dev_leave(d, prev);
     if (e != cudaSuccess) {
         d->cap_failed = true;
         kvs__dev_stage_free(d, s);
-        return cuda_rc(d, e, "the gather kernel");
+        return cuda_rc(d, e, what);
     }
-    d->cap_items[d->cap_n++] = (cap_item){sums_out, nseg};
+    d->cap_items[d->cap_n++] = (cap_item){sums_out, s, nseg, coded};
+    if (codec && !coded && !s->dev)
+        s->dev = s->enc;
     *stage_out = s;
     return KVS_DEV_OK;
+}
+
+/* Whether the encoder's offsets and lengths of a chunk obey the format
+ * (CODEC.md) and fit its stage: checked before a table built from them is
+ * trusted, so an encoder's bug is a failed store, never a bad file. */
+static bool frames_sane(const uint32_t *off, const uint32_t *len, uint32_t n, uint64_t stored,
+                        uint64_t room)
+{
+    uint64_t end = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (off[i] != end || len[i] < KVS_CODEC_MIN_FRAME || len[i] % KVS_CODEC_FRAME_ALIGN)
+            return false;
+        end += len[i];
+    }
+    return end == stored && stored <= room;
+}
+
+/* A captured chunk's verdict, once its meta data is on the host. */
+static void capture_settle(kvs_dev *d, const cap_item *it, const char *meta)
+{
+    kvs_dev_stage *s = it->stage;
+    const uint64_t *plain = (const uint64_t *)(meta + META_PLAIN);
+    if (!it->codec) {
+        memcpy(it->dst, plain, it->nseg * sizeof(uint64_t));
+        return;
+    }
+    const uint32_t *off = (const uint32_t *)(meta + META_OFF);
+    const uint32_t *len = (const uint32_t *)(meta + META_LEN);
+    uint64_t stored;
+    memcpy(&stored, meta + META_STORED, sizeof stored);
+    const bool has_logical = s->dev != NULL; /* a CPU tier's copy */
+    const uint64_t room = s->bytes - (uint64_t)(s->enc - (d->arena + s->off));
+    if (stored > coded_limit(s->padded)) {
+        /* not small enough: plain, from the logical copy or from what the
+         * device copied over the frames */
+        memcpy(it->dst, plain, it->nseg * sizeof(uint64_t));
+        if (!has_logical)
+            s->dev = s->enc;
+        return;
+    }
+    if (!frames_sane(off, len, it->nseg, stored, room)) {
+        kvs__log_once(&d->logged_codec, KVS_LOG_ERROR,
+                      "the GPU encoder on cuda:%d gave a frame table that breaks the format "
+                      "(frame area %llu bytes); the chunk is not stored",
+                      d->device, (unsigned long long)stored);
+        s->broken = true;
+        return;
+    }
+    s->coded = true;
+    s->stored = stored;
+    s->nframes = it->nseg;
+    memcpy(s->foff, off, it->nseg * sizeof(uint32_t));
+    memcpy(s->flen, len, it->nseg * sizeof(uint32_t));
+    memcpy(it->dst, meta + META_FSUMS, it->nseg * sizeof(uint64_t));
 }
 
 kvs_dev_rc kvs__dev_capture_end(kvs_dev_op *o)
 {
     kvs_dev *d = o->d;
     void *prev = dev_enter(d);
-    cudaError_t e = cudaStreamSynchronize(d->cap_stream);
+    /* one copy of the whole batch's sums (and frame tables) to the host */
+    cudaError_t e = d->cap_n ? cudaMemcpyAsync(d->cap_meta, d->cap_meta_dev,
+                                               (size_t)d->cap_n * META_BYTES,
+                                               cudaMemcpyDeviceToHost, d->cap_stream)
+                             : cudaSuccess;
+    cudaError_t e2 = cudaStreamSynchronize(d->cap_stream);
+    if (e == cudaSuccess)
+        e = e2;
     dev_leave(d, prev);
     kvs_dev_rc rc = KVS_DEV_OK;
     if (e != cudaSuccess)
@@ -1110,24 +1457,38 @@ kvs_dev_rc kvs__dev_capture_end(kvs_dev_op *o)
     else if (d->cap_failed)
         rc = KVS_DEV_CUDA;
     for (uint32_t i = 0; rc == KVS_DEV_OK && i < d->cap_n; i++)
-        memcpy(d->cap_items[i].dst, d->cap_sums + (size_t)i * SUMS_MAX,
-               d->cap_items[i].nseg * sizeof(uint64_t));
+        capture_settle(d, &d->cap_items[i], d->cap_meta + (size_t)i * META_BYTES);
     pthread_mutex_unlock(&d->cap_mu);
     return rc;
 }
 
-kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_file *f,
-                                uint64_t off, uint64_t len, uint64_t data_len, void *cpu_copy,
-                                int *err_out)
+void kvs__dev_stage_coded(const kvs_dev_stage *s, kvs_dev_coded *out)
 {
-    cudaSetDevice(d->device);
+    *out = (kvs_dev_coded){0};
+    if (s && s->coded) {
+        out->codec = KVS_CODEC_EXP_HUFF;
+        out->stored_bytes = s->stored;
+        out->nframes = s->nframes;
+        out->off = s->foff;
+        out->len = s->flen;
+    }
+}
+
+/* Device bytes [src, src + len) (arena offset src_off) to the file at foff
+ * and/or to cpu_copy (fd < 0: no file): through cuFile when f is given and
+ * there is no CPU copy, else 1 MiB units through the slot's pinned ring,
+ * each written as soon as its copy is over (copies run up to a ring ahead,
+ * so any length fits). */
+static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t src_off, uint64_t len, int fd,
+                              kvs_dev_file *f, uint64_t foff, void *cpu_copy, uint64_t data_len,
+                              int *err_out)
+{
     uint64_t u0 = 0;
-    if (f && !cpu_copy) {
+    if (f && !cpu_copy && fd >= 0) {
         for (; u0 < len; u0 += d->unit) {
             uint64_t n = KVS_MIN(d->unit, len - u0);
-            ssize_t r = kvs__cufile_write(f->handle, d->arena, n,
-                                          (off_t)(KVS_PAYLOAD_OFFSET + off + u0),
-                                          (off_t)(st->off + off + u0));
+            ssize_t r = kvs__cufile_write(f->handle, d->arena, n, (off_t)(foff + u0),
+                                          (off_t)(src_off + u0));
             if (r != (ssize_t)n) {
                 note_fallback(d, r < 0 ? (int)-r : EIO, "cuFileWrite");
                 break;
@@ -1139,8 +1500,6 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     dev_slot *s = slot_get(d);
     if (!s)
         return KVS_DEV_NOMEM;
-    /* The slot's pinned slice is a ring of units: copies run ahead of the
-     * writes by up to a ring's worth, so a piece may be longer than a slot. */
     const uint64_t unit = d->unit;
     const uint32_t ring = d->ring;
     uint64_t t_d2h = 0, t_pwrite = 0;
@@ -1151,8 +1510,7 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
         while (queued < nunits && queued < k + ring) {
             uint64_t u = u0 + queued * unit, n = KVS_MIN(unit, len - u);
             char *h = s->host + (queued % ring) * unit;
-            cudaError_t e = cudaMemcpyAsync(h, st->dev + off + u, n, cudaMemcpyDeviceToHost,
-                                            s->stream);
+            cudaError_t e = cudaMemcpyAsync(h, src + u, n, cudaMemcpyDeviceToHost, s->stream);
             if (e == cudaSuccess)
                 e = cudaEventRecord(s->ev[queued % ring], s->stream);
             if (e != cudaSuccess) {
@@ -1175,7 +1533,7 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
         t_d2h += t1 - t0;
         if (cpu_copy && u < data_len)
             memcpy((char *)cpu_copy + u, h, KVS_MIN(n, data_len - u));
-        if (kvs__pwrite_full(fd, h, n, (off_t)(KVS_PAYLOAD_OFFSET + off + u)) != 0) {
+        if (fd >= 0 && kvs__pwrite_full(fd, h, n, (off_t)(foff + u)) != 0) {
             *err_out = errno;
             rc = KVS_DEV_IO;
         }
@@ -1186,6 +1544,34 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     atomic_fetch_add(&d->ns_pwrite, t_pwrite);
     slot_wait(s);
     slot_put(d, s);
+    return rc;
+}
+
+kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_file *f,
+                                uint64_t off, uint64_t len, uint64_t data_len, void *cpu_copy,
+                                int *err_out)
+{
+    cudaSetDevice(d->device);
+    if (st->broken || (!st->dev && !st->coded))
+        return KVS_DEV_CUDA;
+    if (!st->coded)
+        return write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, len, fd, f,
+                           KVS_PAYLOAD_OFFSET + off, cpu_copy, data_len, err_out);
+    /* compressed: the CPU tier takes this piece's logical bytes (the stage
+     * keeps them when there is a tier); the piece at 0 writes every frame,
+     * padded with zeros to the file alignment (the engine writes the table
+     * block and the header) */
+    kvs_dev_rc rc = KVS_DEV_OK;
+    if (cpu_copy && data_len) {
+        if (!st->dev)
+            return KVS_DEV_CUDA;
+        rc = write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, data_len, -1,
+                         NULL, 0, (char *)cpu_copy, data_len, err_out);
+    }
+    if (rc == KVS_DEV_OK && off == 0)
+        rc = write_range(d, st->enc, (uint64_t)(st->enc - d->arena),
+                         KVS_ALIGN_UP(st->stored, (uint64_t)KVS_FILE_ALIGN), fd, f,
+                         KVS_FRAMES_OFFSET, NULL, 0, err_out);
     return rc;
 }
 

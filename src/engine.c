@@ -499,8 +499,12 @@ static void read_piece(kvs_xpiece *p, kvs_worker *w)
     kvs_engine *e = op->engine;
     uint64_t delivered = 0;
     int err = 0;
+    uint64_t stored = 0;
     kvs_xfer_rc rc = op->xfer->read_piece(p, w, &delivered, &err);
     KVS_STAT_ADD(e, bytes_read, delivered);
+    if (rc == KVS_XFER_OK)
+        stored = kvs__xpiece_stored_len(p);
+    KVS_STAT_ADD(e, stored_bytes_read, stored);
     switch (rc) {
     case KVS_XFER_OK:
     case KVS_XFER_STOPPED: break;
@@ -570,7 +574,10 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
         chunk_fail(c, KVS_MISS_OWNERSHIP);
         goto close_resolve;
     }
-    if ((uint64_t)st.st_size != kvs__file_bytes(c->payload)) {
+    /* The length a file must have is in its header (a compressed file is
+     * shorter than its payload, CODEC.md): only what cannot hold a chunk of
+     * this size at all is refused before the header is read. */
+    if (!kvs__chunk_size_plausible(c->payload, (uint64_t)st.st_size)) {
         chunk_fail(c, KVS_MISS_TRUNCATED);
         quarantine(c, KVS_REJECT_TRUNCATED);
         goto close_resolve;
@@ -581,9 +588,24 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     }
     kvs_chunk_want want = {.key = c->key, .ns = &e->ns, .tokens = c->tokens};
     kvs_reject rej = kvs__chunk_check_header(w->bounce, (uint64_t)st.st_size, &want, &c->hdr);
+    if (rej == KVS_REJECT_NONE && c->hdr.codec) {
+        /* the frame table, after the header (the bounce buffer is at least
+         * 256 KiB; the header is still needed below with auth on) */
+        uint8_t *table = (uint8_t *)w->bounce + KVS_HEADER_BYTES;
+        if (kvs__pread_full(fd, table, KVS_FRAME_TABLE_BYTES, KVS_FRAME_TABLE_OFFSET) != 0) {
+            read_fail(c, read_errno_reason(errno), errno);
+            goto close_resolve;
+        }
+        rej = kvs__chunk_check_table(&c->hdr, table, &c->frames, NULL, 0);
+    }
     if (rej != KVS_REJECT_NONE) {
         chunk_fail(c, reject_reason(rej));
         quarantine(c, rej);
+        goto close_resolve;
+    }
+    if (c->hdr.codec && !op->xfer->reads_codec) {
+        /* a good file this data path cannot decode: another reader may */
+        chunk_fail(c, KVS_MISS_VERSION);
         goto close_resolve;
     }
     if (e->auth_key) {
@@ -691,6 +713,16 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
             }
         }
     }
+    if (ok && c->hdr.codec) {
+        /* compressed (xfer.h): the table block the header's sum covers */
+        uint8_t *table = (uint8_t *)w->bounce + KVS_HEADER_BYTES;
+        c->hdr.table_sum = kvs__chunk_encode_table(&c->hdr, &c->frames, table);
+        kvs__header_encode(&c->hdr, w->bounce);
+        if (kvs__pwrite_full(c->fd, table, KVS_FRAME_TABLE_BYTES, KVS_FRAME_TABLE_OFFSET) != 0) {
+            write_fail(c, errno, "frame table write");
+            ok = false;
+        }
+    }
     if (ok) {
         if (kvs__pwrite_full(c->fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {
             write_fail(c, errno, "header write");
@@ -722,6 +754,10 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
         kvs__index_set_present(e->index, c->key, kvs__now_ns());
         KVS_STAT_ADD(e, chunks_stored, 1);
         KVS_STAT_ADD(e, bytes_written, c->payload);
+        KVS_STAT_ADD(e, stored_bytes_written,
+                     c->hdr.codec ? c->hdr.stored_bytes : c->payload);
+        if (c->hdr.codec)
+            KVS_STAT_ADD(e, chunks_stored_compressed, 1);
         note_io_success(e);
     } else if (rc == 1) {
         chunk_settle(c, KVS_CH_PRESENT);
@@ -778,7 +814,7 @@ static void write_create_task(kvs_task *t, kvs_worker *w)
     /* Another instance may have stored it since: one metadata call saves a
      * whole chunk of writing. */
     int err = 0;
-    kvs_probe pr = kvs__store_probe(&e->store, c->key, kvs__file_bytes(c->payload), &err);
+    kvs_probe pr = kvs__store_probe(&e->store, c->key, c->payload, &err);
     if (pr == KVS_PROBE_PRESENT) {
         chunk_settle(c, KVS_CH_PRESENT);
         kvs__index_set_present(e->index, c->key, 0);
@@ -1403,7 +1439,7 @@ typedef struct probe_item {
     kvs_task task;
     struct probe_batch *batch;
     uint8_t key[KVS_KEY_BYTES];
-    uint64_t file_bytes;
+    uint64_t payload;
     int result;                /* kvs_probe; valid when done */
     bool done;
 } probe_item;
@@ -1439,7 +1475,7 @@ static void probe_task(kvs_task *t, kvs_worker *w)
     probe_batch *b = it->batch;
     kvs_engine *e = b->engine;
     int err = 0;
-    kvs_probe r = kvs__store_probe(&e->store, it->key, it->file_bytes, &err);
+    kvs_probe r = kvs__store_probe(&e->store, it->key, it->payload, &err);
     KVS_STAT_ADD(e, store_probes, 1);
     uint64_t now = kvs__now_ns();
     if (r == KVS_PROBE_PRESENT) {
@@ -1479,7 +1515,7 @@ static kvs_status probe_prefix(kvs_engine *e, uint8_t (*keys)[KVS_KEY_BYTES], co
         it->batch = b;
         it->task.fn = probe_task;
         memcpy(it->key, keys[i], KVS_KEY_BYTES);
-        it->file_bytes = kvs__file_bytes(kvs__ns_payload_bytes(&e->ns, ntok[i]));
+        it->payload = kvs__ns_payload_bytes(&e->ns, ntok[i]);
     }
     for (uint32_t i = 0; i < n; i++)
         kvs__pool_submit(e->pool, &b->items[i].task, KVS_PRIO_READ);

@@ -132,6 +132,7 @@ struct kvs_xchunk {
     _Atomic int state;             /* kvs_chunk_state */
     kvs_reason reason;             /* why it failed (KVS_CH_FAILED) */
     kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
+    kvs_chunk_frames frames;       /* hdr.codec != 0: the frame table (xfer.h) */
     kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
     uint64_t t_start;              /* monotonic ns: the op's start */
     kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */

@@ -749,7 +749,7 @@ void kvs__store_temp_path(const kvs_fstore *s, const uint8_t *key, uint64_t suff
     kvs__pathf(buf, "%s/%s/%s", s->ns_path[kvs__store_path_index(s, key)], fan, name);
 }
 
-kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out)
+kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t payload, int *err_out)
 {
     char path[KVS_PATH_MAX];
     kvs__store_chunk_path(s, key, path);
@@ -761,7 +761,7 @@ kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_byte
         *err_out = err;
         return KVS_PROBE_ERROR;
     }
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != file_bytes)
+    if (!S_ISREG(st.st_mode) || !kvs__chunk_size_plausible(payload, (uint64_t)st.st_size))
         return KVS_PROBE_BAD;
     return KVS_PROBE_PRESENT;
 }

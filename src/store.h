@@ -195,10 +195,11 @@ typedef enum kvs_probe {
     KVS_PROBE_ERROR = 3,   /* the call failed; errno kept in *err_out */
 } kvs_probe;
 
-/* One metadata call: is a plausible chunk file there?  (An lstat of the
+/* One metadata call: is a plausible chunk file of `payload` logical bytes
+ * there (the size of a plain or a compressed file, kvs__chunk_size_plausible)?  (An lstat of the
  * path: a symlinked fan-out folder planted in the store can make a chunk
  * look present, never readable: the read refuses the path.) */
-kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t file_bytes, int *err_out);
+kvs_probe kvs__store_probe(kvs_fstore *s, const uint8_t *key, uint64_t payload, int *err_out);
 
 /* Opens a chunk for reading: no symlink anywhere below the namespace
  * folder (-ELOOP), no FIFOs or directories (-EISDIR).  Returns fd >= 0 or

@@ -16,14 +16,35 @@
  *
  * Two implementations: host memory (xfer_host.c, the POSIX path through
  * io_posix.c) and CUDA device memory (xfer_dev.c over dev.h: cuFile or the
- * pinned bounce ring, kernels for checksums, gather and scatter).  A codec
- * (compression) would be a third: capture encodes after the gather at
- * store time, read_piece decodes before the scatter, piece by piece so
- * layers still arrive in order; the file's size is then not the logical
- * size, which only the implementation and the header know.  (One thing a
- * codec will still change outside its table: read_open_task checks the
- * file's size against the logical payload before it reads the header; with
- * a stored size in the header that check moves after the header decode.)
+ * pinned bounce ring, kernels for checksums, gather and scatter).
+ *
+ * Compressed chunks (docs/codec.md; format in chunk_file.h and CODEC.md) go
+ * through the same two implementations:
+ *   retrieve: read_open_task checks the header (the file's length against
+ *     the stored size the header gives) and, when c->hdr.codec != 0, reads
+ *     and checks the frame table into c->frames before any piece runs.
+ *     Pieces stay in logical terms: p->off and p->len are payload bytes and
+ *     always cover whole segments, and segment i is frame i; the piece's
+ *     frames are kvs__xpiece_frames(), their bytes in the file
+ *     kvs__xchunk_file_range().  read_piece reads that range, verifies each
+ *     frame's stored bytes against c->hdr.segment_sums[i], decodes, and only
+ *     then delivers; a frame that does not decode is KVS_XFER_CHECKSUM (a
+ *     miss counted as a checksum failure, the file quarantined), never
+ *     delivered.  *delivered stays logical bytes (kvstash_bytes_total); the
+ *     engine counts the file bytes (kvstash_stored_bytes_total) itself.  An
+ *     implementation declares that it decodes with reads_codec; without it a
+ *     compressed file is a miss (reason version) left in place.
+ *   store: kvs__xfer_compress() says whether this store should compress.
+ *     An implementation that compresses a chunk sets c->frames (off, len of
+ *     each frame from KVS_FRAMES_OFFSET), c->hdr.segment_sums[i] (XXH3 of
+ *     frame i's stored bytes) and kvs__header_set_codec(&c->hdr, stored, 0),
+ *     and writes the frame area at KVS_FRAMES_OFFSET padded with zeros to a
+ *     multiple of 4096; finish_write_chunk then writes the table block and
+ *     the header (table_sum filled there; with a capture, the header the
+ *     capture set up is kept, so capture may make these settings).  A
+ *     chunk that does not compress
+ *     enough (kvs__codec_worth) is written plain as always.  Authenticated
+ *     chunks are never compressed.  The CPU tier always holds logical bytes.
  *
  * Threads: read_piece and write_piece run on I/O workers, several pieces of
  * one chunk at once; put_host and capture run on the caller's thread.
@@ -66,6 +87,9 @@ typedef struct kvs_xfer_ops {
      * before a read can complete the op; otherwise they are copied after
      * the reads are queued, overlapping them. */
     void (*file_open)(kvs_xchunk *c);
+    /* read_piece takes compressed chunks (hdr.codec != 0); without it such
+     * a file is a miss counted as another format version, left in place. */
+    bool reads_codec;
     kvs_xfer_rc (*read_piece)(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err);
     kvs_xfer_rc (*put_host)(kvs_xchunk *c, const void *payload);
     bool hits_first;
@@ -113,6 +137,61 @@ void kvs__op_direct_end(kvs_op *op);
 static inline uint8_t *kvs__xchunk_seg_digest(const kvs_xchunk *c, uint64_t off)
 {
     return c->auth + KVS_HEADER_BYTES + 32 * (off / KVS_AUTH_SEGMENT_BYTES);
+}
+
+/* Whether a store from `device` memory (true: CUDA) compresses its chunks
+ * under the engine's codec setting: on: both; auto: device memory only;
+ * off, or auth on (authenticated chunks are never compressed): never. */
+static inline bool kvs__xfer_compress(const kvs_engine *e, bool device)
+{
+    if (e->auth_key)
+        return false;
+    switch (e->cfg->codec) {
+    case KVS_CODEC_MODE_ON: return true;
+    case KVS_CODEC_MODE_AUTO: return device;
+    case KVS_CODEC_MODE_OFF: break;
+    }
+    return false;
+}
+
+/* Retrieve of a compressed chunk: the frames [*first, *first + *n) of piece
+ * p (its segments, whole ones, stopping at the last frame). */
+static inline void kvs__xpiece_frames(const kvs_xpiece *p, uint32_t *first, uint32_t *n)
+{
+    const kvs_xchunk *c = p->chunk;
+    uint32_t seg = c->hdr.segment_bytes;
+    uint64_t lo = p->off / seg, hi = (p->off + p->len + seg - 1) / seg;
+    if (hi > c->hdr.segment_count)
+        hi = c->hdr.segment_count;
+    *first = (uint32_t)lo;
+    *n = hi > lo ? (uint32_t)(hi - lo) : 0;
+}
+
+/* The file offset and length of frames [first, first + n) of a compressed
+ * chunk, n >= 1 (from the first one's start to the last one's end). */
+static inline void kvs__xchunk_file_range(const kvs_xchunk *c, uint32_t first, uint32_t n,
+                                          uint64_t *foff, uint64_t *flen)
+{
+    uint64_t lo, hi;
+    kvs__frames_range(&c->frames, first, n, &lo, &hi);
+    *foff = KVS_FRAMES_OFFSET + lo;
+    *flen = hi - lo;
+}
+
+/* Bytes of the file a piece reads: its frames' stored range (compressed)
+ * or its padded payload bytes (plain). */
+static inline uint64_t kvs__xpiece_stored_len(const kvs_xpiece *p)
+{
+    const kvs_xchunk *c = p->chunk;
+    if (!c->hdr.codec)
+        return p->len;
+    uint32_t first, n;
+    kvs__xpiece_frames(p, &first, &n);
+    if (!n)
+        return 0;
+    uint64_t foff, flen;
+    kvs__xchunk_file_range(c, first, n, &foff, &flen);
+    return flen;
 }
 
 /* Payload bytes (not padding) in [off, off + len) of chunk c. */

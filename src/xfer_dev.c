@@ -14,7 +14,13 @@
  *   - a retrieve reads into staging (cuFile or the ring), verifies on the
  *     GPU and scatters only when every segment matched;
  *   - CPU tier hits need staging, which can run out, so they are placed
- *     before any read is queued (hits_first).
+ *     before any read is queued (hits_first);
+ *   - the codec (docs/codec.md) runs on the GPU: with it in force (auto or
+ *     on, auth off) the capture encodes each gathered chunk and keeps it
+ *     plain where it does not compress by the writer's rule; a compressed
+ *     chunk's pieces read their frames' stored bytes, and a kernel verifies
+ *     and decodes them before the gated scatter, piece by piece as before,
+ *     so layers still complete in order.
  * The device code asks the engine whether to stop, and brackets its
  * writes into the caller's memory, through kvs_dev_hooks.
  */
@@ -39,7 +45,27 @@ static void hook_end(void *ctx)
 
 static kvs_dev_chunk dev_chunk(const kvs_xchunk *c)
 {
-    return (kvs_dev_chunk){c->t0, c->tokens, c->payload, c->padded, c->seg_bytes};
+    return (kvs_dev_chunk){c->t0, c->tokens, c->payload, c->padded, c->seg_bytes, NULL, 0};
+}
+
+/* A compressed chunk's frame table as dev.h takes it: {off, len} pairs. */
+static void frame_pairs(const kvs_xchunk *c, uint32_t *pairs)
+{
+    for (uint32_t i = 0; i < c->hdr.segment_count && i < KVS_MAX_SEGMENTS; i++) {
+        pairs[2 * i] = c->frames.f[i].off;
+        pairs[2 * i + 1] = c->frames.f[i].len;
+    }
+}
+
+/* A capture that compressed chunk c: its frame table and the header of a
+ * compressed file (the engine writes both, xfer.h). */
+static void set_coded(kvs_xchunk *c, const kvs_dev_coded *k)
+{
+    for (uint32_t i = 0; i < k->nframes && i < KVS_MAX_SEGMENTS; i++) {
+        c->frames.f[i].off = k->off[i];
+        c->frames.f[i].len = k->len[i];
+    }
+    kvs__header_set_codec(&c->hdr, k->stored_bytes, 0);
 }
 
 static kvs_xfer_rc from_dev(kvs_dev_rc rc)
@@ -81,6 +107,9 @@ static kvs_status engine_dev(kvs_engine *e, int device)
             .block_bytes = e->block_bytes,
             .chunk_padded = kvs__padded_payload(e->chunk_payload),
             .auth = e->auth_key != NULL,
+            .codec = kvs__xfer_compress(e, true),
+            .cpu_tier = e->cpu != NULL,
+            .elem = (uint32_t)kvs_dtype_size(e->ns.dtype),
         };
         kvs_dev *d = NULL;
         st = kvs__dev_open(&p, device, &d);
@@ -129,6 +158,12 @@ static kvs_xfer_rc dev_read_piece(kvs_xpiece *p, kvs_worker *w, uint64_t *delive
         return KVS_XFER_STOPPED;
     kvs_dev_hooks h = {hook_stopped, hook_begin, hook_end, c};
     kvs_dev_chunk dc = dev_chunk(c);
+    uint32_t pairs[2 * KVS_MAX_SEGMENTS];
+    if (c->hdr.codec) {
+        frame_pairs(c, pairs);
+        dc.frames = pairs;
+        dc.stored = c->hdr.stored_bytes;
+    }
     kvs_xfer_rc rc = from_dev(kvs__dev_read_piece(c->op->dev, &dc, c->fd, c->dfile,
                                                   c->hdr.segment_sums, p->off, p->len,
                                                   c->auth ? kvs__xchunk_seg_digest(c, p->off)
@@ -166,7 +201,17 @@ static kvs_xfer_rc dev_capture(kvs_xchunk *c)
 
 static kvs_xfer_rc dev_capture_end(kvs_op *op)
 {
-    return from_dev(kvs__dev_capture_end(op->dev));
+    kvs_xfer_rc rc = from_dev(kvs__dev_capture_end(op->dev));
+    for (uint32_t i = 0; rc == KVS_XFER_OK && i < op->nchunks; i++) {
+        kvs_xchunk *c = &op->chunks[i];
+        kvs_dev_coded k;
+        if (atomic_load(&c->state) != KVS_CH_PENDING || !c->stage)
+            continue;
+        kvs__dev_stage_coded(c->stage, &k);
+        if (k.codec)
+            set_coded(c, &k);
+    }
+    return rc;
 }
 
 static kvs_xfer_rc dev_write_piece(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err)
@@ -202,6 +247,7 @@ const kvs_xfer_ops kvs__xfer_dev = {
     .op_begin = dev_op_begin,
     .op_end = dev_op_end,
     .file_open = dev_file_open,
+    .reads_codec = true,
     .read_piece = dev_read_piece,
     .put_host = dev_put_host,
     .hits_first = true,

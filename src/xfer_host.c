@@ -18,6 +18,14 @@
  * borrowing rules (KVS_KV_DIRECT) get the zero-copy path: the block's rows
  * are read into (written from) their memory with one preadv (pwritev) and
  * checksummed there, one copy per byte.
+ *
+ * Compressed chunks (docs/codec.md) take neither: a retrieve reads the
+ * piece's frames into a buffer of the piece, verifies each frame's stored
+ * bytes, decodes it on the CPU and scatters its logical bytes (decoding
+ * cannot land in place, KVS_KV_DIRECT or not); a store with codec on
+ * gathers each segment into the bounce buffer, encodes it into a buffer of
+ * the chunk's frame area and writes that once, or writes the chunk plain
+ * when it does not compress (kvs__codec_worth).
  */
 #include "xfer.h"
 
@@ -29,13 +37,15 @@
 #include <string.h>
 
 #define MAX_DIRECT_IOV 64
+/* Stored bytes read per system call on the compressed path. */
+#define CODEC_READ_BYTES (4u << 20)
 
 /* Where a piece's worker time goes (kvs_stats xfer_io_ns, _checksum_ns,
  * _copy_ns): a lap per phase, added to the engine once per piece.  Two
  * clock reads per phase per block (256 KiB or more) cost nothing
  * measurable. */
 typedef struct laps {
-    uint64_t t, io, sum, copy;
+    uint64_t t, io, sum, copy, codec;
 } laps;
 
 static void lap(laps *l, uint64_t *phase)
@@ -50,6 +60,7 @@ static void laps_add(kvs_engine *e, const laps *l)
     KVS_STAT_ADD(e, xfer_io_ns, l->io);
     KVS_STAT_ADD(e, xfer_checksum_ns, l->sum);
     KVS_STAT_ADD(e, xfer_copy_ns, l->copy);
+    KVS_STAT_ADD(e, xfer_codec_ns, l->codec);
 }
 
 /* SHA-256 of every auth piece of [off, off + len), a whole number of them
@@ -209,9 +220,82 @@ static kvs_xfer_rc piece_done(const kvs_xpiece *p, const laps *l, kvs_xfer_rc rc
     return rc;
 }
 
+/* A compressed chunk's piece: its frames' stored range read into a buffer
+ * of its own (block-aligned, for O_DIRECT), in calls of CODEC_READ_BYTES;
+ * then frame by frame: verify the stored bytes, decode into the bounce
+ * buffer (a frame's logical bytes are a segment, at most block_bytes), and
+ * scatter.  A frame that does not verify or decode fails the piece as a
+ * checksum failure before any of its bytes reach the caller. */
+static kvs_xfer_rc read_frames(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err,
+                               laps *l)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    const kvs_chunk_header *h = &c->hdr;
+    uint32_t first, n;
+    kvs__xpiece_frames(p, &first, &n);
+    if (n == 0)
+        return KVS_XFER_OK;
+    uint64_t foff, flen;
+    kvs__xchunk_file_range(c, first, n, &foff, &flen);
+    uint64_t lo = foff / KVS_FILE_ALIGN * KVS_FILE_ALIGN;
+    uint64_t hi = KVS_ALIGN_UP(foff + flen, (uint64_t)KVS_FILE_ALIGN);
+    char *buf = kvs__aligned_alloc(KVS_FILE_ALIGN, hi - lo);
+    if (!buf)
+        return KVS_XFER_NOMEM;
+    kvs_xfer_rc rc = KVS_XFER_OK;
+    l->t = kvs__now_ns();
+    for (uint64_t at = lo; at < hi; at += CODEC_READ_BYTES) {
+        if (kvs__xchunk_stopped(c)) {
+            rc = KVS_XFER_STOPPED;
+            goto out;
+        }
+        if (kvs__pread_full(c->fd, buf + (at - lo), KVS_MIN((uint64_t)CODEC_READ_BYTES, hi - at),
+                            (off_t)at) != 0) {
+            *err = errno;
+            rc = KVS_XFER_IO;
+            goto out;
+        }
+    }
+    lap(l, &l->io);
+    uint32_t elem = (uint32_t)kvs_dtype_size((kvs_dtype)h->dtype);
+    char *plain = w->bounce;
+    for (uint32_t i = first; i < first + n; i++) {
+        if (kvs__xchunk_stopped(c)) {
+            rc = KVS_XFER_STOPPED;
+            goto out;
+        }
+        const char *frame = buf + (KVS_FRAMES_OFFSET + c->frames.f[i].off - lo);
+        uint32_t len = c->frames.f[i].len, nbytes = kvs__frame_nbytes(h, i);
+        bool good = kvs__segment_ok(h, i, frame, len);
+        lap(l, &l->sum);
+        good = good && nbytes <= w->bounce_bytes &&
+               kvs__codec_decode_frame(frame, len, nbytes, elem, plain) == 0;
+        lap(l, &l->codec);
+        if (!good) {
+            rc = KVS_XFER_CHECKSUM;
+            goto out;
+        }
+        if (!kvs__op_copy_begin(op)) {
+            rc = KVS_XFER_STOPPED;
+            goto out;
+        }
+        kvs__kvmap_scatter(&op->map, c->t0, c->tokens, (uint64_t)i * h->segment_bytes, plain,
+                           nbytes);
+        kvs__op_copy_end(op);
+        lap(l, &l->copy);
+        *delivered += nbytes;
+    }
+out:
+    kvs__free(buf);
+    return rc;
+}
+
 static kvs_xfer_rc host_read_piece(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err)
 {
     laps l = {0};
+    if (p->chunk->hdr.codec)
+        return piece_done(p, &l, read_frames(p, w, delivered, err, &l));
     return piece_done(p, &l, read_blocks(p, w, delivered, err, &l));
 }
 
@@ -274,15 +358,93 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
     return KVS_XFER_OK;
 }
 
+/* codec on, a chunk in one piece: each segment gathered into the bounce
+ * buffer (and copied into the CPU tier's entry: it holds logical bytes),
+ * encoded into the frame area, whose frames are summed; then, when the
+ * area is worth it, written at KVS_FRAMES_OFFSET with the header set up for
+ * finish_write_chunk (xfer.h).  *written: false when nothing was written
+ * because the chunk does not compress (or no buffer): write it plain. */
+static kvs_xfer_rc write_frames(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err, laps *l,
+                                bool *written)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    kvs_chunk_header *h = &c->hdr;
+    *written = false;
+    uint32_t elem = (uint32_t)kvs_dtype_size((kvs_dtype)h->dtype);
+    uint64_t cap = KVS_ALIGN_UP(kvs__codec_area_bound(c->payload, h->segment_bytes),
+                                (uint64_t)KVS_FILE_ALIGN);
+    /* frame offsets are 32-bit: a chunk whose frames could pass 4 GiB is
+     * stored plain */
+    if (cap == 0 || cap > UINT32_MAX || h->segment_bytes > w->bounce_bytes)
+        return KVS_XFER_OK;
+    char *area = kvs__aligned_alloc(KVS_FILE_ALIGN, cap);
+    if (!area)
+        return KVS_XFER_OK;
+    char *bounce = w->bounce;
+    kvs_xfer_rc rc = KVS_XFER_OK;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < h->segment_count; i++) {
+        if (kvs__xchunk_stopped(c) || !kvs__op_copy_begin(op)) {
+            rc = KVS_XFER_STOPPED;
+            goto out;
+        }
+        uint64_t off = (uint64_t)i * h->segment_bytes;
+        uint32_t nbytes = kvs__frame_nbytes(h, i);
+        l->t = kvs__now_ns();
+        kvs__kvmap_gather(&op->map, c->t0, c->tokens, off, bounce, nbytes);
+        kvs__op_copy_end(op);
+        if (cpu_copy)
+            memcpy((char *)cpu_copy + off, bounce, nbytes);
+        lap(l, &l->copy);
+        size_t len = kvs__codec_encode_frame(bounce, nbytes, elem, area + pos);
+        lap(l, &l->codec);
+        if (len == 0) /* not a size the codec takes: plain */
+            goto out;
+        c->frames.f[i].off = (uint32_t)pos;
+        c->frames.f[i].len = (uint32_t)len;
+        h->segment_sums[i] = kvs__checksum(area + pos, len);
+        lap(l, &l->sum);
+        pos += len;
+    }
+    if (!kvs__codec_worth(pos, c->payload))
+        goto out;
+    uint64_t padded = KVS_ALIGN_UP(pos, (uint64_t)KVS_FILE_ALIGN);
+    memset(area + pos, 0, padded - pos);
+    *written = true;
+    if (kvs__pwrite_full(c->fd, area, padded, KVS_FRAMES_OFFSET) != 0) {
+        *err = errno;
+        rc = KVS_XFER_IO;
+        goto out;
+    }
+    lap(l, &l->io);
+    kvs__header_set_codec(h, pos, 0);
+out:
+    kvs__free(area);
+    return rc;
+}
+
 static kvs_xfer_rc host_write_piece(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, int *err)
 {
     laps l = {0};
+    kvs_xchunk *c = p->chunk;
+    /* host memory compresses only under codec: on, and a chunk is one piece
+     * here (host_piece_bytes) */
+    if (kvs__xfer_compress(c->op->engine, false) && p->off == 0 && p->len >= c->padded) {
+        bool written;
+        kvs_xfer_rc rc = write_frames(p, w, cpu_copy, err, &l, &written);
+        if (rc != KVS_XFER_OK || written)
+            return piece_done(p, &l, rc);
+        /* the CPU tier's copy is complete already when every frame was
+         * gathered; copying it again costs less than tracking how far */
+    }
     return piece_done(p, &l, write_blocks(p, w, cpu_copy, err, &l));
 }
 
 const kvs_xfer_ops kvs__xfer_host = {
     .name = "host",
     .piece_bytes = host_piece_bytes,
+    .reads_codec = true,
     .read_piece = host_read_piece,
     .put_host = host_put_host,
     .hits_first = false,

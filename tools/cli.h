@@ -66,6 +66,10 @@ void cli_make_tokens(uint32_t *tokens, size_t n, uint64_t seed, uint64_t prefix_
 /* The reference KV content: 8-byte words that are a function of the chunk's
  * key and the byte position in the chunk's payload. */
 void cli_fill_payload(void *dst, uint64_t key64, uint64_t pos, uint64_t len);
+/* --content kv: the reference content is bf16-like (few exponents) rather
+ * than random bytes, so it compresses (codec: on); store and retrieve must
+ * agree. */
+extern bool cli_content_kv;
 /* Returns the first position in [pos, pos+len) that differs, or UINT64_MAX. */
 uint64_t cli_check_payload(const void *src, uint64_t key64, uint64_t pos, uint64_t len);
 

@@ -227,6 +227,16 @@ static int open_admin(kvs_admin **a)
 
 /* ---- ls -------------------------------------------------------------------- */
 
+/* logical/stored as "1.42x"; "-" without stored bytes. */
+static const char *fmt_ratio(uint64_t logical, uint64_t stored, char *buf, size_t len)
+{
+    if (!stored || !logical)
+        snprintf(buf, len, "-");
+    else
+        snprintf(buf, len, "%.2fx", (double)logical / (double)stored);
+    return buf;
+}
+
 int cmd_ls(int argc, char **argv)
 {
     bool json = false;
@@ -254,33 +264,41 @@ int cmd_ls(int argc, char **argv)
             const kvs_ns_usage *u = &list[i];
             printf("%s\n  {\"id\": ", i ? "," : "");
             cli_json_str(stdout, u->id);
-            printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"temp_files\": %" PRIu64
+            printf(", \"chunks\": %" PRIu64 ", \"bytes\": %" PRIu64 ", \"logical_bytes\": %" PRIu64
+                   ", \"compressed_chunks\": %" PRIu64 ", \"temp_files\": %" PRIu64
                    ", \"temp_bytes\": %" PRIu64 ", \"oldest_access_ns\": %" PRId64
                    ", \"newest_access_ns\": %" PRId64 ", \"identity\": ",
-                   u->chunks, u->bytes, u->temp_files, u->temp_bytes, u->oldest_access_ns,
-                   u->newest_access_ns);
+                   u->chunks, u->bytes, u->logical_bytes, u->compressed_chunks, u->temp_files,
+                   u->temp_bytes, u->oldest_access_ns, u->newest_access_ns);
             json_identity(stdout, u->identity);
             printf("}");
         }
         printf("%s]\n", n ? "\n" : "");
     } else {
-        printf("%-48s %10s %10s  %-31s  %-31s  %s\n", "NAMESPACE", "CHUNKS", "SIZE",
-               "OLDEST ACCESS", "NEWEST ACCESS", "MODEL AND GEOMETRY");
+        printf("%-48s %10s %10s %10s %6s  %-31s  %-31s  %s\n", "NAMESPACE", "CHUNKS", "STORED",
+               "LOGICAL", "RATIO", "OLDEST ACCESS", "NEWEST ACCESS", "MODEL AND GEOMETRY");
+        uint64_t logical = 0, compressed = 0;
         for (size_t i = 0; i < n; i++) {
             const kvs_ns_usage *u = &list[i];
-            char b[32], o[64], w[64], d[512], id[256];
+            char b[32], lb[32], r[16], o[64], w[64], d[512], id[256];
             describe_identity(u->identity, d, sizeof d);
-            printf("%-48s %10" PRIu64 " %10s  %-31s  %-31s  %s%s\n", visible(u->id, id, sizeof id),
-                   u->chunks,
-                   fmt_bytes(u->bytes, b, sizeof b), fmt_when(u->oldest_access_ns, o, sizeof o),
+            printf("%-48s %10" PRIu64 " %10s %10s %6s  %-31s  %-31s  %s%s\n",
+                   visible(u->id, id, sizeof id), u->chunks, fmt_bytes(u->bytes, b, sizeof b),
+                   fmt_bytes(u->logical_bytes, lb, sizeof lb),
+                   fmt_ratio(u->logical_bytes, u->bytes, r, sizeof r),
+                   fmt_when(u->oldest_access_ns, o, sizeof o),
                    fmt_when(u->newest_access_ns, w, sizeof w), d,
                    u->temp_files ? " (+temporary files)" : "");
             chunks += u->chunks;
             bytes += u->bytes;
+            logical += u->logical_bytes;
+            compressed += u->compressed_chunks;
         }
-        char b[32];
-        printf("%zu namespace%s, %" PRIu64 " chunks, %s\n", n, n == 1 ? "" : "s", chunks,
-               fmt_bytes(bytes, b, sizeof b));
+        char b[32], lb[32], r[16];
+        printf("%zu namespace%s, %" PRIu64 " chunks (%" PRIu64 " compressed), %s stored, %s "
+               "logical, ratio %s\n", n, n == 1 ? "" : "s", chunks, compressed,
+               fmt_bytes(bytes, b, sizeof b), fmt_bytes(logical, lb, sizeof lb),
+               fmt_ratio(logical, bytes, r, sizeof r));
     }
     kvs_free(list);
     return EXIT_OK;
@@ -323,10 +341,16 @@ int cmd_du(int argc, char **argv)
         printf("{\"used_bytes\": %" PRIu64 ", \"chunks\": %" PRIu64 ", \"temp_files\": %" PRIu64
                ", \"namespaces\": %" PRIu64 ", \"max_bytes\": %" PRIu64 ", \"high_bytes\": %" PRIu64
                ", \"low_bytes\": %" PRIu64 ", \"min_free_bytes\": %" PRIu64 ", \"measured\": %s"
-               ", \"last_pass_wall_ns\": %" PRId64 ", \"last_pass_seconds\": %.3f, \"paths\": [",
+               ", \"last_pass_wall_ns\": %" PRId64 ", \"last_pass_seconds\": %.3f",
                u.used_bytes, u.chunks, u.temp_files, u.namespaces, u.max_bytes, u.high_bytes,
                u.low_bytes, u.min_free_bytes, u.measured ? "true" : "false", u.last_pass_wall_ns,
                u.last_pass_seconds);
+        if (u.measured)
+            printf(", \"logical_bytes\": %" PRIu64 ", \"compressed_chunks\": %" PRIu64,
+                   u.logical_bytes, u.compressed_chunks);
+        else /* the collector's record has stored bytes only */
+            printf(", \"logical_bytes\": null, \"compressed_chunks\": null");
+        printf(", \"paths\": [");
         for (uint32_t p = 0; p < u.path_count; p++) {
             const kvs_path_usage *q = &u.paths[p];
             printf("%s{\"path\": ", p ? ", " : "");
@@ -345,6 +369,14 @@ int cmd_du(int argc, char **argv)
                u.path_count, u.path_count == 1 ? "" : "s", fmt_bytes(u.used_bytes, b1, sizeof b1),
                u.chunks, u.namespaces, u.temp_files,
                u.measured ? ", measured now" : ", as the collector last measured");
+        if (u.measured) {
+            char r[16];
+            printf("logical: %s of KV in those chunks (%" PRIu64 " compressed); logical/stored "
+                   "ratio %s\n", fmt_bytes(u.logical_bytes, b1, sizeof b1), u.compressed_chunks,
+                   fmt_ratio(u.logical_bytes, u.used_bytes, r, sizeof r));
+        } else {
+            printf("logical: not in the collector's record (kvstash du --measure reads it)\n");
+        }
         if (u.max_bytes)
             printf("limit: max_store_size %s for the whole store: eviction above %s down to %s; "
                    "%.0f%% used\n",

@@ -37,6 +37,9 @@ const cli_opt cli_geometry_opts[] = {
     {"rank", "R", 1, "tensor-parallel rank (default 0)"},
     {"salt", "S", 1, "tenancy salt (default: namespace_salt of the configuration)"},
     {"device", "D", 1, "cpu (default) or cuda:N: where the KV buffer lives"},
+    {"content", "C", 1, "payload content: random (default; does not compress) or kv (bf16-like, "
+                         "a few exponent values, compresses as trained KV does under codec); "
+                         "store and retrieve --verify must use the same"},
     {"layout", "L", 1, "the cuda:N cache's layout: planes (default; vLLM before 0.26, "
                        "[2, blocks, 16, heads, dim]), packed-nhd or packed-hnd (vLLM 0.26 on: "
                        "(blocks, heads, 16, 2 * dim), NHD or HND memory order)"},
@@ -78,6 +81,8 @@ static const cli_opt bench_opts[] = {
     {"direct-io", NULL, 'd', "also retrieve with O_DIRECT (from the disk)"},
     {"auth", NULL, 'a', "also measure authenticated chunks (auth_key_file, a random key in a "
                          "temporary file), same run"},
+    {"data", "KIND", 'D', "payload: random (default; does not compress) or bf16 (synthetic bf16 "
+                          "KV; with --device also measures codec off and on, same run)"},
     {0},
 };
 

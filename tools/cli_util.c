@@ -155,6 +155,14 @@ int cli_geometry_option(cli_geometry *g, const char *name, const char *arg)
         }
         return 1;
     }
+    if (!strcmp(name, "content")) {
+        if (arg && (!strcmp(arg, "kv") || !strcmp(arg, "random"))) {
+            cli_content_kv = !strcmp(arg, "kv");
+            return 1;
+        }
+        cli_usage_error("--content \"%s\" is not random or kv", arg ? arg : "");
+        return -1;
+    }
     if (!strcmp(name, "mla")) {
         g->ns.layout = KVS_LAYOUT_MLA;
         return 1;
@@ -229,9 +237,27 @@ void cli_make_tokens(uint32_t *tokens, size_t n, uint64_t seed, uint64_t prefix_
     }
 }
 
+bool cli_content_kv;
+
+/* --content kv: each 16-bit lane keeps its sign and low 7 bits and takes
+ * one of 8 exponent bytes (bf16 of trained KV spans a few exponents), so
+ * the codec compresses it as it would real KV (docs/codec.md). */
+static inline uint64_t kv_like(uint64_t w)
+{
+    static const uint16_t exps[8] = {127, 126, 126, 125, 125, 125, 124, 128};
+    uint64_t out = 0;
+    for (int i = 0; i < 4; i++) {
+        uint16_t v = (uint16_t)(w >> (16 * i));
+        v = (uint16_t)((v & 0x807f) | exps[(v >> 7) & 7] << 7);
+        out |= (uint64_t)v << (16 * i);
+    }
+    return out;
+}
+
 static inline uint64_t content_word(uint64_t key64, uint64_t word)
 {
-    return splitmix64(key64 ^ (word * 0xd6e8feb86659fd93ull));
+    uint64_t w = splitmix64(key64 ^ (word * 0xd6e8feb86659fd93ull));
+    return cli_content_kv ? kv_like(w) : w;
 }
 
 void cli_fill_payload(void *dst, uint64_t key64, uint64_t pos, uint64_t len)

@@ -11,7 +11,11 @@
  * arithmetic, the cuFile path or its fallback (GT_EXPECT_CUFILE=1 or 0 says which this
  * machine should show; unset: either, reported), and authenticated chunks
  * (auth_key_file: the pieces' SHA-256 computed on the GPU match the host's;
- * a forged payload is a miss).  Exits 77 only where there is no GPU. */
+ * a forged payload is a miss), and the codec (issue 13: bf16 KV stored
+ * compressed from GPU memory and loaded back bit for bit, random bytes kept
+ * plain, compressed files crossing host and GPU memory both ways, damaged
+ * frames a miss with nothing written, layer-by-layer delivery).  Exits 77
+ * only where there is no GPU. */
 #include "gpu_util.h"
 
 #include "checksum.h"
@@ -797,6 +801,319 @@ static void test_layers_and_cpu_tier(void)
     fix_close(&f, false);
 }
 
+/* ---- the codec on GPU memory (issue 13) ------------------------------------- */
+
+/* bf16 values the way KV holds them: random sign and mantissa, an exponent
+ * byte spread over a few values around 2^-4 (a binomial spread, about 2.5
+ * bits of entropy), so the codec has something to compress; random bytes
+ * would not. */
+static void fill_bf16(void *p, size_t n)
+{
+    uint16_t *v = p;
+    for (size_t i = 0; i < n / 2; i++) {
+        uint64_t r = gt_rand();
+        uint32_t e = 119u + (uint32_t)__builtin_popcountll(r & 0xff);
+        v[i] = (uint16_t)(((r >> 8) & 0x8000u) | (e << 7) | ((r >> 20) & 0x7fu));
+    }
+}
+
+static void pcache_fill_bf16(pcache *p)
+{
+    for (uint32_t l = 0; l < p->c.layers; l++)
+        fill_bf16(p->c.host[l], p->c.bytes);
+    gt_cache_upload(&p->c);
+}
+
+/* The header of chunk idx's file and the file's length; false if absent. */
+static bool chunk_header(const fix *f, kvs_engine *e, const uint32_t *t, size_t n, int idx,
+                         kvs_chunk_header *h, uint64_t *size)
+{
+    char path[8192];
+    chunk_file_path(f, e, t, n, idx, path, sizeof path);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    uint8_t raw[KVS_HEADER_BYTES];
+    bool ok = pread(fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw &&
+              kvs__header_decode(raw, sizeof raw, h) == KVS_REJECT_NONE;
+    *size = (uint64_t)lseek(fd, 0, SEEK_END);
+    close(fd);
+    return ok;
+}
+
+/* How many of the first nchunks chunk files are compressed (version 2,
+ * shorter than a plain file); -1 if one is missing or broken. */
+static int count_compressed(const fix *f, kvs_engine *e, const uint32_t *t, size_t n,
+                            int nchunks)
+{
+    int coded = 0;
+    for (int i = 0; i < nchunks; i++) {
+        kvs_chunk_header h;
+        uint64_t size = 0;
+        if (!chunk_header(f, e, t, n, i, &h, &size))
+            return -1;
+        if (h.codec) {
+            CHECK_MSG(h.format_version == KVS_FORMAT_VERSION_CODEC &&
+                          size < kvs__file_bytes(h.payload_bytes) &&
+                          size == kvs__chunk_file_bytes(&h),
+                      "chunk %d: version %u, %llu bytes for a payload of %llu", i,
+                      h.format_version, (unsigned long long)size,
+                      (unsigned long long)h.payload_bytes);
+            coded++;
+        } else {
+            CHECK(h.format_version != KVS_FORMAT_VERSION_CODEC &&
+                  size == kvs__file_bytes(h.payload_bytes));
+        }
+    }
+    return coded;
+}
+
+static const kvs_namespace codec_ns = {.model = "gpu/codec", .dtype = KVS_DTYPE_BF16,
+                                       .num_layers = 4, .num_kv_heads = 8, .head_dim = 128,
+                                       .layout = KVS_LAYOUT_MHA, .world_size = 1, .rank = 0};
+
+/* Store from CUDA memory with the codec in force: the files are version 2
+ * and smaller, and they load back into CUDA memory bit for bit; the same
+ * with random bytes, which do not compress: plain files.  With a CPU tier
+ * the tier holds logical bytes and serves GPU hits. */
+static void codec_roundtrip(const char *mode, bool cpu_tier)
+{
+    fix f;
+    fix_open(&f, "codec", NULL);
+    CHECK(kvs_config_set(f.cfg, "codec", mode) == KVS_OK);
+    if (cpu_tier)
+        CHECK(kvs_config_set(f.cfg, "local_cpu", "true") == KVS_OK &&
+              kvs_config_set(f.cfg, "max_local_cpu_size", "1") == KVS_OK);
+    kvs_namespace ns = codec_ns;
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 5 + 10, whole = 64 * 5;
+    uint32_t *t = malloc(n * 4), *t2 = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    tokens_of(t2, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    pcache_fill_bf16(&a);
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == whole);
+    kvs_stats s = stats_of(e);
+    int coded = count_compressed(&f, e, t, n, 5);
+    CHECK_MSG(coded == 5, "codec %s: %d of 5 chunks stored compressed", mode, coded);
+    CHECK(s.chunks_stored_compressed == 5);
+    CHECK_MSG(s.stored_bytes_written < s.bytes_written * 15 / 16,
+              "codec %s: %llu stored bytes for %llu logical", mode,
+              (unsigned long long)s.stored_bytes_written, (unsigned long long)s.bytes_written);
+    if (cpu_tier) { /* the tier serves this one; the files the next engine */
+        CHECK(retrieve(e, t, n, &b.kv) == whole);
+        check_loaded("codec, CPU tier hit", &a, &b, whole);
+        CHECK(stats_of(e).hits_cpu == 5);
+        kvs_engine_close(e);
+        CHECK(kvs_config_set(f.cfg, "local_cpu", "false") == KVS_OK);
+        CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+        pcache_fill_bf16(&b); /* b's rows as they were: fresh content */
+    }
+    size_t loaded = retrieve(e, t, n, &b.kv);
+    CHECK_MSG(loaded == whole, "codec %s: loaded %zu of %zu", mode, loaded, whole);
+    check_loaded("codec, GPU store -> GPU retrieve", &a, &b, loaded);
+    s = stats_of(e);
+    CHECK(s.miss_checksum == 0 && s.miss_io == 0 && s.miss_version == 0);
+    CHECK_MSG(s.stored_bytes_read < s.bytes_read, "read %llu stored for %llu logical",
+              (unsigned long long)s.stored_bytes_read, (unsigned long long)s.bytes_read);
+    double ratio = (double)s.bytes_read / (double)(s.stored_bytes_read ? s.stored_bytes_read : 1);
+    /* random bytes: stored plain, and still loaded */
+    for (uint32_t l = 0; l < a.c.layers; l++)
+        gt_fill(a.c.host[l], a.c.bytes);
+    gt_cache_upload(&a.c);
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == whole);
+    CHECK_MSG(count_compressed(&f, e, t2, n, 5) == 0, "random bytes were stored compressed");
+    CHECK(retrieve(e, t2, n, &b.kv) == whole);
+    check_loaded("codec, incompressible chunks stay plain", &a, &b, whole);
+    printf("codec %-4s%s: bf16 KV stored compressed (%.2fx), loaded bit-identical; random bytes "
+           "stored plain: ok\n", mode, cpu_tier ? " + CPU tier" : "", ratio);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    free(t2);
+    fix_close(&f, false);
+}
+
+/* Compressed files cross memories: written from GPU memory (GPU encoder)
+ * and read into host memory (CPU decoder), and written from host memory
+ * with codec on (CPU encoder) and read into GPU memory (GPU decoder). */
+static void codec_interop(void)
+{
+    fix f;
+    fix_open(&f, "codec-interop", NULL);
+    CHECK(kvs_config_set(f.cfg, "codec", "on") == KVS_OK);
+    kvs_namespace ns = codec_ns;
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 4;
+    uint32_t *t1 = malloc(n * 4), *t2 = malloc(n * 4);
+    tokens_of(t1, n, gt_rand());
+    tokens_of(t2, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    pcache_fill_bf16(&a);
+    /* host (CPU encoder) -> file -> GPU (GPU decoder) */
+    kvs_kv hkv = a.kv;
+    hkv.mem = KVS_MEM_HOST;
+    hkv.layers = a.c.host;
+    CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
+    CHECK_MSG(count_compressed(&f, e, t1, n, 4) == 4, "host store: not every chunk compressed");
+    CHECK(retrieve(e, t1, n, &b.kv) == n);
+    check_loaded("codec: host store (CPU encoder), GPU retrieve", &a, &b, n);
+    /* GPU (GPU encoder) -> file -> host (CPU decoder) */
+    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
+    CHECK_MSG(count_compressed(&f, e, t2, n, 4) == 4, "GPU store: not every chunk compressed");
+    void **hb = malloc(ns.num_layers * sizeof *hb);
+    for (uint32_t l = 0; l < ns.num_layers; l++) {
+        hb[l] = malloc(b.c.bytes);
+        memset(hb[l], 0xee, b.c.bytes);
+    }
+    kvs_kv hkv2 = b.kv;
+    hkv2.mem = KVS_MEM_HOST;
+    hkv2.layers = hb;
+    CHECK(retrieve(e, t2, n, &hkv2) == n);
+    size_t wrong = 0;
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        for (uint32_t pl = 0; pl < 2; pl++)
+            for (size_t i = 0; i < n; i++)
+                wrong += memcmp(row_at(&b, hb, l, pl, b.slots[i]),
+                                row_at(&a, a.c.host, l, pl, a.slots[i]), b.row) != 0;
+    CHECK_MSG(wrong == 0, "codec: GPU store, host retrieve: %zu rows differ", wrong);
+    kvs_stats s = stats_of(e);
+    CHECK(s.miss_checksum == 0 && s.miss_version == 0);
+    printf("codec interop: CPU-encoded -> GPU decode and GPU-encoded -> CPU decode: ok\n");
+    for (uint32_t l = 0; l < ns.num_layers; l++)
+        free(hb[l]);
+    free(hb);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t1);
+    free(t2);
+    fix_close(&f, false);
+}
+
+/* A damaged compressed chunk is a miss and writes nothing: once a flipped
+ * byte in a frame (its sum fails), once a frame that breaks the format
+ * behind a sum that matches (the decoder must refuse it). */
+static void codec_corrupt_case(bool keep_sum)
+{
+    fix f;
+    fix_open(&f, "codec-corrupt", NULL);
+    CHECK(kvs_config_set(f.cfg, "codec", "auto") == KVS_OK);
+    kvs_namespace ns = codec_ns;
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 64 * 3;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    pcache_fill_bf16(&a);
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
+    CHECK(count_compressed(&f, e, t, n, 3) == 3);
+    char path[8192];
+    chunk_file_path(&f, e, t, n, 1, path, sizeof path);
+    int fd = open(path, O_RDWR);
+    CHECK_MSG(fd >= 0, "open %s", path);
+    uint8_t raw[KVS_HEADER_BYTES], table[KVS_FRAME_TABLE_BYTES];
+    kvs_chunk_header h;
+    CHECK(pread(fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw &&
+          kvs__header_decode(raw, sizeof raw, &h) == KVS_REJECT_NONE && h.codec);
+    CHECK(pread(fd, table, sizeof table, KVS_FRAME_TABLE_OFFSET) == (ssize_t)sizeof table);
+    uint32_t fi = (uint32_t)(gt_rand() % h.segment_count), foff, flen;
+    memcpy(&foff, table + 8 * fi, 4);
+    memcpy(&flen, table + 8 * fi + 4, 4);
+    uint8_t *frame = malloc(flen);
+    CHECK(pread(fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
+    if (keep_sum) {
+        frame[0] = 7; /* no such mode */
+        h.segment_sums[fi] = kvs__checksum(frame, flen);
+        kvs__header_encode(&h, raw);
+        CHECK(pwrite(fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw);
+    } else {
+        frame[gt_rand() % flen] ^= 0x20;
+    }
+    CHECK(pwrite(fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
+    close(fd);
+    free(frame);
+    size_t loaded = retrieve(e, t, n, &b.kv);
+    CHECK_MSG(loaded == 64, "loaded %zu tokens past a damaged compressed chunk", loaded);
+    check_loaded_either("codec: damaged second chunk", &a, &b, loaded, 128, n);
+    kvs_stats s = stats_of(e);
+    CHECK_MSG(s.miss_checksum == 1, "miss_checksum %llu", (unsigned long long)s.miss_checksum);
+    printf("codec corrupt: %s in frame %u: a miss, nothing of it written: ok\n",
+           keep_sum ? "an undecodable frame behind a good sum" : "a flipped bit", fi);
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+/* Layer by layer with compressed chunks: chunks of 512 tokens (2 MiB a
+ * layer) read in pieces of 2 MiB, so each piece is one layer's frames, and
+ * each layer's wait returns once its pieces are decoded and in place. */
+static void codec_layers(void)
+{
+    fix f;
+    fix_open(&f, "codec-layers", NULL);
+    CHECK(kvs_config_set(f.cfg, "codec", "on") == KVS_OK);
+    CHECK(kvs_config_set(f.cfg, "chunk_size", "512") == KVS_OK);
+    CHECK(kvs_config_set(f.cfg, "dev_piece_mb", "2") == KVS_OK);
+    kvs_namespace ns = codec_ns;
+    ns.num_layers = 6;
+    kvs_engine *e = NULL;
+    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
+    const size_t n = 512 * 3;
+    uint32_t *t = malloc(n * 4);
+    tokens_of(t, n, gt_rand());
+    pcache a, b;
+    pcache_make(&a, &ns, n, 16, NULL);
+    pcache_make(&b, &ns, n, 16, NULL);
+    pcache_fill_bf16(&a);
+    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
+    CHECK(stats_of(e).chunks_stored_compressed == 3);
+    kvs_op *op = NULL;
+    CHECK(kvs_retrieve_start(e, t, n, &b.kv, &op) == KVS_OK);
+    size_t prev = n;
+    for (uint32_t l = 0; l < ns.num_layers; l++) {
+        size_t got = 0;
+        CHECK(kvs_op_wait_layer(op, l, &got) == KVS_OK);
+        CHECK_MSG(got == n, "layer %u: %zu tokens", l, got);
+        CHECK(got <= prev);
+        prev = got;
+    }
+    kvs_op_result r;
+    CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
+    CHECK(r.tokens == n);
+    kvs_op_free(op);
+    check_loaded("codec, layer by layer", &a, &b, n);
+    CHECK(stats_of(e).miss_checksum == 0);
+    printf("codec layers: compressed chunks delivered layer by layer: ok\n");
+    kvs_engine_close(e);
+    pcache_free(&a);
+    pcache_free(&b);
+    free(t);
+    fix_close(&f, false);
+}
+
+static void test_codec(void)
+{
+    codec_roundtrip("auto", false);
+    codec_roundtrip("on", true);
+    codec_interop();
+    codec_corrupt_case(false);
+    codec_corrupt_case(true);
+    codec_layers();
+}
+
 /* ---- cuFile ----------------------------------------------------------------------- */
 
 static void cufile_case(const char *io_path)
@@ -892,6 +1209,8 @@ int main(int argc, char **argv)
         test_stream_order();
     if (!*only || strstr(only, "layers"))
         test_layers_and_cpu_tier();
+    if (!*only || strstr(only, "codec"))
+        test_codec();
     if (!*only || strstr(only, "cufile")) {
         cufile_case("cufile");
         cufile_case("auto");

@@ -144,7 +144,7 @@ static void test_version_and_size(void **state)
     uint8_t key[32] = {9};
     kvs_chunk_header h, d;
     kvs__header_init(&h, &ns, key, 256);
-    h.format_version = KVS_FORMAT_VERSION + 1;
+    h.format_version = KVS_FORMAT_VERSION_CODEC + 1;
     uint8_t buf[KVS_HEADER_BYTES];
     kvs__header_encode(&h, buf);
     assert_int_equal(kvs__header_decode(buf, sizeof buf, &d), KVS_REJECT_VERSION);
@@ -158,6 +158,102 @@ static void test_version_and_size(void **state)
     kvs__ns_clear(&ns);
 }
 
+/* Version 2 (compressed): its fields round-trip; the rules of a valid one
+ * (codec, reserved, auth, stored_bytes bounds, file size); version 1 with
+ * those fields set is refused; the frame table against its sum. */
+static void test_codec_header(void **state)
+{
+    (void)state;
+    kvs_ns ns = make_ns("m", 4); /* 4 MiB: 64 segments of 64 KiB */
+    uint8_t key[32] = {7};
+    kvs_chunk_header h, d;
+    kvs__header_init(&h, &ns, key, 256);
+    kvs_chunk_frames fr;
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < h.segment_count; i++) {
+        fr.f[i].off = (uint32_t)pos;
+        fr.f[i].len = 40960;
+        pos += 40960 + 16 * (i % 2); /* gaps are allowed */
+    }
+    uint64_t stored = pos;
+    uint8_t table[4096], buf[KVS_HEADER_BYTES];
+    kvs__header_set_codec(&h, stored, kvs__chunk_encode_table(&h, &fr, table));
+    kvs__header_encode(&h, buf);
+    assert_int_equal(kvs__header_decode(buf, sizeof buf, &d), KVS_REJECT_NONE);
+    assert_int_equal(d.format_version, KVS_FORMAT_VERSION_CODEC);
+    assert_int_equal(d.codec, KVS_CODEC_EXP_HUFF);
+    assert_int_equal(d.stored_bytes, stored);
+    assert_true(d.table_sum == h.table_sum);
+    assert_int_equal(kvs__chunk_file_bytes(&d), 8192 + KVS_ALIGN_UP(stored, 4096));
+    kvs_chunk_frames got;
+    assert_int_equal(kvs__chunk_check_table(&d, table, &got, NULL, 0), KVS_REJECT_NONE);
+    assert_int_equal(got.f[3].off, fr.f[3].off);
+    kvs_chunk_want want = {.key = key, .ns = &ns, .tokens = 256};
+    assert_int_equal(kvs__chunk_check_header(buf, kvs__chunk_file_bytes(&d), &want, &d),
+                     KVS_REJECT_NONE);
+    assert_int_equal(kvs__chunk_check_header(buf, kvs__chunk_file_bytes(&d) + 4096, &want, &d),
+                     KVS_REJECT_TRUNCATED);
+    assert_int_equal(kvs__chunk_check_header(buf, kvs__file_bytes(d.payload_bytes), &want, &d),
+                     KVS_REJECT_TRUNCATED);
+    /* a probe takes both sizes, and nothing longer than a plain file */
+    assert_true(kvs__chunk_size_plausible(d.payload_bytes, kvs__chunk_file_bytes(&d)));
+    assert_true(kvs__chunk_size_plausible(d.payload_bytes, kvs__file_bytes(d.payload_bytes)));
+    assert_false(kvs__chunk_size_plausible(d.payload_bytes, kvs__file_bytes(d.payload_bytes) + 4096));
+    assert_false(kvs__chunk_size_plausible(d.payload_bytes, kvs__chunk_file_bytes(&d) + 100));
+    assert_false(kvs__chunk_size_plausible(d.payload_bytes, 8192));
+
+    /* one table byte: its sum no longer matches */
+    table[5] ^= 1;
+    char why[256];
+    assert_int_equal(kvs__chunk_check_table(&d, table, &got, why, sizeof why),
+                     KVS_REJECT_BAD_HEADER);
+    assert_non_null(strstr(why, "does not match its sum"));
+    table[5] ^= 1;
+    /* a frame past stored_bytes, the sum made right */
+    kvs_chunk_header e = h;
+    e.stored_bytes = stored - 32; /* the last frame ends 16 bytes before stored */
+    kvs__header_encode(&e, buf);
+    assert_int_equal(kvs__header_decode(buf, sizeof buf, &d), KVS_REJECT_NONE);
+    assert_int_equal(kvs__chunk_check_table(&d, table, &got, why, sizeof why),
+                     KVS_REJECT_BAD_HEADER);
+
+    static const struct {
+        const char *what;
+        uint32_t codec, auth, version;
+        uint64_t stored;
+    } bad[] = {
+        {"unknown codec", 2, 0, 2, 0},
+        {"no codec in version 2", 0, 0, 2, 0},
+        {"authenticated", 1, 1, 2, 0},
+        {"stored below 256 a frame", 1, 0, 2, 64 * 255},
+        {"stored above the bound", 1, 0, 2, 64ull * (65536 + 16 + 4096) + 1},
+        {"codec in version 1", 1, 0, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        e = h;
+        e.codec = bad[i].codec;
+        e.auth_algo = bad[i].auth;
+        e.format_version = bad[i].version;
+        if (bad[i].stored)
+            e.stored_bytes = bad[i].stored;
+        kvs__header_encode(&e, buf);
+        if (kvs__header_decode(buf, sizeof buf, &d) != KVS_REJECT_BAD_HEADER)
+            fail_msg("%s: accepted", bad[i].what);
+    }
+    /* the reserved word beside codec, and the rest of the reserved area */
+    for (size_t off = 372; off < 512; off += (off == 372 ? 20 : 60)) {
+        kvs__header_encode(&h, buf);
+        buf[off] = 1;
+        memset(buf + 16, 0, 8);
+        uint64_t sum = kvs__checksum(buf, KVS_HEADER_BYTES);
+        for (int b = 0; b < 8; b++)
+            buf[16 + b] = (uint8_t)(sum >> (8 * b));
+        if (kvs__header_decode(buf, sizeof buf, &d) != KVS_REJECT_BAD_HEADER)
+            fail_msg("reserved byte %zu set: accepted", off);
+    }
+    kvs__ns_clear(&ns);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -166,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_check_header),
         cmocka_unit_test(test_every_bit_flip_is_caught),
         cmocka_unit_test(test_version_and_size),
+        cmocka_unit_test(test_codec_header),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -519,6 +519,7 @@ static const struct every {
     {"dev_unit_kb", "KVSTASH_DEV_UNIT_KB", "512", "512"},
     {"dev_ring", "KVSTASH_DEV_RING", "8", "8"},
     {"dev_pinned", "KVSTASH_DEV_PINNED", "alloc", "alloc"},
+    {"codec", "KVSTASH_CODEC", "OFF", "off"},
 };
 
 _Static_assert(sizeof every / sizeof every[0] == KVS_CFG_NKEYS, "a row per key");
@@ -1044,6 +1045,9 @@ static const struct file_reject {
      {"extra_config.store_low_watermark (0.6, from ",
       "must be less than extra_config.store_high_watermark (0.5, from ",
       "KVSTASH_STORE_LOW_WATERMARK and KVSTASH_STORE_HIGH_WATERMARK"}},
+    {"bad-codec-auth.yaml",
+     {"extra_config.codec (on, from ", "bad-codec-auth.yaml:2) cannot be used with "
+      "extra_config.auth_key_file (from ", "bad-codec-auth.yaml:3): authenticated"}},
     {"bad-relative-path.yaml",
      {"weka_path: cache/kv in ", "bad-relative-path.yaml:2:12 has a relative path",
       "LMCACHE_WEKA_PATH"}},
@@ -1333,6 +1337,38 @@ static void test_watermarks(void **state)
     assert_int_equal(kvs_config_set(cfg, "store_low_watermark", "0.96"), KVS_ERR_CONFIG);
     assert_has(kvs_last_error(), "(0.96, from kvs_config_set()) must be less than");
     assert_true(cfg->store_low_watermark == 0.9);
+    kvs_config_free(cfg);
+}
+
+/* codec: on with auth_key_file is an error naming both keys (authenticated
+ * chunks are never compressed); auto with a key is accepted (it means off). */
+static void test_codec(void **state)
+{
+    (void)state;
+    kvs_config *cfg = load_ok();
+    assert_int_equal(cfg->codec, KVS_CODEC_MODE_AUTO);
+    kvs_config_free(cfg);
+    setenv("KVSTASH_CODEC", "maybe", 1);
+    const char *msg = load_fails();
+    assert_has(msg, "codec: \"maybe\" from KVSTASH_CODEC");
+    assert_has(msg, "auto, on, off");
+    setenv("KVSTASH_CODEC", "on", 1);
+    cfg = load_ok();
+    assert_int_equal(cfg->codec, KVS_CODEC_MODE_ON);
+    kvs_config_free(cfg);
+    setenv("KVSTASH_AUTH_KEY_FILE", "/etc/kvstash/key", 1);
+    msg = load_fails();
+    assert_has(msg, "extra_config.codec (on, from KVSTASH_CODEC) cannot be used with "
+                    "extra_config.auth_key_file (from KVSTASH_AUTH_KEY_FILE)");
+    setenv("KVSTASH_CODEC", "auto", 1);
+    cfg = load_ok();
+    assert_int_equal(cfg->codec, KVS_CODEC_MODE_AUTO);
+    /* through the api: the second key of the pair is refused, the first kept */
+    assert_int_equal(kvs_config_set(cfg, "extra_config.codec", "on"), KVS_ERR_CONFIG);
+    assert_has(kvs_last_error(), "(on, from kvs_config_set()) cannot be used with");
+    assert_int_equal(cfg->codec, KVS_CODEC_MODE_AUTO);
+    assert_ok(kvs_config_set(cfg, "codec", "off"));
+    assert_int_equal(cfg->codec, KVS_CODEC_MODE_OFF);
     kvs_config_free(cfg);
 }
 
@@ -1671,6 +1707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
         cmocka_unit_test_setup_teardown(test_watermarks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_codec, setup, teardown),
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_default_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_json, setup, teardown),

@@ -377,7 +377,7 @@ static void test_bad_files_are_misses(void **state)
             int fd = open(path, O_RDWR);
             uint8_t h[KVS_HEADER_BYTES];
             assert_int_equal(pread(fd, h, sizeof h, 0), (ssize_t)sizeof h);
-            h[8] = KVS_FORMAT_VERSION + 1;
+            h[8] = KVS_FORMAT_VERSION_CODEC + 1;
             assert_int_equal(pwrite(fd, h, sizeof h, 0), (ssize_t)sizeof h);
             close(fd);
             break;
