@@ -14,13 +14,18 @@ py=/usr/bin/python3
 dir=$(mktemp -d "${TMPDIR:-/tmp}/kvs-codec-ratio.XXXXXX")
 trap 'rm -rf "$dir"' EXIT
 "$py" - "$dir/kv.bf16" <<'PY'
-import sys
-import numpy as np
-rng = np.random.default_rng(7)
-scale = np.exp2(rng.uniform(-6, 1, 128)).astype(np.float32)
-x = (rng.standard_normal(1 << 20).astype(np.float32).reshape(-1, 128) * scale).ravel()
-# bf16 = the top half of the float32 (truncation)
-np.ascontiguousarray((x.view(np.uint32) >> 16).astype('<u2')).tofile(sys.argv[1])
+# the standard library only: the GPU machine's python has no numpy
+import array, random, struct, sys
+rng = random.Random(7)
+scale = [2.0 ** rng.uniform(-6, 1) for _ in range(128)]
+out = array.array('H')
+for i in range(1 << 20):
+    x = rng.gauss(0.0, 1.0) * scale[i % 128]
+    out.append(struct.unpack('<I', struct.pack('<f', x))[0] >> 16)  # bf16 = top half
+if sys.byteorder != 'little':
+    out.byteswap()
+with open(sys.argv[1], 'wb') as f:
+    out.tofile(f)
 PY
 # odd frame size on purpose: a short last frame
 "$tool" "$dir/kv.bf16" --dtype bf16 --frame 65536 > "$dir/out.json"
