@@ -182,7 +182,8 @@ static const cfg_field fields[] = {
         .type = T_UINT, .flags = F_EXTRA, .unit = "threads", .def = "4",
         .min = 1, .max = 1024,
         FIELD(gds_io_threads),
-        .doc = "I/O worker threads reading and writing chunk files.",
+        .doc = "I/O worker threads reading and writing chunk files; each holds a 2 MiB "
+               "buffer (a host read or write call).",
     },
     [KVS_CFG_USE_DIRECT_IO] = {
         .name = "use_direct_io", .env = "KVSTASH_USE_DIRECT_IO",
