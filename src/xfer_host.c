@@ -326,12 +326,13 @@ static kvs_xfer_rc host_put_host(kvs_xchunk *c, const void *payload)
  * carry; those stay behind as the next block's carry. */
 #define CARRY ((uint64_t)KVS_PAYLOAD_OFFSET)
 
-/* Writes the carry that the bounce path left behind, if any. */
+/* Writes the carry that the bounce path left behind, if any: the *held
+ * bytes that end at `end` in the file, kept just before the block. */
 static int flush_carry(kvs_xchunk *c, char *carry, uint64_t *held, off_t end)
 {
     if (!*held)
         return 0;
-    int rc = kvs__pwrite_full(c->fd, carry, *held, end - (off_t)*held);
+    int rc = kvs__pwrite_full(c->fd, carry + CARRY - *held, *held, end - (off_t)*held);
     *held = 0;
     return rc;
 }
