@@ -323,19 +323,10 @@ static kvs_xfer_rc host_put_host(kvs_xchunk *c, const void *payload)
  * docs/design.md).  So the worker's buffer is [carry][block]: each block
  * is gathered and hashed after a carry of KVS_PAYLOAD_OFFSET bytes, and all
  * but its last KVS_PAYLOAD_OFFSET bytes are written together with the
- * carry; those stay behind as the next block's carry. */
+ * carry; those stay behind as the next block's carry.  A zero-copy block
+ * (KVS_KV_DIRECT) is written the same way from the caller's rows, with the
+ * carry as its first region and its own tail copied into the carry. */
 #define CARRY ((uint64_t)KVS_PAYLOAD_OFFSET)
-
-/* Writes the carry that the bounce path left behind, if any: the *held
- * bytes that end at `end` in the file, kept just before the block. */
-static int flush_carry(kvs_xchunk *c, char *carry, uint64_t *held, off_t end)
-{
-    if (!*held)
-        return 0;
-    int rc = kvs__pwrite_full(c->fd, carry + CARRY - *held, *held, end - (off_t)*held);
-    *held = 0;
-    return rc;
-}
 
 /* Allocates the piece's range of the file before it is written.  On the
  * build VM's ext4 that takes a store from 0.38-0.51 to 0.60-0.62 of memcpy
@@ -375,19 +366,33 @@ static kvs_xfer_rc write_blocks(kvs_xpiece *p, kvs_worker *w, void *cpu_copy, in
         if (st != KVS_XFER_OK)
             return st;
         if (b.niov > 0) {
-            l->t = kvs__now_ns();
-            if (flush_carry(c, carry, &held, b.foff) != 0) {
-                *err = errno;
-                return KVS_XFER_IO;
-            }
-            lap(l, &l->io);
             if (!kvs__op_direct_begin(op))
                 return KVS_XFER_STOPPED;
             l->t = kvs__now_ns();
             fill_regions(c, b.off, b.iov, b.niov);
             lap(l, &l->sum);
-            int rc = kvs__posix_rw_full(c->fd, b.iov, b.niov, b.foff, true);
+            /* The same shape from the caller's rows: the carry, then the
+             * block but its tail, whose 4 KiB are copied into the carry. */
+            uint64_t keep = b.off + b.len == end ? 0 : KVS_MIN(CARRY, b.len);
+            struct iovec v[MAX_DIRECT_IOV + 1];
+            int n = 0;
+            if (held)
+                v[n++] = (struct iovec){carry + CARRY - held, held};
+            int k = keep ? kvs__kvmap_regions(&op->map, c->t0, c->tokens, b.off, b.len - keep,
+                                              c->fd_direct ? KVS_FILE_ALIGN : 1, 1, v + n,
+                                              MAX_DIRECT_IOV)
+                         : -1;
+            if (k <= 0) { /* the whole block, as block_at mapped it */
+                keep = 0;
+                memcpy(v + n, b.iov, (size_t)b.niov * sizeof *b.iov);
+                k = b.niov;
+            }
+            int rc = kvs__posix_rw_full(c->fd, v, n + k, b.foff - (off_t)held, true);
             *err = errno;
+            if (rc == 0 && keep)
+                kvs__kvmap_gather(&op->map, c->t0, c->tokens, b.off + b.len - keep,
+                                  carry + CARRY - keep, keep);
+            held = rc == 0 ? keep : 0;
             lap(l, &l->io);
             kvs__op_direct_end(op);
             if (rc != 0)

@@ -842,9 +842,9 @@ static int files_written_aligned(uint64_t file_bytes, uint64_t block)
  * are multiples of the write block (the payload starts 4 KiB into the
  * file), so that the page cache can fill a file with folios as large as
  * the block, which later reads copy out at up to half again the speed of
- * small ones (docs/design.md); from the worker's buffer, with and without
- * the CPU tier filling, and every byte lands where a retrieve verifies
- * it, also through KVS_KV_DIRECT. */
+ * small ones (docs/design.md); from the worker's buffer (with and without
+ * the CPU tier filling), from the caller's rows (KVS_KV_DIRECT) and from
+ * both in one chunk, and every byte lands where a retrieve verifies it. */
 static void test_store_writes_file_aligned(void **state)
 {
     fixture *f = *state;
@@ -866,16 +866,18 @@ static void test_store_writes_file_aligned(void **state)
     kvs_io_ops ops = kvs__io_posix;
     ops.pwrite = logged_pwrite;
     ops.pwritev = logged_pwritev;
-    /* Layer 0 again, 16 bytes off a page: with O_DIRECT (where the test
-     * folder takes it) zero-copy blocks need page-aligned memory, so a
+    /* Layers 0 and 4 again, 16 bytes off a page: with O_DIRECT (where the
+     * test folder takes it) zero-copy blocks need page-aligned memory, so a
      * KVS_KV_DIRECT store sends the first block (layers 0-1) through the
-     * bounce buffer and the next ones straight from the rows, writing the
-     * bounce path's carry before them. */
+     * bounce buffer, the second (layers 2-3) straight from the rows and the
+     * last (layer 4) through the bounce buffer again, the carry passing
+     * from one kind of block to the other both ways. */
     const uint64_t lbytes = 2 * n * row;
-    uint8_t *odd = malloc(lbytes + 4096 + 16);
+    uint8_t *odd = malloc(2 * lbytes + 4096 + 16);
     uint8_t *odd0 = (uint8_t *)(((uintptr_t)odd + 4095) / 4096 * 4096 + 16);
     memcpy(odd0, src, lbytes);
-    void *ol[5] = {odd0, sl[1], sl[2], sl[3], sl[4]};
+    memcpy(odd0 + lbytes, sl[4], lbytes);
+    void *ol[5] = {odd0, sl[1], sl[2], sl[3], odd0 + lbytes};
     for (int mode = 0; mode < 4; mode++) { /* bounce, + CPU tier, KVS_KV_DIRECT, mixed */
         assert_int_equal(kvs_config_set(f->cfg, "local_cpu", mode == 1 ? "true" : "false"),
                          KVS_OK);
@@ -891,9 +893,8 @@ static void test_store_writes_file_aligned(void **state)
         store_wait(e, t, n, &skv, &r);
         kvs__io_set(old);
         assert_int_equal(r.chunks_done, 2);
-        if (mode < 2)
-            assert_int_equal(files_written_aligned(KVS_PAYLOAD_OFFSET + payload,
-                                                   e->host_write_block), 2);
+        assert_int_equal(files_written_aligned(KVS_PAYLOAD_OFFSET + payload,
+                                               e->host_write_block), 2);
         kvs_engine_close(e);
         /* A fresh engine: no CPU tier entry, the bytes come from the files. */
         assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "false"), KVS_OK);
