@@ -43,9 +43,10 @@
 
 namespace {
 
-constexpr int kEncThreads = 256;
+constexpr int kEncThreads = 256; /* one per symbol value: build_lengths relies on it */
 constexpr int kDecThreads = 128;
 constexpr int kScanThreads = 1024;
+static_assert(kEncThreads == 256, "build_lengths and the lengths take one thread per symbol");
 constexpr uint32_t kSub = KVS_CODEC_SUB;
 constexpr uint32_t kBits = KVS_CODEC_MAX_BITS;
 constexpr uint32_t kTable = KVS_CODEC_TABLE_SIZE;
@@ -192,8 +193,64 @@ struct enc_smem {
     uint16_t rcode[256];
     canon_smem cs;
     uint32_t scan[kEncThreads / 32 + 1];
+    uint32_t maxlen;
     int bad;
 };
+
+/* kvs__codec_sort_leaves by the block (exactly 256 threads, one per
+ * symbol): each present symbol's place in (count, symbol) order is the
+ * number of present symbols before it in that order, which is the order
+ * the insertion sort makes.  Returns the number of present symbols (every
+ * thread); wk->order is complete on return.  One thread sorting 256 symbols
+ * by insertion took most of an fp8 frame's encode time. */
+__device__ uint32_t sort_leaves(kvs_codec_huff_work *wk)
+{
+    const uint32_t s = threadIdx.x;
+    const uint64_t c = wk->cnt[s];
+    uint32_t r = 0;
+    if (c) {
+        for (uint32_t t = 0; t < 256; t++) {
+            const uint64_t ct = wk->cnt[t];
+            r += ct != 0 && (ct < c || (ct == c && t < s));
+        }
+    }
+    const uint32_t m = (uint32_t)__syncthreads_count(c != 0);
+    if (c)
+        wk->order[r] = (uint16_t)s;
+    __syncthreads();
+    return m;
+}
+
+/* kvs__codec_build_lengths (same result, byte for byte) with the sorts
+ * done by the whole block of 256 threads; the tree passes stay in one
+ * thread (they are O(symbols)).  hist and len are shared; every thread
+ * calls; len is complete on return. */
+__device__ void build_lengths(const uint32_t *hist, uint8_t *len, kvs_codec_huff_work *wk,
+                              uint32_t *maxlen)
+{
+    const uint32_t s = threadIdx.x;
+    len[s] = 0;
+    wk->cnt[s] = hist[s];
+    __syncthreads();
+    const uint32_t m = sort_leaves(wk);
+    if (m == 1) {
+        if (s == 0)
+            len[wk->order[0]] = 1;
+    } else if (m > 1) {
+        for (;;) {
+            if (s == 0)
+                *maxlen = kvs__codec_huff_pass(wk, m, len);
+            __syncthreads();
+            if (*maxlen <= KVS_CODEC_MAX_BITS)
+                break;
+            if (wk->cnt[s])
+                wk->cnt[s] = (wk->cnt[s] + 1) >> 1;
+            __syncthreads();
+            sort_leaves(wk);
+        }
+    }
+    __syncthreads();
+}
 
 /* The elements of a frame as symbols, 16 input bytes at a time:
  * f(first element index, symbol) for each. */
@@ -266,11 +323,11 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
     }
     __syncthreads();
 
-    /* 2. code lengths (the shared builder, one thread), canonical codes */
-    if (tid == 0) {
-        kvs__codec_build_lengths(sm.freq, sm.len, &sm.u.work);
+    /* 2. code lengths (codec_fmt.h's builder, its sort done by the block),
+     * canonical codes */
+    build_lengths(sm.freq, sm.len, &sm.u.work, &sm.maxlen);
+    if (tid == 0)
         sm.bad = 0;
-    }
     __syncthreads();
     canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
     {
@@ -480,37 +537,50 @@ check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ of
         atomicAdd(bad, 1u);
 }
 
-struct dec_smem {
-    uint16_t table[kTable];
-    uint8_t len[256];
+constexpr uint32_t kSymStride = kSub + 8; /* a sub-block's row of decoded symbols */
+constexpr uint32_t kWbuf = 8192;          /* staged bitstream words of one round */
+
+/* Work areas of the table build, dead once the sub-blocks start (they share
+ * memory with the staged words). */
+struct dec_build {
     uint16_t start[256];
     uint8_t pos[256];
     uint16_t sorted_start[256];
     uint16_t sorted_entry[256];
     canon_smem cs;
+};
+
+/* Dynamic shared memory of decode_kernel (about 75 KiB: three blocks per
+ * SM on an H100). */
+struct dec_smem {
+    uint16_t table[kTable];
+    uint8_t sym[kDecThreads * kSymStride]; /* the round's symbols, one row per sub-block */
+    union {
+        uint32_t wbuf[kWbuf]; /* the round's bitstream words */
+        dec_build b;
+    } u;
+    uint8_t len[256];
     uint32_t scan[kDecThreads / 32 + 1];
     int bad;
 };
 
-/* 8 elements of elem bytes from 8 symbols and raw plane bytes r0..r2
- * (byte i of each is element i's), stored at dst (aligned to 8 * elem). */
-__device__ __forceinline__ void store8(uint8_t *dst, const uint32_t *sy, uint32_t elem,
-                                       uint64_t r0, uint64_t r1, uint64_t r2)
+/* 8 elements of elem bytes from 8 symbols (byte i of s8 is element i's) and
+ * raw plane bytes r0..r2 (likewise), stored at dst (aligned to 8 * elem). */
+__device__ __forceinline__ void store8(uint8_t *dst, uint64_t s8, uint32_t elem, uint64_t r0,
+                                       uint64_t r1, uint64_t r2)
 {
     if (elem == 1) {
-        uint64_t v = 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            v |= (uint64_t)sy[i] << (8 * i);
-        *(uint64_t *)dst = v;
+        *(uint64_t *)dst = s8;
     } else if (elem == 2) {
         uint32_t w[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint32_t a = (uint32_t)(r0 >> (16 * i)) & 0xFFu;
             const uint32_t b = (uint32_t)(r0 >> (16 * i + 8)) & 0xFFu;
-            const uint32_t ea = (a & 0x80u) << 8 | sy[2 * i] << 7 | (a & 0x7Fu);
-            const uint32_t eb = (b & 0x80u) << 8 | sy[2 * i + 1] << 7 | (b & 0x7Fu);
+            const uint32_t sa = (uint32_t)(s8 >> (16 * i)) & 0xFFu;
+            const uint32_t sb = (uint32_t)(s8 >> (16 * i + 8)) & 0xFFu;
+            const uint32_t ea = (a & 0x80u) << 8 | sa << 7 | (a & 0x7Fu);
+            const uint32_t eb = (b & 0x80u) << 8 | sb << 7 | (b & 0x7Fu);
             w[i] = ea | eb << 16;
         }
         *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
@@ -521,7 +591,8 @@ __device__ __forceinline__ void store8(uint8_t *dst, const uint32_t *sy, uint32_
             const uint32_t a = (uint32_t)(r0 >> (8 * i)) & 0xFFu;
             const uint32_t b = (uint32_t)(r1 >> (8 * i)) & 0xFFu;
             const uint32_t c = (uint32_t)(r2 >> (8 * i)) & 0xFFu;
-            w[i] = (c & 0x80u) << 24 | sy[i] << 23 | (c & 0x7Fu) << 16 | b << 8 | a;
+            const uint32_t s = (uint32_t)(s8 >> (8 * i)) & 0xFFu;
+            w[i] = (c & 0x80u) << 24 | s << 23 | (c & 0x7Fu) << 16 | b << 8 | a;
         }
         *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
         *(uint4 *)(dst + 16) = make_uint4(w[4], w[5], w[6], w[7]);
@@ -547,13 +618,21 @@ __device__ __forceinline__ bool any_nonzero(const uint8_t *p, uint64_t a, uint64
  * sub-block's words inside len, each symbol's code valid and inside the
  * sub-block's words, all words used, the last word's unused bits zero; the
  * bytes after the bitstream up to len zero.
+ *
+ * The sub-blocks go in rounds of kDecThreads, so that every global access
+ * is coalesced: the round's bitstream words are staged in shared memory
+ * with 16-byte loads (when they fit, else each thread reads its own words
+ * from global memory), each thread decodes its sub-block into a row of
+ * symbols in shared memory, then the block merges the symbols with the raw
+ * planes and stores the elements, consecutive threads on consecutive bytes.
  */
 __global__ void __launch_bounds__(kDecThreads)
 decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ offs,
               const uint32_t *__restrict__ lens, uint32_t frame_bytes, uint64_t total,
               uint32_t elem, uint8_t *__restrict__ out, uint32_t *bad)
 {
-    __shared__ dec_smem sm;
+    extern __shared__ __align__(16) unsigned char dec_dyn[];
+    dec_smem &sm = *reinterpret_cast<dec_smem *>(dec_dyn);
     const int tid = threadIdx.x;
     const uint64_t f = blockIdx.x;
     const uint64_t rest = total - f * frame_bytes;
@@ -609,14 +688,15 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
     }
 
     /* the code: lengths, their checks, the decode table */
+    dec_build &b = sm.u.b;
     for (int i = tid; i < 128; i += kDecThreads) {
-        const uint8_t b = fr[KVS_CODEC_LENGTHS_OFF + i];
-        sm.len[2 * i] = b & 0x0Fu;
-        sm.len[2 * i + 1] = b >> 4;
+        const uint8_t v = fr[KVS_CODEC_LENGTHS_OFF + i];
+        sm.len[2 * i] = v & 0x0Fu;
+        sm.len[2 * i + 1] = v >> 4;
     }
     __syncthreads();
-    canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
-    const uint32_t kraft = sm.cs.base_start[kBits + 1], present = sm.cs.base_pos[kBits + 1];
+    canonical(sm.len, b.cs, b.start, b.pos, &sm.bad);
+    const uint32_t kraft = b.cs.base_start[kBits + 1], present = b.cs.base_pos[kBits + 1];
     if (sm.bad || present == 0 || kraft > kTable) {
         if (tid == 0)
             atomicAdd(bad, 1u);
@@ -625,8 +705,8 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
     for (int s = tid; s < 256; s += kDecThreads) {
         const uint32_t l = sm.len[s];
         if (l) {
-            sm.sorted_start[sm.pos[s]] = sm.start[s];
-            sm.sorted_entry[sm.pos[s]] = (uint16_t)(s | l << 8);
+            b.sorted_start[b.pos[s]] = b.start[s];
+            b.sorted_entry[b.pos[s]] = (uint16_t)(s | l << 8);
         }
     }
     __syncthreads();
@@ -638,70 +718,117 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         uint32_t lo = 0, hi = present; /* last position with start <= v0 */
         while (hi - lo > 1) {
             const uint32_t mid = (lo + hi) / 2;
-            if (sm.sorted_start[mid] <= v0)
+            if (b.sorted_start[mid] <= v0)
                 lo = mid;
             else
                 hi = mid;
         }
         for (uint32_t v = v0; v < v0 + kRun; v++) {
-            while (lo + 1 < present && sm.sorted_start[lo + 1] <= v)
+            while (lo + 1 < present && b.sorted_start[lo + 1] <= v)
                 lo++;
-            sm.table[brev_bits(v, kBits)] = v < kraft ? sm.sorted_entry[lo] : 0;
+            sm.table[brev_bits(v, kBits)] = v < kraft ? b.sorted_entry[lo] : 0;
         }
     }
     bool fail = any_nonzero(fr, lay.planes_off + lay.planes_len, lay.words_off) ||
                 any_nonzero(fr, lay.words_off + nsub, lay.bits_off);
-    __syncthreads();
+    /* (block_scan's first barrier ends the table build before the staged
+     * words overwrite its work areas) */
 
-    /* the sub-blocks */
+    /* the sub-blocks, in rounds */
     const uint8_t *planes = fr + KVS_CODEC_PLANES_OFF;
-    const uint32_t *bits = (const uint32_t *)(fr + lay.bits_off);
+    const uint32_t bits_off = (uint32_t)lay.bits_off;
+    const uint32_t *bits = (const uint32_t *)(fr + bits_off);
+    const uint32_t words_in_len = (L - bits_off) / 4; /* words that lie inside len */
     uint32_t carry = 0;
+    bool any_fail = false;
     for (uint32_t base = 0; base < nsub; base += kDecThreads) {
         const uint32_t k = base + tid;
         const uint32_t wc = k < nsub ? fr[lay.words_off + k] : 0;
         uint32_t t;
         const uint32_t first = carry + block_scan<kDecThreads>(wc, sm.scan, &t);
+        const uint32_t rfirst = carry;
         carry += t;
-        if (k >= nsub || fail)
-            continue;
-        if (wc > KVS_CODEC_SUB_MAX_WORDS || lay.bits_off + 4 * ((uint64_t)first + wc) > L) {
-            fail = true;
-            continue;
-        }
-        const uint32_t *wp = bits + first;
-        const uint32_t e0 = k * kSub, cnt = min(kSub, n - e0);
-        uint64_t buf = 0;
-        uint32_t avail = 0, idx = 0; /* bits in buf; words moved into buf */
-        uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
-        for (uint32_t g = 0; g < cnt && !fail; g += 8) {
-            const uint32_t m = min(8u, cnt - g);
-            uint32_t sy[8];
+        /* stage the round's words [rfirst, rfirst + t) when they fit and lie
+         * inside len (uniform over the block) */
+        const bool staged = t <= kWbuf && (uint64_t)rfirst + t <= words_in_len;
+        if (staged) {
+            const uint32_t a0 = bits_off + 4 * rfirst, a1 = a0 + 4 * t; /* a1 <= L */
+            constexpr int kU = 4;
+            for (uint32_t c = (a0 & ~15u) + 16 * tid; c < a1; c += 16 * kDecThreads * kU) {
+                uint4 q[kU];
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                sy[j] = 0;
-                if ((uint32_t)j < m) {
-                    if (avail < kBits && idx < wc) {
-                        buf |= (uint64_t)next << avail;
-                        avail += 32;
-                        idx++;
-                        next = idx < wc ? wp[idx] : 0;
+                for (int u = 0; u < kU; u++) {
+                    const uint32_t cu = c + 16 * kDecThreads * u;
+                    q[u] = cu < a1 ? *(const uint4 *)(fr + cu) : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+                for (int u = 0; u < kU; u++) {
+                    const uint32_t cu = c + 16 * kDecThreads * u;
+                    const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
+#pragma unroll
+                    for (int j = 0; j < 4; j++) {
+                        const uint32_t at = cu + 4 * j;
+                        if (at >= a0 && at < a1)
+                            sm.u.wbuf[(at - a0) / 4] = w[j];
                     }
-                    const uint32_t ent = sm.table[buf & (kTable - 1)];
-                    uint32_t l = ent >> 8;
-                    if (ent == 0 || l > avail) {
-                        fail = true;
-                        l = 0;
-                    }
-                    sy[j] = ent & 0xFFu;
-                    buf >>= l;
-                    avail -= l;
                 }
             }
-            if (fail)
-                break;
-            const uint64_t e = e0 + g;
-            if (m == 8) {
+        }
+        __syncthreads();
+        if (k < nsub && !fail) {
+            if (wc > KVS_CODEC_SUB_MAX_WORDS || (uint64_t)first + wc > words_in_len)
+                fail = true;
+        }
+        if (k < nsub && !fail) {
+            const uint32_t *wp = staged ? sm.u.wbuf + (first - rfirst) : bits + first;
+            uint8_t *sp = sm.sym + tid * kSymStride;
+            const uint32_t cnt = min(kSub, n - k * kSub);
+            uint64_t buf = 0;
+            uint32_t avail = 0, idx = 0;    /* bits in buf; words moved into buf */
+            uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
+            for (uint32_t g = 0; g < cnt; g += 8) {
+                const uint32_t m = min(8u, cnt - g);
+                uint64_t s8 = 0;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if ((uint32_t)j < m) {
+                        if (avail < kBits && idx < wc) {
+                            buf |= (uint64_t)next << avail;
+                            avail += 32;
+                            idx++;
+                            next = idx < wc ? wp[idx] : 0;
+                        }
+                        const uint32_t ent = sm.table[buf & (kTable - 1)];
+                        uint32_t l = ent >> 8;
+                        if (ent == 0 || l > avail) {
+                            fail = true;
+                            l = 0;
+                        }
+                        s8 |= (uint64_t)(ent & 0xFFu) << (8 * j);
+                        buf >>= l;
+                        avail -= l;
+                    }
+                }
+                if (fail)
+                    break;
+                *(uint64_t *)(sp + g) = s8;
+            }
+            if (!fail && (idx != wc || avail >= 32 || buf != 0))
+                fail = true;
+        }
+        if (__syncthreads_or(fail)) {
+            any_fail = true; /* uniform: the frame is bad, nothing more to store */
+            break;
+        }
+        /* merge the round's symbols with the raw planes, 8 elements a thread */
+        const uint32_t e_lo = base * kSub;
+        const uint32_t e_hi = (uint64_t)e_lo + kDecThreads * kSub < n ? e_lo + kDecThreads * kSub
+                                                                       : n;
+#pragma unroll 4
+        for (uint32_t e = e_lo + 8 * tid; e < e_hi; e += 8 * kDecThreads) {
+            const uint32_t r = e - e_lo;
+            const uint8_t *sp = sm.sym + (r / kSub) * kSymStride + r % kSub;
+            if (e + 8 <= e_hi) {
                 uint64_t r0 = 0, r1 = 0, r2 = 0;
                 if (elem >= 2)
                     r0 = load8(planes + e);
@@ -709,21 +836,19 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
                     r1 = load8(planes + n + e);
                     r2 = load8(planes + 2 * (uint64_t)n + e);
                 }
-                store8(dst + e * elem, sy, elem, r0, r1, r2);
+                store8(dst + (uint64_t)e * elem, *(const uint64_t *)sp, elem, r0, r1, r2);
             } else {
-                for (uint32_t j = 0; j < m; j++) {
+                for (uint32_t j = 0; e + j < e_hi; j++) {
                     uint8_t raw[3] = {0, 0, 0};
                     for (uint32_t p = 0; p + 1 < elem; p++)
                         raw[p] = planes[(uint64_t)p * n + e + j];
-                    kvs__codec_store_elem(dst + (e + j) * elem,
-                                          kvs__codec_merge(sy[j], raw, elem), elem);
+                    kvs__codec_store_elem(dst + ((uint64_t)e + j) * elem,
+                                          kvs__codec_merge(sp[j], raw, elem), elem);
                 }
             }
         }
-        if (!fail && (idx != wc || avail >= 32 || buf != 0))
-            fail = true;
     }
-    if (fail || any_nonzero(fr, lay.bits_off + 4 * (uint64_t)carry, L))
+    if (any_fail || fail || any_nonzero(fr, (uint64_t)bits_off + 4 * (uint64_t)carry, L))
         sm.bad = 1;
     __syncthreads();
     if (tid == 0 && sm.bad)
@@ -791,7 +916,14 @@ extern "C" kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint3
     if (expected)
         check_kernel<<<nframes, kXxhThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
                                                     bad);
-    decode_kernel<<<nframes, kDecThreads, 0, s>>>((const uint8_t *)stored, off, len, frame_bytes,
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(dec_smem));
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess)
+        return (kvs_cuda_status)e;
+    decode_kernel<<<nframes, kDecThreads, sizeof(dec_smem), s>>>((const uint8_t *)stored, off, len, frame_bytes,
                                                   total, elem, (uint8_t *)out, bad);
     return (kvs_cuda_status)cudaGetLastError();
 }
