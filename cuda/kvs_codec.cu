@@ -522,7 +522,95 @@ pack_kernel(const uint8_t *__restrict__ slots, uint64_t slot_bytes,
 /* ------------------------------------------------------------------------ */
 /* decode                                                                     */
 
-__global__ void __launch_bounds__(kXxhThreads)
+/*
+ * XXH3-64 (seed 0) of in[0, L), L > 240, in 16-byte aligned, by a block of
+ * kChkThreads threads, for the decoder's sum check: the same function as
+ * xxh3_long (kvs_xxh3.cuh), computed another way.  Four threads share each
+ * 1 KiB input block, one lane pair each, and add up the block's 16 stripes
+ * in registers (the 16 loads of a thread in flight at once, every 64 bytes
+ * of a stripe read by four neighbouring threads); threads 0..7 then fold the
+ * blocks' sums into the accumulator in order, scrambling after each full
+ * block.  No shuffles: about 8 instructions per 16 bytes, so that the check
+ * runs near memory speed.  Every thread calls; thread 0 gets the sum.
+ */
+constexpr int kChkThreads = 128;
+constexpr int kChkBlocks = kChkThreads / 4; /* 1 KiB input blocks per round */
+
+__device__ uint64_t xxh3_frame(const uint8_t *__restrict__ in, uint64_t L)
+{
+    __shared__ uint64_t sums[kChkBlocks][8];
+    __shared__ uint64_t sec[24]; /* the secret as 64-bit words */
+    __shared__ uint64_t lanes[8];
+    const int tid = threadIdx.x, m = tid & 3, bi = tid >> 2;
+    if (tid < 24)
+        sec[tid] = secret64(8 * tid);
+    const uint64_t nb_blocks = (L - 1) / kBlock; /* full blocks, each scrambled */
+    const uint32_t tail_stripes = (uint32_t)(((L - 1) - nb_blocks * kBlock) / kStripe);
+    const uint64_t nblk = nb_blocks + (tail_stripes ? 1 : 0);
+    uint64_t acc = tid == 0 ? kPrime32_3 : tid == 1 ? kPrime64_1 : tid == 2 ? kPrime64_2
+                 : tid == 3 ? kPrime64_3 : tid == 4 ? kPrime64_4 : tid == 5 ? kPrime32_2
+                 : tid == 6 ? kPrime64_5 : kPrime32_1;
+    const uint64_t scramble_key = tid < 8 ? secret64(kScrambleAt + 8 * tid) : 0;
+    __syncthreads();
+    for (uint64_t base = 0; base < nblk; base += kChkBlocks) {
+        const uint64_t b = base + bi;
+        const uint32_t ns = b < nb_blocks ? 16u : b == nb_blocks ? tail_stripes : 0u;
+        const uint8_t *p = in + b * kBlock + 16 * m;
+        uint4 v[16];
+#pragma unroll
+        for (int s = 0; s < 16; s++)
+            if ((uint32_t)s < ns)
+                v[s] = *(const uint4 *)(p + s * kStripe);
+        uint64_t te = 0, to = 0; /* lanes 2m and 2m + 1 */
+#pragma unroll
+        for (int s = 0; s < 16; s++) {
+            if ((uint32_t)s < ns) {
+                const uint64_t d0 = (uint64_t)v[s].y << 32 | v[s].x;
+                const uint64_t d1 = (uint64_t)v[s].w << 32 | v[s].z;
+                te += d1 + mul32x32(d0 ^ sec[s + 2 * m]);
+                to += d0 + mul32x32(d1 ^ sec[s + 2 * m + 1]);
+            }
+        }
+        sums[bi][2 * m] = te;
+        sums[bi][2 * m + 1] = to;
+        __syncthreads();
+        if (tid < 8) {
+            const uint64_t end = nblk - base < kChkBlocks ? nblk - base : kChkBlocks;
+            for (uint64_t j = 0; j < end; j++) {
+                acc += sums[j][tid];
+                if (base + j < nb_blocks)
+                    acc = scramble(acc, scramble_key);
+            }
+        }
+        __syncthreads();
+    }
+    if (tid < 8) {
+        /* the last stripe, which may overlap the block before it */
+        const uint8_t *last = in + L - kStripe;
+        const uint64_t d_self = load64_any(last + 8 * tid);
+        const uint64_t d_pair = load64_any(last + 8 * (tid ^ 1));
+        acc += d_pair + mul32x32(d_self ^ secret64(kLastStripeAt + 8 * tid));
+        lanes[tid] = acc;
+    }
+    __syncthreads();
+    uint64_t result = 0;
+    if (tid == 0) {
+        uint64_t h = L * kPrime64_1;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint64_t a = lanes[2 * i] ^ secret64(kMergeAt + 16 * i);
+            const uint64_t b = lanes[2 * i + 1] ^ secret64(kMergeAt + 16 * i + 8);
+            h += (a * b) ^ __umul64hi(a, b);
+        }
+        h ^= h >> 37;
+        h *= 0x165667919E3779F9ull;
+        h ^= h >> 32;
+        result = h;
+    }
+    return result;
+}
+
+__global__ void __launch_bounds__(kChkThreads)
 check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ off,
              const uint32_t *__restrict__ len, const uint64_t *__restrict__ expected,
              uint32_t *bad)
@@ -532,13 +620,35 @@ check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ of
     /* a frame too short or misaligned for the hash fails in decode_kernel */
     if (l < KVS_CODEC_MIN_FRAME || l % 16 || o % 16)
         return;
-    const uint64_t h = xxh3_long(stored + o, l);
+    const uint64_t h = xxh3_frame(stored + o, l);
     if (threadIdx.x == 0 && h != expected[f])
         atomicAdd(bad, 1u);
 }
 
 constexpr uint32_t kSymStride = kSub + 8; /* a sub-block's row of decoded symbols */
 constexpr uint32_t kWbuf = 8192;          /* staged bitstream words of one round */
+constexpr int kPre = kSub / 16;           /* E = 2: 16-element steps of a thread's merge */
+static_assert(kDecThreads == 128, "decode_kernel loads the 128 bytes of lengths one a thread");
+
+/* 16 bytes from global to shared memory without going through registers
+ * (cp.async on sm_80 and later), so that a whole round's words are in
+ * flight at once; copy_async_wait waits for this thread's copies. */
+__device__ __forceinline__ void copy16_async(void *smem, const void *gmem)
+{
+#if __CUDA_ARCH__ >= 800
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+    *(uint4 *)smem = *(const uint4 *)gmem;
+#endif
+}
+
+__device__ __forceinline__ void copy_async_wait()
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
 
 /* Work areas of the table build, dead once the sub-blocks start (they share
  * memory with the staged words). */
@@ -626,7 +736,7 @@ __device__ __forceinline__ bool any_nonzero(const uint8_t *p, uint64_t a, uint64
  * symbols in shared memory, then the block merges the symbols with the raw
  * planes and stores the elements, consecutive threads on consecutive bytes.
  */
-__global__ void __launch_bounds__(kDecThreads)
+__global__ void __launch_bounds__(kDecThreads, 3)
 decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ offs,
               const uint32_t *__restrict__ lens, uint32_t frame_bytes, uint64_t total,
               uint32_t elem, uint8_t *__restrict__ out, uint32_t *bad)
@@ -646,7 +756,26 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
             atomicAdd(bad, 1u);
         return;
     }
+    /* The huff layout follows from nbytes and elem, which the frame index
+     * gives: load the header, the code lengths, the first round's word
+     * counts and the two paddings before R and W at once (all inside len),
+     * so that their latencies overlap; they are checked below. */
+    kvs_codec_layout lay = {};
+    kvs__codec_layout_of(nbytes, elem, &lay); /* elem and nbytes checked by the launcher */
+    const uint32_t n = lay.n, nsub = lay.nsub;
+    const bool fits = lay.bits_off <= L;
     const uint32_t h0 = *(const uint32_t *)fr, h1 = *(const uint32_t *)(fr + 4);
+    const uint32_t lbyte = fr[KVS_CODEC_LENGTHS_OFF + tid]; /* tid < 128 < L */
+    uint32_t wc = 0, pad = 0;
+    if (fits) {
+        const uint64_t p0 = lay.planes_off + lay.planes_len, r1 = lay.words_off + nsub;
+        if (tid < nsub)
+            wc = fr[lay.words_off + tid];
+        if (tid < 4 && p0 + tid < lay.words_off)
+            pad = fr[p0 + tid];
+        else if (tid >= 4 && tid < 8 && r1 + (tid - 4) < lay.bits_off)
+            pad = fr[r1 + (tid - 4)];
+    }
     const uint32_t mode = h0 & 0xFFu;
     if ((mode != KVS_CODEC_MODE_RAW && mode != KVS_CODEC_MODE_HUFF) || (h0 >> 8 & 0xFFu) != elem ||
         (h0 >> 16) != 0 || h1 != nbytes) {
@@ -678,10 +807,7 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         return;
     }
 
-    kvs_codec_layout lay = {};
-    kvs__codec_layout_of(nbytes, elem, &lay);
-    const uint32_t n = lay.n, nsub = lay.nsub;
-    if (lay.bits_off > L) {
+    if (!fits) {
         if (tid == 0)
             atomicAdd(bad, 1u);
         return;
@@ -689,11 +815,8 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
 
     /* the code: lengths, their checks, the decode table */
     dec_build &b = sm.u.b;
-    for (int i = tid; i < 128; i += kDecThreads) {
-        const uint8_t v = fr[KVS_CODEC_LENGTHS_OFF + i];
-        sm.len[2 * i] = v & 0x0Fu;
-        sm.len[2 * i + 1] = v >> 4;
-    }
+    sm.len[2 * tid] = lbyte & 0x0Fu;
+    sm.len[2 * tid + 1] = lbyte >> 4;
     __syncthreads();
     canonical(sm.len, b.cs, b.start, b.pos, &sm.bad);
     const uint32_t kraft = b.cs.base_start[kBits + 1], present = b.cs.base_pos[kBits + 1];
@@ -729,8 +852,7 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
             sm.table[brev_bits(v, kBits)] = v < kraft ? b.sorted_entry[lo] : 0;
         }
     }
-    bool fail = any_nonzero(fr, lay.planes_off + lay.planes_len, lay.words_off) ||
-                any_nonzero(fr, lay.words_off + nsub, lay.bits_off);
+    bool fail = pad != 0; /* the paddings before R and W */
     /* (block_scan's first barrier ends the table build before the staged
      * words overwrite its work areas) */
 
@@ -742,45 +864,51 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
     uint32_t carry = 0;
     bool any_fail = false;
     for (uint32_t base = 0; base < nsub; base += kDecThreads) {
-        const uint32_t k = base + tid;
-        const uint32_t wc = k < nsub ? fr[lay.words_off + k] : 0;
+        const uint32_t k = base + tid; /* wc: its word count, 0 past the end */
         uint32_t t;
         const uint32_t first = carry + block_scan<kDecThreads>(wc, sm.scan, &t);
         const uint32_t rfirst = carry;
         carry += t;
-        /* stage the round's words [rfirst, rfirst + t) when they fit and lie
-         * inside len (uniform over the block) */
-        const bool staged = t <= kWbuf && (uint64_t)rfirst + t <= words_in_len;
-        if (staged) {
-            const uint32_t a0 = bits_off + 4 * rfirst, a1 = a0 + 4 * t; /* a1 <= L */
-            constexpr int kU = 4;
-            for (uint32_t c = (a0 & ~15u) + 16 * tid; c < a1; c += 16 * kDecThreads * kU) {
-                uint4 q[kU];
+        /* stage the round's words [rfirst, rfirst + t), as the 16-byte
+         * chunks of the frame that hold them, when they fit and lie inside
+         * len (uniform over the block) */
+        const uint64_t a0 = bits_off + 4 * (uint64_t)rfirst, a0r = a0 & ~15ull;
+        const uint64_t a1 = a0 + 4 * (uint64_t)t;
+        const uint32_t nch = (uint32_t)((a1 + 15 - a0r) / 16);
+        const bool staged = a1 <= L && 4 * (uint64_t)nch <= kWbuf;
+        if (staged)
+            for (uint32_t c = tid; c < nch; c += kDecThreads)
+                copy16_async(&sm.u.wbuf[4 * c], fr + a0r + 16 * c);
+        /* the next round's word counts and, for E = 2, this round's raw
+         * plane bytes of the elements this thread merges: in flight while
+         * the words arrive and the sub-blocks decode */
+        const uint32_t kn = k + kDecThreads;
+        const uint32_t wc_next = kn < nsub ? fr[lay.words_off + kn] : 0;
+        const uint32_t e_lo = base * kSub;
+        const uint32_t e_hi = (uint64_t)e_lo + kDecThreads * kSub < n ? e_lo + kDecThreads * kSub
+                                                                       : n;
+        uint2 pre[kPre][2];
+        if (elem == 2) {
 #pragma unroll
-                for (int u = 0; u < kU; u++) {
-                    const uint32_t cu = c + 16 * kDecThreads * u;
-                    q[u] = cu < a1 ? *(const uint4 *)(fr + cu) : make_uint4(0, 0, 0, 0);
-                }
-#pragma unroll
-                for (int u = 0; u < kU; u++) {
-                    const uint32_t cu = c + 16 * kDecThreads * u;
-                    const uint32_t w[4] = {q[u].x, q[u].y, q[u].z, q[u].w};
-#pragma unroll
-                    for (int j = 0; j < 4; j++) {
-                        const uint32_t at = cu + 4 * j;
-                        if (at >= a0 && at < a1)
-                            sm.u.wbuf[(at - a0) / 4] = w[j];
-                    }
+            for (int i = 0; i < kPre; i++) {
+                const uint32_t e = e_lo + 16 * (tid + kDecThreads * i);
+                if (e + 16 <= e_hi) {
+                    pre[i][0] = *(const uint2 *)(planes + e);
+                    pre[i][1] = *(const uint2 *)(planes + e + 8);
+                } else {
+                    pre[i][0] = pre[i][1] = make_uint2(0, 0);
                 }
             }
         }
+        copy_async_wait();
         __syncthreads();
         if (k < nsub && !fail) {
             if (wc > KVS_CODEC_SUB_MAX_WORDS || (uint64_t)first + wc > words_in_len)
                 fail = true;
         }
         if (k < nsub && !fail) {
-            const uint32_t *wp = staged ? sm.u.wbuf + (first - rfirst) : bits + first;
+            const uint32_t *wp =
+                staged ? sm.u.wbuf + (a0 - a0r) / 4 + (first - rfirst) : bits + first;
             uint8_t *sp = sm.sym + tid * kSymStride;
             const uint32_t cnt = min(kSub, n - k * kSub);
             uint64_t buf = 0;
@@ -816,23 +944,43 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
             if (!fail && (idx != wc || avail >= 32 || buf != 0))
                 fail = true;
         }
+        wc = wc_next;
         if (__syncthreads_or(fail)) {
             any_fail = true; /* uniform: the frame is bad, nothing more to store */
             break;
         }
-        /* merge the round's symbols with the raw planes, 8 elements a thread */
-        const uint32_t e_lo = base * kSub;
-        const uint32_t e_hi = (uint64_t)e_lo + kDecThreads * kSub < n ? e_lo + kDecThreads * kSub
-                                                                       : n;
+        /* merge the round's symbols with the raw planes */
+        if (elem == 2) {
+            /* 16 elements a thread and step, from the prefetched planes */
+#pragma unroll
+            for (int i = 0; i < kPre; i++) {
+                const uint32_t e = e_lo + 16 * (tid + kDecThreads * i);
+                const uint32_t r = e - e_lo;
+                const uint8_t *sp = sm.sym + (r / kSub) * kSymStride + r % kSub;
+                if (e + 16 <= e_hi) {
+                    const uint64_t p0 = (uint64_t)pre[i][0].y << 32 | pre[i][0].x;
+                    const uint64_t p1 = (uint64_t)pre[i][1].y << 32 | pre[i][1].x;
+                    store8(dst + 2 * (uint64_t)e, *(const uint64_t *)sp, 2, p0, 0, 0);
+                    store8(dst + 2 * (uint64_t)e + 16, *(const uint64_t *)(sp + 8), 2, p1, 0, 0);
+                } else {
+                    for (uint32_t j = 0; e + j < e_hi; j++) {
+                        const uint8_t raw[3] = {planes[e + j], 0, 0};
+                        kvs__codec_store_elem(dst + 2 * ((uint64_t)e + j),
+                                              kvs__codec_merge(sp[j], raw, 2), 2);
+                    }
+                }
+            }
+            continue;
+        }
+        /* E = 1 and 4: 8 elements a thread and step */
 #pragma unroll 4
         for (uint32_t e = e_lo + 8 * tid; e < e_hi; e += 8 * kDecThreads) {
             const uint32_t r = e - e_lo;
             const uint8_t *sp = sm.sym + (r / kSub) * kSymStride + r % kSub;
             if (e + 8 <= e_hi) {
                 uint64_t r0 = 0, r1 = 0, r2 = 0;
-                if (elem >= 2)
-                    r0 = load8(planes + e);
                 if (elem == 4) {
+                    r0 = load8(planes + e);
                     r1 = load8(planes + n + e);
                     r2 = load8(planes + 2 * (uint64_t)n + e);
                 }
@@ -914,7 +1062,7 @@ extern "C" kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint3
         return cudaErrorInvalidValue;
     cudaStream_t s = (cudaStream_t)stream;
     if (expected)
-        check_kernel<<<nframes, kXxhThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
+        check_kernel<<<nframes, kChkThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
                                                     bad);
     cudaError_t e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)sizeof(dec_smem));
