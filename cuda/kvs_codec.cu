@@ -6,30 +6,35 @@
  * Encode, three kernels:
  *   encode_kernel  one block of 256 threads per frame: a histogram of the
  *                  symbols in shared memory (one per warp, then summed), the
- *                  code lengths from codec_fmt.h's builder run by one thread
- *                  (its work area in shared memory), canonical codes, then
- *                  one thread per 256-symbol sub-block counts its bits; a
- *                  block-wide prefix sum of the word counts gives each
- *                  sub-block's first word, the mode follows from the sizes
- *                  (huff only when strictly shorter than raw, as on the CPU)
- *                  and the frame is written into its worst-case slot of the
- *                  scratch buffer, raw planes coalesced, each sub-block's
+ *                  code lengths of codec_fmt.h's builder (its leaf sorts done
+ *                  by the block, one thread per symbol counting the symbols
+ *                  before it; its tree passes by one thread), canonical
+ *                  codes, then one thread per 256-symbol sub-block counts its
+ *                  bits; a block-wide prefix sum of the word counts gives
+ *                  each sub-block's first word, the mode follows from the
+ *                  sizes (huff only when strictly shorter than raw, as on the
+ *                  CPU) and the frame is written into its worst-case slot of
+ *                  the scratch buffer, raw planes coalesced, each sub-block's
  *                  words by its thread.
  *   offsets_kernel one block: the packed offsets (prefix sum of the
  *                  lengths, all multiples of 16) and the stored total.
  *   pack_kernel    one block per frame: copies the slot to its packed place
  *                  and hashes it (XXH3-64, kvs_xxh3.cuh).
  *
- * Decode, one kernel (plus the XXH3 check of kvs_xxh3.cuh first when
- * expected sums are given): one block of 128 threads per frame checks the
- * header, unpacks the lengths, checks them (0..12, one at least, Kraft) and
- * builds the 4096-entry decode table in shared memory: each symbol's
- * place in canonical order comes from warp ballots, and each thread fills
- * a run of 32 entries (in code order) from one binary search over the
- * codes' left-justified starts and a walk.
- * Then one thread per sub-block, its first word from a prefix sum of the
- * u8 word counts, decodes its 256 symbols 8 at a time, merges them with the
- * raw bytes and stores 8 elements at once.  Every rule of the format is
+ * Decode, one kernel (plus check_kernel first when expected sums are given:
+ * XXH3-64 of each stored frame by 128 threads, xxh3_frame): one block of
+ * 128 threads per frame loads the header, the lengths, the first word
+ * counts and the paddings at once, checks them (lengths 0..12, one at
+ * least, Kraft) and builds the 4096-entry decode table in shared memory:
+ * each symbol's place in canonical order comes from warp ballots, and each
+ * thread fills a run of 32 entries (in code order) from one binary search
+ * over the codes' left-justified starts and a walk.  Then the sub-blocks go
+ * in rounds of 128: a prefix sum of the u8 word counts gives each one's
+ * first word, the round's words are staged in shared memory with cp.async
+ * (for E = 2 the round's raw plane bytes load into registers meanwhile),
+ * each thread decodes its sub-block's symbols into a row of shared memory,
+ * and the block merges them with the raw planes and stores the elements,
+ * consecutive threads on consecutive bytes.  Every rule of the format is
  * checked (see decode_kernel); a frame that breaks one adds 1 to *bad and
  * writes only inside its own output range.
  */
