@@ -12,10 +12,11 @@
 # PyTorch baselines (torch.save/torch.load per chunk; LMCache's POSIX
 # fallback emulated: mmap then a copy from pageable memory, 4 threads).
 #
-# usage: bench/gpu_bench.sh [test|bench|sweep|all] (default all: the tests,
+# usage: bench/gpu_bench.sh [test|bench|shm|sweep|all] (default all: the tests,
 # the raw read-path ceilings (read_paths.c), the choice of pinned staging,
 # the benchmark and its summary; sweep tries thread counts, piece and unit
-# sizes on 2 GiB in /dev/shm)
+# sizes on 2 GiB in /dev/shm; shm: the tests, the read paths and the /dev/shm
+# benches only, for a call that also runs the end-to-end test)
 # Writes logs to $OUT (or /tmp/kvs-gpu-bench), at most 8 files.  Debian
 # packages the machine lacks are taken from .deps/ beside the sources (as
 # bench/e2e_gpu.sh does; `apt-get download` them on a Debian machine).
@@ -118,7 +119,7 @@ tests() {
     rm -rf "$SHM-cli"
 }
 
-bench() {
+bench_shm() {
     log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
     rm -rf "$SHM"; mkdir -p "$SHM"
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
@@ -139,6 +140,9 @@ bench() {
         --threads "$THREADS" --rounds 3 2>&1 | grep -v "engine open" |
         tee "$OUT/bench_shm_packed.log" | tail -10
     rm -rf "$SHM"
+}
+
+bench_more() {
     log "kvstash bench, files on the disk ($DISK), O_DIRECT"
     rm -rf "$DISK/kvs"; mkdir -p "$DISK/kvs"
     LMCACHE_WEKA_PATH=$DISK/kvs KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=warning \
@@ -164,6 +168,8 @@ bench() {
     log "summary"
     python3 "$ROOT/bench/gpu_baselines.py" --summary --out "$OUT" | tee "$OUT/summary.txt"
 }
+
+bench() { bench_shm; bench_more; }
 
 sweep() {
     log "sweep: 64 chunks (2 GiB) in /dev/shm; threads x retrieve piece x transfer unit"
@@ -224,5 +230,6 @@ sweep) sweep ;;
 test+sweep) tests; sweep ;;
 test+paths) tests; paths ;;
 untuned) tests; paths; bench ;;   # all but tune: the defaults tune chose before
+shm) tests; paths; bench_shm ;;   # the /dev/shm benches only: what changes with the data path
 *) tests; paths; tune; bench ;;
 esac

@@ -6,30 +6,35 @@
  * Encode, three kernels:
  *   encode_kernel  one block of 256 threads per frame: a histogram of the
  *                  symbols in shared memory (one per warp, then summed), the
- *                  code lengths from codec_fmt.h's builder run by one thread
- *                  (its work area in shared memory), canonical codes, then
- *                  one thread per 256-symbol sub-block counts its bits; a
- *                  block-wide prefix sum of the word counts gives each
- *                  sub-block's first word, the mode follows from the sizes
- *                  (huff only when strictly shorter than raw, as on the CPU)
- *                  and the frame is written into its worst-case slot of the
- *                  scratch buffer, raw planes coalesced, each sub-block's
+ *                  code lengths of codec_fmt.h's builder (its leaf sorts done
+ *                  by the block, one thread per symbol counting the symbols
+ *                  before it; its tree passes by one thread), canonical
+ *                  codes, then one thread per 256-symbol sub-block counts its
+ *                  bits; a block-wide prefix sum of the word counts gives
+ *                  each sub-block's first word, the mode follows from the
+ *                  sizes (huff only when strictly shorter than raw, as on the
+ *                  CPU) and the frame is written into its worst-case slot of
+ *                  the scratch buffer, raw planes coalesced, each sub-block's
  *                  words by its thread.
  *   offsets_kernel one block: the packed offsets (prefix sum of the
  *                  lengths, all multiples of 16) and the stored total.
  *   pack_kernel    one block per frame: copies the slot to its packed place
  *                  and hashes it (XXH3-64, kvs_xxh3.cuh).
  *
- * Decode, one kernel (plus the XXH3 check of kvs_xxh3.cuh first when
- * expected sums are given): one block of 128 threads per frame checks the
- * header, unpacks the lengths, checks them (0..12, one at least, Kraft) and
- * builds the 4096-entry decode table in shared memory: each symbol's
- * place in canonical order comes from warp ballots, and each thread fills
- * a run of 32 entries (in code order) from one binary search over the
- * codes' left-justified starts and a walk.
- * Then one thread per sub-block, its first word from a prefix sum of the
- * u8 word counts, decodes its 256 symbols 8 at a time, merges them with the
- * raw bytes and stores 8 elements at once.  Every rule of the format is
+ * Decode, one kernel (plus check_kernel first when expected sums are given:
+ * XXH3-64 of each stored frame by 128 threads, xxh3_frame): one block of
+ * 128 threads per frame loads the header, the lengths, the first word
+ * counts and the paddings at once, checks them (lengths 0..12, one at
+ * least, Kraft) and builds the 4096-entry decode table in shared memory:
+ * each symbol's place in canonical order comes from warp ballots, and each
+ * thread fills a run of 32 entries (in code order) from one binary search
+ * over the codes' left-justified starts and a walk.  Then the sub-blocks go
+ * in rounds of 128: a prefix sum of the u8 word counts gives each one's
+ * first word, the round's words are staged in shared memory with cp.async
+ * (for E = 2 the round's raw plane bytes load into registers meanwhile),
+ * each thread decodes its sub-block's symbols into a row of shared memory,
+ * and the block merges them with the raw planes and stores the elements,
+ * consecutive threads on consecutive bytes.  Every rule of the format is
  * checked (see decode_kernel); a frame that breaks one adds 1 to *bad and
  * writes only inside its own output range.
  */
@@ -43,9 +48,10 @@
 
 namespace {
 
-constexpr int kEncThreads = 256;
+constexpr int kEncThreads = 256; /* one per symbol value: build_lengths relies on it */
 constexpr int kDecThreads = 128;
 constexpr int kScanThreads = 1024;
+static_assert(kEncThreads == 256, "build_lengths and the lengths take one thread per symbol");
 constexpr uint32_t kSub = KVS_CODEC_SUB;
 constexpr uint32_t kBits = KVS_CODEC_MAX_BITS;
 constexpr uint32_t kTable = KVS_CODEC_TABLE_SIZE;
@@ -192,8 +198,64 @@ struct enc_smem {
     uint16_t rcode[256];
     canon_smem cs;
     uint32_t scan[kEncThreads / 32 + 1];
+    uint32_t maxlen;
     int bad;
 };
+
+/* kvs__codec_sort_leaves by the block (exactly 256 threads, one per
+ * symbol): each present symbol's place in (count, symbol) order is the
+ * number of present symbols before it in that order, which is the order
+ * the insertion sort makes.  Returns the number of present symbols (every
+ * thread); wk->order is complete on return.  One thread sorting 256 symbols
+ * by insertion took most of an fp8 frame's encode time. */
+__device__ uint32_t sort_leaves(kvs_codec_huff_work *wk)
+{
+    const uint32_t s = threadIdx.x;
+    const uint64_t c = wk->cnt[s];
+    uint32_t r = 0;
+    if (c) {
+        for (uint32_t t = 0; t < 256; t++) {
+            const uint64_t ct = wk->cnt[t];
+            r += ct != 0 && (ct < c || (ct == c && t < s));
+        }
+    }
+    const uint32_t m = (uint32_t)__syncthreads_count(c != 0);
+    if (c)
+        wk->order[r] = (uint16_t)s;
+    __syncthreads();
+    return m;
+}
+
+/* kvs__codec_build_lengths (same result, byte for byte) with the sorts
+ * done by the whole block of 256 threads; the tree passes stay in one
+ * thread (they are O(symbols)).  hist and len are shared; every thread
+ * calls; len is complete on return. */
+__device__ void build_lengths(const uint32_t *hist, uint8_t *len, kvs_codec_huff_work *wk,
+                              uint32_t *maxlen)
+{
+    const uint32_t s = threadIdx.x;
+    len[s] = 0;
+    wk->cnt[s] = hist[s];
+    __syncthreads();
+    const uint32_t m = sort_leaves(wk);
+    if (m == 1) {
+        if (s == 0)
+            len[wk->order[0]] = 1;
+    } else if (m > 1) {
+        for (;;) {
+            if (s == 0)
+                *maxlen = kvs__codec_huff_pass(wk, m, len);
+            __syncthreads();
+            if (*maxlen <= KVS_CODEC_MAX_BITS)
+                break;
+            if (wk->cnt[s])
+                wk->cnt[s] = (wk->cnt[s] + 1) >> 1;
+            __syncthreads();
+            sort_leaves(wk);
+        }
+    }
+    __syncthreads();
+}
 
 /* The elements of a frame as symbols, 16 input bytes at a time:
  * f(first element index, symbol) for each. */
@@ -266,11 +328,11 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
     }
     __syncthreads();
 
-    /* 2. code lengths (the shared builder, one thread), canonical codes */
-    if (tid == 0) {
-        kvs__codec_build_lengths(sm.freq, sm.len, &sm.u.work);
+    /* 2. code lengths (codec_fmt.h's builder, its sort done by the block),
+     * canonical codes */
+    build_lengths(sm.freq, sm.len, &sm.u.work, &sm.maxlen);
+    if (tid == 0)
         sm.bad = 0;
-    }
     __syncthreads();
     canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
     {
@@ -465,7 +527,95 @@ pack_kernel(const uint8_t *__restrict__ slots, uint64_t slot_bytes,
 /* ------------------------------------------------------------------------ */
 /* decode                                                                     */
 
-__global__ void __launch_bounds__(kXxhThreads)
+/*
+ * XXH3-64 (seed 0) of in[0, L), L > 240, in 16-byte aligned, by a block of
+ * kChkThreads threads, for the decoder's sum check: the same function as
+ * xxh3_long (kvs_xxh3.cuh), computed another way.  Four threads share each
+ * 1 KiB input block, one lane pair each, and add up the block's 16 stripes
+ * in registers (the 16 loads of a thread in flight at once, every 64 bytes
+ * of a stripe read by four neighbouring threads); threads 0..7 then fold the
+ * blocks' sums into the accumulator in order, scrambling after each full
+ * block.  No shuffles: about 8 instructions per 16 bytes, so that the check
+ * runs near memory speed.  Every thread calls; thread 0 gets the sum.
+ */
+constexpr int kChkThreads = 128;
+constexpr int kChkBlocks = kChkThreads / 4; /* 1 KiB input blocks per round */
+
+__device__ uint64_t xxh3_frame(const uint8_t *__restrict__ in, uint64_t L)
+{
+    __shared__ uint64_t sums[kChkBlocks][8];
+    __shared__ uint64_t sec[24]; /* the secret as 64-bit words */
+    __shared__ uint64_t lanes[8];
+    const int tid = threadIdx.x, m = tid & 3, bi = tid >> 2;
+    if (tid < 24)
+        sec[tid] = secret64(8 * tid);
+    const uint64_t nb_blocks = (L - 1) / kBlock; /* full blocks, each scrambled */
+    const uint32_t tail_stripes = (uint32_t)(((L - 1) - nb_blocks * kBlock) / kStripe);
+    const uint64_t nblk = nb_blocks + (tail_stripes ? 1 : 0);
+    uint64_t acc = tid == 0 ? kPrime32_3 : tid == 1 ? kPrime64_1 : tid == 2 ? kPrime64_2
+                 : tid == 3 ? kPrime64_3 : tid == 4 ? kPrime64_4 : tid == 5 ? kPrime32_2
+                 : tid == 6 ? kPrime64_5 : kPrime32_1;
+    const uint64_t scramble_key = tid < 8 ? secret64(kScrambleAt + 8 * tid) : 0;
+    __syncthreads();
+    for (uint64_t base = 0; base < nblk; base += kChkBlocks) {
+        const uint64_t b = base + bi;
+        const uint32_t ns = b < nb_blocks ? 16u : b == nb_blocks ? tail_stripes : 0u;
+        const uint8_t *p = in + b * kBlock + 16 * m;
+        uint4 v[16];
+#pragma unroll
+        for (int s = 0; s < 16; s++)
+            if ((uint32_t)s < ns)
+                v[s] = *(const uint4 *)(p + s * kStripe);
+        uint64_t te = 0, to = 0; /* lanes 2m and 2m + 1 */
+#pragma unroll
+        for (int s = 0; s < 16; s++) {
+            if ((uint32_t)s < ns) {
+                const uint64_t d0 = (uint64_t)v[s].y << 32 | v[s].x;
+                const uint64_t d1 = (uint64_t)v[s].w << 32 | v[s].z;
+                te += d1 + mul32x32(d0 ^ sec[s + 2 * m]);
+                to += d0 + mul32x32(d1 ^ sec[s + 2 * m + 1]);
+            }
+        }
+        sums[bi][2 * m] = te;
+        sums[bi][2 * m + 1] = to;
+        __syncthreads();
+        if (tid < 8) {
+            const uint64_t end = nblk - base < kChkBlocks ? nblk - base : kChkBlocks;
+            for (uint64_t j = 0; j < end; j++) {
+                acc += sums[j][tid];
+                if (base + j < nb_blocks)
+                    acc = scramble(acc, scramble_key);
+            }
+        }
+        __syncthreads();
+    }
+    if (tid < 8) {
+        /* the last stripe, which may overlap the block before it */
+        const uint8_t *last = in + L - kStripe;
+        const uint64_t d_self = load64_any(last + 8 * tid);
+        const uint64_t d_pair = load64_any(last + 8 * (tid ^ 1));
+        acc += d_pair + mul32x32(d_self ^ secret64(kLastStripeAt + 8 * tid));
+        lanes[tid] = acc;
+    }
+    __syncthreads();
+    uint64_t result = 0;
+    if (tid == 0) {
+        uint64_t h = L * kPrime64_1;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint64_t a = lanes[2 * i] ^ secret64(kMergeAt + 16 * i);
+            const uint64_t b = lanes[2 * i + 1] ^ secret64(kMergeAt + 16 * i + 8);
+            h += (a * b) ^ __umul64hi(a, b);
+        }
+        h ^= h >> 37;
+        h *= 0x165667919E3779F9ull;
+        h ^= h >> 32;
+        result = h;
+    }
+    return result;
+}
+
+__global__ void __launch_bounds__(kChkThreads)
 check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ off,
              const uint32_t *__restrict__ len, const uint64_t *__restrict__ expected,
              uint32_t *bad)
@@ -475,42 +625,77 @@ check_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ of
     /* a frame too short or misaligned for the hash fails in decode_kernel */
     if (l < KVS_CODEC_MIN_FRAME || l % 16 || o % 16)
         return;
-    const uint64_t h = xxh3_long(stored + o, l);
+    const uint64_t h = xxh3_frame(stored + o, l);
     if (threadIdx.x == 0 && h != expected[f])
         atomicAdd(bad, 1u);
 }
 
-struct dec_smem {
-    uint16_t table[kTable];
-    uint8_t len[256];
+constexpr uint32_t kSymStride = kSub + 8; /* a sub-block's row of decoded symbols */
+constexpr uint32_t kWbuf = 8192;          /* staged bitstream words of one round */
+constexpr int kPre = kSub / 16;           /* E = 2: 16-element steps of a thread's merge */
+static_assert(kDecThreads == 128, "decode_kernel loads the 128 bytes of lengths one a thread");
+
+/* 16 bytes from global to shared memory without going through registers
+ * (cp.async on sm_80 and later), so that a whole round's words are in
+ * flight at once; copy_async_wait waits for this thread's copies. */
+__device__ __forceinline__ void copy16_async(void *smem, const void *gmem)
+{
+#if __CUDA_ARCH__ >= 800
+    const uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+    *(uint4 *)smem = *(const uint4 *)gmem;
+#endif
+}
+
+__device__ __forceinline__ void copy_async_wait()
+{
+#if __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
+/* Work areas of the table build, dead once the sub-blocks start (they share
+ * memory with the staged words). */
+struct dec_build {
     uint16_t start[256];
     uint8_t pos[256];
     uint16_t sorted_start[256];
     uint16_t sorted_entry[256];
     canon_smem cs;
+};
+
+/* Dynamic shared memory of decode_kernel (about 75 KiB: three blocks per
+ * SM on an H100). */
+struct dec_smem {
+    uint16_t table[kTable];
+    uint8_t sym[kDecThreads * kSymStride]; /* the round's symbols, one row per sub-block */
+    union {
+        uint32_t wbuf[kWbuf]; /* the round's bitstream words */
+        dec_build b;
+    } u;
+    uint8_t len[256];
     uint32_t scan[kDecThreads / 32 + 1];
     int bad;
 };
 
-/* 8 elements of elem bytes from 8 symbols and raw plane bytes r0..r2
- * (byte i of each is element i's), stored at dst (aligned to 8 * elem). */
-__device__ __forceinline__ void store8(uint8_t *dst, const uint32_t *sy, uint32_t elem,
-                                       uint64_t r0, uint64_t r1, uint64_t r2)
+/* 8 elements of elem bytes from 8 symbols (byte i of s8 is element i's) and
+ * raw plane bytes r0..r2 (likewise), stored at dst (aligned to 8 * elem). */
+__device__ __forceinline__ void store8(uint8_t *dst, uint64_t s8, uint32_t elem, uint64_t r0,
+                                       uint64_t r1, uint64_t r2)
 {
     if (elem == 1) {
-        uint64_t v = 0;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            v |= (uint64_t)sy[i] << (8 * i);
-        *(uint64_t *)dst = v;
+        *(uint64_t *)dst = s8;
     } else if (elem == 2) {
         uint32_t w[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             const uint32_t a = (uint32_t)(r0 >> (16 * i)) & 0xFFu;
             const uint32_t b = (uint32_t)(r0 >> (16 * i + 8)) & 0xFFu;
-            const uint32_t ea = (a & 0x80u) << 8 | sy[2 * i] << 7 | (a & 0x7Fu);
-            const uint32_t eb = (b & 0x80u) << 8 | sy[2 * i + 1] << 7 | (b & 0x7Fu);
+            const uint32_t sa = (uint32_t)(s8 >> (16 * i)) & 0xFFu;
+            const uint32_t sb = (uint32_t)(s8 >> (16 * i + 8)) & 0xFFu;
+            const uint32_t ea = (a & 0x80u) << 8 | sa << 7 | (a & 0x7Fu);
+            const uint32_t eb = (b & 0x80u) << 8 | sb << 7 | (b & 0x7Fu);
             w[i] = ea | eb << 16;
         }
         *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
@@ -521,7 +706,8 @@ __device__ __forceinline__ void store8(uint8_t *dst, const uint32_t *sy, uint32_
             const uint32_t a = (uint32_t)(r0 >> (8 * i)) & 0xFFu;
             const uint32_t b = (uint32_t)(r1 >> (8 * i)) & 0xFFu;
             const uint32_t c = (uint32_t)(r2 >> (8 * i)) & 0xFFu;
-            w[i] = (c & 0x80u) << 24 | sy[i] << 23 | (c & 0x7Fu) << 16 | b << 8 | a;
+            const uint32_t s = (uint32_t)(s8 >> (8 * i)) & 0xFFu;
+            w[i] = (c & 0x80u) << 24 | s << 23 | (c & 0x7Fu) << 16 | b << 8 | a;
         }
         *(uint4 *)dst = make_uint4(w[0], w[1], w[2], w[3]);
         *(uint4 *)(dst + 16) = make_uint4(w[4], w[5], w[6], w[7]);
@@ -547,13 +733,21 @@ __device__ __forceinline__ bool any_nonzero(const uint8_t *p, uint64_t a, uint64
  * sub-block's words inside len, each symbol's code valid and inside the
  * sub-block's words, all words used, the last word's unused bits zero; the
  * bytes after the bitstream up to len zero.
+ *
+ * The sub-blocks go in rounds of kDecThreads, so that every global access
+ * is coalesced: the round's bitstream words are staged in shared memory
+ * with 16-byte loads (when they fit, else each thread reads its own words
+ * from global memory), each thread decodes its sub-block into a row of
+ * symbols in shared memory, then the block merges the symbols with the raw
+ * planes and stores the elements, consecutive threads on consecutive bytes.
  */
-__global__ void __launch_bounds__(kDecThreads)
+__global__ void __launch_bounds__(kDecThreads, 3)
 decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ offs,
               const uint32_t *__restrict__ lens, uint32_t frame_bytes, uint64_t total,
               uint32_t elem, uint8_t *__restrict__ out, uint32_t *bad)
 {
-    __shared__ dec_smem sm;
+    extern __shared__ __align__(16) unsigned char dec_dyn[];
+    dec_smem &sm = *reinterpret_cast<dec_smem *>(dec_dyn);
     const int tid = threadIdx.x;
     const uint64_t f = blockIdx.x;
     const uint64_t rest = total - f * frame_bytes;
@@ -567,7 +761,26 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
             atomicAdd(bad, 1u);
         return;
     }
+    /* The huff layout follows from nbytes and elem, which the frame index
+     * gives: load the header, the code lengths, the first round's word
+     * counts and the two paddings before R and W at once (all inside len),
+     * so that their latencies overlap; they are checked below. */
+    kvs_codec_layout lay = {};
+    kvs__codec_layout_of(nbytes, elem, &lay); /* elem and nbytes checked by the launcher */
+    const uint32_t n = lay.n, nsub = lay.nsub;
+    const bool fits = lay.bits_off <= L;
     const uint32_t h0 = *(const uint32_t *)fr, h1 = *(const uint32_t *)(fr + 4);
+    const uint32_t lbyte = fr[KVS_CODEC_LENGTHS_OFF + tid]; /* tid < 128 < L */
+    uint32_t wc = 0, pad = 0;
+    if (fits) {
+        const uint64_t p0 = lay.planes_off + lay.planes_len, r1 = lay.words_off + nsub;
+        if (tid < nsub)
+            wc = fr[lay.words_off + tid];
+        if (tid < 4 && p0 + tid < lay.words_off)
+            pad = fr[p0 + tid];
+        else if (tid >= 4 && tid < 8 && r1 + (tid - 4) < lay.bits_off)
+            pad = fr[r1 + (tid - 4)];
+    }
     const uint32_t mode = h0 & 0xFFu;
     if ((mode != KVS_CODEC_MODE_RAW && mode != KVS_CODEC_MODE_HUFF) || (h0 >> 8 & 0xFFu) != elem ||
         (h0 >> 16) != 0 || h1 != nbytes) {
@@ -599,24 +812,19 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         return;
     }
 
-    kvs_codec_layout lay = {};
-    kvs__codec_layout_of(nbytes, elem, &lay);
-    const uint32_t n = lay.n, nsub = lay.nsub;
-    if (lay.bits_off > L) {
+    if (!fits) {
         if (tid == 0)
             atomicAdd(bad, 1u);
         return;
     }
 
     /* the code: lengths, their checks, the decode table */
-    for (int i = tid; i < 128; i += kDecThreads) {
-        const uint8_t b = fr[KVS_CODEC_LENGTHS_OFF + i];
-        sm.len[2 * i] = b & 0x0Fu;
-        sm.len[2 * i + 1] = b >> 4;
-    }
+    dec_build &b = sm.u.b;
+    sm.len[2 * tid] = lbyte & 0x0Fu;
+    sm.len[2 * tid + 1] = lbyte >> 4;
     __syncthreads();
-    canonical(sm.len, sm.cs, sm.start, sm.pos, &sm.bad);
-    const uint32_t kraft = sm.cs.base_start[kBits + 1], present = sm.cs.base_pos[kBits + 1];
+    canonical(sm.len, b.cs, b.start, b.pos, &sm.bad);
+    const uint32_t kraft = b.cs.base_start[kBits + 1], present = b.cs.base_pos[kBits + 1];
     if (sm.bad || present == 0 || kraft > kTable) {
         if (tid == 0)
             atomicAdd(bad, 1u);
@@ -625,8 +833,8 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
     for (int s = tid; s < 256; s += kDecThreads) {
         const uint32_t l = sm.len[s];
         if (l) {
-            sm.sorted_start[sm.pos[s]] = sm.start[s];
-            sm.sorted_entry[sm.pos[s]] = (uint16_t)(s | l << 8);
+            b.sorted_start[b.pos[s]] = b.start[s];
+            b.sorted_entry[b.pos[s]] = (uint16_t)(s | l << 8);
         }
     }
     __syncthreads();
@@ -638,92 +846,162 @@ decode_kernel(const uint8_t *__restrict__ stored, const uint32_t *__restrict__ o
         uint32_t lo = 0, hi = present; /* last position with start <= v0 */
         while (hi - lo > 1) {
             const uint32_t mid = (lo + hi) / 2;
-            if (sm.sorted_start[mid] <= v0)
+            if (b.sorted_start[mid] <= v0)
                 lo = mid;
             else
                 hi = mid;
         }
         for (uint32_t v = v0; v < v0 + kRun; v++) {
-            while (lo + 1 < present && sm.sorted_start[lo + 1] <= v)
+            while (lo + 1 < present && b.sorted_start[lo + 1] <= v)
                 lo++;
-            sm.table[brev_bits(v, kBits)] = v < kraft ? sm.sorted_entry[lo] : 0;
+            sm.table[brev_bits(v, kBits)] = v < kraft ? b.sorted_entry[lo] : 0;
         }
     }
-    bool fail = any_nonzero(fr, lay.planes_off + lay.planes_len, lay.words_off) ||
-                any_nonzero(fr, lay.words_off + nsub, lay.bits_off);
-    __syncthreads();
+    bool fail = pad != 0; /* the paddings before R and W */
+    /* (block_scan's first barrier ends the table build before the staged
+     * words overwrite its work areas) */
 
-    /* the sub-blocks */
+    /* the sub-blocks, in rounds */
     const uint8_t *planes = fr + KVS_CODEC_PLANES_OFF;
-    const uint32_t *bits = (const uint32_t *)(fr + lay.bits_off);
+    const uint32_t bits_off = (uint32_t)lay.bits_off;
+    const uint32_t *bits = (const uint32_t *)(fr + bits_off);
+    const uint32_t words_in_len = (L - bits_off) / 4; /* words that lie inside len */
     uint32_t carry = 0;
+    bool any_fail = false;
     for (uint32_t base = 0; base < nsub; base += kDecThreads) {
-        const uint32_t k = base + tid;
-        const uint32_t wc = k < nsub ? fr[lay.words_off + k] : 0;
+        const uint32_t k = base + tid; /* wc: its word count, 0 past the end */
         uint32_t t;
         const uint32_t first = carry + block_scan<kDecThreads>(wc, sm.scan, &t);
+        const uint32_t rfirst = carry;
         carry += t;
-        if (k >= nsub || fail)
-            continue;
-        if (wc > KVS_CODEC_SUB_MAX_WORDS || lay.bits_off + 4 * ((uint64_t)first + wc) > L) {
-            fail = true;
-            continue;
-        }
-        const uint32_t *wp = bits + first;
-        const uint32_t e0 = k * kSub, cnt = min(kSub, n - e0);
-        uint64_t buf = 0;
-        uint32_t avail = 0, idx = 0; /* bits in buf; words moved into buf */
-        uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
-        for (uint32_t g = 0; g < cnt && !fail; g += 8) {
-            const uint32_t m = min(8u, cnt - g);
-            uint32_t sy[8];
+        /* stage the round's words [rfirst, rfirst + t), as the 16-byte
+         * chunks of the frame that hold them, when they fit and lie inside
+         * len (uniform over the block) */
+        const uint64_t a0 = bits_off + 4 * (uint64_t)rfirst, a0r = a0 & ~15ull;
+        const uint64_t a1 = a0 + 4 * (uint64_t)t;
+        const uint32_t nch = (uint32_t)((a1 + 15 - a0r) / 16);
+        const bool staged = a1 <= L && 4 * (uint64_t)nch <= kWbuf;
+        if (staged)
+            for (uint32_t c = tid; c < nch; c += kDecThreads)
+                copy16_async(&sm.u.wbuf[4 * c], fr + a0r + 16 * c);
+        /* the next round's word counts and, for E = 2, this round's raw
+         * plane bytes of the elements this thread merges: in flight while
+         * the words arrive and the sub-blocks decode */
+        const uint32_t kn = k + kDecThreads;
+        const uint32_t wc_next = kn < nsub ? fr[lay.words_off + kn] : 0;
+        const uint32_t e_lo = base * kSub;
+        const uint32_t e_hi = (uint64_t)e_lo + kDecThreads * kSub < n ? e_lo + kDecThreads * kSub
+                                                                       : n;
+        uint2 pre[kPre][2];
+        if (elem == 2) {
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                sy[j] = 0;
-                if ((uint32_t)j < m) {
-                    if (avail < kBits && idx < wc) {
-                        buf |= (uint64_t)next << avail;
-                        avail += 32;
-                        idx++;
-                        next = idx < wc ? wp[idx] : 0;
-                    }
-                    const uint32_t ent = sm.table[buf & (kTable - 1)];
-                    uint32_t l = ent >> 8;
-                    if (ent == 0 || l > avail) {
-                        fail = true;
-                        l = 0;
-                    }
-                    sy[j] = ent & 0xFFu;
-                    buf >>= l;
-                    avail -= l;
+            for (int i = 0; i < kPre; i++) {
+                const uint32_t e = e_lo + 16 * (tid + kDecThreads * i);
+                if (e + 16 <= e_hi) {
+                    pre[i][0] = *(const uint2 *)(planes + e);
+                    pre[i][1] = *(const uint2 *)(planes + e + 8);
+                } else {
+                    pre[i][0] = pre[i][1] = make_uint2(0, 0);
                 }
             }
-            if (fail)
-                break;
-            const uint64_t e = e0 + g;
-            if (m == 8) {
+        }
+        copy_async_wait();
+        __syncthreads();
+        if (k < nsub && !fail) {
+            if (wc > KVS_CODEC_SUB_MAX_WORDS || (uint64_t)first + wc > words_in_len)
+                fail = true;
+        }
+        if (k < nsub && !fail) {
+            const uint32_t *wp =
+                staged ? sm.u.wbuf + (a0 - a0r) / 4 + (first - rfirst) : bits + first;
+            uint8_t *sp = sm.sym + tid * kSymStride;
+            const uint32_t cnt = min(kSub, n - k * kSub);
+            uint64_t buf = 0;
+            uint32_t avail = 0, idx = 0;    /* bits in buf; words moved into buf */
+            uint32_t next = wc ? wp[0] : 0; /* word idx, loaded ahead of its use */
+            for (uint32_t g = 0; g < cnt; g += 8) {
+                const uint32_t m = min(8u, cnt - g);
+                uint64_t s8 = 0;
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if ((uint32_t)j < m) {
+                        if (avail < kBits && idx < wc) {
+                            buf |= (uint64_t)next << avail;
+                            avail += 32;
+                            idx++;
+                            next = idx < wc ? wp[idx] : 0;
+                        }
+                        const uint32_t ent = sm.table[buf & (kTable - 1)];
+                        uint32_t l = ent >> 8;
+                        if (ent == 0 || l > avail) {
+                            fail = true;
+                            l = 0;
+                        }
+                        s8 |= (uint64_t)(ent & 0xFFu) << (8 * j);
+                        buf >>= l;
+                        avail -= l;
+                    }
+                }
+                if (fail)
+                    break;
+                *(uint64_t *)(sp + g) = s8;
+            }
+            if (!fail && (idx != wc || avail >= 32 || buf != 0))
+                fail = true;
+        }
+        wc = wc_next;
+        if (__syncthreads_or(fail)) {
+            any_fail = true; /* uniform: the frame is bad, nothing more to store */
+            break;
+        }
+        /* merge the round's symbols with the raw planes */
+        if (elem == 2) {
+            /* 16 elements a thread and step, from the prefetched planes */
+#pragma unroll
+            for (int i = 0; i < kPre; i++) {
+                const uint32_t e = e_lo + 16 * (tid + kDecThreads * i);
+                const uint32_t r = e - e_lo;
+                const uint8_t *sp = sm.sym + (r / kSub) * kSymStride + r % kSub;
+                if (e + 16 <= e_hi) {
+                    const uint64_t p0 = (uint64_t)pre[i][0].y << 32 | pre[i][0].x;
+                    const uint64_t p1 = (uint64_t)pre[i][1].y << 32 | pre[i][1].x;
+                    store8(dst + 2 * (uint64_t)e, *(const uint64_t *)sp, 2, p0, 0, 0);
+                    store8(dst + 2 * (uint64_t)e + 16, *(const uint64_t *)(sp + 8), 2, p1, 0, 0);
+                } else {
+                    for (uint32_t j = 0; e + j < e_hi; j++) {
+                        const uint8_t raw[3] = {planes[e + j], 0, 0};
+                        kvs__codec_store_elem(dst + 2 * ((uint64_t)e + j),
+                                              kvs__codec_merge(sp[j], raw, 2), 2);
+                    }
+                }
+            }
+            continue;
+        }
+        /* E = 1 and 4: 8 elements a thread and step */
+#pragma unroll 4
+        for (uint32_t e = e_lo + 8 * tid; e < e_hi; e += 8 * kDecThreads) {
+            const uint32_t r = e - e_lo;
+            const uint8_t *sp = sm.sym + (r / kSub) * kSymStride + r % kSub;
+            if (e + 8 <= e_hi) {
                 uint64_t r0 = 0, r1 = 0, r2 = 0;
-                if (elem >= 2)
-                    r0 = load8(planes + e);
                 if (elem == 4) {
+                    r0 = load8(planes + e);
                     r1 = load8(planes + n + e);
                     r2 = load8(planes + 2 * (uint64_t)n + e);
                 }
-                store8(dst + e * elem, sy, elem, r0, r1, r2);
+                store8(dst + (uint64_t)e * elem, *(const uint64_t *)sp, elem, r0, r1, r2);
             } else {
-                for (uint32_t j = 0; j < m; j++) {
+                for (uint32_t j = 0; e + j < e_hi; j++) {
                     uint8_t raw[3] = {0, 0, 0};
                     for (uint32_t p = 0; p + 1 < elem; p++)
                         raw[p] = planes[(uint64_t)p * n + e + j];
-                    kvs__codec_store_elem(dst + (e + j) * elem,
-                                          kvs__codec_merge(sy[j], raw, elem), elem);
+                    kvs__codec_store_elem(dst + ((uint64_t)e + j) * elem,
+                                          kvs__codec_merge(sp[j], raw, elem), elem);
                 }
             }
         }
-        if (!fail && (idx != wc || avail >= 32 || buf != 0))
-            fail = true;
     }
-    if (fail || any_nonzero(fr, lay.bits_off + 4 * (uint64_t)carry, L))
+    if (any_fail || fail || any_nonzero(fr, (uint64_t)bits_off + 4 * (uint64_t)carry, L))
         sm.bad = 1;
     __syncthreads();
     if (tid == 0 && sm.bad)
@@ -789,9 +1067,16 @@ extern "C" kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint3
         return cudaErrorInvalidValue;
     cudaStream_t s = (cudaStream_t)stream;
     if (expected)
-        check_kernel<<<nframes, kXxhThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
+        check_kernel<<<nframes, kChkThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
                                                     bad);
-    decode_kernel<<<nframes, kDecThreads, 0, s>>>((const uint8_t *)stored, off, len, frame_bytes,
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(dec_smem));
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess)
+        return (kvs_cuda_status)e;
+    decode_kernel<<<nframes, kDecThreads, sizeof(dec_smem), s>>>((const uint8_t *)stored, off, len, frame_bytes,
                                                   total, elem, (uint8_t *)out, bad);
     return (kvs_cuda_status)cudaGetLastError();
 }

@@ -91,8 +91,9 @@ static uint8_t to_e4m3(float f)
     return (uint8_t)(sign | code);
 }
 
-enum kind { K_BF16, K_FP16, K_FP8, K_FP32, K_CONST, K_RANDOM, K_SKEW };
-static const char *kind_name[] = {"bf16", "fp16", "fp8", "fp32", "constant", "random", "skewed"};
+enum kind { K_BF16, K_FP16, K_FP8, K_FP32, K_CONST, K_RANDOM, K_SKEW, K_LOPSIDED };
+static const char *kind_name[] = {"bf16",   "fp16",   "fp8",   "fp32",
+                                  "constant", "random", "skewed", "lopsided"};
 
 /* n bytes of data of a kind; elements of 128 channels, each with its own
  * scale (2^-6 .. 2^2), as attention K/V heads have. */
@@ -127,6 +128,17 @@ static void fill(uint8_t *p, size_t n, enum kind k, uint32_t elem)
         break;
     case K_RANDOM:
         gt_fill(p, n);
+        break;
+    case K_LOPSIDED:
+        /* each 64 KiB: 32 KiB of random bytes, then zeros.  As fp8 in
+         * frames of 64 KiB or more, huff wins, and the GPU decoder's first
+         * round of 128 sub-blocks has more bitstream words than it stages
+         * in shared memory (~9 bits a symbol), so it reads them from global
+         * memory; the next round is staged. */
+        gt_fill(p, n);
+        for (size_t i = 0; i < n; i++)
+            if (i % 65536 >= 32768)
+                p[i] = 0;
         break;
     case K_SKEW: {
         /* symbol counts near a Fibonacci sequence: a Huffman tree far
@@ -735,6 +747,9 @@ int main(int argc, char **argv)
     check_case(K_FP32, 4, 4096, 4);
     check_case(K_BF16, 4u << 20, 1u << 20, 2);
     check_case(K_FP8, 2u << 20, 256u << 10, 1);
+    CHECK_MSG(check_case(K_LOPSIDED, 3 * 65536 + 100, 65536, 1) < 3 * 65536,
+              "lopsided: frames not in huff mode");
+    check_case(K_LOPSIDED, 1u << 20, 256u << 10, 1);
     for (uint32_t elem = 1; elem <= 4; elem *= 2)
         check_cpu_frames(elem);
     check_corruption(K_BF16, 2);
