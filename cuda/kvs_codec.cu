@@ -552,9 +552,7 @@ __device__ uint64_t xxh3_frame(const uint8_t *__restrict__ in, uint64_t L)
     const uint64_t nb_blocks = (L - 1) / kBlock; /* full blocks, each scrambled */
     const uint32_t tail_stripes = (uint32_t)(((L - 1) - nb_blocks * kBlock) / kStripe);
     const uint64_t nblk = nb_blocks + (tail_stripes ? 1 : 0);
-    uint64_t acc = tid == 0 ? kPrime32_3 : tid == 1 ? kPrime64_1 : tid == 2 ? kPrime64_2
-                 : tid == 3 ? kPrime64_3 : tid == 4 ? kPrime64_4 : tid == 5 ? kPrime32_2
-                 : tid == 6 ? kPrime64_5 : kPrime32_1;
+    uint64_t acc = xxh3_acc_init(tid);
     const uint64_t scramble_key = tid < 8 ? secret64(kScrambleAt + 8 * tid) : 0;
     __syncthreads();
     for (uint64_t base = 0; base < nblk; base += kChkBlocks) {
@@ -589,30 +587,7 @@ __device__ uint64_t xxh3_frame(const uint8_t *__restrict__ in, uint64_t L)
         }
         __syncthreads();
     }
-    if (tid < 8) {
-        /* the last stripe, which may overlap the block before it */
-        const uint8_t *last = in + L - kStripe;
-        const uint64_t d_self = load64_any(last + 8 * tid);
-        const uint64_t d_pair = load64_any(last + 8 * (tid ^ 1));
-        acc += d_pair + mul32x32(d_self ^ secret64(kLastStripeAt + 8 * tid));
-        lanes[tid] = acc;
-    }
-    __syncthreads();
-    uint64_t result = 0;
-    if (tid == 0) {
-        uint64_t h = L * kPrime64_1;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const uint64_t a = lanes[2 * i] ^ secret64(kMergeAt + 16 * i);
-            const uint64_t b = lanes[2 * i + 1] ^ secret64(kMergeAt + 16 * i + 8);
-            h += (a * b) ^ __umul64hi(a, b);
-        }
-        h ^= h >> 37;
-        h *= 0x165667919E3779F9ull;
-        h ^= h >> 32;
-        result = h;
-    }
-    return result;
+    return xxh3_long_end(in, L, acc, lanes);
 }
 
 __global__ void __launch_bounds__(kChkThreads)

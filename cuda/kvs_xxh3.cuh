@@ -83,6 +83,48 @@ __device__ __forceinline__ uint64_t shfl_xor64(uint64_t v, int mask)
     return __shfl_xor_sync(0xffffffffu, v, mask);
 }
 
+/* Lane i (0..7) of the long path's accumulator before the first stripe. */
+__device__ __forceinline__ uint64_t xxh3_acc_init(int i)
+{
+    return i == 0 ? kPrime32_3 : i == 1 ? kPrime64_1 : i == 2 ? kPrime64_2
+         : i == 3 ? kPrime64_3 : i == 4 ? kPrime64_4 : i == 5 ? kPrime32_2
+         : i == 6 ? kPrime64_5 : kPrime32_1;
+}
+
+/* The end of the long path, the same for every way of computing the blocks:
+ * threads 0..7 hold accumulator lanes 0..7 after the last block; each adds
+ * the last stripe (which may overlap the block before it), then thread 0
+ * merges the lanes through lanes[8] (shared).  Every thread of the block
+ * calls it; thread 0 gets the sum, the others 0. */
+__device__ __forceinline__ uint64_t xxh3_long_end(const uint8_t *in, uint64_t L, uint64_t acc,
+                                                  uint64_t *lanes)
+{
+    const int tid = threadIdx.x;
+    uint64_t result = 0;
+    if (tid < 8) {
+        const uint8_t *last = in + L - kStripe;
+        const uint64_t d_self = load64_any(last + 8 * tid);
+        const uint64_t d_pair = load64_any(last + 8 * (tid ^ 1));
+        acc += d_pair + mul32x32(d_self ^ secret64(kLastStripeAt + 8 * tid));
+        lanes[tid] = acc;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        uint64_t h = L * kPrime64_1;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            const uint64_t a = lanes[2 * i] ^ secret64(kMergeAt + 16 * i);
+            const uint64_t b = lanes[2 * i + 1] ^ secret64(kMergeAt + 16 * i + 8);
+            h += (a * b) ^ __umul64hi(a, b);
+        }
+        h ^= h >> 37;
+        h *= 0x165667919E3779F9ull;
+        h ^= h >> 32;
+        result = h;
+    }
+    return result;
+}
+
 /*
  * XXH3-64 (seed 0) of in[0, L), L > 240, in 16-byte aligned.  Every thread
  * of the block (exactly kXxhThreads of them) must call it with the same
@@ -99,7 +141,6 @@ __device__ uint64_t xxh3_long(const uint8_t *__restrict__ in, uint64_t L)
     const uint64_t nblk = nb_blocks + (tail_stripes ? 1 : 0);
 
     const int tid = threadIdx.x;
-    uint64_t result = 0;
     const int p = tid & 63;          /* 16-byte slot within an input block */
     const int s = p >> 2;            /* stripe */
     const int m = p & 3;             /* lane pair (2m, 2m+1) */
@@ -109,9 +150,7 @@ __device__ uint64_t xxh3_long(const uint8_t *__restrict__ in, uint64_t L)
     const uint64_t key_odd = secret64(8 * (s + 2 * m + 1));
 
     /* lane tid of the accumulator, in threads 0..7 */
-    uint64_t acc = tid == 0 ? kPrime32_3 : tid == 1 ? kPrime64_1 : tid == 2 ? kPrime64_2
-                 : tid == 3 ? kPrime64_3 : tid == 4 ? kPrime64_4 : tid == 5 ? kPrime32_2
-                 : tid == 6 ? kPrime64_5 : kPrime32_1;
+    uint64_t acc = xxh3_acc_init(tid);
     const uint64_t scramble_key = tid < 8 ? secret64(kScrambleAt + 8 * tid) : 0;
 
     for (uint64_t base = 0; base < nblk; base += kRound) {
@@ -157,29 +196,7 @@ __device__ uint64_t xxh3_long(const uint8_t *__restrict__ in, uint64_t L)
         __syncthreads();
     }
 
-    if (tid < 8) {
-        /* the last stripe, which may overlap the block before it */
-        const uint8_t *last = in + L - kStripe;
-        const uint64_t d_self = load64_any(last + 8 * tid);
-        const uint64_t d_pair = load64_any(last + 8 * (tid ^ 1));
-        acc += d_pair + mul32x32(d_self ^ secret64(kLastStripeAt + 8 * tid));
-        lanes[tid] = acc;
-    }
-    __syncthreads();
-    if (tid == 0) {
-        uint64_t h = L * kPrime64_1;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            const uint64_t a = lanes[2 * i] ^ secret64(kMergeAt + 16 * i);
-            const uint64_t b = lanes[2 * i + 1] ^ secret64(kMergeAt + 16 * i + 8);
-            h += (a * b) ^ __umul64hi(a, b);
-        }
-        h ^= h >> 37;
-        h *= 0x165667919E3779F9ull;
-        h ^= h >> 32;
-        result = h;
-    }
-    return result;
+    return xxh3_long_end(in, L, acc, lanes);
 }
 
 } // namespace
