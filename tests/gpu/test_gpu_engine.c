@@ -440,63 +440,6 @@ static void test_layouts(void)
     layout_matrix("mla fp8 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
 }
 
-/* Files written from host memory load into GPU memory and the reverse: the
- * GPU's checksums and layout are the CPU's. */
-static void test_host_interop(void)
-{
-    fix f;
-    fix_open(&f, "interop", NULL);
-    kvs_namespace ns = {.model = "gpu/interop", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
-                        .num_kv_heads = 2, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
-                        .world_size = 1, .rank = 0};
-    kvs_engine *e = NULL;
-    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
-    const size_t n = 64 * 4;
-    uint32_t *t1 = malloc(n * 4), *t2 = malloc(n * 4);
-    tokens_of(t1, n, gt_rand());
-    tokens_of(t2, n, gt_rand());
-    pcache a, b;
-    pcache_make(&a, &ns, n, 16, NULL);
-    pcache_make(&b, &ns, n, 16, NULL);
-    /* host -> file -> GPU: a's host mirror as a host paged cache */
-    kvs_kv hkv = a.kv;
-    hkv.mem = KVS_MEM_HOST;
-    hkv.layers = a.c.host;
-    CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
-    CHECK(retrieve(e, t1, n, &b.kv) == n);
-    check_loaded("host store, GPU retrieve", &a, &b, n);
-    /* GPU -> file -> host */
-    CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
-    void **hb = malloc(ns.num_layers * sizeof *hb);
-    for (uint32_t l = 0; l < ns.num_layers; l++) {
-        hb[l] = malloc(b.c.bytes);
-        memset(hb[l], 0xee, b.c.bytes);
-    }
-    kvs_kv hkv2 = b.kv;
-    hkv2.mem = KVS_MEM_HOST;
-    hkv2.layers = hb;
-    CHECK(retrieve(e, t2, n, &hkv2) == n);
-    size_t wrong = 0;
-    for (uint32_t l = 0; l < ns.num_layers; l++)
-        for (uint32_t pl = 0; pl < 2; pl++)
-            for (size_t i = 0; i < n; i++)
-                wrong += memcmp(row_at(&b, hb, l, pl, b.slots[i]),
-                                row_at(&a, a.c.host, l, pl, a.slots[i]), b.row) != 0;
-    CHECK_MSG(wrong == 0, "GPU store, host retrieve: %zu rows differ", wrong);
-    kvs_stats s = stats_of(e);
-    CHECK(s.miss_checksum == 0);
-    printf("interop: host store -> GPU retrieve and GPU store -> host retrieve: ok\n");
-    for (uint32_t l = 0; l < ns.num_layers; l++)
-        free(hb[l]);
-    free(hb);
-    kvs_engine_close(e);
-    pcache_free(&a);
-    pcache_free(&b);
-    free(t1);
-    free(t2);
-    fix_close(&f, false);
-}
-
 /* A damaged payload: the prefix before it loads, and not one byte of the
  * damaged chunk (verified on the GPU before the scatter) reaches memory. */
 static void test_corrupt(void)
@@ -938,15 +881,20 @@ static void codec_roundtrip(const char *mode, bool cpu_tier)
     fix_close(&f, false);
 }
 
-/* Compressed files cross memories: written from GPU memory (GPU encoder)
- * and read into host memory (CPU decoder), and written from host memory
- * with codec on (CPU encoder) and read into GPU memory (GPU decoder). */
-static void codec_interop(void)
+/* Files written from host memory load into GPU memory and the reverse: the
+ * GPU's checksums and layout are the CPU's; with the codec on, frames the CPU
+ * encoded decode on the GPU and frames the GPU encoded decode on the CPU. */
+static void host_interop(bool codec)
 {
     fix f;
-    fix_open(&f, "codec-interop", NULL);
-    CHECK(kvs_config_set(f.cfg, "codec", "on") == KVS_OK);
-    kvs_namespace ns = codec_ns;
+    fix_open(&f, codec ? "codec-interop" : "interop", NULL);
+    kvs_namespace ns = {.model = "gpu/interop", .dtype = KVS_DTYPE_BF16, .num_layers = 3,
+                        .num_kv_heads = 2, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    if (codec) {
+        CHECK(kvs_config_set(f.cfg, "codec", "on") == KVS_OK);
+        ns = codec_ns;
+    }
     kvs_engine *e = NULL;
     CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
     const size_t n = 64 * 4;
@@ -956,18 +904,22 @@ static void codec_interop(void)
     pcache a, b;
     pcache_make(&a, &ns, n, 16, NULL);
     pcache_make(&b, &ns, n, 16, NULL);
-    pcache_fill_bf16(&a);
-    /* host (CPU encoder) -> file -> GPU (GPU decoder) */
+    if (codec)
+        pcache_fill_bf16(&a);
+    /* host -> file -> GPU: a's host mirror as a host paged cache */
     kvs_kv hkv = a.kv;
     hkv.mem = KVS_MEM_HOST;
     hkv.layers = a.c.host;
     CHECK(store_wait(e, t1, n, &hkv, NULL) == n);
-    CHECK_MSG(count_compressed(&f, e, t1, n, 4) == 4, "host store: not every chunk compressed");
+    CHECK_MSG(!codec || count_compressed(&f, e, t1, n, 4) == 4,
+              "host store: not every chunk compressed");
     CHECK(retrieve(e, t1, n, &b.kv) == n);
-    check_loaded("codec: host store (CPU encoder), GPU retrieve", &a, &b, n);
-    /* GPU (GPU encoder) -> file -> host (CPU decoder) */
+    check_loaded(codec ? "codec: host store (CPU encoder), GPU retrieve" : "host store, GPU retrieve",
+                 &a, &b, n);
+    /* GPU -> file -> host */
     CHECK(store_wait(e, t2, n, &a.kv, NULL) == n);
-    CHECK_MSG(count_compressed(&f, e, t2, n, 4) == 4, "GPU store: not every chunk compressed");
+    CHECK_MSG(!codec || count_compressed(&f, e, t2, n, 4) == 4,
+              "GPU store: not every chunk compressed");
     void **hb = malloc(ns.num_layers * sizeof *hb);
     for (uint32_t l = 0; l < ns.num_layers; l++) {
         hb[l] = malloc(b.c.bytes);
@@ -983,10 +935,12 @@ static void codec_interop(void)
             for (size_t i = 0; i < n; i++)
                 wrong += memcmp(row_at(&b, hb, l, pl, b.slots[i]),
                                 row_at(&a, a.c.host, l, pl, a.slots[i]), b.row) != 0;
-    CHECK_MSG(wrong == 0, "codec: GPU store, host retrieve: %zu rows differ", wrong);
+    CHECK_MSG(wrong == 0, "%sGPU store, host retrieve: %zu rows differ", codec ? "codec: " : "",
+              wrong);
     kvs_stats s = stats_of(e);
     CHECK(s.miss_checksum == 0 && s.miss_version == 0);
-    printf("codec interop: CPU-encoded -> GPU decode and GPU-encoded -> CPU decode: ok\n");
+    printf(codec ? "codec interop: CPU-encoded -> GPU decode and GPU-encoded -> CPU decode: ok\n"
+                 : "interop: host store -> GPU retrieve and GPU store -> host retrieve: ok\n");
     for (uint32_t l = 0; l < ns.num_layers; l++)
         free(hb[l]);
     free(hb);
@@ -1111,7 +1065,7 @@ static void test_codec(void)
 {
     codec_roundtrip("auto", false);
     codec_roundtrip("on", true);
-    codec_interop();
+    host_interop(true);
     codec_corrupt_case(false);
     codec_corrupt_case(true);
     codec_layers();
@@ -1199,7 +1153,7 @@ int main(int argc, char **argv)
     if (!*only || strstr(only, "roundtrip"))
         test_roundtrips();
     if (!*only || strstr(only, "interop"))
-        test_host_interop();
+        host_interop(false);
     if (!*only || strstr(only, "layouts"))
         test_layouts();
     if (!*only || strstr(only, "corrupt"))
