@@ -483,15 +483,13 @@ static uint64_t stage_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t 
     return (p->cpu_tier ? padded : 0) + enc_bytes(p, payload, padded);
 }
 
-/* The writer's rule (kvs__codec_worth: smaller than the padded payload by
- * 1/32, and a shorter file) as a bound the device can test: a frame area of
- * at most this many bytes is stored compressed, above it the chunk stays
- * plain.  0: never (a payload of one block cannot give a shorter file). */
+/* The writer's rule (kvs__codec_worth) as a bound the device can test: a
+ * frame area of at most this many bytes is stored compressed, above it the
+ * chunk stays plain.  0: never.  padded is a multiple of 4096, so it stands
+ * for the payload. */
 static uint64_t coded_limit(uint64_t padded)
 {
-    if (padded < KVS_FRAMES_OFFSET + KVS_FILE_ALIGN)
-        return 0;
-    return KVS_MIN(padded - padded / 32, padded - KVS_FRAMES_OFFSET);
+    return kvs__codec_worth_limit(padded);
 }
 
 /* ---- open and close ------------------------------------------------------- */
