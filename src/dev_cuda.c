@@ -1001,8 +1001,8 @@ static cudaError_t queue_decode(kvs_dev *d, dev_slot *s, const kvs_dev_chunk *c,
 {
     memcpy(s->host_sums, sums + i0, nf * sizeof(uint64_t));
     for (uint32_t k = 0; k < nf; k++) {
-        s->host_foff[k] = (uint32_t)(c->frames[2 * (i0 + k)] - wlo);
-        s->host_flen[k] = c->frames[2 * (i0 + k) + 1];
+        s->host_foff[k] = (uint32_t)(c->frames[i0 + k].off - wlo);
+        s->host_flen[k] = c->frames[i0 + k].len;
     }
     /* sums, offsets and lengths are one range of the small area (the flag
      * inside it is cleared after) */
@@ -1134,13 +1134,13 @@ static kvs_dev_rc coded_window(const kvs_dev *d, const kvs_dev_chunk *c, uint64_
         return KVS_DEV_NOMEM;
     uint64_t end = 0;
     for (uint32_t k = 0; k < *nf; k++) {
-        uint64_t fo = c->frames[2 * (*i0 + k)], fl = c->frames[2 * (*i0 + k) + 1];
+        uint64_t fo = c->frames[*i0 + k].off, fl = c->frames[*i0 + k].len;
         if ((k && fo < end) || fo % KVS_CODEC_FRAME_ALIGN || fl < KVS_CODEC_MIN_FRAME ||
             fl % KVS_CODEC_FRAME_ALIGN || fo + fl > c->stored)
             return KVS_DEV_CHECKSUM;
         end = fo + fl;
     }
-    uint64_t lo = c->frames[2 * *i0];
+    uint64_t lo = c->frames[*i0].off;
     *wlo = lo / KVS_FILE_ALIGN * KVS_FILE_ALIGN;
     *wlen = KVS_ALIGN_UP(end, (uint64_t)KVS_FILE_ALIGN) - *wlo;
     return *wlen > d->stored_cap ? KVS_DEV_NOMEM : KVS_DEV_OK;
