@@ -1474,15 +1474,15 @@ void kvs__dev_stage_coded(const kvs_dev_stage *s, kvs_dev_coded *out)
     }
 }
 
-/* Device bytes [src, src + len) (arena offset src_off) to the file at foff
+/* Device bytes [src, src + len) of the arena to the file at foff
  * and/or to cpu_copy (fd < 0: no file): through cuFile when f is given and
  * there is no CPU copy, else 1 MiB units through the slot's pinned ring,
  * each written as soon as its copy is over (copies run up to a ring ahead,
  * so any length fits). */
-static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t src_off, uint64_t len, int fd,
-                              kvs_dev_file *f, uint64_t foff, void *cpu_copy, uint64_t data_len,
-                              int *err_out)
+static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t len, int fd, kvs_dev_file *f,
+                              uint64_t foff, void *cpu_copy, uint64_t data_len, int *err_out)
 {
+    const uint64_t src_off = (uint64_t)(src - d->arena); /* cuFile's buffer offset */
     uint64_t u0 = 0;
     if (f && !cpu_copy && fd >= 0) {
         for (; u0 < len; u0 += d->unit) {
@@ -1555,8 +1555,8 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     if (st->broken || (!st->dev && !st->coded))
         return KVS_DEV_CUDA;
     if (!st->coded)
-        return write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, len, fd, f,
-                           KVS_PAYLOAD_OFFSET + off, cpu_copy, data_len, err_out);
+        return write_range(d, st->dev + off, len, fd, f, KVS_PAYLOAD_OFFSET + off, cpu_copy,
+                           data_len, err_out);
     /* compressed: the CPU tier takes this piece's logical bytes (the stage
      * keeps them when there is a tier); the piece at 0 writes every frame,
      * padded with zeros to the file alignment (the engine writes the table
@@ -1565,12 +1565,11 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     if (cpu_copy && data_len) {
         if (!st->dev)
             return KVS_DEV_CUDA;
-        rc = write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, data_len, -1,
-                         NULL, 0, (char *)cpu_copy, data_len, err_out);
+        rc = write_range(d, st->dev + off, data_len, -1, NULL, 0, (char *)cpu_copy, data_len,
+                         err_out);
     }
     if (rc == KVS_DEV_OK && off == 0)
-        rc = write_range(d, st->enc, (uint64_t)(st->enc - d->arena),
-                         KVS_ALIGN_UP(st->stored, (uint64_t)KVS_FILE_ALIGN), fd, f,
+        rc = write_range(d, st->enc, KVS_ALIGN_UP(st->stored, (uint64_t)KVS_FILE_ALIGN), fd, f,
                          KVS_FRAMES_OFFSET, NULL, 0, err_out);
     return rc;
 }
