@@ -471,12 +471,13 @@ static uint64_t enc_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t pa
     return KVS_MAX(frames, padded);
 }
 
-/* A captured chunk's extent: without the codec the padded payload and the
- * auth digests; with it the encoded area, after the logical payload when
- * a CPU tier needs that too. */
-static uint64_t stage_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t padded)
+/* A captured chunk's extent: without the codec (codec: this chunk is
+ * encoded) the padded payload and the auth digests; with it the encoded
+ * area, after the logical payload when a CPU tier needs that too. */
+static uint64_t stage_bytes(const kvs_dev_params *p, bool codec, uint64_t payload,
+                            uint64_t padded)
 {
-    if (!p->codec) {
+    if (!codec) {
         uint64_t ndig = p->auth ? kvs__auth_segment_count(payload) : 0;
         return padded + KVS_ALIGN_UP(ndig * 32, (uint64_t)KVS_FILE_ALIGN);
     }
@@ -673,7 +674,7 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
     uint64_t need = slots_bytes + codec_bytes +
-                    2 * stage_bytes(&d->p, p->chunk_padded, p->chunk_padded);
+                    2 * stage_bytes(p, p->codec, p->chunk_padded, p->chunk_padded);
     d->arena_bytes = KVS_ALIGN_UP(KVS_MAX(want, need), (uint64_t)2 << 20);
     if (d->arena_bytes > want)
         kvs__log(KVS_LOG_INFO,
@@ -1306,9 +1307,7 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     uint32_t nseg = kvs__segment_count(c->payload, c->seg_bytes);
     const bool codec = d->p.codec && c->padded <= d->p.chunk_padded && nseg <= SUMS_MAX &&
                        coded_limit(c->padded) > 0;
-    kvs_dev_params pp = d->p;
-    pp.codec = codec;
-    uint64_t bytes = stage_bytes(&pp, c->payload, c->padded);
+    uint64_t bytes = stage_bytes(&d->p, codec, c->payload, c->padded);
     uint64_t off;
     if (!arena_alloc(d, bytes, &off))
         return KVS_DEV_NOMEM;
