@@ -142,7 +142,6 @@ struct kvs_dev {
     char *gbuf;                  /* arena: a chunk gathered before encoding
                                     (the capture stream's, one at a time) */
     char *scratch;               /* arena: the encoder's scratch */
-    uint64_t scratch_bytes;
     int logged_codec;
 
     bool cufile;                 /* the cuFile path is in use */
@@ -666,9 +665,9 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     uint64_t codec_bytes = 0;
     if (p->codec) {
         uint32_t seg = kvs__segment_bytes(p->chunk_padded);
-        d->scratch_bytes = KVS_ALIGN_UP(kvs_cuda_codec_scratch_bytes(p->chunk_padded, seg, p->elem),
+        uint64_t scratch = KVS_ALIGN_UP(kvs_cuda_codec_scratch_bytes(p->chunk_padded, seg, p->elem),
                                         (uint64_t)KVS_FILE_ALIGN);
-        codec_bytes = p->chunk_padded + d->scratch_bytes;
+        codec_bytes = p->chunk_padded + scratch;
     }
     uint64_t want = kvs__config_canon(p->cfg, KVS_CFG_CUFILE_BUFFER_SIZE);
     /* Room for the slots and at least two captured chunks whatever the
