@@ -112,6 +112,17 @@ static size_t retrieve(kvs_engine *e, fx *f, uint32_t seed)
     return got;
 }
 
+/* Stores prompts 1..n through an engine of its own, closed again before
+ * the test goes on to what it plants in the store. */
+static void fill_store(kvs_config *cfg, fx *f, uint32_t n)
+{
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
+    for (uint32_t i = 1; i <= n; i++)
+        store(e, f, i);
+    kvs_engine_close(e);
+}
+
 /* The same for a forked child, where a cmocka assert would run the rest of
  * the suite in the child: any failure ends it with a status naming the line. */
 #define CHILD_CHECK(x) do { if (!(x)) { fprintf(stderr, "child: %s failed (line %d)\n", #x, __LINE__); _exit(100); } } while (0)
@@ -205,11 +216,7 @@ static void test_planted_kvstash_symlink(void **state)
     if (geteuid() != 0)
         skip(); /* needs a second uid to plant, and root to be the victim */
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    store(e, f, 2);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 2);
     /* A world-writable root, and another user plants .kvstash -> a 0700
      * folder of root's. */
     assert_int_equal(chmod(f->root, 01777 & ~01000), 0);
@@ -242,6 +249,7 @@ static void test_planted_kvstash_symlink(void **state)
     assert_int_not_equal(st, KVS_OK); /* no trash can be made there */
     /* The engine's collector too. */
     assert_int_equal(kvs_config_set(cfg, "max_store_size", "0.000001"), KVS_OK);
+    kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
     store(e, f, 3);
     usleep(400 * 1000);
@@ -280,10 +288,7 @@ static void test_deep_chain_rm(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     kvs_config_free(cfg);
     ns_dir(f->root, chain_ns, sizeof chain_ns);
     int fd = open(chain_ns, O_RDONLY | O_DIRECTORY);
@@ -348,10 +353,7 @@ static void test_fifos_hang_nothing(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     kvs_config_free(cfg);
     char ns[4200], p[4300];
     ns_dir(f->root, ns, sizeof ns);
@@ -445,11 +447,7 @@ static void test_namespace_json_edit(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    store(e, f, 2);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 2);
     char ns[4200], p[4300];
     ns_dir(f->root, ns, sizeof ns);
     snprintf(p, sizeof p, "%s/NAMESPACE.json", ns);
@@ -470,6 +468,7 @@ static void test_namespace_json_edit(void **state)
     assert_int_equal(vr.files, 2 * NCH);
     assert_int_equal(vr.ok, 2 * NCH);
     assert_int_equal(vr.removed, 0);
+    kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
     assert_int_equal(retrieve(e, f, 1), NTOK);
     kvs_engine_close(e);
@@ -641,11 +640,7 @@ static void test_rm_folder_swapped_mid_walk(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    for (uint32_t i = 1; i <= 4; i++)
-        store(e, f, i);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 4);
     char ns[4200], xx[3], leaf[4300];
     ns_dir(f->root, ns, sizeof ns);
     first_leaf(ns, xx, leaf, sizeof leaf);
@@ -670,11 +665,7 @@ static void test_gc_folder_swapped_before_evict(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    for (uint32_t i = 1; i <= 4; i++)
-        store(e, f, i);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 4);
     char ns[4200], xx[3], leaf[4300];
     ns_dir(f->root, ns, sizeof ns);
     first_leaf(ns, xx, leaf, sizeof leaf);
@@ -719,10 +710,7 @@ static void test_verify_remove_folder_swapped(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     char ns[4200], xx[3], leaf[4300], p[4600];
     ns_dir(f->root, ns, sizeof ns);
     first_leaf(ns, xx, leaf, sizeof leaf);
@@ -777,10 +765,7 @@ static void test_quarantine_only_examined(void **state)
     fx *f = *state;
     kvs_config *cfg = config(f->root);
     assert_int_equal(kvs_config_set(cfg, "gds_io_threads", "1"), KVS_OK);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     char ns[4200], p[9000];
     ns_dir(f->root, ns, sizeof ns);
     /* Every chunk file of the prompt truncated; one good copy kept aside for
@@ -803,6 +788,7 @@ static void test_quarantine_only_examined(void **state)
     static kvs_io_ops ops;
     ops = kvs__io_posix;
     ops.open_beneath = q_open_beneath;
+    kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
     q_armed = 1;
     kvs__io_set(&ops);
@@ -823,10 +809,7 @@ static void test_verify_bounded_by_namespace(void **state)
 {
     fx *f = *state;
     kvs_config *cfg = config(f->root);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     char ns[4200], xx[3], leaf[4300], p[4400];
     ns_dir(f->root, ns, sizeof ns);
     first_leaf(ns, xx, leaf, sizeof leaf);
@@ -884,10 +867,7 @@ static void test_group_shared_modes(void **state)
     mode_t old = umask(002);
     kvs_config *cfg = config(f->root);
     assert_int_equal(kvs_config_set(cfg, "file_mode", "0660"), KVS_OK);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &base_ns, &e), KVS_OK);
-    store(e, f, 1);
-    kvs_engine_close(e);
+    fill_store(cfg, f, 1);
     kvs_admin *a;
     assert_int_equal(kvs_admin_open(cfg, &a), KVS_OK);
     kvs_gc_options o = {.flags = KVS_GC_TO_SIZE, .to_bytes = 1ull << 40, .lease_wait_ms = 1000};
