@@ -153,9 +153,11 @@ __device__ __forceinline__ uint32_t brev_bits(uint32_t v, uint32_t bits)
     return __brev(v) >> (32 - bits);
 }
 
-/* Symbol and raw bytes of element e of a frame (little-endian, elem bytes). */
-__device__ __forceinline__ uint32_t sym_of(uint32_t v, uint32_t elem)
+/* The symbol of the element at p (kvs__codec_split's, without the raw
+ * bytes): the encoder's loops over the elements a 16-byte step leaves. */
+__device__ __forceinline__ uint32_t sym_at(const uint8_t *p, uint32_t elem)
 {
+    const uint32_t v = kvs__codec_load_elem(p, elem);
     return elem == 1 ? v & 0xFFu : elem == 2 ? (v >> 7) & 0xFFu : (v >> 23) & 0xFFu;
 }
 
@@ -280,11 +282,6 @@ __device__ __forceinline__ void symbols16(const uint4 &q, uint32_t elem, uint32_
     }
 }
 
-__device__ __forceinline__ uint32_t elem_at(const uint8_t *p, uint32_t elem)
-{
-    return elem == 1 ? p[0] : elem == 2 ? *(const uint16_t *)p : *(const uint32_t *)p;
-}
-
 __global__ void __launch_bounds__(kEncThreads)
 encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_bytes,
               uint32_t elem, uint8_t *__restrict__ slots, uint64_t slot_bytes,
@@ -317,7 +314,7 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
                 atomicAdd(&sm.u.hist[warp][sy[i]], 1u);
     }
     for (uint32_t e = nvec * vec_elems + tid; e < n; e += kEncThreads)
-        atomicAdd(&sm.u.hist[warp][sym_of(elem_at(in + (uint64_t)e * elem, elem), elem)], 1u);
+        atomicAdd(&sm.u.hist[warp][sym_at(in + (uint64_t)e * elem, elem)], 1u);
     __syncthreads();
     {
         uint32_t c = 0;
@@ -360,7 +357,7 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
                         bits += sm.len[sy[i]];
             }
             for (; e < e1; e++)
-                bits += sm.len[sym_of(elem_at(in + (uint64_t)e * elem, elem), elem)];
+                bits += sm.len[sym_at(in + (uint64_t)e * elem, elem)];
             /* words[k], written now: raw mode overwrites it with data */
             out[lay.words_off + k] = (uint8_t)((bits + 31) / 32);
         }
@@ -428,7 +425,7 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
         }
         for (uint32_t e = 4 * n4 + tid; e < n; e += kEncThreads) {
             uint8_t raw[3];
-            kvs__codec_split(elem_at(in + (uint64_t)e * elem, elem), elem, raw);
+            kvs__codec_split(kvs__codec_load_elem(in + (uint64_t)e * elem, elem), elem, raw);
             for (uint32_t j = 0; j + 1 < elem; j++)
                 planes[(uint64_t)j * n + e] = raw[j];
         }
@@ -472,7 +469,7 @@ encode_kernel(const uint8_t *__restrict__ data, uint64_t total, uint32_t frame_b
             }
         }
         for (; e < e1; e++) {
-            const uint32_t s = sym_of(elem_at(in + (uint64_t)e * elem, elem), elem);
+            const uint32_t s = sym_at(in + (uint64_t)e * elem, elem);
             acc |= (uint64_t)sm.rcode[s] << nb;
             nb += sm.len[s];
             if (nb >= 32) {

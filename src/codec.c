@@ -350,6 +350,15 @@ bool kvs__codec_worth(uint64_t stored_bytes, uint64_t payload_bytes)
     return packed < plain && (plain - packed) * 32 >= plain;
 }
 
+uint64_t kvs__codec_worth_limit(uint64_t payload_bytes)
+{
+    /* packed = table + align(stored) <= plain - ceil(plain / 32), and the
+     * aligned area is a multiple of 4096, so align down what is left */
+    uint64_t plain = kvs__codec_align(payload_bytes, 4096);
+    uint64_t spend = KVS_CODEC_TABLE_BYTES + (plain + 31) / 32;
+    return plain > spend ? (plain - spend) / 4096 * 4096 : 0;
+}
+
 int kvs__codec_encode_chunk(const void *payload, uint64_t payload_bytes,
                             uint32_t segment_bytes, uint32_t elem, uint8_t *table_out,
                             void *area_out, uint64_t *sums_out, uint64_t *stored_out,

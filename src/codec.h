@@ -62,6 +62,11 @@ uint64_t kvs__codec_area_bound(uint64_t payload_bytes, uint32_t segment_bytes);
  * Writers on every path (CPU or GPU encode) decide with this. */
 bool kvs__codec_worth(uint64_t stored_bytes, uint64_t payload_bytes);
 
+/* The same rule as a bound: a frame area of 1 to this many bytes is worth a
+ * version-2 file for payload_bytes, a larger one is not; 0 where none is.
+ * For a writer that can only compare (the GPU path decides on the device). */
+uint64_t kvs__codec_worth_limit(uint64_t payload_bytes);
+
 /* Encodes a whole payload as packed frames (each directly after the
  * previous one): writes the frame table block table_out[4096] (unused
  * entries zero), the frame area area_out (room for kvs__codec_area_bound

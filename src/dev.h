@@ -28,6 +28,7 @@
 #ifndef KVS_DEV_H
 #define KVS_DEV_H
 
+#include "codec.h"
 #include "config.h"
 #include "kvmap.h"
 #include "store.h"
@@ -99,10 +100,10 @@ typedef struct kvs_dev_chunk {
     uint64_t payload;   /* payload bytes */
     uint64_t padded;    /* payload rounded up to 4096 */
     uint32_t seg_bytes; /* checksum segment (a codec frame) */
-    /* Retrieve of a compressed chunk (format version 2): the frame table,
-     * {off, len} per frame (host, segment_count pairs, offsets from the
-     * frame area's start); NULL for a plain chunk. */
-    const uint32_t *frames;
+    /* Retrieve of a compressed chunk (format version 2): the parsed frame
+     * table (host, segment_count entries, offsets from the frame area's
+     * start); NULL for a plain chunk. */
+    const kvs_codec_frame *frames;
     uint64_t stored;    /* the frame area's bytes (with frames) */
 } kvs_dev_chunk;
 

@@ -142,7 +142,6 @@ struct kvs_dev {
     char *gbuf;                  /* arena: a chunk gathered before encoding
                                     (the capture stream's, one at a time) */
     char *scratch;               /* arena: the encoder's scratch */
-    uint64_t scratch_bytes;
     int logged_codec;
 
     bool cufile;                 /* the cuFile path is in use */
@@ -471,27 +470,26 @@ static uint64_t enc_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t pa
     return KVS_MAX(frames, padded);
 }
 
-/* A captured chunk's extent: without the codec the padded payload and the
- * auth digests; with it the encoded area, after the logical payload when
- * a CPU tier needs that too. */
-static uint64_t stage_bytes(const kvs_dev_params *p, uint64_t payload, uint64_t padded)
+/* A captured chunk's extent: without the codec (codec: this chunk is
+ * encoded) the padded payload and the auth digests; with it the encoded
+ * area, after the logical payload when a CPU tier needs that too. */
+static uint64_t stage_bytes(const kvs_dev_params *p, bool codec, uint64_t payload,
+                            uint64_t padded)
 {
-    if (!p->codec) {
+    if (!codec) {
         uint64_t ndig = p->auth ? kvs__auth_segment_count(payload) : 0;
         return padded + KVS_ALIGN_UP(ndig * 32, (uint64_t)KVS_FILE_ALIGN);
     }
     return (p->cpu_tier ? padded : 0) + enc_bytes(p, payload, padded);
 }
 
-/* The writer's rule (kvs__codec_worth: smaller than the padded payload by
- * 1/32, and a shorter file) as a bound the device can test: a frame area of
- * at most this many bytes is stored compressed, above it the chunk stays
- * plain.  0: never (a payload of one block cannot give a shorter file). */
+/* The writer's rule (kvs__codec_worth) as a bound the device can test: a
+ * frame area of at most this many bytes is stored compressed, above it the
+ * chunk stays plain.  0: never.  padded is a multiple of 4096, so it stands
+ * for the payload. */
 static uint64_t coded_limit(uint64_t padded)
 {
-    if (padded < KVS_FRAMES_OFFSET + KVS_FILE_ALIGN)
-        return 0;
-    return KVS_MIN(padded - padded / 32, padded - KVS_FRAMES_OFFSET);
+    return kvs__codec_worth_limit(padded);
 }
 
 /* ---- open and close ------------------------------------------------------- */
@@ -665,15 +663,15 @@ kvs_status kvs__dev_open(const kvs_dev_params *p, int device, kvs_dev **out)
     uint64_t codec_bytes = 0;
     if (p->codec) {
         uint32_t seg = kvs__segment_bytes(p->chunk_padded);
-        d->scratch_bytes = KVS_ALIGN_UP(kvs_cuda_codec_scratch_bytes(p->chunk_padded, seg, p->elem),
+        uint64_t scratch = KVS_ALIGN_UP(kvs_cuda_codec_scratch_bytes(p->chunk_padded, seg, p->elem),
                                         (uint64_t)KVS_FILE_ALIGN);
-        codec_bytes = p->chunk_padded + d->scratch_bytes;
+        codec_bytes = p->chunk_padded + scratch;
     }
     uint64_t want = kvs__config_canon(p->cfg, KVS_CFG_CUFILE_BUFFER_SIZE);
     /* Room for the slots and at least two captured chunks whatever the
      * configured size; say so when that makes the buffer larger. */
     uint64_t need = slots_bytes + codec_bytes +
-                    2 * stage_bytes(&d->p, p->chunk_padded, p->chunk_padded);
+                    2 * stage_bytes(p, p->codec, p->chunk_padded, p->chunk_padded);
     d->arena_bytes = KVS_ALIGN_UP(KVS_MAX(want, need), (uint64_t)2 << 20);
     if (d->arena_bytes > want)
         kvs__log(KVS_LOG_INFO,
@@ -1001,8 +999,8 @@ static cudaError_t queue_decode(kvs_dev *d, dev_slot *s, const kvs_dev_chunk *c,
 {
     memcpy(s->host_sums, sums + i0, nf * sizeof(uint64_t));
     for (uint32_t k = 0; k < nf; k++) {
-        s->host_foff[k] = (uint32_t)(c->frames[2 * (i0 + k)] - wlo);
-        s->host_flen[k] = c->frames[2 * (i0 + k) + 1];
+        s->host_foff[k] = (uint32_t)(c->frames[i0 + k].off - wlo);
+        s->host_flen[k] = c->frames[i0 + k].len;
     }
     /* sums, offsets and lengths are one range of the small area (the flag
      * inside it is cleared after) */
@@ -1134,13 +1132,13 @@ static kvs_dev_rc coded_window(const kvs_dev *d, const kvs_dev_chunk *c, uint64_
         return KVS_DEV_NOMEM;
     uint64_t end = 0;
     for (uint32_t k = 0; k < *nf; k++) {
-        uint64_t fo = c->frames[2 * (*i0 + k)], fl = c->frames[2 * (*i0 + k) + 1];
+        uint64_t fo = c->frames[*i0 + k].off, fl = c->frames[*i0 + k].len;
         if ((k && fo < end) || fo % KVS_CODEC_FRAME_ALIGN || fl < KVS_CODEC_MIN_FRAME ||
             fl % KVS_CODEC_FRAME_ALIGN || fo + fl > c->stored)
             return KVS_DEV_CHECKSUM;
         end = fo + fl;
     }
-    uint64_t lo = c->frames[2 * *i0];
+    uint64_t lo = c->frames[*i0].off;
     *wlo = lo / KVS_FILE_ALIGN * KVS_FILE_ALIGN;
     *wlen = KVS_ALIGN_UP(end, (uint64_t)KVS_FILE_ALIGN) - *wlo;
     return *wlen > d->stored_cap ? KVS_DEV_NOMEM : KVS_DEV_OK;
@@ -1306,9 +1304,7 @@ kvs_dev_rc kvs__dev_capture(kvs_dev_op *o, const kvs_dev_chunk *c, uint64_t *sum
     uint32_t nseg = kvs__segment_count(c->payload, c->seg_bytes);
     const bool codec = d->p.codec && c->padded <= d->p.chunk_padded && nseg <= SUMS_MAX &&
                        coded_limit(c->padded) > 0;
-    kvs_dev_params pp = d->p;
-    pp.codec = codec;
-    uint64_t bytes = stage_bytes(&pp, c->payload, c->padded);
+    uint64_t bytes = stage_bytes(&d->p, codec, c->payload, c->padded);
     uint64_t off;
     if (!arena_alloc(d, bytes, &off))
         return KVS_DEV_NOMEM;
@@ -1474,15 +1470,15 @@ void kvs__dev_stage_coded(const kvs_dev_stage *s, kvs_dev_coded *out)
     }
 }
 
-/* Device bytes [src, src + len) (arena offset src_off) to the file at foff
+/* Device bytes [src, src + len) of the arena to the file at foff
  * and/or to cpu_copy (fd < 0: no file): through cuFile when f is given and
  * there is no CPU copy, else 1 MiB units through the slot's pinned ring,
  * each written as soon as its copy is over (copies run up to a ring ahead,
  * so any length fits). */
-static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t src_off, uint64_t len, int fd,
-                              kvs_dev_file *f, uint64_t foff, void *cpu_copy, uint64_t data_len,
-                              int *err_out)
+static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t len, int fd, kvs_dev_file *f,
+                              uint64_t foff, void *cpu_copy, uint64_t data_len, int *err_out)
 {
+    const uint64_t src_off = (uint64_t)(src - d->arena); /* cuFile's buffer offset */
     uint64_t u0 = 0;
     if (f && !cpu_copy && fd >= 0) {
         for (; u0 < len; u0 += d->unit) {
@@ -1555,8 +1551,8 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     if (st->broken || (!st->dev && !st->coded))
         return KVS_DEV_CUDA;
     if (!st->coded)
-        return write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, len, fd, f,
-                           KVS_PAYLOAD_OFFSET + off, cpu_copy, data_len, err_out);
+        return write_range(d, st->dev + off, len, fd, f, KVS_PAYLOAD_OFFSET + off, cpu_copy,
+                           data_len, err_out);
     /* compressed: the CPU tier takes this piece's logical bytes (the stage
      * keeps them when there is a tier); the piece at 0 writes every frame,
      * padded with zeros to the file alignment (the engine writes the table
@@ -1565,12 +1561,11 @@ kvs_dev_rc kvs__dev_write_piece(kvs_dev *d, kvs_dev_stage *st, int fd, kvs_dev_f
     if (cpu_copy && data_len) {
         if (!st->dev)
             return KVS_DEV_CUDA;
-        rc = write_range(d, st->dev + off, (uint64_t)(st->dev - d->arena) + off, data_len, -1,
-                         NULL, 0, (char *)cpu_copy, data_len, err_out);
+        rc = write_range(d, st->dev + off, data_len, -1, NULL, 0, (char *)cpu_copy, data_len,
+                         err_out);
     }
     if (rc == KVS_DEV_OK && off == 0)
-        rc = write_range(d, st->enc, (uint64_t)(st->enc - d->arena),
-                         KVS_ALIGN_UP(st->stored, (uint64_t)KVS_FILE_ALIGN), fd, f,
+        rc = write_range(d, st->enc, KVS_ALIGN_UP(st->stored, (uint64_t)KVS_FILE_ALIGN), fd, f,
                          KVS_FRAMES_OFFSET, NULL, 0, err_out);
     return rc;
 }

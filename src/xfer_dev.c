@@ -48,15 +48,6 @@ static kvs_dev_chunk dev_chunk(const kvs_xchunk *c)
     return (kvs_dev_chunk){c->t0, c->tokens, c->payload, c->padded, c->seg_bytes, NULL, 0};
 }
 
-/* A compressed chunk's frame table as dev.h takes it: {off, len} pairs. */
-static void frame_pairs(const kvs_xchunk *c, uint32_t *pairs)
-{
-    for (uint32_t i = 0; i < c->hdr.segment_count && i < KVS_MAX_SEGMENTS; i++) {
-        pairs[2 * i] = c->frames.f[i].off;
-        pairs[2 * i + 1] = c->frames.f[i].len;
-    }
-}
-
 /* A capture that compressed chunk c: its frame table and the header of a
  * compressed file (the engine writes both, xfer.h). */
 static void set_coded(kvs_xchunk *c, const kvs_dev_coded *k)
@@ -158,10 +149,8 @@ static kvs_xfer_rc dev_read_piece(kvs_xpiece *p, kvs_worker *w, uint64_t *delive
         return KVS_XFER_STOPPED;
     kvs_dev_hooks h = {hook_stopped, hook_begin, hook_end, c};
     kvs_dev_chunk dc = dev_chunk(c);
-    uint32_t pairs[2 * KVS_MAX_SEGMENTS];
     if (c->hdr.codec) {
-        frame_pairs(c, pairs);
-        dc.frames = pairs;
+        dc.frames = c->frames.f;
         dc.stored = c->hdr.stored_bytes;
     }
     kvs_xfer_rc rc = from_dev(kvs__dev_read_piece(c->op->dev, &dc, c->fd, c->dfile,

@@ -665,6 +665,14 @@ static void test_worth(void **state)
     assert_true(kvs__codec_worth(p - 32768 - 4096, p));
     assert_false(kvs__codec_worth(p - 32768 - 4096 + 1, p));
     assert_false(kvs__codec_worth(0, 0));
+    /* the bound the GPU path tests agrees with the rule for every area a
+     * writer can produce (frames are at least 256 bytes) */
+    for (uint64_t plain = 0; plain <= (uint64_t)1 << 20; plain += plain < 65536 ? 4096 : 61440) {
+        uint64_t lim = kvs__codec_worth_limit(plain);
+        for (uint64_t stored = 256; stored <= plain + 8192; stored += 256)
+            assert_int_equal(kvs__codec_worth(stored, plain), stored <= lim);
+        assert_true(lim == 0 || kvs__codec_worth(lim, plain));
+    }
 }
 
 int main(void)
