@@ -166,11 +166,8 @@ static uint64_t logical_of(const ns_acc *a, const kvs_walk_entry *e, uint64_t si
         return 0;
     uint8_t h[512];
     uint64_t logical = 0;
-    if (kvs__pread_full(fd, h, sizeof h, 0) == 0 && memcmp(h, KVS_MAGIC, 8) == 0) {
-        uint32_t version = (uint32_t)h[8] | (uint32_t)h[9] << 8 | (uint32_t)h[10] << 16 |
-                           (uint32_t)h[11] << 24;
-        for (int i = 7; i >= 0; i--)
-            logical = logical << 8 | h[96 + i];
+    uint32_t version;
+    if (kvs__pread_full(fd, h, sizeof h, 0) == 0 && kvs__header_peek(h, &version, &logical)) {
         if (version == KVS_FORMAT_VERSION_CODEC)
             *compressed = true;
         else if (version != KVS_FORMAT_VERSION)

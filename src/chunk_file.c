@@ -276,6 +276,15 @@ kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,
     return KVS_REJECT_NONE;
 }
 
+bool kvs__header_peek(const uint8_t *in, uint32_t *version, uint64_t *payload)
+{
+    if (memcmp(in, KVS_MAGIC, 8) != 0)
+        return false;
+    *version = get32(in + 8);
+    *payload = get64(in + 96);
+    return true;
+}
+
 kvs_reject kvs__chunk_check_header(const uint8_t *raw, uint64_t file_size,
                                    const kvs_chunk_want *want, kvs_chunk_header *h)
 {

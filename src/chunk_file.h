@@ -153,10 +153,7 @@ static inline bool kvs__chunk_size_plausible(uint64_t payload, uint64_t size)
 /* Logical payload bytes of segment (frame) i. */
 static inline uint32_t kvs__frame_nbytes(const kvs_chunk_header *h, uint32_t i)
 {
-    uint64_t lo = (uint64_t)i * h->segment_bytes;
-    return lo >= h->payload_bytes ? 0
-                                  : (uint32_t)KVS_MIN((uint64_t)h->segment_bytes,
-                                                      h->payload_bytes - lo);
+    return kvs__codec_frame_nbytes(h->payload_bytes, h->segment_bytes, i);
 }
 
 /* The stored range [*lo, *hi) (relative to KVS_FRAMES_OFFSET) of frames
@@ -203,6 +200,11 @@ void kvs__header_encode(const kvs_chunk_header *h, uint8_t *out);
 /* Decodes and checks a header's own consistency (magic, version, header
  * checksum, field bounds) without knowing what was asked for. */
 kvs_reject kvs__header_decode(const uint8_t *in, size_t len, kvs_chunk_header *h);
+
+/* The format version and payload_bytes of the header at in (its first 104
+ * bytes), nothing else checked: for tallies that open every file (kvstash
+ * ls, du).  false when the magic is not there. */
+bool kvs__header_peek(const uint8_t *in, uint32_t *version, uint64_t *payload);
 
 /* Checks a decoded header against what a reader asked for. */
 kvs_reject kvs__header_matches(const kvs_chunk_header *h, const kvs_ns *ns,

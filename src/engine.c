@@ -694,6 +694,10 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
             kvs__cpu_tier_abort(e->cpu, c->cpu);
         c->cpu = NULL;
     }
+    /* compressed (xfer.h): the table block the header's sum covers */
+    uint8_t *table = (uint8_t *)w->bounce + KVS_HEADER_BYTES;
+    if (ok && c->hdr.codec)
+        c->hdr.table_sum = kvs__chunk_encode_table(&c->hdr, &c->frames, table);
     if (ok) {
         c->hdr.auth_algo = e->auth_key ? KVS_AUTH_HMAC_SHA256 : KVS_AUTH_NONE;
         kvs__header_encode(&c->hdr, w->bounce);
@@ -713,15 +717,10 @@ static void finish_write_chunk(kvs_xchunk *c, kvs_worker *w, uint64_t t0)
             }
         }
     }
-    if (ok && c->hdr.codec) {
-        /* compressed (xfer.h): the table block the header's sum covers */
-        uint8_t *table = (uint8_t *)w->bounce + KVS_HEADER_BYTES;
-        c->hdr.table_sum = kvs__chunk_encode_table(&c->hdr, &c->frames, table);
-        kvs__header_encode(&c->hdr, w->bounce);
-        if (kvs__pwrite_full(c->fd, table, KVS_FRAME_TABLE_BYTES, KVS_FRAME_TABLE_OFFSET) != 0) {
-            write_fail(c, errno, "frame table write");
-            ok = false;
-        }
+    if (ok && c->hdr.codec &&
+        kvs__pwrite_full(c->fd, table, KVS_FRAME_TABLE_BYTES, KVS_FRAME_TABLE_OFFSET) != 0) {
+        write_fail(c, errno, "frame table write");
+        ok = false;
     }
     if (ok) {
         if (kvs__pwrite_full(c->fd, w->bounce, KVS_HEADER_BYTES, 0) != 0) {

@@ -949,9 +949,9 @@ int cmd_bench(int argc, char **argv)
                       rr)))
         goto out;
     const double raw_w = median(rw, o.rounds), raw_r = median(rr, o.rounds);
-    rows[nrows++] = (row){"kernel alone: pwrite new files, 2 MiB calls", median(rw, o.rounds),
+    rows[nrows++] = (row){"kernel alone: pwrite new files, 2 MiB calls", raw_w,
                           ceiling, "GB/s"};
-    rows[nrows++] = (row){"kernel alone: pread page cache, 1 MiB calls", median(rr, o.rounds),
+    rows[nrows++] = (row){"kernel alone: pread page cache, 1 MiB calls", raw_r,
                           ceiling, "GB/s"};
     size_t removed;
     kvs_remove(e, tokens, n, &removed);
