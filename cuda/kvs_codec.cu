@@ -280,6 +280,9 @@ __device__ __forceinline__ void symbols16(const uint4 &q, uint32_t elem, uint32_
     }
 }
 
+/* One element as a word load (the frame's elements are aligned to their
+ * size); kvs__codec_load_elem's byte loads measured slower here on the H100
+ * (fp8 encode 93 against 120 GB/s, fp16 166 against 210). */
 __device__ __forceinline__ uint32_t elem_at(const uint8_t *p, uint32_t elem)
 {
     return elem == 1 ? p[0] : elem == 2 ? *(const uint16_t *)p : *(const uint32_t *)p;
