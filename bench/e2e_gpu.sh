@@ -19,7 +19,8 @@
 # there), E2E_CODEC (codec of process A's store, default auto: compressed on
 # the GPU; the 8B restore also times the hit on plain files, codec off, in
 # the same process: --compare-plain), KVSTASH_LIBRARY (a libkvstash.so built
-# with CUDA: no build here).
+# with CUDA: no build here), E2E_SWEEP (gds_io_threads the 8B restore also times
+# the hit with, default 8,12; empty: none).
 set -uo pipefail
 MODE=${1:-quick}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -129,7 +130,7 @@ e2e small small 2048
 if [ "$MODE" = full ] && [ "$STATUS" -ne 0 ] && [ -z "${E2E_FORCE:-}" ]; then
     log "the small model failed: not running the 8B one (E2E_FORCE=1 runs it anyway)"
 elif [ "$MODE" = full ]; then
-    e2e llama8b 8b 8192,32768 --compare-plain
+    e2e llama8b 8b 8192,32768 --compare-plain --thread-sweep "${E2E_SWEEP-8,12}"
 fi
 # Layer-pipelined loading on vLLM 0.33's packed layout (docs/vllm.md): last,
 # so it never takes time from the end-to-end runs.

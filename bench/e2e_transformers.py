@@ -13,24 +13,36 @@ through kvstash (from the model's DynamicCache into a [layer][K|V][token]
 [heads][dim] GPU buffer, then kvs_store on CUDA memory).
 
 restore (process B), for P + S_b:
-  - full prefill, three times (one warm-up): the baseline time to first
-    token and the run-to-run tolerance (two timed one-shot prefills);
-  - cache hit: lookup, retrieve the longest stored prefix into a GPU buffer,
-    hand it to the model as past_key_values, compute only the suffix; timed
-    three times, the first token's latency measured like the baseline;
-  - chunked full prefill: P computed, then the suffix on top of it: the same
-    computation as the hit path with the prefix computed instead of loaded;
+  - full prefill with transformers' own forward, three times (one
+    warm-up): the baseline time to first token and the run-to-run
+    tolerance (two timed one-shot prefills);
+  - cache hit as vLLM runs it (class Runner): lookup, kvstash retrieve
+    started straight into the attention's preallocated cache, and the
+    suffix computed layer by layer in per-layer CUDA graphs, layer l
+    replayed once kvs_op_wait_layer says its KV is in place; timed four
+    times after one warm-up, the first token's latency measured like the
+    baseline's.  Also timed: the whole load before the forward, and the
+    hit through transformers' own forward (retrieve into a buffer, build a
+    DynamicCache, run the suffix), which is how this script measured it
+    before;
+  - computed path: P computed by transformers, copied into the runner's
+    cache, the suffix on the runner: the hit's computation with the prefix
+    computed instead of loaded;
   - checks: the restored KV is bit-identical to the KV B computes for P;
-    next-token logits of the hit path against the one-shot prefill, within
-    the tolerance of a full prefill (one-shot versus chunked, both computed);
-    32 greedy tokens from the hit path equal those of the computed path.
+    the hit's logits equal the computed path's bit for bit, and so do the
+    caches after the suffix; the hit's next-token logits are within the
+    tolerance of a full prefill (one-shot against one-shot, and against
+    transformers' own prefix-then-suffix); 32 greedy tokens from the hit
+    equal those of the computed path;
   - the ceiling: a pinned host-to-device copy of the same bytes;
   - --compare-plain (the longest prefix): the same KV stored again with
     codec off (plain files, a namespace variant of its own) and the hit
-    path timed on those, beside the hit on process A's files (compressed
-    under the default codec auto): issue 13's TTFT goal with the codec and
+    timed on those, beside the hit on process A's files (compressed under
+    the default codec auto): issue 13's TTFT goal with the codec and
     without, in one process; the compression ratio of this model's KV
-    (logical / stored bytes read) is reported from the engine's counters.
+    (logical / stored bytes read) is reported from the engine's counters;
+  - --thread-sweep N,M (the longest prefix): the hit again with those
+    numbers of I/O threads.
 
 Figures go to --out as JSON and to standard output as a table.
 """
@@ -186,6 +198,161 @@ def kv_buffer(cfg, tokens, device="cuda", pinned=False):
     return t.pin_memory() if pinned else t
 
 
+class Runner:
+    """The hit path as vLLM runs it, on the transformers model's own weights
+    and modules:
+
+    - every layer's K and V live in one preallocated cache
+      ([layer][K|V][1][heads][slot][dim], HND), which kvstash fills in
+      place (no cache is built after the load);
+    - each decoder layer is one CUDA graph (vLLM's piecewise graphs),
+      captured once per prefix length before anything is timed;
+    - the forward waits for layer l (kvs_op_wait_layer) just before it
+      replays layer l's graph, so reading later layers overlaps computing
+      earlier ones (vLLM's wait_for_layer_load).
+
+    Attention is PyTorch SDPA over the cache: the suffix's queries are
+    grouped per KV head ([1, kv_heads, group * T, dim]) so K and V are
+    read once, under a mask that lets suffix token t see slots 0..p0+t.
+    The same runner computes the suffix on computed KV, so the hit and
+    computed paths run the same kernels and must agree bit for bit."""
+
+    def __init__(self, model, cfg, max_tokens):
+        self.model, self.cfg = model, cfg
+        self.L, self.H, self.D = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+        self.NQ = cfg.num_attention_heads
+        self.max_tokens = max_tokens
+        self.cache = torch.empty((self.L, 2, 1, self.H, max_tokens, self.D),
+                                 dtype=torch.bfloat16, device="cuda")
+        self.key = None
+        self.graphs = None
+
+    def kv(self):
+        """The cache as kvstash sees it: per layer [2, 1 block, slots,
+        heads, dim] (flash_attn layout; heads max_tokens * dim apart)."""
+        return kvstash.KV.paged([self.cache[l].permute(0, 1, 3, 2, 4) for l in range(self.L)],
+                                layout="flash_attn")
+
+    def put(self, cache, tokens):
+        """Copies the first `tokens` of a transformers cache in."""
+        for l in range(self.L):
+            k, v = layer_kv(cache, l)
+            self.cache[l, 0, :, :, :tokens].copy_(k[:, :, :tokens])
+            self.cache[l, 1, :, :, :tokens].copy_(v[:, :, :tokens])
+
+    def prefix_equals(self, cache, tokens):
+        ok = True
+        for l in range(self.L):
+            k, v = layer_kv(cache, l)
+            ok &= bool(torch.equal(self.cache[l, 0, :, :, :tokens], k[:, :, :tokens]))
+            ok &= bool(torch.equal(self.cache[l, 1, :, :, :tokens], v[:, :, :tokens]))
+        return ok
+
+    def dynamic(self, tokens):
+        """A DynamicCache holding a copy of the first `tokens` (for greedy
+        decoding with transformers' own forward, untimed)."""
+        from transformers import DynamicCache
+        c = DynamicCache()
+        for l in range(self.L):
+            c.update(self.cache[l, 0, :, :, :tokens].clone(),
+                     self.cache[l, 1, :, :, :tokens].clone(), l)
+        return c
+
+    def _layer(self, l, h, p0, T):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+        layer = self.model.model.layers[l]
+        at = layer.self_attn
+        H, D, NQ = self.H, self.D, self.NQ
+        x = layer.input_layernorm(h)
+        q = at.q_proj(x).view(1, T, NQ, D).transpose(1, 2)
+        k = at.k_proj(x).view(1, T, H, D).transpose(1, 2)
+        v = at.v_proj(x).view(1, T, H, D).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, self.cos, self.sin)
+        self.cache[l, 0, :, :, p0:p0 + T].copy_(k)
+        self.cache[l, 1, :, :, p0:p0 + T].copy_(v)
+        qg = q.reshape(1, H, (NQ // H) * T, D)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            qg, self.cache[l, 0, :, :, :p0 + T], self.cache[l, 1, :, :, :p0 + T],
+            attn_mask=self.mask)
+        o = o.reshape(1, NQ, T, D).transpose(1, 2).reshape(1, T, NQ * D)
+        h = h + at.o_proj(o)
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    def _final(self, h):
+        return self.model.lm_head(self.model.model.norm(h)[:, -1:])[0, -1].float()
+
+    @torch.no_grad()
+    def prepare(self, p0, T, graphs=True):
+        """Position tables, mask and (graphs=True) the captured graphs for a
+        suffix of T tokens after p0 cached ones.  Returns whether graphs are
+        in use (a capture that fails leaves the eager layers)."""
+        if p0 + T > self.max_tokens:
+            raise ValueError("prefix %d + suffix %d > cache %d" % (p0, T, self.max_tokens))
+        if self.key == (p0, T, graphs):
+            return self.graphs is not None
+        self.key, self.graphs, self.graph_error = (p0, T, graphs), None, None
+        mm = self.model.model
+        self.h0 = torch.zeros((1, T, self.cfg.hidden_size), dtype=torch.bfloat16, device="cuda")
+        pos = torch.arange(p0, p0 + T, device="cuda").unsqueeze(0)
+        rot = mm.rotary_emb if hasattr(mm, "rotary_emb") else mm.layers[0].self_attn.rotary_emb
+        self.cos, self.sin = rot(self.h0, pos)
+        keys = torch.arange(p0 + T, device="cuda").unsqueeze(0)
+        m = keys <= pos.view(T, 1)                       # [T, p0 + T]
+        self.mask = m.repeat(self.NQ // self.H, 1).view(1, 1, -1, p0 + T)
+        self.p0, self.T = p0, T
+        if not graphs:
+            return False
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):                   # warm-up, as capture needs
+                h = self.h0
+                for l in range(self.L):
+                    h = self._layer(l, h, p0, T)
+                self._final(h)
+            torch.cuda.current_stream().wait_stream(s)
+            pool = torch.cuda.graph_pool_handle()
+            gs, h = [], self.h0
+            for l in range(self.L):
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    h = self._layer(l, h, p0, T)
+                gs.append((g, h))
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, pool=pool):
+                logits = self._final(h)
+            self.graphs, self.final_graph, self.logits = gs, g, logits
+        except Exception as exc:                         # eager layers remain
+            self.graphs, self.graph_error = None, "%s: %s" % (type(exc).__name__, exc)
+        torch.cuda.synchronize()
+        return self.graphs is not None
+
+    @torch.no_grad()
+    def run(self, ids, op=None):
+        """The suffix ids (1-D, on the GPU) after the prepared prefix; with
+        op (a kvstash retrieve), layer l waits for op.wait_layer(l).
+        Returns the last position's logits (fp32), the tokens every layer
+        had in place (None without op) and when the last layer was in place
+        (time.perf_counter; without op, when the last layer was launched)."""
+        self.h0.copy_(self.model.model.embed_tokens(ids.unsqueeze(0)))
+        got = None
+        h = self.h0
+        for l in range(self.L):
+            if op is not None:
+                n = op.wait_layer(l)
+                got = n if got is None else min(got, n)
+            if l == self.L - 1:
+                t_in = time.perf_counter()
+            if self.graphs is not None:
+                self.graphs[l][0].replay()
+            else:
+                h = self._layer(l, h, self.p0, self.T)
+        if self.graphs is not None:
+            self.final_graph.replay()
+            return self.logits.clone(), got, t_in
+        return self._final(h), got, t_in
+
+
 def do_store(args):
     model, cfg, variant = build_model(args.model)
     res = {"mode": "store", "model": args.model, "variant": variant, "runs": []}
@@ -222,16 +389,59 @@ def do_store(args):
         json.dump(res, f, indent=1)
 
 
-def time_hits(model, eng, ids, ids_gpu, hit_max, buf, rounds=5):
-    """The hit path of do_restore (lookup, retrieve into buf, cache, suffix)
-    timed: one warm-up, then rounds - 1; returns the times, their parts and
-    the tokens loaded."""
-    hit_t, parts, loaded = [], [], 0
+def time_layerwise(runner, eng, ids, ids_gpu, hit_max, kvd, slots, rounds=5):
+    """The hit as vLLM runs it (Runner): lookup, start the retrieve into the
+    runner's cache, and the suffix's layers, each after its KV is in place.
+    One warm-up, then rounds - 1 timed.  Returns the times, their parts
+    (lookup, until the last layer was in place, the rest), the last logits
+    and whether every round loaded the whole prefix."""
+    times, parts, logits, ok = [], [], None, True
     for i in range(rounds):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         hit = eng.lookup(ids[:hit_max])
         t_l = time.perf_counter()
+        if hit != hit_max:
+            return times, parts, logits, False
+        with eng.retrieve_start(ids[:hit], kvd, slot_mapping=slots) as op:
+            logits, got, t_in = runner.run(ids_gpu[hit:], op)
+            r = op.wait()
+        t1 = sync_time()
+        ok &= got == hit and r.tokens == hit
+        if i > 0:
+            times.append(t1 - t0)
+            parts.append((t_l - t0, t_in - t_l, t1 - t_in))
+    return times, parts, logits, ok
+
+
+def time_whole(runner, eng, ids, ids_gpu, hit_max, kvd, slots, rounds=4):
+    """The same hit with the whole load done before the forward (what
+    kvstash does on a step vLLM replays as one full CUDA graph)."""
+    times = []
+    for i in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hit = eng.lookup(ids[:hit_max])
+        loaded = eng.retrieve(ids[:hit], kvd, slot_mapping=slots)
+        if loaded != hit_max:
+            return times, False
+        runner.run(ids_gpu[loaded:])
+        t1 = sync_time()
+        if i > 0:
+            times.append(t1 - t0)
+    return times, True
+
+
+def time_transformers_hit(model, cfg, eng, ids, ids_gpu, hit_max, rounds=4):
+    """The hit through transformers' own forward, as this script measured
+    it before the Runner: retrieve into a [L][2][T][H][D] buffer, build a
+    DynamicCache from it, run the suffix on top.  For comparison only."""
+    buf = kv_buffer(cfg, hit_max)
+    times, parts = [], []
+    for i in range(rounds):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hit = eng.lookup(ids[:hit_max])
         loaded = eng.retrieve(ids[:hit], buf)
         t_r = sync_time()
         hcache = cache_from(buf, loaded)
@@ -240,34 +450,64 @@ def time_hits(model, eng, ids, ids_gpu, hit_max, buf, rounds=5):
         t1 = sync_time()
         del hcache
         if i > 0:
-            hit_t.append(t1 - t0)
-            parts.append((t_l - t0, t_r - t_l, t_c - t_r, t1 - t_c))
-    return hit_t, parts, loaded
+            times.append(t1 - t0)
+            parts.append((t_r - t0, t_c - t_r, t1 - t_c))
+    del buf
+    return times, parts
 
 
-def compare_plain(model, cfg, variant, ids, ids_gpu, hit_max, buf, loaded, ttft_full, kv_bytes):
-    """The hit path on plain files: buf's KV (verified equal to the computed
-    KV) stored with codec off under a variant of its own, retrieved into a
-    fresh buffer, timed like the compressed hit."""
-    conf = kvstash.Config.load({"codec": "off"})
+def named_engine(cfg, variant, overrides):
+    conf = kvstash.Config.load(overrides)
+    return kvstash.Engine(conf, model="e2e/llama-%dL-%dH" % (cfg.num_hidden_layers,
+                                                           cfg.hidden_size),
+                          num_layers=cfg.num_hidden_layers, num_kv_heads=cfg.num_key_value_heads,
+                          head_dim=cfg.head_dim, dtype="bf16", variant=variant)
+
+
+def compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, hit_kv,
+                  ttft_full, kv_bytes):
+    """The hit on plain files: the runner's prefix (checked equal to the
+    computed KV) stored with codec off under a variant of its own, then the
+    hit timed on those files like the compressed one."""
     out = {}
-    with kvstash.Engine(conf, model="e2e/llama-%dL-%dH" % (cfg.num_hidden_layers,
-                                                         cfg.hidden_size),
-                        num_layers=cfg.num_hidden_layers, num_kv_heads=cfg.num_key_value_heads,
-                        head_dim=cfg.head_dim, dtype="bf16", variant=variant + "-plain") as eng2:
-        eng2.store(ids[:loaded], buf, wait=True)
-        buf2 = torch.empty_like(buf)
-        hit_t, parts, loaded2 = time_hits(model, eng2, ids, ids_gpu, hit_max, buf2)
-        same = loaded2 == loaded and bool(torch.equal(buf2[:, :, :loaded], buf[:, :, :loaded]))
+    with named_engine(cfg, variant + "-plain", {"codec": "off"}) as eng2:
+        eng2.store(ids[:hit_max], kvd, slot_mapping=slots, wait=True)
+        hit_t, parts, _, ok = time_layerwise(runner, eng2, ids, ids_gpu, hit_max, kvd, slots)
+        same = ok and bool(torch.equal(runner.cache[:, :, :, :, :hit_max],
+                                       hit_kv[:, :, :, :, :hit_max]))
         st = eng2.stats()
-        del buf2
-    ttft = float(np.median(hit_t))
-    rt = float(np.median([p[1] for p in parts]))
+    ttft = float(np.median(hit_t)) if hit_t else float("nan")
     out.update(plain_ttft_hit_s=hit_t, plain_ttft_hit_median_s=ttft,
-               plain_speedup=ttft_full / ttft, plain_restore_gbs=kv_bytes / rt / 1e9,
-               plain_loaded_tokens=int(loaded2), plain_kv_bit_identical=same,
+               plain_speedup=ttft_full / ttft,
+               plain_last_layer_in_place_s=float(np.median([p[1] for p in parts]))
+               if parts else None,
+               plain_kv_bit_identical=bool(same),
                plain_compressed_chunks=int(st.get("chunks_stored_compressed", 0)))
+    out["plain_restore_gbs"] = kv_bytes / out["plain_last_layer_in_place_s"] / 1e9 \
+        if parts else None
     return out
+
+
+def thread_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, ttft_full, kv_bytes,
+                 counts):
+    """The layer-by-layer hit on process A's files with other numbers of
+    I/O threads (gds_io_threads), each in an engine of its own."""
+    rows = []
+    for n in counts:
+        with named_engine(cfg, variant, {"gds_io_threads": n}) as e:
+            t, parts, _, ok = time_layerwise(runner, e, ids, ids_gpu, hit_max, kvd, slots,
+                                             rounds=4)
+        if not t:
+            rows.append(dict(threads=n, ok=False))
+            continue
+        ttft = float(np.median(t))
+        inplace = float(np.median([p[1] for p in parts]))
+        rows.append(dict(threads=n, ok=bool(ok), ttft_hit_s=t, ttft_hit_median_s=ttft,
+                         speedup=ttft_full / ttft, retrieve_gbs=kv_bytes / inplace / 1e9))
+        print("   gds_io_threads %2d: TTFT hit %.4f s = %.1fx, KV in place at %.1f GB/s%s"
+              % (n, ttft, ttft_full / ttft, kv_bytes / inplace / 1e9,
+                 "" if ok else " (NOT every round loaded the whole prefix)"), flush=True)
+    return rows
 
 
 def h2d_ceiling(nbytes):
@@ -281,6 +521,14 @@ def h2d_ceiling(nbytes):
         best = min(best, sync_time() - t0)
     del host, dev
     return nbytes / best / 1e9
+
+
+def maxdiff(a, b):
+    return float((a - b).abs().max())
+
+
+def med(xs):
+    return float(np.median(xs)) if xs else float("nan")
 
 
 def do_restore(args):
@@ -299,9 +547,12 @@ def do_restore(args):
             ids_gpu = torch.from_numpy(ids).cuda()
             chunk = eng.chunk_size
             hit_max = (ids.size - 1) // chunk * chunk
-            run = dict(prefix=plen, tokens=int(ids.size))
+            T = int(ids.size) - hit_max
+            run = dict(prefix=plen, tokens=int(ids.size), suffix_tokens=T)
+            kv_bytes = hit_max * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * \
+                cfg.head_dim * 2
 
-            # 1. one-shot full prefill: warm-up, then two timed runs
+            # 1. one-shot full prefill (transformers): warm-up, then two timed
             forward(model, ids_gpu)
             full_t, full_logits = [], []
             for _ in range(2):
@@ -312,96 +563,116 @@ def do_restore(args):
                 full_logits.append(logits)
             full_greedy, _ = greedy(model, full_logits[-1], cache)
             del cache
+            ttft_full = med(full_t)
 
-            # 2. cache hit: lookup + retrieve + suffix; one warm-up, 4 timed
-            buf = kv_buffer(cfg, hit_max)
-            host = kv_buffer(cfg, hit_max, "cpu", pinned=True) if args.host_staging else None
-            hit_t, parts = [], []
-            for i in range(5):
-                hcache = None
-                torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                hit = eng.lookup(ids[:hit_max])
-                t_l = time.perf_counter()
-                if host is not None:
-                    loaded = eng.retrieve(ids[:hit], host)
-                    buf[:, :, :loaded].copy_(host[:, :, :loaded], non_blocking=True)
-                else:
-                    loaded = eng.retrieve(ids[:hit], buf)
-                t_r = sync_time()
-                hcache = cache_from(buf, loaded)
-                t_c = sync_time()
-                hit_logits, hcache = forward(model, ids_gpu[loaded:], hcache)
-                tok_hit = int(torch.argmax(hit_logits))
-                t1 = sync_time()
-                if i > 0:
-                    hit_t.append(t1 - t0)
-                    parts.append((t_l - t0, t_r - t_l, t_c - t_r, t1 - t_c))
+            # 2. the hit as vLLM runs it: KV loaded in place, layer by layer,
+            #    the suffix in per-layer CUDA graphs; one warm-up, 4 timed
+            runner = Runner(model, cfg, hit_max + T)
+            graphs = runner.prepare(hit_max, T, graphs=not args.no_graphs)
+            graph_error = runner.graph_error
+            kvd = runner.kv()
+            slots = np.arange(hit_max, dtype=np.int64)
+            hit_t, parts, hit_logits, hit_ok = time_layerwise(runner, eng, ids, ids_gpu,
+                                                              hit_max, kvd, slots)
+            if hit_logits is None:
+                raise SystemExit("restore %d: the lookup did not find process A's %d-token "
+                                 "prefix" % (plen, hit_max))
+            hit_kv = runner.cache[:, :, :, :, :hit_max + T].clone()
+            tok_hit = int(torch.argmax(hit_logits)) if hit_logits is not None else None
+            whole_t, whole_ok = time_whole(runner, eng, ids, ids_gpu, hit_max, kvd, slots)
+            tr_t, tr_parts = time_transformers_hit(model, cfg, eng, ids, ids_gpu, hit_max)
+            torch.cuda.empty_cache()
 
-            # 3. computed prefix, then the suffix: the hit path's computation
-            plog, pcache = forward(model, ids_gpu[:loaded])
-            same_kv = True
-            for l in range(cfg.num_hidden_layers):
-                k, v = layer_kv(pcache, l)
-                same_kv &= bool(torch.equal(buf[l, 0, :loaded], k[0].transpose(0, 1)))
-                same_kv &= bool(torch.equal(buf[l, 1, :loaded], v[0].transpose(0, 1)))
-            chunked_logits, pcache = forward(model, ids_gpu[loaded:], pcache)
-            same_cache = caches_equal(hcache, pcache, cfg.num_hidden_layers)
-            kv_bytes = loaded * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * \
-                cfg.head_dim * 2
+            # 3. computed prefix (transformers), then the suffix on the runner:
+            #    the hit path's computation with the prefix computed
+            _, pcache = forward(model, ids_gpu[:hit_max])
+            same_kv = hit_ok and runner.prefix_equals(pcache, hit_max)
+            runner.put(pcache, hit_max)
+            chunked_logits = runner.run(ids_gpu[hit_max:])[0]
+            same_cache = bool(torch.equal(runner.cache[:, :, :, :, :hit_max + T], hit_kv))
+            comp_cache = runner.dynamic(hit_max + T)
+            #    and transformers' own suffix on the computed prefix: the
+            #    tolerance between two legitimate schedules of one prompt
+            tr_chunked_logits, pcache = forward(model, ids_gpu[hit_max:], pcache)
+            del pcache
             plain = {}
-            if (args.compare_plain and plen == max(args.prefix) and same_kv and
-                    loaded == hit_max):
-                plain = compare_plain(model, cfg, variant, ids, ids_gpu, hit_max, buf, loaded,
-                                      float(np.median(full_t)), kv_bytes)
-                torch.cuda.empty_cache()
-            del buf, host
+            if args.compare_plain and plen == max(args.prefix) and same_kv:
+                plain = compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots,
+                                      hit_kv, ttft_full, kv_bytes)
+            sweep = []
+            if args.thread_sweep and plen == max(args.prefix) and same_kv:
+                sweep = thread_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots,
+                                     ttft_full, kv_bytes, args.thread_sweep)
+            del runner, kvd
+            torch.cuda.empty_cache()
+
+            # 4. greedy continuations: the hit's cache (a copy of what the
+            #    runner held after the hit), the computed path's, and the
+            #    computed path once more (is greedy decoding repeatable?)
+            from transformers import DynamicCache
+            hcache = DynamicCache()
+            for l in range(cfg.num_hidden_layers):
+                hcache.update(hit_kv[l, 0].clone(), hit_kv[l, 1].clone(), l)
+            del hit_kv
             hit_greedy, hit_seen = greedy(model, hit_logits, hcache)
             del hcache
-            comp_greedy, comp_seen = greedy(model, chunked_logits, pcache)
-            del pcache
-            # The computed path once more: is greedy decoding itself repeatable?
-            _, pcache2 = forward(model, ids_gpu[:loaded])
-            l2, pcache2 = forward(model, ids_gpu[loaded:], pcache2)
-            comp2_greedy, comp2_seen = greedy(model, l2, pcache2)
-            del pcache2
+            comp_greedy, comp_seen = greedy(model, chunked_logits, comp_cache)
+            del comp_cache
+            torch.cuda.empty_cache()
+            r2 = Runner(model, cfg, hit_max + T)
+            r2.prepare(hit_max, T, graphs=False)
+            _, pc2 = forward(model, ids_gpu[:hit_max])
+            r2.put(pc2, hit_max)
+            del pc2
+            l2 = r2.run(ids_gpu[hit_max:])[0]
+            c2 = r2.dynamic(hit_max + T)
+            del r2
+            comp2_greedy, comp2_seen = greedy(model, l2, c2)
+            del c2
             torch.cuda.empty_cache()
             div = first_difference(hit_greedy, comp_greedy)
             div2 = first_difference(comp_greedy, comp2_greedy)
             upto = GREEDY if div is None else div + 1
-            step_diff = [float((x - y).abs().max()) for x, y in
-                         zip(hit_seen[:upto], comp_seen[:upto])]
-            step_diff2 = [float((x - y).abs().max()) for x, y in
-                          zip(comp_seen[:upto], comp2_seen[:upto])]
+            step_diff = [maxdiff(x, y) for x, y in zip(hit_seen[:upto], comp_seen[:upto])]
+            step_diff2 = [maxdiff(x, y) for x, y in zip(comp_seen[:upto], comp2_seen[:upto])]
 
             ceiling = h2d_ceiling(kv_bytes)
             f = full_logits[0]
-            tol_same = float((f - full_logits[1]).abs().max())
-            tol_sched = float((f - chunked_logits).abs().max())
-            diff_hit = float((f - hit_logits).abs().max())
-            diff_hit_chunked = float((chunked_logits - hit_logits).abs().max())
-            ttft_full = float(np.median(full_t))
-            ttft_hit = float(np.median(hit_t))
+            tol_same = maxdiff(f, full_logits[1])
+            tol_sched = maxdiff(f, tr_chunked_logits)
+            tolerance = max(tol_same, tol_sched)
+            diff_hit = maxdiff(f, hit_logits)
+            diff_hit_chunked = maxdiff(chunked_logits, hit_logits)
+            ttft_hit = med(hit_t)
+            inplace = med([p[1] for p in parts])
             run.update(
-                loaded_tokens=int(loaded), hit_tokens=int(hit), kv_bytes=kv_bytes,
+                loaded_tokens=int(hit_max) if hit_ok else None, kv_bytes=kv_bytes,
+                cuda_graphs=bool(graphs), graph_error=graph_error,
                 ttft_full_s=full_t, ttft_hit_s=hit_t,
-                hit_parts_s={"lookup": [p[0] for p in parts], "retrieve": [p[1] for p in parts],
-                             "cache": [p[2] for p in parts], "suffix": [p[3] for p in parts]},
+                hit_parts_s={"lookup": [p[0] for p in parts],
+                             "last_layer_in_place": [p[1] for p in parts],
+                             "after_last_layer": [p[2] for p in parts]},
                 ttft_full_median_s=ttft_full, ttft_hit_median_s=ttft_hit,
                 speedup=ttft_full / ttft_hit,
-                restore_only_s=float(np.median([p[0] + p[1] + p[2] for p in parts])),
-                restore_only_speedup=ttft_full / float(np.median([p[0] + p[1] + p[2]
-                                                                  for p in parts])),
-                restore_gbs=kv_bytes / float(np.median([p[1] for p in parts])) / 1e9,
+                restore_gbs=kv_bytes / inplace / 1e9,
+                ttft_hit_whole_s=whole_t, ttft_hit_whole_median_s=med(whole_t),
+                speedup_whole=ttft_full / med(whole_t),
+                ttft_hit_transformers_s=tr_t, ttft_hit_transformers_median_s=med(tr_t),
+                speedup_transformers=ttft_full / med(tr_t),
+                transformers_hit_parts_s={"retrieve": [p[0] for p in tr_parts],
+                                          "cache": [p[1] for p in tr_parts],
+                                          "suffix": [p[2] for p in tr_parts]},
                 h2d_ceiling_gbs=ceiling,
                 ceiling_speedup=ttft_full / (kv_bytes / (ceiling * 1e9)),
-                restored_kv_bit_identical=same_kv,
+                restored_kv_bit_identical=bool(same_kv),
                 logits_maxdiff_full_vs_full=tol_same,
                 logits_maxdiff_full_vs_chunked=tol_sched,
                 logits_maxdiff_full_vs_hit=diff_hit,
                 logits_maxdiff_chunked_vs_hit=diff_hit_chunked,
-                tolerance=max(tol_same, tol_sched),
-                logits_within_tolerance=diff_hit <= max(tol_same, tol_sched),
+                logits_maxdiff_runner_vs_transformers_chunked=maxdiff(chunked_logits,
+                                                                      tr_chunked_logits),
+                tolerance=tolerance,
+                logits_within_tolerance=diff_hit <= tolerance,
                 next_token_full=tok, next_token_hit=tok_hit,
                 caches_bit_identical_after_suffix=same_cache,
                 greedy_hit_equals_computed=hit_greedy == comp_greedy,
@@ -412,44 +683,53 @@ def do_restore(args):
                 decode_logits_maxdiff_hit_vs_computed=step_diff,
                 decode_logits_maxdiff_computed_vs_computed=step_diff2,
                 greedy_hit=hit_greedy, greedy_computed=comp_greedy,
-                greedy_computed_again=comp2_greedy, greedy_full=full_greedy)
+                greedy_computed_again=comp2_greedy, greedy_full=full_greedy,
+                thread_sweep=sweep)
             run.update(plain)
             st_now = eng.stats()
             if st_now.get("stored_bytes_read"):
                 run["codec_ratio_read"] = st_now["bytes_read"] / st_now["stored_bytes_read"]
-            good = (loaded == hit_max and same_kv and diff_hit_chunked == 0.0 and
-                    run["logits_within_tolerance"] and run["greedy_hit_equals_computed"])
+            good = (hit_ok and whole_ok and same_kv and diff_hit_chunked == 0.0 and
+                    same_cache and run["logits_within_tolerance"] and
+                    run["greedy_hit_equals_computed"])
             run["pass"] = bool(good)
             ok &= good
             res["runs"].append(run)
-            print("restore %6d tokens: loaded %d; TTFT full %.3f s, hit %.4f s (retrieve "
-                  "%.4f s, %.1f GB/s), speedup %.1fx; ceiling %.1f GB/s -> %.1fx; KV "
-                  "bit-identical %s; logits |hit-full| %.3g (tolerance %.3g, |chunked-hit| "
+            print("restore %6d tokens: loaded %s; TTFT full %.3f s, hit %.4f s (last layer in "
+                  "place after %.4f s, %.1f GB/s), speedup %.1fx; ceiling %.1f GB/s -> %.1fx; "
+                  "KV bit-identical %s; logits |hit-full| %.3g (tolerance %.3g, |computed-hit| "
                   "%.3g); greedy %d == computed %s, == one-shot %s; %s"
-                  % (ids.size, loaded, ttft_full, ttft_hit, np.median([p[1] for p in parts]),
+                  % (ids.size, run["loaded_tokens"], ttft_full, ttft_hit, inplace,
                      run["restore_gbs"], run["speedup"], ceiling, run["ceiling_speedup"],
-                     same_kv, diff_hit, run["tolerance"], diff_hit_chunked, GREEDY,
+                     same_kv, diff_hit, tolerance, diff_hit_chunked, GREEDY,
                      run["greedy_hit_equals_computed"], run["greedy_hit_equals_full"],
                      "PASS" if good else "FAIL"), flush=True)
-            print("   restore alone (lookup+retrieve+cache) %.4f s: %.1fx the full prefill"
-                  % (run["restore_only_s"], run["restore_only_speedup"]), flush=True)
+            print("   hit parts (median s): lookup %.4f, last layer in place %.4f, after it "
+                  "%.4f; CUDA graphs %s; whole load then forward %.4f s (%.1fx); through "
+                  "transformers' DynamicCache forward %.4f s (%.1fx: retrieve %.4f, cache %.4f, "
+                  "suffix %.4f)"
+                  % (med([p[0] for p in parts]), inplace, med([p[2] for p in parts]),
+                     "on" if graphs else "off (%s)" % run["graph_error"], med(whole_t),
+                     run["speedup_whole"], med(tr_t), run["speedup_transformers"],
+                     med([p[0] for p in tr_parts]), med([p[1] for p in tr_parts]),
+                     med([p[2] for p in tr_parts])), flush=True)
             if "codec_ratio_read" in run:
                 print("   codec: this model's KV read at %.3fx (logical / stored bytes, the "
                       "engine's counters)" % run["codec_ratio_read"], flush=True)
             if plain:
                 print("   codec goal (issue 13): TTFT hit on process A's files %.4f s = %.1fx "
                       "the full prefill (goal >= 15x: %s); on plain files (codec off) %.4f s = "
-                      "%.1fx, retrieve %.1f GB/s vs %.1f; plain KV bit-identical %s"
+                      "%.1fx, KV in place at %.1f GB/s vs %.1f; plain KV bit-identical %s"
                       % (ttft_hit, run["speedup"], "met" if run["speedup"] >= 15 else "NOT met",
                          plain["plain_ttft_hit_median_s"], plain["plain_speedup"],
-                         plain["plain_restore_gbs"], run["restore_gbs"],
+                         plain["plain_restore_gbs"] or 0.0, run["restore_gbs"],
                          plain["plain_kv_bit_identical"]), flush=True)
-            print("   hit parts (median s): lookup %.4f retrieve %.4f cache %.4f suffix %.4f; "
-                  "caches equal after the suffix %s; greedy computed twice equal %s (first "
-                  "difference %s; hit vs computed %s); decode logits |hit-computed| %s"
-                  % tuple([float(np.median([p[k] for p in parts])) for k in range(4)] +
-                          [same_cache, comp_greedy == comp2_greedy, div2, div,
-                           ["%.3g" % x for x in step_diff[:8]]]), flush=True)
+            print("   runner vs transformers' suffix on computed KV: |logits| %.3g; caches "
+                  "equal after the suffix %s; greedy computed twice equal %s (first difference "
+                  "%s; hit vs computed %s); decode logits |hit-computed| %s"
+                  % (run["logits_maxdiff_runner_vs_transformers_chunked"], same_cache,
+                     comp_greedy == comp2_greedy, div2, div,
+                     ["%.3g" % x for x in step_diff[:8]]), flush=True)
         res["stats"] = eng.stats()
     res["pass"] = bool(ok)
     with open(args.out, "w") as f:
@@ -467,6 +747,11 @@ def main():
     ap.add_argument("--host-staging", action="store_true",
                     help="store and retrieve through pinned host memory (no CUDA data path)")
     ap.add_argument("--expect-variant", default=None)
+    ap.add_argument("--no-graphs", action="store_true",
+                    help="run the hit's suffix layer by layer without CUDA graphs")
+    ap.add_argument("--thread-sweep", default=[],
+                    type=lambda s: [int(x) for x in s.split(",") if x],
+                    help="also time the hit with these gds_io_threads (longest prefix)")
     ap.add_argument("--compare-plain", action="store_true",
                     help="also time the hit on plain (codec off) files of the longest prefix")
     args = ap.parse_args()
