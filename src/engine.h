@@ -45,6 +45,9 @@ struct kvs_engine {
     uint64_t host_read_block;      /* one read call of the host path */
     uint64_t host_write_block;     /* one write call of the host path (file-aligned) */
     uint64_t piece_bytes;          /* one task: a multiple of block_bytes */
+    uint64_t hit_split_bytes;      /* CPU tier hits of a retrieve that add up
+                                      to this many bytes are copied on the I/O
+                                      workers, piece by piece (engine.c) */
     uint64_t negative_ns;          /* negative cache lifetime */
     uint64_t io_timeout_ns;
     uint64_t store_timeout_ns;
@@ -135,7 +138,9 @@ struct kvs_xchunk {
     kvs_reason reason;             /* why it failed (KVS_CH_FAILED) */
     kvs_chunk_header hdr;          /* retrieve: expected sums; store: sums */
     kvs_chunk_frames frames;       /* hdr.codec != 0: the frame table (xfer.h) */
-    kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled */
+    kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled;
+                                      retrieve: the hit being copied on the
+                                      workers (pinned until its last piece) */
     uint64_t t_start;              /* monotonic ns: the op's start */
     kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */
     kvs_dev_file *dfile;           /* CUDA: cuFile registration of fd */

@@ -46,8 +46,9 @@
  *     enough (kvs__codec_worth) is written plain as always.  Authenticated
  *     chunks are never compressed.  The CPU tier always holds logical bytes.
  *
- * Threads: read_piece and write_piece run on I/O workers, several pieces of
- * one chunk at once; put_host and capture run on the caller's thread.
+ * Threads: read_piece, write_piece and put_piece run on I/O workers, several
+ * pieces of one chunk at once; put_host and capture run on the caller's
+ * thread.
  * Every implementation brackets its accesses to the caller's memory with
  * kvs__op_copy_begin/end (copies that take a block's time) or
  * kvs__op_direct_begin/end (system calls on that memory), and stops when
@@ -93,6 +94,12 @@ typedef struct kvs_xfer_ops {
     kvs_xfer_rc (*read_piece)(kvs_xpiece *p, kvs_worker *w, uint64_t *delivered, int *err);
     kvs_xfer_rc (*put_host)(kvs_xchunk *c, const void *payload);
     bool hits_first;
+    /* put_piece (optional, not with hits_first): piece p of a CPU tier hit,
+     * payload + p->off on, into the caller's memory, on a worker: each
+     * block's copy bracketed by kvs__op_copy_begin/end, KVS_XFER_STOPPED
+     * once kvs__xchunk_stopped says so.  With it, a retrieve whose hits are
+     * large spreads them over the workers (engine.c, put_cpu_hits). */
+    kvs_xfer_rc (*put_piece)(kvs_xpiece *p, const void *payload);
 
     /* Store.  capture_begin/capture/capture_end (optional, caller's
      * thread): take a copy of each chunk to be written before kvs_store

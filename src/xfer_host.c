@@ -314,6 +314,29 @@ static kvs_xfer_rc host_put_host(kvs_xchunk *c, const void *payload)
     return KVS_XFER_OK;
 }
 
+/* A piece of a CPU tier hit on a worker, a read block's worth per copy so
+ * that cancelling waits for one block at most. */
+static kvs_xfer_rc host_put_piece(kvs_xpiece *p, const void *payload)
+{
+    kvs_xchunk *c = p->chunk;
+    kvs_op *op = c->op;
+    const uint64_t end = KVS_MIN(p->off + p->len, c->payload), block = op->engine->host_read_block;
+    laps l = {.t = kvs__now_ns()};
+    kvs_xfer_rc rc = KVS_XFER_OK;
+    for (uint64_t at = p->off; at < end; at += block) {
+        if (kvs__xchunk_stopped(c) || !kvs__op_copy_begin(op)) {
+            rc = KVS_XFER_STOPPED;
+            break;
+        }
+        kvs__kvmap_scatter(&op->map, c->t0, c->tokens, at, (const char *)payload + at,
+                           KVS_MIN(block, end - at));
+        kvs__op_copy_end(op);
+    }
+    lap(&l, &l.copy);
+    laps_add(op->engine, &l);
+    return rc;
+}
+
 /* A store's writes end at file offsets that are multiples of the write
  * block, not payload offsets: the page cache gives a buffered write folios
  * as large as the write and as aligned as its file offset, and the payload
@@ -516,5 +539,6 @@ const kvs_xfer_ops kvs__xfer_host = {
     .read_piece = host_read_piece,
     .put_host = host_put_host,
     .hits_first = false,
+    .put_piece = host_put_piece,
     .write_piece = host_write_piece,
 };

@@ -630,6 +630,163 @@ static void test_cpu_tier_hits(void **state)
     free(dst.mem);
 }
 
+/* Large CPU tier hits are copied on the I/O workers (engine.c,
+ * hits_on_workers); here every hit goes there (hit_split_bytes 1). */
+static kvs_engine *open_hits_engine(fixture *f, uint64_t split)
+{
+    assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "true"), KVS_OK);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
+    e->hit_split_bytes = split;
+    return e;
+}
+
+static void test_cpu_hits_on_workers(void **state)
+{
+    fixture *f = *state;
+    const size_t n = 64; /* 4 chunks */
+    uint32_t t[64];
+    make_tokens(t, n, 21);
+    uint8_t keys[4][KVS_KEY_BYTES];
+    size_t nkeys = 0;
+    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
+    assert_int_equal(nkeys, 4);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    for (int split = 0; split < 2; split++) { /* on the workers; on the caller's thread */
+        kvs_engine *e = open_hits_engine(f, split ? UINT64_MAX : 1);
+        kvs_op_result r;
+        store_wait(e, t, n, &src.kv, &r);
+        assert_int_equal(r.chunks_done, 4);
+        for (int k = 0; k < 4; k++)
+            assert_true(kvs__cpu_tier_contains(e->cpu, keys[k]));
+        /* Every chunk from the tier, layer by layer: each layer of every
+         * loaded chunk is in place when its wait returns. */
+        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        kvs_op *op;
+        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+        for (uint32_t l = 0; l < LAYERS; l++) {
+            size_t got = 0;
+            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
+            assert_int_equal(got, n);
+            for (int p = 0; p < 2; p++)
+                for (size_t tk = 0; tk < n; tk++)
+                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk),
+                                        ROW);
+        }
+        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+        kvs_op_free(op);
+        assert_int_equal(r.tokens, n);
+        assert_int_equal(r.bytes, 4ull * LAYERS * 2 * CHUNK * ROW);
+        kvs_stats s;
+        kvs_engine_stats(e, &s, sizeof s);
+        assert_int_equal(s.hits_cpu, 4);
+        assert_int_equal(s.hits_store, 0);
+
+        /* Chunk 1 only on the store: hits and a read in one retrieve. */
+        kvs__cpu_tier_remove(e->cpu, keys[1]);
+        assert_false(kvs__cpu_tier_contains(e->cpu, keys[1]));
+        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        size_t loaded = 0;
+        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+        assert_int_equal(loaded, n);
+        assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+        kvs_engine_stats(e, &s, sizeof s);
+        assert_int_equal(s.hits_cpu, 7);
+        assert_int_equal(s.hits_store, 1);
+
+        /* Chunk 2 nowhere: the prefix ends before it, whatever chunk 3's
+         * hit does. */
+        char path[KVS_PATH_MAX];
+        kvs__store_chunk_path(&e->store, keys[2], path);
+        assert_int_equal(unlink(path), 0);
+        kvs__cpu_tier_remove(e->cpu, keys[2]);
+        kvs__index_forget(e->index, keys[2]);
+        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+        assert_int_equal(loaded, 2 * CHUNK);
+        assert_int_equal(count_equal_rows(&src, &dst, 2 * CHUNK), 0);
+        kvs_remove(e, t, n, &nkeys);
+        kvs_engine_close(e);
+    }
+    free(src.mem);
+    free(dst.mem);
+}
+
+/* Holds an I/O worker until released. */
+typedef struct blocker {
+    kvs_task task;
+    _Atomic int *running;
+    _Atomic int *release;
+} blocker;
+
+static void blocker_fn(kvs_task *task, kvs_worker *w)
+{
+    (void)w;
+    blocker *b = (blocker *)task;
+    atomic_fetch_add(b->running, 1);
+    while (!atomic_load(b->release))
+        usleep(1000);
+}
+
+/* A retrieve released while its hits wait for a worker: nothing is copied
+ * into the caller's memory after kvs_op_free returns, nothing is counted as
+ * loaded, and the tier entries are unpinned. */
+static void test_cpu_hits_on_workers_cancel(void **state)
+{
+    fixture *f = *state;
+    kvs_engine *e = open_hits_engine(f, 1);
+    const size_t n = 64;
+    uint32_t t[64];
+    make_tokens(t, n, 22);
+    uint8_t keys[4][KVS_KEY_BYTES];
+    size_t nkeys = 0;
+    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.chunks_done, 4);
+
+    _Atomic int running = 0, release = 0;
+    const uint32_t threads = kvs__pool_threads(e->pool);
+    blocker b[16];
+    assert_true(threads <= 16);
+    for (uint32_t i = 0; i < threads; i++) {
+        b[i] = (blocker){.task.fn = blocker_fn, .running = &running, .release = &release};
+        kvs__pool_submit(e->pool, &b[i].task, KVS_PRIO_READ);
+    }
+    while (atomic_load(&running) < (int)threads)
+        usleep(1000);
+    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+    kvs_op *op;
+    assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, 0, &r), KVS_ERR_TIMEOUT); /* queued, not run */
+    kvs_op_free(op);
+    memset(dst.mem, 0x5a, LAYERS * 2 * n * ROW); /* the caller's again */
+    atomic_store(&release, 1);
+    for (int i = 0; i < 5000 && kvs__pool_load(e->pool) > 0; i++)
+        usleep(1000);
+    assert_int_equal(kvs__pool_load(e->pool), 0);
+    for (size_t i = 0; i < (size_t)LAYERS * 2 * n * ROW; i++)
+        if (dst.mem[i] != 0x5a)
+            fail_msg("byte %zu of the caller's memory written after kvs_op_free", i);
+    kvs_stats s;
+    kvs_engine_stats(e, &s, sizeof s);
+    assert_int_equal(s.hits_cpu, 0);
+    for (int k = 0; k < 4; k++) { /* a pinned entry would stay */
+        kvs__cpu_tier_remove(e->cpu, keys[k]);
+        assert_false(kvs__cpu_tier_contains(e->cpu, keys[k]));
+    }
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
 static void test_misuse(void **state)
 {
     fixture *f = *state;
@@ -932,6 +1089,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_layers_and_direct, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
