@@ -83,6 +83,8 @@ static const cli_opt bench_opts[] = {
                          "temporary file), same run"},
     {"data", "KIND", 'D', "payload: random (default; does not compress) or bf16 (synthetic bf16 "
                           "KV; with --device also measures codec off and on, same run)"},
+    {"per-round", NULL, 'P', "also print each round's figures as measured, with the seconds "
+                             "since the run began"},
     {0},
 };
 
