@@ -217,7 +217,7 @@ class Runner:
     The same runner computes the suffix on computed KV, so the hit and
     computed paths run the same kernels and must agree bit for bit."""
 
-    def __init__(self, model, cfg, max_tokens):
+    def __init__(self, model, cfg, max_tokens, attention="split"):
         self.model, self.cfg = model, cfg
         self.L, self.H, self.D = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
         self.NQ = cfg.num_attention_heads
@@ -226,6 +226,8 @@ class Runner:
                                  dtype=torch.bfloat16, device="cuda")
         self.key = None
         self.graphs = None
+        self.attention = attention
+        self.split, self.split_error = False, None
 
     def kv(self):
         """The cache as kvstash sees it: per layer [2, 1 block, slots,
@@ -271,12 +273,61 @@ class Runner:
         self.cache[l, 0, :, :, p0:p0 + T].copy_(k)
         self.cache[l, 1, :, :, p0:p0 + T].copy_(v)
         qg = q.reshape(1, H, (NQ // H) * T, D)
-        o = torch.nn.functional.scaled_dot_product_attention(
-            qg, self.cache[l, 0, :, :, :p0 + T], self.cache[l, 1, :, :, :p0 + T],
-            attn_mask=self.mask)
+        if self.split:
+            o = self._attend_split(l, qg, p0, T)
+        else:
+            o = torch.nn.functional.scaled_dot_product_attention(
+                qg, self.cache[l, 0, :, :, :p0 + T], self.cache[l, 1, :, :, :p0 + T],
+                attn_mask=self.mask)
         o = o.reshape(1, NQ, T, D).transpose(1, 2).reshape(1, T, NQ * D)
         h = h + at.o_proj(o)
         return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    def _attend_split(self, l, qg, p0, T):
+        """Attention of the grouped queries qg ([1, H, g*T, D]) over slots
+        0..p0+T of layer l, split the way decoding kernels split a long
+        cache: the prefix in S equal segments as a batch (so the GPU gets
+        S x H x g*T/64 blocks of work, not H x g*T/64), the suffix's own
+        slots under the causal bias, each part with its log-sum-exp, then
+        merged exactly in fp32."""
+        eff = torch.ops.aten._scaled_dot_product_efficient_attention
+        H, D, gT = self.H, self.D, qg.shape[2]
+        outs, lses = [], []
+        K, V = self.cache[l, 0, 0], self.cache[l, 1, 0]              # [H, slots, D]
+        if p0:
+            S, seg = self.segments
+            qs = qg.expand(S, H, gT, D).contiguous()
+            ks = K.as_strided((S, H, seg, D), (seg * D, K.stride(0), D, 1))
+            vs = V.as_strided((S, H, seg, D), (seg * D, V.stride(0), D, 1))
+            o, lse = eff(qs, ks, vs, None, True)[:2]
+            outs.append(o)
+            lses.append(lse[:, :, :gT])
+        o, lse = eff(qg, K[:, p0:p0 + T].unsqueeze(0), V[:, p0:p0 + T].unsqueeze(0),
+                     self.bias, True)[:2]
+        outs.append(o)
+        lses.append(lse[:, :, :gT])
+        o = torch.cat(outs).float()
+        lse = torch.cat(lses)
+        w = torch.exp(lse - lse.max(0, keepdim=True).values)
+        o = (w.unsqueeze(-1) * o).sum(0) / w.sum(0).unsqueeze(-1)
+        return o.to(qg.dtype).unsqueeze(0)
+
+    def _check_split(self, p0, T):
+        """Before anything is loaded: the split attention against SDPA
+        under the full mask, on random K, V and queries in layer 0's slots
+        (overwritten by the load).  True, or what differed."""
+        g = self.NQ // self.H
+        self.cache[0, :, :, :, :p0 + T].normal_()
+        # queries scaled up so each attends to a few slots: outputs of the
+        # size of V, where a wrong slot or weight shows
+        qg = 4 * torch.randn((1, self.H, g * T, self.D), dtype=torch.bfloat16, device="cuda")
+        a = self._attend_split(0, qg, p0, T).float()
+        b = torch.nn.functional.scaled_dot_product_attention(
+            qg, self.cache[0, 0, :, :, :p0 + T], self.cache[0, 1, :, :, :p0 + T],
+            attn_mask=self.mask).float()
+        d, top = float((a - b).abs().max()), float(b.abs().max())
+        return True if d <= 0.02 * top else \
+            "split attention differs from SDPA by %.3g (outputs up to %.3g)" % (d, top)
 
     def _final(self, h):
         return self.model.lm_head(self.model.model.norm(h)[:, -1:])[0, -1].float()
@@ -300,6 +351,30 @@ class Runner:
         m = keys <= pos.view(T, 1)                       # [T, p0 + T]
         self.mask = m.repeat(self.NQ // self.H, 1).view(1, 1, -1, p0 + T)
         self.p0, self.T = p0, T
+        # The split attention: S prefix segments of equal length (about
+        # 2048 slots, a multiple of 16), and the suffix's causal bias padded
+        # to 16 columns as the kernel wants.
+        S = 1
+        for cand in range(max(1, p0 // 2048), 0, -1):
+            if p0 % cand == 0 and (p0 // cand) % 16 == 0:
+                S = cand
+                break
+        self.segments = (S, p0 // S)
+        g = self.NQ // self.H
+        tpad = (T + 15) // 16 * 16
+        b = torch.full((g * T, tpad), float("-inf"), dtype=torch.bfloat16, device="cuda")
+        causal = torch.arange(T, device="cuda").view(1, T) <= \
+            torch.arange(T, device="cuda").view(T, 1)
+        b[:, :T].masked_fill_(causal.repeat(g, 1), 0.0)
+        self.bias = b[:, :T].view(1, 1, g * T, T).expand(1, self.H, g * T, T)
+        self.split = self.attention == "split" and (p0 == 0 or p0 % S == 0)
+        if self.split:
+            try:                          # the private kernel must exist and agree
+                ref = Runner._check_split(self, p0, T)
+            except Exception as exc:
+                ref = "%s: %s" % (type(exc).__name__, exc)
+            if ref is not True:
+                self.split, self.split_error = False, ref
         if not graphs:
             return False
         try:
@@ -570,6 +645,8 @@ def do_restore(args):
             runner = Runner(model, cfg, hit_max + T)
             graphs = runner.prepare(hit_max, T, graphs=not args.no_graphs)
             graph_error = runner.graph_error
+            attention = ("split in %d segments of %d slots" % runner.segments if runner.split
+                         else "SDPA, full mask (%s)" % runner.split_error)
             kvd = runner.kv()
             slots = np.arange(hit_max, dtype=np.int64)
             hit_t, parts, hit_logits, hit_ok = time_layerwise(runner, eng, ids, ids_gpu,
@@ -647,7 +724,7 @@ def do_restore(args):
             inplace = med([p[1] for p in parts])
             run.update(
                 loaded_tokens=int(hit_max) if hit_ok else None, kv_bytes=kv_bytes,
-                cuda_graphs=bool(graphs), graph_error=graph_error,
+                cuda_graphs=bool(graphs), graph_error=graph_error, attention=attention,
                 ttft_full_s=full_t, ttft_hit_s=hit_t,
                 hit_parts_s={"lookup": [p[0] for p in parts],
                              "last_layer_in_place": [p[1] for p in parts],
@@ -705,11 +782,11 @@ def do_restore(args):
                      run["greedy_hit_equals_computed"], run["greedy_hit_equals_full"],
                      "PASS" if good else "FAIL"), flush=True)
             print("   hit parts (median s): lookup %.4f, last layer in place %.4f, after it "
-                  "%.4f; CUDA graphs %s; whole load then forward %.4f s (%.1fx); through "
+                  "%.4f; CUDA graphs %s; attention %s; whole load then forward %.4f s (%.1fx); through "
                   "transformers' DynamicCache forward %.4f s (%.1fx: retrieve %.4f, cache %.4f, "
                   "suffix %.4f)"
                   % (med([p[0] for p in parts]), inplace, med([p[2] for p in parts]),
-                     "on" if graphs else "off (%s)" % run["graph_error"], med(whole_t),
+                     "on" if graphs else "off (%s)" % run["graph_error"], attention, med(whole_t),
                      run["speedup_whole"], med(tr_t), run["speedup_transformers"],
                      med([p[0] for p in tr_parts]), med([p[1] for p in tr_parts]),
                      med([p[2] for p in tr_parts])), flush=True)
