@@ -32,7 +32,7 @@ restore (process B), for P + S_b:
     the hit's logits equal the computed path's bit for bit, and so do the
     caches after the suffix; the hit's next-token logits are within the
     tolerance of a full prefill (one-shot against one-shot, and against
-    transformers' own prefix-then-suffix; never below two bf16 steps at the
+    transformers' own prefix-then-suffix; never below four bf16 steps at the
     largest logit, lm_head's output precision); 32 greedy tokens from the hit
     equal those of the computed path;
   - the ceiling: a pinned host-to-device copy of the same bytes;
@@ -721,11 +721,11 @@ def do_restore(args):
             tol_sched = maxdiff(f, tr_chunked_logits)
             # Logits come out of lm_head in bf16: two correct computations
             # that round differently differ by whole bf16 steps, so the
-            # tolerance is never below two steps at the largest logit (the
+            # tolerance is never below four steps at the largest logit (the
             # small model's kernels can repeat each other exactly, and the
             # runner's attention rounds differently from transformers').
             ulp = 2.0 ** (math.floor(math.log2(float(f.abs().max()))) - 7)
-            tolerance = max(tol_same, tol_sched, 2 * ulp)
+            tolerance = max(tol_same, tol_sched, 4 * ulp)
             diff_hit = maxdiff(f, hit_logits)
             diff_hit_chunked = maxdiff(chunked_logits, hit_logits)
             ttft_hit = med(hit_t)
