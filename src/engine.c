@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 #include <pwd.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -297,6 +298,10 @@ static void op_complete_locked(kvs_op *op)
     compute_result(op);
     op->complete = true;
     kvs_engine *e = op->engine;
+    if (op->layer_files) {
+        atomic_fetch_add(&e->layer_files_left, (int64_t)op->layer_files);
+        op->layer_files = 0;
+    }
     uint64_t ns = kvs__now_ns() - op->t_start;
     if (op->kind == KVS_OP_RETRIEVE) {
         KVS_STAT_ADD(e, retrieve_hit_tokens, op->result.tokens);
@@ -619,6 +624,15 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     if (op->xfer->file_open)
         op->xfer->file_open(c);
     atomic_store(&c->pieces_left, c->npieces);
+    if (op->layer_files) {
+        /* layer order: queued by their index in the chunk, after the
+         * opens of the op's other chunks (io_pool.h) */
+        for (uint32_t i = 0; i < c->npieces; i++) {
+            c->pieces[i].task.rank = i;
+            kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_LAYER);
+        }
+        return;
+    }
     for (uint32_t i = 1; i < c->npieces; i++)
         kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
     read_piece(&c->pieces[0], w);
@@ -1028,6 +1042,19 @@ static void put_cpu_hits(kvs_op *op, kvs_cpu_entry **hits, uint32_t n)
     }
 }
 
+/* retrieve_order layer keeps every chunk file of a retrieve open until its
+ * last piece is read: the files come from a budget (engine open), so a batch
+ * of long prompts cannot run the process out of descriptors; a retrieve
+ * that does not fit reads in chunk order.  Returns the files reserved. */
+static uint32_t reserve_layer_files(kvs_engine *e, uint32_t n)
+{
+    int64_t left = atomic_load(&e->layer_files_left);
+    while (left >= (int64_t)n)
+        if (atomic_compare_exchange_weak(&e->layer_files_left, &left, left - (int64_t)n))
+            return n;
+    return 0;
+}
+
 kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
                               const kvs_kv *kv, kvs_op **op_out)
 {
@@ -1086,6 +1113,9 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
 
     if (op->xfer->hits_first)
         put_cpu_hits(op, cpu_hits, i);
+
+    if (e->cfg->retrieve_order == KVS_RETRIEVE_ORDER_LAYER && nread > 1)
+        op->layer_files = reserve_layer_files(e, nread);
 
     /* Layer counts and references before any task can run. */
     atomic_store(&op->chunks_left, nread);
@@ -1892,6 +1922,14 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     e->host_write_block = KVS_MAX((uint64_t)2 << 20, (uint64_t)seg);
     /* room for either, after the write path's carry (xfer_host.c) */
     uint64_t bounce = KVS_MAX(e->block_bytes, KVS_MAX(e->host_read_block, e->host_write_block));
+    /* Layer order holds every chunk file of a retrieve open at once: at
+     * most a quarter of the descriptors the process may open, and 512. */
+    struct rlimit nofile;
+    int64_t files = 512;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        (int64_t)(nofile.rlim_cur / 4) < files)
+        files = (int64_t)(nofile.rlim_cur / 4);
+    atomic_store(&e->layer_files_left, files);
     st = kvs__pool_create(threads, threads, bounce + KVS_PAYLOAD_OFFSET, e->io_timeout_ns,
                           &e->pool);
     if (st)
