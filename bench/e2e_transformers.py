@@ -42,8 +42,8 @@ restore (process B), for P + S_b:
     the default codec auto): issue 13's TTFT goal with the codec and
     without, in one process; the compression ratio of this model's KV
     (logical / stored bytes read) is reported from the engine's counters;
-  - --thread-sweep N,M (the longest prefix): the hit again with those
-    numbers of I/O threads.
+  - --sweep '[{...}, ...]' (the longest prefix): the hit again in engines
+    configured otherwise (e.g. retrieve_order chunk, gds_io_threads 12).
 
 Figures go to --out as JSON and to standard output as a table.
 """
@@ -64,6 +64,10 @@ import kvstash  # noqa: E402
 
 SUFFIX = 64
 GREEDY = 32
+# Process B's engine, over the environment: what the vLLM connector sets
+# when kvstash.layerwise is on (its default), so the hit's per-layer waits
+# get early layers early (docs/design.md, "Retrieve order").
+RESTORE_CONFIG = {"retrieve_order": "layer"}
 
 
 def build_model(kind):
@@ -547,7 +551,7 @@ def compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, hit_k
     computed KV) stored with codec off under a variant of its own, then the
     hit timed on those files like the compressed one."""
     out = {}
-    with named_engine(cfg, variant + "-plain", {"codec": "off"}) as eng2:
+    with named_engine(cfg, variant + "-plain", dict(RESTORE_CONFIG, codec="off")) as eng2:
         eng2.store(ids[:hit_max], kvd, slot_mapping=slots, wait=True)
         hit_t, parts, _, ok = time_layerwise(runner, eng2, ids, ids_gpu, hit_max, kvd, slots)
         same = ok and bool(torch.equal(runner.cache[:, :, :, :, :hit_max],
@@ -565,25 +569,31 @@ def compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, hit_k
     return out
 
 
-def thread_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, ttft_full, kv_bytes,
-                 counts):
-    """The layer-by-layer hit on process A's files with other numbers of
-    I/O threads (gds_io_threads), each in an engine of its own."""
+def variant_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, ttft_full, kv_bytes,
+                  variants):
+    """The layer-by-layer hit on process A's files in engines configured
+    otherwise (each a dict of config keys over the restore's own)."""
     rows = []
-    for n in counts:
-        with named_engine(cfg, variant, {"gds_io_threads": n}) as e:
+    for over in variants:
+        with named_engine(cfg, variant, dict(RESTORE_CONFIG, **over)) as e:
             t, parts, _, ok = time_layerwise(runner, e, ids, ids_gpu, hit_max, kvd, slots,
                                              rounds=4)
+        name = ", ".join("%s %s" % kv for kv in sorted(over.items()))
         if not t:
-            rows.append(dict(threads=n, ok=False))
+            rows.append(dict(config=over, ok=False))
+            print("   %s: the lookup did not find the prefix" % name, flush=True)
             continue
         ttft = float(np.median(t))
         inplace = float(np.median([p[1] for p in parts]))
-        rows.append(dict(threads=n, ok=bool(ok), ttft_hit_s=t, ttft_hit_median_s=ttft,
-                         speedup=ttft_full / ttft, retrieve_gbs=kv_bytes / inplace / 1e9))
-        print("   gds_io_threads %2d: TTFT hit %.4f s = %.1fx, KV in place at %.1f GB/s%s"
-              % (n, ttft, ttft_full / ttft, kv_bytes / inplace / 1e9,
-                 "" if ok else " (NOT every round loaded the whole prefix)"), flush=True)
+        rows.append(dict(config=over, ok=bool(ok), ttft_hit_s=t, ttft_hit_median_s=ttft,
+                         speedup=ttft_full / ttft, retrieve_gbs=kv_bytes / inplace / 1e9,
+                         last_layer_in_place_s=inplace,
+                         after_last_layer_s=float(np.median([p[2] for p in parts]))))
+        print("   %s: TTFT hit %.4f s = %.1fx, last layer in place after %.4f s (%.1f GB/s), "
+              "then %.4f s%s" % (name, ttft, ttft_full / ttft, inplace,
+                                 kv_bytes / inplace / 1e9, rows[-1]["after_last_layer_s"],
+                                 "" if ok else " (NOT every round loaded the whole prefix)"),
+              flush=True)
     return rows
 
 
@@ -618,7 +628,7 @@ def do_restore(args):
     import transformers
     res["transformers"] = transformers.__version__
     ok = True
-    with engine(cfg, variant) as eng:
+    with named_engine(cfg, variant, RESTORE_CONFIG) as eng:
         for plen in args.prefix:
             ids = prompts(cfg, plen, "b")
             ids_gpu = torch.from_numpy(ids).cuda()
@@ -679,9 +689,9 @@ def do_restore(args):
                 plain = compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots,
                                       hit_kv, ttft_full, kv_bytes)
             sweep = []
-            if args.thread_sweep and plen == max(args.prefix) and same_kv:
-                sweep = thread_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots,
-                                     ttft_full, kv_bytes, args.thread_sweep)
+            if args.sweep and plen == max(args.prefix) and same_kv:
+                sweep = variant_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots,
+                                      ttft_full, kv_bytes, args.sweep)
             del runner, kvd
             torch.cuda.empty_cache()
 
@@ -769,7 +779,7 @@ def do_restore(args):
                 decode_logits_maxdiff_computed_vs_computed=step_diff2,
                 greedy_hit=hit_greedy, greedy_computed=comp_greedy,
                 greedy_computed_again=comp2_greedy, greedy_full=full_greedy,
-                thread_sweep=sweep)
+                config=RESTORE_CONFIG, sweep=sweep)
             run.update(plain)
             st_now = eng.stats()
             if st_now.get("stored_bytes_read"):
@@ -834,9 +844,9 @@ def main():
     ap.add_argument("--expect-variant", default=None)
     ap.add_argument("--no-graphs", action="store_true",
                     help="run the hit's suffix layer by layer without CUDA graphs")
-    ap.add_argument("--thread-sweep", default=[],
-                    type=lambda s: [int(x) for x in s.split(",") if x],
-                    help="also time the hit with these gds_io_threads (longest prefix)")
+    ap.add_argument("--sweep", default=[], type=lambda s: json.loads(s) if s else [],
+                    help="JSON list of config dicts: also time the hit in engines so "
+                         "configured (longest prefix)")
     ap.add_argument("--compare-plain", action="store_true",
                     help="also time the hit on plain (codec off) files of the longest prefix")
     args = ap.parse_args()
