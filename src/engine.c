@@ -624,17 +624,15 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     if (op->xfer->file_open)
         op->xfer->file_open(c);
     atomic_store(&c->pieces_left, c->npieces);
-    if (op->layer_files) {
-        /* layer order: queued by their index in the chunk, after the
-         * opens of the op's other chunks (io_pool.h) */
-        for (uint32_t i = 0; i < c->npieces; i++) {
-            c->pieces[i].task.rank = i;
-            kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_LAYER);
-        }
-        return;
+    /* The opener reads the first piece itself.  In chunk order the rest
+     * come before any other chunk is opened; in layer order after every
+     * chunk of the op is open (and its first piece read), by their index
+     * in the chunk (io_pool.h). */
+    for (uint32_t i = 1; i < c->npieces; i++) {
+        c->pieces[i].task.rank = i;
+        kvs__pool_submit(w->pool, &c->pieces[i].task,
+                         op->layer_files ? KVS_PRIO_READ_LAYER : KVS_PRIO_READ_MORE);
     }
-    for (uint32_t i = 1; i < c->npieces; i++)
-        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
     read_piece(&c->pieces[0], w);
     return;
 

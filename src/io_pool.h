@@ -41,9 +41,9 @@ typedef enum kvs_prio {
      * longest prefix by the deadline, not a little of every chunk. */
     KVS_PRIO_READ_MORE = 2,
     /* Pieces of a retrieve read in layer order (retrieve_order layer):
-     * after new reads, so every chunk of the op is opened first, then by
-     * task->rank (the piece's index in its chunk), first come first served
-     * within a rank. */
+     * after new reads, so every chunk of the op is opened (and its first
+     * piece read) first, then by task->rank (the piece's index in its
+     * chunk), first come first served within a rank. */
     KVS_PRIO_READ_LAYER = 3,
 } kvs_prio;
 
