@@ -219,13 +219,15 @@ class Runner:
       replays layer l's graph, so reading later layers overlaps computing
       earlier ones (vLLM's wait_for_layer_load).
 
-    Attention is PyTorch SDPA over the cache: the suffix's queries are
-    grouped per KV head ([1, kv_heads, group * T, dim]) so K and V are
-    read once, under a mask that lets suffix token t see slots 0..p0+t.
+    Q, K and V are one GEMM and gate and up another, and RMSNorm is one
+    kernel (vLLM's merged layers).  Attention runs over the cache with the
+    suffix's queries grouped per KV head ([1, kv_heads, group * T, dim]),
+    split over the prefix like a decoding kernel (_attend_split); suffix
+    token t sees slots 0..p0+t.
     The same runner computes the suffix on computed KV, so the hit and
     computed paths run the same kernels and must agree bit for bit."""
 
-    def __init__(self, model, cfg, max_tokens, attention="split"):
+    def __init__(self, model, cfg, max_tokens, attention="split", fuse=True):
         self.model, self.cfg = model, cfg
         self.L, self.H, self.D = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
         self.NQ = cfg.num_attention_heads
@@ -236,6 +238,7 @@ class Runner:
         self.graphs = None
         self.attention = attention
         self.split, self.split_error, self.prefix_kernel = False, None, None
+        self.fused = None if fuse else False
 
     def kv(self):
         """The cache as kvstash sees it: per layer [2, 1 block, slots,
@@ -268,15 +271,45 @@ class Runner:
                      self.cache[l, 1, :, :, :tokens].clone(), l)
         return c
 
+    def _fuse(self):
+        """vLLM's merged projections: Q, K and V one GEMM, gate and up one
+        (the transformers model's own weights, concatenated once)."""
+        if self.fused is not None:
+            return
+        self.fused = []
+        for layer in self.model.model.layers:
+            at, mlp = layer.self_attn, layer.mlp
+            if any(m.bias is not None for m in (at.q_proj, at.k_proj, at.v_proj,
+                                                mlp.gate_proj, mlp.up_proj)):
+                self.fused = False
+                return
+            self.fused.append((
+                torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight]),
+                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+
+    def _norm(self, mod, h):
+        if hasattr(torch.nn.functional, "rms_norm"):      # one kernel, not six
+            eps = getattr(mod, "variance_epsilon", getattr(mod, "eps", 1e-6))
+            return torch.nn.functional.rms_norm(h, (h.shape[-1],), mod.weight, eps)
+        return mod(h)
+
     def _layer(self, l, h, p0, T):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
         layer = self.model.model.layers[l]
         at = layer.self_attn
         H, D, NQ = self.H, self.D, self.NQ
-        x = layer.input_layernorm(h)
-        q = at.q_proj(x).view(1, T, NQ, D).transpose(1, 2)
-        k = at.k_proj(x).view(1, T, H, D).transpose(1, 2)
-        v = at.v_proj(x).view(1, T, H, D).transpose(1, 2)
+        if self.fused:
+            x = self._norm(layer.input_layernorm, h)
+            q, k, v = torch.nn.functional.linear(x, self.fused[l][0]).split(
+                [NQ * D, H * D, H * D], dim=-1)
+            q = q.reshape(1, T, NQ, D).transpose(1, 2)
+            k = k.reshape(1, T, H, D).transpose(1, 2)
+            v = v.reshape(1, T, H, D).transpose(1, 2)
+        else:
+            x = layer.input_layernorm(h)
+            q = at.q_proj(x).view(1, T, NQ, D).transpose(1, 2)
+            k = at.k_proj(x).view(1, T, H, D).transpose(1, 2)
+            v = at.v_proj(x).view(1, T, H, D).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, self.cos, self.sin)
         self.cache[l, 0, :, :, p0:p0 + T].copy_(k)
         self.cache[l, 1, :, :, p0:p0 + T].copy_(v)
@@ -289,6 +322,10 @@ class Runner:
                 attn_mask=self.mask)
         o = o.reshape(1, NQ, T, D).transpose(1, 2).reshape(1, T, NQ * D)
         h = h + at.o_proj(o)
+        if self.fused:
+            g, u = torch.nn.functional.linear(
+                self._norm(layer.post_attention_layernorm, h), self.fused[l][1]).chunk(2, dim=-1)
+            return h + layer.mlp.down_proj(torch.nn.functional.silu(g) * u)
         return h + layer.mlp(layer.post_attention_layernorm(h))
 
     def _attend_split(self, l, qg, p0, T):
@@ -341,7 +378,7 @@ class Runner:
             "split attention differs from SDPA by %.3g (outputs up to %.3g)" % (d, top)
 
     def _final(self, h):
-        return self.model.lm_head(self.model.model.norm(h)[:, -1:])[0, -1].float()
+        return self.model.lm_head(self._norm(self.model.model.norm, h)[:, -1:])[0, -1].float()
 
     @torch.no_grad()
     def prepare(self, p0, T, graphs=True):
@@ -353,6 +390,7 @@ class Runner:
         if self.key == (p0, T, graphs):
             return self.graphs is not None
         self.key, self.graphs, self.graph_error = (p0, T, graphs), None, None
+        self._fuse()
         mm = self.model.model
         self.h0 = torch.zeros((1, T, self.cfg.hidden_size), dtype=torch.bfloat16, device="cuda")
         pos = torch.arange(p0, p0 + T, device="cuda").unsqueeze(0)
