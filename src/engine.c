@@ -631,7 +631,7 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     for (uint32_t i = 1; i < c->npieces; i++) {
         c->pieces[i].task.rank = i;
         kvs__pool_submit(w->pool, &c->pieces[i].task,
-                         op->layer_files ? KVS_PRIO_READ_LAYER : KVS_PRIO_READ_MORE);
+                         op->layer_order ? KVS_PRIO_READ_LAYER : KVS_PRIO_READ_MORE);
     }
     read_piece(&c->pieces[0], w);
     return;
@@ -1112,8 +1112,10 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
     if (op->xfer->hits_first)
         put_cpu_hits(op, cpu_hits, i);
 
-    if (e->cfg->retrieve_order == KVS_RETRIEVE_ORDER_LAYER && nread > 1)
+    if (e->cfg->retrieve_order == KVS_RETRIEVE_ORDER_LAYER && nread > 1) {
         op->layer_files = reserve_layer_files(e, nread);
+        op->layer_order = op->layer_files != 0;
+    }
 
     /* Layer counts and references before any task can run. */
     atomic_store(&op->chunks_left, nread);

@@ -167,8 +167,9 @@ struct kvs_op {
     _Atomic int direct_io;         /* KVS_KV_DIRECT transfers on caller memory
                                       under way (including their checksums) */
     uint32_t *layer_left;          /* retrieve: unfinished pieces per layer (mu) */
-    uint32_t layer_files;          /* retrieve in layer order: files reserved
-                                      from layer_files_left; 0: chunk order */
+    bool layer_order;              /* retrieve_order layer (set before any task) */
+    uint32_t layer_files;          /* files it reserved from layer_files_left,
+                                      given back on completion (mu) */
     uint8_t *auth_mem;             /* the chunks' auth buffers (auth on) */
     uint64_t deadline_ns;          /* io_timeout (retrieve) or store_timeout
                                       (store) after start, monotonic ns */

@@ -1034,7 +1034,7 @@ static void test_retrieve_order_layer(void **state)
         memset(dst, 0xee, bytes);
         kvs_op *op;
         assert_int_equal(kvs_retrieve_start(e, tok, NT, &dkv, &op), KVS_OK);
-        assert_int_equal(op->layer_files, budget ? 0u : 5u);
+        assert_int_equal(op->layer_order, !budget);
         for (uint32_t l = 0; l < NL; l++) {
             size_t got;
             assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
