@@ -19,8 +19,8 @@
 # there), E2E_CODEC (codec of process A's store, default auto: compressed on
 # the GPU; the 8B restore also times the hit on plain files, codec off, in
 # the same process: --compare-plain), KVSTASH_LIBRARY (a libkvstash.so built
-# with CUDA: no build here), E2E_SWEEP (gds_io_threads the 8B restore also times
-# the hit with, default 8,12; empty: none).
+# with CUDA: no build here), E2E_SWEEP (a JSON list of config dicts: the 8B
+# restore also times the hit in engines so configured; empty: none).
 set -uo pipefail
 MODE=${1:-quick}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -105,6 +105,8 @@ export LMCACHE_EXTRA_CONFIG=${E2E_EXTRA:-'{"gds_io_threads": 16, "use_direct_io"
 export KVSTASH_IO_PATH=${E2E_IO_PATH:-posix}
 export KVSTASH_CODEC=${E2E_CODEC:-auto}
 STORE=${E2E_STORE:-/root/kvs-e2e-store}
+# The 8B restore's hit again in engines configured otherwise (E2E_SWEEP).
+SWEEP='[{"retrieve_order": "chunk"}, {"dev_piece_mb": 4}, {"gds_io_threads": 12}]'
 STATUS=0
 
 e2e() {  # e2e NAME MODEL PREFIXES [restore options]
@@ -130,7 +132,7 @@ e2e small small 2048
 if [ "$MODE" = full ] && [ "$STATUS" -ne 0 ] && [ -z "${E2E_FORCE:-}" ]; then
     log "the small model failed: not running the 8B one (E2E_FORCE=1 runs it anyway)"
 elif [ "$MODE" = full ]; then
-    e2e llama8b 8b 8192,32768 --compare-plain --thread-sweep "${E2E_SWEEP-8,12}"
+    e2e llama8b 8b 8192,32768 --compare-plain --sweep "${E2E_SWEEP-$SWEEP}"
 fi
 # Layer-pipelined loading on vLLM 0.33's packed layout (docs/vllm.md): last,
 # so it never takes time from the end-to-end runs.

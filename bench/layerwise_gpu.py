@@ -14,9 +14,11 @@ several rounds with the store in the page cache:
   layerwise  the forward waits for each layer just before using it
              (kvs_op_wait_layer), so reads of later layers overlap compute.
 
-Prints one line per prefix length: both times in ms and the saving.  It
-does not measure the other side of the trade (full vs piecewise CUDA graphs
-on decode steps), which needs vLLM itself.  Exits 0 with a "skip" line
+Layer by layer is timed in both retrieve orders (docs/design.md,
+"Retrieve order"): chunk, and layer, which the vLLM connector asks for when
+layerwise is on.  Prints one line per prefix length: the times in ms and
+the savings.  It does not measure the other side of the trade (full vs
+piecewise CUDA graphs on decode steps), which needs vLLM itself.  Exits 0 with a "skip" line
 without torch or a GPU.
 
     python3 bench/layerwise_gpu.py [--tokens 4096,8192] [--layer-ms 0.5]
@@ -91,15 +93,22 @@ def main():
         kv = kvstash.KV.paged(layers, num_planes=2)
         toks = np.random.default_rng(ntok).integers(0, 1 << 17, ntok).astype(np.uint32)
         slots = kvstash.slot_mapping_from_blocks(list(range(nblk)), BS, ntok)
-        with kvstash.Engine(cfg, model="bench/layerwise-8b", num_layers=L, num_kv_heads=H,
-                            head_dim=D, dtype="bf16") as eng:
-            eng.store(toks, kv, slot_mapping=slots, wait=True)
-            dst = [torch.zeros(phys, device=dev, dtype=torch.bfloat16).permute(0, 2, 1, 3)
-                   for _ in range(L)]
-            kvd = kvstash.KV.paged(dst, num_planes=2)
-            times = {"whole": [], "layerwise": []}
+        dst = [torch.zeros(phys, device=dev, dtype=torch.bfloat16).permute(0, 2, 1, 3)
+               for _ in range(L)]
+        kvd = kvstash.KV.paged(dst, num_planes=2)
+        ways = (("whole", "chunk"), ("layerwise", "chunk"), ("layerwise", "layer"))
+        times = {w: [] for w in ways}
+        engines = {}
+        for order in ("chunk", "layer"):
+            c = cfg.copy()
+            c.set("retrieve_order", order)
+            engines[order] = kvstash.Engine(c, model="bench/layerwise-8b", num_layers=L,
+                                            num_kv_heads=H, head_dim=D, dtype="bf16")
+        try:
+            engines["chunk"].store(toks, kv, slot_mapping=slots, wait=True)
             for r in range(a.rounds + 1):
-                for how in ("whole", "layerwise"):
+                for how, order in ways:
+                    eng = engines[order]
                     torch.cuda.synchronize()
                     t0 = time.perf_counter()
                     with eng.retrieve_start(toks, kvd, slot_mapping=slots) as op:
@@ -115,13 +124,19 @@ def main():
                             got = min(got, op.wait().tokens)
                     torch.cuda.synchronize()
                     if r:                                   # round 0 warms up
-                        times[how].append((time.perf_counter() - t0) * 1e3)
-                    assert got == ntok, "%s: loaded %d of %d tokens" % (how, got, ntok)
-            w, lw = np.median(times["whole"]), np.median(times["layerwise"])
-            gib = L * 2 * H * D * 2 * ntok / 2 ** 30
-            print("layerwise: %d tokens (%.2f GiB packed NHD), %d layers x %.2f ms compute: "
-                  "whole %.1f ms, layerwise %.1f ms, saving %.1f ms (%.0f%%)"
-                  % (ntok, gib, L, per, w, lw, w - lw, 100.0 * (w - lw) / w if w else 0.0))
+                        times[(how, order)].append((time.perf_counter() - t0) * 1e3)
+                    assert got == ntok, "%s %s: loaded %d of %d tokens" % (how, order, got, ntok)
+        finally:
+            for e in engines.values():
+                e.close()
+        w = np.median(times[ways[0]])
+        lc, ll = np.median(times[ways[1]]), np.median(times[ways[2]])
+        gib = L * 2 * H * D * 2 * ntok / 2 ** 30
+        print("layerwise: %d tokens (%.2f GiB packed NHD), %d layers x %.2f ms compute: "
+              "whole %.1f ms; layer by layer, chunk order %.1f ms (saving %.0f%%), layer "
+              "order %.1f ms (saving %.0f%%)"
+              % (ntok, gib, L, per, w, lc, 100.0 * (w - lc) / w if w else 0.0, ll,
+                 100.0 * (w - ll) / w if w else 0.0))
         del layers, dst, kv, kvd
         torch.cuda.empty_cache()
     if tmp:

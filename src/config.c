@@ -104,6 +104,12 @@ static const cfg_name codec_names[] = {
     {NULL, 0, false},
 };
 
+static const cfg_name retrieve_order_names[] = {
+    {"chunk", KVS_RETRIEVE_ORDER_CHUNK, false},
+    {"layer", KVS_RETRIEVE_ORDER_LAYER, false},
+    {NULL, 0, false},
+};
+
 static const cfg_name log_level_names[] = {
     {"error", KVS_LOG_ERROR, false},
     {"warning", KVS_LOG_WARN, false},
@@ -118,6 +124,7 @@ _Static_assert(sizeof(kvs_direct_io_mode) == sizeof(uint32_t), "enum fields are 
 _Static_assert(sizeof(kvs_log_level) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_dev_pinned_mode) == sizeof(uint32_t), "enum fields are 32-bit");
 _Static_assert(sizeof(kvs_codec_mode) == sizeof(uint32_t), "enum fields are 32-bit");
+_Static_assert(sizeof(kvs_retrieve_order) == sizeof(uint32_t), "enum fields are 32-bit");
 
 #define FIELD(m)                                                                   \
     .offset = offsetof(struct kvs_config, m),                                      \
@@ -425,6 +432,18 @@ static const cfg_field fields[] = {
                "the CPU, slower); off never compresses. Readers take compressed and "
                "plain files whatever this says. Not with auth_key_file: on is an error "
                "there and auto means off.",
+    },
+    [KVS_CFG_RETRIEVE_ORDER] = {
+        .name = "retrieve_order", .env = "KVSTASH_RETRIEVE_ORDER",
+        .type = T_ENUM, .flags = F_EXTRA, .def = "chunk", .names = retrieve_order_names,
+        FIELD(retrieve_order),
+        .doc = "Which parts of a retrieve's chunk files are read first (docs/design.md, "
+               "\"Retrieve order\"): chunk reads each chunk whole before the next, so the "
+               "loaded prefix grows in order and a retrieve cut short by its deadline keeps "
+               "the most whole chunks; layer reads the first layers of every chunk, then "
+               "the next, so a forward that waits layer by layer (kvstash.layerwise) can "
+               "compute early layers while later ones load. The vLLM connector asks for "
+               "layer when kvstash.layerwise is on and this key is not set.",
     },
 };
 

@@ -32,6 +32,14 @@ typedef enum kvs_codec_mode {
     KVS_CODEC_MODE_OFF = 2,  /* never compress */
 } kvs_codec_mode;
 
+/* retrieve_order: which pieces of a retrieve's chunks are read first
+ * (docs/design.md, "Retrieve order"). */
+typedef enum kvs_retrieve_order {
+    KVS_RETRIEVE_ORDER_CHUNK = 0, /* chunk by chunk: the prefix grows in order */
+    KVS_RETRIEVE_ORDER_LAYER = 1, /* first pieces of every chunk, then second...:
+                                     layers arrive in order across the prefix */
+} kvs_retrieve_order;
+
 typedef enum kvs_dev_pinned_mode {
     KVS_DEV_PINNED_REGISTER = 0, /* ordinary (huge-page) memory, cudaHostRegister */
     KVS_DEV_PINNED_ALLOC = 1,    /* cudaHostAlloc */
@@ -77,6 +85,7 @@ typedef enum kvs_config_key {
     KVS_CFG_DEV_RING,
     KVS_CFG_DEV_PINNED,
     KVS_CFG_CODEC,
+    KVS_CFG_RETRIEVE_ORDER,
     KVS_CFG_NKEYS
 } kvs_config_key;
 
@@ -132,6 +141,7 @@ struct kvs_config {
     kvs_dev_pinned_mode dev_pinned;
 
     kvs_codec_mode codec;         /* compression of stored chunks */
+    kvs_retrieve_order retrieve_order; /* chunk or layer first */
 
     /* derived at parse time */
     uint32_t num_store_paths;                  /* >= 1 after resolution */

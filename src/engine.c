@@ -38,6 +38,7 @@
 #include <openssl/crypto.h>
 #include <pwd.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -297,6 +298,10 @@ static void op_complete_locked(kvs_op *op)
     compute_result(op);
     op->complete = true;
     kvs_engine *e = op->engine;
+    if (op->layer_files) {
+        atomic_fetch_add(&e->layer_files_left, (int64_t)op->layer_files);
+        op->layer_files = 0;
+    }
     uint64_t ns = kvs__now_ns() - op->t_start;
     if (op->kind == KVS_OP_RETRIEVE) {
         KVS_STAT_ADD(e, retrieve_hit_tokens, op->result.tokens);
@@ -619,8 +624,15 @@ static void read_open_task(kvs_task *t, kvs_worker *w)
     if (op->xfer->file_open)
         op->xfer->file_open(c);
     atomic_store(&c->pieces_left, c->npieces);
-    for (uint32_t i = 1; i < c->npieces; i++)
-        kvs__pool_submit(w->pool, &c->pieces[i].task, KVS_PRIO_READ_MORE);
+    /* The opener reads the first piece itself.  In chunk order the rest
+     * come before any other chunk is opened; in layer order after every
+     * chunk of the op is open (and its first piece read), by their index
+     * in the chunk (io_pool.h). */
+    for (uint32_t i = 1; i < c->npieces; i++) {
+        c->pieces[i].task.rank = i;
+        kvs__pool_submit(w->pool, &c->pieces[i].task,
+                         op->layer_order ? KVS_PRIO_READ_LAYER : KVS_PRIO_READ_MORE);
+    }
     read_piece(&c->pieces[0], w);
     return;
 
@@ -1073,6 +1085,19 @@ static void put_cpu_hits(kvs_op *op, kvs_cpu_entry **hits, uint32_t n)
     }
 }
 
+/* retrieve_order layer keeps every chunk file of a retrieve open until its
+ * last piece is read: the files come from a budget (engine open), so a batch
+ * of long prompts cannot run the process out of descriptors; a retrieve
+ * that does not fit reads in chunk order.  Returns the files reserved. */
+static uint32_t reserve_layer_files(kvs_engine *e, uint32_t n)
+{
+    int64_t left = atomic_load(&e->layer_files_left);
+    while (left >= (int64_t)n)
+        if (atomic_compare_exchange_weak(&e->layer_files_left, &left, left - (int64_t)n))
+            return n;
+    return 0;
+}
+
 kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_tokens,
                               const kvs_kv *kv, kvs_op **op_out)
 {
@@ -1133,8 +1158,10 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
         put_cpu_hits(op, cpu_hits, i);
 
     /* Large hits: each chunk pending, pinned entry in c->cpu, its pieces
-     * queued after the reads' opens (so that their I/O starts first) but
-     * ahead of new reads' pieces, like the rest of an open chunk. */
+     * queued after the reads' opens (so that their I/O starts first), then
+     * as the reads' pieces go: in chunk order ahead of new reads, like the
+     * rest of an open chunk; in layer order by their index in the chunk,
+     * among the reads' pieces of the same index. */
     uint32_t nhit = 0;
     if (hits_on_workers(op, cpu_hits, i)) {
         for (uint32_t k = 0; k < i; k++) {
@@ -1149,6 +1176,10 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
             atomic_store(&c->state, KVS_CH_PENDING);
             nhit++;
         }
+    }
+    if (e->cfg->retrieve_order == KVS_RETRIEVE_ORDER_LAYER && nread > 1) {
+        op->layer_files = reserve_layer_files(e, nread);
+        op->layer_order = op->layer_files != 0;
     }
 
     /* Layer counts and references before any task can run. */
@@ -1167,9 +1198,13 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
             kvs__pool_submit(e->pool, &op->chunks[k].task, KVS_PRIO_READ);
     for (uint32_t k = 0; nhit && k < i; k++) {
         kvs_xchunk *c = &op->chunks[k];
-        if (c->cpu)
-            for (uint32_t q = 0; q < c->npieces; q++)
-                kvs__pool_submit(e->pool, &c->pieces[q].task, KVS_PRIO_READ_MORE);
+        if (!c->cpu) /* read before its first piece is queued: then a worker may clear it */
+            continue;
+        for (uint32_t q = 0; q < c->npieces; q++) {
+            c->pieces[q].task.rank = q;
+            kvs__pool_submit(e->pool, &c->pieces[q].task,
+                             op->layer_order ? KVS_PRIO_READ_LAYER : KVS_PRIO_READ_MORE);
+        }
     }
 
     put_cpu_hits(op, cpu_hits, i); /* those left, overlapping the reads */
@@ -1965,6 +2000,14 @@ kvs_status kvs_engine_open(const kvs_config *cfg, const kvs_namespace *ns, kvs_e
     e->host_write_block = KVS_MAX((uint64_t)2 << 20, (uint64_t)seg);
     /* room for either, after the write path's carry (xfer_host.c) */
     uint64_t bounce = KVS_MAX(e->block_bytes, KVS_MAX(e->host_read_block, e->host_write_block));
+    /* Layer order holds every chunk file of a retrieve open at once: at
+     * most a quarter of the descriptors the process may open, and 512. */
+    struct rlimit nofile;
+    int64_t files = 512;
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY &&
+        (int64_t)(nofile.rlim_cur / 4) < files)
+        files = (int64_t)(nofile.rlim_cur / 4);
+    atomic_store(&e->layer_files_left, files);
     st = kvs__pool_create(threads, threads, bounce + KVS_PAYLOAD_OFFSET, e->io_timeout_ns,
                           &e->pool);
     if (st)

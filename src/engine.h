@@ -57,6 +57,8 @@ struct kvs_engine {
     _Atomic uint64_t pending_bytes;    /* stores queued or being written */
     _Atomic uint64_t pending_chunks;
     _Atomic uint32_t failures;         /* consecutive I/O failures */
+    _Atomic int64_t layer_files_left;  /* files retrieves in layer order may
+                                          still reserve (reserve_layer_files) */
     _Atomic uint64_t unhealthy_until;  /* monotonic ns; 0 when healthy */
     int unhealthy_logged;
 
@@ -170,6 +172,9 @@ struct kvs_op {
     _Atomic int direct_io;         /* KVS_KV_DIRECT transfers on caller memory
                                       under way (including their checksums) */
     uint32_t *layer_left;          /* retrieve: unfinished pieces per layer (mu) */
+    bool layer_order;              /* retrieve_order layer (set before any task) */
+    uint32_t layer_files;          /* files it reserved from layer_files_left,
+                                      given back on completion (mu) */
     uint8_t *auth_mem;             /* the chunks' auth buffers (auth on) */
     uint64_t deadline_ns;          /* io_timeout (retrieve) or store_timeout
                                       (store) after start, monotonic ns */

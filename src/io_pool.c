@@ -40,7 +40,7 @@ struct kvs_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;      /* workers wait for tasks */
     pthread_cond_t exit_cv;      /* destroy waits for workers */
-    kvs_queue queues[3];         /* served in this order: */
+    kvs_queue queues[4];         /* served in this order (queue_of) */
     uint32_t queued;
     uint32_t running;
     uint32_t alive;              /* worker threads not yet exited */
@@ -65,15 +65,22 @@ static void pool_free(kvs_pool *p)
     kvs__free(p);
 }
 
-/* Queue index by priority: the rest of open chunks, new reads, writes. */
+/* Queue index by priority: the rest of open chunks, new reads, pieces in
+ * layer order, writes. */
 static int queue_of(kvs_prio prio)
 {
-    return prio == KVS_PRIO_READ_MORE ? 0 : prio == KVS_PRIO_READ ? 1 : 2;
+    switch (prio) {
+    case KVS_PRIO_READ_MORE: return 0;
+    case KVS_PRIO_READ: return 1;
+    case KVS_PRIO_READ_LAYER: return 2;
+    case KVS_PRIO_WRITE: break;
+    }
+    return 3;
 }
 
 static kvs_task *pop(kvs_pool *p)
 {
-    for (int q = 0; q < 3; q++) {
+    for (int q = 0; q < (int)KVS_ARRAY_LEN(p->queues); q++) {
         kvs_task *t = p->queues[q].head;
         if (t) {
             p->queues[q].head = t->next;
@@ -198,11 +205,21 @@ void kvs__pool_submit(kvs_pool *pool, kvs_task *task, kvs_prio prio)
     task->next = NULL;
     pthread_mutex_lock(&p->mu);
     kvs_queue *q = &p->queues[queue_of(prio)];
-    if (q->tail)
-        q->tail->next = task;
-    else
-        q->head = task;
-    q->tail = task;
+    if (prio == KVS_PRIO_READ_LAYER && q->tail && q->tail->rank > task->rank) {
+        /* after the last task of a rank <= this one's: a walk over at
+         * most the op's queued pieces */
+        kvs_task **at = &q->head;
+        while (*at && (*at)->rank <= task->rank)
+            at = &(*at)->next;
+        task->next = *at;
+        *at = task;
+    } else {
+        if (q->tail)
+            q->tail->next = task;
+        else
+            q->head = task;
+        q->tail = task;
+    }
     p->queued++;
     if (prio != KVS_PRIO_WRITE && !p->stopping && p->nthreads < p->max_threads &&
         all_stalled(p, kvs__now_ns())) {

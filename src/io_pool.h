@@ -23,6 +23,7 @@ typedef void (*kvs_task_fn)(kvs_task *task, kvs_worker *worker);
 struct kvs_task {
     kvs_task *next;
     kvs_task_fn fn;
+    uint32_t rank; /* KVS_PRIO_READ_LAYER: served lowest rank first */
 };
 
 struct kvs_worker {
@@ -39,6 +40,11 @@ typedef enum kvs_prio {
      * a retrieve's chunks complete in order and a slow store yields the
      * longest prefix by the deadline, not a little of every chunk. */
     KVS_PRIO_READ_MORE = 2,
+    /* Pieces of a retrieve read in layer order (retrieve_order layer):
+     * after new reads, so every chunk of the op is opened (and its first
+     * piece read) first, then by task->rank (the piece's index in its
+     * chunk), first come first served within a rank. */
+    KVS_PRIO_READ_LAYER = 3,
 } kvs_prio;
 
 /* Starts `threads` workers, each with a bounce buffer.  When every worker

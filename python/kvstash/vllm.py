@@ -359,6 +359,10 @@ class KvstashConnector(KVConnectorBase_V1):
         self._metrics_server = None
         _log.bridge()   # ops: the library's lines (config warnings first) in Python logging
         self._config = Config.load(overrides)
+        if self._layerwise and self._config.source("retrieve_order") == "default":
+            # layer by layer waits get their layers early (docs/design.md,
+            # "Retrieve order"); a value the user set stays
+            self._config.set("retrieve_order", "layer")
         _log.bridge(self._config.get("log_level"))
         _checks.check_store_path(self._config, overrides=overrides)
         self._metrics_host = _own_setting(extra, "metrics_host",

@@ -362,3 +362,23 @@ def test_metrics_port(env, monkeypatch):
             assert a.workers[0]._engine.namespace_id in r.read().decode()
     finally:
         a.close()
+
+
+def test_layerwise_loads_in_layer_order(env):
+    """With kvstash.layerwise (the default) the connector's engines read a
+    retrieve's chunks layer first (retrieve_order layer), so the forward's
+    per-layer waits get early layers early; a retrieve_order the user set,
+    or layerwise off, leaves chunk order.  Loads are right either way."""
+    p = prompt(3 * CHUNK + 2, seed=21)
+    a = MiniVllm()
+    a.add("a", p)
+    a.run()
+    a.close()
+    for extra, want in (({}, "layer"), ({"kvstash.layerwise": False}, "chunk"),
+                        ({"kvstash.retrieve_order": "chunk"}, "chunk")):
+        b = MiniVllm(extra=extra)
+        assert b.workers[0]._config.get("retrieve_order") == want, extra
+        b.add("b", p)
+        b.run()
+        assert b.correct("b", 0, len(p)) and not b.poisoned, extra
+        b.close()

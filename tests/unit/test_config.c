@@ -520,6 +520,7 @@ static const struct every {
     {"dev_ring", "KVSTASH_DEV_RING", "8", "8"},
     {"dev_pinned", "KVSTASH_DEV_PINNED", "alloc", "alloc"},
     {"codec", "KVSTASH_CODEC", "OFF", "off"},
+    {"retrieve_order", "KVSTASH_RETRIEVE_ORDER", "LAYER", "layer"},
 };
 
 _Static_assert(sizeof every / sizeof every[0] == KVS_CFG_NKEYS, "a row per key");

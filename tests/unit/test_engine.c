@@ -8,6 +8,7 @@
 #include "config.h"
 #include "engine.h"
 #include "io_ops.h"
+#include "io_pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -655,8 +656,12 @@ static void test_cpu_hits_on_workers(void **state)
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
     fill_rows(&src, t);
-    for (int split = 0; split < 2; split++) { /* on the workers; on the caller's thread */
-        kvs_engine *e = open_hits_engine(f, split ? UINT64_MAX : 1);
+    /* on the workers; on the caller's thread; on the workers, reads in layer
+     * order */
+    for (int mode = 0; mode < 3; mode++) {
+        assert_int_equal(kvs_config_set(f->cfg, "retrieve_order", mode == 2 ? "layer" : "chunk"),
+                         KVS_OK);
+        kvs_engine *e = open_hits_engine(f, mode == 1 ? UINT64_MAX : 1);
         kvs_op_result r;
         store_wait(e, t, n, &src.kv, &r);
         assert_int_equal(r.chunks_done, 4);
@@ -685,17 +690,33 @@ static void test_cpu_hits_on_workers(void **state)
         assert_int_equal(s.hits_cpu, 4);
         assert_int_equal(s.hits_store, 0);
 
-        /* Chunk 1 only on the store: hits and a read in one retrieve. */
-        kvs__cpu_tier_remove(e->cpu, keys[1]);
-        assert_false(kvs__cpu_tier_contains(e->cpu, keys[1]));
+        /* Chunk 1 only on the store (and chunk 2 too in layer order, which
+         * takes two reads): hits and reads in one retrieve, layer by layer. */
+        const int nread = mode == 2 ? 2 : 1;
+        for (int k = 1; k <= nread; k++) {
+            kvs__cpu_tier_remove(e->cpu, keys[k]);
+            assert_false(kvs__cpu_tier_contains(e->cpu, keys[k]));
+        }
         memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+        assert_int_equal(op->layer_order, mode == 2);
+        for (uint32_t l = 0; l < LAYERS; l++) {
+            size_t got = 0;
+            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
+            assert_int_equal(got, n);
+            for (int p = 0; p < 2; p++)
+                for (size_t tk = 0; tk < n; tk++)
+                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk),
+                                        ROW);
+        }
+        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+        kvs_op_free(op);
+        assert_int_equal(r.tokens, n);
         size_t loaded = 0;
-        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
-        assert_int_equal(loaded, n);
         assert_int_equal(count_equal_rows(&src, &dst, n), 0);
         kvs_engine_stats(e, &s, sizeof s);
-        assert_int_equal(s.hits_cpu, 7);
-        assert_int_equal(s.hits_store, 1);
+        assert_int_equal(s.hits_cpu, 8 - (uint64_t)nread);
+        assert_int_equal(s.hits_store, (uint64_t)nread);
 
         /* Chunk 2 nowhere: the prefix ends before it, whatever chunk 3's
          * hit does. */
@@ -711,6 +732,7 @@ static void test_cpu_hits_on_workers(void **state)
         kvs_remove(e, t, n, &nkeys);
         kvs_engine_close(e);
     }
+    assert_int_equal(kvs_config_set(f->cfg, "retrieve_order", "chunk"), KVS_OK);
     free(src.mem);
     free(dst.mem);
 }
@@ -1078,6 +1100,139 @@ static void test_store_writes_file_aligned(void **state)
     free(dst);
 }
 
+/* ---- retrieve_order layer ------------------------------------------------- */
+
+/* The pool serves the rest of open chunks first, then new reads, then
+ * pieces in layer order by rank (first come first served within a rank),
+ * then writes: one worker, held on a first task while the others queue. */
+typedef struct order_task {
+    kvs_task task;
+    char name;
+} order_task;
+
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t order_cv = PTHREAD_COND_INITIALIZER;
+static char order_seen[16];
+static int order_n;
+static bool gate_open, gate_entered;
+
+static void order_run(kvs_task *t, kvs_worker *w)
+{
+    (void)w;
+    order_task *o = KVS_CONTAINER(t, order_task, task);
+    pthread_mutex_lock(&order_mu);
+    if (o->name == '0') {
+        gate_entered = true;
+        pthread_cond_broadcast(&order_cv);
+        while (!gate_open)
+            pthread_cond_wait(&order_cv, &order_mu);
+    } else {
+        order_seen[order_n++] = o->name;
+        pthread_cond_broadcast(&order_cv);
+    }
+    pthread_mutex_unlock(&order_mu);
+}
+
+static void test_pool_layer_order(void **state)
+{
+    (void)state;
+    kvs_pool *pool;
+    assert_int_equal(kvs__pool_create(1, 0, 4096, UINT64_MAX / 2, &pool), KVS_OK);
+    static order_task t[9];
+    static const struct {
+        char name;
+        kvs_prio prio;
+        uint32_t rank;
+    } plan[9] = {
+        {'0', KVS_PRIO_READ, 0},       {'A', KVS_PRIO_READ_LAYER, 2},
+        {'B', KVS_PRIO_READ_LAYER, 0}, {'C', KVS_PRIO_READ_LAYER, 1},
+        {'D', KVS_PRIO_READ_LAYER, 0}, {'E', KVS_PRIO_READ, 0},
+        {'F', KVS_PRIO_READ_MORE, 0},  {'G', KVS_PRIO_WRITE, 0},
+        {'H', KVS_PRIO_READ_LAYER, 1},
+    };
+    order_n = 0;
+    gate_open = gate_entered = false;
+    for (int i = 0; i < 9; i++) {
+        t[i] = (order_task){.task = {.fn = order_run, .rank = plan[i].rank}, .name = plan[i].name};
+        kvs__pool_submit(pool, &t[i].task, plan[i].prio);
+        if (i == 0) {
+            pthread_mutex_lock(&order_mu);
+            while (!gate_entered)
+                pthread_cond_wait(&order_cv, &order_mu);
+            pthread_mutex_unlock(&order_mu);
+        }
+    }
+    pthread_mutex_lock(&order_mu);
+    gate_open = true;
+    pthread_cond_broadcast(&order_cv);
+    while (order_n < 8)
+        pthread_cond_wait(&order_cv, &order_mu);
+    pthread_mutex_unlock(&order_mu);
+    assert_memory_equal(order_seen, "FEBDCHAG", 8);
+    assert_int_equal(kvs__pool_destroy(pool, 10ull * 1000000000u), 0);
+}
+
+/* A retrieve in layer order (chunks of several pieces, four workers)
+ * delivers the same bytes, layer by layer, as one in chunk order; and one
+ * that the engine's budget of open files cannot hold reads in chunk order
+ * and delivers them too. */
+static void test_retrieve_order_layer(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(kvs_config_set(f->cfg, "chunk_size", "256"), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "gds_io_threads", "4"), KVS_OK);
+    assert_int_equal(kvs_config_set(f->cfg, "retrieve_order", "layer"), KVS_OK);
+    kvs_namespace ns = {.model = "test/order", .dtype = KVS_DTYPE_BF16, .num_layers = 8,
+                        .num_kv_heads = 8, .head_dim = 128, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    enum { NL = 8, T = 256, NT = 5 * T };
+    const uint64_t row = 8 * 128 * 2, bytes = (uint64_t)NL * 2 * NT * row;
+    uint8_t *src = malloc(bytes), *dst = malloc(bytes);
+    assert_non_null(src);
+    assert_non_null(dst);
+    void *sl[NL], *dl[NL];
+    kvs_kv skv, dkv;
+    tu_kv_contiguous(&skv, src, sl, NL, 2, NT, row);
+    tu_kv_contiguous(&dkv, dst, dl, NL, 2, NT, row);
+    for (uint64_t i = 0; i < bytes; i++)
+        src[i] = (uint8_t)(i * 2654435761u >> 13);
+    static uint32_t tok[NT];
+    make_tokens(tok, NT, 77);
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
+    kvs_op_result r;
+    store_wait(e, tok, NT, &skv, &r);
+    assert_int_equal(r.chunks_done, 5);
+    assert_true(e->piece_bytes < kvs__padded_payload(e->chunk_payload)); /* several pieces */
+    const int64_t files = atomic_load(&e->layer_files_left);
+    assert_true(files >= 5);
+    for (int budget = 0; budget < 2; budget++) {
+        if (budget)
+            atomic_store(&e->layer_files_left, 4); /* fewer than the 5 chunks */
+        memset(dst, 0xee, bytes);
+        kvs_op *op;
+        assert_int_equal(kvs_retrieve_start(e, tok, NT, &dkv, &op), KVS_OK);
+        assert_int_equal(op->layer_order, !budget);
+        for (uint32_t l = 0; l < NL; l++) {
+            size_t got;
+            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
+            assert_int_equal(got, NT);
+            for (int p = 0; p < 2; p++)
+                assert_memory_equal((uint8_t *)sl[l] + (uint64_t)p * NT * row,
+                                    (uint8_t *)dl[l] + (uint64_t)p * NT * row, NT * row);
+        }
+        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
+        assert_int_equal(r.tokens, NT);
+        kvs_op_free(op);
+        assert_memory_equal(src, dst, bytes);
+        /* the files a layer-order retrieve held are back in the budget */
+        assert_int_equal(atomic_load(&e->layer_files_left), budget ? 4 : files);
+    }
+    kvs_engine_close(e);
+    free(src);
+    free(dst);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1095,6 +1250,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_writes_file_aligned, setup, teardown),
+        cmocka_unit_test(test_pool_layer_order),
+        cmocka_unit_test_setup_teardown(test_retrieve_order_layer, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
