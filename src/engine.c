@@ -1158,10 +1158,11 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
         put_cpu_hits(op, cpu_hits, i);
 
     /* Large hits: each chunk pending, pinned entry in c->cpu, its pieces
-     * queued after the reads' opens (so that their I/O starts first), then
-     * as the reads' pieces go: in chunk order ahead of new reads, like the
-     * rest of an open chunk; in layer order by their index in the chunk,
-     * among the reads' pieces of the same index. */
+     * queued after the reads' opens (idle workers take those first), then
+     * as the reads' pieces go: in chunk order ahead of the opens still
+     * queued, like the rest of an open chunk (a hit is usually the prompt's
+     * first chunks, so chunks still complete in order); in layer order by
+     * their index in the chunk, among the reads' pieces of that index. */
     uint32_t nhit = 0;
     if (hits_on_workers(op, cpu_hits, i)) {
         for (uint32_t k = 0; k < i; k++) {
