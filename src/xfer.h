@@ -98,7 +98,7 @@ typedef struct kvs_xfer_ops {
      * payload + p->off on, into the caller's memory, on a worker: each
      * block's copy bracketed by kvs__op_copy_begin/end, KVS_XFER_STOPPED
      * once kvs__xchunk_stopped says so.  With it, a retrieve whose hits are
-     * large spreads them over the workers (engine.c, put_cpu_hits). */
+     * large spreads them over the workers (engine.c, hits_on_workers). */
     kvs_xfer_rc (*put_piece)(kvs_xpiece *p, const void *payload);
 
     /* Store.  capture_begin/capture/capture_end (optional, caller's
