@@ -113,8 +113,10 @@ def prompts(cfg, prefix_len, which):
     return np.concatenate([p, s]).astype(np.int64)
 
 
-def engine(cfg, variant):
-    conf = kvstash.Config.load()
+def engine(cfg, variant, overrides=None):
+    """The namespace of this model's KV, configured by the environment and
+    then overrides (a dict of config keys)."""
+    conf = kvstash.Config.load(overrides)
     return kvstash.Engine(conf, model="e2e/llama-%dL-%dH" % (cfg.num_hidden_layers,
                                                            cfg.hidden_size),
                           num_layers=cfg.num_hidden_layers, num_kv_heads=cfg.num_key_value_heads,
@@ -179,13 +181,14 @@ def first_difference(a, b):
     return None
 
 
-def caches_equal(c1, c2, layers):
-    for l in range(layers):
-        k1, v1 = layer_kv(c1, l)
-        k2, v2 = layer_kv(c2, l)
-        if not (torch.equal(k1, k2) and torch.equal(v1, v2)):
-            return False
-    return True
+def dynamic_copy(kv, tokens):
+    """A DynamicCache holding a copy of the first `tokens` slots of kv, a
+    Runner's cache layout ([layer][K|V][1][heads][slot][dim])."""
+    from transformers import DynamicCache
+    c = DynamicCache()
+    for l in range(kv.shape[0]):
+        c.update(kv[l, 0, :, :, :tokens].clone(), kv[l, 1, :, :, :tokens].clone(), l)
+    return c
 
 
 def sync_time():
@@ -234,7 +237,6 @@ class Runner:
         self.max_tokens = max_tokens
         self.cache = torch.empty((self.L, 2, 1, self.H, max_tokens, self.D),
                                  dtype=torch.bfloat16, device="cuda")
-        self.key = None
         self.graphs = None
         self.attention = attention
         self.split, self.split_error, self.prefix_kernel = False, None, None
@@ -264,12 +266,7 @@ class Runner:
     def dynamic(self, tokens):
         """A DynamicCache holding a copy of the first `tokens` (for greedy
         decoding with transformers' own forward, untimed)."""
-        from transformers import DynamicCache
-        c = DynamicCache()
-        for l in range(self.L):
-            c.update(self.cache[l, 0, :, :, :tokens].clone(),
-                     self.cache[l, 1, :, :, :tokens].clone(), l)
-        return c
+        return dynamic_copy(self.cache, tokens)
 
     def _fuse(self):
         """vLLM's merged projections: Q, K and V one GEMM, gate and up one
@@ -387,9 +384,7 @@ class Runner:
         in use (a capture that fails leaves the eager layers)."""
         if p0 + T > self.max_tokens:
             raise ValueError("prefix %d + suffix %d > cache %d" % (p0, T, self.max_tokens))
-        if self.key == (p0, T, graphs):
-            return self.graphs is not None
-        self.key, self.graphs, self.graph_error = (p0, T, graphs), None, None
+        self.graphs, self.graph_error = None, None
         self._fuse()
         mm = self.model.model
         self.h0 = torch.zeros((1, T, self.cfg.hidden_size), dtype=torch.bfloat16, device="cuda")
@@ -586,21 +581,13 @@ def time_transformers_hit(model, cfg, eng, ids, ids_gpu, hit_max, rounds=4):
     return times, parts
 
 
-def named_engine(cfg, variant, overrides):
-    conf = kvstash.Config.load(overrides)
-    return kvstash.Engine(conf, model="e2e/llama-%dL-%dH" % (cfg.num_hidden_layers,
-                                                           cfg.hidden_size),
-                          num_layers=cfg.num_hidden_layers, num_kv_heads=cfg.num_key_value_heads,
-                          head_dim=cfg.head_dim, dtype="bf16", variant=variant)
-
-
 def compare_plain(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, hit_kv,
                   ttft_full, kv_bytes):
     """The hit on plain files: the runner's prefix (checked equal to the
     computed KV) stored with codec off under a variant of its own, then the
     hit timed on those files like the compressed one."""
     out = {}
-    with named_engine(cfg, variant + "-plain", dict(RESTORE_CONFIG, codec="off")) as eng2:
+    with engine(cfg, variant + "-plain", dict(RESTORE_CONFIG, codec="off")) as eng2:
         eng2.store(ids[:hit_max], kvd, slot_mapping=slots, wait=True)
         hit_t, parts, _, ok = time_layerwise(runner, eng2, ids, ids_gpu, hit_max, kvd, slots)
         same = ok and bool(torch.equal(runner.cache[:, :, :, :, :hit_max],
@@ -624,7 +611,7 @@ def variant_sweep(runner, cfg, variant, ids, ids_gpu, hit_max, kvd, slots, ttft_
     otherwise (each a dict of config keys over the restore's own)."""
     rows = []
     for over in variants:
-        with named_engine(cfg, variant, dict(RESTORE_CONFIG, **over)) as e:
+        with engine(cfg, variant, dict(RESTORE_CONFIG, **over)) as e:
             t, parts, _, ok = time_layerwise(runner, e, ids, ids_gpu, hit_max, kvd, slots,
                                              rounds=4)
         name = ", ".join("%s %s" % kv for kv in sorted(over.items()))
@@ -677,7 +664,7 @@ def do_restore(args):
     import transformers
     res["transformers"] = transformers.__version__
     ok = True
-    with named_engine(cfg, variant, RESTORE_CONFIG) as eng:
+    with engine(cfg, variant, RESTORE_CONFIG) as eng:
         for plen in args.prefix:
             ids = prompts(cfg, plen, "b")
             ids_gpu = torch.from_numpy(ids).cuda()
@@ -748,10 +735,7 @@ def do_restore(args):
             # 4. greedy continuations: the hit's cache (a copy of what the
             #    runner held after the hit), the computed path's, and the
             #    computed path once more (is greedy decoding repeatable?)
-            from transformers import DynamicCache
-            hcache = DynamicCache()
-            for l in range(cfg.num_hidden_layers):
-                hcache.update(hit_kv[l, 0].clone(), hit_kv[l, 1].clone(), l)
+            hcache = dynamic_copy(hit_kv, hit_max + T)
             del hit_kv
             hit_greedy, hit_seen = greedy(model, hit_logits, hcache)
             del hcache
