@@ -642,6 +642,24 @@ static kvs_engine *open_hits_engine(fixture *f, uint64_t split)
     return e;
 }
 
+/* Waits for a retrieve of n tokens layer by layer, checking that each
+ * layer of every token is in place (equal to src) when its wait returns;
+ * then the op's result, and the op is freed. */
+static void wait_layers_in_place(kvs_op *op, kvbuf *src, kvbuf *dst, size_t n,
+                                 kvs_op_result *r)
+{
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        size_t got = 0;
+        assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
+        assert_int_equal(got, n);
+        for (int p = 0; p < 2; p++)
+            for (size_t tk = 0; tk < n; tk++)
+                assert_memory_equal(row_of(src, (int)l, p, tk), row_of(dst, (int)l, p, tk), ROW);
+    }
+    assert_int_equal(kvs_op_wait(op, -1, r), KVS_OK);
+    kvs_op_free(op);
+}
+
 static void test_cpu_hits_on_workers(void **state)
 {
     fixture *f = *state;
@@ -672,17 +690,7 @@ static void test_cpu_hits_on_workers(void **state)
         memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
         kvs_op *op;
         assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
-        for (uint32_t l = 0; l < LAYERS; l++) {
-            size_t got = 0;
-            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
-            assert_int_equal(got, n);
-            for (int p = 0; p < 2; p++)
-                for (size_t tk = 0; tk < n; tk++)
-                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk),
-                                        ROW);
-        }
-        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-        kvs_op_free(op);
+        wait_layers_in_place(op, &src, &dst, n, &r);
         assert_int_equal(r.tokens, n);
         assert_int_equal(r.bytes, 4ull * LAYERS * 2 * CHUNK * ROW);
         kvs_stats s;
@@ -700,17 +708,7 @@ static void test_cpu_hits_on_workers(void **state)
         memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
         assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
         assert_int_equal(op->layer_order, mode == 2);
-        for (uint32_t l = 0; l < LAYERS; l++) {
-            size_t got = 0;
-            assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
-            assert_int_equal(got, n);
-            for (int p = 0; p < 2; p++)
-                for (size_t tk = 0; tk < n; tk++)
-                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk),
-                                        ROW);
-        }
-        assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-        kvs_op_free(op);
+        wait_layers_in_place(op, &src, &dst, n, &r);
         assert_int_equal(r.tokens, n);
         size_t loaded = 0;
         assert_int_equal(count_equal_rows(&src, &dst, n), 0);
