@@ -403,7 +403,7 @@ static const cfg_field fields[] = {
     },
     [KVS_CFG_DEV_UNIT_KB] = {
         .name = "dev_unit_kb", .env = "KVSTASH_DEV_UNIT_KB",
-        .type = T_UINT, .flags = F_EXTRA, .unit = "KiB", .def = "1024", .min = 1, .max = 4096,
+        .type = T_UINT, .flags = F_EXTRA, .unit = "KiB", .def = "2048", .min = 1, .max = 4096,
         FIELD(dev_unit_kb),
         .doc = "Benchmark tuning, GPU memory: bytes per system call and per copy of the "
                "pinned bounce path.",

@@ -588,7 +588,7 @@ static void test_canonical_units(void **state)
     assert_true(kvs__config_canon(cfg, KVS_CFG_TMP_GRACE_S) == 600ull * 1000000000u);
     assert_true(kvs__config_canon(cfg, KVS_CFG_MAX_STORE_SIZE) == 0);
     assert_true(kvs__config_canon(cfg, KVS_CFG_CUFILE_BUFFER_SIZE) == 1024ull << 20);
-    assert_true(kvs__config_canon(cfg, KVS_CFG_DEV_UNIT_KB) == 1024ull << 10);
+    assert_true(kvs__config_canon(cfg, KVS_CFG_DEV_UNIT_KB) == 2048ull << 10);
     assert_true(kvs__config_canon(cfg, KVS_CFG_GDS_IO_THREADS) == 4);
     assert_ok(kvs_config_set(cfg, "max_store_size", "20"));
     assert_ok(kvs_config_set(cfg, "min_free_space", "2.5"));
