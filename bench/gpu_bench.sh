@@ -129,6 +129,17 @@ bench_codec() {
         --rounds 3 --data bf16 2>&1 | grep -v "engine open" | tee "$OUT/bench_codec.log" |
         grep -E "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
     rm -rf "$SHM"
+    # KVS_BENCH_ALT_UNIT_KB: the same again with another dev_unit_kb, beside
+    # the default in the same call.
+    [ -n "${KVS_BENCH_ALT_UNIT_KB:-}" ] || return 0
+    log "the same with dev_unit_kb $KVS_BENCH_ALT_UNIT_KB"
+    mkdir -p "$SHM"
+    KVSTASH_DEV_UNIT_KB=$KVS_BENCH_ALT_UNIT_KB LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix \
+        KVSTASH_LOG_LEVEL=info timeout 150 "$BUILD/kvstash" bench --device cuda:0 \
+        --chunks "$CHUNKS" --threads "$THREADS" --rounds 3 --data bf16 2>&1 |
+        grep -v "engine open" | tee "$OUT/bench_codec_unit.log" |
+        grep -E "^(retrieve|store|pinned)|GPU data path"
+    rm -rf "$SHM"
 }
 
 bench_shm() {
