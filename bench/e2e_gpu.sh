@@ -20,7 +20,8 @@
 # the GPU; the 8B restore also times the hit on plain files, codec off, in
 # the same process: --compare-plain), KVSTASH_LIBRARY (a libkvstash.so built
 # with CUDA: no build here), E2E_SWEEP (a JSON list of config dicts: the 8B
-# restore also times the hit in engines so configured; empty: none).
+# restore also times the hit in engines so configured; empty: none),
+# E2E_LAYERWISE (0: skip bench/layerwise_gpu.py, the last step).
 set -uo pipefail
 MODE=${1:-quick}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -136,9 +137,11 @@ elif [ "$MODE" = full ]; then
 fi
 # Layer-pipelined loading on vLLM 0.33's packed layout (docs/vllm.md): last,
 # so it never takes time from the end-to-end runs.
-log "layerwise"
-python3 bench/layerwise_gpu.py --rounds 3 --store "$STORE" 2>&1 | grep -v "^kvstash info" \
-    | tee -a "$OUT/summary.txt"
+if [ "${E2E_LAYERWISE:-1}" = 1 ]; then
+    log "layerwise"
+    python3 bench/layerwise_gpu.py --rounds 3 --store "$STORE" 2>&1 | grep -v "^kvstash info" \
+        | tee -a "$OUT/summary.txt"
+fi
 du -sh "$STORE" 2>/dev/null | tee -a "$OUT/summary.txt"
 log "done (status $STATUS)"
 exit $STATUS

@@ -12,11 +12,13 @@
 # PyTorch baselines (torch.save/torch.load per chunk; LMCache's POSIX
 # fallback emulated: mmap then a copy from pageable memory, 4 threads).
 #
-# usage: bench/gpu_bench.sh [test|bench|shm|sweep|all] (default all: the tests,
+# usage: bench/gpu_bench.sh [test|bench|shm|codec|sweep|all] (default all: the tests,
 # the raw read-path ceilings (read_paths.c), the choice of pinned staging,
 # the benchmark and its summary; sweep tries thread counts, piece and unit
 # sizes on 2 GiB in /dev/shm; shm: the tests, the read paths and the /dev/shm
-# benches only, for a call that also runs the end-to-end test)
+# benches only, for a call that also runs the end-to-end test; codec: the
+# tests, the read paths and the codec off/on bench only, what
+# bench/gpu_session.sh runs before the end-to-end test and the codec ratios)
 # Writes logs to $OUT (or /tmp/kvs-gpu-bench), at most 8 files.  Debian
 # packages the machine lacks are taken from .deps/ beside the sources (as
 # bench/e2e_gpu.sh does; `apt-get download` them on a Debian machine).
@@ -119,13 +121,7 @@ tests() {
     rm -rf "$SHM-cli"
 }
 
-bench_shm() {
-    log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
-    rm -rf "$SHM"; mkdir -p "$SHM"
-    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
-        timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
-        --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
-    rm -rf "$SHM"
+bench_codec() {
     log "kvstash bench, codec off vs on (issue 13), files in /dev/shm, synthetic bf16 KV, $CHUNKS chunks"
     rm -rf "$SHM"; mkdir -p "$SHM"
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
@@ -133,6 +129,16 @@ bench_shm() {
         --rounds 3 --data bf16 2>&1 | grep -v "engine open" | tee "$OUT/bench_codec.log" |
         grep -E "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
     rm -rf "$SHM"
+}
+
+bench_shm() {
+    log "kvstash bench, files in /dev/shm (io_path posix; unit ${KVSTASH_DEV_UNIT_KB:-default} KiB, ring ${KVSTASH_DEV_RING:-default}, pinned ${KVSTASH_DEV_PINNED:-default})"
+    rm -rf "$SHM"; mkdir -p "$SHM"
+    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
+        timeout 240 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
+        --rounds 3 --auth 2>&1 | grep -v "engine open" | tee "$OUT/bench_shm.log" | tail -22
+    rm -rf "$SHM"
+    bench_codec
     log "kvstash bench, files in /dev/shm, packed NHD GPU cache (vLLM 0.26+: heads strided)"
     rm -rf "$SHM"; mkdir -p "$SHM"
     LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
@@ -231,5 +237,6 @@ test+sweep) tests; sweep ;;
 test+paths) tests; paths ;;
 untuned) tests; paths; bench ;;   # all but tune: the defaults tune chose before
 shm) tests; paths; bench_shm ;;   # the /dev/shm benches only: what changes with the data path
+codec) tests; paths; bench_codec ;;   # issue 13's share of a bench/gpu_session.sh call
 *) tests; paths; tune; bench ;;
 esac
