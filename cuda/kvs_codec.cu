@@ -44,6 +44,8 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "codec_fmt.h"
 
 namespace {
@@ -997,6 +999,34 @@ uint64_t slot_bytes_of(uint32_t frame_bytes, uint32_t elem)
     return kvs__codec_align(raw > lay.bits_off ? raw : lay.bits_off, 16);
 }
 
+/* decode_kernel's two attributes (dynamic shared memory past the default
+ * 48 KiB, and the carveout to hold it) stay set on the device once set, so
+ * the first decode call on each device sets them instead of every call.
+ * Concurrent first calls may both set them (the same values; harmless);
+ * the flag goes up only after both succeeded, so a failure is returned as
+ * before and the next call tries again.  A device ordinal past the array,
+ * or a failed cudaGetDevice, sets them on every call.  They would be lost
+ * with the device's context (cudaDeviceReset), as would every buffer and
+ * stream of an engine on it. */
+constexpr int kAttrDevices = 64;
+std::atomic<bool> g_decode_attrs_set[kAttrDevices] = {};
+
+cudaError_t decode_attrs()
+{
+    int dev = -1;
+    const bool flagged = cudaGetDevice(&dev) == cudaSuccess && dev >= 0 && dev < kAttrDevices;
+    if (flagged && g_decode_attrs_set[dev].load(std::memory_order_acquire))
+        return cudaSuccess;
+    cudaError_t e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)sizeof(dec_smem));
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 cudaSharedmemCarveoutMaxShared);
+    if (e == cudaSuccess && flagged)
+        g_decode_attrs_set[dev].store(true, std::memory_order_release);
+    return e;
+}
+
 } // namespace
 
 extern "C" uint64_t kvs_cuda_codec_scratch_bytes(uint64_t total, uint32_t frame_bytes,
@@ -1047,11 +1077,7 @@ extern "C" kvs_cuda_status kvs_cuda_codec_decode(const void *stored, const uint3
     if (expected)
         check_kernel<<<nframes, kChkThreads, 0, s>>>((const uint8_t *)stored, off, len, expected,
                                                     bad);
-    cudaError_t e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)sizeof(dec_smem));
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(decode_kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                 cudaSharedmemCarveoutMaxShared);
+    cudaError_t e = decode_attrs();
     if (e != cudaSuccess)
         return (kvs_cuda_status)e;
     decode_kernel<<<nframes, kDecThreads, sizeof(dec_smem), s>>>((const uint8_t *)stored, off, len, frame_bytes,

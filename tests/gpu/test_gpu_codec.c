@@ -602,11 +602,45 @@ static void check_args(void)
 
 /* ---- the benchmark --------------------------------------------------------------- */
 
-static float time_ms(cudaEvent_t a, cudaEvent_t b)
+/* The benchmark's device buffers, one set for every dtype. */
+typedef struct codec_bench {
+    uint64_t total; /* logical bytes */
+    uint32_t fb, nframes;
+    uint8_t *d_in, *d_out, *d_dec, *d_scratch;
+    uint32_t *d_off, *d_len, *d_bad;
+    uint64_t *d_total, *d_sums;
+    cudaEvent_t e0, e1;
+} codec_bench;
+
+enum bench_op { B_COPY, B_ENCODE, B_DECODE, B_DECODE_VERIFY };
+
+/* Milliseconds of one op over all of b's bytes, on the null stream:
+ * d_in copied to d_dec, encoded to d_out, or d_out decoded to d_dec (with
+ * B_DECODE_VERIFY, each frame checked against its sum first). */
+static float bench_ms(const codec_bench *b, enum bench_op op, uint32_t elem)
 {
+    CU(cudaEventRecord(b->e0, NULL));
+    switch (op) {
+    case B_COPY:
+        CU(cudaMemcpyAsync(b->d_dec, b->d_in, b->total, cudaMemcpyDeviceToDevice, NULL));
+        break;
+    case B_ENCODE:
+        CU((cudaError_t)kvs_cuda_codec_encode(b->d_in, b->total, b->fb, elem, b->d_out,
+                                              b->d_off, b->d_len, b->d_total, b->d_sums,
+                                              b->d_scratch, NULL));
+        break;
+    case B_DECODE:
+    case B_DECODE_VERIFY:
+        CU((cudaError_t)kvs_cuda_codec_decode(b->d_out, b->d_off, b->d_len, b->nframes, b->fb,
+                                              b->total, elem,
+                                              op == B_DECODE_VERIFY ? b->d_sums : NULL, b->d_dec,
+                                              b->d_bad, NULL));
+        break;
+    }
+    CU(cudaEventRecord(b->e1, NULL));
     float ms = 0;
-    CU(cudaEventSynchronize(b));
-    CU(cudaEventElapsedTime(&ms, a, b));
+    CU(cudaEventSynchronize(b->e1));
+    CU(cudaEventElapsedTime(&ms, b->e0, b->e1));
     return ms;
 }
 
@@ -619,26 +653,24 @@ static int bench(const char *path)
     const uint32_t nframes = (uint32_t)((total + fb - 1) / fb);
     struct cudaDeviceProp prop;
     CU(cudaGetDeviceProperties(&prop, 0));
-    uint8_t *h = malloc(pattern), *d_in, *d_out, *d_dec, *d_scratch;
-    uint32_t *d_off, *d_len, *d_bad;
-    uint64_t *d_total, *d_sums;
+    uint8_t *h = malloc(pattern);
+    codec_bench b = {.total = total, .fb = fb, .nframes = nframes};
     uint64_t out_bytes = (uint64_t)nframes * kvs__codec_frame_bound(fb, 1);
-    CU(cudaMalloc((void **)&d_in, total));
-    CU(cudaMalloc((void **)&d_dec, total));
-    CU(cudaMalloc((void **)&d_out, out_bytes));
+    CU(cudaMalloc((void **)&b.d_in, total));
+    CU(cudaMalloc((void **)&b.d_dec, total));
+    CU(cudaMalloc((void **)&b.d_out, out_bytes));
     uint64_t scratch = 0;
     for (uint32_t elem = 1; elem <= 4; elem *= 2)
         if (kvs_cuda_codec_scratch_bytes(total, fb, elem) > scratch)
             scratch = kvs_cuda_codec_scratch_bytes(total, fb, elem);
-    CU(cudaMalloc((void **)&d_scratch, scratch));
-    CU(cudaMalloc((void **)&d_off, 4 * nframes));
-    CU(cudaMalloc((void **)&d_len, 4 * nframes));
-    CU(cudaMalloc((void **)&d_sums, 8 * nframes));
-    CU(cudaMalloc((void **)&d_total, 8));
-    CU(cudaMalloc((void **)&d_bad, 4));
-    cudaEvent_t e0, e1;
-    CU(cudaEventCreate(&e0));
-    CU(cudaEventCreate(&e1));
+    CU(cudaMalloc((void **)&b.d_scratch, scratch));
+    CU(cudaMalloc((void **)&b.d_off, 4 * nframes));
+    CU(cudaMalloc((void **)&b.d_len, 4 * nframes));
+    CU(cudaMalloc((void **)&b.d_sums, 8 * nframes));
+    CU(cudaMalloc((void **)&b.d_total, 8));
+    CU(cudaMalloc((void **)&b.d_bad, 4));
+    CU(cudaEventCreate(&b.e0));
+    CU(cudaEventCreate(&b.e1));
     FILE *js = fopen(path, "a");
     if (!js) {
         fprintf(stderr, "cannot open %s\n", path);
@@ -653,39 +685,24 @@ static int bench(const char *path)
         uint32_t elem = k == K_FP8 ? 1 : 2;
         fill(h, pattern, k, elem);
         for (uint64_t at = 0; at < total; at += pattern)
-            CU(cudaMemcpy(d_in + at, h, total - at < pattern ? total - at : pattern,
+            CU(cudaMemcpy(b.d_in + at, h, total - at < pattern ? total - at : pattern,
                           cudaMemcpyHostToDevice));
         float best_copy = 1e30f, best_enc = 1e30f, best_dec = 1e30f, best_decv = 1e30f;
         for (int r = 0; r < reps; r++) {
-            CU(cudaEventRecord(e0, NULL));
-            CU(cudaMemcpyAsync(d_dec, d_in, total, cudaMemcpyDeviceToDevice, NULL));
-            CU(cudaEventRecord(e1, NULL));
-            best_copy = fminf(best_copy, time_ms(e0, e1));
-            CU(cudaEventRecord(e0, NULL));
-            CU((cudaError_t)kvs_cuda_codec_encode(d_in, total, fb, elem, d_out, d_off, d_len,
-                                                  d_total, d_sums, d_scratch, NULL));
-            CU(cudaEventRecord(e1, NULL));
-            best_enc = fminf(best_enc, time_ms(e0, e1));
-            CU(cudaMemset(d_bad, 0, 4));
-            CU(cudaEventRecord(e0, NULL));
-            CU((cudaError_t)kvs_cuda_codec_decode(d_out, d_off, d_len, nframes, fb, total, elem,
-                                                  NULL, d_dec, d_bad, NULL));
-            CU(cudaEventRecord(e1, NULL));
-            best_dec = fminf(best_dec, time_ms(e0, e1));
-            CU(cudaEventRecord(e0, NULL));
-            CU((cudaError_t)kvs_cuda_codec_decode(d_out, d_off, d_len, nframes, fb, total, elem,
-                                                  d_sums, d_dec, d_bad, NULL));
-            CU(cudaEventRecord(e1, NULL));
-            best_decv = fminf(best_decv, time_ms(e0, e1));
+            best_copy = fminf(best_copy, bench_ms(&b, B_COPY, elem));
+            best_enc = fminf(best_enc, bench_ms(&b, B_ENCODE, elem));
+            CU(cudaMemset(b.d_bad, 0, 4));
+            best_dec = fminf(best_dec, bench_ms(&b, B_DECODE, elem));
+            best_decv = fminf(best_decv, bench_ms(&b, B_DECODE_VERIFY, elem));
         }
         CU(cudaDeviceSynchronize());
         uint64_t stored = 0;
         uint32_t bad = 0;
-        CU(cudaMemcpy(&stored, d_total, 8, cudaMemcpyDeviceToHost));
-        CU(cudaMemcpy(&bad, d_bad, 4, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(&stored, b.d_total, 8, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(&bad, b.d_bad, 4, cudaMemcpyDeviceToHost));
         /* the output is the input again (the last pattern copy compared) */
         uint8_t *back = malloc(pattern);
-        CU(cudaMemcpy(back, d_dec, pattern, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(back, b.d_dec, pattern, cudaMemcpyDeviceToHost));
         CHECK_MSG(bad == 0 && memcmp(back, h, pattern) == 0, "bench %s: round trip (%u bad)",
                   kind_name[k], bad);
         free(back);
@@ -704,15 +721,15 @@ static int bench(const char *path)
     }
     fprintf(js, "}\n");
     fclose(js);
-    CU(cudaFree(d_in));
-    CU(cudaFree(d_dec));
-    CU(cudaFree(d_out));
-    CU(cudaFree(d_scratch));
-    CU(cudaFree(d_off));
-    CU(cudaFree(d_len));
-    CU(cudaFree(d_sums));
-    CU(cudaFree(d_total));
-    CU(cudaFree(d_bad));
+    CU(cudaFree(b.d_in));
+    CU(cudaFree(b.d_dec));
+    CU(cudaFree(b.d_out));
+    CU(cudaFree(b.d_scratch));
+    CU(cudaFree(b.d_off));
+    CU(cudaFree(b.d_len));
+    CU(cudaFree(b.d_sums));
+    CU(cudaFree(b.d_total));
+    CU(cudaFree(b.d_bad));
     free(h);
     return gt_failures ? 1 : 0;
 }

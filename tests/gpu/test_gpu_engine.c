@@ -106,6 +106,27 @@ static void pcache_free(pcache *p)
     free(p->slots);
 }
 
+/* bf16 values the way KV holds them: random sign and mantissa, an exponent
+ * byte spread over a few values around 2^-4 (a binomial spread, about 2.5
+ * bits of entropy), so the codec has something to compress; random bytes
+ * would not. */
+static void fill_bf16(void *p, size_t n)
+{
+    uint16_t *v = p;
+    for (size_t i = 0; i < n / 2; i++) {
+        uint64_t r = gt_rand();
+        uint32_t e = 119u + (uint32_t)__builtin_popcountll(r & 0xff);
+        v[i] = (uint16_t)(((r >> 8) & 0x8000u) | (e << 7) | ((r >> 20) & 0x7fu));
+    }
+}
+
+static void pcache_fill_bf16(pcache *p)
+{
+    for (uint32_t l = 0; l < p->c.layers; l++)
+        fill_bf16(p->c.host[l], p->c.bytes);
+    gt_cache_upload(&p->c);
+}
+
 static char *row_at(const pcache *p, void *const *mem, uint32_t l, uint32_t plane, int64_t slot)
 {
     return (char *)mem[l] + ((uint64_t)plane * p->nblocks * p->block + (uint64_t)slot) * p->row;
@@ -440,55 +461,6 @@ static void test_layouts(void)
     layout_matrix("mla fp8 576, block 64", mla, TL_MLA, TL_NMLA, &g, ntok, true);
 }
 
-/* A damaged payload: the prefix before it loads, and not one byte of the
- * damaged chunk (verified on the GPU before the scatter) reaches memory. */
-static void test_corrupt(void)
-{
-    fix f;
-    fix_open(&f, "corrupt", NULL);
-    kvs_namespace ns = {.model = "gpu/corrupt", .dtype = KVS_DTYPE_BF16, .num_layers = 2,
-                        .num_kv_heads = 4, .head_dim = 64, .layout = KVS_LAYOUT_MHA,
-                        .world_size = 1, .rank = 0};
-    kvs_engine *e = NULL;
-    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
-    const size_t n = 64 * 3;
-    uint32_t *t = malloc(n * 4);
-    tokens_of(t, n, gt_rand());
-    pcache a, b;
-    pcache_make(&a, &ns, n, 16, NULL);
-    pcache_make(&b, &ns, n, 16, NULL);
-    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
-    uint8_t keys[3][KVS_KEY_BYTES];
-    size_t nk = 0;
-    CHECK(kvs_chunk_keys(t, n, 64, keys, 3, &nk) == KVS_OK && nk == 3);
-    char hex[65], path[8192];
-    for (int i = 0; i < 32; i++)
-        sprintf(hex + 2 * i, "%02x", keys[1][i]);
-    snprintf(path, sizeof path, "%s/%s/%.2s/%.2s/%s", f.dir, kvs_engine_namespace_id(e), hex,
-             hex + 2, hex);
-    int fd = open(path, O_RDWR);
-    CHECK_MSG(fd >= 0, "open %s", path);
-    uint64_t payload = kvs_engine_chunk_bytes(e);
-    off_t at = (off_t)(KVS_PAYLOAD_OFFSET + gt_rand() % payload);
-    uint8_t byte = 0;
-    CHECK(pread(fd, &byte, 1, at) == 1);
-    byte ^= 0x01;
-    CHECK(pwrite(fd, &byte, 1, at) == 1);
-    close(fd);
-    size_t loaded = retrieve(e, t, n, &b.kv);
-    CHECK_MSG(loaded == 64, "loaded %zu tokens past a corrupt chunk", loaded);
-    /* the corrupt chunk's rows untouched; the third chunk may have landed */
-    check_loaded_either("corrupt second chunk", &a, &b, loaded, 128, n);
-    kvs_stats s = stats_of(e);
-    CHECK(s.miss_checksum == 1);
-    printf("corrupt: one flipped byte: prefix of 64 tokens loaded, nothing else written: ok\n");
-    kvs_engine_close(e);
-    pcache_free(&a);
-    pcache_free(&b);
-    free(t);
-    fix_close(&f, false);
-}
-
 /* Path of chunk idx of prompt t (chunk size 64). */
 static void chunk_file_path(const fix *f, kvs_engine *e, const uint32_t *t, size_t n, int idx,
                             char *path, size_t len)
@@ -501,6 +473,86 @@ static void chunk_file_path(const fix *f, kvs_engine *e, const uint32_t *t, size
         sprintf(hex + 2 * i, "%02x", keys[idx][i]);
     snprintf(path, len, "%s/%s/%.2s/%.2s/%s", f->dir, kvs_engine_namespace_id(e), hex, hex + 2,
              hex);
+}
+
+/* ---- damaged chunks -------------------------------------------------------- */
+
+/* A prompt of three chunks stored from GPU memory (a) into a fresh store,
+ * a second cache (b) to load it into, and the second chunk's file open for
+ * the test to damage; corrupt_finish then expects the prefix of one chunk
+ * loaded and nothing of the damaged chunk written. */
+typedef struct corrupt_case {
+    fix f;
+    kvs_engine *e;
+    uint32_t *t;
+    size_t n;
+    pcache a, b;
+    int fd; /* the second chunk's file, read-write */
+} corrupt_case;
+
+/* codec: the store's codec setting, and a's rows bf16 that compress; NULL:
+ * the default config and random rows. */
+static void corrupt_open(corrupt_case *c, const char *tag, const kvs_namespace *ns,
+                         const char *codec)
+{
+    fix_open(&c->f, tag, NULL);
+    if (codec)
+        CHECK(kvs_config_set(c->f.cfg, "codec", codec) == KVS_OK);
+    c->e = NULL;
+    CHECK(kvs_engine_open(c->f.cfg, ns, &c->e) == KVS_OK);
+    c->n = 64 * 3;
+    c->t = malloc(c->n * 4);
+    tokens_of(c->t, c->n, gt_rand());
+    pcache_make(&c->a, ns, c->n, 16, NULL);
+    pcache_make(&c->b, ns, c->n, 16, NULL);
+    if (codec)
+        pcache_fill_bf16(&c->a);
+    CHECK(store_wait(c->e, c->t, c->n, &c->a.kv, NULL) == c->n);
+    char path[8192];
+    chunk_file_path(&c->f, c->e, c->t, c->n, 1, path, sizeof path);
+    c->fd = open(path, O_RDWR);
+    CHECK_MSG(c->fd >= 0, "open %s", path);
+}
+
+static void flip_byte(int fd, off_t at, uint8_t mask)
+{
+    uint8_t byte = 0;
+    CHECK(pread(fd, &byte, 1, at) == 1);
+    byte ^= mask;
+    CHECK(pwrite(fd, &byte, 1, at) == 1);
+}
+
+/* Loads the prompt into b: the first chunk only, one checksum miss, none
+ * of the damaged chunk's rows written (the third chunk's may land). */
+static void corrupt_finish(corrupt_case *c, const char *what)
+{
+    close(c->fd);
+    size_t loaded = retrieve(c->e, c->t, c->n, &c->b.kv);
+    CHECK_MSG(loaded == 64, "%s: loaded %zu tokens past it", what, loaded);
+    check_loaded_either(what, &c->a, &c->b, loaded, 128, c->n);
+    kvs_stats s = stats_of(c->e);
+    CHECK_MSG(s.miss_checksum == 1, "%s: miss_checksum %llu", what,
+              (unsigned long long)s.miss_checksum);
+    kvs_engine_close(c->e);
+    pcache_free(&c->a);
+    pcache_free(&c->b);
+    free(c->t);
+    fix_close(&c->f, false);
+}
+
+/* A damaged payload: the prefix before it loads, and not one byte of the
+ * damaged chunk (verified on the GPU before the scatter) reaches memory. */
+static void test_corrupt(void)
+{
+    kvs_namespace ns = {.model = "gpu/corrupt", .dtype = KVS_DTYPE_BF16, .num_layers = 2,
+                        .num_kv_heads = 4, .head_dim = 64, .layout = KVS_LAYOUT_MHA,
+                        .world_size = 1, .rank = 0};
+    corrupt_case c;
+    corrupt_open(&c, "corrupt", &ns, NULL);
+    uint64_t payload = kvs_engine_chunk_bytes(c.e);
+    flip_byte(c.fd, (off_t)(KVS_PAYLOAD_OFFSET + gt_rand() % payload), 0x01);
+    corrupt_finish(&c, "corrupt second chunk");
+    printf("corrupt: one flipped byte: prefix of 64 tokens loaded, nothing else written: ok\n");
 }
 
 /* Authenticated chunks on GPU memory: the GPU's piece digests (capture and
@@ -746,27 +798,6 @@ static void test_layers_and_cpu_tier(void)
 
 /* ---- the codec on GPU memory (issue 13) ------------------------------------- */
 
-/* bf16 values the way KV holds them: random sign and mantissa, an exponent
- * byte spread over a few values around 2^-4 (a binomial spread, about 2.5
- * bits of entropy), so the codec has something to compress; random bytes
- * would not. */
-static void fill_bf16(void *p, size_t n)
-{
-    uint16_t *v = p;
-    for (size_t i = 0; i < n / 2; i++) {
-        uint64_t r = gt_rand();
-        uint32_t e = 119u + (uint32_t)__builtin_popcountll(r & 0xff);
-        v[i] = (uint16_t)(((r >> 8) & 0x8000u) | (e << 7) | ((r >> 20) & 0x7fu));
-    }
-}
-
-static void pcache_fill_bf16(pcache *p)
-{
-    for (uint32_t l = 0; l < p->c.layers; l++)
-        fill_bf16(p->c.host[l], p->c.bytes);
-    gt_cache_upload(&p->c);
-}
-
 /* The header of chunk idx's file and the file's length; false if absent. */
 static bool chunk_header(const fix *f, kvs_engine *e, const uint32_t *t, size_t n, int idx,
                          kvs_chunk_header *h, uint64_t *size)
@@ -957,58 +988,32 @@ static void host_interop(bool codec)
  * behind a sum that matches (the decoder must refuse it). */
 static void codec_corrupt_case(bool keep_sum)
 {
-    fix f;
-    fix_open(&f, "codec-corrupt", NULL);
-    CHECK(kvs_config_set(f.cfg, "codec", "auto") == KVS_OK);
-    kvs_namespace ns = codec_ns;
-    kvs_engine *e = NULL;
-    CHECK(kvs_engine_open(f.cfg, &ns, &e) == KVS_OK);
-    const size_t n = 64 * 3;
-    uint32_t *t = malloc(n * 4);
-    tokens_of(t, n, gt_rand());
-    pcache a, b;
-    pcache_make(&a, &ns, n, 16, NULL);
-    pcache_make(&b, &ns, n, 16, NULL);
-    pcache_fill_bf16(&a);
-    CHECK(store_wait(e, t, n, &a.kv, NULL) == n);
-    CHECK(count_compressed(&f, e, t, n, 3) == 3);
-    char path[8192];
-    chunk_file_path(&f, e, t, n, 1, path, sizeof path);
-    int fd = open(path, O_RDWR);
-    CHECK_MSG(fd >= 0, "open %s", path);
+    corrupt_case c;
+    corrupt_open(&c, "codec-corrupt", &codec_ns, "auto");
+    CHECK(count_compressed(&c.f, c.e, c.t, c.n, 3) == 3);
     uint8_t raw[KVS_HEADER_BYTES], table[KVS_FRAME_TABLE_BYTES];
     kvs_chunk_header h;
-    CHECK(pread(fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw &&
+    CHECK(pread(c.fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw &&
           kvs__header_decode(raw, sizeof raw, &h) == KVS_REJECT_NONE && h.codec);
-    CHECK(pread(fd, table, sizeof table, KVS_FRAME_TABLE_OFFSET) == (ssize_t)sizeof table);
+    CHECK(pread(c.fd, table, sizeof table, KVS_FRAME_TABLE_OFFSET) == (ssize_t)sizeof table);
     uint32_t fi = (uint32_t)(gt_rand() % h.segment_count), foff, flen;
     memcpy(&foff, table + 8 * fi, 4);
     memcpy(&flen, table + 8 * fi + 4, 4);
-    uint8_t *frame = malloc(flen);
-    CHECK(pread(fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
     if (keep_sum) {
+        uint8_t *frame = malloc(flen);
+        CHECK(pread(c.fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
         frame[0] = 7; /* no such mode */
         h.segment_sums[fi] = kvs__checksum(frame, flen);
         kvs__header_encode(&h, raw);
-        CHECK(pwrite(fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw);
+        CHECK(pwrite(c.fd, raw, sizeof raw, 0) == (ssize_t)sizeof raw);
+        CHECK(pwrite(c.fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
+        free(frame);
     } else {
-        frame[gt_rand() % flen] ^= 0x20;
+        flip_byte(c.fd, (off_t)(KVS_FRAMES_OFFSET + foff + gt_rand() % flen), 0x20);
     }
-    CHECK(pwrite(fd, frame, flen, KVS_FRAMES_OFFSET + foff) == (ssize_t)flen);
-    close(fd);
-    free(frame);
-    size_t loaded = retrieve(e, t, n, &b.kv);
-    CHECK_MSG(loaded == 64, "loaded %zu tokens past a damaged compressed chunk", loaded);
-    check_loaded_either("codec: damaged second chunk", &a, &b, loaded, 128, n);
-    kvs_stats s = stats_of(e);
-    CHECK_MSG(s.miss_checksum == 1, "miss_checksum %llu", (unsigned long long)s.miss_checksum);
+    corrupt_finish(&c, "codec: damaged second chunk");
     printf("codec corrupt: %s in frame %u: a miss, nothing of it written: ok\n",
            keep_sum ? "an undecodable frame behind a good sum" : "a flipped bit", fi);
-    kvs_engine_close(e);
-    pcache_free(&a);
-    pcache_free(&b);
-    free(t);
-    fix_close(&f, false);
 }
 
 /* Layer by layer with compressed chunks: chunks of 512 tokens (2 MiB a
