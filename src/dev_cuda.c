@@ -9,7 +9,7 @@
  * Slots and extents come from free lists under a mutex: a worker takes a
  * slot for one piece and gives it back, so nothing is allocated per I/O.
  *
- * Retrieve of a piece: the worker reads 1 MiB units into its pinned slice
+ * Retrieve of a piece: the worker reads units (dev_unit_kb) into its pinned slice
  * and queues each unit's copy to VRAM on its own stream as soon as it is
  * read, so the copy of one unit overlaps the read of the next and the
  * workers' copies overlap each other on separate streams.  (Through cuFile
@@ -1077,7 +1077,7 @@ static kvs_dev_rc scatter_gated(kvs_dev_op *o, dev_slot *s, const kvs_dev_chunk 
 
 /* Reads file bytes [foff, foff + len) into VRAM at arena offset dst_off:
  * through cuFile when f is given (falling back for good on a failure), else
- * 1 MiB units pread into the slot's pinned ring, each copied up on the
+ * units (dev_unit_kb) pread into the slot's pinned ring, each copied up on the
  * slot's stream as soon as it is read. */
 static kvs_dev_rc read_range(kvs_dev *d, dev_slot *s, int fd, kvs_dev_file *f, uint64_t foff,
                              uint64_t dst_off, uint64_t len, const kvs_dev_hooks *h,
@@ -1483,7 +1483,7 @@ void kvs__dev_stage_coded(const kvs_dev_stage *s, kvs_dev_coded *out)
 
 /* Device bytes [src, src + len) of the arena to the file at foff
  * and/or to cpu_copy (fd < 0: no file): through cuFile when f is given and
- * there is no CPU copy, else 1 MiB units through the slot's pinned ring,
+ * there is no CPU copy, else units (dev_unit_kb) through the slot's pinned ring,
  * each written as soon as its copy is over (copies run up to a ring ahead,
  * so any length fits). */
 static kvs_dev_rc write_range(kvs_dev *d, const char *src, uint64_t len, int fd, kvs_dev_file *f,
