@@ -121,25 +121,26 @@ tests() {
     rm -rf "$SHM-cli"
 }
 
+# kvstash bench --data bf16 in /dev/shm: UNIT (dev_unit_kb, empty: the
+# default), LOG (under $OUT), the lines to show.
+codec_run() {
+    local unit=$1 log=$2 show=$3
+    rm -rf "$SHM"; mkdir -p "$SHM"
+    env ${unit:+KVSTASH_DEV_UNIT_KB=$unit} LMCACHE_WEKA_PATH="$SHM" KVSTASH_IO_PATH=posix \
+        KVSTASH_LOG_LEVEL=info timeout 150 "$BUILD/kvstash" bench --device cuda:0 \
+        --chunks "$CHUNKS" --threads "$THREADS" --rounds 3 --data bf16 2>&1 |
+        grep -v "engine open" | tee "$OUT/$log" | grep -E "$show"
+    rm -rf "$SHM"
+}
+
 bench_codec() {
     log "kvstash bench, codec off vs on (issue 13), files in /dev/shm, synthetic bf16 KV, $CHUNKS chunks"
-    rm -rf "$SHM"; mkdir -p "$SHM"
-    LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix KVSTASH_LOG_LEVEL=info \
-        timeout 150 "$BUILD/kvstash" bench --device cuda:0 --chunks "$CHUNKS" --threads "$THREADS" \
-        --rounds 3 --data bf16 2>&1 | grep -v "engine open" | tee "$OUT/bench_codec.log" |
-        grep -E "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
-    rm -rf "$SHM"
+    codec_run "" bench_codec.log "^(retrieve|store|pinned)|codec|goal|data:|GPU data path"
     # KVS_BENCH_ALT_UNIT_KB: the same again with another dev_unit_kb, beside
     # the default in the same call.
     [ -n "${KVS_BENCH_ALT_UNIT_KB:-}" ] || return 0
     log "the same with dev_unit_kb $KVS_BENCH_ALT_UNIT_KB"
-    mkdir -p "$SHM"
-    KVSTASH_DEV_UNIT_KB=$KVS_BENCH_ALT_UNIT_KB LMCACHE_WEKA_PATH=$SHM KVSTASH_IO_PATH=posix \
-        KVSTASH_LOG_LEVEL=info timeout 150 "$BUILD/kvstash" bench --device cuda:0 \
-        --chunks "$CHUNKS" --threads "$THREADS" --rounds 3 --data bf16 2>&1 |
-        grep -v "engine open" | tee "$OUT/bench_codec_unit.log" |
-        grep -E "^(retrieve|store|pinned)|GPU data path"
-    rm -rf "$SHM"
+    codec_run "$KVS_BENCH_ALT_UNIT_KB" bench_codec_unit.log "^(retrieve|store|pinned)|GPU data path"
 }
 
 bench_shm() {
