@@ -1170,6 +1170,7 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
                 continue;
             kvs_xchunk *c = &op->chunks[k];
             c->cpu = cpu_hits[k];
+            c->tier_hit = true;
             cpu_hits[k] = NULL;
             atomic_store(&c->pieces_left, c->npieces);
             for (uint32_t q = 0; q < c->npieces; q++)
@@ -1225,14 +1226,15 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
  * complete with what arrived.  Tasks stuck in the filesystem finish later
  * on their own and find their chunk settled: a late write is discarded or,
  * if it was already publishing, leaves a complete file that is simply not
- * counted.  A deadline that passes counts as one I/O failure towards
- * failure_threshold, so a hung store gets marked unhealthy and later
- * requests stop waiting on it. */
+ * counted.  A deadline that passes with a file read or write unresolved
+ * counts as one I/O failure towards failure_threshold, so a hung store gets
+ * marked unhealthy and later requests stop waiting on it; CPU tier hits
+ * still waiting for a worker are misses too, but say nothing of the store. */
 static void op_abandon(kvs_op *op, bool count_timeout)
 {
     kvs_engine *e = op->engine;
     kvs_reason reason = op->kind == KVS_OP_RETRIEVE ? KVS_MISS_TIMEOUT : KVS_STORE_FAILED_TIMEOUT;
-    uint32_t timed_out = 0;
+    uint32_t timed_out = 0; /* chunks of the store's files */
     cancel_copies(op);
     pthread_mutex_lock(&op->mu);
     if (!op->complete) {
@@ -1242,7 +1244,7 @@ static void op_abandon(kvs_op *op, bool count_timeout)
                 count_timeout) {
                 c->reason = reason;
                 count_reason(e, reason);
-                timed_out++;
+                timed_out += !c->tier_hit;
             }
         }
         op_complete_locked(op);

@@ -143,6 +143,9 @@ struct kvs_xchunk {
     kvs_cpu_entry *cpu;            /* store: CPU tier entry being filled;
                                       retrieve: the hit being copied on the
                                       workers (pinned until its last piece) */
+    bool tier_hit;                 /* retrieve: copied from the CPU tier on
+                                      the workers, no file read (set before
+                                      any task runs, never changed) */
     uint64_t t_start;              /* monotonic ns: the op's start */
     kvs_dev_stage *stage;          /* store, CUDA: the captured chunk */
     kvs_dev_file *dfile;           /* CUDA: cuFile registration of fd */

@@ -751,6 +751,21 @@ static void blocker_fn(kvs_task *task, kvs_worker *w)
         usleep(1000);
 }
 
+/* Holds every I/O worker of e with blockers b until *release is set. */
+static void block_workers(kvs_engine *e, blocker *b, _Atomic int *running, _Atomic int *release)
+{
+    const uint32_t threads = kvs__pool_threads(e->pool);
+    assert_true(threads <= 16);
+    atomic_store(running, 0);
+    atomic_store(release, 0);
+    for (uint32_t i = 0; i < threads; i++) {
+        b[i] = (blocker){.task.fn = blocker_fn, .running = running, .release = release};
+        kvs__pool_submit(e->pool, &b[i].task, KVS_PRIO_READ);
+    }
+    while (atomic_load(running) < (int)threads)
+        usleep(1000);
+}
+
 /* A retrieve released while its hits wait for a worker: nothing is copied
  * into the caller's memory after kvs_op_free returns, nothing is counted as
  * loaded, and the tier entries are unpinned. */
@@ -772,16 +787,9 @@ static void test_cpu_hits_on_workers_cancel(void **state)
     store_wait(e, t, n, &src.kv, &r);
     assert_int_equal(r.chunks_done, 4);
 
-    _Atomic int running = 0, release = 0;
-    const uint32_t threads = kvs__pool_threads(e->pool);
+    _Atomic int running, release;
     blocker b[16];
-    assert_true(threads <= 16);
-    for (uint32_t i = 0; i < threads; i++) {
-        b[i] = (blocker){.task.fn = blocker_fn, .running = &running, .release = &release};
-        kvs__pool_submit(e->pool, &b[i].task, KVS_PRIO_READ);
-    }
-    while (atomic_load(&running) < (int)threads)
-        usleep(1000);
+    block_workers(e, b, &running, &release);
     memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
     kvs_op *op;
     assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
@@ -801,6 +809,65 @@ static void test_cpu_hits_on_workers_cancel(void **state)
     for (int k = 0; k < 4; k++) { /* a pinned entry would stay */
         kvs__cpu_tier_remove(e->cpu, keys[k]);
         assert_false(kvs__cpu_tier_contains(e->cpu, keys[k]));
+    }
+    kvs_engine_close(e);
+    free(src.mem);
+    free(dst.mem);
+}
+
+/* A retrieve whose deadline passes while its chunks wait for a worker:
+ * every chunk is a timed-out miss either way, but only chunks that are file
+ * reads say something about the store (one I/O failure towards
+ * failure_threshold); CPU tier hits copied on the workers do not. */
+static void test_deadline_counts_store_failures(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(kvs_config_set(f->cfg, "io_timeout_ms", "100"), KVS_OK);
+    kvs_engine *e = open_hits_engine(f, 1);
+    const size_t n = 64;
+    uint32_t t[64];
+    make_tokens(t, n, 23);
+    uint8_t keys[4][KVS_KEY_BYTES];
+    size_t nkeys = 0;
+    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
+    kvbuf src, dst;
+    kvbuf_init(&src, n, 2);
+    kvbuf_init(&dst, n, 2);
+    fill_rows(&src, t);
+    kvs_op_result r;
+    store_wait(e, t, n, &src.kv, &r);
+    assert_int_equal(r.chunks_done, 4);
+
+    blocker b[16];
+    _Atomic int running, release;
+    for (int from_files = 0; from_files < 2; from_files++) {
+        if (from_files)
+            for (int k = 0; k < 4; k++)
+                kvs__cpu_tier_remove(e->cpu, keys[k]);
+        for (int k = 0; k < 4; k++)
+            assert_true(kvs__cpu_tier_contains(e->cpu, keys[k]) == !from_files);
+        atomic_store(&e->failures, 0);
+        kvs_stats before, after;
+        kvs_engine_stats(e, &before, sizeof before);
+        block_workers(e, b, &running, &release);
+        kvs_op *op;
+        kvs_status started = kvs_retrieve_start(e, t, n, &dst.kv, &op);
+        kvs_status waited = started ? started : kvs_op_wait(op, -1, &r); /* at the deadline */
+        uint32_t failures = atomic_load(&e->failures);
+        kvs_engine_stats(e, &after, sizeof after);
+        if (!started)
+            kvs_op_free(op);
+        /* the workers go back before any check can end the test */
+        atomic_store(&release, 1);
+        for (int i = 0; i < 5000 && kvs__pool_load(e->pool) > 0; i++)
+            usleep(1000);
+        assert_int_equal(kvs__pool_load(e->pool), 0);
+        assert_int_equal(waited, KVS_OK);
+        assert_int_equal(r.status, KVS_ERR_TIMEOUT);
+        assert_int_equal(r.tokens, 0);
+        assert_int_equal(after.miss_timeout - before.miss_timeout, 4);
+        assert_int_equal(after.hits_cpu, before.hits_cpu);
+        assert_int_equal(failures, from_files ? 1 : 0);
     }
     kvs_engine_close(e);
     free(src.mem);
@@ -1244,6 +1311,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_counts_store_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
