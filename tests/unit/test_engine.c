@@ -766,53 +766,77 @@ static void block_workers(kvs_engine *e, blocker *b, _Atomic int *running, _Atom
         usleep(1000);
 }
 
+/* The four chunks of a 64-token prompt stored by an engine whose CPU tier
+ * hits all go to the workers: on the store and in the tier. */
+typedef struct hits_case {
+    kvs_engine *e;
+    uint32_t t[64];
+    uint8_t keys[4][KVS_KEY_BYTES];
+    kvbuf src, dst;
+} hits_case;
+
+static void hits_case_open(fixture *f, hits_case *h, uint32_t seed)
+{
+    h->e = open_hits_engine(f, 1);
+    make_tokens(h->t, 64, seed);
+    size_t nkeys = 0;
+    assert_int_equal(kvs_chunk_keys(h->t, 64, CHUNK, h->keys, 4, &nkeys), KVS_OK);
+    kvbuf_init(&h->src, 64, 2);
+    kvbuf_init(&h->dst, 64, 2);
+    fill_rows(&h->src, h->t);
+    kvs_op_result r;
+    store_wait(h->e, h->t, 64, &h->src.kv, &r);
+    assert_int_equal(r.chunks_done, 4);
+}
+
+static void hits_case_close(hits_case *h)
+{
+    kvs_engine_close(h->e);
+    free(h->src.mem);
+    free(h->dst.mem);
+}
+
+/* Lets the blocked workers go and waits until the pool is idle. */
+static void release_workers(kvs_engine *e, _Atomic int *release)
+{
+    atomic_store(release, 1);
+    for (int i = 0; i < 5000 && kvs__pool_load(e->pool) > 0; i++)
+        usleep(1000);
+    assert_int_equal(kvs__pool_load(e->pool), 0);
+}
+
 /* A retrieve released while its hits wait for a worker: nothing is copied
  * into the caller's memory after kvs_op_free returns, nothing is counted as
  * loaded, and the tier entries are unpinned. */
 static void test_cpu_hits_on_workers_cancel(void **state)
 {
     fixture *f = *state;
-    kvs_engine *e = open_hits_engine(f, 1);
+    hits_case h;
+    hits_case_open(f, &h, 22);
+    kvs_engine *e = h.e;
     const size_t n = 64;
-    uint32_t t[64];
-    make_tokens(t, n, 22);
-    uint8_t keys[4][KVS_KEY_BYTES];
-    size_t nkeys = 0;
-    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
-    assert_int_equal(r.chunks_done, 4);
-
     _Atomic int running, release;
     blocker b[16];
     block_workers(e, b, &running, &release);
-    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+    memset(h.dst.mem, 0xee, LAYERS * 2 * n * ROW);
     kvs_op *op;
-    assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+    assert_int_equal(kvs_retrieve_start(e, h.t, n, &h.dst.kv, &op), KVS_OK);
     assert_int_equal(kvs_op_wait(op, 0, &r), KVS_ERR_TIMEOUT); /* queued, not run */
     kvs_op_free(op);
-    memset(dst.mem, 0x5a, LAYERS * 2 * n * ROW); /* the caller's again */
-    atomic_store(&release, 1);
-    for (int i = 0; i < 5000 && kvs__pool_load(e->pool) > 0; i++)
-        usleep(1000);
-    assert_int_equal(kvs__pool_load(e->pool), 0);
+    memset(h.dst.mem, 0x5a, LAYERS * 2 * n * ROW); /* the caller's again */
+    release_workers(e, &release);
     for (size_t i = 0; i < (size_t)LAYERS * 2 * n * ROW; i++)
-        if (dst.mem[i] != 0x5a)
+        if (h.dst.mem[i] != 0x5a)
             fail_msg("byte %zu of the caller's memory written after kvs_op_free", i);
     kvs_stats s;
     kvs_engine_stats(e, &s, sizeof s);
     assert_int_equal(s.hits_cpu, 0);
     for (int k = 0; k < 4; k++) { /* a pinned entry would stay */
-        kvs__cpu_tier_remove(e->cpu, keys[k]);
-        assert_false(kvs__cpu_tier_contains(e->cpu, keys[k]));
+        kvs__cpu_tier_remove(e->cpu, h.keys[k]);
+        assert_false(kvs__cpu_tier_contains(e->cpu, h.keys[k]));
     }
-    kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    hits_case_close(&h);
 }
 
 /* A retrieve whose deadline passes while its chunks wait for a worker:
@@ -823,45 +847,32 @@ static void test_deadline_counts_store_failures(void **state)
 {
     fixture *f = *state;
     assert_int_equal(kvs_config_set(f->cfg, "io_timeout_ms", "100"), KVS_OK);
-    kvs_engine *e = open_hits_engine(f, 1);
-    const size_t n = 64;
-    uint32_t t[64];
-    make_tokens(t, n, 23);
-    uint8_t keys[4][KVS_KEY_BYTES];
-    size_t nkeys = 0;
-    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
+    hits_case h;
+    hits_case_open(f, &h, 23);
+    kvs_engine *e = h.e;
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
-    assert_int_equal(r.chunks_done, 4);
 
     blocker b[16];
     _Atomic int running, release;
     for (int from_files = 0; from_files < 2; from_files++) {
         if (from_files)
             for (int k = 0; k < 4; k++)
-                kvs__cpu_tier_remove(e->cpu, keys[k]);
+                kvs__cpu_tier_remove(e->cpu, h.keys[k]);
         for (int k = 0; k < 4; k++)
-            assert_true(kvs__cpu_tier_contains(e->cpu, keys[k]) == !from_files);
+            assert_true(kvs__cpu_tier_contains(e->cpu, h.keys[k]) == !from_files);
         atomic_store(&e->failures, 0);
         kvs_stats before, after;
         kvs_engine_stats(e, &before, sizeof before);
         block_workers(e, b, &running, &release);
         kvs_op *op;
-        kvs_status started = kvs_retrieve_start(e, t, n, &dst.kv, &op);
+        kvs_status started = kvs_retrieve_start(e, h.t, 64, &h.dst.kv, &op);
         kvs_status waited = started ? started : kvs_op_wait(op, -1, &r); /* at the deadline */
         uint32_t failures = atomic_load(&e->failures);
         kvs_engine_stats(e, &after, sizeof after);
         if (!started)
             kvs_op_free(op);
         /* the workers go back before any check can end the test */
-        atomic_store(&release, 1);
-        for (int i = 0; i < 5000 && kvs__pool_load(e->pool) > 0; i++)
-            usleep(1000);
-        assert_int_equal(kvs__pool_load(e->pool), 0);
+        release_workers(e, &release);
         assert_int_equal(waited, KVS_OK);
         assert_int_equal(r.status, KVS_ERR_TIMEOUT);
         assert_int_equal(r.tokens, 0);
@@ -869,9 +880,7 @@ static void test_deadline_counts_store_failures(void **state)
         assert_int_equal(after.hits_cpu, before.hits_cpu);
         assert_int_equal(failures, from_files ? 1 : 0);
     }
-    kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    hits_case_close(&h);
 }
 
 static void test_misuse(void **state)
