@@ -34,14 +34,8 @@ typedef struct fixture {
 
 static kvs_config *config_with(const fixture *f, const char *key)
 {
-    kvs_config *c = NULL;
-    assert_int_equal(kvs_config_new(&c), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "weka_path", f->dir), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "negative_cache_ms", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "log_level", "error"), KVS_OK);
+    kvs_config *c = tu_config(f->dir, "16", "2", "negative_cache_ms", "0", NULL);
+    assert_non_null(c);
     if (key)
         assert_int_equal(kvs_config_set(c, "auth_key_file", key), KVS_OK);
     return c;
@@ -62,18 +56,13 @@ static void write_key(const char *path, uint8_t fill, size_t n, mode_t mode)
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
-    tu_clear_env();
-    char *base = tu_mkdtemp("auth");
-    assert_non_null(base);
-    f->dir = base;
+    char *base = f->dir = tu_fixture_dir("auth");
     snprintf(f->key1, sizeof f->key1, "%s/key1", base);
     snprintf(f->key2, sizeof f->key2, "%s/key2", base);
     write_key(f->key1, 0x11, 32, 0600);
     write_key(f->key2, 0x22, 48, 0400);
     f->cfg = config_with(f, f->key1);
-    f->ns = (kvs_namespace){.model = "test/auth", .dtype = KVS_DTYPE_BF16, .num_layers = LAYERS,
-                            .num_kv_heads = HEADS, .head_dim = DIM, .layout = KVS_LAYOUT_MHA,
-                            .world_size = 1, .rank = 0};
+    f->ns = tu_mha_ns("test/auth", LAYERS, HEADS, DIM);
     *state = f;
     return 0;
 }
@@ -81,39 +70,28 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
-    kvs_config_free(f->cfg);
-    tu_rmtree(f->dir);
-    free(f->dir);
+    tu_fixture_done(f->dir, f->cfg);
     free(f);
     return 0;
 }
 
-typedef struct kv {
-    uint8_t mem[LAYERS * 2 * NTOK * ROW];
-    void *layers[LAYERS];
-    kvs_kv kv;
-} kv;
+TU_KV_TYPE(kv, LAYERS, NTOK, ROW);
 
 static void kv_init(kv *b, uint8_t seed)
 {
-    for (size_t i = 0; i < sizeof b->mem; i++)
-        b->mem[i] = (uint8_t)(i * 131 + seed);
+    tu_fill_pattern(b->mem, sizeof b->mem, seed);
     tu_kv_contiguous(&b->kv, b->mem, b->layers, LAYERS, 2, NTOK, ROW);
 }
 
 static void tokens(uint32_t *t, uint32_t seed)
 {
-    for (size_t i = 0; i < NTOK; i++)
-        t[i] = (uint32_t)((i + 1) * 2654435761u ^ seed);
+    tu_tokens(t, NTOK, seed);
 }
 
 static void store(kvs_engine *e, const uint32_t *t, kv *src)
 {
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &src->kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, t, NTOK, &src->kv, &r);
     assert_int_equal(r.status, KVS_OK);
     assert_int_equal(r.tokens + 0 * r.chunks_present, NTOK);
 }

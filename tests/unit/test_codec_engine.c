@@ -30,52 +30,23 @@
 #define NTOK 96 /* 3 chunks of 256 KiB: 4 segments (frames) each */
 #define NCHUNK (NTOK / CHUNK)
 
-typedef struct fixture {
-    char *dir;
-    kvs_namespace ns;
-} fixture;
+typedef tu_fixture fixture;
 
 static kvs_config *config(const fixture *f, const char *codec)
 {
-    kvs_config *c = NULL;
-    assert_int_equal(kvs_config_new(&c), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "weka_path", f->dir), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "chunk_size", "32"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "negative_cache_ms", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "log_level", "error"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "codec", codec), KVS_OK);
+    kvs_config *c = tu_config(f->dir, "32", "2", "negative_cache_ms", "0", "codec", codec, NULL);
+    assert_non_null(c);
     return c;
 }
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    tu_clear_env();
-    f->dir = tu_mkdtemp("codec");
-    assert_non_null(f->dir);
-    f->ns = (kvs_namespace){.model = "test/codec", .dtype = KVS_DTYPE_BF16, .num_layers = LAYERS,
-                            .num_kv_heads = HEADS, .head_dim = DIM, .layout = KVS_LAYOUT_MHA,
-                            .world_size = 1, .rank = 0};
-    *state = f;
+    fixture *f = tu_setup(state, "codec");
+    f->ns = tu_mha_ns("test/codec", LAYERS, HEADS, DIM);
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-typedef struct kv {
-    uint8_t mem[LAYERS * 2 * NTOK * ROW];
-    void *layers[LAYERS];
-    kvs_kv kv;
-} kv;
+TU_KV_TYPE(kv, LAYERS, NTOK, ROW);
 
 /* bf16 of trained-KV shape: sign and mantissa random, the exponent one of
  * a few values (most near 1.0); `random_bytes`: nothing to compress. */
@@ -100,8 +71,7 @@ static void kv_init(kv *b, uint32_t seed, bool random_bytes)
 
 static void tokens(uint32_t *t, uint32_t seed)
 {
-    for (size_t i = 0; i < NTOK; i++)
-        t[i] = (uint32_t)((i + 1) * 2654435761u ^ seed);
+    tu_tokens(t, NTOK, seed);
 }
 
 static void store(const fixture *f, const kvs_config *cfg, const uint32_t *t, kv *src,
@@ -109,11 +79,8 @@ static void store(const fixture *f, const kvs_config *cfg, const uint32_t *t, kv
 {
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &src->kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, t, NTOK, &src->kv, &r);
     assert_int_equal(r.status, KVS_OK);
     assert_int_equal(r.tokens, NTOK);
     if (s)
@@ -565,11 +532,8 @@ static void test_cpu_tier_holds_logical(void **state)
     tokens(t, 11);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(on, &f->ns, &e), KVS_OK);
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &src->kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, t, NTOK, &src->kv, &r);
     assert_int_equal(r.tokens, NTOK);
     kv_init(dst, 0, true);
     memset(dst->mem, 0xee, sizeof dst->mem);
@@ -590,13 +554,13 @@ static void test_cpu_tier_holds_logical(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_compress_rule, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_roundtrip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_plain_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cpu_tier_holds_logical, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_damaged_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_operator_view, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_capacity_counts_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compress_rule, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_plain_files, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_tier_holds_logical, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_damaged_files, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_operator_view, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_counts_stored, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,11 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct fixture {
-    char *dir;
-    kvs_config *cfg;
-    kvs_namespace ns;
-} fixture;
+typedef tu_fixture fixture;
 
 #define LAYERS 3
 #define HEADS 2
@@ -33,30 +29,10 @@ typedef struct fixture {
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    tu_clear_env();
-    f->dir = tu_mkdtemp("engine");
-    assert_non_null(f->dir);
-    assert_int_equal(kvs_config_new(&f->cfg), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "weka_path", f->dir), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "gds_io_threads", "3"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "log_level", "error"), KVS_OK);
-    f->ns = (kvs_namespace){.model = "test/model", .dtype = KVS_DTYPE_BF16, .num_layers = LAYERS,
-                            .num_kv_heads = HEADS, .head_dim = DIM, .layout = KVS_LAYOUT_MHA,
-                            .world_size = 1, .rank = 0};
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    kvs_config_free(f->cfg);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
+    fixture *f = tu_setup(state, "engine");
+    f->cfg = tu_config(f->dir, "16", "3", NULL);
+    assert_non_null(f->cfg);
+    f->ns = tu_mha_ns("test/model", LAYERS, HEADS, DIM);
     return 0;
 }
 
@@ -105,19 +81,6 @@ static size_t count_equal_rows(kvbuf *a, kvbuf *b, size_t tokens)
     return bad;
 }
 
-static void make_tokens(uint32_t *t, size_t n, uint32_t seed)
-{
-    for (size_t i = 0; i < n; i++)
-        t[i] = (uint32_t)((i + 1) * 2654435761u ^ seed);
-}
-
-static void store_wait(kvs_engine *e, const uint32_t *t, size_t n, kvs_kv *kv, kvs_op_result *r)
-{
-    kvs_op *op = NULL;
-    assert_int_equal(kvs_store(e, t, n, kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, r), KVS_OK);
-    kvs_op_free(op);
-}
 
 static void test_roundtrip_contiguous(void **state)
 {
@@ -126,7 +89,7 @@ static void test_roundtrip_contiguous(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 100; /* 6 whole chunks + 4 tokens */
     uint32_t t[100];
-    make_tokens(t, n, 1);
+    tu_tokens(t, n, 1);
     kvbuf src, dst;
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
@@ -136,13 +99,13 @@ static void test_roundtrip_contiguous(void **state)
     assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
     assert_int_equal(hit, 0);
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     assert_int_equal(r.status, KVS_OK);
     assert_int_equal(r.chunks_done, 6);
     assert_int_equal(r.tokens, 96);
     assert_int_equal(r.bytes, 6ull * LAYERS * 2 * CHUNK * ROW);
     /* Storing again writes nothing. */
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     assert_int_equal(r.chunks_done, 0);
     assert_int_equal(r.chunks_present, 6);
 
@@ -195,7 +158,7 @@ static void test_paged_layout(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 64, blocks = 32, bs = 4, slots = blocks * bs;
     uint32_t t[64];
-    make_tokens(t, n, 2);
+    tu_tokens(t, n, 2);
     uint8_t *cache_a[LAYERS], *cache_b[LAYERS];
     for (int l = 0; l < LAYERS; l++) {
         cache_a[l] = malloc(2 * slots * ROW);
@@ -216,7 +179,7 @@ static void test_paged_layout(void **state)
     b.layers = (void *const *)cache_b;
     b.slot_mapping = map_b;
     kvs_op_result r;
-    store_wait(e, t, n, &a, &r);
+    tu_store_wait(e, t, n, &a, &r);
     assert_int_equal(r.chunks_done, 4);
     size_t loaded;
     assert_int_equal(kvs_retrieve(e, t, n, &b, &loaded), KVS_OK);
@@ -252,12 +215,12 @@ static void test_paged_layout(void **state)
     kvs_stats s;
     kvs_engine_stats(e, &s, sizeof s);
     uint32_t u[64];
-    make_tokens(u, n, 3);
+    tu_tokens(u, n, 3);
     int64_t map_d[64];
     memcpy(map_d, map_a, sizeof map_d);
     map_d[20] = -1; /* chunk 1 has a hole */
     a.slot_mapping = map_d;
-    store_wait(e, u, n, &a, &r);
+    tu_store_wait(e, u, n, &a, &r);
     assert_int_equal(r.chunks_done, 3);
     size_t hit;
     assert_int_equal(kvs_lookup(e, u, n, &hit), KVS_OK);
@@ -278,13 +241,13 @@ static void test_partial_chunks_and_mla(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 40;
     uint32_t t[40];
-    make_tokens(t, n, 4);
+    tu_tokens(t, n, 4);
     kvbuf src, dst;
     kvbuf_init(&src, n, 1);
     kvbuf_init(&dst, n, 1);
     fill_rows(&src, t);
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     assert_int_equal(r.chunks_done, 3);
     assert_int_equal(r.tokens, 40);
     size_t loaded, hit;
@@ -298,7 +261,7 @@ static void test_partial_chunks_and_mla(void **state)
      * other tokens. */
     uint32_t longer[48];
     memcpy(longer, t, sizeof t);
-    make_tokens(longer + 40, 8, 5);
+    tu_tokens(longer + 40, 8, 5);
     assert_int_equal(kvs_lookup(e, longer, 48, &hit), KVS_OK);
     assert_int_equal(hit, 32);
     kvs_engine_close(e);
@@ -339,7 +302,7 @@ static void test_bad_files_are_misses(void **state)
     fixture *f = *state;
     const size_t n = 16;
     uint32_t t[16];
-    make_tokens(t, n, 6);
+    tu_tokens(t, n, 6);
     kvbuf src, dst;
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
@@ -355,7 +318,7 @@ static void test_bad_files_are_misses(void **state)
         offsetof(kvs_stats, miss_not_regular), offsetof(kvs_stats, miss_truncated),
     };
     uint32_t other[16];
-    make_tokens(other, n, 99);
+    tu_tokens(other, n, 99);
     for (int c = 0; c < NCASES; c++) {
         kvs_engine *e;
         assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
@@ -363,7 +326,7 @@ static void test_bad_files_are_misses(void **state)
         size_t removed;
         kvs_remove(e, t, n, &removed);
         kvs_remove(e, other, n, &removed);
-        store_wait(e, t, n, &src.kv, &r);
+        tu_store_wait(e, t, n, &src.kv, &r);
         assert_int_equal(r.chunks_done, 1);
         char files[4][4096];
         assert_int_equal(list_chunk_files(f->dir, files, 4), 1);
@@ -386,7 +349,7 @@ static void test_bad_files_are_misses(void **state)
         }
         case SWAP: {
             /* Another chunk's valid file moved under this chunk's name. */
-            store_wait(e, other, n, &src.kv, &r);
+            tu_store_wait(e, other, n, &src.kv, &r);
             char all[4][4096];
             assert_int_equal(list_chunk_files(f->dir, all, 4), 2);
             const char *mine = strcmp(all[0], path) == 0 ? all[0] : all[1];
@@ -430,7 +393,7 @@ static void test_bad_files_are_misses(void **state)
             /* Provably bad files are removed, so a store can replace them. */
             struct stat st;
             assert_int_not_equal(lstat(path, &st), 0);
-            store_wait(e, t, n, &src.kv, &r);
+            tu_store_wait(e, t, n, &src.kv, &r);
             assert_int_equal(r.chunks_done, 1);
             assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
             assert_int_equal(loaded, 16);
@@ -454,13 +417,13 @@ static void test_vanished_file(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 48;
     uint32_t t[48];
-    make_tokens(t, n, 7);
+    tu_tokens(t, n, 7);
     kvbuf src, dst;
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
     fill_rows(&src, t);
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     size_t hit, loaded;
     assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
     assert_int_equal(hit, 48);
@@ -495,14 +458,14 @@ static void test_layers_and_direct(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 64;
     uint32_t t[64];
-    make_tokens(t, n, 8);
+    tu_tokens(t, n, 8);
     kvbuf src, dst;
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
     fill_rows(&src, t);
     src.kv.flags = KVS_KV_DIRECT;
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     assert_int_equal(r.chunks_done, 4);
     for (int direct = 0; direct < 2; direct++) {
         memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
@@ -548,7 +511,7 @@ static void *worker(void *p)
     kvbuf_init(&dst, n, 2);
     for (int round = 0; round < 20; round++) {
         /* Prompts share prefixes across threads: seeds repeat. */
-        make_tokens(t, n, (uint32_t)((a->id + round) % 5));
+        tu_tokens(t, n, (uint32_t)((a->id + round) % 5));
         fill_rows(&src, t);
         kvs_op *op = NULL;
         if (kvs_store(a->e, t, n, &src.kv, &op) != KVS_OK) {
@@ -606,13 +569,13 @@ static void test_cpu_tier_hits(void **state)
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     const size_t n = 32;
     uint32_t t[32];
-    make_tokens(t, n, 9);
+    tu_tokens(t, n, 9);
     kvbuf src, dst;
     kvbuf_init(&src, n, 2);
     kvbuf_init(&dst, n, 2);
     fill_rows(&src, t);
     kvs_op_result r;
-    store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, t, n, &src.kv, &r);
     /* Remove the files: the CPU tier still serves this instance. */
     char files[4][4096];
     int nf = list_chunk_files(f->dir, files, 4);
@@ -665,7 +628,7 @@ static void test_cpu_hits_on_workers(void **state)
     fixture *f = *state;
     const size_t n = 64; /* 4 chunks */
     uint32_t t[64];
-    make_tokens(t, n, 21);
+    tu_tokens(t, n, 21);
     uint8_t keys[4][KVS_KEY_BYTES];
     size_t nkeys = 0;
     assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
@@ -681,7 +644,7 @@ static void test_cpu_hits_on_workers(void **state)
                          KVS_OK);
         kvs_engine *e = open_hits_engine(f, mode == 1 ? UINT64_MAX : 1);
         kvs_op_result r;
-        store_wait(e, t, n, &src.kv, &r);
+        tu_store_wait(e, t, n, &src.kv, &r);
         assert_int_equal(r.chunks_done, 4);
         for (int k = 0; k < 4; k++)
             assert_true(kvs__cpu_tier_contains(e->cpu, keys[k]));
@@ -778,14 +741,14 @@ typedef struct hits_case {
 static void hits_case_open(fixture *f, hits_case *h, uint32_t seed)
 {
     h->e = open_hits_engine(f, 1);
-    make_tokens(h->t, 64, seed);
+    tu_tokens(h->t, 64, seed);
     size_t nkeys = 0;
     assert_int_equal(kvs_chunk_keys(h->t, 64, CHUNK, h->keys, 4, &nkeys), KVS_OK);
     kvbuf_init(&h->src, 64, 2);
     kvbuf_init(&h->dst, 64, 2);
     fill_rows(&h->src, h->t);
     kvs_op_result r;
-    store_wait(h->e, h->t, 64, &h->src.kv, &r);
+    tu_store_wait(h->e, h->t, 64, &h->src.kv, &r);
     assert_int_equal(r.chunks_done, 4);
 }
 
@@ -956,7 +919,7 @@ static void test_stats_forms(void **state)
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     uint32_t t[16];
-    make_tokens(t, 16, 10);
+    tu_tokens(t, 16, 10);
     size_t hit;
     kvs_lookup(e, t, 16, &hit);
     char *json = NULL, *prom = NULL;
@@ -991,15 +954,15 @@ static void test_ops_logs_and_times(void **state)
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
     uint32_t t[256];
-    make_tokens(t, 256, 11);
+    tu_tokens(t, 256, 11);
     kvbuf b;
     kvbuf_init(&b, 256, 2);
     fill_rows(&b, t);
     kvs_op_result r;
-    store_wait(e, t, 256, &b.kv, &r);
+    tu_store_wait(e, t, 256, &b.kv, &r);
     assert_int_equal(r.chunks_done, 2);
     assert_int_equal(r.chunks_failed, 14);
-    store_wait(e, t + 32, 224, &b.kv, &r); /* more drops, inside the 10 s window */
+    tu_store_wait(e, t + 32, 224, &b.kv, &r); /* more drops, inside the 10 s window */
     const char *logs = tu_logs();
     const char *line = strstr(logs, "store: 14 of 16 chunks not stored (14: store queue full");
     assert_non_null(line);
@@ -1137,13 +1100,13 @@ static void test_store_writes_file_aligned(void **state)
         kvs_engine *e;
         assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
         assert_true(payload > 2 * e->host_write_block);
-        make_tokens(t, n, 40 + (uint32_t)mode);
+        tu_tokens(t, n, 40 + (uint32_t)mode);
         skv.flags = mode >= 2 ? KVS_KV_DIRECT : 0;
         skv.layers = mode == 3 ? ol : sl;
         nwlog = 0;
         const kvs_io_ops *old = kvs__io_set(&ops);
         kvs_op_result r;
-        store_wait(e, t, n, &skv, &r);
+        tu_store_wait(e, t, n, &skv, &r);
         kvs__io_set(old);
         assert_int_equal(r.chunks_done, 2);
         assert_int_equal(files_written_aligned(KVS_PAYLOAD_OFFSET + payload,
@@ -1271,11 +1234,11 @@ static void test_retrieve_order_layer(void **state)
     for (uint64_t i = 0; i < bytes; i++)
         src[i] = (uint8_t)(i * 2654435761u >> 13);
     static uint32_t tok[NT];
-    make_tokens(tok, NT, 77);
+    tu_tokens(tok, NT, 77);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &ns, &e), KVS_OK);
     kvs_op_result r;
-    store_wait(e, tok, NT, &skv, &r);
+    tu_store_wait(e, tok, NT, &skv, &r);
     assert_int_equal(r.chunks_done, 5);
     assert_true(e->piece_bytes < kvs__padded_payload(e->chunk_payload)); /* several pieces */
     const int64_t files = atomic_load(&e->layer_files_left);
@@ -1310,23 +1273,23 @@ static void test_retrieve_order_layer(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_roundtrip_contiguous, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_paged_layout, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_partial_chunks_and_mla, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_files_are_misses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_vanished_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_layers_and_direct, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_counts_store_failures, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_misuse, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stats_forms, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_writes_file_aligned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_contiguous, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_paged_layout, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_partial_chunks_and_mla, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files_are_misses, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_vanished_file, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_layers_and_direct, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_callers, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_tier_hits, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_hits_on_workers_cancel, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_counts_store_failures, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_misuse, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_stats_forms, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_ops_logs_and_times, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_store_writes_file_aligned, setup, tu_teardown),
         cmocka_unit_test(test_pool_layer_order),
-        cmocka_unit_test_setup_teardown(test_retrieve_order_layer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retrieve_order_layer, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

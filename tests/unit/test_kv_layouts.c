@@ -143,34 +143,13 @@ static void check_loaded(const cache *src, const cache *dst, uint8_t *const befo
 
 /* ---- engine round trips ------------------------------------------------- */
 
-typedef struct fixture {
-    char *dir;
-    kvs_config *cfg;
-} fixture;
+typedef tu_fixture fixture;
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    tu_clear_env();
-    f->dir = tu_mkdtemp("layouts");
-    assert_non_null(f->dir);
-    assert_int_equal(kvs_config_new(&f->cfg), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "weka_path", f->dir), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(f->cfg, "log_level", "error"), KVS_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    kvs_config_free(f->cfg);
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
+    fixture *f = tu_setup(state, "layouts");
+    f->cfg = tu_config(f->dir, "16", "2", NULL);
+    assert_non_null(f->cfg);
     return 0;
 }
 
@@ -184,8 +163,7 @@ static kvs_namespace ns_of(bool mla)
 
 static void make_tokens(uint32_t *t, size_t n, uint32_t seed)
 {
-    for (size_t i = 0; i < n; i++)
-        t[i] = (uint32_t)((i + 1) * 2654435761u ^ (seed * 40503u + 7));
+    tu_tokens(t, n, seed * 40503u + 7);
 }
 
 /* Stores from src_lo, retrieves into dst_lo (some of its slots negative),
@@ -295,11 +273,8 @@ static void test_store_negative_slot(void **state)
     cache_init(&src, &MHA_LAYOUTS[5], 0);
     cache_init(&dst, &MHA_LAYOUTS[6], 0);
     src.slots[2 * CHUNK + 3] = -1;
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, tokens, PROMPT, &src.kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, tokens, PROMPT, &src.kv, &r);
     assert_int_equal(r.chunks_done, 2);
     uint8_t *before[LAYERS];
     for (int l = 0; l < LAYERS; l++) {
@@ -362,11 +337,8 @@ static void xl_roundtrip(fixture *f, bool hnd)
         fail_msg("cross-layer: %s", kvs_last_error());
     uint32_t tokens[PROMPT];
     make_tokens(tokens, PROMPT, hnd ? 9100 : 9000);
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, tokens, PROMPT, &plain.kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, tokens, PROMPT, &plain.kv, &r);
     size_t loaded = 0;
     assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &kv, &loaded), KVS_OK);
     assert_int_equal(loaded, WHOLE);
@@ -383,9 +355,7 @@ static void xl_roundtrip(fixture *f, bool hnd)
     /* and back: stored from the cross-layer cache, read into a plain one */
     slots[5] = (5 * 37 + 11) % SLOTS;
     make_tokens(tokens, PROMPT, hnd ? 9200 : 9300);
-    assert_int_equal(kvs_store(e, tokens, PROMPT, &kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, tokens, PROMPT, &kv, &r);
     assert_int_equal(r.chunks_done, WHOLE / CHUNK);
     assert_int_equal(kvs_retrieve(e, tokens, PROMPT, &plain.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, WHOLE);
@@ -637,12 +607,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_partial_ranges),
         cmocka_unit_test(test_streamed_scatter),
-        cmocka_unit_test_setup_teardown(test_mha_every_pair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mla_every_pair, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cpu_tier, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_store_negative_slot, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cross_layer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mha_every_pair, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_mla_every_pair, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cpu_tier, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_store_negative_slot, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_cross_layer, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_refusals, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,10 +30,7 @@
 #define OTHER_GID 54322
 #define SHARED_GID 54323 /* the group of a group-shared store */
 
-typedef struct fixture {
-    char *dir;
-    kvs_namespace ns;
-} fixture;
+typedef tu_fixture fixture;
 
 static kvs_config *config(const fixture *f, bool strict);
 
@@ -49,59 +46,32 @@ static kvs_config *config_owner(const fixture *f, const char *uid, const char *g
 
 static kvs_config *config(const fixture *f, bool strict)
 {
-    kvs_config *c = NULL;
-    assert_int_equal(kvs_config_new(&c), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "weka_path", f->dir), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "negative_cache_ms", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "log_level", "error"), KVS_OK);
-    assert_int_equal(kvs_config_set(c, "strict_ownership", strict ? "true" : "false"), KVS_OK);
+    kvs_config *c = tu_config(f->dir, "16", "2", "negative_cache_ms", "0", "strict_ownership",
+                              strict ? "true" : "false", NULL);
+    assert_non_null(c);
     return c;
 }
 
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    tu_clear_env();
-    f->dir = tu_mkdtemp("strict");
-    assert_non_null(f->dir);
+    fixture *f = tu_setup(state, "strict");
     /* the temporary folder's parents must let the other user through */
     assert_int_equal(chmod(f->dir, 0755), 0);
-    f->ns = (kvs_namespace){.model = "test/strict", .dtype = KVS_DTYPE_BF16, .num_layers = LAYERS,
-                            .num_kv_heads = HEADS, .head_dim = DIM, .layout = KVS_LAYOUT_MHA,
-                            .world_size = 1, .rank = 0};
-    *state = f;
+    f->ns = tu_mha_ns("test/strict", LAYERS, HEADS, DIM);
     return 0;
 }
 
-static int teardown(void **state)
-{
-    fixture *f = *state;
-    tu_rmtree(f->dir);
-    free(f->dir);
-    free(f);
-    return 0;
-}
-
-typedef struct kv {
-    uint8_t mem[LAYERS * 2 * NTOK * ROW];
-    void *layers[LAYERS];
-    kvs_kv kv;
-} kv;
+TU_KV_TYPE(kv, LAYERS, NTOK, ROW);
 
 static void kv_init(kv *b, uint8_t seed)
 {
-    for (size_t i = 0; i < sizeof b->mem; i++)
-        b->mem[i] = (uint8_t)(i * 131 + seed);
+    tu_fill_pattern(b->mem, sizeof b->mem, seed);
     tu_kv_contiguous(&b->kv, b->mem, b->layers, LAYERS, 2, NTOK, ROW);
 }
 
 static void tokens(uint32_t *t)
 {
-    for (size_t i = 0; i < NTOK; i++)
-        t[i] = (uint32_t)((i + 1) * 2654435761u);
+    tu_tokens(t, NTOK, 0);
 }
 
 static void store_with(const fixture *f, const kvs_config *cfg)
@@ -112,11 +82,8 @@ static void store_with(const fixture *f, const kvs_config *cfg)
     kv_init(&src, 1);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    kvs_op *op = NULL;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &src.kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    tu_store_wait(e, t, NTOK, &src.kv, &r);
     kvs_engine_close(e);
 }
 
@@ -375,9 +342,9 @@ int main(void)
         return 77;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_chunk_files, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_folders, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_store_and_store_uid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chunk_files, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_folders, setup, tu_teardown),
+        cmocka_unit_test_setup_teardown(test_group_store_and_store_uid, setup, tu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

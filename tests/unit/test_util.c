@@ -160,3 +160,92 @@ void tu_clear_env(void)
         unsetenv(name);
     }
 }
+
+kvs_config *tu_config(const char *dir, const char *chunk_size, const char *io_threads, ...)
+{
+    kvs_config *cfg = NULL;
+    if (kvs_config_new(&cfg) != KVS_OK)
+        return NULL;
+    const char *base[] = {"weka_path", dir,         "chunk_size", chunk_size, "local_cpu",
+                          "false",     "gds_io_threads", io_threads, "log_level", "error"};
+    const char *key = NULL, *value = NULL;
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i += 2)
+        if (kvs_config_set(cfg, key = base[i], value = base[i + 1]) != KVS_OK)
+            goto refused;
+    va_list ap;
+    va_start(ap, io_threads);
+    while ((key = va_arg(ap, const char *))) {
+        value = va_arg(ap, const char *);
+        if (kvs_config_set(cfg, key, value) != KVS_OK) {
+            va_end(ap);
+            goto refused;
+        }
+    }
+    va_end(ap);
+    return cfg;
+refused:
+    fprintf(stderr, "tu_config: %s = %s refused: %s\n", key, value ? value : "(null)",
+            kvs_last_error());
+    kvs_config_free(cfg);
+    return NULL;
+}
+
+char *tu_fixture_dir(const char *tag)
+{
+    tu_clear_env();
+    char *dir = tu_mkdtemp(tag);
+    assert_non_null(dir);
+    return dir;
+}
+
+void tu_fixture_done(char *dir, kvs_config *cfg)
+{
+    kvs_config_free(cfg);
+    tu_rmtree(dir);
+    free(dir);
+}
+
+tu_fixture *tu_setup(void **state, const char *tag)
+{
+    tu_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->dir = tu_fixture_dir(tag);
+    *state = f;
+    return f;
+}
+
+int tu_teardown(void **state)
+{
+    tu_fixture *f = *state;
+    tu_fixture_done(f->dir, f->cfg);
+    free(f);
+    return 0;
+}
+
+kvs_namespace tu_mha_ns(const char *model, uint32_t layers, uint32_t heads, uint32_t dim)
+{
+    return (kvs_namespace){.model = model, .dtype = KVS_DTYPE_BF16, .num_layers = layers,
+                           .num_kv_heads = heads, .head_dim = dim, .layout = KVS_LAYOUT_MHA,
+                           .world_size = 1, .rank = 0};
+}
+
+void tu_tokens(uint32_t *t, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        t[i] = (uint32_t)((i + 1) * 2654435761u ^ seed);
+}
+
+void tu_fill_pattern(uint8_t *mem, size_t n, uint8_t seed)
+{
+    for (size_t i = 0; i < n; i++)
+        mem[i] = (uint8_t)(i * 131 + seed);
+}
+
+void tu_store_wait(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv,
+                   kvs_op_result *r)
+{
+    kvs_op *op = NULL;
+    assert_int_equal(kvs_store(e, t, n, kv, &op), KVS_OK);
+    assert_int_equal(kvs_op_wait(op, -1, r), KVS_OK);
+    kvs_op_free(op);
+}

@@ -31,4 +31,50 @@ const char *tu_logs(void);
 /* Unsets every LMCACHE_* and KVSTASH_* variable. */
 void tu_clear_env(void);
 
+/* ---- what the engine tests start from -------------------------------------- */
+
+/* A config of the store in dir, chunk_size tokens a chunk, no CPU tier,
+ * io_threads I/O threads and only errors logged, then each further key,
+ * value pair up to a NULL key.  NULL where a value is refused, with the key
+ * and the reason on stderr: no cmocka assertion, so a forked child may call
+ * it too. */
+kvs_config *tu_config(const char *dir, const char *chunk_size, const char *io_threads, ...)
+    __attribute__((sentinel));
+/* A fixture's folder: the environment cleared (tu_clear_env) and a fresh
+ * temporary folder, asserted. */
+char *tu_fixture_dir(const char *tag);
+/* Undoes a fixture: frees cfg (may be NULL), removes and frees dir. */
+void tu_fixture_done(char *dir, kvs_config *cfg);
+
+/* The fixture most engine tests share. */
+typedef struct tu_fixture {
+    char *dir;       /* the store: a fresh temporary folder */
+    kvs_config *cfg; /* the test's config, or NULL where each test makes its own */
+    kvs_namespace ns;
+} tu_fixture;
+/* A cmocka setup's first step: a zeroed tu_fixture in *state, its dir from
+ * tu_fixture_dir(tag). */
+tu_fixture *tu_setup(void **state, const char *tag);
+/* The cmocka teardown of a tu_fixture: tu_fixture_done, then the fixture. */
+int tu_teardown(void **state);
+
+/* A contiguous host buffer of L layers x 2 planes x T tokens of R-byte rows
+ * (tu_kv_contiguous describes it in .kv), as type `name`. */
+#define TU_KV_TYPE(name, L, T, R)                                                            \
+    typedef struct name {                                                                    \
+        uint8_t mem[(size_t)(L) * 2 * (T) * (R)];                                            \
+        void *layers[L];                                                                     \
+        kvs_kv kv;                                                                           \
+    } name
+/* A bf16 MHA namespace of one rank. */
+kvs_namespace tu_mha_ns(const char *model, uint32_t layers, uint32_t heads, uint32_t dim);
+/* Prompt seed: n token ids, (i + 1) * 2654435761 ^ seed. */
+void tu_tokens(uint32_t *t, size_t n, uint32_t seed);
+/* Byte i of mem[0..n) becomes i * 131 + seed. */
+void tu_fill_pattern(uint8_t *mem, size_t n, uint8_t seed);
+/* kvs_store of n tokens from kv, waited for; asserts both calls succeed
+ * and leaves the operation's result in *r. */
+void tu_store_wait(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv,
+                   kvs_op_result *r);
+
 #endif
