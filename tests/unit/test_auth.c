@@ -121,18 +121,6 @@ static size_t load(const fixture *f, const kvs_config *cfg, const uint32_t *t, c
     return n;
 }
 
-static void chunk_path(const fixture *f, const kvs_config *cfg, const uint32_t *t, int idx,
-                       char *path)
-{
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    uint8_t keys[3][32];
-    size_t n = 0;
-    assert_int_equal(kvs_chunk_keys(t, NTOK, CHUNK, keys, 3, &n), KVS_OK);
-    kvs__store_chunk_path(&e->store, keys[idx], path);
-    kvs_engine_close(e);
-}
-
 static uint8_t *slurp(const char *path, size_t *len)
 {
     uint8_t *b = (uint8_t *)tu_read_file(path, len);
@@ -168,16 +156,13 @@ static void test_roundtrip_and_format(void **state)
     tokens(t, 1);
     kv src;
     kv_init(&src, 1);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    store(e, t, &src);
-    kvs_engine_close(e);
+    tu_store_all(f->cfg, &f->ns, t, NTOK, &src.kv, NULL);
     uint64_t unauth = 9;
     assert_int_equal(load(f, f->cfg, t, &src, &unauth), NTOK);
     assert_int_equal(unauth, 0);
 
     char path[KVS_PATH_MAX];
-    chunk_path(f, f->cfg, t, 1, path);
+    tu_chunk_path(f->cfg, &f->ns, t, NTOK, CHUNK, 1, path);
     size_t len;
     uint8_t *b = slurp(path, &len);
     kvs_chunk_header h;
@@ -223,10 +208,7 @@ static void test_unauthenticated_files(void **state)
     kv src;
     kv_init(&src, 2);
     kvs_config *plain = config_with(f, NULL);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(plain, &f->ns, &e), KVS_OK);
-    store(e, t, &src);
-    kvs_engine_close(e);
+    tu_store_all(plain, &f->ns, t, NTOK, &src.kv, NULL);
     assert_int_equal(load(f, plain, t, &src, NULL), NTOK);
     uint64_t unauth = 0;
     assert_int_equal(load(f, f->cfg, t, &src, &unauth), 0);
@@ -234,9 +216,7 @@ static void test_unauthenticated_files(void **state)
     /* Refused files are removed, so the next stores write authenticated
      * ones. */
     for (int round = 0; round < 3; round++) {
-        assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-        store(e, t, &src);
-        kvs_engine_close(e);
+        tu_store_all(f->cfg, &f->ns, t, NTOK, &src.kv, NULL);
         if (load(f, f->cfg, t, &src, &unauth) == NTOK)
             break;
     }
@@ -264,8 +244,8 @@ static void test_forgeries_are_misses(void **state)
         store(e, t, &src);
         kvs_engine_close(e);
         char p0[KVS_PATH_MAX], p1[KVS_PATH_MAX];
-        chunk_path(f, f->cfg, t, 0, p0);
-        chunk_path(f, f->cfg, t, 1, p1);
+        tu_chunk_path(f->cfg, &f->ns, t, NTOK, CHUNK, 0, p0);
+        tu_chunk_path(f->cfg, &f->ns, t, NTOK, CHUNK, 1, p1);
         size_t len;
         uint8_t *b = slurp(p1, &len);
         switch (which) {

@@ -77,15 +77,7 @@ static void tokens(uint32_t *t, uint32_t seed)
 static void store(const fixture *f, const kvs_config *cfg, const uint32_t *t, kv *src,
                   kvs_stats *s)
 {
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    kvs_op_result r;
-    tu_store_wait(e, t, NTOK, &src->kv, &r);
-    assert_int_equal(r.status, KVS_OK);
-    assert_int_equal(r.tokens, NTOK);
-    if (s)
-        assert_int_equal(kvs_engine_stats(e, s, sizeof *s), KVS_OK);
-    kvs_engine_close(e);
+    tu_store_all(cfg, &f->ns, t, NTOK, &src->kv, s);
 }
 
 /* Tokens a fresh engine of cfg loads (flags: kvs_kv flags); the bytes it
@@ -121,18 +113,6 @@ static size_t load(const fixture *f, const kvs_config *cfg, const uint32_t *t, c
     return n;
 }
 
-static void chunk_path(const fixture *f, const kvs_config *cfg, const uint32_t *t, int idx,
-                       char *path)
-{
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    uint8_t keys[NCHUNK][32];
-    size_t n = 0;
-    assert_int_equal(kvs_chunk_keys(t, NTOK, CHUNK, keys, NCHUNK, &n), KVS_OK);
-    kvs__store_chunk_path(&e->store, keys[idx], path);
-    kvs_engine_close(e);
-}
-
 static uint32_t file_version(const char *path, uint64_t *size)
 {
     size_t len = 0;
@@ -166,7 +146,7 @@ static void test_roundtrip(void **state)
     for (int i = 0; i < NCHUNK; i++) {
         char path[4096];
         uint64_t size;
-        chunk_path(f, on, t, i, path);
+        tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, i, path);
         assert_int_equal(file_version(path, &size), KVS_FORMAT_VERSION_CODEC);
         assert_true(size < kvs__file_bytes(PAYLOAD));
         assert_int_equal(size % 4096, 0);
@@ -211,7 +191,7 @@ static void test_plain_files(void **state)
     assert_int_equal(s.stored_bytes_written, s.bytes_written);
     char path[4096];
     uint64_t size;
-    chunk_path(f, on, t, 0, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 0, path);
     assert_int_equal(file_version(path, &size), KVS_FORMAT_VERSION);
     assert_int_equal(size, kvs__file_bytes(PAYLOAD));
     assert_int_equal(load(f, on, t, src, 0, NULL), NTOK);
@@ -221,7 +201,7 @@ static void test_plain_files(void **state)
     store(f, on, t, src, &s);
     assert_int_equal(s.chunks_stored, NCHUNK);
     assert_int_equal(s.chunks_stored_compressed, 0);
-    chunk_path(f, on, t, 1, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 1, path);
     assert_int_equal(file_version(path, &size), KVS_FORMAT_VERSION);
     assert_int_equal(load(f, on, t, src, 0, NULL), NTOK);
     free(src);
@@ -309,7 +289,7 @@ static void test_damaged_files(void **state)
         tokens(t, 100 + (uint32_t)k);
         store(f, on, t, src, NULL);
         char path[4096];
-        chunk_path(f, on, t, 1, path);
+        tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 1, path);
         damage(path, cases[k].d);
         kvs_stats r;
         /* the first chunk only: the second is a miss, the rest cut */
@@ -334,7 +314,7 @@ static uint64_t files_bytes(const fixture *f, const kvs_config *cfg, const uint3
     for (int i = 0; i < NCHUNK; i++) {
         char path[4096];
         struct stat sb;
-        chunk_path(f, cfg, t, i, path);
+        tu_chunk_path(cfg, &f->ns, t, NTOK, CHUNK, i, path);
         assert_int_equal(stat(path, &sb), 0);
         sum += (uint64_t)sb.st_size;
     }
@@ -405,11 +385,11 @@ static void test_operator_view(void **state)
     /* a damaged frame, a frame that verifies but does not decode, a table
      * that does not match its sum: bad, each with what is wrong */
     char path[4096];
-    chunk_path(f, on, t, 0, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 0, path);
     damage(path, FRAME);
-    chunk_path(f, on, t, 1, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 1, path);
     damage(path, UNDECODABLE);
-    chunk_path(f, on, t, 2, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 2, path);
     damage(path, TABLE);
     assert_int_equal(kvs_admin_open(on, &a), KVS_OK);
     why[0] = '\0';
@@ -511,7 +491,7 @@ static void test_compress_rule(void **state)
     assert_int_equal(load(f, keyed, t, src, 0, &r), 0);
     assert_true(r.miss_unauthenticated >= 1); /* later chunks may be read before the cut */
     char path[4096];
-    chunk_path(f, on, t, 0, path);
+    tu_chunk_path(on, &f->ns, t, NTOK, CHUNK, 0, path);
     assert_int_equal(access(path, F_OK), -1);
     free(src);
     kvs_config_free(on);

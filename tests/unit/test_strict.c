@@ -80,11 +80,7 @@ static void store_with(const fixture *f, const kvs_config *cfg)
     tokens(t);
     kv src;
     kv_init(&src, 1);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(cfg, &f->ns, &e), KVS_OK);
-    kvs_op_result r;
-    tu_store_wait(e, t, NTOK, &src.kv, &r);
-    kvs_engine_close(e);
+    tu_store_all(cfg, &f->ns, t, NTOK, &src.kv, NULL);
 }
 
 /* Tokens a fresh engine loads; *own_out: its miss_ownership. */
@@ -129,15 +125,9 @@ static int as_other(void (*fn)(const fixture *), const fixture *f)
 static void chunk_path(const fixture *f, int idx, char *path)
 {
     kvs_config *c = config(f, false);
-    kvs_engine *e;
-    assert_int_equal(kvs_engine_open(c, &f->ns, &e), KVS_OK);
     uint32_t t[NTOK];
     tokens(t);
-    uint8_t keys[2][32];
-    size_t n;
-    assert_int_equal(kvs_chunk_keys(t, NTOK, CHUNK, keys, 2, &n), KVS_OK);
-    kvs__store_chunk_path(&e->store, keys[idx], path);
-    kvs_engine_close(e);
+    tu_chunk_path(c, &f->ns, t, NTOK, CHUNK, (size_t)idx, path);
     kvs_config_free(c);
 }
 

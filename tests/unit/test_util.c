@@ -1,6 +1,8 @@
 /* test_util.c - helpers shared by the unit tests. */
 #include "test_util.h"
 
+#include "engine.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -248,4 +250,33 @@ void tu_store_wait(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv,
     assert_int_equal(kvs_store(e, t, n, kv, &op), KVS_OK);
     assert_int_equal(kvs_op_wait(op, -1, r), KVS_OK);
     kvs_op_free(op);
+}
+
+void tu_store_all(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                  const kvs_kv *kv, kvs_stats *s_out)
+{
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, ns, &e), KVS_OK);
+    kvs_op_result r;
+    tu_store_wait(e, t, n, kv, &r);
+    assert_int_equal(r.status, KVS_OK);
+    assert_int_equal(r.tokens, n);
+    if (s_out)
+        assert_int_equal(kvs_engine_stats(e, s_out, sizeof *s_out), KVS_OK);
+    kvs_engine_close(e);
+}
+
+void tu_chunk_path(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                   size_t chunk, size_t idx, char *path)
+{
+    kvs_engine *e;
+    assert_int_equal(kvs_engine_open(cfg, ns, &e), KVS_OK);
+    size_t max = n / chunk + 1, got = 0;
+    uint8_t(*keys)[32] = calloc(max, sizeof *keys);
+    assert_non_null(keys);
+    assert_int_equal(kvs_chunk_keys(t, n, chunk, keys, max, &got), KVS_OK);
+    assert_true(idx < got);
+    kvs__store_chunk_path(&e->store, keys[idx], path);
+    free(keys);
+    kvs_engine_close(e);
 }

@@ -58,6 +58,16 @@ tu_fixture *tu_setup(void **state, const char *tag);
 /* The cmocka teardown of a tu_fixture: tu_fixture_done, then the fixture. */
 int tu_teardown(void **state);
 
+/* tu_store_wait through a fresh engine of cfg and ns, closed after; asserts
+ * that all n tokens were stored.  *s_out, where not NULL: that engine's
+ * counters after the store. */
+void tu_store_all(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                  const kvs_kv *kv, kvs_stats *s_out);
+/* The path of chunk idx of the n tokens t (chunk tokens a chunk) in the
+ * store of a fresh engine of cfg and ns; path holds KVS_PATH_MAX bytes. */
+void tu_chunk_path(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                   size_t chunk, size_t idx, char *path);
+
 /* A contiguous host buffer of L layers x 2 planes x T tokens of R-byte rows
  * (tu_kv_contiguous describes it in .kv), as type `name`. */
 #define TU_KV_TYPE(name, L, T, R)                                                            \
