@@ -71,6 +71,32 @@ static void fill_rows(kvbuf *b, const uint32_t *tokens)
             }
 }
 
+/* A prompt of n tokens (tu_tokens of seed), its KV in src and a buffer of
+ * the same shape, dst, to load into. */
+typedef struct prompt {
+    size_t n;
+    uint32_t *t;
+    kvbuf src, dst;
+} prompt;
+
+static void prompt_init(prompt *p, size_t n, uint32_t seed, uint32_t planes)
+{
+    p->n = n;
+    p->t = malloc(n * sizeof *p->t);
+    assert_non_null(p->t);
+    tu_tokens(p->t, n, seed);
+    kvbuf_init(&p->src, n, planes);
+    kvbuf_init(&p->dst, n, planes);
+    fill_rows(&p->src, p->t);
+}
+
+static void prompt_free(prompt *p)
+{
+    free(p->t);
+    free(p->src.mem);
+    free(p->dst.mem);
+}
+
 static size_t count_equal_rows(kvbuf *a, kvbuf *b, size_t tokens)
 {
     size_t bad = 0;
@@ -87,47 +113,42 @@ static void test_roundtrip_contiguous(void **state)
     fixture *f = *state;
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    const size_t n = 100; /* 6 whole chunks + 4 tokens */
-    uint32_t t[100];
-    tu_tokens(t, n, 1);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
+    prompt pr; /* 6 whole chunks + 4 tokens */
+    prompt_init(&pr, 100, 1, 2);
 
     size_t hit = 99;
-    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 0);
     kvs_op_result r;
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     assert_int_equal(r.status, KVS_OK);
     assert_int_equal(r.chunks_done, 6);
     assert_int_equal(r.tokens, 96);
     assert_int_equal(r.bytes, 6ull * LAYERS * 2 * CHUNK * ROW);
     /* Storing again writes nothing. */
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     assert_int_equal(r.chunks_done, 0);
     assert_int_equal(r.chunks_present, 6);
 
-    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 96);
-    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+    memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
     size_t loaded = 0;
-    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 96);
-    assert_int_equal(count_equal_rows(&src, &dst, 96), 0);
+    assert_int_equal(count_equal_rows(&pr.src, &pr.dst, 96), 0);
     /* Tokens past the loaded prefix were not touched. */
-    assert_int_equal(row_of(&dst, 0, 0, 97)[0], 0xee);
+    assert_int_equal(row_of(&pr.dst, 0, 0, 97)[0], 0xee);
 
     /* A second engine (another instance) finds the files through the store. */
     kvs_engine *e2;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e2), KVS_OK);
-    assert_int_equal(kvs_lookup(e2, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e2, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 96);
-    memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
-    assert_int_equal(kvs_retrieve(e2, t, n, &dst.kv, &loaded), KVS_OK);
+    memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
+    assert_int_equal(kvs_retrieve(e2, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 96);
-    assert_int_equal(count_equal_rows(&src, &dst, 96), 0);
+    assert_int_equal(count_equal_rows(&pr.src, &pr.dst, 96), 0);
     kvs_stats s;
     assert_int_equal(kvs_engine_stats(e2, &s, sizeof s), KVS_OK);
     assert_int_equal(s.hits_store, 6);
@@ -136,16 +157,15 @@ static void test_roundtrip_contiguous(void **state)
 
     /* A prompt sharing only the first 40 tokens hits 2 chunks. */
     uint32_t u[100];
-    memcpy(u, t, sizeof u);
+    memcpy(u, pr.t, sizeof u);
     u[40] ^= 0x55;
-    assert_int_equal(kvs_lookup(e2, u, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e2, u, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 32);
-    assert_int_equal(kvs_retrieve(e2, u, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(kvs_retrieve(e2, u, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 32);
     kvs_engine_close(e2);
     kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 /* vLLM-style paged caches: [2][num_blocks][block_size][row] per layer, a
@@ -239,34 +259,28 @@ static void test_partial_chunks_and_mla(void **state)
     f->ns.layout = KVS_LAYOUT_MLA;
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    const size_t n = 40;
-    uint32_t t[40];
-    tu_tokens(t, n, 4);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 1);
-    kvbuf_init(&dst, n, 1);
-    fill_rows(&src, t);
+    prompt pr;
+    prompt_init(&pr, 40, 4, 1);
     kvs_op_result r;
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     assert_int_equal(r.chunks_done, 3);
     assert_int_equal(r.tokens, 40);
     size_t loaded, hit;
-    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 40);
-    memset(dst.mem, 0xee, LAYERS * n * ROW);
-    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    memset(pr.dst.mem, 0xee, LAYERS * pr.n * ROW);
+    assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 40);
-    assert_int_equal(count_equal_rows(&src, &dst, 40), 0);
+    assert_int_equal(count_equal_rows(&pr.src, &pr.dst, 40), 0);
     /* A longer prompt does not match the partial chunk: its third chunk has
      * other tokens. */
     uint32_t longer[48];
-    memcpy(longer, t, sizeof t);
+    memcpy(longer, pr.t, pr.n * sizeof *pr.t);
     tu_tokens(longer + 40, 8, 5);
     assert_int_equal(kvs_lookup(e, longer, 48, &hit), KVS_OK);
     assert_int_equal(hit, 32);
     kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 /* Every file of the test namespace under f->dir, in order of listing. */
@@ -300,13 +314,8 @@ static void flip_byte(const char *path, off_t off)
 static void test_bad_files_are_misses(void **state)
 {
     fixture *f = *state;
-    const size_t n = 16;
-    uint32_t t[16];
-    tu_tokens(t, n, 6);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
+    prompt pr;
+    prompt_init(&pr, 16, 6, 2);
     const size_t payload = (size_t)LAYERS * 2 * CHUNK * ROW;
     enum { TRUNCATE, EXTEND, FLIP_PAYLOAD, FLIP_HEADER, VERSION, SWAP, DIRECTORY, FIFO, SYMLINK,
            EMPTY, NCASES };
@@ -318,15 +327,15 @@ static void test_bad_files_are_misses(void **state)
         offsetof(kvs_stats, miss_not_regular), offsetof(kvs_stats, miss_truncated),
     };
     uint32_t other[16];
-    tu_tokens(other, n, 99);
+    tu_tokens(other, pr.n, 99);
     for (int c = 0; c < NCASES; c++) {
         kvs_engine *e;
         assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
         kvs_op_result r;
         size_t removed;
-        kvs_remove(e, t, n, &removed);
-        kvs_remove(e, other, n, &removed);
-        tu_store_wait(e, t, n, &src.kv, &r);
+        kvs_remove(e, pr.t, pr.n, &removed);
+        kvs_remove(e, other, pr.n, &removed);
+        tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
         assert_int_equal(r.chunks_done, 1);
         char files[4][4096];
         assert_int_equal(list_chunk_files(f->dir, files, 4), 1);
@@ -349,7 +358,7 @@ static void test_bad_files_are_misses(void **state)
         }
         case SWAP: {
             /* Another chunk's valid file moved under this chunk's name. */
-            tu_store_wait(e, other, n, &src.kv, &r);
+            tu_store_wait(e, other, pr.n, &pr.src.kv, &r);
             char all[4][4096];
             assert_int_equal(list_chunk_files(f->dir, all, 4), 2);
             const char *mine = strcmp(all[0], path) == 0 ? all[0] : all[1];
@@ -375,9 +384,9 @@ static void test_bad_files_are_misses(void **state)
         kvs_engine_close(e);
         /* A fresh engine: no index, so only the file decides. */
         assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
         size_t loaded = 7;
-        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+        assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
         assert_int_equal(loaded, 0);
         kvs_stats s;
         kvs_engine_stats(e, &s, sizeof s);
@@ -386,16 +395,16 @@ static void test_bad_files_are_misses(void **state)
             fail_msg("case %d: reason counter is %llu", c, (unsigned long long)count);
         assert_int_equal(s.hits_store, 0);
         /* Nothing unverified reached the caller's memory. */
-        for (size_t i = 0; i < (size_t)LAYERS * 2 * n * ROW; i++)
-            if (dst.mem[i] != 0xee)
+        for (size_t i = 0; i < (size_t)LAYERS * 2 * pr.n * ROW; i++)
+            if (pr.dst.mem[i] != 0xee)
                 fail_msg("case %d: byte %zu was written", c, i);
         if (c <= VERSION || c == SWAP || c == EMPTY) {
             /* Provably bad files are removed, so a store can replace them. */
             struct stat st;
             assert_int_not_equal(lstat(path, &st), 0);
-            tu_store_wait(e, t, n, &src.kv, &r);
+            tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
             assert_int_equal(r.chunks_done, 1);
-            assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+            assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
             assert_int_equal(loaded, 16);
         } else if (c == DIRECTORY) {
             rmdir(path);
@@ -406,8 +415,7 @@ static void test_bad_files_are_misses(void **state)
         }
         kvs_engine_close(e);
     }
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 static void test_vanished_file(void **state)
@@ -415,40 +423,34 @@ static void test_vanished_file(void **state)
     fixture *f = *state;
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    const size_t n = 48;
-    uint32_t t[48];
-    tu_tokens(t, n, 7);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
+    prompt pr;
+    prompt_init(&pr, 48, 7, 2);
     kvs_op_result r;
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     size_t hit, loaded;
-    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 48);
     /* Another instance evicts chunk 1 between lookup and retrieve. */
     char files[4][4096];
     assert_int_equal(list_chunk_files(f->dir, files, 4), 3);
     uint8_t key[3][32];
     size_t nk;
-    kvs_chunk_keys(t, n, CHUNK, key, 3, &nk);
+    kvs_chunk_keys(pr.t, pr.n, CHUNK, key, 3, &nk);
     char hex[65];
     kvs__hex(key[1], 32, hex);
     for (int i = 0; i < 3; i++)
         if (strstr(files[i], hex))
             assert_int_equal(unlink(files[i]), 0);
-    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 16);
-    assert_int_equal(count_equal_rows(&src, &dst, 16), 0);
+    assert_int_equal(count_equal_rows(&pr.src, &pr.dst, 16), 0);
     kvs_stats s;
     kvs_engine_stats(e, &s, sizeof s);
     assert_int_equal(s.miss_vanished, 1);
-    assert_int_equal(kvs_lookup(e, t, n, &hit), KVS_OK);
+    assert_int_equal(kvs_lookup(e, pr.t, pr.n, &hit), KVS_OK);
     assert_int_equal(hit, 16);
     kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 static void test_layers_and_direct(void **state)
@@ -456,23 +458,18 @@ static void test_layers_and_direct(void **state)
     fixture *f = *state;
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    const size_t n = 64;
-    uint32_t t[64];
-    tu_tokens(t, n, 8);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
-    src.kv.flags = KVS_KV_DIRECT;
+    prompt pr;
+    prompt_init(&pr, 64, 8, 2);
+    pr.src.kv.flags = KVS_KV_DIRECT;
     kvs_op_result r;
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     assert_int_equal(r.chunks_done, 4);
     for (int direct = 0; direct < 2; direct++) {
-        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
-        dst.kv.flags = direct ? KVS_KV_DIRECT : 0;
+        memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
+        pr.dst.kv.flags = direct ? KVS_KV_DIRECT : 0;
         kvs_op *op;
-        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
-        size_t prev = n;
+        assert_int_equal(kvs_retrieve_start(e, pr.t, pr.n, &pr.dst.kv, &op), KVS_OK);
+        size_t prev = pr.n;
         for (uint32_t l = 0; l < LAYERS; l++) {
             size_t got;
             assert_int_equal(kvs_op_wait_layer(op, l, &got), KVS_OK);
@@ -481,17 +478,17 @@ static void test_layers_and_direct(void **state)
             /* Layer l of every loaded chunk is in place now. */
             for (int p = 0; p < 2; p++)
                 for (size_t tk = 0; tk < got; tk++)
-                    assert_memory_equal(row_of(&src, (int)l, p, tk), row_of(&dst, (int)l, p, tk), ROW);
+                    assert_memory_equal(row_of(&pr.src, (int)l, p, tk),
+                                        row_of(&pr.dst, (int)l, p, tk), ROW);
         }
         assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
         assert_int_equal(r.tokens, 64);
         kvs_op_free(op);
-        assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+        assert_int_equal(count_equal_rows(&pr.src, &pr.dst, pr.n), 0);
     }
     assert_int_equal(kvs_op_wait_layer(NULL, 0, NULL), KVS_ERR_INVALID);
     kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 typedef struct worker_arg {
@@ -567,31 +564,25 @@ static void test_cpu_tier_hits(void **state)
     assert_int_equal(kvs_config_set(f->cfg, "local_cpu", "true"), KVS_OK);
     kvs_engine *e;
     assert_int_equal(kvs_engine_open(f->cfg, &f->ns, &e), KVS_OK);
-    const size_t n = 32;
-    uint32_t t[32];
-    tu_tokens(t, n, 9);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
+    prompt pr;
+    prompt_init(&pr, 32, 9, 2);
     kvs_op_result r;
-    tu_store_wait(e, t, n, &src.kv, &r);
+    tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
     /* Remove the files: the CPU tier still serves this instance. */
     char files[4][4096];
     int nf = list_chunk_files(f->dir, files, 4);
     for (int i = 0; i < nf; i++)
         unlink(files[i]);
     size_t loaded;
-    assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+    assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
     assert_int_equal(loaded, 32);
-    assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+    assert_int_equal(count_equal_rows(&pr.src, &pr.dst, pr.n), 0);
     kvs_stats s;
     kvs_engine_stats(e, &s, sizeof s);
     assert_int_equal(s.hits_cpu, 2);
     assert_int_equal(s.cpu_chunks, 2);
     kvs_engine_close(e);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 /* Large CPU tier hits are copied on the I/O workers (engine.c,
@@ -626,17 +617,12 @@ static void wait_layers_in_place(kvs_op *op, kvbuf *src, kvbuf *dst, size_t n,
 static void test_cpu_hits_on_workers(void **state)
 {
     fixture *f = *state;
-    const size_t n = 64; /* 4 chunks */
-    uint32_t t[64];
-    tu_tokens(t, n, 21);
+    prompt pr; /* 4 chunks */
+    prompt_init(&pr, 64, 21, 2);
     uint8_t keys[4][KVS_KEY_BYTES];
     size_t nkeys = 0;
-    assert_int_equal(kvs_chunk_keys(t, n, CHUNK, keys, 4, &nkeys), KVS_OK);
+    assert_int_equal(kvs_chunk_keys(pr.t, pr.n, CHUNK, keys, 4, &nkeys), KVS_OK);
     assert_int_equal(nkeys, 4);
-    kvbuf src, dst;
-    kvbuf_init(&src, n, 2);
-    kvbuf_init(&dst, n, 2);
-    fill_rows(&src, t);
     /* on the workers; on the caller's thread; on the workers, reads in layer
      * order */
     for (int mode = 0; mode < 3; mode++) {
@@ -644,17 +630,17 @@ static void test_cpu_hits_on_workers(void **state)
                          KVS_OK);
         kvs_engine *e = open_hits_engine(f, mode == 1 ? UINT64_MAX : 1);
         kvs_op_result r;
-        tu_store_wait(e, t, n, &src.kv, &r);
+        tu_store_wait(e, pr.t, pr.n, &pr.src.kv, &r);
         assert_int_equal(r.chunks_done, 4);
         for (int k = 0; k < 4; k++)
             assert_true(kvs__cpu_tier_contains(e->cpu, keys[k]));
         /* Every chunk from the tier, layer by layer: each layer of every
          * loaded chunk is in place when its wait returns. */
-        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
+        memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
         kvs_op *op;
-        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
-        wait_layers_in_place(op, &src, &dst, n, &r);
-        assert_int_equal(r.tokens, n);
+        assert_int_equal(kvs_retrieve_start(e, pr.t, pr.n, &pr.dst.kv, &op), KVS_OK);
+        wait_layers_in_place(op, &pr.src, &pr.dst, pr.n, &r);
+        assert_int_equal(r.tokens, pr.n);
         assert_int_equal(r.bytes, 4ull * LAYERS * 2 * CHUNK * ROW);
         kvs_stats s;
         kvs_engine_stats(e, &s, sizeof s);
@@ -668,13 +654,13 @@ static void test_cpu_hits_on_workers(void **state)
             kvs__cpu_tier_remove(e->cpu, keys[k]);
             assert_false(kvs__cpu_tier_contains(e->cpu, keys[k]));
         }
-        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
-        assert_int_equal(kvs_retrieve_start(e, t, n, &dst.kv, &op), KVS_OK);
+        memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
+        assert_int_equal(kvs_retrieve_start(e, pr.t, pr.n, &pr.dst.kv, &op), KVS_OK);
         assert_int_equal(op->layer_order, mode == 2);
-        wait_layers_in_place(op, &src, &dst, n, &r);
-        assert_int_equal(r.tokens, n);
+        wait_layers_in_place(op, &pr.src, &pr.dst, pr.n, &r);
+        assert_int_equal(r.tokens, pr.n);
         size_t loaded = 0;
-        assert_int_equal(count_equal_rows(&src, &dst, n), 0);
+        assert_int_equal(count_equal_rows(&pr.src, &pr.dst, pr.n), 0);
         kvs_engine_stats(e, &s, sizeof s);
         assert_int_equal(s.hits_cpu, 8 - (uint64_t)nread);
         assert_int_equal(s.hits_store, (uint64_t)nread);
@@ -686,16 +672,15 @@ static void test_cpu_hits_on_workers(void **state)
         assert_int_equal(unlink(path), 0);
         kvs__cpu_tier_remove(e->cpu, keys[2]);
         kvs__index_forget(e->index, keys[2]);
-        memset(dst.mem, 0xee, LAYERS * 2 * n * ROW);
-        assert_int_equal(kvs_retrieve(e, t, n, &dst.kv, &loaded), KVS_OK);
+        memset(pr.dst.mem, 0xee, LAYERS * 2 * pr.n * ROW);
+        assert_int_equal(kvs_retrieve(e, pr.t, pr.n, &pr.dst.kv, &loaded), KVS_OK);
         assert_int_equal(loaded, 2 * CHUNK);
-        assert_int_equal(count_equal_rows(&src, &dst, 2 * CHUNK), 0);
-        kvs_remove(e, t, n, &nkeys);
+        assert_int_equal(count_equal_rows(&pr.src, &pr.dst, 2 * CHUNK), 0);
+        kvs_remove(e, pr.t, pr.n, &nkeys);
         kvs_engine_close(e);
     }
     assert_int_equal(kvs_config_set(f->cfg, "retrieve_order", "chunk"), KVS_OK);
-    free(src.mem);
-    free(dst.mem);
+    prompt_free(&pr);
 }
 
 /* Holds an I/O worker until released. */
