@@ -1,5 +1,6 @@
 /* fault_util.c - see fault_util.h. */
 #include "fault_util.h"
+#include "test_util.h"
 
 #include "checksum.h"
 #include "chunk_file.h"
@@ -222,4 +223,60 @@ double fu_now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+kvs_status fu_store(kvs_engine *e, fu_kv *kv, const uint32_t *t, kvs_op_result *r)
+{
+    fu_kv_fill(kv, t, kv->tokens);
+    kvs_op *op = NULL;
+    kvs_status st = kvs_store(e, t, kv->tokens, &kv->kv, &op);
+    if (st == KVS_OK)
+        st = kvs_op_wait(op, -1, r);
+    kvs_op_free(op);
+    return st;
+}
+
+kvs_status fu_retrieve(kvs_engine *e, fu_kv *kv, const uint32_t *t, size_t *got,
+                       size_t *bad_rows)
+{
+    fu_kv_poison(kv);
+    *got = 0;
+    kvs_status st = kvs_retrieve(e, t, kv->tokens, &kv->kv, got);
+    *bad_rows = fu_kv_bad_rows(kv, t, *got);
+    return st;
+}
+
+fu_fixture *fu_setup(void **state, const char *tag, const kvs_namespace *ns, size_t tokens,
+                     mode_t outside_mode)
+{
+    tu_clear_env();
+    fu_fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    f->top = tu_mkdtemp(tag);
+    assert_non_null(f->top);
+    snprintf(f->root, sizeof f->root, "%s/root", f->top);
+    snprintf(f->root2, sizeof f->root2, "%s/root2", f->top);
+    snprintf(f->outside, sizeof f->outside, "%s/outside", f->top);
+    assert_int_equal(mkdir(f->root, 0755), 0);
+    assert_int_equal(mkdir(f->outside, outside_mode), 0);
+    assert_int_equal(fu_kv_init(&f->src, ns, tokens), 0);
+    assert_int_equal(fu_kv_init(&f->dst, ns, tokens), 0);
+    *state = f;
+    return f;
+}
+
+void fu_release(char *dir, fu_kv *src, fu_kv *dst)
+{
+    tu_rmtree(dir);
+    free(dir);
+    fu_kv_free(src);
+    fu_kv_free(dst);
+}
+
+int fu_teardown(void **state)
+{
+    fu_fixture *f = *state;
+    fu_release(f->top, &f->src, &f->dst);
+    free(f);
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* A contiguous host buffer [layer][plane][token][row]. */
 typedef struct fu_kv {
@@ -31,6 +32,36 @@ void fu_kv_fill(fu_kv *b, const uint32_t *tokens, size_t n);
 void fu_kv_poison(fu_kv *b);
 /* Number of rows among the first n tokens that differ from their content. */
 size_t fu_kv_bad_rows(const fu_kv *b, const uint32_t *tokens, size_t n);
+
+/* Fills kv with the content of the tokens t (kv->tokens of them), stores
+ * them through e and waits: the status of the first call that fails, else
+ * KVS_OK with the operation's result in *r.  No cmocka assertion, so a
+ * forked child may call it too. */
+kvs_status fu_store(kvs_engine *e, fu_kv *kv, const uint32_t *t, kvs_op_result *r);
+/* Poisons kv and retrieves the tokens t (kv->tokens of them) into it: the
+ * status of kvs_retrieve, *got the tokens loaded and *bad_rows the rows
+ * among them that differ from their content. */
+kvs_status fu_retrieve(kvs_engine *e, fu_kv *kv, const uint32_t *t, size_t *got,
+                       size_t *bad_rows);
+
+/* The fixture of the store-safety tests (test_meta, test_security): below
+ * a fresh temporary folder top, the store root/ and outside/, a folder next
+ * to it that nothing may touch; src and dst hold `tokens` tokens of ns. */
+typedef struct fu_fixture {
+    char *top;
+    char root[4096];
+    char root2[4096]; /* a second store, made by the tests that want one */
+    char outside[4096];
+    fu_kv src, dst;
+} fu_fixture;
+/* A cmocka setup's work: the environment cleared, the folders made
+ * (outside/ with mode outside_mode) and the KV buffers; in *state. */
+fu_fixture *fu_setup(void **state, const char *tag, const kvs_namespace *ns, size_t tokens,
+                     mode_t outside_mode);
+/* Removes and frees a fixture's temporary folder dir, frees src and dst. */
+void fu_release(char *dir, fu_kv *src, fu_kv *dst);
+/* The cmocka teardown of a fu_fixture. */
+int fu_teardown(void **state);
 
 /* Token ids of a prompt: the first `shared` come from seed `shared_seed`,
  * the rest from `seed`. */

@@ -143,10 +143,7 @@ static int teardown(void **state)
     fault_uninstall();
     kvs__alloc_fail_at(0, false);
     drop_lease();
-    tu_rmtree(f->dir);
-    free(f->dir);
-    fu_kv_free(&f->src);
-    fu_kv_free(&f->dst);
+    fu_release(f->dir, &f->src, &f->dst);
     free(f);
     return 0;
 }

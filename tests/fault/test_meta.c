@@ -38,77 +38,52 @@ static const kvs_namespace base_ns = {.model = "meta/model", .dtype = KVS_DTYPE_
                                       .num_layers = 2, .num_kv_heads = 2, .head_dim = 64,
                                       .layout = KVS_LAYOUT_MHA, .world_size = 1, .rank = 0};
 
-typedef struct fx {
-    char *top;
-    char root[4096];
-    char root2[4096];
-    char outside[4096];
-    fu_kv src, dst;
-} fx;
+typedef fu_fixture fx;
 
 static int setup(void **state)
 {
-    tu_clear_env();
-    fx *f = calloc(1, sizeof *f);
-    f->top = tu_mkdtemp("meta");
-    assert_non_null(f->top);
+    fx *f = fu_setup(state, "meta", &base_ns, NTOK, 0700);
     chmod(f->top, 0755);
-    snprintf(f->root, sizeof f->root, "%s/root", f->top);
-    snprintf(f->root2, sizeof f->root2, "%s/root2", f->top);
-    snprintf(f->outside, sizeof f->outside, "%s/outside", f->top);
-    assert_int_equal(mkdir(f->root, 0755), 0);
     assert_int_equal(mkdir(f->root2, 0755), 0);
-    assert_int_equal(mkdir(f->outside, 0700), 0);
-    assert_int_equal(fu_kv_init(&f->src, &base_ns, NTOK), 0);
-    assert_int_equal(fu_kv_init(&f->dst, &base_ns, NTOK), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    tu_rmtree(f->top);
-    free(f->top);
-    fu_kv_free(&f->src);
-    fu_kv_free(&f->dst);
-    free(f);
     return 0;
 }
 
 static kvs_config *config(const char *weka_path)
 {
-    kvs_config *cfg;
-    assert_int_equal(kvs_config_new(&cfg), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "weka_path", weka_path), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "negative_cache_ms", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "log_level", "error"), KVS_OK);
+    kvs_config *cfg = tu_config(weka_path, "16", "2", "negative_cache_ms", "0", NULL);
+    assert_non_null(cfg);
     return cfg;
+}
+
+/* Stores prompt seed, or retrieves it and checks every loaded byte: the
+ * first failing status, which store and retrieve assert and the forked
+ * children's c_store and c_retrieve check. */
+static kvs_status try_store(kvs_engine *e, fx *f, uint32_t seed)
+{
+    uint32_t t[NTOK];
+    fu_tokens(t, NTOK, seed, 0, 0);
+    kvs_op_result r;
+    return fu_store(e, &f->src, t, &r);
+}
+
+static kvs_status try_retrieve(kvs_engine *e, fx *f, uint32_t seed, size_t *got)
+{
+    uint32_t t[NTOK];
+    fu_tokens(t, NTOK, seed, 0, 0);
+    size_t bad = 0;
+    kvs_status st = fu_retrieve(e, &f->dst, t, got, &bad);
+    return st != KVS_OK ? st : bad ? KVS_ERR_CORRUPT : KVS_OK;
 }
 
 static void store(kvs_engine *e, fx *f, uint32_t seed)
 {
-    uint32_t t[NTOK];
-    fu_tokens(t, NTOK, seed, 0, 0);
-    fu_kv_fill(&f->src, t, NTOK);
-    kvs_op *op;
-    kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &f->src.kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    assert_int_equal(try_store(e, f, seed), KVS_OK);
 }
 
 static size_t retrieve(kvs_engine *e, fx *f, uint32_t seed)
 {
-    uint32_t t[NTOK];
-    fu_tokens(t, NTOK, seed, 0, 0);
-    fu_kv_poison(&f->dst);
     size_t got = 0;
-    assert_int_equal(kvs_retrieve(e, t, NTOK, &f->dst.kv, &got), KVS_OK);
-    assert_int_equal(fu_kv_bad_rows(&f->dst, t, got), 0);
+    assert_int_equal(try_retrieve(e, f, seed, &got), KVS_OK);
     return got;
 }
 
@@ -129,24 +104,13 @@ static void fill_store(kvs_config *cfg, fx *f, uint32_t n)
 
 static void c_store(kvs_engine *e, fx *f, uint32_t seed)
 {
-    uint32_t t[NTOK];
-    fu_tokens(t, NTOK, seed, 0, 0);
-    fu_kv_fill(&f->src, t, NTOK);
-    kvs_op *op;
-    kvs_op_result r;
-    CHILD_CHECK(kvs_store(e, t, NTOK, &f->src.kv, &op) == KVS_OK);
-    CHILD_CHECK(kvs_op_wait(op, -1, &r) == KVS_OK);
-    kvs_op_free(op);
+    CHILD_CHECK(try_store(e, f, seed) == KVS_OK);
 }
 
 static size_t c_retrieve(kvs_engine *e, fx *f, uint32_t seed)
 {
-    uint32_t t[NTOK];
-    fu_tokens(t, NTOK, seed, 0, 0);
-    fu_kv_poison(&f->dst);
     size_t got = 0;
-    CHILD_CHECK(kvs_retrieve(e, t, NTOK, &f->dst.kv, &got) == KVS_OK);
-    CHILD_CHECK(fu_kv_bad_rows(&f->dst, t, got) == 0);
+    CHILD_CHECK(try_retrieve(e, f, seed, &got) == KVS_OK);
     return got;
 }
 
@@ -953,20 +917,20 @@ static void test_empty_store_id_repaired(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_planted_kvstash_symlink, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deep_chain_rm, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fifos_hang_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fifo_store_id_no_leak, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rm_folder_swapped_mid_walk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_gc_folder_swapped_before_evict, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_verify_remove_folder_swapped, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_quarantine_only_examined, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_namespace_json_edit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_verify_bounded_by_namespace, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unlink_examined, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_group_shared_modes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_unreadable_chunk_is_a_miss, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_empty_store_id_repaired, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_planted_kvstash_symlink, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_deep_chain_rm, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_fifos_hang_nothing, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_fifo_store_id_no_leak, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_rm_folder_swapped_mid_walk, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_gc_folder_swapped_before_evict, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_remove_folder_swapped, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_quarantine_only_examined, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_json_edit, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_bounded_by_namespace, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_unlink_examined, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_group_shared_modes, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_chunk_is_a_miss, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_empty_store_id_repaired, setup, fu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,51 +36,20 @@ static const kvs_namespace base_ns = {.model = "sec/model", .dtype = KVS_DTYPE_B
                                       .num_layers = 2, .num_kv_heads = 2, .head_dim = 64,
                                       .layout = KVS_LAYOUT_MHA, .world_size = 1, .rank = 0};
 
-typedef struct fx {
-    char *top;       /* <tmp>/: holds root/ and outside/ only */
-    char root[4096];
-    char outside[4096];
-    fu_kv src, dst;
-} fx;
+/* top holds root/ and outside/ only */
+typedef fu_fixture fx;
 
 static int setup(void **state)
 {
-    tu_clear_env();
-    fx *f = calloc(1, sizeof *f);
-    f->top = tu_mkdtemp("security");
-    assert_non_null(f->top);
-    snprintf(f->root, sizeof f->root, "%s/root", f->top);
-    snprintf(f->outside, sizeof f->outside, "%s/outside", f->top);
-    assert_int_equal(mkdir(f->root, 0755), 0);
-    assert_int_equal(mkdir(f->outside, 0755), 0);
-    assert_int_equal(fu_kv_init(&f->src, &base_ns, NTOK), 0);
-    assert_int_equal(fu_kv_init(&f->dst, &base_ns, NTOK), 0);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    tu_rmtree(f->top);
-    free(f->top);
-    fu_kv_free(&f->src);
-    fu_kv_free(&f->dst);
-    free(f);
+    fu_setup(state, "security", &base_ns, NTOK, 0755);
     return 0;
 }
 
 static kvs_config *config(const char *weka_path, const char *salt)
 {
-    kvs_config *cfg;
-    assert_int_equal(kvs_config_new(&cfg), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "weka_path", weka_path), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "chunk_size", "16"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "local_cpu", "false"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "gds_io_threads", "2"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "access_interval_s", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "negative_cache_ms", "0"), KVS_OK);
-    assert_int_equal(kvs_config_set(cfg, "log_level", "error"), KVS_OK);
+    kvs_config *cfg = tu_config(weka_path, "16", "2", "access_interval_s", "0",
+                                "negative_cache_ms", "0", NULL);
+    assert_non_null(cfg);
     if (salt)
         assert_int_equal(kvs_config_set(cfg, "namespace_salt", salt), KVS_OK);
     return cfg;
@@ -88,22 +57,17 @@ static kvs_config *config(const char *weka_path, const char *salt)
 
 static kvs_op_result store(kvs_engine *e, fx *f, const uint32_t *t)
 {
-    fu_kv_fill(&f->src, t, NTOK);
-    kvs_op *op;
     kvs_op_result r;
-    assert_int_equal(kvs_store(e, t, NTOK, &f->src.kv, &op), KVS_OK);
-    assert_int_equal(kvs_op_wait(op, -1, &r), KVS_OK);
-    kvs_op_free(op);
+    assert_int_equal(fu_store(e, &f->src, t, &r), KVS_OK);
     return r;
 }
 
 /* Retrieves; every loaded byte must be right.  Returns tokens loaded. */
 static size_t retrieve(kvs_engine *e, fx *f, const uint32_t *t)
 {
-    fu_kv_poison(&f->dst);
-    size_t got = 0;
-    assert_int_equal(kvs_retrieve(e, t, NTOK, &f->dst.kv, &got), KVS_OK);
-    assert_int_equal(fu_kv_bad_rows(&f->dst, t, got), 0);
+    size_t got = 0, bad = 0;
+    assert_int_equal(fu_retrieve(e, &f->dst, t, &got, &bad), KVS_OK);
+    assert_int_equal(bad, 0);
     return got;
 }
 
@@ -298,6 +262,22 @@ static void run(const char *fmt, ...)
     }
 }
 
+/* Fails the test where outside/ changed between the two snapshots, with
+ * the difference on stderr (both snapshots are kept next to the store). */
+static void check_unchanged(const fx *f, const char *before, const char *after)
+{
+    if (strcmp(before, after) == 0)
+        return;
+    char b[4300], a[4300];
+    snprintf(b, sizeof b, "%s/../before.txt", f->root);
+    snprintf(a, sizeof a, "%s/../after.txt", f->root);
+    tu_write_file(b, before, strlen(before));
+    tu_write_file(a, after, strlen(after));
+    run("diff '%s' '%s' >&2 || true", b, a);
+    print_error("outside the store changed (diff above)\n");
+    fail();
+}
+
 static void planted_symlinks(fx *f);
 
 static void test_planted_symlinks(void **state)
@@ -402,16 +382,7 @@ static void planted_symlinks(fx *f)
     assert_true(S_ISREG(sb.st_mode));
 
     char *after = snapshot(f->outside);
-    if (strcmp(before, after) != 0) {
-        char b[4300], a[4300];
-        snprintf(b, sizeof b, "%s/../before.txt", f->root);
-        snprintf(a, sizeof a, "%s/../after.txt", f->root);
-        tu_write_file(b, before, strlen(before));
-        tu_write_file(a, after, strlen(after));
-        run("diff '%s' '%s' >&2 || true", b, a);
-        print_error("outside the store changed (diff above)\n");
-        fail();
-    }
+    check_unchanged(f, before, after);
     printf("symlinks: retrieves hit 0 of %d planted chunks (not_regular misses %llu, lookup "
            "said %zu tokens), stores wrote %u+%u chunks and failed %u+%u, nothing outside "
            "changed\n",
@@ -479,15 +450,7 @@ static void test_collector_ignores_symlinks(void **state)
            (unsigned long long)vr.files, (unsigned long long)gr.files_removed,
            (unsigned long long)gr.orphans_removed, (unsigned long long)files,
            strcmp(before, after) ? "CHANGED" : "unchanged");
-    if (strcmp(before, after) != 0) {
-        char b[4300], c[4300];
-        snprintf(b, sizeof b, "%s/../before.txt", f->root);
-        snprintf(c, sizeof c, "%s/../after.txt", f->root);
-        tu_write_file(b, before, strlen(before));
-        tu_write_file(c, after, strlen(after));
-        run("diff '%s' '%s' >&2 || true", b, c);
-        fail();
-    }
+    check_unchanged(f, before, after);
     free(before);
     free(after);
     kvs_config_free(cfg);
@@ -553,12 +516,12 @@ static void test_file_mode(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_salt_separates_tenants, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_traversal_in_config_values, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_planted_symlinks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_planted_symlinks_walk, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_collector_ignores_symlinks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_file_mode, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_salt_separates_tenants, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_traversal_in_config_values, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_planted_symlinks, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_planted_symlinks_walk, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_collector_ignores_symlinks, setup, fu_teardown),
+        cmocka_unit_test_setup_teardown(test_file_mode, setup, fu_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
