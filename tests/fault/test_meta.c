@@ -127,31 +127,41 @@ static size_t count_entries(const char *dir)
     return n;
 }
 
-/* The namespace folder the engine made under root (the only one). */
-static void ns_dir(const char *root, char *out, size_t cap)
+/* The namespace folder the engine made under root (the only one) in out;
+ * whether there is one.  ns_dir asserts it, ns_dir_c (forked children)
+ * checks it. */
+static bool find_ns_dir(const char *root, char *out, size_t cap)
 {
     DIR *d = opendir(root);
-    assert_non_null(d);
-    struct dirent *de;
     out[0] = '\0';
-    while ((de = readdir(d)) != NULL)
-        if (strncmp(de->d_name, "meta_model-", 11) == 0)
-            snprintf(out, cap, "%s/%s", root, de->d_name);
-    closedir(d);
-    assert_true(out[0] != '\0');
-}
-
-static void ns_dir_c(const char *root, char *out, size_t cap)
-{
-    DIR *d = opendir(root);
-    CHILD_CHECK(d != NULL);
+    if (!d)
+        return false;
     struct dirent *de;
-    out[0] = '\0';
     while ((de = readdir(d)) != NULL)
         if (strncmp(de->d_name, "meta_model-", 11) == 0)
             snprintf(out, cap, "%.3800s/%.255s", root, de->d_name);
     closedir(d);
-    CHILD_CHECK(out[0] != '\0');
+    return out[0] != '\0';
+}
+
+static void ns_dir(const char *root, char *out, size_t cap)
+{
+    assert_true(find_ns_dir(root, out, cap));
+}
+
+static void ns_dir_c(const char *root, char *out, size_t cap)
+{
+    CHILD_CHECK(find_ns_dir(root, out, cap));
+}
+
+/* A store under f->root of prompts 1..n (fill_store), its namespace folder
+ * in ns; the config it was made with. */
+static kvs_config *filled(fx *f, uint32_t n, char *ns, size_t cap)
+{
+    kvs_config *cfg = config(f->root);
+    fill_store(cfg, f, n);
+    ns_dir(f->root, ns, cap);
+    return cfg;
 }
 
 /* Runs fn in a child under alarm(secs); true if it exited 0 in time. */
@@ -251,10 +261,7 @@ static void rm_chain(fx *f)
 static void test_deep_chain_rm(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 1);
-    kvs_config_free(cfg);
-    ns_dir(f->root, chain_ns, sizeof chain_ns);
+    kvs_config_free(filled(f, 1, chain_ns, sizeof chain_ns));
     int fd = open(chain_ns, O_RDONLY | O_DIRECTORY);
     assert_true(fd >= 0);
     assert_int_equal(mkdirat(fd, "00", 0755), 0);
@@ -316,11 +323,8 @@ static void ops_on_store(fx *f)
 static void test_fifos_hang_nothing(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 1);
-    kvs_config_free(cfg);
     char ns[4200], p[4300];
-    ns_dir(f->root, ns, sizeof ns);
+    kvs_config_free(filled(f, 1, ns, sizeof ns));
     const char *names[] = {".kvstash/usage.json", ".kvstash/collector.lease",
                            ".kvstash/collector.log", ".kvstash/store-id"};
     snprintf(p, sizeof p, "%s/.kvstash", f->root);
@@ -410,10 +414,8 @@ static void test_fifo_store_id_no_leak(void **state)
 static void test_namespace_json_edit(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 2);
     char ns[4200], p[4300];
-    ns_dir(f->root, ns, sizeof ns);
+    kvs_config *cfg = filled(f, 2, ns, sizeof ns);
     snprintf(p, sizeof p, "%s/NAMESPACE.json", ns);
     size_t len = 0;
     char *text = tu_read_file(p, &len);
@@ -600,14 +602,20 @@ static void first_leaf(const char *ns, char *xx, char *leaf, size_t cap)
     snprintf(leaf, cap, "%s/%s", ns, rel);
 }
 
+/* filled(), and the first chunk's folders (first_leaf). */
+static kvs_config *filled_leaf(fx *f, uint32_t n, char *ns, size_t ns_cap, char *xx, char *leaf,
+                               size_t leaf_cap)
+{
+    kvs_config *cfg = filled(f, n, ns, ns_cap);
+    first_leaf(ns, xx, leaf, leaf_cap);
+    return cfg;
+}
+
 static void test_rm_folder_swapped_mid_walk(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 4);
     char ns[4200], xx[3], leaf[4300];
-    ns_dir(f->root, ns, sizeof ns);
-    first_leaf(ns, xx, leaf, sizeof leaf);
+    kvs_config *cfg = filled_leaf(f, 4, ns, sizeof ns, xx, leaf, sizeof leaf);
     fill_outside(f, NULL);
     size_t outside_before = count_entries(f->outside);
     kvs_admin *a;
@@ -628,11 +636,8 @@ static void test_rm_folder_swapped_mid_walk(void **state)
 static void test_gc_folder_swapped_before_evict(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 4);
     char ns[4200], xx[3], leaf[4300];
-    ns_dir(f->root, ns, sizeof ns);
-    first_leaf(ns, xx, leaf, sizeof leaf);
+    kvs_config *cfg = filled_leaf(f, 4, ns, sizeof ns, xx, leaf, sizeof leaf);
     fill_outside(f, leaf);
     size_t outside_before = count_entries(f->outside);
     size_t in_leaf = count_entries(leaf);
@@ -673,11 +678,8 @@ static int vswap_fstat(int fd, struct stat *st)
 static void test_verify_remove_folder_swapped(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 1);
     char ns[4200], xx[3], leaf[4300], p[4600];
-    ns_dir(f->root, ns, sizeof ns);
-    first_leaf(ns, xx, leaf, sizeof leaf);
+    kvs_config *cfg = filled_leaf(f, 1, ns, sizeof ns, xx, leaf, sizeof leaf);
     fill_outside(f, leaf);
     size_t outside_before = count_entries(f->outside);
     /* Only the file in that leaf is bad (truncated by a byte): the others
@@ -772,11 +774,8 @@ static void test_quarantine_only_examined(void **state)
 static void test_verify_bounded_by_namespace(void **state)
 {
     fx *f = *state;
-    kvs_config *cfg = config(f->root);
-    fill_store(cfg, f, 1);
     char ns[4200], xx[3], leaf[4300], p[4400];
-    ns_dir(f->root, ns, sizeof ns);
-    first_leaf(ns, xx, leaf, sizeof leaf);
+    kvs_config *cfg = filled_leaf(f, 1, ns, sizeof ns, xx, leaf, sizeof leaf);
     DIR *d = opendir(leaf);
     struct dirent *de;
     p[0] = '\0';
