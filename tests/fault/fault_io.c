@@ -80,19 +80,31 @@ static int f_open(const char *path, int flags, mode_t mode)
     META("open", -1, real()->open(path, flags, mode));
 }
 
+/* close and closedir: true where the plan fails this call.  Linux releases
+ * the descriptor even when close fails, so the real call is made either way
+ * and planned_errno() gives the failure after it. */
+static bool release_fails(const char *name)
+{
+    if (!hit(FC_META, name))
+        return false;
+    if (atomic_load(&p_kind) == FAULT_ERRNO)
+        return true;
+    if (atomic_load(&p_kind) == FAULT_STALL)
+        sleep_ms(atomic_load(&p_stall_ms));
+    return false;
+}
+
+static int planned_errno(void)
+{
+    errno = atomic_load(&p_err);
+    return -1;
+}
+
 static int f_close(int fd)
 {
-    if (hit(FC_META, "close")) {
-        if (atomic_load(&p_kind) == FAULT_ERRNO) {
-            /* Linux releases the descriptor even when close fails. */
-            real()->close(fd);
-            errno = atomic_load(&p_err);
-            return -1;
-        }
-        if (atomic_load(&p_kind) == FAULT_STALL)
-            sleep_ms(atomic_load(&p_stall_ms));
-    }
-    return real()->close(fd);
+    bool fail = release_fails("close");
+    int rc = real()->close(fd);
+    return fail ? planned_errno() : rc;
 }
 
 static size_t half(size_t n)
@@ -100,28 +112,31 @@ static size_t half(size_t n)
     return n > 1 ? n / 2 : n;
 }
 
+/* Counts a data transfer and applies the plan's fault to it: -1 (errno
+ * set) to fail it, 1 to make it short, 0 to let it through (after the
+ * stall, where that is the plan). */
+static int data_fault(const char *name)
+{
+    if (!hit(FC_DATA, name))
+        return 0;
+    switch ((fault_kind)atomic_load(&p_kind)) {
+    case FAULT_ERRNO: return planned_errno();
+    case FAULT_SHORT: return 1;
+    case FAULT_STALL: sleep_ms(atomic_load(&p_stall_ms)); break;
+    }
+    return 0;
+}
+
 static ssize_t f_pread(int fd, void *buf, size_t n, off_t off)
 {
-    if (hit(FC_DATA, "pread")) {
-        switch ((fault_kind)atomic_load(&p_kind)) {
-        case FAULT_ERRNO: errno = atomic_load(&p_err); return -1;
-        case FAULT_SHORT: n = half(n); break;
-        case FAULT_STALL: sleep_ms(atomic_load(&p_stall_ms)); break;
-        }
-    }
-    return real()->pread(fd, buf, n, off);
+    int fault = data_fault("pread");
+    return fault < 0 ? -1 : real()->pread(fd, buf, fault ? half(n) : n, off);
 }
 
 static ssize_t f_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    if (hit(FC_DATA, "pwrite")) {
-        switch ((fault_kind)atomic_load(&p_kind)) {
-        case FAULT_ERRNO: errno = atomic_load(&p_err); return -1;
-        case FAULT_SHORT: n = half(n); break;
-        case FAULT_STALL: sleep_ms(atomic_load(&p_stall_ms)); break;
-        }
-    }
-    return real()->pwrite(fd, buf, n, off);
+    int fault = data_fault("pwrite");
+    return fault < 0 ? -1 : real()->pwrite(fd, buf, fault ? half(n) : n, off);
 }
 
 /* A copy of iov cut to half its total length. */
@@ -141,44 +156,32 @@ static int cut_iov(const struct iovec *iov, int n, struct iovec *out)
     return k;
 }
 
+typedef ssize_t (*iov_call)(int fd, const struct iovec *iov, int iovcnt, off_t off);
+
+/* preadv and pwritev: a short one transfers half of iov. */
+static ssize_t iov_transfer(const char *name, iov_call call, int fd, const struct iovec *iov,
+                            int n, off_t off)
+{
+    int fault = data_fault(name);
+    if (fault <= 0)
+        return fault < 0 ? -1 : call(fd, iov, n, off);
+    struct iovec *c = malloc((size_t)n * sizeof *c);
+    if (!c)
+        abort();
+    int k = cut_iov(iov, n, c);
+    ssize_t r = call(fd, c, k, off);
+    free(c);
+    return r;
+}
+
 static ssize_t f_preadv(int fd, const struct iovec *iov, int n, off_t off)
 {
-    if (hit(FC_DATA, "preadv")) {
-        switch ((fault_kind)atomic_load(&p_kind)) {
-        case FAULT_ERRNO: errno = atomic_load(&p_err); return -1;
-        case FAULT_SHORT: {
-            struct iovec *c = malloc((size_t)n * sizeof *c);
-            if (!c)
-                abort();
-            int k = cut_iov(iov, n, c);
-            ssize_t r = real()->preadv(fd, c, k, off);
-            free(c);
-            return r;
-        }
-        case FAULT_STALL: sleep_ms(atomic_load(&p_stall_ms)); break;
-        }
-    }
-    return real()->preadv(fd, iov, n, off);
+    return iov_transfer("preadv", real()->preadv, fd, iov, n, off);
 }
 
 static ssize_t f_pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-    if (hit(FC_DATA, "pwritev")) {
-        switch ((fault_kind)atomic_load(&p_kind)) {
-        case FAULT_ERRNO: errno = atomic_load(&p_err); return -1;
-        case FAULT_SHORT: {
-            struct iovec *c = malloc((size_t)n * sizeof *c);
-            if (!c)
-                abort();
-            int k = cut_iov(iov, n, c);
-            ssize_t r = real()->pwritev(fd, c, k, off);
-            free(c);
-            return r;
-        }
-        case FAULT_STALL: sleep_ms(atomic_load(&p_stall_ms)); break;
-        }
-    }
-    return real()->pwritev(fd, iov, n, off);
+    return iov_transfer("pwritev", real()->pwritev, fd, iov, n, off);
 }
 
 static int f_fstat(int fd, struct stat *st)
@@ -253,16 +256,9 @@ static struct dirent *f_readdir(DIR *dir)
 
 static int f_closedir(DIR *dir)
 {
-    if (hit(FC_META, "closedir")) {
-        if (atomic_load(&p_kind) == FAULT_ERRNO) {
-            real()->closedir(dir);
-            errno = atomic_load(&p_err);
-            return -1;
-        }
-        if (atomic_load(&p_kind) == FAULT_STALL)
-            sleep_ms(atomic_load(&p_stall_ms));
-    }
-    return real()->closedir(dir);
+    bool fail = release_fails("closedir");
+    int rc = real()->closedir(dir);
+    return fail ? planned_errno() : rc;
 }
 
 static int f_getrandom(void *buf, size_t n)
