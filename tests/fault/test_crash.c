@@ -20,6 +20,7 @@
  * seed from the clock, printed so a run can be repeated).
  */
 #include "fault_util.h"
+#include "test_config.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -54,18 +55,9 @@ static char dir[4096];
 
 static kvs_config *config(void)
 {
-    kvs_config *cfg;
-    kvs_config_new(&cfg);
-    kvs_config_set(cfg, "weka_path", dir);
-    kvs_config_set(cfg, "chunk_size", "32");
-    kvs_config_set(cfg, "local_cpu", "false");
-    kvs_config_set(cfg, "gds_io_threads", "3");
-    kvs_config_set(cfg, "negative_cache_ms", "0");
     /* Through the page cache: a kill loses nothing written (only a power
      * loss could, which durable_writes covers), and writers get further. */
-    kvs_config_set(cfg, "use_direct_io", "false");
-    kvs_config_set(cfg, "log_level", "error");
-    return cfg;
+    return tu_config(dir, "32", "3", "negative_cache_ms", "0", "use_direct_io", "false", NULL);
 }
 
 /* Prompt p: its first (p % 4) * 6 chunks are shared with the other prompts

@@ -10,6 +10,7 @@
  * docs/reliability.md is 60).
  */
 #include "fault_util.h"
+#include "test_config.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -49,22 +50,9 @@ static shared *sh;
 
 static kvs_config *config(void)
 {
-    kvs_config *cfg;
-    kvs_config_new(&cfg);
-    kvs_config_set(cfg, "weka_path", dir);
-    kvs_config_set(cfg, "chunk_size", "32");
-    kvs_config_set(cfg, "local_cpu", "false");
-    kvs_config_set(cfg, "gds_io_threads", "2");
-    kvs_config_set(cfg, "use_direct_io", "false");
-    kvs_config_set(cfg, "negative_cache_ms", "50");
-    kvs_config_set(cfg, "max_store_size", CAP_GB);
-    kvs_config_set(cfg, "min_free_space", "0");
-    kvs_config_set(cfg, "collect_interval_s", "1");
-    kvs_config_set(cfg, "access_interval_s", "0");
-    kvs_config_set(cfg, "tmp_grace_s", "5");
-    kvs_config_set(cfg, "lease_ttl_s", "2");
-    kvs_config_set(cfg, "log_level", "error");
-    return cfg;
+    return tu_config(dir, "32", "2", "use_direct_io", "false", "negative_cache_ms", "50",
+                     "max_store_size", CAP_GB, "min_free_space", "0", "collect_interval_s", "1",
+                     "access_interval_s", "0", "tmp_grace_s", "5", "lease_ttl_s", "2", NULL);
 }
 
 static void error(const char *what, kvs_status st)

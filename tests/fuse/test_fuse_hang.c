@@ -21,6 +21,7 @@
  * /dev/fuse, or not root.
  */
 #include "fault_util.h"
+#include "test_config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -131,18 +132,9 @@ static void cleanup(void)
 
 static kvs_config *config(const char *path, bool cpu)
 {
-    kvs_config *cfg;
-    kvs_config_new(&cfg);
-    kvs_config_set(cfg, "weka_path", path);
-    kvs_config_set(cfg, "chunk_size", "256");
-    kvs_config_set(cfg, "local_cpu", cpu ? "true" : "false");
-    kvs_config_set(cfg, "gds_io_threads", "2");
-    kvs_config_set(cfg, "io_timeout_ms", "300");
-    kvs_config_set(cfg, "store_timeout_ms", "800");
-    kvs_config_set(cfg, "failure_threshold", "4");
-    kvs_config_set(cfg, "negative_cache_ms", "0");
-    kvs_config_set(cfg, "log_level", "error");
-    return cfg;
+    return tu_config(path, "256", "2", "local_cpu", cpu ? "true" : "false", "io_timeout_ms", "300",
+                     "store_timeout_ms", "800", "failure_threshold", "4", "negative_cache_ms", "0",
+                     NULL);
 }
 
 static kvs_engine *open_engine(const char *path, bool cpu)

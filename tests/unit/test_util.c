@@ -163,35 +163,6 @@ void tu_clear_env(void)
     }
 }
 
-kvs_config *tu_config(const char *dir, const char *chunk_size, const char *io_threads, ...)
-{
-    kvs_config *cfg = NULL;
-    if (kvs_config_new(&cfg) != KVS_OK)
-        return NULL;
-    const char *base[] = {"weka_path", dir,         "chunk_size", chunk_size, "local_cpu",
-                          "false",     "gds_io_threads", io_threads, "log_level", "error"};
-    const char *key = NULL, *value = NULL;
-    for (size_t i = 0; i < sizeof base / sizeof base[0]; i += 2)
-        if (kvs_config_set(cfg, key = base[i], value = base[i + 1]) != KVS_OK)
-            goto refused;
-    va_list ap;
-    va_start(ap, io_threads);
-    while ((key = va_arg(ap, const char *))) {
-        value = va_arg(ap, const char *);
-        if (kvs_config_set(cfg, key, value) != KVS_OK) {
-            va_end(ap);
-            goto refused;
-        }
-    }
-    va_end(ap);
-    return cfg;
-refused:
-    fprintf(stderr, "tu_config: %s = %s refused: %s\n", key, value ? value : "(null)",
-            kvs_last_error());
-    kvs_config_free(cfg);
-    return NULL;
-}
-
 char *tu_fixture_dir(const char *tag)
 {
     tu_clear_env();

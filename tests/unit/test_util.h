@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "kvstash.h"
+#include "test_config.h"
 
 /* Describes the contiguous host buffer mem, [layer][plane][token][row] of
  * num_tokens tokens, as *kv (slot i = token i); layers receives the
@@ -33,13 +34,6 @@ void tu_clear_env(void);
 
 /* ---- what the engine tests start from -------------------------------------- */
 
-/* A config of the store in dir, chunk_size tokens a chunk, no CPU tier,
- * io_threads I/O threads and only errors logged, then each further key,
- * value pair up to a NULL key.  NULL where a value is refused, with the key
- * and the reason on stderr: no cmocka assertion, so a forked child may call
- * it too. */
-kvs_config *tu_config(const char *dir, const char *chunk_size, const char *io_threads, ...)
-    __attribute__((sentinel));
 /* A fixture's folder: the environment cleared (tu_clear_env) and a fresh
  * temporary folder, asserted. */
 char *tu_fixture_dir(const char *tag);
