@@ -153,7 +153,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     const char *optarg_ = NULL;
     const cli_opt *opt = NULL;
     int c;
-    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+    while ((c = cli_getopt_geometry(&a, &o->geo, &optarg_, &opt)) > 0) {
         const char *arg = optarg_;
         switch (c) {
         case 'c':
@@ -186,17 +186,10 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             else
                 return cli_usage_error("--data \"%s\": random or bf16", arg);
             break;
-        default:
-            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
-                return EXIT_USAGE;
-            break;
         }
     }
-    if (c < 0) {
-        if (a.exit == EXIT_OK)
-            exit(EXIT_OK); /* --help printed */
+    if (c < 0)
         return a.exit;
-    }
     if (o->bf16 && o->geo.ns.dtype != KVS_DTYPE_BF16)
         return cli_usage_error("--data bf16 needs the bf16 dtype");
     if (o->geo.device >= 0 && !cli_gpu_built())

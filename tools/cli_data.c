@@ -37,7 +37,7 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
     const char *optarg_ = NULL;
     const cli_opt *opt = NULL;
     int c;
-    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+    while ((c = cli_getopt_geometry(&a, &o->geo, &optarg_, &opt)) > 0) {
         char *arg = (char *)optarg_;
         switch (c) {
         case 's': {
@@ -81,17 +81,10 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
             *(c == 'l' ? &o->linger_s : &o->interval_s) = v;
             break;
         }
-        default:
-            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
-                return EXIT_USAGE;
-            break;
         }
     }
-    if (c < 0) {
-        if (a.exit == EXIT_OK)
-            exit(EXIT_OK); /* --help printed */
+    if (c < 0)
         return a.exit;
-    }
     if (!o->have_seed || !o->have_tokens)
         return cli_usage_error("%s needs --seed and --tokens", cmd);
     if (o->prefix_tokens > o->tokens)
