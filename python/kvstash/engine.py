@@ -61,7 +61,7 @@ class OpResult:
                    self.chunks_failed, self.bytes))
 
 
-class Op:
+class Op(_lib.Closing):
     """An asynchronous store or retrieve.  Holds the memory it uses alive
     until it is freed; free it (or use it as a context manager) when done.
     Freeing an unfinished retrieve cancels it; so does freeing an unfinished
@@ -144,18 +144,6 @@ class Op:
 
     close = free
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.free()
-
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:
-            pass
-
 
 class _InFlight:
     """A call on an engine: counted while it runs, so close() waits for it,
@@ -184,7 +172,7 @@ def _no_nul(what, value):
     return value
 
 
-class Engine:
+class Engine(_lib.Closing):
     """One namespace (model, KV geometry, dtype, layout, tensor-parallel rank,
     chunk size, salt) on the store of a configuration.
 
@@ -416,18 +404,6 @@ class Engine:
     @property
     def closed(self):
         return self._closing or not self._h
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def chunk_keys(tokens, chunk_size):
