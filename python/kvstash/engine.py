@@ -301,15 +301,20 @@ class Engine(_lib.Closing):
         with _InFlight(self) as h:
             _lib.check(_lib.load().kvs_kv_check(h, ctypes.byref(desc)))
 
-    def lookup(self, tokens):
-        """Leading tokens available as whole chunks (CPU tier or store)."""
+    def _count(self, fn, tokens):
+        """A call that takes the prompt's tokens and gives back a count
+        (kvs_lookup, kvs_remove)."""
         toks = as_token_array(tokens)
         out = ctypes.c_size_t()
         with _InFlight(self) as h:
-            _lib.check(_lib.load().kvs_lookup(
+            _lib.check(getattr(_lib.load(), fn)(
                 h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
                 ctypes.byref(out)))
         return int(out.value)
+
+    def lookup(self, tokens):
+        """Leading tokens available as whole chunks (CPU tier or store)."""
+        return self._count("kvs_lookup", tokens)
 
     def store(self, tokens, kv, slot_mapping=None, stream=None, wait=False):
         """Stores the whole chunks of the prompt the store lacks.  Returns an
@@ -348,13 +353,7 @@ class Engine(_lib.Closing):
 
     def remove(self, tokens):
         """Removes the prompt's stored chunks; returns how many files went."""
-        toks = as_token_array(tokens)
-        out = ctypes.c_size_t()
-        with _InFlight(self) as h:
-            _lib.check(_lib.load().kvs_remove(
-                h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
-                ctypes.byref(out)))
-        return int(out.value)
+        return self._count("kvs_remove", tokens)
 
     def stats(self):
         """The counters and gauges as a dict (names of KVS_STATS_FIELDS)."""
