@@ -54,9 +54,13 @@ static const char *level_name(kvs_log_level level)
     return "?";
 }
 
+/* Checks the level itself, so that each variadic entry below is only its
+ * own rule around va_start and va_end. */
 static void vlog(kvs_log_level level, const char *fmt, va_list ap) KVS_PRINTF(2, 0);
 static void vlog(kvs_log_level level, const char *fmt, va_list ap)
 {
+    if (!kvs__log_enabled(level))
+        return;
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
     kvs_log_fn fn = atomic_load(&log_fn);
@@ -78,8 +82,6 @@ static void vlog(kvs_log_level level, const char *fmt, va_list ap)
 
 void kvs__log(kvs_log_level level, const char *fmt, ...)
 {
-    if (!kvs__log_enabled(level))
-        return;
     va_list ap;
     va_start(ap, fmt);
     vlog(level, fmt, ap);
@@ -89,8 +91,6 @@ void kvs__log(kvs_log_level level, const char *fmt, ...)
 void kvs__log_once(int *once, kvs_log_level level, const char *fmt, ...)
 {
     if (__atomic_exchange_n(once, 1, __ATOMIC_RELAXED))
-        return;
-    if (!kvs__log_enabled(level))
         return;
     va_list ap;
     va_start(ap, fmt);

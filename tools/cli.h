@@ -148,6 +148,13 @@ void cli_args_init(cli_args *a, const cli_cmd *c, int argc, char **argv);
  * end; -1 when the command must return a->exit (help printed: 0; a usage
  * error printed: 2). */
 int cli_getopt(cli_args *a, const char **arg, const cli_opt **which);
+/* cli_getopt for a command that takes the geometry options (store,
+ * retrieve, bench): those are applied to *g here, and the command's own come
+ * back as cli_getopt returns them (arg and which must not be NULL).  A bad
+ * geometry value gives -1 with a->exit EXIT_USAGE.  --help, once printed,
+ * ends the process with 0: these commands parse in a function whose 0 means
+ * "go on". */
+int cli_getopt_geometry(cli_args *a, cli_geometry *g, const char **arg, const cli_opt **which);
 
 /* ---- JSON output ---- */
 /* Bytes of the valid UTF-8 sequence at s (1 for ASCII), 0 if it is not one

@@ -153,7 +153,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
     const char *optarg_ = NULL;
     const cli_opt *opt = NULL;
     int c;
-    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+    while ((c = cli_getopt_geometry(&a, &o->geo, &optarg_, &opt)) > 0) {
         const char *arg = optarg_;
         switch (c) {
         case 'c':
@@ -186,17 +186,10 @@ static int parse_bench(int argc, char **argv, bench_opts *o)
             else
                 return cli_usage_error("--data \"%s\": random or bf16", arg);
             break;
-        default:
-            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
-                return EXIT_USAGE;
-            break;
         }
     }
-    if (c < 0) {
-        if (a.exit == EXIT_OK)
-            exit(EXIT_OK); /* --help printed */
+    if (c < 0)
         return a.exit;
-    }
     if (o->bf16 && o->geo.ns.dtype != KVS_DTYPE_BF16)
         return cli_usage_error("--data bf16 needs the bf16 dtype");
     if (o->geo.device >= 0 && !cli_gpu_built())
@@ -295,6 +288,28 @@ static void phases_add(phases *p, const kvs_stats *a, const kvs_stats *b, double
     p->bytes += bytes;
 }
 
+/* Stores n tokens and waits until every file is published; EXIT_IO, said on
+ * stderr, unless all n were stored.  *t_call (NULL: not wanted): when
+ * kvs_store returned, for the rate of the call alone. */
+static int store_all(kvs_engine *e, const uint32_t *tokens, size_t n, const kvs_kv *kv,
+                     kvs_op_result *res, double *t_call)
+{
+    kvs_op *op = NULL;
+    kvs_status s = kvs_store(e, tokens, n, kv, &op);
+    if (t_call)
+        *t_call = cli_now();
+    memset(res, 0, sizeof *res);
+    if (!s)
+        s = kvs_op_wait(op, -1, res);
+    kvs_op_free(op);
+    if (s || res->tokens != n) {
+        fprintf(stderr, "kvstash: bench: store stored %" PRIu64 " of %zu tokens: %s\n",
+                res->tokens, n, kvs_last_error());
+        return EXIT_IO;
+    }
+    return EXIT_OK;
+}
+
 /* Times store and retrieve of `n` tokens through engine e, `rounds` times
  * each, each measurement right after a memcpy round of its own: mc[r][0]
  * before the store, [1] before the retrieve, [2] before the KVS_KV_DIRECT
@@ -315,17 +330,9 @@ static int run_throughput(kvs_engine *e, cli_kvbuf *src, cli_kvbuf *dst, const u
         kvs_remove(e, tokens, n, &removed);
         stats_now(e, &a);
         double t0 = cli_now();
-        kvs_op *op;
-        kvs_status s = kvs_store(e, tokens, n, &src->kv, &op);
-        kvs_op_result res = {0};
-        if (!s)
-            s = kvs_op_wait(op, -1, &res);
-        kvs_op_free(op);
-        if (s || res.tokens != n) {
-            fprintf(stderr, "kvstash: bench: store stored %" PRIu64 " of %zu tokens: %s\n",
-                    res.tokens, n, kvs_last_error());
+        kvs_op_result res;
+        if (store_all(e, tokens, n, &src->kv, &res, NULL))
             return EXIT_IO;
-        }
         st[r] = (double)res.bytes / (cli_now() - t0) / 1e9;
         stats_now(e, &b);
         phases_add(ph ? &ph[PATH_STORE] : NULL, &a, &b, (double)res.bytes);
@@ -336,7 +343,7 @@ static int run_throughput(kvs_engine *e, cli_kvbuf *src, cli_kvbuf *dst, const u
             size_t loaded = 0;
             stats_now(e, &a);
             t0 = cli_now();
-            s = kvs_retrieve(e, tokens, n, &dst->kv, &loaded);
+            kvs_status s = kvs_retrieve(e, tokens, n, &dst->kv, &loaded);
             double dt = cli_now() - t0;
             stats_now(e, &b);
             phases_add(ph ? &ph[mode ? PATH_DIRECT : PATH_BOUNCE] : NULL, &a, &b,
@@ -618,19 +625,10 @@ static int run_gpu_throughput(kvs_engine *e, cli_gpu *gsrc, cli_gpu *gdst, cli_k
             return rc;
         size_t removed;
         kvs_remove(e, tokens, n, &removed);
-        double t0 = cli_now();
-        kvs_op *op;
-        kvs_status s = kvs_store(e, tokens, n, &gsrc->kv, &op);
-        double t_call = cli_now();
-        kvs_op_result res = {0};
-        if (!s)
-            s = kvs_op_wait(op, -1, &res);
-        kvs_op_free(op);
-        if (s || res.tokens != n) {
-            fprintf(stderr, "kvstash: bench: store stored %" PRIu64 " of %zu tokens: %s\n",
-                    res.tokens, n, kvs_last_error());
+        double t0 = cli_now(), t_call;
+        kvs_op_result res;
+        if (store_all(e, tokens, n, &gsrc->kv, &res, &t_call))
             return EXIT_IO;
-        }
         double t1 = cli_now();
         st[r] = (double)res.bytes / (t1 - t0) / 1e9;
         st_call[r] = (double)res.bytes / (t_call - t0) / 1e9;
@@ -638,7 +636,7 @@ static int run_gpu_throughput(kvs_engine *e, cli_gpu *gsrc, cli_gpu *gdst, cli_k
             return rc;
         size_t loaded = 0;
         t0 = cli_now();
-        s = kvs_retrieve(e, tokens, n, &gdst->kv, &loaded);
+        kvs_status s = kvs_retrieve(e, tokens, n, &gdst->kv, &loaded);
         double dt = cli_now() - t0;
         if (s || loaded != n) {
             fprintf(stderr, "kvstash: bench: retrieve loaded %zu of %zu tokens: %s\n", loaded, n,

@@ -37,7 +37,7 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
     const char *optarg_ = NULL;
     const cli_opt *opt = NULL;
     int c;
-    while ((c = cli_getopt(&a, &optarg_, &opt)) > 0) {
+    while ((c = cli_getopt_geometry(&a, &o->geo, &optarg_, &opt)) > 0) {
         char *arg = (char *)optarg_;
         switch (c) {
         case 's': {
@@ -81,17 +81,10 @@ static int parse_prompt(int argc, char **argv, const char *cmd, prompt_opts *o)
             *(c == 'l' ? &o->linger_s : &o->interval_s) = v;
             break;
         }
-        default:
-            if (cli_geometry_option(&o->geo, opt->name, arg) < 0)
-                return EXIT_USAGE;
-            break;
         }
     }
-    if (c < 0) {
-        if (a.exit == EXIT_OK)
-            exit(EXIT_OK); /* --help printed */
+    if (c < 0)
         return a.exit;
-    }
     if (!o->have_seed || !o->have_tokens)
         return cli_usage_error("%s needs --seed and --tokens", cmd);
     if (o->prefix_tokens > o->tokens)
@@ -135,7 +128,6 @@ static void prompt_free(prompt *p)
 
 static int prompt_open(prompt *p, const prompt_opts *o)
 {
-    memset(p, 0, sizeof *p);
     int rc = cli_load_config(&p->cfg);
     if (rc)
         return rc;
@@ -154,6 +146,40 @@ static int prompt_open(prompt *p, const prompt_opts *o)
         return cli_gpu_alloc(&p->gpu, &p->buf, &o->geo, o->seeds[0]);
     }
     return EXIT_OK;
+}
+
+/* The options of store or retrieve (cmd) and the engine, buffers and
+ * prompt they ask for.  Whatever it returns, p is for prompt_free. */
+static int prompt_start(prompt *p, prompt_opts *o, int argc, char **argv, const char *cmd)
+{
+    memset(p, 0, sizeof *p);
+    int rc = parse_prompt(argc, argv, cmd, o);
+    return rc ? rc : prompt_open(p, o);
+}
+
+/* What store and retrieve add up over their prompts; with --json, each
+ * prompt's object as it is written. */
+typedef struct tally {
+    uint64_t bytes, tokens;
+    double seconds;
+    size_t prompts;  /* finished */
+    FILE *js;        /* --json: the prompts' objects go here; NULL: text */
+    char *json;      /* what js wrote, once it is closed */
+    size_t json_len;
+} tally;
+
+static void tally_open(tally *t, bool json)
+{
+    memset(t, 0, sizeof *t);
+    if (json)
+        t->js = open_memstream(&t->json, &t->json_len);
+}
+
+static void tally_add(tally *t, uint64_t tokens, uint64_t bytes, double seconds)
+{
+    t->tokens += tokens;
+    t->bytes += bytes;
+    t->seconds += seconds;
 }
 
 /* Makes the prompt of one seed: its tokens and its chunks' content seeds. */
@@ -201,8 +227,7 @@ static uint64_t check_fn(void *mem, uint64_t seed, uint64_t pos, uint64_t len)
 
 /* One command's JSON: {"command", "exit_status", "prompts": [...], "total",
  * "verify" (retrieve --verify), "stats": the engine's counters}. */
-static void print_json(const char *cmd, int rc, const char *prompts, size_t nprompts,
-                       uint64_t tokens, uint64_t bytes, double seconds, const char *verify,
+static void print_json(const char *cmd, int rc, const tally *t, const char *verify,
                        kvs_engine *e)
 {
     char *stats = NULL;
@@ -211,7 +236,7 @@ static void print_json(const char *cmd, int rc, const char *prompts, size_t npro
     printf("{\"command\": \"%s\", \"exit_status\": %d,\n \"prompts\": [%s],\n"
            " \"total\": {\"prompts\": %zu, \"tokens\": %" PRIu64 ", \"bytes\": %" PRIu64
            ", \"seconds\": %.6f},\n",
-           cmd, rc, prompts ? prompts : "", nprompts, tokens, bytes, seconds);
+           cmd, rc, t->json ? t->json : "", t->prompts, t->tokens, t->bytes, t->seconds);
     if (verify)
         printf(" \"verify\": %s,\n", verify);
     printf(" \"stats\": %s}\n", stats ? stats : "null");
@@ -239,17 +264,11 @@ static void sleep_s(double s)
 int cmd_store(int argc, char **argv)
 {
     prompt_opts o;
-    int rc = parse_prompt(argc, argv, "store", &o);
-    if (rc)
-        return rc;
     prompt p;
-    rc = prompt_open(&p, &o);
-    uint64_t total_bytes = 0, total_tokens = 0;
-    double total_time = 0;
+    int rc = prompt_start(&p, &o, argc, argv, "store");
+    tally t;
+    tally_open(&t, o.json);
     bool failed = false;
-    char *jbuf = NULL;
-    size_t jlen = 0, done = 0;
-    FILE *js = o.json ? open_memstream(&jbuf, &jlen) : NULL;
     for (size_t i = 0; !rc && i < o.nseeds; i++) {
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
@@ -269,21 +288,19 @@ int cmd_store(int argc, char **argv)
             break;
         }
         double dt = cli_now() - t0;
-        total_bytes += r.bytes;
-        total_tokens += r.tokens;
-        total_time += dt;
-        if (js)
-            fprintf(js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"stored_tokens\": %" PRIu64
-                    ", \"chunks_written\": %u, \"chunks_present\": %u, \"chunks_failed\": %u"
-                    ", \"bytes\": %" PRIu64 ", \"seconds\": %.6f}",
-                    done ? "," : "", o.seeds[i], p.n, r.tokens, r.chunks_done, r.chunks_present,
-                    r.chunks_failed, r.bytes, dt);
+        tally_add(&t, r.tokens, r.bytes, dt);
+        if (t.js)
+            fprintf(t.js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"stored_tokens\": "
+                    "%" PRIu64 ", \"chunks_written\": %u, \"chunks_present\": %u, "
+                    "\"chunks_failed\": %u, \"bytes\": %" PRIu64 ", \"seconds\": %.6f}",
+                    t.prompts ? "," : "", o.seeds[i], p.n, r.tokens, r.chunks_done,
+                    r.chunks_present, r.chunks_failed, r.bytes, dt);
         else
             printf("seed %" PRIu64 ": stored %" PRIu64 " tokens of %zu (%u chunks written, %u "
                    "already present, %u failed), %.1f MiB in %.3f s, %.2f GB/s\n",
                    o.seeds[i], r.tokens, p.n, r.chunks_done, r.chunks_present, r.chunks_failed,
                    (double)r.bytes / 1048576.0, dt, dt > 0 ? (double)r.bytes / dt / 1e9 : 0.0);
-        done++;
+        t.prompts++;
         if (i + 1 < o.nseeds)
             sleep_s(o.interval_s);
         if (r.chunks_failed) {
@@ -296,18 +313,17 @@ int cmd_store(int argc, char **argv)
         rc = EXIT_IO;
     if (p.engine)
         sleep_s(o.linger_s);
-    if (js) {
-        fclose(js);
+    if (t.js) {
+        fclose(t.js);
         if (p.engine)
-            print_json("store", rc, jbuf, done, total_tokens, total_bytes, total_time, NULL,
-                       p.engine);
-        free(jbuf);
+            print_json("store", rc, &t, NULL, p.engine);
+        free(t.json);
     } else {
         if (!rc && o.nseeds > 1)
             printf("total: %zu prompts, %" PRIu64 " tokens on the store, %.1f MiB written in "
                    "%.3f s, %.2f GB/s\n",
-                   o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
-                   total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
+                   o.nseeds, t.tokens, (double)t.bytes / 1048576.0, t.seconds,
+                   t.seconds > 0 ? (double)t.bytes / t.seconds / 1e9 : 0.0);
         if (p.engine && !o.quiet)
             print_stats(p.engine);
     }
@@ -333,17 +349,11 @@ static size_t verify_loaded(prompt *p, size_t loaded)
 int cmd_retrieve(int argc, char **argv)
 {
     prompt_opts o;
-    int rc = parse_prompt(argc, argv, "retrieve", &o);
-    if (rc)
-        return rc;
     prompt p;
-    rc = prompt_open(&p, &o);
-    uint64_t total_bytes = 0, total_tokens = 0;
-    double total_time = 0;
+    int rc = prompt_start(&p, &o, argc, argv, "retrieve");
+    tally t;
+    tally_open(&t, o.json);
     size_t bad = 0;
-    char *jbuf = NULL;
-    size_t jlen = 0, done = 0;
-    FILE *js = o.json ? open_memstream(&jbuf, &jlen) : NULL;
     for (size_t i = 0; !rc && i < o.nseeds; i++) {
         if ((rc = prompt_make(&p, &o, o.seeds[i])))
             break;
@@ -361,10 +371,8 @@ int cmd_retrieve(int argc, char **argv)
             break;
         }
         uint64_t bytes = (uint64_t)loaded * p.buf.layers * p.buf.planes * p.buf.row;
-        total_bytes += bytes;
-        total_tokens += loaded;
-        total_time += dt;
-        if (!js)
+        tally_add(&t, loaded, bytes, dt);
+        if (!t.js)
             printf("seed %" PRIu64 ": hit %zu tokens of %zu (lookup said %zu), %.1f MiB in "
                    "%.3f s, %.2f GB/s\n",
                    o.seeds[i], loaded, p.n, avail, (double)bytes / 1048576.0, dt,
@@ -376,40 +384,40 @@ int cmd_retrieve(int argc, char **argv)
                 break;
             b = verify_loaded(&p, loaded);
             bad += b;
-            if (b && !js)
+            if (b && !t.js)
                 printf("seed %" PRIu64 ": verify: FAILED, %zu loaded chunks differ\n", o.seeds[i], b);
         }
-        if (js) {
-            fprintf(js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"hit_tokens\": %zu"
+        if (t.js) {
+            fprintf(t.js, "%s\n  {\"seed\": %" PRIu64 ", \"tokens\": %zu, \"hit_tokens\": %zu"
                     ", \"lookup_tokens\": %zu, \"bytes\": %" PRIu64 ", \"seconds\": %.6f",
-                    done ? "," : "", o.seeds[i], p.n, loaded, avail, bytes, dt);
+                    t.prompts ? "," : "", o.seeds[i], p.n, loaded, avail, bytes, dt);
             if (o.verify)
-                fprintf(js, ", \"chunks_differing\": %zu", b);
-            fprintf(js, "}");
+                fprintf(t.js, ", \"chunks_differing\": %zu", b);
+            fprintf(t.js, "}");
         }
-        done++;
+        t.prompts++;
     }
-    if (!rc && o.nseeds > 1 && !js)
+    if (!rc && o.nseeds > 1 && !t.js)
         printf("total: %zu prompts, hit %" PRIu64 " tokens, %.1f MiB in %.3f s, %.2f GB/s\n",
-               o.nseeds, total_tokens, (double)total_bytes / 1048576.0, total_time,
-               total_time > 0 ? (double)total_bytes / total_time / 1e9 : 0.0);
+               o.nseeds, t.tokens, (double)t.bytes / 1048576.0, t.seconds,
+               t.seconds > 0 ? (double)t.bytes / t.seconds / 1e9 : 0.0);
     if (!rc && o.verify) {
         if (bad)
             rc = EXIT_VERIFY;
-        if (!js && bad)
+        if (!t.js && bad)
             printf("verify: FAILED\n");
-        else if (!js)
-            printf("verify: ok, every byte of %" PRIu64 " loaded tokens checked\n", total_tokens);
+        else if (!t.js)
+            printf("verify: ok, every byte of %" PRIu64 " loaded tokens checked\n", t.tokens);
     }
-    if (js) {
-        fclose(js);
+    if (t.js) {
+        fclose(t.js);
         char verify[96];
         snprintf(verify, sizeof verify, "{\"checked_tokens\": %" PRIu64 ", \"ok\": %s}",
-                 total_tokens, bad ? "false" : "true");
+                 t.tokens, bad ? "false" : "true");
         if (p.engine)
-            print_json("retrieve", rc, jbuf, done, total_tokens, total_bytes, total_time,
+            print_json("retrieve", rc, &t,
                        o.verify && (rc == EXIT_OK || rc == EXIT_VERIFY) ? verify : NULL, p.engine);
-        free(jbuf);
+        free(t.json);
     } else if (p.engine && !o.quiet) {
         print_stats(p.engine);
     }

@@ -196,6 +196,23 @@ int cli_geometry_option(cli_geometry *g, const char *name, const char *arg)
     return 0;
 }
 
+int cli_getopt_geometry(cli_args *a, cli_geometry *g, const char **arg, const cli_opt **which)
+{
+    int c;
+    while ((c = cli_getopt(a, arg, which)) > 0) {
+        int r = cli_geometry_option(g, (*which)->name, *arg);
+        if (r == 0)
+            return c;
+        if (r < 0) {
+            a->exit = EXIT_USAGE;
+            return -1;
+        }
+    }
+    if (c < 0 && a->exit == EXIT_OK)
+        exit(EXIT_OK);
+    return c;
+}
+
 int cli_geometry_check(const cli_geometry *g, const char *cmd)
 {
     if (g->layout != CLI_LAYOUT_PLANES && g->device < 0)

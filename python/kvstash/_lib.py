@@ -214,6 +214,26 @@ _PROTOTYPES = {
     "kvs_doctor": (ctypes.c_int, [_p, _charpp, ctypes.POINTER(ctypes.c_int)]),
 }
 
+# ---- owners of a handle ------------------------------------------------------
+
+class Closing:
+    """A Python object that owns a library handle: a with-block and garbage
+    collection both call its close(), and at collection a failure is
+    dropped (the interpreter may be shutting down)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 # ---- loading -----------------------------------------------------------------
 
 _lock = threading.Lock()

@@ -27,7 +27,7 @@ def _text(value):
     return str(value)
 
 
-class Config:
+class Config(_lib.Closing):
     """One configuration.  Build it with Config.load() (what engines and the
     CLI use), Config.defaults() or Config.from_file(path); change it with
     set() / update(); read it with get(), source(), to_dict()."""
@@ -174,18 +174,6 @@ class Config:
         if self._h:
             _lib.load().kvs_config_free(self._h)
             self._h = ctypes.c_void_p()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def reference_markdown():

@@ -61,7 +61,7 @@ class OpResult:
                    self.chunks_failed, self.bytes))
 
 
-class Op:
+class Op(_lib.Closing):
     """An asynchronous store or retrieve.  Holds the memory it uses alive
     until it is freed; free it (or use it as a context manager) when done.
     Freeing an unfinished retrieve cancels it; so does freeing an unfinished
@@ -144,18 +144,6 @@ class Op:
 
     close = free
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.free()
-
-    def __del__(self):
-        try:
-            self.free()
-        except Exception:
-            pass
-
 
 class _InFlight:
     """A call on an engine: counted while it runs, so close() waits for it,
@@ -184,7 +172,7 @@ def _no_nul(what, value):
     return value
 
 
-class Engine:
+class Engine(_lib.Closing):
     """One namespace (model, KV geometry, dtype, layout, tensor-parallel rank,
     chunk size, salt) on the store of a configuration.
 
@@ -313,15 +301,20 @@ class Engine:
         with _InFlight(self) as h:
             _lib.check(_lib.load().kvs_kv_check(h, ctypes.byref(desc)))
 
-    def lookup(self, tokens):
-        """Leading tokens available as whole chunks (CPU tier or store)."""
+    def _count(self, fn, tokens):
+        """A call that takes the prompt's tokens and gives back a count
+        (kvs_lookup, kvs_remove)."""
         toks = as_token_array(tokens)
         out = ctypes.c_size_t()
         with _InFlight(self) as h:
-            _lib.check(_lib.load().kvs_lookup(
+            _lib.check(getattr(_lib.load(), fn)(
                 h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
                 ctypes.byref(out)))
         return int(out.value)
+
+    def lookup(self, tokens):
+        """Leading tokens available as whole chunks (CPU tier or store)."""
+        return self._count("kvs_lookup", tokens)
 
     def store(self, tokens, kv, slot_mapping=None, stream=None, wait=False):
         """Stores the whole chunks of the prompt the store lacks.  Returns an
@@ -360,13 +353,7 @@ class Engine:
 
     def remove(self, tokens):
         """Removes the prompt's stored chunks; returns how many files went."""
-        toks = as_token_array(tokens)
-        out = ctypes.c_size_t()
-        with _InFlight(self) as h:
-            _lib.check(_lib.load().kvs_remove(
-                h, toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), toks.size,
-                ctypes.byref(out)))
-        return int(out.value)
+        return self._count("kvs_remove", tokens)
 
     def stats(self):
         """The counters and gauges as a dict (names of KVS_STATS_FIELDS)."""
@@ -416,18 +403,6 @@ class Engine:
     @property
     def closed(self):
         return self._closing or not self._h
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def chunk_keys(tokens, chunk_size):
