@@ -79,12 +79,8 @@ static void writer(unsigned first)
     uint32_t t[NTOK];
     for (unsigned i = 0;; i++) {
         prompt_tokens(t, (first + i) % PROMPTS);
-        fu_kv_fill(&kv, t, NTOK);
-        kvs_op *op = NULL;
         kvs_op_result r;
-        if (kvs_store(e, t, NTOK, &kv.kv, &op) == KVS_OK)
-            kvs_op_wait(op, -1, &r);
-        kvs_op_free(op);
+        fu_store(e, &kv, t, &r);
     }
 }
 
@@ -108,15 +104,14 @@ static void reader(shared *sh, unsigned seed)
     while (!atomic_load(&sh->stop)) {
         seed = seed * 1103515245u + 12345u;
         prompt_tokens(t, (seed >> 8) % PROMPTS);
-        fu_kv_poison(&kv);
-        size_t got = 0;
-        if (kvs_retrieve(e, t, NTOK, &kv.kv, &got) != KVS_OK) {
+        size_t got = 0, bad = 0;
+        if (fu_retrieve(e, &kv, t, &got, &bad) != KVS_OK) {
             atomic_fetch_add(&sh->errors, 1);
             continue;
         }
         atomic_fetch_add(&sh->retrieves, 1);
         atomic_fetch_add(&sh->hit_tokens, got);
-        atomic_fetch_add(&sh->bad_rows, fu_kv_bad_rows(&kv, t, got));
+        atomic_fetch_add(&sh->bad_rows, bad);
         sleep_us(3000); /* leave the writers some of the machine's cores */
     }
     kvs_engine_close(e);
@@ -218,11 +213,10 @@ int main(void)
     size_t total = 0, bad = 0;
     for (unsigned p = 0; p < PROMPTS; p++) {
         prompt_tokens(t, p);
-        fu_kv_poison(&kv);
-        size_t got = 0;
-        kvs_retrieve(e, t, NTOK, &kv.kv, &got);
+        size_t got = 0, wrong = 0;
+        fu_retrieve(e, &kv, t, &got, &wrong);
         total += got;
-        bad += fu_kv_bad_rows(&kv, t, got);
+        bad += wrong;
     }
     kvs_engine_close(e);
     printf("after the kills: %zu tokens of %d prompts load, %zu wrong rows\n", total, PROMPTS,

@@ -106,27 +106,21 @@ static void worker(int id, double seconds)
         prompt_tokens(t, p);
         atomic_fetch_add(&sh->ops[op], 1);
         if (op == OP_STORE) {
-            fu_kv_fill(&kv, t, NTOK);
-            kvs_op *o = NULL;
             kvs_op_result res;
-            st = kvs_store(e, t, NTOK, &kv.kv, &o);
-            if (!st)
-                st = kvs_op_wait(o, -1, &res);
-            kvs_op_free(o);
+            st = fu_store(e, &kv, t, &res);
             if (st)
                 error("store", st);
             else
                 atomic_fetch_add(&sh->stored_chunks, res.chunks_done);
         } else if (op == OP_RETRIEVE) {
-            fu_kv_poison(&kv);
-            size_t got = 0;
-            st = kvs_retrieve(e, t, NTOK, &kv.kv, &got);
+            size_t got = 0, bad = 0;
+            st = fu_retrieve(e, &kv, t, &got, &bad);
             if (st) {
                 error("retrieve", st);
                 continue;
             }
             atomic_fetch_add(&sh->hit_tokens, got);
-            atomic_fetch_add(&sh->bad_rows, fu_kv_bad_rows(&kv, t, got));
+            atomic_fetch_add(&sh->bad_rows, bad);
         } else if (op == OP_LOOKUP) {
             size_t hit;
             if ((st = kvs_lookup(e, t, NTOK, &hit)))
