@@ -52,15 +52,15 @@ tu_fixture *tu_setup(void **state, const char *tag);
 /* The cmocka teardown of a tu_fixture: tu_fixture_done, then the fixture. */
 int tu_teardown(void **state);
 
-/* tu_store_wait through a fresh engine of cfg and ns, closed after; asserts
- * that all n tokens were stored.  *s_out, where not NULL: that engine's
- * counters after the store. */
-void tu_store_all(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
-                  const kvs_kv *kv, kvs_stats *s_out);
-/* The path of chunk idx of the n tokens t (chunk tokens a chunk) in the
- * store of a fresh engine of cfg and ns; path holds KVS_PATH_MAX bytes. */
-void tu_chunk_path(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
-                   size_t chunk, size_t idx, char *path);
+/* A bf16 MHA namespace of one rank. */
+kvs_namespace tu_mha_ns(const char *model, uint32_t layers, uint32_t heads, uint32_t dim);
+
+/* ---- prompts and their KV ---------------------------------------------------- */
+
+/* Prompt seed: n token ids, (i + 1) * 2654435761 ^ seed. */
+void tu_tokens(uint32_t *t, size_t n, uint32_t seed);
+/* Byte i of mem[0..n) becomes i * 131 + seed. */
+void tu_fill_pattern(uint8_t *mem, size_t n, uint8_t seed);
 
 /* A contiguous host buffer of L layers x 2 planes x T tokens of R-byte rows
  * (tu_kv_contiguous describes it in .kv), as type `name`. */
@@ -70,15 +70,19 @@ void tu_chunk_path(const kvs_config *cfg, const kvs_namespace *ns, const uint32_
         void *layers[L];                                                                     \
         kvs_kv kv;                                                                           \
     } name
-/* A bf16 MHA namespace of one rank. */
-kvs_namespace tu_mha_ns(const char *model, uint32_t layers, uint32_t heads, uint32_t dim);
-/* Prompt seed: n token ids, (i + 1) * 2654435761 ^ seed. */
-void tu_tokens(uint32_t *t, size_t n, uint32_t seed);
-/* Byte i of mem[0..n) becomes i * 131 + seed. */
-void tu_fill_pattern(uint8_t *mem, size_t n, uint8_t seed);
+
 /* kvs_store of n tokens from kv, waited for; asserts both calls succeed
  * and leaves the operation's result in *r. */
 void tu_store_wait(kvs_engine *e, const uint32_t *t, size_t n, const kvs_kv *kv,
                    kvs_op_result *r);
+/* tu_store_wait through a fresh engine of cfg and ns, closed after; asserts
+ * that all n tokens were stored.  *s_out, where not NULL: that engine's
+ * counters after the store. */
+void tu_store_all(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                  const kvs_kv *kv, kvs_stats *s_out);
+/* The path of chunk idx of the n tokens t (chunk tokens a chunk) in the
+ * store of a fresh engine of cfg and ns; path holds KVS_PATH_MAX bytes. */
+void tu_chunk_path(const kvs_config *cfg, const kvs_namespace *ns, const uint32_t *t, size_t n,
+                   size_t chunk, size_t idx, char *path);
 
 #endif
