@@ -851,7 +851,7 @@ def do_restore(args):
                 print("   codec: this model's KV read at %.3fx (logical / stored bytes, the "
                       "engine's counters)" % run["codec_ratio_read"], flush=True)
             if plain:
-                print("   codec goal (issue 13): TTFT hit on process A's files %.4f s = %.1fx "
+                print("   codec goal: TTFT hit on process A's files %.4f s = %.1fx "
                       "the full prefill (goal >= 15x: %s); on plain files (codec off) %.4f s = "
                       "%.1fx, KV in place at %.1f GB/s vs %.1f; plain KV bit-identical %s"
                       % (ttft_hit, run["speedup"], "met" if run["speedup"] >= 15 else "NOT met",
