@@ -16,7 +16,7 @@ import weakref
 
 from . import _lib
 from .config import Config
-from .kv import KV, as_slot_array, as_token_array
+from .kv import KV, as_token_array
 
 _LAYOUTS = {"mha": 0, "mla": 1}
 _OP_CLOSED = "this Op was freed: its Engine was closed"

@@ -10,8 +10,7 @@ import pytest
 
 import kvstash
 from kvstash.vllm import KvstashConnector, ReqMeta
-from vllm_standins import (EMPTY, KVConnectorRole, MiniVllm, Request, expected_rows,
-                           layer_name)
+from vllm_standins import KVConnectorRole, MiniVllm, Request, layer_name
 
 CHUNK = 16
 
