@@ -14,7 +14,8 @@ CMAKE_ARGS ?=
 DEB_PACKAGES = build-essential cmake pkg-config libyaml-dev libssl-dev \
                libxxhash-dev libcmocka-dev clang python3 python3-pytest \
                python3-numpy python3-venv python3-pip libfuse3-dev fuse3 \
-               glusterfs-server glusterfs-client libzstd-dev liblz4-dev
+               glusterfs-server glusterfs-client libzstd-dev liblz4-dev \
+               python3-pyflakes
 
 .PHONY: all deps build build-asan build-fuzz build-tsan run test test-fast test-tsan bench bench-scale fuzz clean install wheel
 
