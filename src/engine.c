@@ -1196,11 +1196,11 @@ kvs_status kvs_retrieve_start(kvs_engine *e, const uint32_t *tokens, size_t num_
                 op->layer_left[l]++;
     }
     for (uint32_t k = 0; k < i; k++)
-        if (atomic_load(&op->chunks[k].state) == KVS_CH_PENDING && !op->chunks[k].cpu)
+        if (atomic_load(&op->chunks[k].state) == KVS_CH_PENDING && !op->chunks[k].tier_hit)
             kvs__pool_submit(e->pool, &op->chunks[k].task, KVS_PRIO_READ);
     for (uint32_t k = 0; nhit && k < i; k++) {
         kvs_xchunk *c = &op->chunks[k];
-        if (!c->cpu) /* read before its first piece is queued: then a worker may clear it */
+        if (!c->tier_hit)
             continue;
         for (uint32_t q = 0; q < c->npieces; q++) {
             c->pieces[q].task.rank = q;
