@@ -38,6 +38,7 @@ g() { timeout 60 gluster --mode=script "$@"; }
 teardown() {
     set +e
     [ -n "${LOOPS:-}" ] && kill $LOOPS 2>/dev/null && wait $LOOPS 2>/dev/null
+    [ -n "${STEADY:-}" ] && kill -9 $STEADY 2>/dev/null
     for m in "$WORK/a" "$WORK/b"; do
         mountpoint -q "$m" && { umount "$m" 2>/dev/null || umount -l "$m"; }
     done
@@ -116,7 +117,16 @@ sleep 6
 pid=$(g volume status $VOL "$HOST:$WORK/brick1" --xml 2>/dev/null | sed -n 's:.*<pid>\([0-9]*\)</pid>.*:\1:p' | head -1)
 [ -n "$pid" ] && kill -9 "$pid" && echo after >"$WORK/phase" &&
     echo "killed the first brick (glusterfsd pid $pid) with SIGKILL" || fail "no brick pid to kill"
-sleep 15
+sleep 14
+# A store process that opens the store while a replica is up and goes on
+# storing a prompt every half second after the last brick is gone: the
+# failures it meets are counted by reason and printed when it ends.  The
+# short-lived loops above count only if one of them happens to be past its
+# engine open at the moment of the kill, which some runs never caught.
+A store --seed $(seq -s, 500 511) --tokens 2048 $GEO --interval 0.5 --keep-going \
+    >"$WORK/l.out" 2>"$WORK/l.err" &
+STEADY=$!
+sleep 1
 # Then the second brick too: nothing can serve; reads must come back as
 # counted misses (or an instance that cannot open says so), never as wrong
 # bytes or a hang.
@@ -126,6 +136,13 @@ pid2=$(g volume status $VOL "$HOST:$WORK/brick2" --xml 2>/dev/null | sed -n 's:.
     fail "no second brick pid to kill"
 sleep 8
 kill $LOOPS 2>/dev/null; wait $LOOPS 2>/dev/null; LOOPS=
+# the steady store's last prompts fail at once (no brick answers): it ends
+# within seconds; a store that hangs is a failure of its own
+for i in $(seq 100); do kill -0 $STEADY 2>/dev/null || break; sleep 0.2; done
+if kill -0 $STEADY 2>/dev/null; then
+    kill -9 $STEADY; fail "a store with no brick left still ran 20 s after its last prompt was due"
+fi
+wait $STEADY 2>/dev/null
 
 # 3. What happened.  Each CLI run prints its exit status; retrieves print a
 # verify line and their stats (a JSON object) on standard error.
@@ -147,7 +164,7 @@ for f in glob.glob(w + "/r*.out"):
             if code == 1: runs[ph][2] += 1
             elif code != 0: bad_exit[ph] += 1
 misses = {}
-for f in glob.glob(w + "/r*.err") + glob.glob(w + "/w.err"):
+for f in glob.glob(w + "/r*.err") + glob.glob(w + "/w.err") + glob.glob(w + "/l.err"):
     for line in open(f, errors="replace"):
         if line.startswith("stats: "):
             try: s = json.loads(line[7:])
